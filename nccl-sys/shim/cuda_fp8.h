@@ -1,0 +1,4 @@
+/* nccl-sys shim: nccl.h includes this CUDA header but uses nothing from it. */
+#ifndef NCCL_SYS_SHIM_CUDA_FP8_H
+#define NCCL_SYS_SHIM_CUDA_FP8_H
+#endif

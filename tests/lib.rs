@@ -1,0 +1,55 @@
+//! Shared helpers of the integration tests: whether a GPU is there, and (for
+//! multi-rank tests) starting ranks as separate processes.
+//!
+//! GPU tests call [`gpu_or_skip`]: without a GPU they say so on stderr (not
+//! captured by the test harness, so it shows in every run) and return `None`;
+//! with `NCCL_RS_REQUIRE_GPU=1` a missing GPU is a failure instead.
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use cudarc::driver::CudaContext;
+
+/// Number of CUDA devices, or why there are none usable.
+pub fn gpu_count() -> Result<usize, String> {
+    // SAFETY: only tries to dlopen the driver library, then drops it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("the CUDA driver library (libcuda.so) is not installed".into());
+    }
+    match CudaContext::device_count() {
+        Ok(0) => Err("the CUDA driver sees no device".into()),
+        Ok(n) => Ok(n as usize),
+        Err(e) => Err(format!("the CUDA driver failed: {e}")),
+    }
+}
+
+/// Whether `NCCL_RS_REQUIRE_GPU=1` is set.
+pub fn gpu_required() -> bool {
+    std::env::var("NCCL_RS_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// Writes to the real stderr, past the test harness's capture.
+pub fn say(msg: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
+}
+
+/// A context on GPU `ordinal`, bound to this thread; or `None` after saying
+/// why the test `name` cannot run. Panics when `NCCL_RS_REQUIRE_GPU=1`.
+pub fn gpu_or_skip(name: &str, ordinal: usize) -> Option<Arc<CudaContext>> {
+    let why = match gpu_count() {
+        Ok(n) if n > ordinal => {
+            let ctx = CudaContext::new(ordinal).expect("create a CUDA context");
+            ctx.bind_to_thread().expect("bind the CUDA context");
+            return Some(ctx);
+        }
+        Ok(n) => format!("needs GPU {ordinal} but only {n} GPU(s) are visible"),
+        Err(e) => e,
+    };
+    if gpu_required() {
+        panic!("{name}: no GPU to run on ({why}) and NCCL_RS_REQUIRE_GPU=1");
+    }
+    say(&format!(
+        "GPU TEST NOT RUN: {name}: {why} (set NCCL_RS_REQUIRE_GPU=1 to make this a failure)"
+    ));
+    None
+}
