@@ -1,3 +1,81 @@
-//! Safe Rust bindings to NVIDIA NCCL (placeholder; the safe layer follows).
+//! Safe Rust bindings to NVIDIA NCCL on [cudarc]: RAII communicators,
+//! collectives bound to a cudarc stream whose arguments are checked before
+//! NCCL sees them, and typed errors that carry NCCL's own explanation.
+//!
+//! # Example
+//!
+//! One process, one GPU, world size 1 (with more ranks, one of them makes
+//! the [`UniqueId`] and sends it to the others, e.g. as hex text):
+//!
+//! ```no_run
+//! use cudarc::driver::CudaContext;
+//! use nccl::{Comm, ReduceOp, UniqueId};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let ctx = CudaContext::new(0)?;
+//!     let stream = ctx.new_stream()?;
+//!     let id = UniqueId::new()?;
+//!     let comm = Comm::init_rank(&ctx, 1, &id, 0)?;
+//!
+//!     let send = stream.clone_htod(&[1.0f32, 2.0, 3.0])?;
+//!     let mut recv = stream.alloc_zeros::<f32>(3)?;
+//!     comm.all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)?;
+//!     assert_eq!(stream.clone_dtoh(&recv)?, [1.0, 2.0, 3.0]);
+//!
+//!     // A wrong length is a typed error, and NCCL is never called:
+//!     let mut short = stream.alloc_zeros::<f32>(2)?;
+//!     let err = comm.all_reduce(&send, &mut short, ReduceOp::Sum, &stream).unwrap_err();
+//!     assert!(matches!(err, nccl::Error::InvalidArgument { op: "all_reduce", .. }));
+//!
+//!     comm.finalize()?; // the orderly close; dropping a Comm aborts it
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # What is checked
+//!
+//! Before NCCL is called: buffer lengths against each collective's contract
+//! ([`contract`]), `root`/`peer` against the world size, that the stream
+//! belongs to the communicator's GPU, that out-of-place buffers do not
+//! overlap, that a custom op belongs to this communicator and element type,
+//! and that the NCCL in use has the API (else [`Error::Unsupported`]).
+//!
+//! # Versions
+//!
+//! [`version()`] is the libnccl in use, [`HEADER_VERSION`] the `nccl.h` this
+//! was built against; [`capabilities()`] reports both, the link mode and the
+//! optional APIs. A dynamically linked program that loads a libnccl older
+//! than its header gets [`Error::LibraryTooOld`] on first use.
 
+#![warn(missing_docs)]
+
+pub use cudarc;
 pub use nccl_sys as sys;
+
+mod caps;
+mod coll;
+mod comm;
+mod config;
+pub mod contract;
+mod dtype;
+mod error;
+mod group;
+mod id;
+mod mem;
+mod op;
+mod version;
+
+pub use caps::{Capabilities, Feature, LinkMode, OPTIONAL_APIS, capabilities};
+pub use comm::Comm;
+pub use config::Config;
+pub use dtype::{F8E4M3, F8E5M2, NcclType, bf16, f16};
+pub use error::{Error, NcclCode, Result, error_string};
+#[cfg(nccl_2_22)]
+pub use group::group_simulate;
+pub use group::{GroupGuard, group};
+pub use id::{UNIQUE_ID_BYTES, UniqueId};
+#[cfg(nccl_2_27)]
+pub use mem::Window;
+pub use mem::{DROP_WAIT, NcclBuffer, Registered};
+pub use op::{PreMulSum, ReduceOp};
+pub use version::{HEADER_VERSION, Version, version};

@@ -1,0 +1,25 @@
+//! Turns the NCCL header version that nccl-sys found (`DEP_NCCL_VERSION_NUMBER`)
+//! into cfgs for this crate: `nccl_2_N` for every 2.N up to it, so APIs that
+//! an older header lacks compile out (and report `Error::Unsupported`).
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=DEP_NCCL_VERSION_NUMBER");
+    for minor in 0..=40 {
+        println!("cargo:rustc-check-cfg=cfg(nccl_2_{minor})");
+    }
+    let code: u32 = std::env::var("DEP_NCCL_VERSION_NUMBER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (major, minor) = if code >= 10000 {
+        (code / 10000, (code % 10000) / 100)
+    } else {
+        (code / 1000, (code % 1000) / 100)
+    };
+    if major >= 2 {
+        let top = if major > 2 { 40 } else { minor.min(40) };
+        for m in 0..=top {
+            println!("cargo:rustc-cfg=nccl_2_{m}");
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Communicators: creation, splitting, and an honest close.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cudarc::driver::CudaContext;
+
+use crate::config::Config;
+use crate::error::{Error, NcclCode, Result, check, check_comm, failure};
+use crate::id::UniqueId;
+use crate::sys;
+use crate::version::checked_runtime;
+
+/// An NCCL communicator: one rank of a group of GPUs that run collectives
+/// together, bound to one GPU (a cudarc [`CudaContext`]).
+///
+/// # Closing
+///
+/// - [`Comm::finalize`] is the orderly close: it waits until every operation
+///   of this rank is done (`ncclCommFinalize`), then frees the communicator,
+///   and reports any error.
+/// - [`Comm::abort`] stops everything at once (`ncclCommAbort`), for when a
+///   peer is gone or an operation hangs.
+/// - Dropping a `Comm` aborts it: `Drop` cannot report errors and must never
+///   wait without bound, and `ncclCommDestroy` of an unfinalized communicator
+///   can wait on its peers. Operations still in flight are cancelled, so call
+///   `finalize` when the work matters. Drop never panics.
+///
+/// # Threads
+///
+/// `Comm` is `Send` (it may move to another thread) but not `Sync`: NCCL allows
+/// one thread at a time to use a communicator.
+///
+/// ```compile_fail
+/// fn needs_sync<T: Sync>() {}
+/// needs_sync::<nccl::Comm>();
+/// ```
+#[derive(Debug)]
+pub struct Comm {
+    raw: sys::ncclComm_t,
+    ctx: Arc<CudaContext>,
+    rank: usize,
+    world: usize,
+    blocking: bool,
+    timeout: Option<Duration>,
+}
+
+// SAFETY: an NCCL communicator is not tied to the thread that created it; NCCL
+// only forbids concurrent use, which `&self`/`&mut self` plus `!Sync` (the raw
+// pointer field) rule out. The CUDA context is `Send` too.
+unsafe impl Send for Comm {}
+
+fn world_arg(op: &'static str, world: usize) -> Result<i32> {
+    if world == 0 || world > i32::MAX as usize {
+        return Err(Error::invalid(op, "world", "1 ..= i32::MAX ranks", world));
+    }
+    Ok(world as i32)
+}
+
+impl Comm {
+    /// Creates this process's rank `rank` of a communicator of `world` ranks
+    /// on the GPU of `ctx` (`ncclCommInitRank`). Every rank calls it with the
+    /// same `id` (made by one of them with [`UniqueId::new`]); it returns once
+    /// all have joined.
+    ///
+    /// `ctx` is bound to the calling thread first: NCCL uses the thread's
+    /// current device.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for `rank >= world` or `world == 0`;
+    /// `LibraryTooOld` when the libnccl loaded is older than the header;
+    /// NCCL's error (with its explanation) otherwise.
+    pub fn init_rank(
+        ctx: &Arc<CudaContext>,
+        world: usize,
+        id: &UniqueId,
+        rank: usize,
+    ) -> Result<Comm> {
+        Comm::init_rank_with(ctx, world, id, rank, &Config::new())
+    }
+
+    /// [`Comm::init_rank`] with a [`Config`] (`ncclCommInitRankConfig`).
+    ///
+    /// # Errors
+    /// As `init_rank`; `Unsupported` for config fields the NCCL in use lacks;
+    /// `Timeout` when a non-blocking init outlasts [`Config::timeout`].
+    pub fn init_rank_with(
+        ctx: &Arc<CudaContext>,
+        world: usize,
+        id: &UniqueId,
+        rank: usize,
+        config: &Config,
+    ) -> Result<Comm> {
+        const OP: &str = "init_rank";
+        let nranks = world_arg(OP, world)?;
+        if rank >= world {
+            return Err(Error::invalid(
+                OP,
+                "rank",
+                format!("< world ({world})"),
+                rank,
+            ));
+        }
+        checked_runtime()?;
+        let mut raw_cfg = config.to_raw()?;
+        ctx.bind_to_thread()?;
+        let mut raw: sys::ncclComm_t = std::ptr::null_mut();
+        // SAFETY: valid out-pointer and config (its strings live in `config`);
+        // the id is passed by value; rank < nranks was checked.
+        let r = unsafe {
+            sys::ncclCommInitRankConfig(&mut raw, nranks, *id.as_raw(), rank as i32, &mut raw_cfg)
+        };
+        let comm = Comm {
+            raw,
+            ctx: ctx.clone(),
+            rank,
+            world,
+            blocking: config.is_blocking(),
+            timeout: config.timeout,
+        };
+        comm.settle("ncclCommInitRankConfig", r)?;
+        Ok(comm)
+    }
+
+    /// One communicator per context, all in this process
+    /// (`ncclCommInitAll`): rank `i` runs on `ctxs[i]`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for no contexts or the same GPU twice; NCCL's error.
+    pub fn init_all(ctxs: &[Arc<CudaContext>]) -> Result<Vec<Comm>> {
+        const OP: &str = "init_all";
+        let n = world_arg(OP, ctxs.len())?;
+        let devs: Vec<i32> = ctxs.iter().map(|c| c.ordinal() as i32).collect();
+        for (i, d) in devs.iter().enumerate() {
+            if devs[..i].contains(d) {
+                return Err(Error::invalid(
+                    OP,
+                    "ctxs",
+                    "one context per GPU",
+                    format!("GPU {d} twice"),
+                ));
+            }
+        }
+        checked_runtime()?;
+        ctxs[0].bind_to_thread()?;
+        let mut raws: Vec<sys::ncclComm_t> = vec![std::ptr::null_mut(); ctxs.len()];
+        // SAFETY: raws has room for n communicators, devs holds n ordinals.
+        let r = unsafe { sys::ncclCommInitAll(raws.as_mut_ptr(), n, devs.as_ptr()) };
+        check("ncclCommInitAll", r)?;
+        Ok(raws
+            .into_iter()
+            .zip(ctxs)
+            .enumerate()
+            .map(|(rank, (raw, ctx))| Comm {
+                raw,
+                ctx: ctx.clone(),
+                rank,
+                world: ctxs.len(),
+                blocking: true,
+                timeout: None,
+            })
+            .collect())
+    }
+
+    /// Splits this communicator (`ncclCommSplit`, collective over all its
+    /// ranks): ranks passing the same `color` form a new communicator,
+    /// ordered by `key` (then by their rank here). `color: None` takes no part
+    /// (`NCCL_SPLIT_NOCOLOR`) and returns `Ok(None)`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a color above `i32::MAX`; NCCL's error.
+    pub fn split(
+        &self,
+        color: Option<u32>,
+        key: i32,
+        config: Option<&Config>,
+    ) -> Result<Option<Comm>> {
+        let color = match color {
+            Some(c) if c > i32::MAX as u32 => {
+                return Err(Error::invalid(
+                    "split",
+                    "color",
+                    "0 ..= i32::MAX or None",
+                    c,
+                ));
+            }
+            Some(c) => c as i32,
+            None => sys::NCCL_SPLIT_NOCOLOR,
+        };
+        let default = Config::new();
+        let config = config.unwrap_or(&default);
+        let mut raw_cfg = config.to_raw()?;
+        self.ctx.bind_to_thread()?;
+        let mut raw: sys::ncclComm_t = std::ptr::null_mut();
+        // SAFETY: valid communicator, out-pointer and config.
+        let r = unsafe { sys::ncclCommSplit(self.raw, color, key, &mut raw, &mut raw_cfg) };
+        let mut child = Comm {
+            raw,
+            ctx: self.ctx.clone(),
+            rank: 0,
+            world: 0,
+            blocking: config.is_blocking(),
+            timeout: config.timeout,
+        };
+        if let Err(e) = child.settle("ncclCommSplit", r) {
+            if raw.is_null() {
+                // nothing to abort: report the parent's view of the error
+                std::mem::forget(child);
+            }
+            return Err(e);
+        }
+        if raw.is_null() {
+            std::mem::forget(child);
+            return Ok(None);
+        }
+        child.rank = child.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
+        child.world = child.query("ncclCommCount", sys::ncclCommCount)? as usize;
+        Ok(Some(child))
+    }
+
+    fn query(
+        &self,
+        api: &'static str,
+        f: unsafe extern "C" fn(sys::ncclComm_t, *mut i32) -> sys::ncclResult_t,
+    ) -> Result<i32> {
+        let mut v = 0;
+        // SAFETY: valid communicator and out-pointer.
+        check_comm(api, unsafe { f(self.raw, &mut v) }, self.raw)?;
+        Ok(v)
+    }
+
+    /// After a call that may return `ncclInProgress` (non-blocking
+    /// communicators): waits for the communicator to settle, up to the
+    /// configured timeout. On error the caller drops (aborts) the communicator.
+    fn settle(&self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
+        if r != sys::ncclResult_t::ncclInProgress {
+            return check_comm(api, r, self.raw);
+        }
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        loop {
+            let state = self.async_error_raw()?;
+            match NcclCode::from_raw(state) {
+                None => return Ok(()),
+                Some(NcclCode::InProgress) => {}
+                Some(_) => return Err(failure(api, state, self.raw)),
+            }
+            if let Some(limit) = self.timeout {
+                if start.elapsed() >= limit {
+                    // the caller drops (so aborts) the communicator
+                    return Err(Error::Timeout {
+                        op: api,
+                        after: limit,
+                    });
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    fn async_error_raw(&self) -> Result<sys::ncclResult_t> {
+        let mut state = sys::ncclResult_t::ncclSuccess;
+        // SAFETY: valid communicator and out-pointer.
+        let r = unsafe { sys::ncclCommGetAsyncError(self.raw, &mut state) };
+        check_comm("ncclCommGetAsyncError", r, self.raw)?;
+        Ok(state)
+    }
+
+    /// The communicator's asynchronous error state
+    /// (`ncclCommGetAsyncError`): `Ok(())` while healthy, the error once an
+    /// operation failed in the background (e.g. a peer died).
+    ///
+    /// # Errors
+    /// The asynchronous error, as [`Error::Nccl`].
+    pub fn async_error(&self) -> Result<()> {
+        let state = self.async_error_raw()?;
+        check_comm("ncclCommGetAsyncError", state, self.raw)
+    }
+
+    /// NCCL's last error message for this communicator (`ncclGetLastError`).
+    pub fn last_error(&self) -> String {
+        crate::error::last_error(self.raw)
+    }
+
+    /// This rank's index, `0..world_size()`.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn world_size(&self) -> usize {
+        self.world
+    }
+
+    /// Ordinal of the GPU this rank runs on.
+    pub fn device(&self) -> usize {
+        self.ctx.ordinal()
+    }
+
+    /// The CUDA context of this rank's GPU.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The raw communicator, still owned by `self`.
+    pub fn as_raw(&self) -> sys::ncclComm_t {
+        self.raw
+    }
+
+    /// Gives up ownership: the caller must finalize/destroy or abort it.
+    pub fn into_raw(self) -> sys::ncclComm_t {
+        let raw = self.raw;
+        std::mem::forget(self);
+        raw
+    }
+
+    /// Wraps a raw communicator.
+    ///
+    /// # Safety
+    /// `raw` must be a valid, initialized communicator on the GPU of `ctx`,
+    /// owned by nobody else (it is aborted when the `Comm` drops).
+    ///
+    /// # Errors
+    /// NCCL's error when asking the communicator its rank and size.
+    pub unsafe fn from_raw(raw: sys::ncclComm_t, ctx: Arc<CudaContext>) -> Result<Comm> {
+        let mut c = Comm {
+            raw,
+            ctx,
+            rank: 0,
+            world: 0,
+            blocking: true,
+            timeout: None,
+        };
+        c.rank = c.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
+        c.world = c.query("ncclCommCount", sys::ncclCommCount)? as usize;
+        Ok(c)
+    }
+
+    /// The orderly close: waits until all of this rank's operations are done
+    /// (`ncclCommFinalize`), then frees the communicator (`ncclCommDestroy`).
+    /// On error the communicator is aborted, so nothing leaks.
+    ///
+    /// # Errors
+    /// NCCL's error from finalizing (e.g. a peer died), or `Timeout` for a
+    /// non-blocking communicator that outlasts its configured timeout.
+    pub fn finalize(self) -> Result<()> {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: valid communicator, used by this thread only.
+        let r = unsafe { sys::ncclCommFinalize(self.raw) };
+        if let Err(e) = self.settle("ncclCommFinalize", r) {
+            drop(self); // aborts
+            return Err(e);
+        }
+        let raw = self.into_raw();
+        // SAFETY: finalized, so destroy only frees local resources.
+        let r = unsafe { sys::ncclCommDestroy(raw) };
+        check("ncclCommDestroy", r)
+    }
+
+    /// Stops all operations and frees the communicator at once
+    /// (`ncclCommAbort`), without waiting for peers.
+    ///
+    /// # Errors
+    /// NCCL's error from aborting (the communicator is gone either way).
+    pub fn abort(self) -> Result<()> {
+        let raw = self.into_raw();
+        // SAFETY: valid communicator, owned and not used afterwards.
+        let r = unsafe { sys::ncclCommAbort(raw) };
+        check("ncclCommAbort", r)
+    }
+
+    /// Whether this communicator was created blocking (the default).
+    pub fn is_blocking(&self) -> bool {
+        self.blocking
+    }
+}
+
+impl Drop for Comm {
+    /// Aborts the communicator (see the type's documentation for why not
+    /// destroy). Never panics; a failure is written to stderr.
+    fn drop(&mut self) {
+        if self.raw.is_null() {
+            return;
+        }
+        // SAFETY: valid communicator, owned; abort does not wait on peers.
+        let r = unsafe { sys::ncclCommAbort(self.raw) };
+        if r != sys::ncclResult_t::ncclSuccess {
+            eprintln!("nccl: ncclCommAbort in Comm::drop failed with code {}", r.0);
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Errors: one funnel ([`check`]) turns every `ncclResult_t` into a
+//! [`Result`], keeping the raw code, the API that failed and NCCL's own
+//! explanation (`ncclGetLastError`).
+
+use std::ffi::CStr;
+use std::fmt;
+
+use crate::sys;
+use crate::version::Version;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An `ncclResult_t` other than success, named when this crate knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NcclCode {
+    /// `ncclUnhandledCudaError` (1): a CUDA call inside NCCL failed.
+    UnhandledCudaError,
+    /// `ncclSystemError` (2): a system call failed.
+    SystemError,
+    /// `ncclInternalError` (3): an internal check failed (NCCL bug or memory corruption).
+    InternalError,
+    /// `ncclInvalidArgument` (4).
+    InvalidArgument,
+    /// `ncclInvalidUsage` (5): the call sequence is wrong.
+    InvalidUsage,
+    /// `ncclRemoteError` (6): a peer exited or the network failed.
+    RemoteError,
+    /// `ncclInProgress` (7): a non-blocking operation is still running.
+    InProgress,
+    /// A value this crate does not know (a newer libnccl), kept raw.
+    Unknown(u32),
+}
+
+impl NcclCode {
+    /// The code for a raw `ncclResult_t`; `None` for `ncclSuccess`.
+    pub fn from_raw(r: sys::ncclResult_t) -> Option<NcclCode> {
+        Some(match r {
+            sys::ncclResult_t::ncclSuccess => return None,
+            sys::ncclResult_t::ncclUnhandledCudaError => NcclCode::UnhandledCudaError,
+            sys::ncclResult_t::ncclSystemError => NcclCode::SystemError,
+            sys::ncclResult_t::ncclInternalError => NcclCode::InternalError,
+            sys::ncclResult_t::ncclInvalidArgument => NcclCode::InvalidArgument,
+            sys::ncclResult_t::ncclInvalidUsage => NcclCode::InvalidUsage,
+            sys::ncclResult_t::ncclRemoteError => NcclCode::RemoteError,
+            sys::ncclResult_t::ncclInProgress => NcclCode::InProgress,
+            other => NcclCode::Unknown(other.0),
+        })
+    }
+
+    /// The raw `ncclResult_t` value.
+    pub fn raw(self) -> u32 {
+        match self {
+            NcclCode::UnhandledCudaError => 1,
+            NcclCode::SystemError => 2,
+            NcclCode::InternalError => 3,
+            NcclCode::InvalidArgument => 4,
+            NcclCode::InvalidUsage => 5,
+            NcclCode::RemoteError => 6,
+            NcclCode::InProgress => 7,
+            NcclCode::Unknown(v) => v,
+        }
+    }
+
+    /// NCCL's name of the code (`ncclInvalidArgument`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NcclCode::UnhandledCudaError => "ncclUnhandledCudaError",
+            NcclCode::SystemError => "ncclSystemError",
+            NcclCode::InternalError => "ncclInternalError",
+            NcclCode::InvalidArgument => "ncclInvalidArgument",
+            NcclCode::InvalidUsage => "ncclInvalidUsage",
+            NcclCode::RemoteError => "ncclRemoteError",
+            NcclCode::InProgress => "ncclInProgress",
+            NcclCode::Unknown(_) => "unknown ncclResult_t",
+        }
+    }
+
+    /// What to do about it, in a few words.
+    fn advice(self) -> &'static str {
+        match self {
+            NcclCode::UnhandledCudaError => {
+                "check the GPU and driver (nvidia-smi), and that the CUDA context is current"
+            }
+            NcclCode::SystemError => {
+                "check sockets, shared memory (/dev/shm) and file limits; NCCL_DEBUG=WARN says more"
+            }
+            NcclCode::InternalError => {
+                "likely an NCCL bug or memory corruption; NCCL_DEBUG=INFO says more"
+            }
+            NcclCode::InvalidArgument | NcclCode::InvalidUsage => {
+                "the call does not match NCCL's contract; NCCL_DEBUG=WARN says more"
+            }
+            NcclCode::RemoteError => {
+                "a peer exited or the network failed: abort this communicator and rebuild it"
+            }
+            NcclCode::InProgress => {
+                "the operation is still running: poll the communicator until it completes"
+            }
+            NcclCode::Unknown(_) => "this code is newer than nccl; NCCL_DEBUG=WARN says more",
+        }
+    }
+}
+
+impl fmt::Display for NcclCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NcclCode::Unknown(v) => write!(f, "ncclResult_t {v}"),
+            c => write!(f, "{} ({})", c.name(), c.raw()),
+        }
+    }
+}
+
+/// Everything that can go wrong.
+#[derive(Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An NCCL call failed.
+    #[error("{api} failed with {code}: {}; {}", if last_error.is_empty() { "NCCL gave no detail" } else { last_error.as_str() }, code.advice())]
+    Nccl {
+        /// The NCCL function that failed (`ncclAllReduce`).
+        api: &'static str,
+        /// The code it returned.
+        code: NcclCode,
+        /// `ncclGetLastError` right after the failure (may be empty).
+        last_error: String,
+    },
+    /// An argument broke the contract of a call; NCCL was not called.
+    #[error("{op}: invalid {arg}: expected {expected}, got {actual}")]
+    InvalidArgument {
+        /// The operation (`all_gather`).
+        op: &'static str,
+        /// The argument (`recv.len()`).
+        arg: &'static str,
+        /// What the contract needs.
+        expected: String,
+        /// What was given.
+        actual: String,
+    },
+    /// A CUDA driver call (through cudarc) failed.
+    #[error("CUDA error: {0}")]
+    Cuda(#[from] cudarc::driver::DriverError),
+    /// The API needs a newer NCCL than the header this was built with or the
+    /// library it runs with.
+    #[error(
+        "{api} needs NCCL {needs} or newer, but this build has NCCL {have}; update libnccl (and rebuild against its nccl.h)"
+    )]
+    Unsupported {
+        /// The API or feature.
+        api: &'static str,
+        /// The first NCCL version that has it.
+        needs: Version,
+        /// The older of header and runtime versions.
+        have: Version,
+    },
+    /// The libnccl loaded at run time is older than the nccl.h this was built
+    /// with (dynamic linking).
+    #[error(
+        "libnccl {runtime} is older than the nccl.h {header} this program was built with: run with a libnccl >= {header} (LD_LIBRARY_PATH) or rebuild against the older header"
+    )]
+    LibraryTooOld {
+        /// Version of the header used at build time.
+        header: Version,
+        /// Version of the library loaded at run time.
+        runtime: Version,
+    },
+    /// A non-blocking operation did not finish in time; the communicator was
+    /// aborted.
+    #[error("{op} did not finish within {after:?}; the communicator was aborted")]
+    Timeout {
+        /// What was waited for (`ncclCommInitRankConfig`).
+        op: &'static str,
+        /// The limit.
+        after: std::time::Duration,
+    },
+    /// A number that is not an NCCL version code.
+    #[error(
+        "{code} is not an NCCL version code (expected X*10000+Y*100+Z, or X*1000+Y*100+Z before 2.9)"
+    )]
+    InvalidVersionCode {
+        /// The code.
+        code: i32,
+    },
+    /// A string that is not `major.minor.patch`.
+    #[error("{input:?} is not an NCCL version (expected major.minor.patch, such as 2.28.3)")]
+    InvalidVersionString {
+        /// The input.
+        input: String,
+    },
+    /// Bytes or text that are not a unique id.
+    #[error("invalid unique id: {reason}")]
+    InvalidUniqueId {
+        /// What is wrong (length, character).
+        reason: String,
+    },
+}
+
+impl fmt::Debug for Error {
+    /// Always shows the NCCL code (and the rest), unlike `Display`'s prose.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Nccl {
+                api,
+                code,
+                last_error,
+            } => f
+                .debug_struct("Nccl")
+                .field("api", api)
+                .field("code", code)
+                .field("raw", &code.raw())
+                .field("last_error", last_error)
+                .finish(),
+            Error::InvalidArgument {
+                op,
+                arg,
+                expected,
+                actual,
+            } => f
+                .debug_struct("InvalidArgument")
+                .field("op", op)
+                .field("arg", arg)
+                .field("expected", expected)
+                .field("actual", actual)
+                .finish(),
+            Error::Cuda(e) => f.debug_tuple("Cuda").field(e).finish(),
+            Error::Unsupported { api, needs, have } => f
+                .debug_struct("Unsupported")
+                .field("api", api)
+                .field("needs", needs)
+                .field("have", have)
+                .finish(),
+            Error::LibraryTooOld { header, runtime } => f
+                .debug_struct("LibraryTooOld")
+                .field("header", header)
+                .field("runtime", runtime)
+                .finish(),
+            Error::Timeout { op, after } => f
+                .debug_struct("Timeout")
+                .field("op", op)
+                .field("after", after)
+                .finish(),
+            Error::InvalidVersionCode { code } => f
+                .debug_struct("InvalidVersionCode")
+                .field("code", code)
+                .finish(),
+            Error::InvalidVersionString { input } => f
+                .debug_struct("InvalidVersionString")
+                .field("input", input)
+                .finish(),
+            Error::InvalidUniqueId { reason } => f
+                .debug_struct("InvalidUniqueId")
+                .field("reason", reason)
+                .finish(),
+        }
+    }
+}
+
+impl Error {
+    /// The NCCL code, when NCCL reported the error.
+    pub fn nccl_code(&self) -> Option<NcclCode> {
+        match self {
+            Error::Nccl { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn invalid(
+        op: &'static str,
+        arg: &'static str,
+        expected: impl fmt::Display,
+        actual: impl fmt::Display,
+    ) -> Error {
+        Error::InvalidArgument {
+            op,
+            arg,
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        }
+    }
+}
+
+/// The funnel: `ncclSuccess` is `Ok`, anything else an [`Error::Nccl`] with
+/// the thread's `ncclGetLastError` text.
+#[inline(always)]
+pub(crate) fn check(api: &'static str, r: sys::ncclResult_t) -> Result<()> {
+    if r == sys::ncclResult_t::ncclSuccess {
+        Ok(())
+    } else {
+        Err(failure(api, r, std::ptr::null_mut()))
+    }
+}
+
+/// Like [`check`], with the communicator's last error.
+#[inline(always)]
+pub(crate) fn check_comm(
+    api: &'static str,
+    r: sys::ncclResult_t,
+    comm: sys::ncclComm_t,
+) -> Result<()> {
+    if r == sys::ncclResult_t::ncclSuccess {
+        Ok(())
+    } else {
+        Err(failure(api, r, comm))
+    }
+}
+
+#[cold]
+#[inline(never)]
+pub(crate) fn failure(api: &'static str, r: sys::ncclResult_t, comm: sys::ncclComm_t) -> Error {
+    let code = NcclCode::from_raw(r).unwrap_or(NcclCode::Unknown(0));
+    Error::Nccl {
+        api,
+        code,
+        last_error: last_error(comm),
+    }
+}
+
+/// `ncclGetLastError(comm)` as a `String` (a null `comm` asks for the thread's).
+pub(crate) fn last_error(comm: sys::ncclComm_t) -> String {
+    // SAFETY: ncclGetLastError accepts a null or valid communicator and
+    // returns a NUL-terminated string owned by NCCL (or null).
+    let p = unsafe { sys::ncclGetLastError(comm) };
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: p is non-null and NUL-terminated (see above); copied at once.
+    unsafe { CStr::from_ptr(p) }
+        .to_string_lossy()
+        .trim()
+        .to_string()
+}
+
+/// NCCL's description of a raw result code (`ncclGetErrorString`).
+pub fn error_string(code: u32) -> String {
+    // SAFETY: ncclGetErrorString returns a static string for every value.
+    let p = unsafe { sys::ncclGetErrorString(sys::ncclResult_t(code)) };
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null, NUL-terminated and static.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}

@@ -1,0 +1,374 @@
+//! Memory NCCL knows about: buffers from `ncclMemAlloc`, user buffer
+//! registration (`ncclCommRegister`) and symmetric windows
+//! (`ncclCommWindowRegister`, NCCL 2.27+).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaEvent, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, SyncOnDrop, sys as cu,
+};
+
+use crate::comm::Comm;
+use crate::dtype::NcclType;
+use crate::error::{Error, Result, check, check_comm};
+use crate::sys;
+use crate::version::{Version, require};
+
+/// How long dropping an [`NcclBuffer`] waits for its stream before leaking it.
+pub const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Device memory from `ncclMemAlloc` (NCCL 2.19+): the allocation NCCL's
+/// registration and NVLink optimizations want. Usable in every collective
+/// (it implements cudarc's `DevicePtr`/`DevicePtrMut`) and with cudarc's
+/// copies; freed with `ncclMemFree` on drop.
+///
+/// cudarc does not track events for it: order its uses across streams
+/// yourself (one stream, as in most engines, needs nothing). Dropping it waits
+/// for work on the stream it was made with, up to [`DROP_WAIT`]; if that
+/// stream is stuck, the memory is leaked instead of freed under a kernel.
+#[derive(Debug)]
+pub struct NcclBuffer<T> {
+    ptr: cu::CUdeviceptr,
+    len: usize,
+    stream: Arc<CudaStream>,
+    no_event: Option<CudaEvent>,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: the buffer is plain device memory owned by this value.
+unsafe impl<T: Send> Send for NcclBuffer<T> {}
+// SAFETY: shared access only hands out the pointer.
+unsafe impl<T: Sync> Sync for NcclBuffer<T> {}
+
+impl<T: NcclType> NcclBuffer<T> {
+    /// `len` zeroed elements on the GPU of `stream` (zeroed on `stream`).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for `len == 0` or a byte size that overflows;
+    /// `Unsupported` before NCCL 2.19; NCCL's or CUDA's error.
+    pub fn alloc_zeros(stream: &Arc<CudaStream>, len: usize) -> Result<NcclBuffer<T>> {
+        const OP: &str = "NcclBuffer::alloc_zeros";
+        require("ncclMemAlloc", Version::new(2, 19, 0))?;
+        if len == 0 {
+            return Err(Error::invalid(OP, "len", "at least 1", 0));
+        }
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| Error::invalid(OP, "len", "a size in bytes that fits usize", len))?;
+        stream.context().bind_to_thread()?;
+        let mut p: *mut core::ffi::c_void = std::ptr::null_mut();
+        // SAFETY: valid out-pointer; the stream's GPU is current.
+        check("ncclMemAlloc", unsafe { sys::ncclMemAlloc(&mut p, bytes) })?;
+        let buf = NcclBuffer {
+            ptr: p as usize as cu::CUdeviceptr,
+            len,
+            stream: stream.clone(),
+            no_event: None,
+            _t: PhantomData,
+        };
+        // SAFETY: the range is the allocation just made, on the stream's GPU.
+        unsafe { cudarc::driver::result::memset_d8_async(buf.ptr, 0, bytes, stream.cu_stream()) }?;
+        Ok(buf)
+    }
+}
+
+impl<T> NcclBuffer<T> {
+    /// The raw device address.
+    pub fn as_raw(&self) -> cu::CUdeviceptr {
+        self.ptr
+    }
+}
+
+impl<T> Drop for NcclBuffer<T> {
+    fn drop(&mut self) {
+        // Work queued on the buffer's stream may still use it: wait for the
+        // stream, but never without bound (a collective may hang on a dead
+        // peer); past the limit the memory is leaked rather than freed under
+        // a running kernel.
+        let deadline = std::time::Instant::now() + DROP_WAIT;
+        loop {
+            // SAFETY: the stream is alive (held by this buffer).
+            let r = unsafe { cu::cuStreamQuery(self.stream.cu_stream()) };
+            if r != cu::CUresult::CUDA_ERROR_NOT_READY {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                eprintln!(
+                    "nccl: NcclBuffer::drop: its stream is still busy after {DROP_WAIT:?}; leaking {} bytes",
+                    self.len * std::mem::size_of::<T>()
+                );
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        // SAFETY: ptr came from ncclMemAlloc and is freed once.
+        let r = unsafe { sys::ncclMemFree(self.ptr as usize as *mut core::ffi::c_void) };
+        if r != sys::ncclResult_t::ncclSuccess {
+            eprintln!("nccl: ncclMemFree failed with code {}", r.0);
+        }
+    }
+}
+
+impl<T> DeviceSlice<T> for NcclBuffer<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+}
+
+impl<T> DevicePtr<T> for NcclBuffer<T> {
+    fn device_ptr<'a>(&'a self, stream: &'a CudaStream) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, SyncOnDrop::record_event(&self.no_event, stream))
+    }
+}
+
+impl<T> DevicePtrMut<T> for NcclBuffer<T> {
+    fn device_ptr_mut<'a>(
+        &'a mut self,
+        stream: &'a CudaStream,
+    ) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, SyncOnDrop::record_event(&self.no_event, stream))
+    }
+}
+
+/// A buffer registered with a communicator (`ncclCommRegister`), which lets
+/// NCCL skip copies through its own buffers. It owns the buffer while
+/// registered (so the memory cannot be freed first) and borrows the
+/// communicator (so it cannot outlive it); use it in collectives like the
+/// buffer itself. Dropping it, or [`Registered::into_inner`], deregisters.
+#[derive(Debug)]
+pub struct Registered<'c, T, B: DevicePtr<T> + DevicePtrMut<T>> {
+    buf: B,
+    handle: *mut core::ffi::c_void,
+    comm: &'c Comm,
+    _t: PhantomData<T>,
+}
+
+impl Comm {
+    /// Registers `buf` with this communicator (NCCL 2.19+).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a buffer on another GPU or an empty one;
+    /// `Unsupported` before 2.19; NCCL's error.
+    pub fn register<T: NcclType, B: DevicePtr<T> + DevicePtrMut<T>>(
+        &self,
+        buf: B,
+    ) -> Result<Registered<'_, T, B>> {
+        const OP: &str = "register";
+        require("ncclCommRegister", Version::new(2, 19, 0))?;
+        if buf.stream().context().ordinal() != self.device() {
+            return Err(Error::invalid(
+                OP,
+                "buf",
+                format!("memory of GPU {}", self.device()),
+                format!("memory of GPU {}", buf.stream().context().ordinal()),
+            ));
+        }
+        if buf.is_empty() {
+            return Err(Error::invalid(OP, "buf.len()", "at least 1", 0));
+        }
+        let bytes = buf.num_bytes();
+        let (ptr, _g) = buf.device_ptr(buf.stream());
+        let mut handle = std::ptr::null_mut();
+        // SAFETY: ptr..ptr+bytes is device memory owned by buf, which the
+        // returned value keeps until it deregisters.
+        let r = unsafe {
+            sys::ncclCommRegister(self.as_raw(), ptr as usize as *mut _, bytes, &mut handle)
+        };
+        drop(_g);
+        check_comm("ncclCommRegister", r, self.as_raw())?;
+        Ok(Registered {
+            buf,
+            handle,
+            comm: self,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Registered<'_, T, B> {
+    /// The buffer.
+    pub fn get(&self) -> &B {
+        &self.buf
+    }
+    /// The buffer, mutably.
+    pub fn get_mut(&mut self) -> &mut B {
+        &mut self.buf
+    }
+    /// Deregisters and gives the buffer back.
+    ///
+    /// # Errors
+    /// NCCL's error from `ncclCommDeregister` (the buffer is lost then).
+    pub fn into_inner(self) -> Result<B> {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: handle came from ncclCommRegister on this live communicator.
+        let r = unsafe { sys::ncclCommDeregister(this.comm.as_raw(), this.handle) };
+        // SAFETY: `this` is never used or dropped again; buf is moved out once.
+        let buf = unsafe { std::ptr::read(&this.buf) };
+        check_comm("ncclCommDeregister", r, this.comm.as_raw())?;
+        Ok(buf)
+    }
+}
+
+impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Drop for Registered<'_, T, B> {
+    fn drop(&mut self) {
+        // SAFETY: as into_inner; the communicator outlives this value.
+        let r = unsafe { sys::ncclCommDeregister(self.comm.as_raw(), self.handle) };
+        if r != sys::ncclResult_t::ncclSuccess {
+            eprintln!("nccl: ncclCommDeregister failed with code {}", r.0);
+        }
+    }
+}
+
+macro_rules! delegate_device_traits {
+    ($ty:ident) => {
+        impl<T, B: DevicePtr<T> + DevicePtrMut<T>> DeviceSlice<T> for $ty<'_, T, B> {
+            fn len(&self) -> usize {
+                self.buf.len()
+            }
+            fn stream(&self) -> &Arc<CudaStream> {
+                self.buf.stream()
+            }
+        }
+        impl<T, B: DevicePtr<T> + DevicePtrMut<T>> DevicePtr<T> for $ty<'_, T, B> {
+            fn device_ptr<'a>(
+                &'a self,
+                stream: &'a CudaStream,
+            ) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
+                self.buf.device_ptr(stream)
+            }
+        }
+        impl<T, B: DevicePtr<T> + DevicePtrMut<T>> DevicePtrMut<T> for $ty<'_, T, B> {
+            fn device_ptr_mut<'a>(
+                &'a mut self,
+                stream: &'a CudaStream,
+            ) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
+                self.buf.device_ptr_mut(stream)
+            }
+        }
+    };
+}
+delegate_device_traits!(Registered);
+
+/// A buffer registered as a window (`ncclCommWindowRegister`, NCCL 2.27+),
+/// which enables NCCL's symmetric-memory kernels. Registration and
+/// deregistration are collective: every rank registers (and later drops or
+/// [`Window::deregister`]s) its window together, in the same order. The
+/// buffer should come from [`NcclBuffer`]; its address must be aligned to
+/// `NCCL_WIN_REQUIRED_ALIGNMENT` (4096) bytes.
+#[cfg(nccl_2_27)]
+#[derive(Debug)]
+pub struct Window<'c, T, B: DevicePtr<T> + DevicePtrMut<T>> {
+    buf: B,
+    win: sys::ncclWindow_t,
+    comm: &'c Comm,
+    _t: PhantomData<T>,
+}
+
+#[cfg(nccl_2_27)]
+impl Comm {
+    /// Registers `buf` as a window (collective). `symmetric` asks for
+    /// `NCCL_WIN_COLL_SYMMETRIC` (every rank's buffer the same size).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a buffer on another GPU, an empty or misaligned
+    /// one; `Unsupported` before 2.27; NCCL's error.
+    pub fn window_register<T: NcclType, B: DevicePtr<T> + DevicePtrMut<T>>(
+        &self,
+        buf: B,
+        symmetric: bool,
+    ) -> Result<Window<'_, T, B>> {
+        const OP: &str = "window_register";
+        require("ncclCommWindowRegister", Version::new(2, 27, 0))?;
+        if buf.stream().context().ordinal() != self.device() {
+            return Err(Error::invalid(
+                OP,
+                "buf",
+                format!("memory of GPU {}", self.device()),
+                format!("memory of GPU {}", buf.stream().context().ordinal()),
+            ));
+        }
+        if buf.is_empty() {
+            return Err(Error::invalid(OP, "buf.len()", "at least 1", 0));
+        }
+        let bytes = buf.num_bytes();
+        let (ptr, g) = buf.device_ptr(buf.stream());
+        drop(g);
+        let align = sys::NCCL_WIN_REQUIRED_ALIGNMENT as u64;
+        if ptr % align != 0 {
+            return Err(Error::invalid(
+                OP,
+                "buf address",
+                format!("a multiple of {align} (use NcclBuffer)"),
+                format!("{ptr:#x}"),
+            ));
+        }
+        let flags = if symmetric {
+            sys::NCCL_WIN_COLL_SYMMETRIC
+        } else {
+            sys::NCCL_WIN_DEFAULT
+        } as i32;
+        let mut win: sys::ncclWindow_t = std::ptr::null_mut();
+        // SAFETY: ptr..ptr+bytes is device memory owned by buf, kept by the
+        // returned value until it deregisters.
+        let r = unsafe {
+            sys::ncclCommWindowRegister(
+                self.as_raw(),
+                ptr as usize as *mut _,
+                bytes,
+                &mut win,
+                flags,
+            )
+        };
+        check_comm("ncclCommWindowRegister", r, self.as_raw())?;
+        Ok(Window {
+            buf,
+            win,
+            comm: self,
+            _t: PhantomData,
+        })
+    }
+}
+
+#[cfg(nccl_2_27)]
+impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Window<'_, T, B> {
+    /// The buffer.
+    pub fn get(&self) -> &B {
+        &self.buf
+    }
+    /// The buffer, mutably.
+    pub fn get_mut(&mut self) -> &mut B {
+        &mut self.buf
+    }
+    /// Deregisters (collective) and gives the buffer back.
+    ///
+    /// # Errors
+    /// NCCL's error from `ncclCommWindowDeregister`.
+    pub fn deregister(self) -> Result<B> {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: win came from ncclCommWindowRegister on this live communicator.
+        let r = unsafe { sys::ncclCommWindowDeregister(this.comm.as_raw(), this.win) };
+        // SAFETY: `this` is never used or dropped again; buf is moved out once.
+        let buf = unsafe { std::ptr::read(&this.buf) };
+        check_comm("ncclCommWindowDeregister", r, this.comm.as_raw())?;
+        Ok(buf)
+    }
+}
+
+#[cfg(nccl_2_27)]
+impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Drop for Window<'_, T, B> {
+    /// Deregisters the window (collective: the other ranks must do the same).
+    fn drop(&mut self) {
+        // SAFETY: as deregister; the communicator outlives this value.
+        let r = unsafe { sys::ncclCommWindowDeregister(self.comm.as_raw(), self.win) };
+        if r != sys::ncclResult_t::ncclSuccess {
+            eprintln!("nccl: ncclCommWindowDeregister failed with code {}", r.0);
+        }
+    }
+}
+
+#[cfg(nccl_2_27)]
+delegate_device_traits!(Window);

@@ -1,0 +1,175 @@
+//! Reduction operations, built in and custom (PreMulSum).
+
+use std::marker::PhantomData;
+
+use cudarc::driver::CudaSlice;
+
+use crate::comm::Comm;
+use crate::dtype::NcclType;
+use crate::error::{Result, check_comm};
+use crate::sys;
+use crate::version::{Version, require};
+
+/// How a reduction combines values.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum ReduceOp<'a> {
+    /// Sum.
+    Sum,
+    /// Product.
+    Prod,
+    /// Maximum.
+    Max,
+    /// Minimum.
+    Min,
+    /// Mean over ranks (NCCL 2.10+).
+    Avg,
+    /// Sum of each rank's values multiplied by a scalar first.
+    PreMulSum(&'a PreMulSum<'a>),
+}
+
+impl ReduceOp<'_> {
+    /// The raw op for `comm`, checked: a custom op must belong to `comm` and
+    /// to the element type `T`.
+    #[inline]
+    pub(crate) fn raw_for<T: NcclType>(
+        &self,
+        op: &'static str,
+        comm: &Comm,
+    ) -> Result<sys::ncclRedOp_t> {
+        Ok(match self {
+            ReduceOp::Sum => sys::ncclRedOp_t::ncclSum,
+            ReduceOp::Prod => sys::ncclRedOp_t::ncclProd,
+            ReduceOp::Max => sys::ncclRedOp_t::ncclMax,
+            ReduceOp::Min => sys::ncclRedOp_t::ncclMin,
+            ReduceOp::Avg => sys::ncclRedOp_t(4),
+            ReduceOp::PreMulSum(p) => {
+                if p.comm != comm.as_raw() {
+                    return Err(crate::Error::invalid(
+                        op,
+                        "op",
+                        "a PreMulSum created on this communicator",
+                        "one created on another communicator",
+                    ));
+                }
+                if p.datatype != T::DATATYPE {
+                    return Err(crate::Error::invalid(
+                        op,
+                        "op",
+                        format!("a PreMulSum for {}", T::NAME),
+                        format!("a PreMulSum for {}", p.type_name),
+                    ));
+                }
+                p.op
+            }
+        })
+    }
+}
+
+/// A PreMulSum reduction (`ncclRedOpCreatePreMulSum`): each rank's values
+/// are multiplied by a scalar, then summed. Destroyed (`ncclRedOpDestroy`)
+/// on drop; it borrows its communicator (and a device scalar), so it cannot
+/// outlive them. Use it as [`ReduceOp::PreMulSum`] with buffers of the
+/// element type it was made for.
+#[derive(Debug)]
+pub struct PreMulSum<'a> {
+    op: sys::ncclRedOp_t,
+    comm: sys::ncclComm_t,
+    datatype: sys::ncclDataType_t,
+    type_name: &'static str,
+    _borrow: PhantomData<&'a ()>,
+}
+
+impl Comm {
+    /// A PreMulSum with a host scalar, read once now.
+    ///
+    /// # Errors
+    /// NCCL's error; `Unsupported` before NCCL 2.11.
+    pub fn pre_mul_sum<T: NcclType>(&self, scalar: T) -> Result<PreMulSum<'_>> {
+        let mut s = scalar;
+        // SAFETY: the scalar is host memory read before the call returns
+        // (ncclScalarHostImmediate).
+        unsafe {
+            self.create_pre_mul_sum::<T>(
+                &mut s as *mut T as *mut _,
+                sys::ncclScalarResidence_t::ncclScalarHostImmediate,
+            )
+        }
+    }
+
+    /// A PreMulSum with a device scalar (one element on this communicator's
+    /// GPU), read each time a collective using the op runs; the op borrows it.
+    ///
+    /// # Errors
+    /// `InvalidArgument` unless `scalar` has exactly one element; NCCL's error.
+    pub fn pre_mul_sum_device<'a, T: NcclType>(
+        &'a self,
+        scalar: &'a CudaSlice<T>,
+    ) -> Result<PreMulSum<'a>> {
+        if scalar.len() != 1 {
+            return Err(crate::Error::invalid(
+                "pre_mul_sum_device",
+                "scalar.len()",
+                1,
+                scalar.len(),
+            ));
+        }
+        if scalar.context().ordinal() != self.device() {
+            return Err(crate::Error::invalid(
+                "pre_mul_sum_device",
+                "scalar",
+                format!("memory of GPU {}", self.device()),
+                format!("memory of GPU {}", scalar.context().ordinal()),
+            ));
+        }
+        let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(scalar, scalar.stream());
+        // SAFETY: ptr is one T of device memory that the returned op borrows,
+        // so it outlives every use of the op.
+        unsafe {
+            self.create_pre_mul_sum::<T>(
+                ptr as *mut _,
+                sys::ncclScalarResidence_t::ncclScalarDevice,
+            )
+        }
+    }
+
+    /// # Safety
+    /// `scalar` must point to one `T` that stays valid as `residence` demands.
+    unsafe fn create_pre_mul_sum<'a, T: NcclType>(
+        &'a self,
+        scalar: *mut core::ffi::c_void,
+        residence: sys::ncclScalarResidence_t,
+    ) -> Result<PreMulSum<'a>> {
+        require("ncclRedOpCreatePreMulSum", Version::new(2, 11, 0))?;
+        let mut op = sys::ncclRedOp_t(0);
+        // SAFETY: valid communicator and out-pointer; scalar as the caller promised.
+        let r = unsafe {
+            sys::ncclRedOpCreatePreMulSum(&mut op, scalar, T::DATATYPE, residence, self.as_raw())
+        };
+        check_comm("ncclRedOpCreatePreMulSum", r, self.as_raw())?;
+        Ok(PreMulSum {
+            op,
+            comm: self.as_raw(),
+            datatype: T::DATATYPE,
+            type_name: T::NAME,
+            _borrow: PhantomData,
+        })
+    }
+}
+
+impl PreMulSum<'_> {
+    /// The raw op handle.
+    pub fn as_raw(&self) -> sys::ncclRedOp_t {
+        self.op
+    }
+}
+
+impl Drop for PreMulSum<'_> {
+    fn drop(&mut self) {
+        // SAFETY: op was created on comm, which the borrow keeps alive.
+        let r = unsafe { sys::ncclRedOpDestroy(self.op, self.comm) };
+        if r != sys::ncclResult_t::ncclSuccess {
+            eprintln!("nccl: ncclRedOpDestroy failed ({}); the op leaks", r.0);
+        }
+    }
+}

@@ -1,0 +1,977 @@
+//! The safe layer on a GPU: every collective × every dtype × every op, out of
+//! place and in place, on deterministic data against a host-computed answer;
+//! (a) world 1 in this process, (b) 2 and 4 ranks as separate processes
+//! sharing GPU 0 (each its own NCCL_HOSTID, NCCL_SOCKET_IFNAME=lo; this
+//! program starts them and hands them the unique id). Plus split, buffer
+//! registration, windows, ncclMemAlloc buffers, PreMulSum, a send/recv ring,
+//! graph capture and replay, group simulation, non-blocking init, and every
+//! bad-input error on a live communicator that must keep working.
+//!
+//! A custom harness (no libtest): it prints one line per check and closes
+//! with `N passed, M failed`.
+
+use std::process::{Child, Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, sys as cu};
+use nccl::{
+    Comm, Config, Error, F8E4M3, F8E5M2, NcclBuffer, NcclType, ReduceOp, UniqueId, bf16, f16,
+};
+use nccl_rs_tests::say;
+
+/// Host conversions for checking results.
+trait TestType: NcclType + Default + cudarc::driver::ValidAsZeroBits {
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    const UNSIGNED: bool = false;
+    const INT: bool = false;
+    /// Relative tolerance for float results.
+    const REL: f64 = 0.0;
+}
+
+macro_rules! int_type {
+    ($t:ty, $unsigned:expr) => {
+        impl TestType for $t {
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            const UNSIGNED: bool = $unsigned;
+            const INT: bool = true;
+        }
+    };
+}
+int_type!(i8, false);
+int_type!(u8, true);
+int_type!(i32, false);
+int_type!(u32, true);
+int_type!(i64, false);
+int_type!(u64, true);
+
+macro_rules! float_type {
+    ($t:ty, $from:expr, $to:expr, $rel:expr) => {
+        impl TestType for $t {
+            fn from_f64(v: f64) -> Self {
+                $from(v)
+            }
+            fn to_f64(self) -> f64 {
+                $to(self)
+            }
+            const REL: f64 = $rel;
+        }
+    };
+}
+float_type!(f32, |v| v as f32, |x: f32| x as f64, 1e-6);
+float_type!(f64, |v| v, |x: f64| x, 1e-12);
+float_type!(f16, f16::from_f64, |x: f16| x.to_f64(), 1e-2);
+float_type!(bf16, bf16::from_f64, |x: bf16| x.to_f64(), 1e-2);
+float_type!(F8E4M3, F8E4M3::from_f64, |x: F8E4M3| x.to_f64(), 0.13);
+float_type!(F8E5M2, F8E5M2::from_f64, |x: F8E5M2| x.to_f64(), 0.26);
+
+/// Small integers, exactly representable in every type, whose sums and
+/// products over 4 ranks stay exact too.
+fn val<T: TestType>(seed: usize, rank: usize, i: usize) -> f64 {
+    let k = (i * 7 + rank * 13 + seed * 3) % if T::UNSIGNED { 3 } else { 5 };
+    if T::UNSIGNED {
+        k as f64
+    } else {
+        k as f64 - 2.0
+    }
+}
+
+fn input<T: TestType>(seed: usize, rank: usize, n: usize) -> Vec<f64> {
+    (0..n).map(|i| val::<T>(seed, rank, i)).collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Sum,
+    Prod,
+    Max,
+    Min,
+    Avg,
+}
+const OPS: [Op; 5] = [Op::Sum, Op::Prod, Op::Max, Op::Min, Op::Avg];
+
+impl Op {
+    fn nccl(self) -> ReduceOp<'static> {
+        match self {
+            Op::Sum => ReduceOp::Sum,
+            Op::Prod => ReduceOp::Prod,
+            Op::Max => ReduceOp::Max,
+            Op::Min => ReduceOp::Min,
+            Op::Avg => ReduceOp::Avg,
+        }
+    }
+    fn fold(self, xs: impl Iterator<Item = f64>, world: usize, int: bool) -> f64 {
+        let xs: Vec<f64> = xs.collect();
+        match self {
+            Op::Sum => xs.iter().sum(),
+            Op::Prod => xs.iter().product(),
+            Op::Max => xs.iter().cloned().fold(f64::MIN, f64::max),
+            Op::Min => xs.iter().cloned().fold(f64::MAX, f64::min),
+            Op::Avg => {
+                let s: f64 = xs.iter().sum();
+                if int {
+                    (s / world as f64).trunc()
+                } else {
+                    s / world as f64
+                }
+            }
+        }
+    }
+}
+
+struct Report {
+    rank: usize,
+    passed: usize,
+    failed: Vec<String>,
+}
+
+impl Report {
+    fn check(&mut self, what: &str, r: Result<(), String>) {
+        match r {
+            Ok(()) => self.passed += 1,
+            Err(e) => {
+                say(&format!("rank {}: FAIL {what}: {e}", self.rank));
+                self.failed.push(format!("{what}: {e}"));
+            }
+        }
+    }
+}
+
+fn close<T: TestType>(got: &[T], want: &[f64], int_avg: bool) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("length {} != {}", got.len(), want.len()));
+    }
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let g = g.to_f64();
+        let w = T::to_f64(T::from_f64(*w)); // the expected value as T holds it
+        let ok = if T::INT {
+            if int_avg {
+                (g - w).abs() <= 1.0
+            } else {
+                g == w
+            }
+        } else {
+            (g - w).abs() <= 1e-9 + T::REL * w.abs().max(1.0)
+        };
+        if !ok {
+            return Err(format!("element {i}: got {g}, want {w}"));
+        }
+    }
+    Ok(())
+}
+
+struct Env<'a> {
+    comm: &'a Comm,
+    stream: &'a Arc<CudaStream>,
+}
+
+impl Env<'_> {
+    fn up<T: TestType>(&self, xs: &[f64]) -> CudaSlice<T> {
+        let h: Vec<T> = xs.iter().map(|&x| T::from_f64(x)).collect();
+        self.stream.clone_htod(&h).unwrap()
+    }
+    fn zeros<T: TestType>(&self, n: usize) -> CudaSlice<T> {
+        self.stream.alloc_zeros::<T>(n).unwrap()
+    }
+    fn down<T: TestType>(&self, d: &CudaSlice<T>) -> Vec<T> {
+        let v = self.stream.clone_dtoh(d).unwrap();
+        self.stream.synchronize().unwrap();
+        v
+    }
+}
+
+fn e2s(e: Error) -> String {
+    format!("{e} [{e:?}]")
+}
+
+/// Every collective for element type `T`.
+fn suite<T: TestType>(env: &Env, rep: &mut Report) {
+    let comm = env.comm;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let n = 257;
+    let t = T::NAME;
+    let int = T::INT;
+
+    for (oi, op) in OPS.into_iter().enumerate() {
+        let ins: Vec<Vec<f64>> = (0..world).map(|r| input::<T>(oi, r, n)).collect();
+        let want: Vec<f64> = (0..n)
+            .map(|i| op.fold(ins.iter().map(|v| v[i]), world, int))
+            .collect();
+        let avg = matches!(op, Op::Avg);
+        // all_reduce, out of place and in place
+        let send = env.up::<T>(&ins[rank]);
+        let mut recv = env.zeros::<T>(n);
+        let r = comm
+            .all_reduce(&send, &mut recv, op.nccl(), env.stream)
+            .map_err(e2s)
+            .and_then(|()| close(&env.down(&recv), &want, avg && int));
+        rep.check(&format!("all_reduce {t} {op:?}"), r);
+        let mut buf = env.up::<T>(&ins[rank]);
+        let r = comm
+            .all_reduce_in_place(&mut buf, op.nccl(), env.stream)
+            .map_err(e2s)
+            .and_then(|()| close(&env.down(&buf), &want, avg && int));
+        rep.check(&format!("all_reduce_in_place {t} {op:?}"), r);
+
+        // reduce to root 0 (recv only at the root), out of place and in place
+        let root = 0;
+        let mut recv = env.zeros::<T>(n);
+        let r = comm
+            .reduce(
+                &send,
+                if rank == root { Some(&mut recv) } else { None },
+                op.nccl(),
+                root,
+                env.stream,
+            )
+            .map_err(e2s)
+            .and_then(|()| {
+                if rank == root {
+                    close(&env.down(&recv), &want, avg && int)
+                } else {
+                    Ok(())
+                }
+            });
+        rep.check(&format!("reduce {t} {op:?}"), r);
+        let mut buf = env.up::<T>(&ins[rank]);
+        let r = comm
+            .reduce_in_place(&mut buf, op.nccl(), root, env.stream)
+            .map_err(e2s)
+            .and_then(|()| {
+                if rank == root {
+                    close(&env.down(&buf), &want, avg && int)
+                } else {
+                    Ok(())
+                }
+            });
+        rep.check(&format!("reduce_in_place {t} {op:?}"), r);
+
+        // reduce_scatter: inputs of n × world, out of place and in place
+        let ins_rs: Vec<Vec<f64>> = (0..world)
+            .map(|r| input::<T>(oi + 7, r, n * world))
+            .collect();
+        let want_rs: Vec<f64> = (0..n)
+            .map(|i| op.fold(ins_rs.iter().map(|v| v[rank * n + i]), world, int))
+            .collect();
+        let send = env.up::<T>(&ins_rs[rank]);
+        let mut recv = env.zeros::<T>(n);
+        let r = comm
+            .reduce_scatter(&send, &mut recv, op.nccl(), env.stream)
+            .map_err(e2s)
+            .and_then(|()| close(&env.down(&recv), &want_rs, avg && int));
+        rep.check(&format!("reduce_scatter {t} {op:?}"), r);
+        let mut buf = env.up::<T>(&ins_rs[rank]);
+        let r = comm
+            .reduce_scatter_in_place(&mut buf, op.nccl(), env.stream)
+            .map_err(e2s)
+            .and_then(|()| {
+                close(
+                    &env.down(&buf)[rank * n..(rank + 1) * n],
+                    &want_rs,
+                    avg && int,
+                )
+            });
+        rep.check(&format!("reduce_scatter_in_place {t} {op:?}"), r);
+    }
+
+    let ins: Vec<Vec<f64>> = (0..world).map(|r| input::<T>(11, r, n)).collect();
+    // broadcast from the last rank
+    let root = world - 1;
+    let send = env.up::<T>(&ins[rank]);
+    let mut recv = env.zeros::<T>(n);
+    let r = comm
+        .broadcast(&send, &mut recv, root, env.stream)
+        .map_err(e2s)
+        .and_then(|()| close(&env.down(&recv), &ins[root], false));
+    rep.check(&format!("broadcast {t}"), r);
+    let mut buf = env.up::<T>(&ins[rank]);
+    let r = comm
+        .broadcast_in_place(&mut buf, root, env.stream)
+        .map_err(e2s)
+        .and_then(|()| close(&env.down(&buf), &ins[root], false));
+    rep.check(&format!("broadcast_in_place {t}"), r);
+
+    // all_gather
+    let want: Vec<f64> = ins.concat();
+    let mut recv = env.zeros::<T>(n * world);
+    let r = comm
+        .all_gather(&send, &mut recv, env.stream)
+        .map_err(e2s)
+        .and_then(|()| close(&env.down(&recv), &want, false));
+    rep.check(&format!("all_gather {t}"), r);
+    let mut place = vec![0.0; n * world];
+    place[rank * n..(rank + 1) * n].copy_from_slice(&ins[rank]);
+    let mut buf = env.up::<T>(&place);
+    let r = comm
+        .all_gather_in_place(&mut buf, env.stream)
+        .map_err(e2s)
+        .and_then(|()| close(&env.down(&buf), &want, false));
+    rep.check(&format!("all_gather_in_place {t}"), r);
+
+    // all_to_all: chunk j of rank i goes to chunk i of rank j
+    let ins_a: Vec<Vec<f64>> = (0..world).map(|r| input::<T>(13, r, n * world)).collect();
+    let want: Vec<f64> = (0..world)
+        .flat_map(|p| ins_a[p][rank * n..(rank + 1) * n].to_vec())
+        .collect();
+    let send = env.up::<T>(&ins_a[rank]);
+    let mut recv = env.zeros::<T>(n * world);
+    let r = comm
+        .all_to_all(&send, &mut recv, env.stream)
+        .map_err(e2s)
+        .and_then(|()| close(&env.down(&recv), &want, false));
+    rep.check(&format!("all_to_all {t}"), r);
+
+    // gather to rank 0, scatter from the last rank
+    let send = env.up::<T>(&ins[rank]);
+    let mut recv = env.zeros::<T>(n * world);
+    let r = comm
+        .gather(
+            &send,
+            if rank == 0 { Some(&mut recv) } else { None },
+            0,
+            env.stream,
+        )
+        .map_err(e2s)
+        .and_then(|()| {
+            if rank == 0 {
+                close(&env.down(&recv), &ins.concat(), false)
+            } else {
+                Ok(())
+            }
+        });
+    rep.check(&format!("gather {t}"), r);
+    let root = world - 1;
+    let full = env.up::<T>(&ins_a[root]);
+    let mut recv = env.zeros::<T>(n);
+    let r = comm
+        .scatter(
+            if rank == root { Some(&full) } else { None },
+            &mut recv,
+            root,
+            env.stream,
+        )
+        .map_err(e2s)
+        .and_then(|()| {
+            close(
+                &env.down(&recv),
+                &ins_a[root][rank * n..(rank + 1) * n],
+                false,
+            )
+        });
+    rep.check(&format!("scatter {t}"), r);
+
+    // send/recv ring in a group
+    let next = (rank + 1) % world;
+    let prev = (rank + world - 1) % world;
+    let mut recv = env.zeros::<T>(n);
+    let r = nccl::group(|| {
+        comm.send(&send, next, env.stream)?;
+        comm.recv(&mut recv, prev, env.stream)
+    })
+    .map_err(e2s)
+    .and_then(|()| close(&env.down(&recv), &ins[prev], false));
+    rep.check(&format!("send/recv ring {t}"), r);
+
+    // v-collectives: rank r's shard has n + r elements
+    let counts: Vec<usize> = (0..world).map(|r| n + r).collect();
+    let shards: Vec<Vec<f64>> = (0..world).map(|r| input::<T>(17, r, counts[r])).collect();
+    let send = env.up::<T>(&shards[rank]);
+    let mut recv = env.zeros::<T>(counts.iter().sum());
+    let r = comm
+        .all_gather_v(&send, &mut recv, &counts, env.stream)
+        .map_err(e2s)
+        .and_then(|()| close(&env.down(&recv), &shards.concat(), false));
+    rep.check(&format!("all_gather_v {t}"), r);
+
+    let total: usize = counts.iter().sum();
+    let off: usize = counts[..rank].iter().sum();
+    let full_in: Vec<Vec<f64>> = (0..world).map(|r| input::<T>(19, r, total)).collect();
+    let want: Vec<f64> = (0..counts[rank])
+        .map(|i| Op::Sum.fold(full_in.iter().map(|v| v[off + i]), world, int))
+        .collect();
+    let send = env.up::<T>(&full_in[rank]);
+    let mut recv = env.zeros::<T>(counts[rank]);
+    let r = comm
+        .reduce_scatter_v(&send, &mut recv, &counts, ReduceOp::Sum, env.stream)
+        .map_err(e2s)
+        .and_then(|()| close(&env.down(&recv), &want, false));
+    rep.check(&format!("reduce_scatter_v {t}"), r);
+
+    // all_to_all_v: rank i sends cnt(i, j) elements to rank j
+    let cnt = |i: usize, j: usize| 1 + (i + 2 * j) % 3;
+    let sends: Vec<Vec<f64>> = (0..world)
+        .map(|i| input::<T>(23, i, (0..world).map(|j| cnt(i, j)).sum()))
+        .collect();
+    let send_counts: Vec<usize> = (0..world).map(|j| cnt(rank, j)).collect();
+    let recv_counts: Vec<usize> = (0..world).map(|j| cnt(j, rank)).collect();
+    let want: Vec<f64> = (0..world)
+        .flat_map(|j| {
+            let o: usize = (0..rank).map(|k| cnt(j, k)).sum();
+            sends[j][o..o + cnt(j, rank)].to_vec()
+        })
+        .collect();
+    let send = env.up::<T>(&sends[rank]);
+    let mut recv = env.zeros::<T>(recv_counts.iter().sum());
+    let r = comm
+        .all_to_all_v(&send, &send_counts, &mut recv, &recv_counts, env.stream)
+        .map_err(e2s)
+        .and_then(|()| close(&env.down(&recv), &want, false));
+    rep.check(&format!("all_to_all_v {t}"), r);
+}
+
+/// PreMulSum (host and device scalar), split, registration, windows,
+/// ncclMemAlloc buffers, graphs and bad inputs.
+fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
+    let comm = env.comm;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let n = 1000;
+    let ins: Vec<Vec<f64>> = (0..world).map(|r| input::<f32>(29, r, n)).collect();
+    let sum: Vec<f64> = (0..n).map(|i| ins.iter().map(|v| v[i]).sum()).collect();
+    let send = env.up::<f32>(&ins[rank]);
+
+    // PreMulSum with a host scalar, and with a device scalar
+    let r = (|| -> Result<(), String> {
+        let op = comm.pre_mul_sum(3.0f32).map_err(e2s)?;
+        let mut recv = env.zeros::<f32>(n);
+        comm.all_reduce(&send, &mut recv, ReduceOp::PreMulSum(&op), env.stream)
+            .map_err(e2s)?;
+        close(
+            &env.down(&recv),
+            &sum.iter().map(|x| 3.0 * x).collect::<Vec<_>>(),
+            false,
+        )
+    })();
+    rep.check("PreMulSum host scalar f32", r);
+    let r = (|| -> Result<(), String> {
+        let scalar = env.up::<f32>(&[0.5]);
+        let op = comm.pre_mul_sum_device(&scalar).map_err(e2s)?;
+        let mut recv = env.zeros::<f32>(n);
+        comm.all_reduce(&send, &mut recv, ReduceOp::PreMulSum(&op), env.stream)
+            .map_err(e2s)?;
+        close(
+            &env.down(&recv),
+            &sum.iter().map(|x| 0.5 * x).collect::<Vec<_>>(),
+            false,
+        )
+    })();
+    rep.check("PreMulSum device scalar f32", r);
+    let r = (|| -> Result<(), String> {
+        let op = comm.pre_mul_sum(f16::from_f64(2.0)).map_err(e2s)?;
+        let s16 = env.up::<f16>(&ins[rank]);
+        let mut recv = env.zeros::<f16>(n);
+        comm.all_reduce(&s16, &mut recv, ReduceOp::PreMulSum(&op), env.stream)
+            .map_err(e2s)?;
+        close(
+            &env.down(&recv),
+            &sum.iter().map(|x| 2.0 * x).collect::<Vec<_>>(),
+            false,
+        )
+    })();
+    rep.check("PreMulSum host scalar f16", r);
+
+    // split: even and odd ranks; all_reduce inside each half
+    let r = (|| -> Result<(), String> {
+        let child = comm
+            .split(Some((rank % 2) as u32), rank as i32, None)
+            .map_err(e2s)?
+            .ok_or("no child")?;
+        let members: Vec<usize> = (0..world).filter(|r| r % 2 == rank % 2).collect();
+        if child.world_size() != members.len() || child.rank() != rank / 2 {
+            return Err(format!(
+                "child rank {}/{} for rank {rank}",
+                child.rank(),
+                child.world_size()
+            ));
+        }
+        let want: Vec<f64> = (0..n)
+            .map(|i| members.iter().map(|&m| ins[m][i]).sum())
+            .collect();
+        let mut recv = env.zeros::<f32>(n);
+        child
+            .all_reduce(&send, &mut recv, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        close(&env.down(&recv), &want, false)?;
+        // a PreMulSum of the parent is refused on the child
+        let op = comm.pre_mul_sum(1.0f32).map_err(e2s)?;
+        match child.all_reduce(&send, &mut recv, ReduceOp::PreMulSum(&op), env.stream) {
+            Err(Error::InvalidArgument { arg: "op", .. }) => {}
+            other => return Err(format!("foreign PreMulSum: {other:?}")),
+        }
+        drop(op);
+        child.finalize().map_err(e2s)
+    })();
+    rep.check("split by parity + all_reduce in child", r);
+    // no color: takes no part
+    let r = (|| -> Result<(), String> {
+        let color = if rank == 0 { None } else { Some(1) };
+        let child = comm.split(color, 0, None).map_err(e2s)?;
+        match (rank, child) {
+            (0, None) => Ok(()),
+            (0, Some(_)) => Err("rank 0 got a child with no color".into()),
+            (_, Some(c)) if c.world_size() == world - 1 => c.finalize().map_err(e2s),
+            (_, c) => Err(format!("child {c:?}")),
+        }
+    })();
+    rep.check("split with no color", r);
+
+    // registered buffers
+    let r = (|| -> Result<(), String> {
+        let reg_send = comm.register(env.up::<f32>(&ins[rank])).map_err(e2s)?;
+        let mut reg_recv = comm.register(env.zeros::<f32>(n)).map_err(e2s)?;
+        comm.all_reduce(&reg_send, &mut reg_recv, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        let out = reg_recv.into_inner().map_err(e2s)?;
+        close(&env.down(&out), &sum, false)
+    })();
+    rep.check("registered buffers all_reduce", r);
+
+    // ncclMemAlloc buffers, plain and as symmetric windows
+    let r = (|| -> Result<(), String> {
+        let mut a = NcclBuffer::<f32>::alloc_zeros(env.stream, n).map_err(e2s)?;
+        let h: Vec<f32> = ins[rank].iter().map(|&x| x as f32).collect();
+        env.stream
+            .memcpy_htod(&h, &mut a)
+            .map_err(|e| e.to_string())?;
+        let mut b = NcclBuffer::<f32>::alloc_zeros(env.stream, n).map_err(e2s)?;
+        comm.all_reduce(&a, &mut b, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        let out = env.stream.clone_dtoh(&b).map_err(|e| e.to_string())?;
+        env.stream.synchronize().map_err(|e| e.to_string())?;
+        close(&out, &sum, false)?;
+        let wa = comm.window_register(a, true).map_err(e2s)?;
+        let mut wb = comm.window_register(b, true).map_err(e2s)?;
+        env.stream
+            .memset_zeros(wb.get_mut())
+            .map_err(|e| e.to_string())?;
+        comm.all_reduce(&wa, &mut wb, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        let out = env.stream.clone_dtoh(wb.get()).map_err(|e| e.to_string())?;
+        env.stream.synchronize().map_err(|e| e.to_string())?;
+        close(&out, &sum, false)?;
+        wb.deregister().map_err(e2s)?;
+        wa.deregister().map_err(e2s)?;
+        Ok(())
+    })();
+    rep.check("ncclMemAlloc buffers and windows all_reduce", r);
+
+    // graph capture of 10 all_reduces (x ← sum over ranks of x), replayed twice
+    let r = (|| -> Result<(), String> {
+        let gstream = ctx.new_stream().map_err(|e| e.to_string())?;
+        let h: Vec<f32> = ins[rank].iter().map(|&x| x as f32).collect();
+        let mut buf = gstream.clone_htod(&h).map_err(|e| e.to_string())?;
+        gstream.synchronize().map_err(|e| e.to_string())?;
+        gstream
+            .begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| e.to_string())?;
+        let steps = 3;
+        for _ in 0..steps {
+            comm.all_reduce_in_place(&mut buf, ReduceOp::Sum, &gstream)
+                .map_err(e2s)?;
+        }
+        let graph = gstream
+            .end_capture(cu::CUgraphInstantiate_flags(0))
+            .map_err(|e| e.to_string())?
+            .ok_or("empty graph")?;
+        // nothing ran during capture
+        let unchanged = gstream.clone_dtoh(&buf).map_err(|e| e.to_string())?;
+        gstream.synchronize().map_err(|e| e.to_string())?;
+        close(&unchanged, &ins[rank], false)?;
+        let mut want = ins[rank].clone();
+        for replay in 0..2 {
+            graph.launch().map_err(|e| e.to_string())?;
+            // every rank holds the same values after the first all_reduce
+            for s in 0..steps {
+                want = if replay == 0 && s == 0 {
+                    sum.clone()
+                } else {
+                    want.iter().map(|x| x * world as f64).collect()
+                };
+            }
+            let out = gstream.clone_dtoh(&buf).map_err(|e| e.to_string())?;
+            gstream.synchronize().map_err(|e| e.to_string())?;
+            close(&out, &want, false).map_err(|e| format!("replay {replay}: {e}"))?;
+        }
+        Ok(())
+    })();
+    rep.check("graph capture and replay of all_reduce", r);
+
+    // group simulation
+    let r = (|| -> Result<(), String> {
+        let mut recv = env.zeros::<f32>(n);
+        let ((), est) =
+            nccl::group_simulate(|| comm.all_reduce(&send, &mut recv, ReduceOp::Sum, env.stream))
+                .map_err(e2s)?;
+        if est.is_finite() && est >= 0.0 {
+            Ok(())
+        } else {
+            Err(format!("estimated time {est}"))
+        }
+    })();
+    rep.check("group_simulate estimate", r);
+
+    // every bad input is a typed error and the communicator keeps working
+    let mut recv = env.zeros::<f32>(n);
+    let mut short = env.zeros::<f32>(n - 1);
+    let expect = |what: &str, r: Result<(), Error>, op: &str, arg: &str| -> Result<(), String> {
+        match r {
+            Err(Error::InvalidArgument { op: o, arg: a, .. }) if o == op && a == arg => Ok(()),
+            other => Err(format!(
+                "{what}: expected InvalidArgument {{ {op}, {arg} }}, got {other:?}"
+            )),
+        }
+    };
+    let f16_send = env.zeros::<f16>(n);
+    let mut f16_recv = env.zeros::<f16>(n);
+    let wrong_type_op = comm.pre_mul_sum(1.0f32).unwrap();
+    let mut bad: Vec<Result<(), String>> = vec![
+        expect(
+            "all_reduce length",
+            comm.all_reduce(&send, &mut short, ReduceOp::Sum, env.stream),
+            "all_reduce",
+            "recv.len()",
+        ),
+        expect(
+            "reduce_scatter length",
+            comm.reduce_scatter(&send, &mut short, ReduceOp::Sum, env.stream),
+            "reduce_scatter",
+            "send.len()",
+        ),
+        expect(
+            "broadcast root",
+            comm.broadcast(&send, &mut recv, world, env.stream),
+            "broadcast",
+            "root",
+        ),
+        expect(
+            "reduce root",
+            comm.reduce(&send, Some(&mut recv), ReduceOp::Sum, world + 5, env.stream),
+            "reduce",
+            "root",
+        ),
+        expect(
+            "reduce without root buffer",
+            comm.reduce::<f32, CudaSlice<f32>>(&send, None, ReduceOp::Sum, rank, env.stream),
+            "reduce",
+            "recv",
+        ),
+        expect(
+            "send peer",
+            comm.send(&send, world, env.stream),
+            "send",
+            "peer",
+        ),
+        expect(
+            "recv peer",
+            comm.recv(&mut recv, world + 1, env.stream),
+            "recv",
+            "peer",
+        ),
+        expect(
+            "gather without root buffer",
+            comm.gather::<f32, CudaSlice<f32>>(&send, None, rank, env.stream),
+            "gather",
+            "root buffer",
+        ),
+        expect(
+            "scatter without root buffer",
+            comm.scatter::<f32, CudaSlice<f32>>(None, &mut recv, rank, env.stream),
+            "scatter",
+            "root buffer",
+        ),
+        expect(
+            "v counts sum",
+            comm.all_gather_v(&send, &mut recv, &vec![1; world], env.stream),
+            "all_gather_v",
+            "counts",
+        ),
+        expect(
+            "v counts length",
+            comm.reduce_scatter_v(
+                &send,
+                &mut recv,
+                &vec![n; world + 1],
+                ReduceOp::Sum,
+                env.stream,
+            ),
+            "reduce_scatter_v",
+            "counts",
+        ),
+        expect(
+            "PreMulSum of another type",
+            comm.all_reduce(
+                &f16_send,
+                &mut f16_recv,
+                ReduceOp::PreMulSum(&wrong_type_op),
+                env.stream,
+            ),
+            "all_reduce",
+            "op",
+        ),
+    ];
+    if world > 1 {
+        bad.push(expect(
+            "in-place chunking",
+            comm.all_gather_in_place(&mut env.zeros::<f32>(world * 3 + 1), env.stream),
+            "all_gather_in_place",
+            "buf.len()",
+        ));
+        bad.push(expect(
+            "all_gather length",
+            comm.all_gather(&send, &mut recv, env.stream),
+            "all_gather",
+            "recv.len()",
+        ));
+        bad.push(expect(
+            "all_to_all divisibility",
+            comm.all_to_all(&short, &mut env.zeros::<f32>(n - 1), env.stream),
+            "all_to_all",
+            "send.len()",
+        ));
+    }
+    drop(wrong_type_op);
+    for (i, b) in bad.into_iter().enumerate() {
+        rep.check(&format!("bad input #{i}"), b);
+    }
+    let r = comm
+        .all_reduce(&send, &mut recv, ReduceOp::Sum, env.stream)
+        .map_err(e2s)
+        .and_then(|()| close(&env.down(&recv), &sum, false));
+    rep.check("communicator works after bad inputs", r);
+}
+
+fn run_rank(ctx: &Arc<CudaContext>, world: usize, id: &UniqueId, rank: usize) -> Report {
+    let mut rep = Report {
+        rank,
+        passed: 0,
+        failed: Vec::new(),
+    };
+    let stream = ctx.new_stream().unwrap();
+    let comm = match Comm::init_rank(ctx, world, id, rank) {
+        Ok(c) => c,
+        Err(e) => {
+            rep.check("init_rank", Err(e2s(e)));
+            return rep;
+        }
+    };
+    rep.check(
+        "init_rank",
+        if comm.rank() == rank && comm.world_size() == world {
+            Ok(())
+        } else {
+            Err("rank/world".into())
+        },
+    );
+    let env = Env {
+        comm: &comm,
+        stream: &stream,
+    };
+    suite::<i8>(&env, &mut rep);
+    suite::<u8>(&env, &mut rep);
+    suite::<i32>(&env, &mut rep);
+    suite::<u32>(&env, &mut rep);
+    suite::<i64>(&env, &mut rep);
+    suite::<u64>(&env, &mut rep);
+    suite::<f16>(&env, &mut rep);
+    suite::<bf16>(&env, &mut rep);
+    suite::<f32>(&env, &mut rep);
+    suite::<f64>(&env, &mut rep);
+    suite::<F8E4M3>(&env, &mut rep);
+    suite::<F8E5M2>(&env, &mut rep);
+    extras(&env, ctx, &mut rep);
+    rep.check("finalize", comm.finalize().map_err(e2s));
+    rep
+}
+
+/// World 1 extras that need no peers: init_all, a non-blocking communicator.
+fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
+    let r = (|| -> Result<(), String> {
+        let comms = Comm::init_all(std::slice::from_ref(ctx)).map_err(e2s)?;
+        let s = ctx.new_stream().map_err(|e| e.to_string())?;
+        let a = s.clone_htod(&[1.0f64, 2.0]).map_err(|e| e.to_string())?;
+        let mut b = s.alloc_zeros::<f64>(2).map_err(|e| e.to_string())?;
+        comms[0]
+            .all_reduce(&a, &mut b, ReduceOp::Max, &s)
+            .map_err(e2s)?;
+        let out = s.clone_dtoh(&b).map_err(|e| e.to_string())?;
+        s.synchronize().map_err(|e| e.to_string())?;
+        if out != [1.0, 2.0] {
+            return Err(format!("{out:?}"));
+        }
+        for c in comms {
+            c.finalize().map_err(e2s)?;
+        }
+        Ok(())
+    })();
+    rep.check("init_all (one GPU)", r);
+    let r = (|| -> Result<(), String> {
+        let id = UniqueId::new().map_err(e2s)?;
+        let cfg = Config::new()
+            .blocking(false)
+            .comm_name("nonblocking-test")
+            .timeout(Duration::from_secs(60));
+        let comm = Comm::init_rank_with(ctx, 1, &id, 0, &cfg).map_err(e2s)?;
+        if comm.is_blocking() {
+            return Err("communicator says it is blocking".into());
+        }
+        comm.async_error().map_err(e2s)?;
+        comm.finalize().map_err(e2s)
+    })();
+    rep.check("non-blocking init and finalize", r);
+    let r = match Comm::init_rank(ctx, 2, &UniqueId::new().unwrap(), 2) {
+        Err(Error::InvalidArgument {
+            op: "init_rank",
+            arg: "rank",
+            ..
+        }) => Ok(()),
+        other => Err(format!("{other:?}")),
+    };
+    rep.check("init_rank with rank >= world", r);
+}
+
+fn spawn_ranks(world: usize) -> Result<Vec<Child>, String> {
+    let id = UniqueId::new().map_err(e2s)?;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    (0..world)
+        .map(|rank| {
+            Command::new(&me)
+                .env("NCCL_RS_TEST_RANK", rank.to_string())
+                .env("NCCL_RS_TEST_WORLD", world.to_string())
+                .env("NCCL_RS_TEST_ID", id.to_string())
+                .env("NCCL_HOSTID", format!("nccl-rs-rank{rank}"))
+                .env("NCCL_SOCKET_IFNAME", "lo")
+                .spawn()
+                .map_err(|e| format!("spawn rank {rank}: {e}"))
+        })
+        .collect()
+}
+
+fn wait_all(mut kids: Vec<Child>, limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    let mut codes = vec![None; kids.len()];
+    while codes.iter().any(Option::is_none) {
+        for (i, k) in kids.iter_mut().enumerate() {
+            if codes[i].is_none() {
+                if let Ok(Some(st)) = k.try_wait() {
+                    codes[i] = Some(st);
+                }
+            }
+        }
+        if start.elapsed() > limit {
+            for k in &mut kids {
+                let _ = k.kill();
+            }
+            return Err(format!(
+                "ranks still running after {limit:?}: killed ({codes:?})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bad: Vec<String> = codes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.unwrap().success())
+        .map(|(i, c)| format!("rank {i}: {}", c.unwrap()))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad.join(", "))
+    }
+}
+
+fn main() -> ExitCode {
+    // a rank started by the parent below
+    if let Ok(rank) = std::env::var("NCCL_RS_TEST_RANK") {
+        let rank: usize = rank.parse().unwrap();
+        let world: usize = std::env::var("NCCL_RS_TEST_WORLD")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let id: UniqueId = std::env::var("NCCL_RS_TEST_ID").unwrap().parse().unwrap();
+        let ctx = CudaContext::new(0).unwrap();
+        ctx.bind_to_thread().unwrap();
+        let rep = run_rank(&ctx, world, &id, rank);
+        say(&format!(
+            "rank {rank}/{world}: {} passed, {} failed",
+            rep.passed,
+            rep.failed.len()
+        ));
+        return if rep.failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+
+    let Some(ctx) = nccl_rs_tests::gpu_or_skip("nccl_gpu suite", 0) else {
+        println!("nccl_gpu: 0 passed, 0 failed (no GPU: see the line above)");
+        return ExitCode::SUCCESS;
+    };
+    say(&format!(
+        "nccl_gpu: {}",
+        nccl::capabilities()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|e| e.to_string())
+    ));
+    let mut total = Report {
+        rank: 0,
+        passed: 0,
+        failed: Vec::new(),
+    };
+
+    // (a) world 1 in this process
+    let t = Instant::now();
+    let id = UniqueId::new().unwrap();
+    let rep = run_rank(&ctx, 1, &id, 0);
+    say(&format!(
+        "world 1: {} passed, {} failed ({:.1?})",
+        rep.passed,
+        rep.failed.len(),
+        t.elapsed()
+    ));
+    total.passed += rep.passed;
+    total.failed.extend(rep.failed);
+    world_one_extras(&ctx, &mut total);
+
+    // (b) 2 and 4 ranks as processes on GPU 0 (or the worlds in NCCL_RS_TEST_WORLDS)
+    let worlds: Vec<usize> = std::env::var("NCCL_RS_TEST_WORLDS")
+        .map(|v| v.split(',').filter_map(|w| w.trim().parse().ok()).collect())
+        .unwrap_or_else(|_| vec![2, 4]);
+    for world in worlds {
+        let t = Instant::now();
+        let r = spawn_ranks(world).and_then(|kids| wait_all(kids, Duration::from_secs(300)));
+        say(&format!(
+            "world {world} (processes on one GPU): {} ({:.1?})",
+            if r.is_ok() {
+                "all ranks passed"
+            } else {
+                "FAILED"
+            },
+            t.elapsed()
+        ));
+        total.check(
+            &format!("world {world}: every rank passes the whole suite"),
+            r,
+        );
+    }
+
+    println!(
+        "nccl_gpu: {} passed, {} failed",
+        total.passed,
+        total.failed.len()
+    );
+    for f in &total.failed {
+        println!("  FAILED {f}");
+    }
+    if total.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
