@@ -17,7 +17,7 @@ mod sealed {
 }
 
 /// A type NCCL can move and reduce. Sealed: implemented for `i8`, `u8`,
-/// `i32`, `u32`, `i64`, `u64`, [`f16`], [`bf16`], `f32`, `f64`, [`F8E4M3`]
+/// `i32`, `u32`, `i64`, `u64`, [`f16`](struct@f16), [`bf16`], `f32`, `f64`, [`F8E4M3`]
 /// and [`F8E5M2`].
 pub trait NcclType: DeviceRepr + Copy + sealed::Sealed + 'static {
     /// The NCCL datatype.
