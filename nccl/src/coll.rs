@@ -78,6 +78,59 @@ impl Comm {
         }
     }
 
+    /// `ncclSend` of `n` elements at `ptr` to `peer`.
+    ///
+    /// # Safety
+    /// `ptr` must hold `n` elements of `T` on this communicator's GPU until
+    /// the send has run on `stream`; `peer < world`.
+    #[inline(always)]
+    unsafe fn send_raw<T: NcclType>(
+        &self,
+        ptr: *mut core::ffi::c_void,
+        n: usize,
+        peer: usize,
+        stream: &CudaStream,
+    ) -> Result<()> {
+        // SAFETY: as the caller promises.
+        let r = unsafe {
+            sys::ncclSend(
+                ptr,
+                n,
+                T::DATATYPE,
+                peer as i32,
+                self.as_raw(),
+                raw_stream(stream),
+            )
+        };
+        self.done("ncclSend", r)
+    }
+
+    /// `ncclRecv` of `n` elements into `ptr` from `peer`.
+    ///
+    /// # Safety
+    /// As [`Comm::send_raw`], for writing.
+    #[inline(always)]
+    unsafe fn recv_raw<T: NcclType>(
+        &self,
+        ptr: *mut core::ffi::c_void,
+        n: usize,
+        peer: usize,
+        stream: &CudaStream,
+    ) -> Result<()> {
+        // SAFETY: as the caller promises.
+        let r = unsafe {
+            sys::ncclRecv(
+                ptr,
+                n,
+                T::DATATYPE,
+                peer as i32,
+                self.as_raw(),
+                raw_stream(stream),
+            )
+        };
+        self.done("ncclRecv", r)
+    }
+
     #[inline(always)]
     fn done(&self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
         check_comm(api, r, self.as_raw())
@@ -466,17 +519,7 @@ impl Comm {
         self.type_ok::<T>()?;
         let (s, _g) = buf.device_ptr(stream);
         // SAFETY: buf holds len() elements of T; peer < world checked.
-        let r = unsafe {
-            sys::ncclSend(
-                vp(s),
-                buf.len(),
-                T::DATATYPE,
-                peer as i32,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclSend", r)
+        unsafe { self.send_raw::<T>(vp(s), buf.len(), peer, stream) }
     }
 
     /// Receives into `buf` from rank `peer` (`ncclRecv`).
@@ -496,17 +539,7 @@ impl Comm {
         let n = buf.len();
         let (d, _g) = buf.device_ptr_mut(stream);
         // SAFETY: buf holds n elements of T; peer < world checked.
-        let r = unsafe {
-            sys::ncclRecv(
-                vp(d),
-                n,
-                T::DATATYPE,
-                peer as i32,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclRecv", r)
+        unsafe { self.recv_raw::<T>(vp(d), n, peer, stream) }
     }
 
     /// All-to-all: chunk `j` of rank `i`'s `send` lands in chunk `i` of rank
@@ -546,27 +579,9 @@ impl Comm {
         let g = GroupGuard::start()?;
         for p in 0..self.world_size() {
             // SAFETY: chunk p of each buffer is in bounds (chunk × world elements).
-            self.done("ncclSend", unsafe {
-                sys::ncclSend(
-                    at::<T>(s, p * chunk),
-                    chunk,
-                    T::DATATYPE,
-                    p as i32,
-                    self.as_raw(),
-                    raw_stream(stream),
-                )
-            })?;
+            unsafe { self.send_raw::<T>(at::<T>(s, p * chunk), chunk, p, stream) }?;
             // SAFETY: as above.
-            self.done("ncclRecv", unsafe {
-                sys::ncclRecv(
-                    at::<T>(d, p * chunk),
-                    chunk,
-                    T::DATATYPE,
-                    p as i32,
-                    self.as_raw(),
-                    raw_stream(stream),
-                )
-            })?;
+            unsafe { self.recv_raw::<T>(at::<T>(d, p * chunk), chunk, p, stream) }?;
         }
         g.end()
     }
@@ -633,29 +648,11 @@ impl Comm {
         if is_root {
             for p in 0..self.world_size() {
                 // SAFETY: chunk p of recv is in bounds at the root.
-                self.done("ncclRecv", unsafe {
-                    sys::ncclRecv(
-                        at::<T>(d, p * n),
-                        n,
-                        T::DATATYPE,
-                        p as i32,
-                        self.as_raw(),
-                        raw_stream(stream),
-                    )
-                })?;
+                unsafe { self.recv_raw::<T>(at::<T>(d, p * n), n, p, stream) }?;
             }
         }
         // SAFETY: send holds n elements.
-        self.done("ncclSend", unsafe {
-            sys::ncclSend(
-                vp(s),
-                n,
-                T::DATATYPE,
-                root as i32,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        })?;
+        unsafe { self.send_raw::<T>(vp(s), n, root, stream) }?;
         g.end()
     }
 
@@ -721,29 +718,11 @@ impl Comm {
         if is_root {
             for p in 0..self.world_size() {
                 // SAFETY: chunk p of send is in bounds at the root.
-                self.done("ncclSend", unsafe {
-                    sys::ncclSend(
-                        at::<T>(s, p * n),
-                        n,
-                        T::DATATYPE,
-                        p as i32,
-                        self.as_raw(),
-                        raw_stream(stream),
-                    )
-                })?;
+                unsafe { self.send_raw::<T>(at::<T>(s, p * n), n, p, stream) }?;
             }
         }
         // SAFETY: recv holds n elements.
-        self.done("ncclRecv", unsafe {
-            sys::ncclRecv(
-                vp(d),
-                n,
-                T::DATATYPE,
-                root as i32,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        })?;
+        unsafe { self.recv_raw::<T>(vp(d), n, root, stream) }?;
         g.end()
     }
 
@@ -901,29 +880,11 @@ impl Comm {
         for p in 0..self.world_size() {
             if send_counts[p] > 0 {
                 // SAFETY: shard p of send is in bounds (checked counts).
-                self.done("ncclSend", unsafe {
-                    sys::ncclSend(
-                        at::<T>(s, soff[p]),
-                        send_counts[p],
-                        T::DATATYPE,
-                        p as i32,
-                        self.as_raw(),
-                        raw_stream(stream),
-                    )
-                })?;
+                unsafe { self.send_raw::<T>(at::<T>(s, soff[p]), send_counts[p], p, stream) }?;
             }
             if recv_counts[p] > 0 {
                 // SAFETY: shard p of recv is in bounds (checked counts).
-                self.done("ncclRecv", unsafe {
-                    sys::ncclRecv(
-                        at::<T>(d, roff[p]),
-                        recv_counts[p],
-                        T::DATATYPE,
-                        p as i32,
-                        self.as_raw(),
-                        raw_stream(stream),
-                    )
-                })?;
+                unsafe { self.recv_raw::<T>(at::<T>(d, roff[p]), recv_counts[p], p, stream) }?;
             }
         }
         g.end()

@@ -148,6 +148,25 @@ pub struct Registered<'c, T, B: DevicePtr<T> + DevicePtrMut<T>> {
 }
 
 impl Comm {
+    /// A buffer to register must be on this communicator's GPU and not empty.
+    fn check_buffer<T, B: DeviceSlice<T>>(&self, op: &'static str, buf: &B) -> Result<()> {
+        let gpu = buf.stream().context().ordinal();
+        if gpu != self.device() {
+            return Err(Error::invalid(
+                op,
+                "buf",
+                format!("memory of GPU {}", self.device()),
+                format!("memory of GPU {gpu}"),
+            ));
+        }
+        if buf.is_empty() {
+            return Err(Error::invalid(op, "buf.len()", "at least 1", 0));
+        }
+        Ok(())
+    }
+}
+
+impl Comm {
     /// Registers `buf` with this communicator (NCCL 2.19+).
     ///
     /// # Errors
@@ -159,17 +178,7 @@ impl Comm {
     ) -> Result<Registered<'_, T, B>> {
         const OP: &str = "register";
         require("ncclCommRegister", Version::new(2, 19, 0))?;
-        if buf.stream().context().ordinal() != self.device() {
-            return Err(Error::invalid(
-                OP,
-                "buf",
-                format!("memory of GPU {}", self.device()),
-                format!("memory of GPU {}", buf.stream().context().ordinal()),
-            ));
-        }
-        if buf.is_empty() {
-            return Err(Error::invalid(OP, "buf.len()", "at least 1", 0));
-        }
+        self.check_buffer(OP, &buf)?;
         let bytes = buf.num_bytes();
         let (ptr, _g) = buf.device_ptr(buf.stream());
         let mut handle = std::ptr::null_mut();
@@ -283,17 +292,7 @@ impl Comm {
     ) -> Result<Window<'_, T, B>> {
         const OP: &str = "window_register";
         require("ncclCommWindowRegister", Version::new(2, 27, 0))?;
-        if buf.stream().context().ordinal() != self.device() {
-            return Err(Error::invalid(
-                OP,
-                "buf",
-                format!("memory of GPU {}", self.device()),
-                format!("memory of GPU {}", buf.stream().context().ordinal()),
-            ));
-        }
-        if buf.is_empty() {
-            return Err(Error::invalid(OP, "buf.len()", "at least 1", 0));
-        }
+        self.check_buffer(OP, &buf)?;
         let bytes = buf.num_bytes();
         let (ptr, g) = buf.device_ptr(buf.stream());
         drop(g);
