@@ -126,6 +126,15 @@ impl Config {
         self
     }
 
+    /// This config, non-blocking with deadline `t` unless it already has a
+    /// timeout of its own.
+    pub(crate) fn with_default_deadline(&self, t: Duration) -> Config {
+        if self.timeout.is_some() {
+            return self.clone();
+        }
+        self.clone().blocking(false).timeout(t)
+    }
+
     pub(crate) fn is_blocking(&self) -> bool {
         self.blocking.unwrap_or(true)
     }

@@ -174,6 +174,55 @@ pub enum Error {
         /// The limit.
         after: std::time::Duration,
     },
+    /// The launcher's environment variables are missing, malformed or
+    /// contradict each other.
+    #[error("launcher environment: {var}: {problem}")]
+    LaunchEnv {
+        /// The variable (or variables) at fault.
+        var: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The rendezvous address is already in use (another job, or a stale one).
+    #[error(
+        "rendezvous: cannot listen on {addr}: address already in use; pick another MASTER_PORT or stop the process holding it"
+    )]
+    AddrInUse {
+        /// The address.
+        addr: String,
+    },
+    /// Rank 0 could not be reached before the deadline.
+    #[error(
+        "rendezvous: rank 0 at {addr} not reachable within {waited:?} (last error: {last}); is rank 0 running and the address right?"
+    )]
+    RootUnreachable {
+        /// Where rank 0 was expected.
+        addr: String,
+        /// How long this rank tried.
+        waited: std::time::Duration,
+        /// The last connection error.
+        last: String,
+    },
+    /// Rank 0 gave up waiting for some ranks.
+    #[error("rendezvous: {} of {world} ranks did not join within {waited:?}: ranks {missing:?}", missing.len())]
+    RanksMissing {
+        /// The ranks that never joined.
+        missing: Vec<usize>,
+        /// World size.
+        world: usize,
+        /// How long rank 0 waited.
+        waited: std::time::Duration,
+    },
+    /// The other side of the rendezvous refused this rank, or broke the
+    /// protocol (wrong secret, garbage, truncated or oversized message,
+    /// duplicate rank, different world size).
+    #[error("rendezvous with {peer}: {reason}")]
+    Rendezvous {
+        /// The peer's address.
+        peer: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A number that is not an NCCL version code.
     #[error(
         "{code} is not an NCCL version code (expected X*10000+Y*100+Z, or X*1000+Y*100+Z before 2.9)"
@@ -239,6 +288,33 @@ impl fmt::Debug for Error {
                 .debug_struct("Timeout")
                 .field("op", op)
                 .field("after", after)
+                .finish(),
+            Error::LaunchEnv { var, problem } => f
+                .debug_struct("LaunchEnv")
+                .field("var", var)
+                .field("problem", problem)
+                .finish(),
+            Error::AddrInUse { addr } => f.debug_struct("AddrInUse").field("addr", addr).finish(),
+            Error::RootUnreachable { addr, waited, last } => f
+                .debug_struct("RootUnreachable")
+                .field("addr", addr)
+                .field("waited", waited)
+                .field("last", last)
+                .finish(),
+            Error::RanksMissing {
+                missing,
+                world,
+                waited,
+            } => f
+                .debug_struct("RanksMissing")
+                .field("missing", missing)
+                .field("world", world)
+                .field("waited", waited)
+                .finish(),
+            Error::Rendezvous { peer, reason } => f
+                .debug_struct("Rendezvous")
+                .field("peer", peer)
+                .field("reason", reason)
                 .finish(),
             Error::InvalidVersionCode { code } => f
                 .debug_struct("InvalidVersionCode")

@@ -61,8 +61,10 @@ mod dtype;
 mod error;
 mod group;
 mod id;
+mod launch;
 mod mem;
 mod op;
+mod rendezvous;
 mod version;
 
 pub use caps::{Capabilities, Feature, LinkMode, OPTIONAL_APIS, capabilities};
@@ -74,8 +76,10 @@ pub use error::{Error, NcclCode, Result, error_string};
 pub use group::group_simulate;
 pub use group::{GroupGuard, group};
 pub use id::{UNIQUE_ID_BYTES, UniqueId};
+pub use launch::{LaunchInfo, LaunchOptions, LaunchSource, init_from_launcher};
 #[cfg(nccl_2_27)]
 pub use mem::Window;
 pub use mem::{DROP_WAIT, NcclBuffer, Registered};
 pub use op::{PreMulSum, ReduceOp};
+pub use rendezvous::{Bootstrap, MAX_IDS, TcpBootstrap};
 pub use version::{HEADER_VERSION, Version, version};
