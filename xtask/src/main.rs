@@ -15,6 +15,7 @@ mod version;
 mod deps;
 #[cfg(test)]
 mod find_tests;
+mod launch;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,8 @@ commands:
                     (--check: fail if the committed file differs)
   ci                fmt, clippy, bindgen --check, docs.rs build, all tests
   bench             the benchmark
+  launch -n N [--one-gpu] [--port P] [--grace S] -- CMD [ARGS...]
+                    start N ranks of CMD with torchrun's variables (see README)
 ";
 
 fn try_main() -> Result<ExitCode> {
@@ -55,6 +58,7 @@ fn try_main() -> Result<ExitCode> {
         }
         Some("ci") => ci(&root).map(|()| ExitCode::SUCCESS),
         Some("bench") => bench(&root, &args[1..]),
+        Some("launch") => launch::main(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,363 @@
+//! `cargo xtask launch -n N [--one-gpu] [--port P] [--grace S] -- CMD [ARGS…]`:
+//! a small local launcher. Starts N processes with torchrun's variables
+//! (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`,
+//! `MASTER_PORT`) and a fresh `NCCL_RS_SECRET`, prefixes their output with
+//! their rank, and fails if any rank fails. When one rank fails the others get
+//! `--grace` seconds (default 30) to finish, then are killed.
+//!
+//! `--one-gpu` lets N ranks share one GPU: each gets its own `NCCL_HOSTID` and
+//! `NCCL_SOCKET_IFNAME=lo` (NCCL then treats them as separate hosts talking
+//! over loopback sockets), and `CUDA_VISIBLE_DEVICES` is narrowed to one GPU.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::Result;
+
+/// What to launch.
+#[derive(Clone, Debug)]
+pub struct LaunchPlan {
+    /// Number of ranks.
+    pub n: usize,
+    /// Share one GPU.
+    pub one_gpu: bool,
+    /// Rendezvous port (0: pick a free one).
+    pub port: u16,
+    /// How long the others may run on once a rank failed.
+    pub grace: Duration,
+    /// The program and its arguments.
+    pub cmd: Vec<String>,
+}
+
+/// How each rank ended, and what it printed (prefixed).
+#[derive(Debug)]
+pub struct LaunchReport {
+    /// Exit status per rank; `None` for a rank that was killed.
+    pub status: Vec<Option<ExitStatus>>,
+    /// Whether the rank was killed after another rank failed.
+    pub killed: Vec<bool>,
+    /// Every output line, `[rank r] …`, in arrival order (read by the tests;
+    /// the command prints them as they come).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub lines: Vec<String>,
+}
+
+impl LaunchReport {
+    /// Whether every rank exited with status 0.
+    pub fn ok(&self) -> bool {
+        self.status.iter().all(|s| s.is_some_and(|s| s.success()))
+    }
+}
+
+/// Parses `-n N [--one-gpu] [--port P] [--grace S] -- CMD…`.
+pub fn parse(args: &[String]) -> Result<LaunchPlan> {
+    let mut plan = LaunchPlan {
+        n: 0,
+        one_gpu: false,
+        port: 0,
+        grace: Duration::from_secs(30),
+        cmd: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "-n" | "--nproc" => {
+                plan.n = value("-n")?
+                    .parse()
+                    .map_err(|_| "-n takes a number of ranks".to_string())?
+            }
+            "--one-gpu" => plan.one_gpu = true,
+            "--port" => {
+                plan.port = value("--port")?
+                    .parse()
+                    .map_err(|_| "--port takes a port number".to_string())?
+            }
+            "--grace" => {
+                plan.grace = Duration::from_secs(
+                    value("--grace")?
+                        .parse()
+                        .map_err(|_| "--grace takes seconds".to_string())?,
+                )
+            }
+            "--" => {
+                plan.cmd = it.cloned().collect();
+                break;
+            }
+            other => return Err(format!("launch: unknown option {other:?}\n\n{USAGE}")),
+        }
+    }
+    if plan.n == 0 {
+        return Err(format!("launch: -n N (at least 1) is required\n\n{USAGE}"));
+    }
+    if plan.cmd.is_empty() {
+        return Err(format!("launch: no command after --\n\n{USAGE}"));
+    }
+    Ok(plan)
+}
+
+/// Usage of `cargo xtask launch`.
+pub const USAGE: &str =
+    "usage: cargo xtask launch -n N [--one-gpu] [--port P] [--grace SECONDS] -- CMD [ARGS...]";
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn secret() -> String {
+    let mut b = [0u8; 16];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Runs the plan; `echo` prints each line as it arrives.
+pub fn run(plan: &LaunchPlan, echo: bool) -> Result<LaunchReport> {
+    let port = if plan.port == 0 {
+        free_port()?
+    } else {
+        plan.port
+    };
+    let secret = std::env::var("NCCL_RS_SECRET").unwrap_or_else(|_| secret());
+    let (tx, rx) = mpsc::channel::<(usize, String)>();
+    let mut kids = Vec::new();
+    for rank in 0..plan.n {
+        let mut c = Command::new(&plan.cmd[0]);
+        c.args(&plan.cmd[1..])
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", plan.n.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("LOCAL_WORLD_SIZE", plan.n.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("NCCL_RS_SECRET", &secret)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // its own process group, so a kill reaches whatever the rank started
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        if plan.one_gpu {
+            let first = std::env::var("CUDA_VISIBLE_DEVICES")
+                .ok()
+                .and_then(|v| v.split(',').next().map(str::to_string))
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "0".into());
+            c.env("NCCL_HOSTID", format!("nccl-rs-rank{rank}"))
+                .env("NCCL_SOCKET_IFNAME", "lo")
+                .env("CUDA_VISIBLE_DEVICES", first);
+        }
+        let mut child = c
+            .spawn()
+            .map_err(|e| format!("launch: cannot start {:?}: {e}", plan.cmd[0]))?;
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe)
+                    .lines()
+                    .map_while(std::result::Result::ok)
+                {
+                    let _ = tx.send((rank, line));
+                }
+            });
+        }
+        kids.push(child);
+    }
+    drop(tx);
+    let mut status: Vec<Option<ExitStatus>> = vec![None; plan.n];
+    let mut killed = vec![false; plan.n];
+    let mut lines = Vec::new();
+    let mut failed_at: Option<Instant> = None;
+    loop {
+        while let Ok((rank, line)) = rx.try_recv() {
+            let l = format!("[rank {rank}] {line}");
+            if echo {
+                println!("{l}");
+            }
+            lines.push(l);
+        }
+        for (r, k) in kids.iter_mut().enumerate() {
+            if status[r].is_none() && !killed[r] {
+                if let Ok(Some(s)) = k.try_wait() {
+                    status[r] = Some(s);
+                    if !s.success() && failed_at.is_none() {
+                        failed_at = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        if (0..plan.n).all(|r| status[r].is_some() || killed[r]) {
+            break;
+        }
+        if failed_at.is_some_and(|t| t.elapsed() > plan.grace) {
+            for (r, k) in kids.iter_mut().enumerate() {
+                if status[r].is_none() {
+                    let _ = Command::new("kill")
+                        .args(["-s", "KILL", "--", &format!("-{}", k.id())])
+                        .stderr(Stdio::null())
+                        .status();
+                    let _ = k.kill();
+                    let _ = k.wait();
+                    killed[r] = true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // the rest of the output (pipes close once the processes are gone)
+    for (rank, line) in rx.iter() {
+        let l = format!("[rank {rank}] {line}");
+        if echo {
+            println!("{l}");
+        }
+        lines.push(l);
+    }
+    Ok(LaunchReport {
+        status,
+        killed,
+        lines,
+    })
+}
+
+/// `cargo xtask launch …`: runs and summarizes; the exit code says whether
+/// every rank succeeded.
+pub fn main(args: &[String]) -> Result<std::process::ExitCode> {
+    let plan = parse(args)?;
+    let report = run(&plan, true)?;
+    for (r, s) in report.status.iter().enumerate() {
+        match (s, report.killed[r]) {
+            (_, true) => eprintln!(
+                "launch: rank {r} killed (another rank failed, grace {:?} over)",
+                plan.grace
+            ),
+            (Some(s), _) if s.success() => {}
+            (Some(s), _) => eprintln!("launch: rank {r} failed: {s}"),
+            (None, _) => eprintln!("launch: rank {r}: no status"),
+        }
+    }
+    if report.ok() {
+        eprintln!("launch: all {} ranks succeeded", plan.n);
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        Ok(std::process::ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(n: usize, one_gpu: bool, script: &str) -> LaunchPlan {
+        LaunchPlan {
+            n,
+            one_gpu,
+            port: 0,
+            grace: Duration::from_millis(300),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+        }
+    }
+
+    #[test]
+    fn ranks_get_torchrun_variables_and_prefixed_output() {
+        let r = run(
+            &plan(
+                3,
+                false,
+                "echo $RANK/$WORLD_SIZE/$LOCAL_RANK/$MASTER_ADDR/${#NCCL_RS_SECRET}; echo err >&2",
+            ),
+            false,
+        )
+        .unwrap();
+        assert!(r.ok(), "{r:?}");
+        for rank in 0..3 {
+            assert!(
+                r.lines
+                    .iter()
+                    .any(|l| l == &format!("[rank {rank}] {rank}/3/{rank}/127.0.0.1/32")),
+                "{:?}",
+                r.lines
+            );
+            assert!(
+                r.lines.contains(&format!("[rank {rank}] err")),
+                "{:?}",
+                r.lines
+            );
+        }
+        let ports: Vec<&String> = r.lines.iter().filter(|l| l.contains("127.0.0.1")).collect();
+        assert_eq!(ports.len(), 3);
+    }
+
+    #[test]
+    fn one_gpu_gives_each_rank_its_own_host_id() {
+        let r = run(
+            &plan(2, true, "echo $NCCL_HOSTID $NCCL_SOCKET_IFNAME"),
+            false,
+        )
+        .unwrap();
+        assert!(r.ok());
+        assert!(
+            r.lines.contains(&"[rank 0] nccl-rs-rank0 lo".to_string()),
+            "{:?}",
+            r.lines
+        );
+        assert!(
+            r.lines.contains(&"[rank 1] nccl-rs-rank1 lo".to_string()),
+            "{:?}",
+            r.lines
+        );
+    }
+
+    #[test]
+    fn a_failing_rank_fails_the_launch_and_the_hung_ones_are_killed() {
+        let t = Instant::now();
+        let r = run(
+            &plan(3, false, "if [ $RANK = 1 ]; then exit 7; fi; sleep 30"),
+            false,
+        )
+        .unwrap();
+        assert!(!r.ok());
+        assert_eq!(r.status[1].and_then(|s| s.code()), Some(7));
+        assert!(r.killed[0] && r.killed[2] && !r.killed[1], "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn usage_errors() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(parse(&s(&["--", "x"])).unwrap_err().contains("-n N"));
+        assert!(parse(&s(&["-n", "2"])).unwrap_err().contains("no command"));
+        assert!(
+            parse(&s(&["-n", "two", "--", "x"]))
+                .unwrap_err()
+                .contains("number of ranks")
+        );
+        let p = parse(&s(&[
+            "-n",
+            "4",
+            "--one-gpu",
+            "--port",
+            "29500",
+            "--",
+            "prog",
+            "-x",
+        ]))
+        .unwrap();
+        assert_eq!((p.n, p.one_gpu, p.port, p.cmd.len()), (4, true, 29500, 2));
+    }
+}
