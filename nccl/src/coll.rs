@@ -52,6 +52,7 @@ fn runtime_has(minor: u32) -> bool {
 impl Comm {
     #[inline(always)]
     fn stream_ok(&self, op: &'static str, stream: &CudaStream) -> Result<()> {
+        self.live(op)?;
         if stream.context().ordinal() == self.device() {
             Ok(())
         } else {
@@ -133,6 +134,13 @@ impl Comm {
 
     #[inline(always)]
     fn done(&self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
+        if r == sys::ncclResult_t::ncclSuccess {
+            return Ok(());
+        }
+        // a non-blocking communicator still enqueuing: wait (with its timeout)
+        if r == sys::ncclResult_t::ncclInProgress {
+            return self.settle(api, r);
+        }
         check_comm(api, r, self.as_raw())
     }
 

@@ -1,6 +1,8 @@
 //! Communicators: creation, splitting, and an honest close.
 
+use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cudarc::driver::CudaContext;
@@ -37,7 +39,9 @@ use crate::version::checked_runtime;
 /// ```
 #[derive(Debug)]
 pub struct Comm {
-    raw: sys::ncclComm_t,
+    /// Null once aborted.
+    raw: Cell<sys::ncclComm_t>,
+    abort: Arc<AtomicBool>,
     ctx: Arc<CudaContext>,
     rank: usize,
     world: usize,
@@ -111,7 +115,8 @@ impl Comm {
             sys::ncclCommInitRankConfig(&mut raw, nranks, *id.as_raw(), rank as i32, &mut raw_cfg)
         };
         let comm = Comm {
-            raw,
+            raw: Cell::new(raw),
+            abort: Arc::default(),
             ctx: ctx.clone(),
             rank,
             world,
@@ -152,7 +157,8 @@ impl Comm {
             .zip(ctxs)
             .enumerate()
             .map(|(rank, (raw, ctx))| Comm {
-                raw,
+                raw: Cell::new(raw),
+                abort: Arc::default(),
                 ctx: ctx.clone(),
                 rank,
                 world: ctxs.len(),
@@ -193,9 +199,10 @@ impl Comm {
         self.ctx.bind_to_thread()?;
         let mut raw: sys::ncclComm_t = std::ptr::null_mut();
         // SAFETY: valid communicator, out-pointer and config.
-        let r = unsafe { sys::ncclCommSplit(self.raw, color, key, &mut raw, &mut raw_cfg) };
+        let r = unsafe { sys::ncclCommSplit(self.raw.get(), color, key, &mut raw, &mut raw_cfg) };
         let mut child = Comm {
-            raw,
+            raw: Cell::new(raw),
+            abort: Arc::default(),
             ctx: self.ctx.clone(),
             rank: 0,
             world: 0,
@@ -225,16 +232,16 @@ impl Comm {
     ) -> Result<i32> {
         let mut v = 0;
         // SAFETY: valid communicator and out-pointer.
-        check_comm(api, unsafe { f(self.raw, &mut v) }, self.raw)?;
+        check_comm(api, unsafe { f(self.raw.get(), &mut v) }, self.raw.get())?;
         Ok(v)
     }
 
     /// After a call that may return `ncclInProgress` (non-blocking
     /// communicators): waits for the communicator to settle, up to the
     /// configured timeout. On error the caller drops (aborts) the communicator.
-    fn settle(&self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
+    pub(crate) fn settle(&self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
         if r != sys::ncclResult_t::ncclInProgress {
-            return check_comm(api, r, self.raw);
+            return check_comm(api, r, self.raw.get());
         }
         let start = Instant::now();
         let mut pause = Duration::from_micros(20);
@@ -243,7 +250,10 @@ impl Comm {
             match NcclCode::from_raw(state) {
                 None => return Ok(()),
                 Some(NcclCode::InProgress) => {}
-                Some(_) => return Err(failure(api, state, self.raw)),
+                Some(_) => return Err(failure(api, state, self.raw.get())),
+            }
+            if self.abort.load(Ordering::Relaxed) {
+                return Err(Error::Aborted { op: api });
             }
             if let Some(limit) = self.timeout {
                 if start.elapsed() >= limit {
@@ -260,10 +270,11 @@ impl Comm {
     }
 
     fn async_error_raw(&self) -> Result<sys::ncclResult_t> {
+        self.live("ncclCommGetAsyncError")?;
         let mut state = sys::ncclResult_t::ncclSuccess;
         // SAFETY: valid communicator and out-pointer.
-        let r = unsafe { sys::ncclCommGetAsyncError(self.raw, &mut state) };
-        check_comm("ncclCommGetAsyncError", r, self.raw)?;
+        let r = unsafe { sys::ncclCommGetAsyncError(self.raw.get(), &mut state) };
+        check_comm("ncclCommGetAsyncError", r, self.raw.get())?;
         Ok(state)
     }
 
@@ -275,12 +286,12 @@ impl Comm {
     /// The asynchronous error, as [`Error::Nccl`].
     pub fn async_error(&self) -> Result<()> {
         let state = self.async_error_raw()?;
-        check_comm("ncclCommGetAsyncError", state, self.raw)
+        check_comm("ncclCommGetAsyncError", state, self.raw.get())
     }
 
     /// NCCL's last error message for this communicator (`ncclGetLastError`).
     pub fn last_error(&self) -> String {
-        crate::error::last_error(self.raw)
+        crate::error::last_error(self.raw.get())
     }
 
     /// This rank's index, `0..world_size()`.
@@ -305,12 +316,12 @@ impl Comm {
 
     /// The raw communicator, still owned by `self`.
     pub fn as_raw(&self) -> sys::ncclComm_t {
-        self.raw
+        self.raw.get()
     }
 
     /// Gives up ownership: the caller must finalize/destroy or abort it.
     pub fn into_raw(self) -> sys::ncclComm_t {
-        let raw = self.raw;
+        let raw = self.raw.get();
         std::mem::forget(self);
         raw
     }
@@ -325,7 +336,8 @@ impl Comm {
     /// NCCL's error when asking the communicator its rank and size.
     pub unsafe fn from_raw(raw: sys::ncclComm_t, ctx: Arc<CudaContext>) -> Result<Comm> {
         let mut c = Comm {
-            raw,
+            raw: Cell::new(raw),
+            abort: Arc::default(),
             ctx,
             rank: 0,
             world: 0,
@@ -345,9 +357,10 @@ impl Comm {
     /// NCCL's error from finalizing (e.g. a peer died), or `Timeout` for a
     /// non-blocking communicator that outlasts its configured timeout.
     pub fn finalize(self) -> Result<()> {
+        self.live("finalize")?;
         let _ = self.ctx.bind_to_thread();
         // SAFETY: valid communicator, used by this thread only.
-        let r = unsafe { sys::ncclCommFinalize(self.raw) };
+        let r = unsafe { sys::ncclCommFinalize(self.raw.get()) };
         if let Err(e) = self.settle("ncclCommFinalize", r) {
             drop(self); // aborts
             return Err(e);
@@ -365,9 +378,112 @@ impl Comm {
     /// NCCL's error from aborting (the communicator is gone either way).
     pub fn abort(self) -> Result<()> {
         let raw = self.into_raw();
+        if raw.is_null() {
+            return Ok(()); // already aborted
+        }
         // SAFETY: valid communicator, owned and not used afterwards.
         let r = unsafe { sys::ncclCommAbort(raw) };
         check("ncclCommAbort", r)
+    }
+
+    /// Fails with [`Error::Aborted`] (aborting the communicator first, if an
+    /// [`AbortHandle`] asked for it) unless the communicator is usable. One
+    /// relaxed atomic load on the common path.
+    #[inline(always)]
+    pub(crate) fn live(&self, op: &'static str) -> Result<()> {
+        if self.raw.get().is_null() || self.abort.load(Ordering::Relaxed) {
+            return Err(self.abort_now(op));
+        }
+        Ok(())
+    }
+
+    /// Aborts the communicator now (it stays a `Comm`, but every call fails
+    /// with [`Error::Aborted`]); returns that error for `op`.
+    #[cold]
+    pub(crate) fn abort_now(&self, op: &'static str) -> Error {
+        let raw = self.raw.replace(std::ptr::null_mut());
+        if !raw.is_null() {
+            // SAFETY: valid communicator, owned, used by this thread only
+            // (Comm is !Sync); it is never used again (raw is now null).
+            let r = unsafe { sys::ncclCommAbort(raw) };
+            if r != sys::ncclResult_t::ncclSuccess {
+                eprintln!("nccl: ncclCommAbort failed with code {}", r.0);
+            }
+        }
+        self.abort.store(true, Ordering::Relaxed);
+        Error::Aborted { op }
+    }
+
+    /// Whether the communicator has been aborted (by [`Comm::wait`], a
+    /// watchdog or an [`AbortHandle`] whose request this thread has acted on).
+    pub fn is_aborted(&self) -> bool {
+        self.raw.get().is_null()
+    }
+
+    /// A handle another thread can use to abort this communicator: see
+    /// [`AbortHandle`].
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle {
+            flag: self.abort.clone(),
+        }
+    }
+
+    /// Waits until all work queued on `stream` so far is done, for at most
+    /// `timeout`, watching the communicator's asynchronous errors (a dead peer)
+    /// and abort requests while it waits: the loop NCCL documents in place of
+    /// `cudaStreamSynchronize`. On an error, an abort request or the timeout,
+    /// the communicator is aborted (which also ends its stuck kernels) and the
+    /// error returned.
+    ///
+    /// # Errors
+    /// [`Error::Nccl`] (e.g. `ncclRemoteError`) for an asynchronous error,
+    /// [`Error::Aborted`], [`Error::Timeout`], or a CUDA error.
+    pub fn wait(&self, stream: &cudarc::driver::CudaStream, timeout: Duration) -> Result<()> {
+        const OP: &str = "wait";
+        self.live(OP)?;
+        let event = stream.record_event(None)?;
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(10);
+        loop {
+            match event.try_is_complete() {
+                Ok(true) => return self.async_error_settled(),
+                Ok(false) => {}
+                Err(e) => {
+                    self.abort_now(OP);
+                    return Err(e.into());
+                }
+            }
+            let state = self.async_error_raw()?;
+            match NcclCode::from_raw(state) {
+                None | Some(NcclCode::InProgress) => {}
+                Some(_) => {
+                    let e = failure("ncclCommGetAsyncError", state, self.raw.get());
+                    self.abort_now(OP);
+                    return Err(e);
+                }
+            }
+            if self.abort.load(Ordering::Relaxed) {
+                return Err(self.abort_now(OP));
+            }
+            if start.elapsed() >= timeout {
+                self.abort_now(OP);
+                return Err(Error::Timeout {
+                    op: OP,
+                    after: timeout,
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    /// The asynchronous error state, where `ncclInProgress` counts as fine.
+    fn async_error_settled(&self) -> Result<()> {
+        let state = self.async_error_raw()?;
+        match NcclCode::from_raw(state) {
+            None | Some(NcclCode::InProgress) => Ok(()),
+            Some(_) => Err(failure("ncclCommGetAsyncError", state, self.raw.get())),
+        }
     }
 
     /// Whether this communicator was created blocking (the default).
@@ -380,13 +496,89 @@ impl Drop for Comm {
     /// Aborts the communicator (see the type's documentation for why not
     /// destroy). Never panics; a failure is written to stderr.
     fn drop(&mut self) {
-        if self.raw.is_null() {
+        if self.raw.get().is_null() {
             return;
         }
         // SAFETY: valid communicator, owned; abort does not wait on peers.
-        let r = unsafe { sys::ncclCommAbort(self.raw) };
+        let r = unsafe { sys::ncclCommAbort(self.raw.get()) };
         if r != sys::ncclResult_t::ncclSuccess {
             eprintln!("nccl: ncclCommAbort in Comm::drop failed with code {}", r.0);
+        }
+    }
+}
+
+/// Lets another thread abort a communicator: for a watchdog, or to unblock a
+/// rank waiting on a peer that is gone. `Send + Sync + Clone`.
+///
+/// [`AbortHandle::abort`] only *requests* the abort; the thread that owns the
+/// [`Comm`] carries it out (`ncclCommAbort`) in its next call, or within about
+/// a millisecond while it waits in [`Comm::wait`] or for a non-blocking
+/// operation. Aborting from the owning thread alone keeps the communicator
+/// from being freed under a call in progress. A thread blocked elsewhere (in
+/// cudarc's `synchronize`, say) is not reached: wait with [`Comm::wait`] and
+/// use non-blocking communicators (as [`init_from_launcher`](crate::init_from_launcher)
+/// does) where a peer may die.
+#[derive(Clone, Debug)]
+pub struct AbortHandle {
+    flag: Arc<AtomicBool>,
+}
+
+impl AbortHandle {
+    /// Requests the abort.
+    pub fn abort(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether an abort has been requested (or done).
+    pub fn is_requested(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    /// A watchdog: requests the abort after `deadline` unless the returned
+    /// guard is dropped (or [`Watchdog::disarm`]ed) first.
+    pub fn abort_after(&self, deadline: Duration) -> Watchdog {
+        let handle = self.clone();
+        let cancel = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let c = cancel.clone();
+        let thread = std::thread::spawn(move || {
+            let (lock, cv) = &*c;
+            let Ok(guard) = lock.lock() else { return };
+            let Ok((cancelled, _)) =
+                cv.wait_timeout_while(guard, deadline, |cancelled| !*cancelled)
+            else {
+                return;
+            };
+            if !*cancelled {
+                handle.abort();
+            }
+        });
+        Watchdog {
+            cancel,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// A running watchdog (see [`AbortHandle::abort_after`]); dropping it disarms it.
+#[derive(Debug)]
+pub struct Watchdog {
+    cancel: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Disarms the watchdog.
+    pub fn disarm(self) {}
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.cancel.0.lock() {
+            *c = true;
+        }
+        self.cancel.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -174,6 +174,14 @@ pub enum Error {
         /// The limit.
         after: std::time::Duration,
     },
+    /// The communicator was aborted (by [`Comm::wait`](crate::Comm::wait) after
+    /// an error or timeout, or at an [`AbortHandle`](crate::AbortHandle)'s
+    /// request); it cannot be used again.
+    #[error("{op}: the communicator was aborted; create a new one")]
+    Aborted {
+        /// The call that found it aborted.
+        op: &'static str,
+    },
     /// The launcher's environment variables are missing, malformed or
     /// contradict each other.
     #[error("launcher environment: {var}: {problem}")]
@@ -289,6 +297,7 @@ impl fmt::Debug for Error {
                 .field("op", op)
                 .field("after", after)
                 .finish(),
+            Error::Aborted { op } => f.debug_struct("Aborted").field("op", op).finish(),
             Error::LaunchEnv { var, problem } => f
                 .debug_struct("LaunchEnv")
                 .field("var", var)

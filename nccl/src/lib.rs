@@ -68,7 +68,7 @@ mod rendezvous;
 mod version;
 
 pub use caps::{Capabilities, Feature, LinkMode, OPTIONAL_APIS, capabilities};
-pub use comm::Comm;
+pub use comm::{AbortHandle, Comm, Watchdog};
 pub use config::Config;
 pub use dtype::{F8E4M3, F8E5M2, NcclType, bf16, f16};
 pub use error::{Error, NcclCode, Result, error_string};

@@ -213,6 +213,10 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Registered<'_, T, B> {
     /// NCCL's error from `ncclCommDeregister` (the buffer is lost then).
     pub fn into_inner(self) -> Result<B> {
         let this = std::mem::ManuallyDrop::new(self);
+        if this.comm.is_aborted() {
+            // SAFETY: `this` is never used or dropped again; buf is moved out once.
+            return Ok(unsafe { std::ptr::read(&this.buf) });
+        }
         // SAFETY: handle came from ncclCommRegister on this live communicator.
         let r = unsafe { sys::ncclCommDeregister(this.comm.as_raw(), this.handle) };
         // SAFETY: `this` is never used or dropped again; buf is moved out once.
@@ -224,6 +228,9 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Registered<'_, T, B> {
 
 impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Drop for Registered<'_, T, B> {
     fn drop(&mut self) {
+        if self.comm.is_aborted() {
+            return; // NCCL dropped the registration with the communicator
+        }
         // SAFETY: as into_inner; the communicator outlives this value.
         let r = unsafe { sys::ncclCommDeregister(self.comm.as_raw(), self.handle) };
         if r != sys::ncclResult_t::ncclSuccess {
@@ -348,6 +355,10 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Window<'_, T, B> {
     /// NCCL's error from `ncclCommWindowDeregister`.
     pub fn deregister(self) -> Result<B> {
         let this = std::mem::ManuallyDrop::new(self);
+        if this.comm.is_aborted() {
+            // SAFETY: `this` is never used or dropped again; buf is moved out once.
+            return Ok(unsafe { std::ptr::read(&this.buf) });
+        }
         // SAFETY: win came from ncclCommWindowRegister on this live communicator.
         let r = unsafe { sys::ncclCommWindowDeregister(this.comm.as_raw(), this.win) };
         // SAFETY: `this` is never used or dropped again; buf is moved out once.
@@ -361,6 +372,9 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Window<'_, T, B> {
 impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Drop for Window<'_, T, B> {
     /// Deregisters the window (collective: the other ranks must do the same).
     fn drop(&mut self) {
+        if self.comm.is_aborted() {
+            return; // NCCL dropped the window with the communicator
+        }
         // SAFETY: as deregister; the communicator outlives this value.
         let r = unsafe { sys::ncclCommWindowDeregister(self.comm.as_raw(), self.win) };
         if r != sys::ncclResult_t::ncclSuccess {

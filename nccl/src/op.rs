@@ -44,7 +44,7 @@ impl ReduceOp<'_> {
             ReduceOp::Min => sys::ncclRedOp_t::ncclMin,
             ReduceOp::Avg => sys::ncclRedOp_t(4),
             ReduceOp::PreMulSum(p) => {
-                if p.comm != comm.as_raw() {
+                if !std::ptr::eq(p.comm, comm) {
                     return Err(crate::Error::invalid(
                         op,
                         "op",
@@ -74,7 +74,7 @@ impl ReduceOp<'_> {
 #[derive(Debug)]
 pub struct PreMulSum<'a> {
     op: sys::ncclRedOp_t,
-    comm: sys::ncclComm_t,
+    comm: &'a Comm,
     datatype: sys::ncclDataType_t,
     type_name: &'static str,
     _borrow: PhantomData<&'a ()>,
@@ -149,7 +149,7 @@ impl Comm {
         check_comm("ncclRedOpCreatePreMulSum", r, self.as_raw())?;
         Ok(PreMulSum {
             op,
-            comm: self.as_raw(),
+            comm: self,
             datatype: T::DATATYPE,
             type_name: T::NAME,
             _borrow: PhantomData,
@@ -166,8 +166,12 @@ impl PreMulSum<'_> {
 
 impl Drop for PreMulSum<'_> {
     fn drop(&mut self) {
+        let comm = self.comm.as_raw();
+        if comm.is_null() {
+            return; // aborted: NCCL freed the op with the communicator
+        }
         // SAFETY: op was created on comm, which the borrow keeps alive.
-        let r = unsafe { sys::ncclRedOpDestroy(self.op, self.comm) };
+        let r = unsafe { sys::ncclRedOpDestroy(self.op, comm) };
         if r != sys::ncclResult_t::ncclSuccess {
             eprintln!("nccl: ncclRedOpDestroy failed ({}); the op leaks", r.0);
         }
