@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU validation, run on the GPU machine (which has no Rust toolchain) from the
 # repository root, with test binaries built elsewhere:
-#   DYN=<folder of dynamically linked test binaries: sys_cpu sys_gpu nccl_cpu nccl_gpu>
+#   DYN=<folder of dynamically linked test binaries: sys_cpu sys_gpu nccl_cpu nccl_gpu faults>
 #   STATIC_TGZ=<bundle made by ../shared/gpu/bundle with NCCL_STATIC=1>
 #   LOG=<folder for logs>  WORLDS_DYN / WORLDS_STATIC=<rank counts, default 2,4>
 # See docs/validation.md for how both are built. The dynamic and static GPU
@@ -41,6 +41,8 @@ NCCL_RS_TEST_WORLDS=${WORLDS_STATIC:-2,4} run static-nccl_gpu timeout 420 "$(sbi
 wait
 cat "$LOG/dyn.summary" "$LOG/static.summary"
 fails=$((fails + $(grep -c -- "--- .*FAILED" "$LOG/dyn.summary" "$LOG/static.summary" | awk -F: '{s+=$2} END {print s}')))
+# many processes and failures (bootstrap, kill -9, never-join, abort, 1000 cycles)
+run dynamic-faults timeout 400 "$DYN/faults"
 # fp8 reductions, world 1 only, as a probe (they hung once)
 NCCL_RS_TEST_FP8_REDUCE=1 NCCL_RS_TEST_ONLY_FP8=1 NCCL_RS_TEST_WORLDS= NCCL_RS_TEST_VERBOSE=1 \
   timeout 60 "$DYN/nccl_gpu" > "$LOG/fp8-probe.log" 2>&1; echo "fp8 reduction probe: exit $?"; grep -E "ok|FAIL|WATCHDOG" "$LOG/fp8-probe.log" | tail -5

@@ -1,0 +1,354 @@
+//! Many processes and many failures, on a GPU: ranks are processes sharing
+//! GPU 0 (each its own NCCL_HOSTID, NCCL_SOCKET_IFNAME=lo), started by this
+//! program with torchrun's variables as `cargo xtask launch --one-gpu` does,
+//! and they bootstrap with `nccl::init_from_launcher`:
+//!
+//! - 2 and 4 ranks bootstrap and all-reduce correctly;
+//! - `kill -9` of one rank in a loop of collectives: every survivor returns a
+//!   typed error within 2× its timeout, none hangs, exit codes say what happened;
+//! - a rank that never joins: the others fail within the deadline;
+//! - abort from another thread unblocks a wait on a missing peer;
+//! - 1 000 init→finalize cycles (world 1) without growth of GPU memory or
+//!   open file descriptors.
+//!
+//! A custom harness: closes with `N passed, M failed`.
+
+use std::process::{Child, Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use cudarc::driver::CudaContext;
+use nccl::{Comm, Error, LaunchOptions, ReduceOp, UniqueId};
+use nccl_rs_tests::say;
+
+/// Exit codes of a rank process.
+const OK: u8 = 0;
+const TYPED_ERROR: u8 = 10;
+const WRONG_RESULT: u8 = 12;
+const OTHER: u8 = 13;
+const ABORTED_IN_TIME: u8 = 14;
+
+fn code(e: &Error) -> u8 {
+    match e {
+        Error::Nccl { .. }
+        | Error::Timeout { .. }
+        | Error::Aborted { .. }
+        | Error::RanksMissing { .. }
+        | Error::RootUnreachable { .. }
+        | Error::Rendezvous { .. } => TYPED_ERROR,
+        _ => OTHER,
+    }
+}
+
+/// One rank: what it does depends on `FAULTS_SCENARIO`.
+fn rank_main(scenario: &str) -> u8 {
+    let timeout = Duration::from_secs(5);
+    let opts = LaunchOptions {
+        timeout: Duration::from_secs(20),
+        ..LaunchOptions::default()
+    };
+    let rank: usize = std::env::var("RANK").unwrap().parse().unwrap();
+    if scenario == "never-join" && rank == 2 {
+        return OK; // this rank never shows up
+    }
+    let t0 = Instant::now();
+    let opts = if scenario == "never-join" {
+        LaunchOptions { timeout, ..opts }
+    } else {
+        opts
+    };
+    let (comm, info) = match nccl::init_from_launcher(&opts) {
+        Ok(x) => x,
+        Err(e) => {
+            say(&format!(
+                "rank {rank}: init failed after {:.1?}: {e}",
+                t0.elapsed()
+            ));
+            return code(&e);
+        }
+    };
+    let ctx = comm.context().clone();
+    let stream = ctx.new_stream().unwrap();
+    let n = 1 << 16;
+    let send = stream.clone_htod(&vec![(info.rank + 1) as f32; n]).unwrap();
+    let mut recv = stream.alloc_zeros::<f32>(n).unwrap();
+    let want = (info.world * (info.world + 1) / 2) as f32;
+    let r: Result<u8, Error> = (|| match scenario {
+        "allreduce" => {
+            comm.all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)?;
+            comm.wait(&stream, timeout)?;
+            let out = stream.clone_dtoh(&recv)?;
+            if out.iter().any(|&x| x != want) {
+                say(&format!("rank {rank}: wrong result {} != {want}", out[0]));
+                return Ok(WRONG_RESULT);
+            }
+            Ok(OK)
+        }
+        "kill" => {
+            // collectives until a peer dies; the parent kills one rank
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(60) {
+                let t = Instant::now();
+                if let Err(e) = comm
+                    .all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)
+                    .and_then(|()| comm.wait(&stream, timeout))
+                {
+                    say(&format!(
+                        "rank {rank}: typed error {:.1?} after the last good step: {e}",
+                        t.elapsed()
+                    ));
+                    return Err(e);
+                }
+            }
+            Ok(OTHER) // nobody died?
+        }
+        "abort-thread" => {
+            if rank == 1 {
+                // never takes part; stays alive until rank 0 gave up
+                std::thread::sleep(Duration::from_secs(8));
+                return Ok(OK);
+            }
+            let h = comm.abort_handle();
+            let killer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(2));
+                h.abort();
+            });
+            let t = Instant::now();
+            // the enqueue itself may wait (non-blocking: in our polling loop)
+            let r = comm
+                .all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)
+                .and_then(|()| comm.wait(&stream, Duration::from_secs(60)));
+            killer.join().unwrap();
+            match r {
+                Err(Error::Aborted { op }) if t.elapsed() < Duration::from_secs(10) => {
+                    say(&format!(
+                        "rank 0: {op} was aborted from another thread after {:.1?}",
+                        t.elapsed()
+                    ));
+                    Ok(ABORTED_IN_TIME)
+                }
+                other => {
+                    say(&format!(
+                        "rank 0: expected Aborted within 10 s, got {other:?} after {:.1?}",
+                        t.elapsed()
+                    ));
+                    Ok(OTHER)
+                }
+            }
+        }
+        other => panic!("unknown scenario {other}"),
+    })();
+    match r {
+        Ok(c) => {
+            if c == OK {
+                if let Err(e) = comm.finalize() {
+                    say(&format!("rank {rank}: finalize: {e}"));
+                    return code(&e);
+                }
+            }
+            c
+        }
+        Err(e) => code(&e),
+    }
+}
+
+fn spawn(scenario: &str, world: usize, ranks: &[usize], port: u16) -> Vec<(usize, Child)> {
+    let me = std::env::current_exe().unwrap();
+    ranks
+        .iter()
+        .map(|&r| {
+            let c = Command::new(&me)
+                .env("FAULTS_SCENARIO", scenario)
+                .env("RANK", r.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("LOCAL_RANK", r.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("NCCL_RS_SECRET", "faults-test")
+                .env("NCCL_HOSTID", format!("nccl-rs-rank{r}"))
+                .env("NCCL_SOCKET_IFNAME", "lo")
+                .spawn()
+                .unwrap();
+            (r, c)
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits for every child up to `limit`; kills and reports the ones still running.
+fn reap(mut kids: Vec<(usize, Child)>, limit: Duration) -> Vec<(usize, Option<i32>, Duration)> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while !kids.is_empty() {
+        kids.retain_mut(|(r, c)| match c.try_wait() {
+            Ok(Some(s)) => {
+                out.push((*r, s.code(), start.elapsed()));
+                false
+            }
+            _ => true,
+        });
+        if start.elapsed() > limit {
+            for (r, c) in &mut kids {
+                let _ = c.kill();
+                let _ = c.wait();
+                out.push((*r, None, start.elapsed()));
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out.sort_by_key(|x| x.0);
+    out
+}
+
+fn count_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn cycles(ctx: &std::sync::Arc<CudaContext>, n: usize) -> Result<String, String> {
+    let e = |e: Error| e.to_string();
+    // one cycle first, so lazily created state is not counted as growth
+    Comm::init_rank(ctx, 1, &UniqueId::new().map_err(e)?, 0)
+        .map_err(e)?
+        .finalize()
+        .map_err(e)?;
+    let (free0, _) = ctx.mem_get_info().map_err(|x| x.to_string())?;
+    let fd0 = count_fds();
+    let t = Instant::now();
+    for i in 0..n {
+        let comm = Comm::init_rank(ctx, 1, &UniqueId::new().map_err(e)?, 0)
+            .map_err(|x| format!("cycle {i}: {x}"))?;
+        comm.finalize().map_err(|x| format!("cycle {i}: {x}"))?;
+    }
+    let (free1, _) = ctx.mem_get_info().map_err(|x| x.to_string())?;
+    let fd1 = count_fds();
+    let grew = free0.saturating_sub(free1);
+    let report = format!(
+        "{n} init→finalize cycles in {:.1?}: GPU free memory {free0} → {free1} bytes (−{grew}), open fds {fd0} → {fd1}",
+        t.elapsed()
+    );
+    if grew > 64 << 20 || fd1 > fd0 + 4 {
+        return Err(format!("growth: {report}"));
+    }
+    Ok(report)
+}
+
+fn main() -> ExitCode {
+    if let Ok(s) = std::env::var("FAULTS_SCENARIO") {
+        return ExitCode::from(rank_main(&s));
+    }
+    let Some(ctx) = nccl_rs_tests::gpu_or_skip("faults suite", 0) else {
+        println!("faults: 0 passed, 0 failed (no GPU: see the line above)");
+        return ExitCode::SUCCESS;
+    };
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    let mut check = |what: &str, r: Result<String, String>| match r {
+        Ok(m) => {
+            say(&format!("ok {what}: {m}"));
+            passed += 1;
+        }
+        Err(m) => {
+            say(&format!("FAIL {what}: {m}"));
+            failed.push(what.to_string());
+        }
+    };
+
+    for world in [2, 4] {
+        let kids = spawn(
+            "allreduce",
+            world,
+            &(0..world).collect::<Vec<_>>(),
+            free_port(),
+        );
+        let res = reap(kids, Duration::from_secs(120));
+        let ok = res.iter().all(|(_, c, _)| *c == Some(OK as i32));
+        check(
+            &format!("{world} ranks bootstrap from torchrun variables and all-reduce"),
+            if ok {
+                Ok(format!("{res:?}"))
+            } else {
+                Err(format!("{res:?}"))
+            },
+        );
+    }
+
+    // kill -9 of rank 2 of 3 during the loop; timeout per wait is 5 s
+    let mut kids = spawn("kill", 3, &[0, 1, 2], free_port());
+    std::thread::sleep(Duration::from_secs(8));
+    let victim = kids.iter_mut().find(|(r, _)| *r == 2).unwrap();
+    let _ = victim.1.kill(); // SIGKILL
+    let killed_at = Instant::now();
+    let res = reap(kids, Duration::from_secs(60));
+    let survivors: Vec<_> = res.iter().filter(|(r, _, _)| *r != 2).collect();
+    let ok = survivors
+        .iter()
+        .all(|(_, c, _)| *c == Some(TYPED_ERROR as i32))
+        && killed_at.elapsed() <= Duration::from_secs(10 + 2);
+    check(
+        "kill -9 of one rank: survivors return a typed error within 2× their timeout",
+        if ok {
+            Ok(format!(
+                "{res:?} (all done {:.1?} after the kill)",
+                killed_at.elapsed()
+            ))
+        } else {
+            Err(format!(
+                "{res:?}, {:.1?} after the kill",
+                killed_at.elapsed()
+            ))
+        },
+    );
+
+    // rank 2 of 3 never joins; the deadline is 5 s
+    let kids = spawn("never-join", 3, &[0, 1], free_port());
+    let res = reap(kids, Duration::from_secs(30));
+    let ok = res
+        .iter()
+        .all(|(_, c, t)| *c == Some(TYPED_ERROR as i32) && *t < Duration::from_secs(12));
+    check(
+        "a rank that never joins: the others fail within the deadline",
+        if ok {
+            Ok(format!("{res:?}"))
+        } else {
+            Err(format!("{res:?}"))
+        },
+    );
+
+    // abort from another thread
+    let kids = spawn("abort-thread", 2, &[0, 1], free_port());
+    let res = reap(kids, Duration::from_secs(60));
+    let ok = res
+        .iter()
+        .any(|(r, c, _)| *r == 0 && *c == Some(TYPED_ERROR as i32));
+    check(
+        "abort from another thread unblocks a wait on a missing peer",
+        if ok {
+            Ok(format!("{res:?}"))
+        } else {
+            Err(format!("{res:?}"))
+        },
+    );
+
+    // 1 000 init→finalize cycles, world 1
+    let n: usize = std::env::var("FAULTS_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    check("init→finalize cycles without growth", cycles(&ctx, n));
+
+    println!("faults: {passed} passed, {} failed", failed.len());
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
