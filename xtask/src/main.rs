@@ -42,7 +42,7 @@ commands:
   bindgen [--check] regenerate nccl-sys/bindings/nccl_2_28_3.rs from NCCL 2.28.3's nccl.h
                     (--check: fail if the committed file differs)
   ci                fmt, clippy, bindgen --check, docs.rs build, all tests
-  bench             the benchmark
+  bench [ARGS]      the benchmark, nccl-tests style (cargo xtask bench -- --help)
   launch -n N [--one-gpu] [--port P] [--grace S] -- CMD [ARGS...]
                     start N ranks of CMD with torchrun's variables (see README)
 ";
@@ -347,11 +347,32 @@ fn ci(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn bench(_root: &Path, _args: &[String]) -> Result<ExitCode> {
-    Err(
-        "the benchmark is not written yet (its own issue); `cargo xtask ci` is what runs today"
-            .into(),
-    )
+/// `cargo xtask bench [ARGS]`: builds and runs `nccl-bench` in release mode
+/// (arguments as nccl-tests', see `--help`). Without a GPU it prints the
+/// capability report and says there is nothing to measure.
+fn bench(root: &Path, args: &[String]) -> Result<ExitCode> {
+    let env = deps::ensure(root)?;
+    env.apply();
+    let status = cargo()
+        .current_dir(root)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "nccl-rs-tests",
+            "--bin",
+            "nccl-bench",
+            "--",
+        ])
+        .args(args)
+        .status()
+        .map_err(|e| format!("bench: could not start cargo: {e}"))?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]
