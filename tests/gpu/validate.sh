@@ -8,7 +8,9 @@
 # suites run at the same time (separate processes on the one GPU).
 set -uo pipefail
 : "${DYN:?}" "${STATIC_TGZ:?}" "${LOG:=.}"
-export NCCL_RS_REQUIRE_GPU=1 CUDA_MODULE_LOADING=${CUDA_MODULE_LOADING:-EAGER}
+export NCCL_RS_REQUIRE_GPU=1
+# which of libnccl's fp8 kernels have sm_90 machine code (PTX-only ones are JIT-compiled at first use)
+command -v cuobjdump >/dev/null && cuobjdump --list-elf /usr/lib/x86_64-linux-gnu/libnccl.so.2 2>/dev/null | grep -c sm_90 | sed 's/^/libnccl sm_90 ELF images: /'
 mkdir -p "$LOG"
 fails=0
 summary() { grep -E "test result|passed|FAIL|GPU TEST NOT RUN|panicked|WATCHDOG|not run|world [0-9]" "$1" | tail -12; }
