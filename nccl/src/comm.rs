@@ -127,6 +127,64 @@ impl Comm {
         Ok(comm)
     }
 
+    /// Like [`Comm::init_rank_with`], bootstrapped from several unique ids
+    /// (`ncclCommInitRankScalable`, NCCL 2.23+): for very large jobs, the ids
+    /// spread the bootstrap over several roots. Every rank passes the same ids
+    /// (share them with [`TcpBootstrap::share_n_ids`](crate::TcpBootstrap::share_n_ids)).
+    ///
+    /// # Errors
+    /// As `init_rank_with`; `InvalidArgument` for no ids; `Unsupported`
+    /// before NCCL 2.23.
+    #[cfg(nccl_2_23)]
+    pub fn init_rank_scalable(
+        ctx: &Arc<CudaContext>,
+        world: usize,
+        ids: &[UniqueId],
+        rank: usize,
+        config: &Config,
+    ) -> Result<Comm> {
+        const OP: &str = "init_rank_scalable";
+        crate::version::require("ncclCommInitRankScalable", crate::Version::new(2, 23, 0))?;
+        let nranks = world_arg(OP, world)?;
+        if rank >= world {
+            return Err(Error::invalid(
+                OP,
+                "rank",
+                format!("< world ({world})"),
+                rank,
+            ));
+        }
+        if ids.is_empty() || ids.len() > i32::MAX as usize {
+            return Err(Error::invalid(OP, "ids.len()", "at least 1", ids.len()));
+        }
+        let mut raw_cfg = config.to_raw()?;
+        ctx.bind_to_thread()?;
+        let mut raw_ids: Vec<sys::ncclUniqueId> = ids.iter().map(|i| *i.as_raw()).collect();
+        let mut raw: sys::ncclComm_t = std::ptr::null_mut();
+        // SAFETY: valid out-pointer, ids array of ids.len() entries and config.
+        let r = unsafe {
+            sys::ncclCommInitRankScalable(
+                &mut raw,
+                nranks,
+                rank as i32,
+                raw_ids.len() as i32,
+                raw_ids.as_mut_ptr(),
+                &mut raw_cfg,
+            )
+        };
+        let comm = Comm {
+            raw: Cell::new(raw),
+            abort: Arc::default(),
+            ctx: ctx.clone(),
+            rank,
+            world,
+            blocking: config.is_blocking(),
+            timeout: config.timeout,
+        };
+        comm.settle("ncclCommInitRankScalable", r)?;
+        Ok(comm)
+    }
+
     /// One communicator per context, all in this process
     /// (`ncclCommInitAll`): rank `i` runs on `ctxs[i]`.
     ///
