@@ -142,8 +142,14 @@ fn progress(what: &str) {
     }
 }
 
-/// Aborts the process when no check finishes for `limit`.
+/// Aborts the process when no check finishes for `limit`
+/// (`NCCL_RS_TEST_WATCHDOG_S` overrides it).
 fn watchdog(limit: Duration) {
+    let limit = std::env::var("NCCL_RS_TEST_WATCHDOG_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(limit);
     progress("start");
     std::thread::spawn(move || {
         loop {

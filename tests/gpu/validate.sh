@@ -46,7 +46,7 @@ fails=$((fails + $(grep -c -- "--- .*FAILED" "$LOG/dyn.summary" "$LOG/static.sum
 # many processes and failures (bootstrap, kill -9, never-join, abort, 1000 cycles)
 run dynamic-faults timeout 400 "$DYN/faults"
 # fp8 reductions, world 1 only, as a probe (they hung once)
-NCCL_RS_TEST_FP8_REDUCE=1 NCCL_RS_TEST_ONLY_FP8=1 NCCL_RS_TEST_WORLDS= NCCL_RS_TEST_VERBOSE=1 \
+NCCL_RS_TEST_FP8_REDUCE=1 NCCL_RS_TEST_ONLY_FP8=1 NCCL_RS_TEST_WATCHDOG_S=220 NCCL_RS_TEST_WORLDS= NCCL_RS_TEST_VERBOSE=1 \
   timeout 240 "$DYN/nccl_gpu" > "$LOG/fp8-probe.log" 2>&1; echo "fp8 reduction probe: exit $?"; grep -E "ok|FAIL|WATCHDOG" "$LOG/fp8-probe.log" | tail -5
 echo "=== sizes"; ls -la "$DYN"/* "$b"/bin/* | awk '{print $5, $9}'
 echo "validate.sh: $fails failure(s)"
