@@ -114,17 +114,7 @@ impl Comm {
         let r = unsafe {
             sys::ncclCommInitRankConfig(&mut raw, nranks, *id.as_raw(), rank as i32, &mut raw_cfg)
         };
-        let comm = Comm {
-            raw: Cell::new(raw),
-            abort: Arc::default(),
-            ctx: ctx.clone(),
-            rank,
-            world,
-            blocking: config.is_blocking(),
-            timeout: config.timeout,
-        };
-        comm.settle("ncclCommInitRankConfig", r)?;
-        Ok(comm)
+        Comm::adopt(raw, ctx, rank, world, config, "ncclCommInitRankConfig", r)
     }
 
     /// Like [`Comm::init_rank_with`], bootstrapped from several unique ids
@@ -172,6 +162,20 @@ impl Comm {
                 &mut raw_cfg,
             )
         };
+        Comm::adopt(raw, ctx, rank, world, config, "ncclCommInitRankScalable", r)
+    }
+
+    /// Wraps the communicator an init call `api` returned `r` for, waiting
+    /// for a non-blocking one to settle; on error it is dropped (aborted).
+    fn adopt(
+        raw: sys::ncclComm_t,
+        ctx: &Arc<CudaContext>,
+        rank: usize,
+        world: usize,
+        config: &Config,
+        api: &'static str,
+        r: sys::ncclResult_t,
+    ) -> Result<Comm> {
         let comm = Comm {
             raw: Cell::new(raw),
             abort: Arc::default(),
@@ -181,7 +185,7 @@ impl Comm {
             blocking: config.is_blocking(),
             timeout: config.timeout,
         };
-        comm.settle("ncclCommInitRankScalable", r)?;
+        comm.settle(api, r)?;
         Ok(comm)
     }
 

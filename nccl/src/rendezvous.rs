@@ -516,24 +516,10 @@ impl Bootstrap for TcpBootstrap {
     fn world_size(&self) -> usize {
         self.world
     }
+    /// One id per rank 0's `ids` (usually one); other ranks expect one.
     fn share_ids(&mut self, ids: Option<Vec<UniqueId>>) -> Result<Vec<UniqueId>> {
-        match (self.rank, ids) {
-            (0, Some(ids)) if self.world == 1 => Ok(ids),
-            (0, Some(ids)) => self.serve(ids),
-            (0, None) => Err(Error::invalid(
-                "share_ids",
-                "ids",
-                "Some(ids) at rank 0",
-                "None",
-            )),
-            (_, Some(_)) => Err(Error::invalid(
-                "share_ids",
-                "ids",
-                "None away from rank 0",
-                "Some(ids)",
-            )),
-            (_, None) => self.join(1),
-        }
+        let n = ids.as_ref().map_or(1, Vec::len);
+        self.share_n_ids(n, ids)
     }
 }
 
