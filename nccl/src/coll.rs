@@ -139,6 +139,10 @@ impl Comm {
         }
         // a non-blocking communicator still enqueuing: wait (with its timeout)
         if r == sys::ncclResult_t::ncclInProgress {
+            // inside a group, the group's end waits for it
+            if crate::group::in_group() {
+                return Ok(());
+            }
             return self.settle(api, r);
         }
         check_comm(api, r, self.as_raw())

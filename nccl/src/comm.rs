@@ -106,6 +106,15 @@ impl Comm {
             ));
         }
         checked_runtime()?;
+        if let (true, Some(limit)) = (config.is_blocking(), config.timeout) {
+            // A blocking init cannot be aborted before it returns the
+            // communicator, so it runs on a thread of its own and the caller
+            // waits at most `limit`. A late success is aborted there.
+            let (ctx2, id2, config2) = (ctx.clone(), *id, config.clone().no_timeout());
+            return within(limit, "ncclCommInitRankConfig", move || {
+                Comm::init_rank_with(&ctx2, world, &id2, rank, &config2)
+            });
+        }
         let mut raw_cfg = config.to_raw()?;
         ctx.bind_to_thread()?;
         let mut raw: sys::ncclComm_t = std::ptr::null_mut();
@@ -305,34 +314,15 @@ impl Comm {
         if r != sys::ncclResult_t::ncclInProgress {
             return check_comm(api, r, self.raw.get());
         }
-        let start = Instant::now();
-        let mut pause = Duration::from_micros(20);
-        loop {
-            let state = self.async_error_raw()?;
-            match NcclCode::from_raw(state) {
-                None => return Ok(()),
-                Some(NcclCode::InProgress) => {}
-                Some(_) => return Err(failure(api, state, self.raw.get())),
-            }
-            if self.abort.load(Ordering::Relaxed) {
-                return Err(Error::Aborted { op: api });
-            }
-            if let Some(limit) = self.timeout {
-                if start.elapsed() >= limit {
-                    // the caller drops (so aborts) the communicator
-                    return Err(Error::Timeout {
-                        op: api,
-                        after: limit,
-                    });
-                }
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(10));
-        }
+        self.live(api)?;
+        // SAFETY: a live communicator of this thread (Comm is !Sync).
+        unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
     }
 
-    fn async_error_raw(&self) -> Result<sys::ncclResult_t> {
-        self.live("ncclCommGetAsyncError")?;
+    /// The asynchronous error state; `op` names the caller's operation in
+    /// the `Aborted` error of an aborted communicator.
+    fn async_error_raw(&self, op: &'static str) -> Result<sys::ncclResult_t> {
+        self.live(op)?;
         let mut state = sys::ncclResult_t::ncclSuccess;
         // SAFETY: valid communicator and out-pointer.
         let r = unsafe { sys::ncclCommGetAsyncError(self.raw.get(), &mut state) };
@@ -347,7 +337,7 @@ impl Comm {
     /// # Errors
     /// The asynchronous error, as [`Error::Nccl`].
     pub fn async_error(&self) -> Result<()> {
-        let state = self.async_error_raw()?;
+        let state = self.async_error_raw("ncclCommGetAsyncError")?;
         check_comm("ncclCommGetAsyncError", state, self.raw.get())
     }
 
@@ -456,6 +446,9 @@ impl Comm {
         if self.raw.get().is_null() || self.abort.load(Ordering::Relaxed) {
             return Err(self.abort_now(op));
         }
+        if !self.blocking && crate::group::in_group() {
+            crate::group::note(self.raw.get(), &self.abort, self.timeout);
+        }
         Ok(())
     }
 
@@ -465,6 +458,7 @@ impl Comm {
     pub(crate) fn abort_now(&self, op: &'static str) -> Error {
         let raw = self.raw.replace(std::ptr::null_mut());
         if !raw.is_null() {
+            crate::group::forget(raw);
             // SAFETY: valid communicator, owned, used by this thread only
             // (Comm is !Sync); it is never used again (raw is now null).
             let r = unsafe { sys::ncclCommAbort(raw) };
@@ -508,14 +502,14 @@ impl Comm {
         let mut pause = Duration::from_micros(10);
         loop {
             match event.try_is_complete() {
-                Ok(true) => return self.async_error_settled(),
+                Ok(true) => return self.async_error_settled(OP),
                 Ok(false) => {}
                 Err(e) => {
                     self.abort_now(OP);
                     return Err(e.into());
                 }
             }
-            let state = self.async_error_raw()?;
+            let state = self.async_error_raw(OP)?;
             match NcclCode::from_raw(state) {
                 None | Some(NcclCode::InProgress) => {}
                 Some(_) => {
@@ -540,8 +534,8 @@ impl Comm {
     }
 
     /// The asynchronous error state, where `ncclInProgress` counts as fine.
-    fn async_error_settled(&self) -> Result<()> {
-        let state = self.async_error_raw()?;
+    fn async_error_settled(&self, op: &'static str) -> Result<()> {
+        let state = self.async_error_raw(op)?;
         match NcclCode::from_raw(state) {
             None | Some(NcclCode::InProgress) => Ok(()),
             Some(_) => Err(failure("ncclCommGetAsyncError", state, self.raw.get())),
@@ -554,6 +548,94 @@ impl Comm {
     }
 }
 
+/// Runs `f` (a blocking init) on a thread of its own and waits at most
+/// `limit` for it: `Timeout` after that, and a communicator that `f` still
+/// returns later is dropped (aborted) on that thread.
+fn within(
+    limit: Duration,
+    api: &'static str,
+    f: impl FnOnce() -> Result<Comm> + Send + 'static,
+) -> Result<Comm> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("nccl-init".into())
+        .spawn(move || {
+            // nobody waits any more: the returned Comm drops here (aborts)
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Error::invalid(api, "thread", "a thread for the init", e.to_string()))?;
+    match rx.recv_timeout(limit) {
+        Ok(r) => r,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout {
+            op: api,
+            after: limit,
+        }),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::invalid(
+            api,
+            "init thread",
+            "a result",
+            "the thread ended without one (panicked)",
+        )),
+    }
+}
+
+/// How long [`settle_raw`] polls back to back, then yielding the CPU between
+/// polls, before it sleeps: NCCL finishes a non-blocking launch on a thread
+/// of its own in tens of microseconds, less than one sleep of the scheduler,
+/// and often at once.
+const SPIN: Duration = Duration::from_micros(20);
+const YIELD: Duration = Duration::from_micros(500);
+
+/// Polls `ncclCommGetAsyncError` until the communicator is no longer in
+/// progress: back to back for [`SPIN`], yielding the CPU up to [`YIELD`],
+/// then sleeping with a backoff up to a millisecond. Stops at an error
+/// (returned as `api`'s), an abort request (`Aborted`) or `timeout`
+/// (`Timeout`).
+///
+/// # Safety
+/// `raw` must be a valid communicator not used by another thread meanwhile.
+pub(crate) unsafe fn settle_raw(
+    raw: sys::ncclComm_t,
+    abort: &AtomicBool,
+    timeout: Option<Duration>,
+    api: &'static str,
+) -> Result<()> {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(20);
+    loop {
+        let mut state = sys::ncclResult_t::ncclSuccess;
+        // SAFETY: as the caller promises; valid out-pointer.
+        let r = unsafe { sys::ncclCommGetAsyncError(raw, &mut state) };
+        check_comm("ncclCommGetAsyncError", r, raw)?;
+        match NcclCode::from_raw(state) {
+            None => return Ok(()),
+            Some(NcclCode::InProgress) => {}
+            Some(_) => return Err(failure(api, state, raw)),
+        }
+        if abort.load(Ordering::Relaxed) {
+            return Err(Error::Aborted { op: api });
+        }
+        let waited = start.elapsed();
+        if let Some(limit) = timeout {
+            if waited >= limit {
+                // the caller drops (so aborts) the communicator
+                return Err(Error::Timeout {
+                    op: api,
+                    after: limit,
+                });
+            }
+        }
+        if waited < SPIN {
+            std::hint::spin_loop();
+        } else if waited < YIELD {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+}
+
 impl Drop for Comm {
     /// Aborts the communicator (see the type's documentation for why not
     /// destroy). Never panics; a failure is written to stderr.
@@ -561,6 +643,7 @@ impl Drop for Comm {
         if self.raw.get().is_null() {
             return;
         }
+        crate::group::forget(self.raw.get());
         // SAFETY: valid communicator, owned; abort does not wait on peers.
         let r = unsafe { sys::ncclCommAbort(self.raw.get()) };
         if r != sys::ncclResult_t::ncclSuccess {
@@ -577,9 +660,9 @@ impl Drop for Comm {
 /// a millisecond while it waits in [`Comm::wait`] or for a non-blocking
 /// operation. Aborting from the owning thread alone keeps the communicator
 /// from being freed under a call in progress. A thread blocked elsewhere (in
-/// cudarc's `synchronize`, say) is not reached: wait with [`Comm::wait`] and
-/// use non-blocking communicators (as [`init_from_launcher`](crate::init_from_launcher)
-/// does) where a peer may die.
+/// cudarc's `synchronize`, say) is not reached: wait with [`Comm::wait`]
+/// where a peer may die, and use non-blocking communicators where creation,
+/// split and finalize must be abortable too.
 #[derive(Clone, Debug)]
 pub struct AbortHandle {
     flag: Arc<AtomicBool>,

@@ -119,20 +119,31 @@ impl Config {
         self
     }
 
-    /// How long a non-blocking communicator's creation, split or finalize may
-    /// take before it is aborted with [`Error::Timeout`]. Default: no limit.
+    /// A deadline for creating the communicator (both modes) and, for a
+    /// non-blocking one, also for splitting, finalizing and each call that
+    /// returns `ncclInProgress`; past it the call fails with
+    /// [`Error::Timeout`] and the communicator is aborted. Default: no limit.
+    ///
+    /// A blocking creation cannot be aborted before NCCL returns the
+    /// communicator: it runs on a thread of its own, the caller gets `Timeout`
+    /// at the deadline, and a creation that still succeeds later is aborted.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
         self
     }
 
-    /// This config, non-blocking with deadline `t` unless it already has a
-    /// timeout of its own.
+    pub(crate) fn no_timeout(mut self) -> Self {
+        self.timeout = None;
+        self
+    }
+
+    /// This config with deadline `t` unless it already has a timeout of its
+    /// own. The mode stays as set (blocking unless `blocking(false)`).
     pub(crate) fn with_default_deadline(&self, t: Duration) -> Config {
         if self.timeout.is_some() {
             return self.clone();
         }
-        self.clone().blocking(false).timeout(t)
+        self.clone().timeout(t)
     }
 
     pub(crate) fn is_blocking(&self) -> bool {

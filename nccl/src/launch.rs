@@ -192,8 +192,17 @@ pub struct LaunchOptions {
     pub timeout: std::time::Duration,
     /// Shared secret for the rendezvous; default: `NCCL_RS_SECRET` if set.
     pub secret: Option<Vec<u8>>,
-    /// Communicator configuration. Unless it sets its own timeout, creation
-    /// is non-blocking with `timeout` as its deadline.
+    /// Communicator configuration; unless it sets its own timeout, creation
+    /// has `timeout` as its deadline. The default is non-blocking, so that
+    /// every call that waits on a peer can be abandoned: a blocking
+    /// communicator's first collective connects to its peers inside the call,
+    /// where a missing peer blocks it for good and no abort reaches it.
+    ///
+    /// The price: NCCL launches each call of a non-blocking communicator from
+    /// a thread it starts for that call, about 70 µs of host time per call
+    /// (measured in C and here alike, docs/performance.md). Where host time
+    /// per call matters more, `Config::new().blocking(true)`: creation keeps
+    /// its deadline and calls cost what they cost in C.
     pub config: crate::Config,
 }
 
@@ -205,7 +214,7 @@ impl Default for LaunchOptions {
                 .ok()
                 .filter(|s| !s.is_empty())
                 .map(String::into_bytes),
-            config: crate::Config::new(),
+            config: crate::Config::new().blocking(false),
         }
     }
 }

@@ -40,6 +40,24 @@
 //! overlap, that a custom op belongs to this communicator and element type,
 //! and that the NCCL in use has the API (else [`Error::Unsupported`]).
 //!
+//! # Streams, cudarc's event tracking, and CUDA graphs
+//!
+//! Collectives take cudarc buffers through `DevicePtr`/`DevicePtrMut`, so
+//! cudarc's cross-stream tracking stays correct: while a context has several
+//! streams, each buffer waits for its last use on another stream and records
+//! its use by the collective (one event wait and one record per buffer and
+//! call). Programs that order their streams themselves (one stream per GPU,
+//! as most engines) can skip that cost with cudarc's
+//! `CudaContext::disable_event_tracking` before allocating, or use
+//! [`NcclBuffer`], which carries no events. `docs/performance.md` gives the
+//! measured cost.
+//!
+//! Collectives can be captured into a CUDA graph with cudarc's
+//! `begin_capture`/`end_capture` and replayed. CUDA refuses, inside a
+//! capture, a wait on an event recorded outside it, which is what cudarc's
+//! tracking does: capture collectives on buffers made while event tracking
+//! was off, or on [`NcclBuffer`]s (as for any cudarc work in a graph).
+//!
 //! # Versions
 //!
 //! [`version()`] is the libnccl in use, [`HEADER_VERSION`] the `nccl.h` this
