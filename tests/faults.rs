@@ -81,6 +81,12 @@ fn rank_main(scenario: &str) -> u8 {
                 say(&format!("rank {rank}: wrong result {} != {want}", out[0]));
                 return Ok(WRONG_RESULT);
             }
+            say(&format!(
+                "rank {rank} of {} ({}, GPU {}): all_reduce correct ({want} everywhere)",
+                info.world,
+                info.source,
+                comm.device()
+            ));
             Ok(OK)
         }
         "kill" => {
@@ -213,26 +219,63 @@ fn count_fds() -> usize {
         .unwrap_or(0)
 }
 
-fn cycles(ctx: &std::sync::Arc<CudaContext>, n: usize) -> Result<String, String> {
+/// `n` init→finalize cycles of world-1 communicators, spread over `threads`
+/// threads (NCCL's init of one rank takes a sizeable fraction of a second,
+/// mostly waiting, so cycles overlap well); GPU free memory and open file
+/// descriptors before and after.
+fn cycles(ctx: &std::sync::Arc<CudaContext>, n: usize, threads: usize) -> Result<String, String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let e = |e: Error| e.to_string();
     // one cycle first, so lazily created state is not counted as growth
+    let t = Instant::now();
     Comm::init_rank(ctx, 1, &UniqueId::new().map_err(e)?, 0)
         .map_err(e)?
         .finalize()
         .map_err(e)?;
+    say(&format!("first init→finalize cycle: {:.1?}", t.elapsed()));
     let (free0, _) = ctx.mem_get_info().map_err(|x| x.to_string())?;
     let fd0 = count_fds();
     let t = Instant::now();
-    for i in 0..n {
-        let comm = Comm::init_rank(ctx, 1, &UniqueId::new().map_err(e)?, 0)
-            .map_err(|x| format!("cycle {i}: {x}"))?;
-        comm.finalize().map_err(|x| format!("cycle {i}: {x}"))?;
-    }
+    let done = AtomicUsize::new(0);
+    let result = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|k| {
+                let done = &done;
+                s.spawn(move || -> Result<(), String> {
+                    ctx.bind_to_thread().map_err(|x| x.to_string())?;
+                    for i in (k..n).step_by(threads) {
+                        let comm = Comm::init_rank(ctx, 1, &UniqueId::new().map_err(e)?, 0)
+                            .map_err(|x| format!("cycle {i}: {x}"))?;
+                        comm.finalize().map_err(|x| format!("cycle {i}: {x}"))?;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let mut last = Instant::now();
+        while !workers.iter().all(|w| w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+            if last.elapsed() >= Duration::from_secs(15) {
+                last = Instant::now();
+                say(&format!(
+                    "  {} of {n} cycles after {:.1?}",
+                    done.load(Ordering::Relaxed),
+                    t.elapsed()
+                ));
+            }
+        }
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err("a cycle thread panicked".into())))
+            .collect::<Result<Vec<()>, String>>()
+    });
+    result?;
     let (free1, _) = ctx.mem_get_info().map_err(|x| x.to_string())?;
     let fd1 = count_fds();
     let grew = free0.saturating_sub(free1);
     let report = format!(
-        "{n} init→finalize cycles in {:.1?}: GPU free memory {free0} → {free1} bytes (−{grew}), open fds {fd0} → {fd1}",
+        "{n} init→finalize cycles ({threads} threads) in {:.1?}: GPU free memory {free0} → {free1} bytes (−{grew}), open fds {fd0} → {fd1}",
         t.elapsed()
     );
     if grew > 64 << 20 || fd1 > fd0 + 4 {
@@ -328,7 +371,7 @@ fn main() -> ExitCode {
     let res = reap(kids, Duration::from_secs(60));
     let ok = res
         .iter()
-        .any(|(r, c, _)| *r == 0 && *c == Some(TYPED_ERROR as i32));
+        .any(|(r, c, _)| *r == 0 && *c == Some(ABORTED_IN_TIME as i32));
     check(
         "abort from another thread unblocks a wait on a missing peer",
         if ok {
@@ -343,7 +386,14 @@ fn main() -> ExitCode {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    check("init→finalize cycles without growth", cycles(&ctx, n));
+    let threads: usize = std::env::var("FAULTS_CYCLE_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    check(
+        "init→finalize cycles without growth",
+        cycles(&ctx, n, threads.max(1)),
+    );
 
     println!("faults: {passed} passed, {} failed", failed.len());
     if failed.is_empty() {
