@@ -6,7 +6,8 @@
 //! Timing as nccl-tests: warm-up, then `-n` back-to-back launches between two
 //! events, one sync; the mean over iterations and ranks. Bus bandwidth uses
 //! nccl-tests' factors. The extra `host us` column is the CPU time per
-//! enqueue. `-G` captures the timed loop in a CUDA graph and replays it.
+//! enqueue. `-G` captures the timed loop in a CUDA graph, replays it once
+//! untimed, then times 10 replays (per-op figures divide by 10 × iters).
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -29,10 +30,18 @@ usage: nccl-bench [options]
   -o, --op OP         sum prod max min avg (default sum)
   -r, --root R        root of broadcast and reduce (default 0)
   -g, --ngpus N       GPUs driven by this process (default 1; with a launcher, 1)
-  -G, --graph         capture the timed loop in a CUDA graph and replay it
+  -G, --graph         capture the timed loop in a CUDA graph, replay it once, then time 10
+                      replays (implies
+                      --no-event-tracking: CUDA refuses cudarc's event waits in a capture)
   -C, --check 0|1     check results (default 1)
       --json FILE     write the results as JSON
       --plot FILE     write busbw and time vs size as SVG (one line per collective)
+      --no-event-tracking
+                      turn off cudarc's cross-stream event tracking for the benchmark's
+                      buffers (each collective then skips cudarc's event waits and records,
+                      as a program that orders its streams itself would)
+      --nonblocking   non-blocking communicator (default: blocking, as nccl-tests; NCCL then
+                      launches each call from a thread of its own; one GPU per process)
       --no-progress   no progress bar on stderr";
 
 #[derive(Clone, Debug)]
@@ -53,6 +62,8 @@ struct Opts {
     json: Option<String>,
     plot: Option<String>,
     progress: bool,
+    event_tracking: bool,
+    nonblocking: bool,
 }
 
 fn bytes(s: &str) -> Result<usize, String> {
@@ -86,6 +97,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         json: None,
         plot: None,
         progress: true,
+        event_tracking: true,
+        nonblocking: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -123,6 +136,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--json" => o.json = Some(v()?),
             "--plot" => o.plot = Some(v()?),
             "--no-progress" => o.progress = false,
+            "--no-event-tracking" => o.event_tracking = false,
+            "--nonblocking" => o.nonblocking = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
@@ -135,8 +150,15 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     {
         return Err(format!("bad sizes or counts\n{USAGE}"));
     }
+    if o.graph {
+        o.event_tracking = false;
+    }
     Ok(o)
 }
+
+/// Graph mode: the captured loop of `iters` operations is replayed this many
+/// times (after one untimed replay) between the two events.
+const GRAPH_REPLAYS: usize = 10;
 
 const ALL: [&str; 7] = [
     "all_reduce",
@@ -273,6 +295,14 @@ fn on_all(ranks: &[Rank], mut f: impl FnMut(usize, &Rank) -> nccl::Result<()>) -
     nccl::group(|| ranks.iter().enumerate().try_for_each(|(i, r)| f(i, r)))
 }
 
+/// `--no-event-tracking`: buffers allocated from now on carry no cudarc events.
+fn untrack(ctx: &Arc<CudaContext>) {
+    // SAFETY: cudarc leaves cross-stream ordering to us for buffers made after
+    // this. The benchmark uses each buffer on its rank's one stream only, and
+    // synchronizes that stream before the buffers are freed.
+    unsafe { ctx.disable_event_tracking() }
+}
+
 fn fail(e: impl std::fmt::Display) -> ! {
     eprintln!("nccl-bench: {e}");
     std::process::exit(1)
@@ -305,6 +335,11 @@ fn bench<T: Elem>(o: &Opts, ranks: &[Rank], world: usize, rows: &mut Vec<Row>) -
                 o.iters,
                 o.warmup,
                 if o.graph { ", CUDA graph" } else { "" }
+            );
+            println!(
+                "# cudarc event tracking: {}; communicator: {}",
+                if o.event_tracking { "on (default)" } else { "off (--no-event-tracking)" },
+                if o.nonblocking { "non-blocking (--nonblocking)" } else { "blocking (default)" }
             );
             println!(
                 "# {:>12} {:>12} {:>6} {:>6} {:>5}   {:>9} {:>8} {:>8} {:>6} {:>8}   {:>9} {:>8} {:>8} {:>6} {:>8}",
@@ -408,10 +443,17 @@ fn bench<T: Elem>(o: &Opts, ranks: &[Rank], world: usize, rows: &mut Vec<Row>) -
                                 )))
                         })
                         .collect::<nccl::Result<Vec<_>>>()?;
+                    // one replay first (the first launch uploads the graph)
+                    for (g, r) in graphs.iter().zip(ranks) {
+                        g.launch()?;
+                        r.stream.synchronize()?;
+                    }
                     start.record(&ranks[0].stream)?;
                     let t = Instant::now();
-                    for g in &graphs {
-                        g.launch()?;
+                    for _ in 0..GRAPH_REPLAYS {
+                        for g in &graphs {
+                            g.launch()?;
+                        }
                     }
                     let h = t.elapsed();
                     end.record(&ranks[0].stream)?;
@@ -433,7 +475,9 @@ fn bench<T: Elem>(o: &Opts, ranks: &[Rank], world: usize, rows: &mut Vec<Row>) -
                     r.stream.synchronize()?;
                 }
                 let ms = start.elapsed_ms(&end)? as f64;
-                let time_us = ms * 1000.0 / o.iters as f64;
+                // graph mode times GRAPH_REPLAYS replays of `iters` operations
+                let ops = (o.iters * if o.graph { GRAPH_REPLAYS } else { 1 }) as f64;
+                let time_us = ms * 1000.0 / ops;
                 let bytes_moved = count
                     * esize
                     * if matches!(coll.as_str(), "all_gather" | "reduce_scatter") {
@@ -479,7 +523,7 @@ fn bench<T: Elem>(o: &Opts, ranks: &[Rank], world: usize, rows: &mut Vec<Row>) -
                     time_us,
                     algbw,
                     busbw: algbw * bus_factor(coll, world),
-                    host_us: host.as_secs_f64() * 1e6 / o.iters as f64,
+                    host_us: host.as_secs_f64() * 1e6 / ops,
                     wrong,
                 };
                 done += 1;
@@ -622,12 +666,14 @@ fn count_wrong<T: Elem>(
 fn write_json(path: &str, o: &Opts, world: usize, rows: &[Row]) -> std::io::Result<()> {
     let mut s = String::from("{\n");
     s += &format!(
-        "  \"world\": {world}, \"datatype\": \"{}\", \"op\": \"{}\", \"iters\": {}, \"warmup\": {}, \"graph\": {},\n  \"nccl\": \"{}\", \"link\": \"{:?}\",\n  \"results\": [\n",
+        "  \"world\": {world}, \"datatype\": \"{}\", \"op\": \"{}\", \"iters\": {}, \"warmup\": {}, \"graph\": {}, \"event_tracking\": {}, \"nonblocking\": {},\n  \"nccl\": \"{}\", \"link\": \"{:?}\",\n  \"results\": [\n",
         o.dtype,
         o.op,
         o.iters,
         o.warmup,
         o.graph,
+        o.event_tracking,
+        o.nonblocking,
         nccl::version().map(|v| v.to_string()).unwrap_or_default(),
         nccl::sys::LINK_MODE
     );
@@ -767,8 +813,12 @@ fn main() {
     };
     let launched = nccl::LaunchInfo::from_env().is_ok();
     let ranks: Vec<Rank> = if launched {
-        let (comm, info) =
-            nccl::init_from_launcher(&nccl::LaunchOptions::default()).unwrap_or_else(|e| fail(e));
+        // blocking unless asked, as nccl-tests and NCCL's own default
+        let lo = nccl::LaunchOptions {
+            config: nccl::Config::new().blocking(!o.nonblocking),
+            ..nccl::LaunchOptions::default()
+        };
+        let (comm, info) = nccl::init_from_launcher(&lo).unwrap_or_else(|e| fail(e));
         eprintln!(
             "nccl-bench: rank {} of {} ({}), GPU {}",
             info.rank,
@@ -776,6 +826,9 @@ fn main() {
             info.source,
             comm.device()
         );
+        if !o.event_tracking {
+            untrack(comm.context());
+        }
         let stream = comm.context().new_stream().unwrap_or_else(|e| fail(e));
         vec![Rank { comm, stream }]
     } else {
@@ -789,7 +842,19 @@ fn main() {
         let ctxs: Vec<Arc<CudaContext>> = (0..n)
             .map(|i| CudaContext::new(i).unwrap_or_else(|e| fail(e)))
             .collect();
-        let comms = Comm::init_all(&ctxs).unwrap_or_else(|e| fail(e));
+        if !o.event_tracking {
+            ctxs.iter().for_each(untrack);
+        }
+        let comms = if o.nonblocking {
+            if n != 1 {
+                fail("--nonblocking drives one GPU per process (run under a launcher for more)");
+            }
+            let id = nccl::UniqueId::new().unwrap_or_else(|e| fail(e));
+            let cfg = nccl::Config::new().blocking(false);
+            vec![Comm::init_rank_with(&ctxs[0], 1, &id, 0, &cfg).unwrap_or_else(|e| fail(e))]
+        } else {
+            Comm::init_all(&ctxs).unwrap_or_else(|e| fail(e))
+        };
         comms
             .into_iter()
             .map(|comm| {
@@ -916,6 +981,11 @@ mod tests {
         let o = parse(&["-c".into(), "all".into(), "-G".into()]).unwrap();
         assert_eq!(o.colls.len(), 7);
         assert!(o.graph);
+        assert!(!o.event_tracking, "-G implies --no-event-tracking");
+        assert!(parse(&[]).unwrap().event_tracking);
+        let o = parse(&["--no-event-tracking".into(), "--nonblocking".into()]).unwrap();
+        assert!(!o.event_tracking && !o.graph && o.nonblocking);
+        assert!(!parse(&[]).unwrap().nonblocking);
     }
 
     #[test]

@@ -1,48 +1,160 @@
 #!/usr/bin/env bash
-# Side by side on a CUDA machine: the same all_reduce sweep through (1) a C
-# program on libnccl, (2) torch.distributed, (3) nccl-bench linked statically
-# and (4) dynamically; prints each and the ratios ours/C. Run from the
-# repository root:
-#   STATIC_BENCH=<static nccl-bench> DYN_BENCH=<dynamic nccl-bench> bash tests/gpu/side-by-side.sh [OUT_DIR]
-# Sizes: 8 B .. 256 MiB, factor 4; 200 iterations, 20 warm-up; world 1 on GPU 0.
+# Side by side on a CUDA machine: the same all_reduce (f32, sum) through
+#   (1) a C program on libnccl (tests/gpu/c_all_reduce.c, compiled here),
+#   (2) a minimal Python ctypes binding of libnccl (tests/gpu/ctypes_all_reduce.py),
+#   (3) torch.distributed (tests/gpu/torch_all_reduce.py),
+#   (4) nccl-bench linked statically and (5) dynamically, each with cudarc's
+#       event tracking on (the default) and off (--no-event-tracking),
+# then prints ratios to C. Run from the repository root:
+#   STATIC_BENCH=<static nccl-bench> DYN_BENCH=<dynamic nccl-bench> XTASK=<xtask binary> \
+#     bash tests/gpu/side-by-side.sh [OUT_DIR]
+# Part 1: world 1 on GPU 0, 8 B .. 256 MiB (x4), 200 iterations, 10 warm-up;
+#   graph mode: one graph of 100 all_reduces, replayed once, then 10 timed
+#   replays.
+# Part 2: 2 ranks sharing GPU 0 (started by `xtask launch -n 2 --one-gpu`),
+#   8 B .. 32 KiB (x4), 50 iterations (a call takes milliseconds over loopback
+#   sockets).
+# Both parts also compare non-blocking communicators (C and ours polling each
+# call until it settles). Every column is run ROUNDS times (default 5 and 3),
+# the columns interleaved round by round so that a slow spell of the machine
+# hits all of them; per size the median of the rounds is reported.
+# SKIP_TORCH=1 leaves torch out.
 set -euo pipefail
 out=${1:-/tmp/side-by-side}; mkdir -p "$out"
-MIN=8 MAX=$((256 << 20)) F=4 N=200 W=20
-: "${STATIC_BENCH:?}" "${DYN_BENCH:?}"
+: "${STATIC_BENCH:?}" "${DYN_BENCH:?}" "${XTASK:?}"
+W=10
 export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/machine.txt"
-python3 -c 'import torch; print("torch", torch.__version__, "nccl", ".".join(map(str, torch.cuda.nccl.version())))' | tee -a "$out/machine.txt"
+export NCCL_LIB=/usr/lib/x86_64-linux-gnu/libnccl.so.2
+{
+  date -u +%F
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  python3 -c 'import torch; print("torch", torch.__version__, "with its own NCCL", ".".join(map(str, torch.cuda.nccl.version())))' || true
+  ls -l "$NCCL_LIB" || true
+} | tee "$out/machine.txt"
 cc -O2 -o "$out/c_all_reduce" tests/gpu/c_all_reduce.c -I/usr/local/cuda/include -L/usr/local/cuda/lib64 -lnccl -lcudart
-for g in 0 1; do
-  "$out/c_all_reduce" $MIN $MAX $F $N $W $g > "$out/c-graph$g.txt"
-  gflag=(); [ $g = 1 ] && gflag=(-G)
-  for kind in static dyn; do
-    bin=$STATIC_BENCH; [ $kind = dyn ] && bin=$DYN_BENCH
-    "$bin" -c all_reduce -b $MIN -e $MAX -f $F -n $N -w $W -C 0 --no-progress "${gflag[@]}" --json "$out/ours-$kind-graph$g.json" > "$out/ours-$kind-graph$g.txt"
-  done
-done
-python3 tests/gpu/torch_all_reduce.py $MIN $MAX $F $N $W > "$out/torch.txt"
-python3 - "$out" <<'PY'
+
+# per size and column, the median over files of "bytes time_us host_us algbw busbw" lines
+median() { # OUT IN...
+  local o=$1; shift
+  python3 - "$o" "$@" <<'PY'
+import sys
+rows = {}
+for path in sys.argv[2:]:
+    for l in open(path):
+        f = l.split()
+        if len(f) >= 5:
+            rows.setdefault(int(f[0]), []).append([float(x) for x in f[1:5]])
+with open(sys.argv[1], "w") as out:
+    for size in sorted(rows):
+        runs = rows[size]
+        med = [sorted(r[i] for r in runs)[len(runs) // 2] for i in range(4)]
+        out.write(f"{size} " + " ".join(f"{x:.3f}" for x in med) + "\n")
+PY
+}
+# one run of a column: NAME ROUND, then a command printing "bytes time_us
+# host_us algbw busbw" lines (launched ranks print "[rank 0] ...")
+run1() {
+  local name=$1 r=$2; shift 2
+  rm -f "${NCCL_RS_ID_FILE:-/nonexistent}"
+  if "$@" > "$out/$name.raw$r" 2> "$out/$name.err$r"; then
+    sed -e 's/^\[rank 0\] //' "$out/$name.raw$r" | grep -E '^[0-9]+ [0-9.]+ ' > "$out/$name.r$r" || true
+  else
+    echo "$name (round $r) FAILED:"; tail -n 5 "$out/$name.err$r" "$out/$name.raw$r" || true
+  fi
+}
+# nccl-bench as such a command: its JSON (out of place) as the same columns
+ours() { # JSON BIN ARGS...
+  local json=$1; shift
+  "$@" --json "$json" > /dev/null || return 1
+  python3 -c '
 import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    if not r["in_place"]:
+        print(r["bytes"], r["time_us"], r["host_us"], r["algbw_gbs"], r["busbw_gbs"])' "$json"
+}
+
+part() { # WORLD MIN MAX ITERS ROUNDS
+  local world=$1 min=$2 max=$3 n=$4 rounds=$5 p="w$1" launch=() r
+  [ "$world" = 1 ] || launch=("$XTASK" launch -n "$world" --one-gpu --)
+  export NCCL_RS_ID_FILE=$out/id-$p
+  local c=("$out/c_all_reduce" "$min" "$max" 4 "$n" $W)
+  local b=(-c all_reduce -b "$min" -e "$max" -f 4 -n "$n" -w $W -C 1 --no-progress)
+  local bg=(-c all_reduce -b "$min" -e "$max" -f 4 -n 100 -w $W -C 1 --no-progress -G)
+  local t0=$SECONDS
+  for r in $(seq 1 "$rounds"); do
+    run1 "$p-c" "$r" "${launch[@]}" "${c[@]}" 0
+    run1 "$p-ctypes" "$r" "${launch[@]}" python3 tests/gpu/ctypes_all_reduce.py "$min" "$max" 4 "$n" $W
+    [ -n "${SKIP_TORCH:-}" ] || run1 "$p-torch" "$r" "${launch[@]}" python3 tests/gpu/torch_all_reduce.py "$min" "$max" 4 "$n" $W
+    for kind in static dyn; do
+      bin=$STATIC_BENCH; [ $kind = dyn ] && bin=$DYN_BENCH
+      run1 "$p-ours-$kind" "$r" ours "$out/$p-ours-$kind.json" "${launch[@]}" "$bin" "${b[@]}"
+      run1 "$p-ours-$kind-untracked" "$r" ours "$out/$p-ours-$kind-untracked.json" "${launch[@]}" "$bin" "${b[@]}" --no-event-tracking
+    done
+    # non-blocking communicators, both sides polling until each call settles
+    run1 "$p-c-nonblocking" "$r" env NONBLOCKING=1 "${launch[@]}" "${c[@]}" 0
+    run1 "$p-ours-dyn-nonblocking" "$r" ours "$out/$p-ours-dyn-nonblocking.json" "${launch[@]}" "$DYN_BENCH" "${b[@]}" --no-event-tracking --nonblocking
+    if [ "$world" = 1 ]; then # graph mode: a graph of 100 all_reduces, 10 timed replays
+      run1 "$p-c-graph" "$r" "$out/c_all_reduce" "$min" "$max" 4 100 $W 1
+      for kind in static dyn; do
+        bin=$STATIC_BENCH; [ $kind = dyn ] && bin=$DYN_BENCH
+        run1 "$p-ours-$kind-graph" "$r" ours "$out/$p-ours-$kind-graph.json" "$bin" "${bg[@]}"
+      done
+    fi
+  done
+  for f in "$out/$p"-*.r1; do
+    name=$(basename "$f" .r1)
+    median "$out/$name.txt" "$out/$name".r[0-9]*
+  done
+  echo "part $p: $rounds rounds of $(ls "$out/$p"-*.r1 | wc -l) columns ($((SECONDS - t0)) s)"
+}
+
+part 1 8 $((256 << 20)) 200 "${ROUNDS1:-5}"
+part 2 8 $((32 << 10)) 50 "${ROUNDS2:-3}"
+
+python3 - "$out" <<'PY'
+import os, sys
 out = sys.argv[1]
-def table(path):
-    return {int(l.split()[0]): [float(x) for x in l.split()[1:]] for l in open(path) if l.strip()}
-def ours(path):
-    return {r["bytes"]: [r["time_us"], r["host_us"], r["algbw_gbs"], r["busbw_gbs"]] for r in json.load(open(path))["results"] if not r["in_place"]}
-for g in (0, 1):
-    c = table(f"{out}/c-graph{g}.txt")
-    cols = {"static": ours(f"{out}/ours-static-graph{g}.json"), "dynamic": ours(f"{out}/ours-dyn-graph{g}.json")}
-    if g == 0:
-        cols["torch"] = table(f"{out}/torch.txt")
-    print(f"\n{'graph mode' if g else 'eager launches'}: per size, C time/host us, then ours/C (time, host) and algbw ratio")
+def table(name):
+    p = f"{out}/{name}.txt"
+    if not os.path.exists(p):
+        return {}
+    rows = {}
+    for l in open(p):
+        f = l.split()
+        if len(f) >= 5:
+            rows[int(f[0])] = [float(x) for x in f[1:5]]
+    return rows
+def report(title, base, cols):
+    c = table(base)
+    print(f"\n## {title}\nper size: C time and host us, then each column / C: time, host, algbw")
+    tabs = {n: table(f) for n, f in cols}
     for size in sorted(c):
         ct, ch, ca = c[size][0], c[size][1], c[size][2]
-        line = f"{size:>11} B  C {ct:8.2f} us host {ch:6.2f} us"
-        for name, t in cols.items():
-            b = min(t, key=lambda s: abs(s - size)) if t else None
-            if b is None:
-                continue
-            tt, th, ta = t[b][0], t[b][1], t[b][2]
-            line += f" | {name} time x{tt / ct:5.3f} host x{th / ch:5.3f} algbw x{ta / ca if ca else 0:5.3f}"
+        line = f"{size:>10} B  C {ct:8.2f} us host {ch:6.2f} us"
+        for n, t in tabs.items():
+            if size in t:
+                tt, th, ta = t[size][0], t[size][1], t[size][2]
+                line += f" | {n} x{tt / ct:.3f} x{th / ch:.3f} x{ta / ca if ca else 0:.3f}"
         print(line)
+    # the small-message host-time summary (<= 64 KiB), and bandwidth at >= 64 MiB
+    small = [s for s in c if s <= 65536]
+    big = [s for s in c if s >= 64 << 20]
+    for n, t in tabs.items():
+        hs = [t[s][1] / c[s][1] for s in small if s in t]
+        ts = [t[s][0] / c[s][0] for s in small if s in t]
+        bw = [t[s][2] / c[s][2] for s in big if s in t and c[s][2]]
+        msg = f"  {n:>22}: host/C (<= 64 KiB) mean x{sum(hs) / len(hs):.3f}" if hs else f"  {n:>22}: -"
+        if hs:
+            msg += f", median host {sorted(t[s][1] for s in small if s in t)[len(hs) // 2]:.2f} us vs C {sorted(c[s][1] for s in small)[len(small) // 2]:.2f} us"
+            msg += f"; time/C mean x{sum(ts) / len(ts):.3f}"
+        if bw:
+            msg += f"; algbw/C (>= 64 MiB) min x{min(bw):.3f}"
+        print(msg)
+for w in (1, 2):
+    cols = [(n, f"w{w}-{n}") for n in ("ctypes", "torch", "ours-static", "ours-dyn", "ours-static-untracked", "ours-dyn-untracked")]
+    report(f"world {w}, eager launches, blocking communicators", f"w{w}-c", cols)
+    report(f"world {w}, eager launches, non-blocking communicators", f"w{w}-c-nonblocking",
+           [("ours-dyn-untracked-nonblocking", f"w{w}-ours-dyn-nonblocking")])
+report("world 1, CUDA graph of 100 all_reduces (host = launch cost per op)", "w1-c-graph",
+       [(n, f"w1-{n}") for n in ("ours-static-graph", "ours-dyn-graph")])
 PY

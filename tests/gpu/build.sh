@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds, on a machine with Rust but without a GPU, what tests/gpu/validate.sh
+# and tests/gpu/side-by-side.sh run on the GPU machine, into .gpu/ (ignored):
+#   .gpu/dyn/          dynamically linked: sys_cpu sys_gpu nccl_cpu nccl_gpu faults nccl-bench xtask
+#   .gpu/static.tar.gz the same programs, recorded for a static link there
+#                      (../shared/gpu/bundle; unpack and run DIR/replay there)
+# Needs the NCCL wheel that `cargo xtask ci` installs (run `cargo xtask bindgen
+# --check` once) and, for the static bundle, the bundle tool in ../shared/gpu.
+# The header used must be the same NCCL version as the GPU machine's library.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+deps=$PWD/target/nccl-deps
+export LIBCLANG_PATH=${LIBCLANG_PATH:-$deps/libclang/clang/native}
+NCCL_DIR=$deps/nvidia/nccl cargo test --release --no-run -p nccl-rs-tests
+NCCL_DIR=$deps/nvidia/nccl cargo build --release -p nccl-rs-tests --bin nccl-bench
+cargo build --release -p xtask
+rm -rf .gpu/dyn && mkdir -p .gpu/dyn
+for t in sys_cpu sys_gpu nccl_cpu nccl_gpu faults; do
+  cp "$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)" .gpu/dyn/$t
+done
+cp target/release/nccl-bench target/release/xtask .gpu/dyn/
+if [ -x ../shared/gpu/bundle ]; then
+  env -u NCCL_DIR NCCL_STATIC=1 NCCL_INCLUDE_DIR=$deps/nvidia/nccl/include \
+    NCCL_LIB_DIR=/usr/lib/x86_64-linux-gnu CUDA_HOME=/usr/local/cuda \
+    ../shared/gpu/bundle .gpu/static cargo test --release --no-run -p nccl-rs-tests
+else
+  echo "no ../shared/gpu/bundle: static bundle not made" >&2
+fi
+ls -la .gpu/dyn .gpu/static.tar.gz 2>/dev/null
