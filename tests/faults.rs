@@ -267,7 +267,10 @@ fn cycles(ctx: &std::sync::Arc<CudaContext>, n: usize, threads: usize) -> Result
         }
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err("a cycle thread panicked".into())))
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("a cycle thread panicked".into()))
+            })
             .collect::<Result<Vec<()>, String>>()
     });
     result?;

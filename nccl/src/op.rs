@@ -23,8 +23,13 @@ pub enum ReduceOp<'a> {
     /// Minimum.
     Min,
     /// Mean over ranks (NCCL 2.10+).
+    ///
+    /// On a communicator of one rank, NCCL refuses it for fp8 with
+    /// `ncclInvalidArgument` (its one-rank path lacks the fp8 scaling kernel
+    /// in 2.28 and 2.29); with more ranks it works.
     Avg,
-    /// Sum of each rank's values multiplied by a scalar first.
+    /// Sum of each rank's values multiplied by a scalar first (for fp8 on a
+    /// one-rank communicator, NCCL refuses it as it refuses `Avg`).
     PreMulSum(&'a PreMulSum<'a>),
 }
 

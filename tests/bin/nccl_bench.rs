@@ -29,7 +29,8 @@ usage: nccl-bench [options]
   -d, --datatype T    f32 f16 bf16 f64 i8 u8 i32 u32 i64 u64 (default f32)
   -o, --op OP         sum prod max min avg (default sum)
   -r, --root R        root of broadcast and reduce (default 0)
-  -g, --ngpus N       GPUs driven by this process (default 1; with a launcher, 1)
+  -g, --ngpus N       GPUs driven by this process (default: every visible GPU; under a
+                      launcher, one per process)
   -G, --graph         capture the timed loop in a CUDA graph, replay it once, then time 10
                       replays (implies
                       --no-event-tracking: CUDA refuses cudarc's event waits in a capture)
@@ -56,7 +57,8 @@ struct Opts {
     dtype: String,
     op: String,
     root: usize,
-    ngpus: usize,
+    /// `None`: every visible GPU.
+    ngpus: Option<usize>,
     graph: bool,
     check: bool,
     json: Option<String>,
@@ -91,7 +93,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         dtype: "f32".into(),
         op: "sum".into(),
         root: 0,
-        ngpus: 1,
+        ngpus: None,
         graph: false,
         check: true,
         json: None,
@@ -130,7 +132,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "-d" | "--datatype" => o.dtype = v()?,
             "-o" | "--op" => o.op = v()?,
             "-r" | "--root" => o.root = v()?.parse().map_err(|_| "-r takes a rank")?,
-            "-g" | "--ngpus" => o.ngpus = v()?.parse().map_err(|_| "-g takes a number")?,
+            "-g" | "--ngpus" => o.ngpus = Some(v()?.parse().map_err(|_| "-g takes a number")?),
             "-G" | "--graph" => o.graph = true,
             "-C" | "--check" => o.check = v()? != "0",
             "--json" => o.json = Some(v()?),
@@ -146,7 +148,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         || o.min == 0
         || o.max < o.min
         || (o.step == 0 && o.factor <= 1.0)
-        || o.ngpus == 0
+        || o.ngpus == Some(0)
     {
         return Err(format!("bad sizes or counts\n{USAGE}"));
     }
@@ -338,8 +340,16 @@ fn bench<T: Elem>(o: &Opts, ranks: &[Rank], world: usize, rows: &mut Vec<Row>) -
             );
             println!(
                 "# cudarc event tracking: {}; communicator: {}",
-                if o.event_tracking { "on (default)" } else { "off (--no-event-tracking)" },
-                if o.nonblocking { "non-blocking (--nonblocking)" } else { "blocking (default)" }
+                if o.event_tracking {
+                    "on (default)"
+                } else {
+                    "off (--no-event-tracking)"
+                },
+                if o.nonblocking {
+                    "non-blocking (--nonblocking)"
+                } else {
+                    "blocking (default)"
+                }
             );
             println!(
                 "# {:>12} {:>12} {:>6} {:>6} {:>5}   {:>9} {:>8} {:>8} {:>6} {:>8}   {:>9} {:>8} {:>8} {:>6} {:>8}",
@@ -832,12 +842,13 @@ fn main() {
         let stream = comm.context().new_stream().unwrap_or_else(|e| fail(e));
         vec![Rank { comm, stream }]
     } else {
-        let n = o.ngpus.min(gpus);
-        if n < o.ngpus {
-            eprintln!(
-                "nccl-bench: -g {} but only {gpus} GPU(s): using {n}",
-                o.ngpus
-            );
+        // graph mode and non-blocking communicators drive one GPU per process
+        let want = o
+            .ngpus
+            .unwrap_or(if o.graph || o.nonblocking { 1 } else { gpus });
+        let n = want.min(gpus);
+        if n < want {
+            eprintln!("nccl-bench: -g {want} but only {gpus} GPU(s): using {n}");
         }
         let ctxs: Vec<Arc<CudaContext>> = (0..n)
             .map(|i| CudaContext::new(i).unwrap_or_else(|e| fail(e)))

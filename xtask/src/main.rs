@@ -351,6 +351,9 @@ fn ci(root: &Path) -> Result<()> {
 /// (arguments as nccl-tests', see `--help`). Without a GPU it prints the
 /// capability report and says there is nothing to measure.
 fn bench(root: &Path, args: &[String]) -> Result<ExitCode> {
+    // no arguments: every collective, 8 B to 128 MiB, on every visible GPU
+    let default = ["-c".to_string(), "all".to_string()];
+    let args = if args.is_empty() { &default[..] } else { args };
     let env = deps::ensure(root)?;
     env.apply();
     let status = cargo()
