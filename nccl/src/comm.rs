@@ -61,6 +61,20 @@ fn world_arg(op: &'static str, world: usize) -> Result<i32> {
     Ok(world as i32)
 }
 
+/// `world` as NCCL's `nranks`, checked with `rank < world`.
+fn rank_args(op: &'static str, world: usize, rank: usize) -> Result<i32> {
+    let nranks = world_arg(op, world)?;
+    if rank >= world {
+        return Err(Error::invalid(
+            op,
+            "rank",
+            format!("< world ({world})"),
+            rank,
+        ));
+    }
+    Ok(nranks)
+}
+
 impl Comm {
     /// Creates this process's rank `rank` of a communicator of `world` ranks
     /// on the GPU of `ctx` (`ncclCommInitRank`). Every rank calls it with the
@@ -96,15 +110,7 @@ impl Comm {
         config: &Config,
     ) -> Result<Comm> {
         const OP: &str = "init_rank";
-        let nranks = world_arg(OP, world)?;
-        if rank >= world {
-            return Err(Error::invalid(
-                OP,
-                "rank",
-                format!("< world ({world})"),
-                rank,
-            ));
-        }
+        let nranks = rank_args(OP, world, rank)?;
         checked_runtime()?;
         if let (true, Some(limit)) = (config.is_blocking(), config.timeout) {
             // A blocking init cannot be aborted before it returns the
@@ -144,15 +150,7 @@ impl Comm {
     ) -> Result<Comm> {
         const OP: &str = "init_rank_scalable";
         crate::version::require("ncclCommInitRankScalable", crate::Version::new(2, 23, 0))?;
-        let nranks = world_arg(OP, world)?;
-        if rank >= world {
-            return Err(Error::invalid(
-                OP,
-                "rank",
-                format!("< world ({world})"),
-                rank,
-            ));
-        }
+        let nranks = rank_args(OP, world, rank)?;
         if ids.is_empty() || ids.len() > i32::MAX as usize {
             return Err(Error::invalid(OP, "ids.len()", "at least 1", ids.len()));
         }
