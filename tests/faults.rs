@@ -235,6 +235,8 @@ fn cycles(ctx: &std::sync::Arc<CudaContext>, n: usize, threads: usize) -> Result
     say(&format!("first init→finalize cycle: {:.1?}", t.elapsed()));
     let (free0, _) = ctx.mem_get_info().map_err(|x| x.to_string())?;
     let fd0 = count_fds();
+    let arcs0 = std::sync::Arc::strong_count(ctx);
+    let heap0 = LIVE_BYTES.load(std::sync::atomic::Ordering::Relaxed);
     let t = Instant::now();
     let done = AtomicUsize::new(0);
     let result = std::thread::scope(|s| {
@@ -246,7 +248,26 @@ fn cycles(ctx: &std::sync::Arc<CudaContext>, n: usize, threads: usize) -> Result
                     for i in (k..n).step_by(threads) {
                         let comm = Comm::init_rank(ctx, 1, &UniqueId::new().map_err(e)?, 0)
                             .map_err(|x| format!("cycle {i}: {x}"))?;
-                        comm.finalize().map_err(|x| format!("cycle {i}: {x}"))?;
+                        // every way a communicator ends: finalize, abort,
+                        // split (with and without a color) then finalize
+                        let r = match i % 3 {
+                            0 => comm.finalize(),
+                            1 => comm.abort(),
+                            _ => (|| {
+                                if comm.split(None, 0, None)?.is_some() {
+                                    return Err(Error::Aborted {
+                                        op: "split(None) gave a child",
+                                    });
+                                }
+                                let child =
+                                    comm.split(Some(0), 0, None)?.ok_or(Error::Aborted {
+                                        op: "split(Some(0)) gave none",
+                                    })?;
+                                child.finalize()?;
+                                comm.finalize()
+                            })(),
+                        };
+                        r.map_err(|x| format!("cycle {i}: {x}"))?;
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(())
@@ -276,16 +297,41 @@ fn cycles(ctx: &std::sync::Arc<CudaContext>, n: usize, threads: usize) -> Result
     result?;
     let (free1, _) = ctx.mem_get_info().map_err(|x| x.to_string())?;
     let fd1 = count_fds();
+    let arcs1 = std::sync::Arc::strong_count(ctx);
+    let heap1 = LIVE_BYTES.load(std::sync::atomic::Ordering::Relaxed);
     let grew = free0.saturating_sub(free1);
     let report = format!(
-        "{n} init→finalize cycles ({threads} threads) in {:.1?}: GPU free memory {free0} → {free1} bytes (−{grew}), open fds {fd0} → {fd1}",
+        "{n} init→finalize/abort/split cycles ({threads} threads) in {:.1?}: GPU free memory {free0} → {free1} bytes (−{grew}), open fds {fd0} → {fd1}, context Arc count {arcs0} → {arcs1}, live Rust heap {heap0} → {heap1} bytes",
         t.elapsed()
     );
-    if grew > 64 << 20 || fd1 > fd0 + 4 {
+    if grew > 64 << 20 || fd1 > fd0 + 4 || arcs1 != arcs0 || heap1 > heap0 + (1 << 20) {
         return Err(format!("growth: {report}"));
     }
     Ok(report)
 }
+
+/// Live bytes of the Rust heap, to see leaks of what `Comm` owns (a leaked
+/// `Arc` per cycle would show here and in the context's strong count).
+static LIVE_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct Counting;
+
+// SAFETY: forwards to the system allocator unchanged; only counts bytes.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(l.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as GlobalAlloc::alloc's caller promises.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        LIVE_BYTES.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as GlobalAlloc::dealloc's caller promises.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 fn main() -> ExitCode {
     if let Ok(s) = std::env::var("FAULTS_SCENARIO") {

@@ -19,7 +19,7 @@ fn version_decoding_table() {
         assert_eq!((v.major, v.minor, v.patch), (a, b, c), "{code}");
         assert_eq!(v.to_string(), text);
         assert_eq!(text.parse::<Version>().unwrap(), v);
-        assert_eq!(v.code(), code, "round trip of {code}");
+        assert_eq!(v.code(), Some(code), "round trip of {code}");
     }
     for bad in [-1, 0, 999, 2900, 9999, i32::MIN] {
         assert!(
@@ -48,7 +48,7 @@ fn version_decoding_table() {
 fn runtime_and_header_versions() {
     let v = nccl::version().unwrap();
     assert_eq!(v, nccl::HEADER_VERSION);
-    assert_eq!(v.code(), nccl::sys::NCCL_VERSION_CODE as i32);
+    assert_eq!(v.code(), Some(nccl::sys::NCCL_VERSION_CODE as i32));
     let caps = nccl::capabilities().unwrap();
     assert_eq!(caps.runtime, v);
     assert_eq!(caps.link_mode, nccl::sys::LINK_MODE);
@@ -164,8 +164,28 @@ fn unique_id_round_trips_and_rejects_bad_input() {
 fn comm_is_send_not_sync() {
     fn send<T: Send>() {}
     send::<nccl::Comm>();
-    // !Sync is a compile_fail doc test on `Comm` (a negative bound cannot be
-    // written here); this checks the positive half.
+    // !Sync is a compile-fail test (tests/ui/comm_not_sync.rs); this checks
+    // the positive half.
+}
+
+/// The thread rules of every public type, as the compiler sees them (the
+/// negative halves are compile-fail tests in tests/ui).
+#[test]
+fn public_types_send_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<nccl::Error>();
+    send_sync::<nccl::Version>();
+    send_sync::<UniqueId>();
+    send_sync::<nccl::Config>();
+    send_sync::<nccl::AbortHandle>();
+    send_sync::<nccl::LaunchInfo>();
+    send_sync::<nccl::LaunchOptions>();
+    send_sync::<nccl::Capabilities>();
+    send_sync::<nccl::NcclBuffer<f32>>();
+    send_sync::<nccl::Watchdog>();
+    send::<nccl::Comm>();
+    send::<nccl::TcpBootstrap>();
 }
 
 #[test]
@@ -209,4 +229,119 @@ fn length_contracts() {
     assert!(contract::disjoint("all_reduce", (0x1000, 0x100), (0x1100, 0x100)).is_ok());
     assert!(contract::disjoint("all_reduce", (0x1000, 0x101), (0x1100, 0x100)).is_err());
     assert!(contract::disjoint("all_reduce", (0x1000, 0x100), (0x1000, 0x100)).is_err());
+}
+
+/// Versions no code stands for are refused, never overflow or wrap.
+#[test]
+fn impossible_versions_are_errors() {
+    // would overflow i32 (and u32) arithmetic
+    assert_eq!(Version::new(429497, 0, 0).code(), None);
+    assert_eq!(Version::new(u32::MAX, u32::MAX, u32::MAX).code(), None);
+    // would decode to another version
+    assert_eq!(Version::new(2, 300, 0).code(), None);
+    assert_eq!(Version::new(2, 28, 100).code(), None);
+    assert_eq!(Version::new(0, 1, 0).code(), None);
+    assert_eq!(Version::new(214748, 36, 47).code(), Some(i32::MAX));
+    for bad in [
+        "429497.0.0",
+        "2.300.0",
+        "2.28.100",
+        "0.1.2",
+        "99999999999.0.0",
+    ] {
+        assert!(
+            matches!(
+                bad.parse::<Version>(),
+                Err(Error::InvalidVersionString { .. })
+            ),
+            "{bad:?} parsed"
+        );
+    }
+    for v in ["2.28.3", "2.8.4", "1.0.0", "3.0.0"] {
+        let p: Version = v.parse().unwrap();
+        assert_eq!(Version::from_code(p.code().unwrap()).unwrap(), p, "{v}");
+    }
+}
+
+/// An error quotes untrusted input shortened and escaped.
+#[test]
+fn errors_quote_input_shortened() {
+    let huge = "9".repeat(10 << 20);
+    let e = huge.parse::<Version>().unwrap_err();
+    let text = e.to_string();
+    assert!(text.len() < 300, "{} bytes of message", text.len());
+    assert!(text.contains("more bytes"), "{text}");
+    let e = "\x1b[31m2.x\n".parse::<Version>().unwrap_err().to_string();
+    assert!(!e.contains('\x1b') && !e.contains('\n'), "{e:?}");
+}
+
+/// World 0 is a typed error in every public contract, never a division by
+/// zero.
+#[test]
+fn world_zero_is_an_error() {
+    assert!(matches!(
+        contract::all_to_all(8, 8, 0),
+        Err(Error::InvalidArgument { arg: "world", .. })
+    ));
+    assert!(matches!(
+        contract::chunked("all_gather_in_place", 8, 0),
+        Err(Error::InvalidArgument { arg: "world", .. })
+    ));
+    assert!(contract::all_gather(8, 8, 0).is_err());
+    assert!(contract::reduce_scatter(8, 8, 0).is_err());
+    assert!(contract::rank_arg("send", "peer", 0, 0).is_err());
+    assert!(contract::v_counts("all_gather_v", "counts", &[], 0, 0).is_ok());
+    assert!(contract::rooted("gather", 4, Some(4), true, 0).is_err());
+}
+
+/// Without a CUDA driver (CI has none), every entry point that makes a CUDA
+/// context returns a typed error instead of cudarc's panic.
+#[test]
+fn no_driver_is_a_typed_error() {
+    if nccl::driver_version().is_ok() {
+        eprintln!("a CUDA driver is present: the no-driver path is tested on machines without one");
+        return;
+    }
+    match nccl::context(0) {
+        Err(Error::NoDriver { tried }) => assert!(tried.iter().any(|t| t.contains("libcuda"))),
+        other => panic!("expected NoDriver, got {other:?}"),
+    }
+    let e = nccl::driver_version().unwrap_err().to_string();
+    assert!(e.contains("no CUDA driver"), "{e}");
+}
+
+/// `init_from_launcher` without a CUDA driver: a typed error, not cudarc's
+/// panic. Runs in a child process (the launcher variables are process-wide).
+#[test]
+fn init_from_launcher_without_driver() {
+    if nccl::driver_version().is_ok() {
+        eprintln!("a CUDA driver is present: the no-driver path is tested on machines without one");
+        return;
+    }
+    if std::env::var_os("NCCL_RS_TEST_CHILD").is_some() {
+        match nccl::init_from_launcher(&nccl::LaunchOptions::default()) {
+            Err(Error::NoDriver { .. }) => println!("child: NoDriver"),
+            other => println!("child: unexpected {:?}", other.map(|(_, i)| i)),
+        }
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "init_from_launcher_without_driver",
+            "--nocapture",
+        ])
+        .env("NCCL_RS_TEST_CHILD", "1")
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "1")
+        .env("LOCAL_RANK", "0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("child: NoDriver"), "{stdout}");
 }

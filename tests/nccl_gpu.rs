@@ -490,9 +490,9 @@ fn suite<T: TestType>(env: &Env, rep: &mut Report) {
     let next = (rank + 1) % world;
     let prev = (rank + world - 1) % world;
     let mut recv = env.zeros::<T>(n);
-    let r = nccl::group(|| {
-        comm.send(&send, next, env.stream)?;
-        comm.recv(&mut recv, prev, env.stream)
+    let r = nccl::group(|g| {
+        comm.send(&send, next, g.on(env.stream))?;
+        comm.recv(&mut recv, prev, g.on(env.stream))
     })
     .map_err(e2s)
     .and_then(|()| close(&env.down(&recv), &ins[prev], false));
@@ -731,9 +731,10 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     // group simulation
     let r = (|| -> Result<(), String> {
         let mut recv = env.zeros::<f32>(n);
-        let ((), est) =
-            nccl::group_simulate(|| comm.all_reduce(&send, &mut recv, ReduceOp::Sum, env.stream))
-                .map_err(e2s)?;
+        let ((), est) = nccl::group_simulate(|g| {
+            comm.all_reduce(&send, &mut recv, ReduceOp::Sum, g.on(env.stream))
+        })
+        .map_err(e2s)?;
         // one rank: no algorithm runs, NCCL leaves the estimate undefined;
         // several ranks: a time, and nothing was launched
         let out = env.down(&recv);
@@ -920,8 +921,127 @@ fn run_rank(ctx: &Arc<CudaContext>, world: usize, id: &UniqueId, rank: usize) ->
     suite::<F8E4M3>(&env, &mut rep);
     suite::<F8E5M2>(&env, &mut rep);
     extras(&env, ctx, &mut rep);
+    groups(&env, ctx, &mut rep);
     rep.check("finalize", comm.finalize().map_err(e2s));
     rep
+}
+
+/// Groups (issue 9): what a group borrows lives until its end, cudarc's
+/// events are recorded after the launch, misuse is a typed error.
+fn groups(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
+    let comm = env.comm;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let n = 1000;
+    let next = (rank + 1) % world;
+    let prev = (rank + world - 1) % world;
+
+    // a bare stream inside a group, and a nested group: refused, NCCL not called
+    let r = (|| -> Result<(), String> {
+        let a = env.up::<f32>(&input::<f32>(41, rank, n));
+        let mut b = env.zeros::<f32>(n);
+        let bare = nccl::group(|_g| comm.all_reduce(&a, &mut b, ReduceOp::Sum, env.stream));
+        if !matches!(bare, Err(Error::InGroup { op: "all_reduce" })) {
+            return Err(format!("bare stream in a group: {bare:?}"));
+        }
+        let nested = nccl::group(|_g| nccl::group(|_h| Ok(())));
+        if !matches!(nested, Err(Error::InGroup { .. })) {
+            return Err(format!("nested group: {nested:?}"));
+        }
+        // the thread is out of the group again: a bare call works
+        comm.all_reduce(&a, &mut b, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        env.down(&b);
+        Ok(())
+    })();
+    rep.check("group misuse is InGroup, then calls work", r);
+
+    // buffers made on another stream (event tracking on: the context has
+    // several streams), used in a group on this stream, read back at once on
+    // their own stream: cudarc's events must come after the launch. A large
+    // buffer makes a read before the kernel finished visible.
+    let r = (|| -> Result<(), String> {
+        let other = ctx.new_stream().map_err(|e| e.to_string())?;
+        if !ctx.is_managing_stream_synchronization() {
+            return Err("expected cudarc to track events with several streams".into());
+        }
+        let big = 1 << 24;
+        let host: Vec<f32> = (0..big).map(|i| ((i % 7) as f32) + rank as f32).collect();
+        let send = other.clone_htod(&host).map_err(|e| e.to_string())?;
+        let mut recv = other.alloc_zeros::<f32>(big).map_err(|e| e.to_string())?;
+        let mut ring = other.alloc_zeros::<f32>(big).map_err(|e| e.to_string())?;
+        nccl::group(|g| {
+            comm.all_reduce(&send, &mut recv, ReduceOp::Sum, g.on(env.stream))?;
+            comm.send(&send, next, g.on(env.stream))?;
+            comm.recv(&mut ring, prev, g.on(env.stream))
+        })
+        .map_err(e2s)?;
+        let got = other.clone_dtoh(&recv).map_err(|e| e.to_string())?;
+        let got_ring = other.clone_dtoh(&ring).map_err(|e| e.to_string())?;
+        other.synchronize().map_err(|e| e.to_string())?;
+        let ranks_sum: f32 = (0..world).map(|r| r as f32).sum();
+        for i in (0..big).step_by(4099).chain([big - 1]) {
+            let want = world as f32 * ((i % 7) as f32) + ranks_sum;
+            if got[i] != want {
+                return Err(format!(
+                    "all_reduce[{i}] = {} (want {want}): read before the launch?",
+                    got[i]
+                ));
+            }
+            let want_ring = ((i % 7) as f32) + prev as f32;
+            if got_ring[i] != want_ring {
+                return Err(format!("ring[{i}] = {} (want {want_ring})", got_ring[i]));
+            }
+        }
+        // dropping them now frees them stream-ordered after the group's kernels
+        drop((send, recv, ring));
+        env.stream.synchronize().map_err(|e| e.to_string())
+    })();
+    rep.check(
+        "group on another stream: events after the launch, values right",
+        r,
+    );
+
+    // v-collectives and all_to_all inside a group
+    let r = (|| -> Result<(), String> {
+        let counts: Vec<usize> = (0..world).map(|r| 3 + r).collect();
+        let shards: Vec<Vec<f64>> = (0..world).map(|r| input::<f32>(43, r, counts[r])).collect();
+        let send = env.up::<f32>(&shards[rank]);
+        let mut gathered = env.zeros::<f32>(counts.iter().sum());
+        let a2a_in: Vec<f64> = (0..world * 4).map(|i| (rank * 100 + i) as f64).collect();
+        let a2a_send = env.up::<f32>(&a2a_in);
+        let mut a2a_recv = env.zeros::<f32>(world * 4);
+        nccl::group(|g| {
+            comm.all_gather_v(&send, &mut gathered, &counts, g.on(env.stream))?;
+            comm.all_to_all(&a2a_send, &mut a2a_recv, g.on(env.stream))
+        })
+        .map_err(e2s)?;
+        close(&env.down(&gathered), &shards.concat(), false)?;
+        let want: Vec<f64> = (0..world)
+            .flat_map(|p| (0..4).map(move |j| (p * 100 + rank * 4 + j) as f64))
+            .collect();
+        close(&env.down(&a2a_recv), &want, false)
+    })();
+    rep.check("all_gather_v and all_to_all in one group", r);
+
+    // a communicator not in the group, moved to another thread and dropped
+    // there while this thread's group is open: nothing refers to it
+    let r = (|| -> Result<(), String> {
+        let other = Comm::init_rank(ctx, 1, &UniqueId::new().map_err(e2s)?, 0).map_err(e2s)?;
+        let a = env.up::<f32>(&input::<f32>(47, rank, n));
+        let mut b = env.zeros::<f32>(n);
+        nccl::group(|g| {
+            comm.send(&a, next, g.on(env.stream))?;
+            std::thread::spawn(move || drop(other))
+                .join()
+                .map_err(|_| Error::Aborted {
+                    op: "drop thread panicked",
+                })?;
+            comm.recv(&mut b, prev, g.on(env.stream))
+        })
+        .map_err(e2s)?;
+        close(&env.down(&b), &input::<f32>(47, prev, n), false)
+    })();
+    rep.check("a Comm dropped on another thread during a group", r);
 }
 
 /// World 1 extras that need no peers: init_all, a non-blocking communicator.
@@ -963,9 +1083,9 @@ fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
         let mut c = s.alloc_zeros::<f32>(2).map_err(|e| e.to_string())?;
         comm.all_reduce(&a, &mut b, ReduceOp::Sum, &s)
             .map_err(e2s)?;
-        nccl::group(|| {
-            comm.send(&a, 0, &s)?;
-            comm.recv(&mut c, 0, &s)
+        nccl::group(|g| {
+            comm.send(&a, 0, g.on(&s))?;
+            comm.recv(&mut c, 0, g.on(&s))
         })
         .map_err(e2s)?;
         comm.wait(&s, Duration::from_secs(30)).map_err(e2s)?;

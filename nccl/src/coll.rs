@@ -8,214 +8,299 @@
 //! cross-stream tracking stays correct: when it manages stream
 //! synchronization (its default once a context has several streams), the
 //! stream first waits for pending writes (and, for outputs, reads) of the
-//! buffers, and the NCCL call is recorded as their latest use. That costs one
-//! event wait and one event record per buffer; a program that orders its
-//! streams itself can turn it off with cudarc's
-//! `CudaContext::disable_event_tracking`.
+//! buffers, and cudarc records the NCCL call as their latest use once NCCL has
+//! enqueued it: when the call returns, or for a grouped call
+//! ([`Group::on`](crate::Group::on)) at the group's end. That costs one event
+//! wait and one event record per buffer; a program that orders its streams
+//! itself can turn it off with cudarc's `CudaContext::disable_event_tracking`.
+//!
+//! Every collective goes through one funnel, [`Call`]: the communicator's
+//! state, the stream's GPU and the group rules are checked in
+//! [`Call::begin`], buffers are acquired with [`Call::read`] and
+//! [`Call::write`] (which keep cudarc's guards for as long as NCCL may still
+//! enqueue), and [`Call::run`] makes the NCCL call and turns its result into a
+//! `Result`. Each collective states only its own contract.
 
-use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, sys as cu};
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, SyncOnDrop, sys as cu};
 
 use crate::comm::Comm;
 use crate::contract;
 use crate::dtype::NcclType;
 use crate::error::{Error, Result, check_comm};
-use crate::group::GroupGuard;
+use crate::group::{Enqueue, GroupRef, calls_as_one};
 use crate::op::ReduceOp;
 use crate::sys;
-use crate::version::{Version, checked_runtime, require};
+use crate::version::{Version, require};
 
 #[inline(always)]
 fn vp(p: cu::CUdeviceptr) -> *mut core::ffi::c_void {
     p as usize as *mut core::ffi::c_void
 }
 
+/// The address `elems` elements of `T` past `p`.
 #[inline(always)]
 fn at<T>(p: cu::CUdeviceptr, elems: usize) -> *mut core::ffi::c_void {
     vp(p + (elems * std::mem::size_of::<T>()) as u64)
 }
 
-#[inline(always)]
-fn raw_stream(s: &CudaStream) -> sys::cudaStream_t {
-    s.cu_stream() as sys::cudaStream_t
-}
-
-#[inline(always)]
-fn bytes<T>(n: usize) -> usize {
-    n * std::mem::size_of::<T>()
-}
-
 /// Whether the runtime library is at least 2.`minor`.
+#[cfg(nccl_2_28)]
 fn runtime_has(minor: u32) -> bool {
-    checked_runtime().is_ok_and(|v| v >= Version::new(2, minor, 0))
+    crate::version::checked_runtime().is_ok_and(|v| v >= Version::new(2, minor, 0))
 }
 
-impl Comm {
+/// One collective call being put together (see the module docs).
+pub(crate) struct Call<'a> {
+    comm: &'a Comm,
+    op: &'static str,
+    stream: &'a CudaStream,
+    group: Option<GroupRef<'a>>,
+    /// Cudarc's guards of the buffers (and a device scalar of a custom op):
+    /// dropped after NCCL has enqueued the call, or handed to the group.
+    guards: [Option<SyncOnDrop<'a>>; 3],
+    /// Extents (address, bytes) of the buffers, for the overlap check.
+    spans: [(u64, usize); 2],
+    nspans: usize,
+}
+
+impl<'a> Call<'a> {
+    /// The checks every call shares: the communicator is usable, the stream
+    /// is of its GPU, the element type is in the NCCL in use, and a call with
+    /// a bare stream is not made while a group is open on this thread.
     #[inline(always)]
-    fn stream_ok(&self, op: &'static str, stream: &CudaStream) -> Result<()> {
-        self.live(op)?;
-        if stream.context().ordinal() == self.device() {
-            Ok(())
-        } else {
-            Err(self.wrong_stream(op, stream))
+    fn begin<T: NcclType>(
+        comm: &'a Comm,
+        op: &'static str,
+        on: impl Enqueue<'a>,
+    ) -> Result<Call<'a>> {
+        let target = on.target();
+        if target.group.is_none() {
+            crate::group::not_in_group(op)?;
         }
-    }
-
-    #[cold]
-    fn wrong_stream(&self, op: &'static str, stream: &CudaStream) -> Error {
-        Error::invalid(
-            op,
-            "stream",
-            format!("a stream of this communicator's GPU {}", self.device()),
-            format!("a stream of GPU {}", stream.context().ordinal()),
-        )
-    }
-
-    #[inline(always)]
-    fn type_ok<T: NcclType>(&self) -> Result<()> {
+        comm.live(op)?;
+        if target.stream.context().ordinal() != comm.device() {
+            return Err(wrong_stream(comm, op, target.stream));
+        }
         if T::SINCE > Version::new(2, 0, 0) {
-            require(T::NAME, T::SINCE)
+            require(T::NAME, T::SINCE)?;
+        }
+        Ok(Call {
+            comm,
+            op,
+            stream: target.stream,
+            group: target.group,
+            guards: [None, None, None],
+            spans: [(0, 0); 2],
+            nspans: 0,
+        })
+    }
+
+    #[inline(always)]
+    fn keep(&mut self, guard: SyncOnDrop<'a>) {
+        if let Some(slot) = self.guards.iter_mut().find(|g| g.is_none()) {
+            *slot = Some(guard);
+        }
+    }
+
+    #[inline(always)]
+    fn span<T>(&mut self, p: u64, len: usize) {
+        if self.nspans < self.spans.len() {
+            self.spans[self.nspans] = (p, len * std::mem::size_of::<T>());
+            self.nspans += 1;
+        }
+    }
+
+    /// A buffer the call reads: its device address on the call's stream.
+    #[inline(always)]
+    fn read<T>(&mut self, buf: &'a impl DevicePtr<T>) -> u64 {
+        let (p, g) = buf.device_ptr(self.stream);
+        self.keep(g);
+        self.span::<T>(p, buf.len());
+        p
+    }
+
+    /// A buffer the call writes: its device address on the call's stream.
+    #[inline(always)]
+    fn write<T>(&mut self, buf: &'a mut impl DevicePtrMut<T>) -> u64 {
+        let len = buf.len();
+        let (p, g) = buf.device_ptr_mut(self.stream);
+        self.keep(g);
+        self.span::<T>(p, len);
+        p
+    }
+
+    /// The raw reduction for element type `T`, checked; a device scalar of a
+    /// custom op is read by the call, so cudarc orders it like a buffer.
+    #[inline(always)]
+    fn reduction<T: NcclType>(&mut self, op: ReduceOp<'a>) -> Result<sys::ncclRedOp_t> {
+        let raw = op.raw_for::<T>(self.op, self.comm)?;
+        if let ReduceOp::PreMulSum(p) = op {
+            if let Some(g) = p.scalar_use(self.stream) {
+                self.keep(g);
+            }
+        }
+        Ok(raw)
+    }
+
+    /// Out-of-place buffers must not overlap.
+    #[inline(always)]
+    fn disjoint(&self) -> Result<()> {
+        if self.nspans == 2 {
+            contract::disjoint(self.op, self.spans[0], self.spans[1])
         } else {
             Ok(())
         }
     }
 
-    /// `ncclSend` of `n` elements at `ptr` to `peer`.
-    ///
-    /// # Safety
-    /// `ptr` must hold `n` elements of `T` on this communicator's GPU until
-    /// the send has run on `stream`; `peer < world`.
-    #[inline(always)]
-    unsafe fn send_raw<T: NcclType>(
-        &self,
-        ptr: *mut core::ffi::c_void,
-        n: usize,
-        peer: usize,
-        stream: &CudaStream,
-    ) -> Result<()> {
-        // SAFETY: as the caller promises.
-        let r = unsafe {
-            sys::ncclSend(
-                ptr,
-                n,
-                T::DATATYPE,
-                peer as i32,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclSend", r)
+    fn raw_stream(&self) -> sys::cudaStream_t {
+        self.stream.cu_stream() as sys::cudaStream_t
     }
 
-    /// `ncclRecv` of `n` elements into `ptr` from `peer`.
-    ///
-    /// # Safety
-    /// As [`Comm::send_raw`], for writing.
+    /// Makes the NCCL call `api` (given the raw communicator and stream) and
+    /// turns its result into a `Result`. A non-blocking communicator still
+    /// enqueuing is waited for (up to its timeout) outside a group, and at the
+    /// group's end inside one. Cudarc's guards are released after that, or
+    /// handed to the group.
     #[inline(always)]
-    unsafe fn recv_raw<T: NcclType>(
-        &self,
-        ptr: *mut core::ffi::c_void,
-        n: usize,
-        peer: usize,
-        stream: &CudaStream,
+    fn run(
+        self,
+        api: &'static str,
+        f: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> sys::ncclResult_t,
     ) -> Result<()> {
-        // SAFETY: as the caller promises.
-        let r = unsafe {
-            sys::ncclRecv(
-                ptr,
-                n,
-                T::DATATYPE,
-                peer as i32,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclRecv", r)
+        self.disjoint()?;
+        let r = f(self.comm.as_raw(), self.raw_stream());
+        self.finish(api, r)
     }
 
-    #[inline(always)]
-    fn done(&self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
-        if r == sys::ncclResult_t::ncclSuccess {
-            return Ok(());
+    /// Like [`Call::run`] for a collective made of several NCCL calls
+    /// (`f` makes them with [`Call::nccl`]): one launch, in a group of their
+    /// own or in the caller's.
+    fn run_many(self, api: &'static str, f: impl FnOnce(&Call<'a>) -> Result<()>) -> Result<()> {
+        self.disjoint()?;
+        let r = calls_as_one(self.comm, self.group.is_some(), api, || f(&self));
+        match r {
+            Ok(()) => self.finish(api, sys::ncclResult_t::ncclSuccess),
+            Err(e) => Err(e),
         }
-        // a non-blocking communicator still enqueuing: wait (with its timeout)
-        if r == sys::ncclResult_t::ncclInProgress {
-            // inside a group, the group's end waits for it
-            if crate::group::in_group() {
-                return Ok(());
+    }
+
+    /// One NCCL call of a [`Call::run_many`] collective.
+    fn nccl(
+        &self,
+        api: &'static str,
+        f: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> sys::ncclResult_t,
+    ) -> Result<()> {
+        let r = f(self.comm.as_raw(), self.raw_stream());
+        match r {
+            sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress => Ok(()),
+            r => check_comm(api, r, self.comm.as_raw()),
+        }
+    }
+
+    #[inline(always)]
+    fn finish(self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
+        let Call {
+            comm,
+            group,
+            guards,
+            ..
+        } = self;
+        match group {
+            Some(g) => {
+                if !comm.is_blocking() {
+                    g.note(comm);
+                }
+                for guard in guards.into_iter().flatten() {
+                    g.keep(guard);
+                }
+                match r {
+                    // the group's end waits for a non-blocking communicator
+                    sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress => Ok(()),
+                    r => check_comm(api, r, comm.as_raw()),
+                }
             }
-            return self.settle(api, r);
+            None => {
+                let out = if r == sys::ncclResult_t::ncclSuccess {
+                    Ok(())
+                } else {
+                    comm.settle(api, r)
+                };
+                // enqueued (or failed): cudarc may record the uses now
+                drop(guards);
+                out
+            }
         }
-        check_comm(api, r, self.as_raw())
     }
+}
 
+#[cold]
+fn wrong_stream(comm: &Comm, op: &'static str, stream: &CudaStream) -> Error {
+    Error::invalid(
+        op,
+        "stream",
+        format!("a stream of this communicator's GPU {}", comm.device()),
+        format!("a stream of GPU {}", stream.context().ordinal()),
+    )
+}
+
+// SAFETY (for every NCCL call below): the funnel has checked that the
+// communicator is live and used by this thread only (`Comm` is !Sync), that
+// the stream belongs to its GPU, and each collective has checked the lengths
+// its NCCL function reads and writes (element counts and `root`/`peer`
+// against the world size) before the call. The buffers, the communicator, a
+// custom op and the stream are borrowed for 'a: until the call returns, or,
+// inside a group, until the group's end has enqueued the kernels (NCCL may
+// defer the enqueue to `ncclGroupEnd`). Cudarc frees a buffer stream-ordered
+// after the events its guards record, and those guards are dropped only after
+// the enqueue, so memory is never freed before the kernel that uses it.
+impl Comm {
     /// All-reduce: every rank's `recv` becomes the reduction over ranks of
     /// their `send` (`ncclAllReduce`).
     ///
+    /// `stream` is where the call is enqueued: a `&CudaStream` (now) or, in
+    /// a [`group`](crate::group), `g.on(&stream)` (at the group's end). The
+    /// same holds for every call of this kind.
+    ///
     /// # Errors
     /// `InvalidArgument` for different lengths, overlapping buffers, a stream
-    /// of another GPU, or a custom op of another communicator or type.
-    pub fn all_reduce<T: NcclType>(
-        &self,
-        send: &impl DevicePtr<T>,
-        recv: &mut impl DevicePtrMut<T>,
-        op: ReduceOp<'_>,
-        stream: &CudaStream,
+    /// of another GPU, or a custom op of another communicator or type;
+    /// `InGroup` for a bare stream inside a group.
+    pub fn all_reduce<'a, T: NcclType>(
+        &'a self,
+        send: &'a impl DevicePtr<T>,
+        recv: &'a mut impl DevicePtrMut<T>,
+        op: ReduceOp<'a>,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
-        const OP: &str = "all_reduce";
-        self.stream_ok(OP, stream)?;
-        contract::same_len(OP, send.len(), recv.len())?;
-        let rop = op.raw_for::<T>(OP, self)?;
-        self.type_ok::<T>()?;
+        let mut c = Call::begin::<T>(self, "all_reduce", stream)?;
+        contract::same_len("all_reduce", send.len(), recv.len())?;
+        let rop = c.reduction::<T>(op)?;
         let n = send.len();
-        let (s, _gs) = send.device_ptr(stream);
-        let (d, _gd) = recv.device_ptr_mut(stream);
-        contract::disjoint(OP, (s, bytes::<T>(n)), (d, bytes::<T>(n)))?;
-        // SAFETY: both buffers hold n elements of T on this communicator's GPU
-        // (stream checked), stay borrowed until the call has been enqueued, and
-        // cudarc orders later uses after it on the stream.
-        let r = unsafe {
-            sys::ncclAllReduce(
-                vp(s),
-                vp(d),
-                n,
-                T::DATATYPE,
-                rop,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclAllReduce", r)
+        let (s, d) = (c.read(send), c.write(recv));
+        c.run("ncclAllReduce", |comm, st| {
+            // SAFETY: see the note above `impl Comm`; send and recv hold n.
+            unsafe { sys::ncclAllReduce(vp(s), vp(d), n, T::DATATYPE, rop, comm, st) }
+        })
     }
 
     /// In-place all-reduce of `buf`.
     ///
     /// # Errors
     /// As [`Comm::all_reduce`].
-    pub fn all_reduce_in_place<T: NcclType>(
-        &self,
-        buf: &mut impl DevicePtrMut<T>,
-        op: ReduceOp<'_>,
-        stream: &CudaStream,
+    pub fn all_reduce_in_place<'a, T: NcclType>(
+        &'a self,
+        buf: &'a mut impl DevicePtrMut<T>,
+        op: ReduceOp<'a>,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
-        const OP: &str = "all_reduce_in_place";
-        self.stream_ok(OP, stream)?;
-        let rop = op.raw_for::<T>(OP, self)?;
-        self.type_ok::<T>()?;
+        let mut c = Call::begin::<T>(self, "all_reduce_in_place", stream)?;
+        let rop = c.reduction::<T>(op)?;
         let n = buf.len();
-        let (d, _g) = buf.device_ptr_mut(stream);
-        // SAFETY: as all_reduce, with sendbuff == recvbuff (NCCL's in-place form).
-        let r = unsafe {
-            sys::ncclAllReduce(
-                vp(d),
-                vp(d),
-                n,
-                T::DATATYPE,
-                rop,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclAllReduce", r)
+        let d = c.write(buf);
+        c.run("ncclAllReduce", |comm, st| {
+            // SAFETY: see above; sendbuff == recvbuff is NCCL's in-place form.
+            unsafe { sys::ncclAllReduce(vp(d), vp(d), n, T::DATATYPE, rop, comm, st) }
+        })
     }
 
     /// Broadcast: the root's `send` lands in every rank's `recv`
@@ -225,66 +310,44 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` for `root >= world`, different lengths, overlap, or a
     /// stream of another GPU.
-    pub fn broadcast<T: NcclType>(
-        &self,
-        send: &impl DevicePtr<T>,
-        recv: &mut impl DevicePtrMut<T>,
+    pub fn broadcast<'a, T: NcclType>(
+        &'a self,
+        send: &'a impl DevicePtr<T>,
+        recv: &'a mut impl DevicePtrMut<T>,
         root: usize,
-        stream: &CudaStream,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "broadcast";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, OP, stream)?;
         contract::rank_arg(OP, "root", root, self.world_size())?;
         contract::same_len(OP, send.len(), recv.len())?;
-        self.type_ok::<T>()?;
         let n = recv.len();
-        let (s, _gs) = send.device_ptr(stream);
-        let (d, _gd) = recv.device_ptr_mut(stream);
-        contract::disjoint(OP, (s, bytes::<T>(n)), (d, bytes::<T>(n)))?;
-        // SAFETY: as all_reduce; root < world checked.
-        let r = unsafe {
-            sys::ncclBroadcast(
-                vp(s),
-                vp(d),
-                n,
-                T::DATATYPE,
-                root as i32,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclBroadcast", r)
+        let (s, d) = (c.read(send), c.write(recv));
+        c.run("ncclBroadcast", |comm, st| {
+            // SAFETY: see above; root < world, both hold n.
+            unsafe { sys::ncclBroadcast(vp(s), vp(d), n, T::DATATYPE, root as i32, comm, st) }
+        })
     }
 
     /// In-place broadcast: the root's `buf` is copied into every rank's `buf`.
     ///
     /// # Errors
     /// As [`Comm::broadcast`].
-    pub fn broadcast_in_place<T: NcclType>(
-        &self,
-        buf: &mut impl DevicePtrMut<T>,
+    pub fn broadcast_in_place<'a, T: NcclType>(
+        &'a self,
+        buf: &'a mut impl DevicePtrMut<T>,
         root: usize,
-        stream: &CudaStream,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "broadcast_in_place";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, OP, stream)?;
         contract::rank_arg(OP, "root", root, self.world_size())?;
-        self.type_ok::<T>()?;
         let n = buf.len();
-        let (d, _g) = buf.device_ptr_mut(stream);
-        // SAFETY: as broadcast, in place.
-        let r = unsafe {
-            sys::ncclBroadcast(
-                vp(d),
-                vp(d),
-                n,
-                T::DATATYPE,
-                root as i32,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclBroadcast", r)
+        let d = c.write(buf);
+        c.run("ncclBroadcast", |comm, st| {
+            // SAFETY: see above; in place.
+            unsafe { sys::ncclBroadcast(vp(d), vp(d), n, T::DATATYPE, root as i32, comm, st) }
+        })
     }
 
     /// Reduce: the reduction of every rank's `send` lands in the root's
@@ -294,17 +357,18 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` for `root >= world`, `None` at the root, a wrong
     /// length, overlap, or a stream of another GPU.
-    pub fn reduce<T: NcclType, R: DevicePtrMut<T>>(
-        &self,
-        send: &impl DevicePtr<T>,
-        recv: Option<&mut R>,
-        op: ReduceOp<'_>,
+    pub fn reduce<'a, T: NcclType, R: DevicePtrMut<T>>(
+        &'a self,
+        send: &'a impl DevicePtr<T>,
+        recv: Option<&'a mut R>,
+        op: ReduceOp<'a>,
         root: usize,
-        stream: &CudaStream,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "reduce";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, OP, stream)?;
         contract::rank_arg(OP, "root", root, self.world_size())?;
+        let n = send.len();
         if self.rank() == root && recv.is_none() {
             return Err(Error::invalid(
                 OP,
@@ -313,70 +377,43 @@ impl Comm {
                 "None",
             ));
         }
-        let rop = op.raw_for::<T>(OP, self)?;
-        self.type_ok::<T>()?;
-        let n = send.len();
-        let (s, _gs) = send.device_ptr(stream);
-        let (d, _gd) = match recv {
-            Some(r) => {
-                contract::same_len(OP, n, r.len())?;
-                let (d, g) = r.device_ptr_mut(stream);
-                (d, Some(g))
-            }
-            None => (0, None),
-        };
-        if d != 0 {
-            contract::disjoint(OP, (s, bytes::<T>(n)), (d, bytes::<T>(n)))?;
+        if let Some(r) = &recv {
+            contract::same_len(OP, n, r.len())?;
         }
-        // SAFETY: send holds n elements; recv (read only at the root, where it
-        // was checked to exist with n elements) may be null elsewhere.
-        let r = unsafe {
-            sys::ncclReduce(
-                vp(s),
-                vp(d),
-                n,
-                T::DATATYPE,
-                rop,
-                root as i32,
-                self.as_raw(),
-                raw_stream(stream),
-            )
+        let rop = c.reduction::<T>(op)?;
+        let s = c.read(send);
+        let d = match recv {
+            Some(r) => c.write(r),
+            None => 0,
         };
-        self.done("ncclReduce", r)
+        c.run("ncclReduce", |comm, st| {
+            // SAFETY: see above; send holds n; recv (written only at the
+            // root, where it holds n) may be null elsewhere.
+            unsafe { sys::ncclReduce(vp(s), vp(d), n, T::DATATYPE, rop, root as i32, comm, st) }
+        })
     }
 
     /// In-place reduce into the root's `buf`.
     ///
     /// # Errors
     /// As [`Comm::reduce`].
-    pub fn reduce_in_place<T: NcclType>(
-        &self,
-        buf: &mut impl DevicePtrMut<T>,
-        op: ReduceOp<'_>,
+    pub fn reduce_in_place<'a, T: NcclType>(
+        &'a self,
+        buf: &'a mut impl DevicePtrMut<T>,
+        op: ReduceOp<'a>,
         root: usize,
-        stream: &CudaStream,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "reduce_in_place";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, OP, stream)?;
         contract::rank_arg(OP, "root", root, self.world_size())?;
-        let rop = op.raw_for::<T>(OP, self)?;
-        self.type_ok::<T>()?;
+        let rop = c.reduction::<T>(op)?;
         let n = buf.len();
-        let (d, _g) = buf.device_ptr_mut(stream);
-        // SAFETY: as reduce, in place.
-        let r = unsafe {
-            sys::ncclReduce(
-                vp(d),
-                vp(d),
-                n,
-                T::DATATYPE,
-                rop,
-                root as i32,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclReduce", r)
+        let d = c.write(buf);
+        c.run("ncclReduce", |comm, st| {
+            // SAFETY: see above; in place.
+            unsafe { sys::ncclReduce(vp(d), vp(d), n, T::DATATYPE, rop, root as i32, comm, st) }
+        })
     }
 
     /// All-gather: rank `i`'s `send` lands in chunk `i` of every rank's
@@ -384,33 +421,20 @@ impl Comm {
     ///
     /// # Errors
     /// `InvalidArgument` for wrong lengths, overlap, or a stream of another GPU.
-    pub fn all_gather<T: NcclType>(
-        &self,
-        send: &impl DevicePtr<T>,
-        recv: &mut impl DevicePtrMut<T>,
-        stream: &CudaStream,
+    pub fn all_gather<'a, T: NcclType>(
+        &'a self,
+        send: &'a impl DevicePtr<T>,
+        recv: &'a mut impl DevicePtrMut<T>,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
-        const OP: &str = "all_gather";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, "all_gather", stream)?;
         contract::all_gather(send.len(), recv.len(), self.world_size())?;
-        self.type_ok::<T>()?;
         let n = send.len();
-        let (s, _gs) = send.device_ptr(stream);
-        let rn = recv.len();
-        let (d, _gd) = recv.device_ptr_mut(stream);
-        contract::disjoint(OP, (s, bytes::<T>(n)), (d, bytes::<T>(rn)))?;
-        // SAFETY: send holds n and recv n × world elements (checked).
-        let r = unsafe {
-            sys::ncclAllGather(
-                vp(s),
-                vp(d),
-                n,
-                T::DATATYPE,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclAllGather", r)
+        let (s, d) = (c.read(send), c.write(recv));
+        c.run("ncclAllGather", |comm, st| {
+            // SAFETY: see above; send holds n and recv n × world.
+            unsafe { sys::ncclAllGather(vp(s), vp(d), n, T::DATATYPE, comm, st) }
+        })
     }
 
     /// In-place all-gather: `buf` holds `world` chunks, this rank's chunk
@@ -418,28 +442,21 @@ impl Comm {
     ///
     /// # Errors
     /// `InvalidArgument` when `buf.len()` is not a multiple of `world`.
-    pub fn all_gather_in_place<T: NcclType>(
-        &self,
-        buf: &mut impl DevicePtrMut<T>,
-        stream: &CudaStream,
+    pub fn all_gather_in_place<'a, T: NcclType>(
+        &'a self,
+        buf: &'a mut impl DevicePtrMut<T>,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "all_gather_in_place";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, OP, stream)?;
         let chunk = contract::chunked(OP, buf.len(), self.world_size())?;
-        self.type_ok::<T>()?;
-        let (d, _g) = buf.device_ptr_mut(stream);
-        // SAFETY: sendbuff = recvbuff + rank × chunk, NCCL's in-place layout.
-        let r = unsafe {
-            sys::ncclAllGather(
-                at::<T>(d, self.rank() * chunk),
-                vp(d),
-                chunk,
-                T::DATATYPE,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclAllGather", r)
+        let own = self.rank() * chunk;
+        let d = c.write(buf);
+        c.run("ncclAllGather", |comm, st| {
+            // SAFETY: see above; sendbuff = recvbuff + rank × chunk is NCCL's
+            // in-place layout, in bounds (world chunks).
+            unsafe { sys::ncclAllGather(at::<T>(d, own), vp(d), chunk, T::DATATYPE, comm, st) }
+        })
     }
 
     /// Reduce-scatter: chunk `i` of the reduction of every rank's `send`
@@ -449,35 +466,22 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` for wrong lengths, overlap, a stream of another GPU,
     /// or a custom op of another communicator or type.
-    pub fn reduce_scatter<T: NcclType>(
-        &self,
-        send: &impl DevicePtr<T>,
-        recv: &mut impl DevicePtrMut<T>,
-        op: ReduceOp<'_>,
-        stream: &CudaStream,
+    pub fn reduce_scatter<'a, T: NcclType>(
+        &'a self,
+        send: &'a impl DevicePtr<T>,
+        recv: &'a mut impl DevicePtrMut<T>,
+        op: ReduceOp<'a>,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
-        const OP: &str = "reduce_scatter";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, "reduce_scatter", stream)?;
         contract::reduce_scatter(send.len(), recv.len(), self.world_size())?;
-        let rop = op.raw_for::<T>(OP, self)?;
-        self.type_ok::<T>()?;
+        let rop = c.reduction::<T>(op)?;
         let n = recv.len();
-        let (s, _gs) = send.device_ptr(stream);
-        let (d, _gd) = recv.device_ptr_mut(stream);
-        contract::disjoint(OP, (s, bytes::<T>(send.len())), (d, bytes::<T>(n)))?;
-        // SAFETY: send holds n × world and recv n elements (checked).
-        let r = unsafe {
-            sys::ncclReduceScatter(
-                vp(s),
-                vp(d),
-                n,
-                T::DATATYPE,
-                rop,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclReduceScatter", r)
+        let (s, d) = (c.read(send), c.write(recv));
+        c.run("ncclReduceScatter", |comm, st| {
+            // SAFETY: see above; send holds n × world and recv n.
+            unsafe { sys::ncclReduceScatter(vp(s), vp(d), n, T::DATATYPE, rop, comm, st) }
+        })
     }
 
     /// In-place reduce-scatter: `buf` holds `world` chunks; afterwards chunk
@@ -486,31 +490,25 @@ impl Comm {
     ///
     /// # Errors
     /// `InvalidArgument` when `buf.len()` is not a multiple of `world`.
-    pub fn reduce_scatter_in_place<T: NcclType>(
-        &self,
-        buf: &mut impl DevicePtrMut<T>,
-        op: ReduceOp<'_>,
-        stream: &CudaStream,
+    pub fn reduce_scatter_in_place<'a, T: NcclType>(
+        &'a self,
+        buf: &'a mut impl DevicePtrMut<T>,
+        op: ReduceOp<'a>,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "reduce_scatter_in_place";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, OP, stream)?;
         let chunk = contract::chunked(OP, buf.len(), self.world_size())?;
-        let rop = op.raw_for::<T>(OP, self)?;
-        self.type_ok::<T>()?;
-        let (d, _g) = buf.device_ptr_mut(stream);
-        // SAFETY: recvbuff = sendbuff + rank × chunk, NCCL's in-place layout.
-        let r = unsafe {
-            sys::ncclReduceScatter(
-                vp(d),
-                at::<T>(d, self.rank() * chunk),
-                chunk,
-                T::DATATYPE,
-                rop,
-                self.as_raw(),
-                raw_stream(stream),
-            )
-        };
-        self.done("ncclReduceScatter", r)
+        let rop = c.reduction::<T>(op)?;
+        let own = self.rank() * chunk;
+        let d = c.write(buf);
+        c.run("ncclReduceScatter", |comm, st| {
+            // SAFETY: see above; recvbuff = sendbuff + rank × chunk is NCCL's
+            // in-place layout, in bounds (world chunks).
+            unsafe {
+                sys::ncclReduceScatter(vp(d), at::<T>(d, own), chunk, T::DATATYPE, rop, comm, st)
+            }
+        })
     }
 
     /// Sends `buf` to rank `peer` (`ncclSend`); the peer posts a matching
@@ -519,39 +517,40 @@ impl Comm {
     ///
     /// # Errors
     /// `InvalidArgument` for `peer >= world` or a stream of another GPU.
-    pub fn send<T: NcclType>(
-        &self,
-        buf: &impl DevicePtr<T>,
+    pub fn send<'a, T: NcclType>(
+        &'a self,
+        buf: &'a impl DevicePtr<T>,
         peer: usize,
-        stream: &CudaStream,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
-        const OP: &str = "send";
-        self.stream_ok(OP, stream)?;
-        contract::rank_arg(OP, "peer", peer, self.world_size())?;
-        self.type_ok::<T>()?;
-        let (s, _g) = buf.device_ptr(stream);
-        // SAFETY: buf holds len() elements of T; peer < world checked.
-        unsafe { self.send_raw::<T>(vp(s), buf.len(), peer, stream) }
+        let mut c = Call::begin::<T>(self, "send", stream)?;
+        contract::rank_arg("send", "peer", peer, self.world_size())?;
+        let n = buf.len();
+        let s = c.read(buf);
+        c.run("ncclSend", |comm, st| {
+            // SAFETY: see above; buf holds n; peer < world.
+            unsafe { sys::ncclSend(vp(s), n, T::DATATYPE, peer as i32, comm, st) }
+        })
     }
 
     /// Receives into `buf` from rank `peer` (`ncclRecv`).
     ///
     /// # Errors
     /// `InvalidArgument` for `peer >= world` or a stream of another GPU.
-    pub fn recv<T: NcclType>(
-        &self,
-        buf: &mut impl DevicePtrMut<T>,
+    pub fn recv<'a, T: NcclType>(
+        &'a self,
+        buf: &'a mut impl DevicePtrMut<T>,
         peer: usize,
-        stream: &CudaStream,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
-        const OP: &str = "recv";
-        self.stream_ok(OP, stream)?;
-        contract::rank_arg(OP, "peer", peer, self.world_size())?;
-        self.type_ok::<T>()?;
+        let mut c = Call::begin::<T>(self, "recv", stream)?;
+        contract::rank_arg("recv", "peer", peer, self.world_size())?;
         let n = buf.len();
-        let (d, _g) = buf.device_ptr_mut(stream);
-        // SAFETY: buf holds n elements of T; peer < world checked.
-        unsafe { self.recv_raw::<T>(vp(d), n, peer, stream) }
+        let d = c.write(buf);
+        c.run("ncclRecv", |comm, st| {
+            // SAFETY: see above; buf holds n; peer < world.
+            unsafe { sys::ncclRecv(vp(d), n, T::DATATYPE, peer as i32, comm, st) }
+        })
     }
 
     /// All-to-all: chunk `j` of rank `i`'s `send` lands in chunk `i` of rank
@@ -560,42 +559,50 @@ impl Comm {
     ///
     /// # Errors
     /// `InvalidArgument` for wrong lengths, overlap, or a stream of another GPU.
-    pub fn all_to_all<T: NcclType>(
-        &self,
-        send: &impl DevicePtr<T>,
-        recv: &mut impl DevicePtrMut<T>,
-        stream: &CudaStream,
+    pub fn all_to_all<'a, T: NcclType>(
+        &'a self,
+        send: &'a impl DevicePtr<T>,
+        recv: &'a mut impl DevicePtrMut<T>,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
-        const OP: &str = "all_to_all";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, "all_to_all", stream)?;
         let chunk = contract::all_to_all(send.len(), recv.len(), self.world_size())?;
-        self.type_ok::<T>()?;
-        let (s, _gs) = send.device_ptr(stream);
-        let (d, _gd) = recv.device_ptr_mut(stream);
-        contract::disjoint(OP, (s, bytes::<T>(send.len())), (d, bytes::<T>(send.len())))?;
+        let (s, d) = (c.read(send), c.write(recv));
         #[cfg(nccl_2_28)]
         if runtime_has(28) {
-            // SAFETY: both buffers hold chunk × world elements (checked).
-            let r = unsafe {
-                sys::ncclAlltoAll(
-                    vp(s),
-                    vp(d),
-                    chunk,
-                    T::DATATYPE,
-                    self.as_raw(),
-                    raw_stream(stream),
-                )
-            };
-            return self.done("ncclAlltoAll", r);
+            return c.run("ncclAlltoAll", |comm, st| {
+                // SAFETY: see above; both hold chunk × world.
+                unsafe { sys::ncclAlltoAll(vp(s), vp(d), chunk, T::DATATYPE, comm, st) }
+            });
         }
-        let g = GroupGuard::start()?;
-        for p in 0..self.world_size() {
-            // SAFETY: chunk p of each buffer is in bounds (chunk × world elements).
-            unsafe { self.send_raw::<T>(at::<T>(s, p * chunk), chunk, p, stream) }?;
-            // SAFETY: as above.
-            unsafe { self.recv_raw::<T>(at::<T>(d, p * chunk), chunk, p, stream) }?;
-        }
-        g.end()
+        let world = self.world_size();
+        c.run_many("ncclGroupEnd", |c| {
+            for p in 0..world {
+                // SAFETY: see above; chunk p of each buffer is in bounds.
+                c.nccl("ncclSend", |comm, st| unsafe {
+                    sys::ncclSend(
+                        at::<T>(s, p * chunk),
+                        chunk,
+                        T::DATATYPE,
+                        p as i32,
+                        comm,
+                        st,
+                    )
+                })?;
+                // SAFETY: as above.
+                c.nccl("ncclRecv", |comm, st| unsafe {
+                    sys::ncclRecv(
+                        at::<T>(d, p * chunk),
+                        chunk,
+                        T::DATATYPE,
+                        p as i32,
+                        comm,
+                        st,
+                    )
+                })?;
+            }
+            Ok(())
+        })
     }
 
     /// Gather: rank `i`'s `send` lands in chunk `i` of the root's `recv`
@@ -605,67 +612,45 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` for `root >= world`, `None` or a wrong length at the
     /// root, overlap, or a stream of another GPU.
-    pub fn gather<T: NcclType, R: DevicePtrMut<T>>(
-        &self,
-        send: &impl DevicePtr<T>,
-        recv: Option<&mut R>,
+    pub fn gather<'a, T: NcclType, R: DevicePtrMut<T>>(
+        &'a self,
+        send: &'a impl DevicePtr<T>,
+        recv: Option<&'a mut R>,
         root: usize,
-        stream: &CudaStream,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "gather";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, OP, stream)?;
         contract::rank_arg(OP, "root", root, self.world_size())?;
-        let is_root = self.rank() == root;
-        contract::rooted(
-            OP,
-            send.len(),
-            recv.as_ref().map(|r| r.len()),
-            is_root,
-            self.world_size(),
-        )?;
-        self.type_ok::<T>()?;
+        let (world, at_root) = (self.world_size(), self.rank() == root);
         let n = send.len();
-        let (s, _gs) = send.device_ptr(stream);
-        let (d, _gd) = match recv {
-            Some(r) if is_root => {
-                let (d, g) = r.device_ptr_mut(stream);
-                (d, Some(g))
-            }
-            _ => (0, None),
+        contract::rooted(OP, n, recv.as_ref().map(|r| r.len()), at_root, world)?;
+        let s = c.read(send);
+        let d = match recv {
+            Some(r) if at_root => c.write(r),
+            _ => 0,
         };
-        if d != 0 {
-            contract::disjoint(
-                OP,
-                (s, bytes::<T>(n)),
-                (d, bytes::<T>(n * self.world_size())),
-            )?;
-        }
         #[cfg(nccl_2_28)]
         if runtime_has(28) {
-            // SAFETY: send holds n elements; at the root recv holds n × world.
-            let r = unsafe {
-                sys::ncclGather(
-                    vp(s),
-                    vp(d),
-                    n,
-                    T::DATATYPE,
-                    root as i32,
-                    self.as_raw(),
-                    raw_stream(stream),
-                )
-            };
-            return self.done("ncclGather", r);
+            return c.run("ncclGather", |comm, st| {
+                // SAFETY: see above; send holds n; at the root recv holds n × world.
+                unsafe { sys::ncclGather(vp(s), vp(d), n, T::DATATYPE, root as i32, comm, st) }
+            });
         }
-        let g = GroupGuard::start()?;
-        if is_root {
-            for p in 0..self.world_size() {
-                // SAFETY: chunk p of recv is in bounds at the root.
-                unsafe { self.recv_raw::<T>(at::<T>(d, p * n), n, p, stream) }?;
+        c.run_many("ncclGroupEnd", |c| {
+            if at_root {
+                for p in 0..world {
+                    // SAFETY: see above; chunk p of recv is in bounds at the root.
+                    c.nccl("ncclRecv", |comm, st| unsafe {
+                        sys::ncclRecv(at::<T>(d, p * n), n, T::DATATYPE, p as i32, comm, st)
+                    })?;
+                }
             }
-        }
-        // SAFETY: send holds n elements.
-        unsafe { self.send_raw::<T>(vp(s), n, root, stream) }?;
-        g.end()
+            // SAFETY: see above; send holds n.
+            c.nccl("ncclSend", |comm, st| unsafe {
+                sys::ncclSend(vp(s), n, T::DATATYPE, root as i32, comm, st)
+            })
+        })
     }
 
     /// Scatter: chunk `i` of the root's `send` (`Some` at the root,
@@ -675,67 +660,45 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` for `root >= world`, `None` or a wrong length at the
     /// root, overlap, or a stream of another GPU.
-    pub fn scatter<T: NcclType, S: DevicePtr<T>>(
-        &self,
-        send: Option<&S>,
-        recv: &mut impl DevicePtrMut<T>,
+    pub fn scatter<'a, T: NcclType, S: DevicePtr<T>>(
+        &'a self,
+        send: Option<&'a S>,
+        recv: &'a mut impl DevicePtrMut<T>,
         root: usize,
-        stream: &CudaStream,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "scatter";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, OP, stream)?;
         contract::rank_arg(OP, "root", root, self.world_size())?;
-        let is_root = self.rank() == root;
-        contract::rooted(
-            OP,
-            recv.len(),
-            send.map(|s| s.len()),
-            is_root,
-            self.world_size(),
-        )?;
-        self.type_ok::<T>()?;
+        let (world, at_root) = (self.world_size(), self.rank() == root);
         let n = recv.len();
-        let (s, _gs) = match send {
-            Some(sb) if is_root => {
-                let (p, g) = sb.device_ptr(stream);
-                (p, Some(g))
-            }
-            _ => (0, None),
+        contract::rooted(OP, n, send.map(|s| s.len()), at_root, world)?;
+        let s = match send {
+            Some(sb) if at_root => c.read(sb),
+            _ => 0,
         };
-        let (d, _gd) = recv.device_ptr_mut(stream);
-        if s != 0 {
-            contract::disjoint(
-                OP,
-                (s, bytes::<T>(n * self.world_size())),
-                (d, bytes::<T>(n)),
-            )?;
-        }
+        let d = c.write(recv);
         #[cfg(nccl_2_28)]
         if runtime_has(28) {
-            // SAFETY: recv holds n elements; at the root send holds n × world.
-            let r = unsafe {
-                sys::ncclScatter(
-                    vp(s),
-                    vp(d),
-                    n,
-                    T::DATATYPE,
-                    root as i32,
-                    self.as_raw(),
-                    raw_stream(stream),
-                )
-            };
-            return self.done("ncclScatter", r);
+            return c.run("ncclScatter", |comm, st| {
+                // SAFETY: see above; recv holds n; at the root send holds n × world.
+                unsafe { sys::ncclScatter(vp(s), vp(d), n, T::DATATYPE, root as i32, comm, st) }
+            });
         }
-        let g = GroupGuard::start()?;
-        if is_root {
-            for p in 0..self.world_size() {
-                // SAFETY: chunk p of send is in bounds at the root.
-                unsafe { self.send_raw::<T>(at::<T>(s, p * n), n, p, stream) }?;
+        c.run_many("ncclGroupEnd", |c| {
+            if at_root {
+                for p in 0..world {
+                    // SAFETY: see above; chunk p of send is in bounds at the root.
+                    c.nccl("ncclSend", |comm, st| unsafe {
+                        sys::ncclSend(at::<T>(s, p * n), n, T::DATATYPE, p as i32, comm, st)
+                    })?;
+                }
             }
-        }
-        // SAFETY: recv holds n elements.
-        unsafe { self.recv_raw::<T>(vp(d), n, root, stream) }?;
-        g.end()
+            // SAFETY: see above; recv holds n.
+            c.nccl("ncclRecv", |comm, st| unsafe {
+                sys::ncclRecv(vp(d), n, T::DATATYPE, root as i32, comm, st)
+            })
+        })
     }
 
     /// All-gather of uneven shards: rank `i` contributes `counts[i]` elements
@@ -745,54 +708,33 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` unless `counts` has one entry per rank, sums to
     /// `recv.len()` and `counts[rank] == send.len()`.
-    pub fn all_gather_v<T: NcclType>(
-        &self,
-        send: &impl DevicePtr<T>,
-        recv: &mut impl DevicePtrMut<T>,
+    pub fn all_gather_v<'a, T: NcclType>(
+        &'a self,
+        send: &'a impl DevicePtr<T>,
+        recv: &'a mut impl DevicePtrMut<T>,
         counts: &[usize],
-        stream: &CudaStream,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "all_gather_v";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, OP, stream)?;
         let offs = contract::v_counts(OP, "counts", counts, self.world_size(), recv.len())?;
-        if counts[self.rank()] != send.len() {
-            return Err(Error::invalid(
-                OP,
-                "send.len()",
-                format!("counts[rank] ({})", counts[self.rank()]),
-                send.len(),
-            ));
-        }
-        self.type_ok::<T>()?;
-        let (s, _gs) = send.device_ptr(stream);
-        let rn = recv.len();
-        let (d, _gd) = recv.device_ptr_mut(stream);
-        contract::disjoint(OP, (s, bytes::<T>(send.len())), (d, bytes::<T>(rn)))?;
-        let g = GroupGuard::start()?;
-        for (r, (&c, &o)) in counts.iter().zip(&offs).enumerate() {
-            if c == 0 {
-                continue;
+        contract::own_count(OP, "send.len()", counts[self.rank()], send.len())?;
+        let me = self.rank();
+        let (s, d) = (c.read(send), c.write(recv));
+        c.run_many("ncclGroupEnd", |c| {
+            for (r, (&n, &o)) in counts.iter().zip(&offs).enumerate() {
+                if n == 0 {
+                    continue;
+                }
+                let src = if r == me { vp(s) } else { at::<T>(d, o) };
+                // SAFETY: see above; shard r is in bounds of recv (offsets from
+                // checked counts); the root's source is its send of n elements.
+                c.nccl("ncclBroadcast", |comm, st| unsafe {
+                    sys::ncclBroadcast(src, at::<T>(d, o), n, T::DATATYPE, r as i32, comm, st)
+                })?;
             }
-            let src = if r == self.rank() {
-                vp(s)
-            } else {
-                at::<T>(d, o)
-            };
-            // SAFETY: shard r is in bounds of recv (offsets from checked counts);
-            // the root's source is its own send of counts[r] elements.
-            self.done("ncclBroadcast", unsafe {
-                sys::ncclBroadcast(
-                    src,
-                    at::<T>(d, o),
-                    c,
-                    T::DATATYPE,
-                    r as i32,
-                    self.as_raw(),
-                    raw_stream(stream),
-                )
-            })?;
-        }
-        g.end()
+            Ok(())
+        })
     }
 
     /// Reduce-scatter of uneven shards: `send` (of `sum(counts)` elements) is
@@ -802,52 +744,42 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` unless `counts` has one entry per rank, sums to
     /// `send.len()` and `counts[rank] == recv.len()`.
-    pub fn reduce_scatter_v<T: NcclType>(
-        &self,
-        send: &impl DevicePtr<T>,
-        recv: &mut impl DevicePtrMut<T>,
+    pub fn reduce_scatter_v<'a, T: NcclType>(
+        &'a self,
+        send: &'a impl DevicePtr<T>,
+        recv: &'a mut impl DevicePtrMut<T>,
         counts: &[usize],
-        op: ReduceOp<'_>,
-        stream: &CudaStream,
+        op: ReduceOp<'a>,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "reduce_scatter_v";
-        self.stream_ok(OP, stream)?;
+        let mut c = Call::begin::<T>(self, OP, stream)?;
         let offs = contract::v_counts(OP, "counts", counts, self.world_size(), send.len())?;
-        if counts[self.rank()] != recv.len() {
-            return Err(Error::invalid(
-                OP,
-                "recv.len()",
-                format!("counts[rank] ({})", counts[self.rank()]),
-                recv.len(),
-            ));
-        }
-        let rop = op.raw_for::<T>(OP, self)?;
-        self.type_ok::<T>()?;
-        let (s, _gs) = send.device_ptr(stream);
-        let rn = recv.len();
-        let (d, _gd) = recv.device_ptr_mut(stream);
-        contract::disjoint(OP, (s, bytes::<T>(send.len())), (d, bytes::<T>(rn)))?;
-        let g = GroupGuard::start()?;
-        for (r, (&c, &o)) in counts.iter().zip(&offs).enumerate() {
-            if c == 0 {
-                continue;
+        contract::own_count(OP, "recv.len()", counts[self.rank()], recv.len())?;
+        let rop = c.reduction::<T>(op)?;
+        let (s, d) = (c.read(send), c.write(recv));
+        c.run_many("ncclGroupEnd", |c| {
+            for (r, (&n, &o)) in counts.iter().zip(&offs).enumerate() {
+                if n == 0 {
+                    continue;
+                }
+                // SAFETY: see above; shard r of send is in bounds; recv (written
+                // only at root r, i.e. this rank for r == rank) holds counts[rank].
+                c.nccl("ncclReduce", |comm, st| unsafe {
+                    sys::ncclReduce(
+                        at::<T>(s, o),
+                        vp(d),
+                        n,
+                        T::DATATYPE,
+                        rop,
+                        r as i32,
+                        comm,
+                        st,
+                    )
+                })?;
             }
-            // SAFETY: shard r of send is in bounds; recv (read only at root r,
-            // this rank for r == rank) holds counts[rank] elements.
-            self.done("ncclReduce", unsafe {
-                sys::ncclReduce(
-                    at::<T>(s, o),
-                    vp(d),
-                    c,
-                    T::DATATYPE,
-                    rop,
-                    r as i32,
-                    self.as_raw(),
-                    raw_stream(stream),
-                )
-            })?;
-        }
-        g.end()
+            Ok(())
+        })
     }
 
     /// All-to-all of uneven shards: this rank sends `send_counts[j]` elements
@@ -859,46 +791,37 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` unless both count lists have one entry per rank and
     /// sum to their buffer's length.
-    pub fn all_to_all_v<T: NcclType>(
-        &self,
-        send: &impl DevicePtr<T>,
+    pub fn all_to_all_v<'a, T: NcclType>(
+        &'a self,
+        send: &'a impl DevicePtr<T>,
         send_counts: &[usize],
-        recv: &mut impl DevicePtrMut<T>,
+        recv: &'a mut impl DevicePtrMut<T>,
         recv_counts: &[usize],
-        stream: &CudaStream,
+        stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "all_to_all_v";
-        self.stream_ok(OP, stream)?;
-        let soff = contract::v_counts(
-            OP,
-            "send_counts",
-            send_counts,
-            self.world_size(),
-            send.len(),
-        )?;
-        let roff = contract::v_counts(
-            OP,
-            "recv_counts",
-            recv_counts,
-            self.world_size(),
-            recv.len(),
-        )?;
-        self.type_ok::<T>()?;
-        let (s, _gs) = send.device_ptr(stream);
-        let rn = recv.len();
-        let (d, _gd) = recv.device_ptr_mut(stream);
-        contract::disjoint(OP, (s, bytes::<T>(send.len())), (d, bytes::<T>(rn)))?;
-        let g = GroupGuard::start()?;
-        for p in 0..self.world_size() {
-            if send_counts[p] > 0 {
-                // SAFETY: shard p of send is in bounds (checked counts).
-                unsafe { self.send_raw::<T>(at::<T>(s, soff[p]), send_counts[p], p, stream) }?;
+        let mut c = Call::begin::<T>(self, OP, stream)?;
+        let world = self.world_size();
+        let soff = contract::v_counts(OP, "send_counts", send_counts, world, send.len())?;
+        let roff = contract::v_counts(OP, "recv_counts", recv_counts, world, recv.len())?;
+        let (s, d) = (c.read(send), c.write(recv));
+        c.run_many("ncclGroupEnd", |c| {
+            for p in 0..world {
+                let (sn, rn) = (send_counts[p], recv_counts[p]);
+                if sn > 0 {
+                    // SAFETY: see above; shard p of send is in bounds.
+                    c.nccl("ncclSend", |comm, st| unsafe {
+                        sys::ncclSend(at::<T>(s, soff[p]), sn, T::DATATYPE, p as i32, comm, st)
+                    })?;
+                }
+                if rn > 0 {
+                    // SAFETY: see above; shard p of recv is in bounds.
+                    c.nccl("ncclRecv", |comm, st| unsafe {
+                        sys::ncclRecv(at::<T>(d, roff[p]), rn, T::DATATYPE, p as i32, comm, st)
+                    })?;
+                }
             }
-            if recv_counts[p] > 0 {
-                // SAFETY: shard p of recv is in bounds (checked counts).
-                unsafe { self.recv_raw::<T>(at::<T>(d, roff[p]), recv_counts[p], p, stream) }?;
-            }
-        }
-        g.end()
+            Ok(())
+        })
     }
 }

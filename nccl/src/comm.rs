@@ -49,9 +49,14 @@ pub struct Comm {
     timeout: Option<Duration>,
 }
 
-// SAFETY: an NCCL communicator is not tied to the thread that created it; NCCL
-// only forbids concurrent use, which `&self`/`&mut self` plus `!Sync` (the raw
-// pointer field) rule out. The CUDA context is `Send` too.
+// SAFETY: NCCL ties a communicator to a GPU, not to a thread: any thread may
+// use it (this crate binds the communicator's CUDA context to the calling
+// thread before the calls that need it), and NCCL only forbids using one
+// communicator from several threads at once, which `!Sync` (the `Cell`) rules
+// out. No state of this crate outside the `Comm` refers to it: a group that
+// uses it borrows it (so it cannot move while the group is open), and the
+// thread-local group flag does not name communicators. The abort flag is an
+// `Arc<AtomicBool>`, and cudarc's `CudaContext` is `Send + Sync`.
 unsafe impl Send for Comm {}
 
 fn world_arg(op: &'static str, world: usize) -> Result<i32> {
@@ -110,6 +115,7 @@ impl Comm {
         config: &Config,
     ) -> Result<Comm> {
         const OP: &str = "init_rank";
+        crate::group::not_in_group(OP)?;
         let nranks = rank_args(OP, world, rank)?;
         checked_runtime()?;
         if let (true, Some(limit)) = (config.is_blocking(), config.timeout) {
@@ -149,6 +155,7 @@ impl Comm {
         config: &Config,
     ) -> Result<Comm> {
         const OP: &str = "init_rank_scalable";
+        crate::group::not_in_group(OP)?;
         crate::version::require("ncclCommInitRankScalable", crate::Version::new(2, 23, 0))?;
         let nranks = rank_args(OP, world, rank)?;
         if ids.is_empty() || ids.len() > i32::MAX as usize {
@@ -203,6 +210,7 @@ impl Comm {
     /// `InvalidArgument` for no contexts or the same GPU twice; NCCL's error.
     pub fn init_all(ctxs: &[Arc<CudaContext>]) -> Result<Vec<Comm>> {
         const OP: &str = "init_all";
+        crate::group::not_in_group(OP)?;
         let n = world_arg(OP, ctxs.len())?;
         let devs: Vec<i32> = ctxs.iter().map(|c| c.ordinal() as i32).collect();
         for (i, d) in devs.iter().enumerate() {
@@ -250,6 +258,7 @@ impl Comm {
         key: i32,
         config: Option<&Config>,
     ) -> Result<Option<Comm>> {
+        crate::group::not_in_group("split")?;
         let color = match color {
             Some(c) if c > i32::MAX as u32 => {
                 return Err(Error::invalid(
@@ -278,15 +287,9 @@ impl Comm {
             blocking: config.is_blocking(),
             timeout: config.timeout,
         };
-        if let Err(e) = child.settle("ncclCommSplit", r) {
-            if raw.is_null() {
-                // nothing to abort: report the parent's view of the error
-                std::mem::forget(child);
-            }
-            return Err(e);
-        }
+        // A null child (no color, or a failed split) drops as a no-op.
+        child.settle("ncclCommSplit", r)?;
         if raw.is_null() {
-            std::mem::forget(child);
             return Ok(None);
         }
         child.rank = child.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
@@ -313,6 +316,16 @@ impl Comm {
             return check_comm(api, r, self.raw.get());
         }
         self.live(api)?;
+        // SAFETY: a live communicator of this thread (Comm is !Sync).
+        unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
+    }
+
+    /// At the end of a group that NCCL answered with `ncclInProgress`: waits
+    /// for this (non-blocking) communicator, unless it was aborted meanwhile.
+    pub(crate) fn settle_after_group(&self, api: &'static str) -> Result<()> {
+        if self.raw.get().is_null() {
+            return Err(Error::Aborted { op: api });
+        }
         // SAFETY: a live communicator of this thread (Comm is !Sync).
         unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
     }
@@ -370,10 +383,11 @@ impl Comm {
     }
 
     /// Gives up ownership: the caller must finalize/destroy or abort it.
+    /// Null for a communicator that was aborted.
     pub fn into_raw(self) -> sys::ncclComm_t {
-        let raw = self.raw.get();
-        std::mem::forget(self);
-        raw
+        // `Drop` does nothing for a null handle; the context and the abort
+        // flag are released as usual.
+        self.raw.replace(std::ptr::null_mut())
     }
 
     /// Wraps a raw communicator.
@@ -407,6 +421,7 @@ impl Comm {
     /// NCCL's error from finalizing (e.g. a peer died), or `Timeout` for a
     /// non-blocking communicator that outlasts its configured timeout.
     pub fn finalize(self) -> Result<()> {
+        crate::group::not_in_group("finalize")?;
         self.live("finalize")?;
         let _ = self.ctx.bind_to_thread();
         // SAFETY: valid communicator, used by this thread only.
@@ -444,9 +459,6 @@ impl Comm {
         if self.raw.get().is_null() || self.abort.load(Ordering::Relaxed) {
             return Err(self.abort_now(op));
         }
-        if !self.blocking && crate::group::in_group() {
-            crate::group::note(self.raw.get(), &self.abort, self.timeout);
-        }
         Ok(())
     }
 
@@ -454,9 +466,16 @@ impl Comm {
     /// with [`Error::Aborted`]); returns that error for `op`.
     #[cold]
     pub(crate) fn abort_now(&self, op: &'static str) -> Error {
+        if crate::group::in_group() {
+            // Calls of this communicator may sit in the thread's open group,
+            // which NCCL launches at its end: aborting now would free the
+            // communicator under them. The abort flag stays set, so the next
+            // call after the group aborts it.
+            self.abort.store(true, Ordering::Relaxed);
+            return Error::Aborted { op };
+        }
         let raw = self.raw.replace(std::ptr::null_mut());
         if !raw.is_null() {
-            crate::group::forget(raw);
             // SAFETY: valid communicator, owned, used by this thread only
             // (Comm is !Sync); it is never used again (raw is now null).
             let r = unsafe { sys::ncclCommAbort(raw) };
@@ -641,8 +660,9 @@ impl Drop for Comm {
         if self.raw.get().is_null() {
             return;
         }
-        crate::group::forget(self.raw.get());
         // SAFETY: valid communicator, owned; abort does not wait on peers.
+        // A communicator used in an open group cannot be dropped (the group
+        // borrows it until its end).
         let r = unsafe { sys::ncclCommAbort(self.raw.get()) };
         if r != sys::ncclResult_t::ncclSuccess {
             eprintln!("nccl: ncclCommAbort in Comm::drop failed with code {}", r.0);

@@ -54,9 +54,19 @@ pub fn reduce_scatter(send: usize, recv: usize, world: usize) -> Result<()> {
     }
 }
 
+/// A communicator has at least one rank; `world` 0 is no world.
+fn world_ok(op: &'static str, world: usize) -> Result<usize> {
+    if world == 0 {
+        Err(Error::invalid(op, "world", "at least 1 rank", 0))
+    } else {
+        Ok(world)
+    }
+}
+
 /// all_to_all: equal lengths, divisible by `world`; returns the per-peer count.
 pub fn all_to_all(send: usize, recv: usize, world: usize) -> Result<usize> {
     same_len("all_to_all", send, recv)?;
+    let world = world_ok("all_to_all", world)?;
     if send % world != 0 {
         return Err(Error::invalid(
             "all_to_all",
@@ -71,6 +81,7 @@ pub fn all_to_all(send: usize, recv: usize, world: usize) -> Result<usize> {
 /// In-place all_gather / reduce_scatter: the buffer holds `world` equal
 /// chunks; returns the chunk length.
 pub fn chunked(op: &'static str, len: usize, world: usize) -> Result<usize> {
+    let world = world_ok(op, world)?;
     if len % world != 0 {
         return Err(Error::invalid(
             op,
@@ -150,6 +161,20 @@ pub fn v_counts(
         ));
     }
     Ok(offsets)
+}
+
+/// A v-collective's count for this rank must match its own buffer.
+pub fn own_count(op: &'static str, arg: &'static str, count: usize, len: usize) -> Result<()> {
+    if count == len {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            op,
+            arg,
+            format!("counts[rank] ({count})"),
+            len,
+        ))
+    }
 }
 
 /// Out-of-place buffers must not overlap (NCCL's only aliasing is the exact

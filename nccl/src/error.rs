@@ -240,10 +240,47 @@ pub enum Error {
         code: i32,
     },
     /// A string that is not `major.minor.patch`.
-    #[error("{input:?} is not an NCCL version (expected major.minor.patch, such as 2.28.3)")]
+    #[error("\"{input}\" is not an NCCL version (expected major.minor.patch, such as 2.28.3)")]
     InvalidVersionString {
-        /// The input.
+        /// The input, shortened and escaped.
         input: String,
+    },
+    /// A call that cannot run inside a [`group`](crate::group): a call given a
+    /// bare stream (grouped calls take [`Group::on`](crate::Group::on)), a
+    /// nested group, or creating, splitting or finalizing a communicator.
+    /// NCCL was not called.
+    #[error(
+        "{op}: not allowed while a group is open on this thread; pass g.on(&stream) to put a call in the group, or make it after the group"
+    )]
+    InGroup {
+        /// The call refused.
+        op: &'static str,
+    },
+    /// The CUDA driver library (`libcuda.so.1`) cannot be loaded.
+    #[error(
+        "no CUDA driver: cannot load {}; install the NVIDIA driver, or check LD_LIBRARY_PATH", tried.join(", ")
+    )]
+    NoDriver {
+        /// The file names tried.
+        tried: Vec<String>,
+    },
+    /// The CUDA driver is older than the CUDA API this build uses.
+    #[error(
+        "the CUDA driver supports CUDA {}.{}, older than the CUDA {}.{} API this build uses; update the driver or build with an older cudarc CUDA feature", driver / 1000, driver % 1000 / 10, needs / 1000, needs % 1000 / 10
+    )]
+    DriverTooOld {
+        /// `cuDriverGetVersion` (12040 for CUDA 12.4).
+        driver: i32,
+        /// The CUDA version of the API in use, same encoding.
+        needs: i32,
+    },
+    /// No GPU of that ordinal.
+    #[error("no GPU {ordinal}: the CUDA driver sees {count}")]
+    NoGpu {
+        /// The GPU asked for.
+        ordinal: usize,
+        /// How many the driver sees.
+        count: usize,
     },
     /// Bytes or text that are not a unique id.
     #[error("invalid unique id: {reason}")]
@@ -333,6 +370,18 @@ impl fmt::Debug for Error {
                 .debug_struct("InvalidVersionString")
                 .field("input", input)
                 .finish(),
+            Error::InGroup { op } => f.debug_struct("InGroup").field("op", op).finish(),
+            Error::NoDriver { tried } => f.debug_struct("NoDriver").field("tried", tried).finish(),
+            Error::DriverTooOld { driver, needs } => f
+                .debug_struct("DriverTooOld")
+                .field("driver", driver)
+                .field("needs", needs)
+                .finish(),
+            Error::NoGpu { ordinal, count } => f
+                .debug_struct("NoGpu")
+                .field("ordinal", ordinal)
+                .field("count", count)
+                .finish(),
             Error::InvalidUniqueId { reason } => f
                 .debug_struct("InvalidUniqueId")
                 .field("reason", reason)
@@ -364,6 +413,25 @@ impl Error {
         }
     }
 }
+
+/// Untrusted text for an error message: at most [`QUOTE_MAX`] characters,
+/// control characters (terminal escapes, newlines) escaped, and the length of
+/// what was cut.
+pub(crate) fn quote(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    for c in chars.by_ref().take(QUOTE_MAX) {
+        out.extend(c.escape_debug());
+    }
+    let rest = chars.as_str().len();
+    if rest > 0 {
+        out.push_str(&format!("… ({rest} more bytes)"));
+    }
+    out
+}
+
+/// How many characters of untrusted text an error quotes.
+pub(crate) const QUOTE_MAX: usize = 64;
 
 /// The funnel: `ncclSuccess` is `Ok`, anything else an [`Error::Nccl`] with
 /// the thread's `ncclGetLastError` text.

@@ -1,104 +1,337 @@
 //! Groups (`ncclGroupStart`/`ncclGroupEnd`): calls issued inside one group are
-//! launched together, which is how point-to-point exchanges avoid deadlock and
-//! how several collectives become one launch.
+//! launched together at the group's end, which is how point-to-point
+//! exchanges avoid deadlock and how several collectives become one launch.
+//!
+//! # Why groups are scoped
+//!
+//! Inside a group NCCL returns from a call *without* having enqueued it: the
+//! kernels are launched by `ncclGroupEnd`. Everything a grouped call uses
+//! (its communicator, buffers, stream and custom op) must therefore stay
+//! alive, and cudarc must record the buffers' last use, after the group's
+//! end. [`group`] makes the compiler check the first part: grouped calls take
+//! [`Group::on`]`(&stream)` in place of the stream, which ties every borrow
+//! of the call to the group's scope (as `std::thread::scope` does for
+//! threads), so a buffer made inside the closure, or a communicator dropped
+//! in it, does not compile:
+//!
+//! ```compile_fail,E0597
+//! # fn demo(comm: &nccl::Comm, stream: &std::sync::Arc<cudarc::driver::CudaStream>) -> nccl::Result<()> {
+//! nccl::group(|g| {
+//!     let send = stream.alloc_zeros::<f32>(8)?; // dropped (freed) before the launch
+//!     let mut recv = stream.alloc_zeros::<f32>(8)?;
+//!     comm.all_reduce(&send, &mut recv, nccl::ReduceOp::Sum, g.on(stream))
+//! })
+//! # }
+//! ```
+//!
+//! and the group keeps cudarc's guards of each buffer until after
+//! `ncclGroupEnd`, so the events that order later uses on other streams are
+//! recorded after the launch. A call made with a bare stream while a group is
+//! open on the thread is refused ([`Error::InGroup`]) before NCCL sees it.
 
 use std::cell::{Cell, RefCell};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::marker::PhantomData;
 
-use crate::error::{Result, check};
+use cudarc::driver::{CudaStream, SyncOnDrop};
+
+use crate::comm::Comm;
+use crate::error::{Error, Result, check};
 use crate::sys;
 
-/// A non-blocking communicator used inside this thread's open group: when
-/// `ncclGroupEnd` answers `ncclInProgress`, each is polled until it settles.
-struct Pending {
-    raw: sys::ncclComm_t,
-    abort: Arc<AtomicBool>,
-    timeout: Option<Duration>,
-}
-
 thread_local! {
-    /// Open groups on this thread (NCCL's group state is per thread too).
-    static DEPTH: Cell<u32> = const { Cell::new(0) };
-    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+    /// Whether a [`group`] is open on this thread. NCCL's group state is per
+    /// thread, so a call on this thread inside the closure would be deferred
+    /// by NCCL; calls with a bare stream check this and refuse. Nothing that
+    /// can move to another thread refers to it: it is set and cleared by
+    /// [`group`] around its closure, on the calling thread.
+    static OPEN: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Whether this thread is inside a group.
+/// Whether a group is open on this thread.
 #[inline(always)]
 pub(crate) fn in_group() -> bool {
-    DEPTH.with(|d| d.get() > 0)
+    OPEN.with(Cell::get)
 }
 
-/// Notes a non-blocking communicator used in the open group.
-#[cold]
-pub(crate) fn note(raw: sys::ncclComm_t, abort: &Arc<AtomicBool>, timeout: Option<Duration>) {
-    PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        if !p.iter().any(|x| x.raw == raw) {
-            p.push(Pending {
-                raw,
-                abort: abort.clone(),
-                timeout,
-            });
+/// Fails with [`Error::InGroup`] while a group is open on this thread: for
+/// calls that NCCL would defer to the group's end but that cannot be tied to
+/// the group's scope (a bare stream, creation, split, finalize).
+#[inline(always)]
+pub(crate) fn not_in_group(op: &'static str) -> Result<()> {
+    if in_group() {
+        Err(Error::InGroup { op })
+    } else {
+        Ok(())
+    }
+}
+
+/// The state of an open group that does not depend on its scope's lifetime
+/// (so that the group can be borrowed for that lifetime and still be
+/// dropped): the cudarc guards to release after the launch and the
+/// non-blocking communicators to wait for.
+struct Open {
+    /// Cudarc's guards of every buffer of the grouped calls, dropped after
+    /// `ncclGroupEnd` (dropping one records the buffer's use on its stream).
+    /// Their lifetime is erased; see [`Open::keep`].
+    guards: RefCell<Vec<SyncOnDrop<'static>>>,
+    /// Non-blocking communicators used in the group (pointers to `Comm`s
+    /// borrowed for the group's scope; see [`Open::note`]).
+    pending: RefCell<Vec<*const Comm>>,
+    ended: Cell<bool>,
+}
+
+impl Open {
+    fn start() -> Result<Open> {
+        if in_group() {
+            return Err(Error::InGroup { op: "group" });
         }
-    });
-}
+        // SAFETY: no arguments; paired with the ncclGroupEnd in `end`, which
+        // runs on this thread (`Open` is owned by `Group`, which is !Send).
+        check("ncclGroupStart", unsafe { sys::ncclGroupStart() })?;
+        OPEN.with(|o| o.set(true));
+        Ok(Open {
+            guards: RefCell::new(Vec::new()),
+            pending: RefCell::new(Vec::new()),
+            ended: Cell::new(false),
+        })
+    }
 
-/// Forgets a communicator that is being freed (aborted) inside a group.
-pub(crate) fn forget(raw: sys::ncclComm_t) {
-    let _ = PENDING.try_with(|p| {
-        if let Ok(mut p) = p.try_borrow_mut() {
-            p.retain(|x| x.raw != raw);
+    /// Ends the group once with `end` (`ncclGroupEnd` or
+    /// `ncclGroupSimulateEnd`), waits for the non-blocking communicators when
+    /// NCCL answers `ncclInProgress`, and only then drops the guards.
+    fn end(&self, api: &'static str, end: impl FnOnce() -> sys::ncclResult_t) -> Result<()> {
+        if self.ended.replace(true) {
+            return Ok(());
         }
-    });
+        OPEN.with(|o| o.set(false));
+        let r = end();
+        let mut out = Ok(());
+        if r == sys::ncclResult_t::ncclInProgress {
+            for &p in self.pending.borrow().iter() {
+                // SAFETY: `p` came from a `&'scope Comm` of a grouped call
+                // (`note`), and 'scope lasts until `group` returns, after this.
+                let comm = unsafe { &*p };
+                if let Err(e) = comm.settle_after_group(api) {
+                    out = out.and(Err(e));
+                }
+            }
+        } else {
+            out = check(api, r);
+        }
+        // The kernels are enqueued (or the group failed): now cudarc may
+        // record the buffers' uses.
+        self.guards.borrow_mut().clear();
+        self.pending.borrow_mut().clear();
+        out
+    }
 }
 
-/// `ncclGroupEnd`, and at the outermost end, waiting for the non-blocking
-/// communicators of the group when NCCL answers `ncclInProgress`.
-fn group_end(api: &'static str, end: impl FnOnce() -> sys::ncclResult_t) -> Result<()> {
-    let depth = DEPTH.with(|d| {
-        let v = d.get().saturating_sub(1);
-        d.set(v);
-        v
-    });
-    let r = end();
-    if depth > 0 {
-        return check(api, r);
+impl Drop for Open {
+    /// Ends a group left open by a panic in the closure; never panics.
+    fn drop(&mut self) {
+        if let Err(e) = self.end("ncclGroupEnd", || {
+            // SAFETY: closes the group this value opened, on its thread.
+            unsafe { sys::ncclGroupEnd() }
+        }) {
+            eprintln!("nccl: ncclGroupEnd after a panic in a group failed: {e}");
+        }
     }
-    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    if r != sys::ncclResult_t::ncclInProgress {
-        return check(api, r);
+}
+
+/// An open group, lent to the closure of [`group`]: pass
+/// [`g.on(&stream)`](Group::on) as the stream of a call to put the call in the
+/// group. Everything such a call borrows must outlive the group's scope
+/// `'scope` (so it cannot be made or dropped inside the closure).
+///
+/// Neither `Send` nor `Sync`: NCCL's groups belong to the thread that opened
+/// them.
+///
+/// ```compile_fail
+/// fn needs_send<T: Send>() {}
+/// needs_send::<nccl::Group<'static, 'static>>();
+/// ```
+///
+/// ```compile_fail
+/// fn needs_sync<T: Sync>() {}
+/// needs_sync::<nccl::Group<'static, 'static>>();
+/// ```
+pub struct Group<'scope, 'env: 'scope> {
+    open: Open,
+    /// Invariant in both lifetimes, as `std::thread::Scope`; the raw pointer
+    /// makes the type neither `Send` nor `Sync`.
+    _scope: PhantomData<&'scope mut &'scope ()>,
+    _env: PhantomData<&'env mut &'env ()>,
+    _thread: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for Group<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("calls_kept", &self.open.guards.borrow().len())
+            .finish()
     }
-    for p in pending {
-        // SAFETY: the communicator was used in this group on this thread and
-        // is still alive: one freed meanwhile was forgotten (`forget`).
-        unsafe { crate::comm::settle_raw(p.raw, &p.abort, p.timeout, api)? };
+}
+
+impl<'scope> Group<'scope, '_> {
+    /// `stream`, as the stream argument of a call that joins this group: the
+    /// call is enqueued on `stream` at the group's end.
+    pub fn on(&'scope self, stream: &'scope CudaStream) -> OnStream<'scope> {
+        OnStream {
+            stream,
+            open: &self.open,
+            _scope: PhantomData,
+            _thread: PhantomData,
+        }
     }
-    Ok(())
+}
+
+/// A stream seen through an open [`Group`] (from [`Group::on`]): calls given
+/// it join the group, and their borrows last for the group's scope. `Copy`;
+/// not `Send`.
+#[derive(Clone, Copy)]
+pub struct OnStream<'scope> {
+    stream: &'scope CudaStream,
+    open: &'scope Open,
+    /// Invariant in 'scope: a covariant view could shrink to a shorter
+    /// lifetime and let a call borrow what dies before the group's end.
+    _scope: PhantomData<fn(&'scope ()) -> &'scope ()>,
+    _thread: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for OnStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnStream")
+            .field("stream", &self.stream.cu_stream())
+            .finish()
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Where a call is enqueued: a plain stream (`&CudaStream` or
+/// `&Arc<CudaStream>`), at once, or [`Group::on`]`(&stream)`, at the end of
+/// the group. Sealed.
+pub trait Enqueue<'a>: sealed::Sealed {
+    #[doc(hidden)]
+    fn target(self) -> Target<'a>;
+}
+
+/// The parts of an [`Enqueue`] argument.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub(crate) stream: &'a CudaStream,
+    pub(crate) group: Option<GroupRef<'a>>,
+}
+
+/// The open group a grouped call joins.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct GroupRef<'a> {
+    open: &'a Open,
+}
+
+impl sealed::Sealed for &CudaStream {}
+impl<'a> Enqueue<'a> for &'a CudaStream {
+    #[inline(always)]
+    fn target(self) -> Target<'a> {
+        Target {
+            stream: self,
+            group: None,
+        }
+    }
+}
+
+impl sealed::Sealed for &std::sync::Arc<CudaStream> {}
+impl<'a> Enqueue<'a> for &'a std::sync::Arc<CudaStream> {
+    #[inline(always)]
+    fn target(self) -> Target<'a> {
+        Target {
+            stream: self,
+            group: None,
+        }
+    }
+}
+
+impl sealed::Sealed for OnStream<'_> {}
+impl<'a> Enqueue<'a> for OnStream<'a> {
+    #[inline(always)]
+    fn target(self) -> Target<'a> {
+        Target {
+            stream: self.stream,
+            group: Some(GroupRef { open: self.open }),
+        }
+    }
+}
+
+impl std::fmt::Debug for GroupRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupRef")
+    }
+}
+
+impl<'a> GroupRef<'a> {
+    /// Keeps cudarc's guard of a grouped call's buffer until the group's end.
+    pub(crate) fn keep(self, guard: SyncOnDrop<'a>) {
+        // SAFETY: only the lifetime changes. The guard refers to a buffer's
+        // event and to a stream, both borrowed for the group's scope 'a
+        // (a grouped call's borrows all have that lifetime), and 'a outlasts
+        // `group`'s body, where `Open::end` or `Open::drop` drops every
+        // guard. Nothing else can reach the erased guard.
+        let guard: SyncOnDrop<'static> = unsafe { std::mem::transmute(guard) };
+        self.open.guards.borrow_mut().push(guard);
+    }
+
+    /// Notes a non-blocking communicator used in the group, to wait for at
+    /// the group's end.
+    pub(crate) fn note(self, comm: &'a Comm) {
+        let p: *const Comm = comm;
+        let mut pending = self.open.pending.borrow_mut();
+        if !pending.contains(&p) {
+            pending.push(p);
+        }
+    }
 }
 
 /// Runs `f` inside a group: `ncclGroupStart`, `f`, then `ncclGroupEnd`, which
-/// always runs, also when `f` fails (then `f`'s error is returned).
+/// always runs, also when `f` fails or panics (then `f`'s error is returned).
+/// Calls join the group by taking [`g.on(&stream)`](Group::on) as their
+/// stream; everything they borrow must be made before the group:
 ///
 /// ```no_run
 /// # fn demo(comm: &nccl::Comm, a: &cudarc::driver::CudaSlice<f32>, b: &mut cudarc::driver::CudaSlice<f32>,
 /// #         s: &cudarc::driver::CudaStream) -> nccl::Result<()> {
 /// let next = (comm.rank() + 1) % comm.world_size();
 /// let prev = (comm.rank() + comm.world_size() - 1) % comm.world_size();
-/// nccl::group(|| {
-///     comm.send(a, next, s)?;
-///     comm.recv(b, prev, s)
+/// nccl::group(|g| {
+///     comm.send(a, next, g.on(s))?;
+///     comm.recv(b, prev, g.on(s))
 /// })
 /// # }
 /// ```
 ///
+/// Groups do not nest, and a call given a bare stream inside `f` is refused:
+/// both are [`Error::InGroup`].
+///
 /// # Errors
-/// `f`'s error, or NCCL's error from starting or ending the group.
-pub fn group<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
-    let g = GroupGuard::start()?;
-    let out = f();
-    let end = g.end();
+/// `f`'s error, [`Error::InGroup`] inside another group, or NCCL's error from
+/// starting or ending the group (where the grouped calls' errors surface).
+pub fn group<'env, R>(
+    f: impl for<'scope> FnOnce(&'scope Group<'scope, 'env>) -> Result<R>,
+) -> Result<R> {
+    let g = Group {
+        open: Open::start()?,
+        _scope: PhantomData,
+        _env: PhantomData,
+        _thread: PhantomData,
+    };
+    let out = f(&g);
+    let end = g.open.end("ncclGroupEnd", || {
+        // SAFETY: closes the group `Open::start` opened, on this thread.
+        unsafe { sys::ncclGroupEnd() }
+    });
     let r = out?;
     end?;
     Ok(r)
@@ -106,29 +339,37 @@ pub fn group<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
 
 /// Runs `f` in a group that is simulated, not launched
 /// (`ncclGroupSimulateEnd`, NCCL 2.22+), and returns NCCL's estimate of how
-/// long it would take, in microseconds, with `f`'s result.
+/// long it would take, in microseconds, with `f`'s result. The closure is
+/// the same as [`group`]'s.
 ///
 /// The estimate is `None` when NCCL makes none: it leaves the time undefined
 /// where no algorithm would run, as for a communicator of one rank (seen with
 /// NCCL 2.28.3 on an H100).
 ///
 /// # Errors
-/// `Unsupported` before NCCL 2.22; `f`'s or NCCL's error.
+/// `Unsupported` before NCCL 2.22; as [`group`].
 #[cfg(nccl_2_22)]
-pub fn group_simulate<R>(f: impl FnOnce() -> Result<R>) -> Result<(R, Option<f32>)> {
+pub fn group_simulate<'env, R>(
+    f: impl for<'scope> FnOnce(&'scope Group<'scope, 'env>) -> Result<R>,
+) -> Result<(R, Option<f32>)> {
     crate::version::require("ncclGroupSimulateEnd", crate::Version::new(2, 22, 0))?;
-    let g = GroupGuard::start()?;
-    let out = f();
+    let g = Group {
+        open: Open::start()?,
+        _scope: PhantomData,
+        _env: PhantomData,
+        _thread: PhantomData,
+    };
+    let out = f(&g);
     let mut info = sys::ncclSimInfo_t {
         size: std::mem::size_of::<sys::ncclSimInfo_t>(),
         magic: 0x7468_5283,
         version: sys::NCCL_VERSION_CODE,
         estimatedTime: sys::NCCL_UNDEF_FLOAT as f32,
     };
-    std::mem::forget(g);
-    // SAFETY: closes the group opened above, with an initialized SimInfo.
-    let end = group_end("ncclGroupSimulateEnd", || unsafe {
-        sys::ncclGroupSimulateEnd(&mut info)
+    let end = g.open.end("ncclGroupSimulateEnd", || {
+        // SAFETY: closes the group opened above, on this thread, with an
+        // initialized SimInfo that outlives the call.
+        unsafe { sys::ncclGroupSimulateEnd(&mut info) }
     });
     let r = out?;
     end?;
@@ -137,45 +378,23 @@ pub fn group_simulate<R>(f: impl FnOnce() -> Result<R>) -> Result<(R, Option<f32
     Ok((r, (est.is_finite() && est >= 0.0).then_some(est)))
 }
 
-/// An open group that is closed when dropped, so it cannot be left open. Use
-/// [`GroupGuard::end`] to see `ncclGroupEnd`'s result (that is where errors
-/// of the grouped calls surface); a drop only logs it.
-#[derive(Debug)]
-#[must_use = "the group ends when this guard drops"]
-pub struct GroupGuard {
-    _not_send: std::marker::PhantomData<*const ()>,
-}
-
-impl GroupGuard {
-    /// `ncclGroupStart`. Groups nest; NCCL launches at the outermost end.
-    ///
-    /// # Errors
-    /// NCCL's error.
-    pub fn start() -> Result<GroupGuard> {
-        // SAFETY: no arguments; pairs with the ncclGroupEnd in end/drop.
-        check("ncclGroupStart", unsafe { sys::ncclGroupStart() })?;
-        DEPTH.with(|d| d.set(d.get() + 1));
-        Ok(GroupGuard {
-            _not_send: std::marker::PhantomData,
-        })
+/// Issues several NCCL calls of one collective as one launch: a group of
+/// their own for a call with a bare stream (ended here, waiting for a
+/// non-blocking communicator), or part of the caller's open group.
+pub(crate) fn calls_as_one(
+    comm: &Comm,
+    grouped: bool,
+    api: &'static str,
+    f: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    if grouped {
+        return f();
     }
-
-    /// `ncclGroupEnd`, reporting its result.
-    ///
-    /// # Errors
-    /// NCCL's error for the grouped calls.
-    pub fn end(self) -> Result<()> {
-        std::mem::forget(self);
-        // SAFETY: closes the group this guard opened (same thread: !Send).
-        group_end("ncclGroupEnd", || unsafe { sys::ncclGroupEnd() })
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        // SAFETY: closes the group this guard opened (same thread: !Send).
-        if let Err(e) = group_end("ncclGroupEnd", || unsafe { sys::ncclGroupEnd() }) {
-            eprintln!("nccl: ncclGroupEnd in GroupGuard::drop failed: {e}");
-        }
-    }
+    // SAFETY: no arguments; paired with the ncclGroupEnd below on this thread.
+    check("ncclGroupStart", unsafe { sys::ncclGroupStart() })?;
+    let out = f();
+    // SAFETY: closes the group opened above, on this thread.
+    let r = unsafe { sys::ncclGroupEnd() };
+    out?;
+    comm.settle(api, r)
 }

@@ -239,6 +239,9 @@ impl Default for LaunchOptions {
 pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchInfo)> {
     use crate::rendezvous::{Bootstrap, TcpBootstrap};
     let info = LaunchInfo::from_env()?;
+    // cudarc panics without a driver: check it first
+    crate::driver::driver_version()?;
+    cudarc::driver::result::init()?;
     let gpus = cudarc::driver::CudaContext::device_count()? as usize;
     if gpus == 0 {
         return Err(env_err(

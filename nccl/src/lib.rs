@@ -75,6 +75,7 @@ mod coll;
 mod comm;
 mod config;
 pub mod contract;
+mod driver;
 mod dtype;
 mod error;
 mod group;
@@ -88,11 +89,12 @@ mod version;
 pub use caps::{Capabilities, Feature, LinkMode, OPTIONAL_APIS, capabilities};
 pub use comm::{AbortHandle, Comm, Watchdog};
 pub use config::Config;
+pub use driver::{CUDA_API_VERSION, context, driver_version};
 pub use dtype::{F8E4M3, F8E5M2, NcclType, bf16, f16};
 pub use error::{Error, NcclCode, Result, error_string};
 #[cfg(nccl_2_22)]
 pub use group::group_simulate;
-pub use group::{GroupGuard, group};
+pub use group::{Enqueue, Group, OnStream, group};
 pub use id::{UNIQUE_ID_BYTES, UniqueId};
 pub use launch::{LaunchInfo, LaunchOptions, LaunchSource, init_from_launcher};
 #[cfg(nccl_2_27)]

@@ -23,22 +23,34 @@ pub const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// (it implements cudarc's `DevicePtr`/`DevicePtrMut`) and with cudarc's
 /// copies; freed with `ncclMemFree` on drop.
 ///
-/// cudarc does not track events for it: order its uses across streams
-/// yourself (one stream, as in most engines, needs nothing). Dropping it waits
-/// for work on the stream it was made with, up to [`DROP_WAIT`]; if that
-/// stream is stuck, the memory is leaked instead of freed under a kernel.
+/// Its uses across streams are ordered as cudarc orders a `CudaSlice`'s: when
+/// the context tracks events (cudarc's default once it has several streams),
+/// each use waits for the last write (and a write for the last reads) and
+/// records itself, and dropping the buffer first makes its stream wait for
+/// every recorded use. A context without event tracking (cudarc's unsafe
+/// `disable_event_tracking`, or one stream only) carries no events. Dropping
+/// then waits for the buffer's stream, up to [`DROP_WAIT`]; if that stream is
+/// stuck, the memory is leaked instead of freed under a kernel.
 #[derive(Debug)]
 pub struct NcclBuffer<T> {
     ptr: cu::CUdeviceptr,
     len: usize,
     stream: Arc<CudaStream>,
-    no_event: Option<CudaEvent>,
+    /// Last reads and last write, as cudarc's `CudaSlice` keeps them.
+    read: Option<CudaEvent>,
+    write: Option<CudaEvent>,
     _t: PhantomData<T>,
 }
 
-// SAFETY: the buffer is plain device memory owned by this value.
+// SAFETY: the buffer is device memory owned by this value, not tied to a
+// thread: `ncclMemFree` may run on any thread (Drop binds the buffer's CUDA
+// context first), and the stream it holds is an `Arc<CudaStream>`, which
+// cudarc makes `Send + Sync`. The raw pointer is a device address, never
+// dereferenced on the host.
 unsafe impl<T: Send> Send for NcclBuffer<T> {}
-// SAFETY: shared access only hands out the pointer.
+// SAFETY: `&NcclBuffer` only hands out the device address and the stream
+// (for cudarc's `DevicePtr`, whose device writes need `&mut` through
+// `DevicePtrMut`); it holds no interior mutability.
 unsafe impl<T: Sync> Sync for NcclBuffer<T> {}
 
 impl<T: NcclType> NcclBuffer<T> {
@@ -60,15 +72,25 @@ impl<T: NcclType> NcclBuffer<T> {
         let mut p: *mut core::ffi::c_void = std::ptr::null_mut();
         // SAFETY: valid out-pointer; the stream's GPU is current.
         check("ncclMemAlloc", unsafe { sys::ncclMemAlloc(&mut p, bytes) })?;
-        let buf = NcclBuffer {
+        let mut buf = NcclBuffer {
             ptr: p as usize as cu::CUdeviceptr,
             len,
             stream: stream.clone(),
-            no_event: None,
+            read: None,
+            write: None,
             _t: PhantomData,
         };
+        let ctx = stream.context();
+        if ctx.is_event_tracking() {
+            buf.read = Some(ctx.new_event(None)?);
+            buf.write = Some(ctx.new_event(None)?);
+        }
         // SAFETY: the range is the allocation just made, on the stream's GPU.
         unsafe { cudarc::driver::result::memset_d8_async(buf.ptr, 0, bytes, stream.cu_stream()) }?;
+        // the zeroing is the first write
+        if let (true, Some(w)) = (ctx.is_managing_stream_synchronization(), &buf.write) {
+            w.record(stream)?;
+        }
         Ok(buf)
     }
 }
@@ -80,29 +102,51 @@ impl<T> NcclBuffer<T> {
     }
 }
 
+/// Makes `stream` wait for the tracked uses (`read`, `write`) of a buffer,
+/// then waits on the host until `stream` is idle, at most [`DROP_WAIT`].
+/// `false` when the stream is still busy then (a collective hanging on a
+/// dead peer, say): the caller must not free or deregister the memory.
+fn quiesce(stream: &CudaStream, events: [&Option<CudaEvent>; 2], what: &str) -> bool {
+    let ctx = stream.context();
+    let _ = ctx.bind_to_thread();
+    if ctx.is_managing_stream_synchronization() {
+        for e in events.into_iter().flatten() {
+            if let Err(e) = stream.wait(e) {
+                eprintln!("nccl: {what}: cannot order the buffer's last uses ({e}); leaking it");
+                return false;
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + DROP_WAIT;
+    loop {
+        // SAFETY: the stream is alive (borrowed).
+        let r = unsafe { cu::cuStreamQuery(stream.cu_stream()) };
+        if r != cu::CUresult::CUDA_ERROR_NOT_READY {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "nccl: {what}: the buffer's stream is still busy after {DROP_WAIT:?}; leaking it"
+            );
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
 impl<T> Drop for NcclBuffer<T> {
     fn drop(&mut self) {
-        // Work queued on the buffer's stream may still use it: wait for the
-        // stream, but never without bound (a collective may hang on a dead
-        // peer); past the limit the memory is leaked rather than freed under
-        // a running kernel.
-        let deadline = std::time::Instant::now() + DROP_WAIT;
-        loop {
-            // SAFETY: the stream is alive (held by this buffer).
-            let r = unsafe { cu::cuStreamQuery(self.stream.cu_stream()) };
-            if r != cu::CUresult::CUDA_ERROR_NOT_READY {
-                break;
-            }
-            if std::time::Instant::now() >= deadline {
-                eprintln!(
-                    "nccl: NcclBuffer::drop: its stream is still busy after {DROP_WAIT:?}; leaking {} bytes",
-                    self.len * std::mem::size_of::<T>()
-                );
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_micros(100));
+        // Work queued on any stream may still use the buffer: order its
+        // tracked uses before the buffer's stream and wait for that stream,
+        // never without bound (a collective may hang on a dead peer); past
+        // the limit the memory is leaked rather than freed under a kernel.
+        if !quiesce(&self.stream, [&self.read, &self.write], "NcclBuffer::drop") {
+            return;
         }
-        // SAFETY: ptr came from ncclMemAlloc and is freed once.
+        // ncclMemFree may run on another thread than the allocation did
+        let _ = self.stream.context().bind_to_thread();
+        // SAFETY: ptr came from ncclMemAlloc and is freed once, after every
+        // use queued on its stream has finished (checked above).
         let r = unsafe { sys::ncclMemFree(self.ptr as usize as *mut core::ffi::c_void) };
         if r != sys::ncclResult_t::ncclSuccess {
             eprintln!("nccl: ncclMemFree failed with code {}", r.0);
@@ -120,17 +164,31 @@ impl<T> DeviceSlice<T> for NcclBuffer<T> {
 }
 
 impl<T> DevicePtr<T> for NcclBuffer<T> {
+    /// As cudarc's `CudaSlice`: `stream` waits for the last write; the guard
+    /// records this read.
     fn device_ptr<'a>(&'a self, stream: &'a CudaStream) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
-        (self.ptr, SyncOnDrop::record_event(&self.no_event, stream))
+        if stream.context().is_managing_stream_synchronization() {
+            if let Some(w) = &self.write {
+                stream.context().record_err(stream.wait(w));
+            }
+        }
+        (self.ptr, SyncOnDrop::record_event(&self.read, stream))
     }
 }
 
 impl<T> DevicePtrMut<T> for NcclBuffer<T> {
+    /// As cudarc's `CudaSlice`: `stream` waits for the last reads and write;
+    /// the guard records this write.
     fn device_ptr_mut<'a>(
         &'a mut self,
         stream: &'a CudaStream,
     ) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
-        (self.ptr, SyncOnDrop::record_event(&self.no_event, stream))
+        if stream.context().is_managing_stream_synchronization() {
+            for e in [&self.read, &self.write].into_iter().flatten() {
+                stream.context().record_err(stream.wait(e));
+            }
+        }
+        (self.ptr, SyncOnDrop::record_event(&self.write, stream))
     }
 }
 
@@ -212,8 +270,8 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Registered<'_, T, B> {
     /// # Errors
     /// NCCL's error from `ncclCommDeregister` (the buffer is lost then).
     pub fn into_inner(self) -> Result<B> {
-        let this = std::mem::ManuallyDrop::new(self);
-        if this.comm.is_aborted() {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        if this.comm.is_aborted() || !uses_done(&mut this.buf, "Registered::into_inner") {
             // SAFETY: `this` is never used or dropped again; buf is moved out once.
             return Ok(unsafe { std::ptr::read(&this.buf) });
         }
@@ -226,10 +284,26 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Registered<'_, T, B> {
     }
 }
 
+/// Before a registration ends: the buffer's tracked uses (on any stream)
+/// are ordered before its own stream, which is then waited for (bounded).
+/// `false` when uses may still run.
+fn uses_done<T, B: DevicePtrMut<T>>(buf: &mut B, what: &str) -> bool {
+    let stream = buf.stream().clone();
+    // acquiring it for writing makes `stream` wait for every tracked use
+    let (_, g) = buf.device_ptr_mut(&stream);
+    drop(g);
+    quiesce(&stream, [&None, &None], what)
+}
+
 impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Drop for Registered<'_, T, B> {
     fn drop(&mut self) {
         if self.comm.is_aborted() {
             return; // NCCL dropped the registration with the communicator
+        }
+        if !uses_done(&mut self.buf, "Registered::drop") {
+            // still in use: keep the registration (NCCL frees it with the
+            // communicator) rather than end it under a running collective
+            return;
         }
         // SAFETY: as into_inner; the communicator outlives this value.
         let r = unsafe { sys::ncclCommDeregister(self.comm.as_raw(), self.handle) };
@@ -354,8 +428,8 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Window<'_, T, B> {
     /// # Errors
     /// NCCL's error from `ncclCommWindowDeregister`.
     pub fn deregister(self) -> Result<B> {
-        let this = std::mem::ManuallyDrop::new(self);
-        if this.comm.is_aborted() {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        if this.comm.is_aborted() || !uses_done(&mut this.buf, "Window::deregister") {
             // SAFETY: `this` is never used or dropped again; buf is moved out once.
             return Ok(unsafe { std::ptr::read(&this.buf) });
         }
@@ -374,6 +448,9 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Drop for Window<'_, T, B> {
     fn drop(&mut self) {
         if self.comm.is_aborted() {
             return; // NCCL dropped the window with the communicator
+        }
+        if !uses_done(&mut self.buf, "Window::drop") {
+            return; // still in use: NCCL frees it with the communicator
         }
         // SAFETY: as deregister; the communicator outlives this value.
         let r = unsafe { sys::ncclCommWindowDeregister(self.comm.as_raw(), self.win) };

@@ -2,7 +2,7 @@
 
 use std::marker::PhantomData;
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, SyncOnDrop};
 
 use crate::comm::Comm;
 use crate::dtype::NcclType;
@@ -76,13 +76,37 @@ impl ReduceOp<'_> {
 /// on drop; it borrows its communicator (and a device scalar), so it cannot
 /// outlive them. Use it as [`ReduceOp::PreMulSum`] with buffers of the
 /// element type it was made for.
-#[derive(Debug)]
 pub struct PreMulSum<'a> {
     op: sys::ncclRedOp_t,
     comm: &'a Comm,
     datatype: sys::ncclDataType_t,
     type_name: &'static str,
+    /// The device scalar (a `&'a CudaSlice<T>` with `T` erased) and how to
+    /// acquire it on a stream: every collective using the op reads it, so
+    /// cudarc must order it like a buffer of the call.
+    scalar: Option<(*const (), ScalarUse)>,
     _borrow: PhantomData<&'a ()>,
+}
+
+/// Acquires the erased `CudaSlice<T>` at the pointer for reading on a stream.
+type ScalarUse = for<'x> unsafe fn(*const (), &'x CudaStream) -> SyncOnDrop<'x>;
+
+/// # Safety
+/// `p` must point to a `CudaSlice<T>` alive for `'x`.
+unsafe fn scalar_use<'x, T: NcclType>(p: *const (), stream: &'x CudaStream) -> SyncOnDrop<'x> {
+    // SAFETY: as the caller promises.
+    let slice: &'x CudaSlice<T> = unsafe { &*(p as *const CudaSlice<T>) };
+    slice.device_ptr(stream).1
+}
+
+impl std::fmt::Debug for PreMulSum<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreMulSum")
+            .field("op", &self.op.0)
+            .field("type", &self.type_name)
+            .field("device_scalar", &self.scalar.is_some())
+            .finish()
+    }
 }
 
 impl Comm {
@@ -127,15 +151,20 @@ impl Comm {
                 format!("memory of GPU {}", scalar.context().ordinal()),
             ));
         }
-        let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(scalar, scalar.stream());
+        let (ptr, sync) = scalar.device_ptr(scalar.stream());
+        drop(sync);
         // SAFETY: ptr is one T of device memory that the returned op borrows,
-        // so it outlives every use of the op.
-        unsafe {
+        // so it outlives the op; each collective using the op acquires the
+        // scalar on its own stream (`scalar_use`), so cudarc orders its
+        // writes before, and its free after, every read.
+        let mut op = unsafe {
             self.create_pre_mul_sum::<T>(
                 ptr as *mut _,
                 sys::ncclScalarResidence_t::ncclScalarDevice,
             )
-        }
+        }?;
+        op.scalar = Some((scalar as *const CudaSlice<T> as *const (), scalar_use::<T>));
+        Ok(op)
     }
 
     /// # Safety
@@ -157,12 +186,22 @@ impl Comm {
             comm: self,
             datatype: T::DATATYPE,
             type_name: T::NAME,
+            scalar: None,
             _borrow: PhantomData,
         })
     }
 }
 
-impl PreMulSum<'_> {
+impl<'a> PreMulSum<'a> {
+    /// The device scalar acquired for reading on `stream`, for a collective
+    /// using this op; `None` for a host scalar.
+    pub(crate) fn scalar_use<'x>(&'x self, stream: &'x CudaStream) -> Option<SyncOnDrop<'x>> {
+        let (p, f) = self.scalar?;
+        // SAFETY: p is the `&'a CudaSlice<T>` of `pre_mul_sum_device` with the
+        // matching `f`, and 'a outlives 'x (self is borrowed for 'x).
+        Some(unsafe { f(p, stream) })
+    }
+
     /// The raw op handle.
     pub fn as_raw(&self) -> sys::ncclRedOp_t {
         self.op

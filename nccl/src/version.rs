@@ -67,12 +67,29 @@ impl Version {
         Ok(v)
     }
 
-    /// The code NCCL would give this version (`NCCL_VERSION(X,Y,Z)`).
-    pub const fn code(&self) -> i32 {
-        if self.major <= 2 && self.minor <= 8 {
-            (self.major * 1000 + self.minor * 100 + self.patch) as i32
+    /// The code NCCL would give this version (`NCCL_VERSION(X,Y,Z)`), or
+    /// `None` for a version no code stands for: major 0, minor or patch of
+    /// 100 or more, or a code beyond `i32::MAX`.
+    ///
+    /// ```
+    /// assert_eq!(nccl::Version::new(2, 28, 3).code(), Some(22803));
+    /// assert_eq!(nccl::Version::new(2, 300, 0).code(), None);
+    /// assert_eq!(nccl::Version::new(429497, 0, 0).code(), None);
+    /// ```
+    pub const fn code(&self) -> Option<i32> {
+        if self.major == 0 || self.minor >= 100 || self.patch >= 100 {
+            return None;
+        }
+        let scale: u64 = if self.major <= 2 && self.minor <= 8 {
+            1000
         } else {
-            (self.major * 10000 + self.minor * 100 + self.patch) as i32
+            10000
+        };
+        let code = self.major as u64 * scale + self.minor as u64 * 100 + self.patch as u64;
+        if code > i32::MAX as u64 {
+            None
+        } else {
+            Some(code as i32)
         }
     }
 }
@@ -85,16 +102,17 @@ impl fmt::Display for Version {
 
 impl FromStr for Version {
     type Err = Error;
-    /// Parses `2.28.3` (a suffix such as `+cuda13.0` is ignored).
+    /// Parses `2.28.3` (a suffix such as `+cuda13.0` is ignored). Only
+    /// versions that have a code ([`Version::code`]) parse.
     fn from_str(s: &str) -> Result<Version> {
         let bad = || Error::InvalidVersionString {
-            input: s.to_string(),
+            input: crate::error::quote(s),
         };
         let core = s.split(['+', '-']).next().unwrap_or("");
         let mut it = core.split('.');
         let mut next = || -> Result<u32> { it.next().and_then(|p| p.parse().ok()).ok_or_else(bad) };
         let v = Version::new(next()?, next()?, next()?);
-        if it.next().is_some() {
+        if it.next().is_some() || v.code().is_none() {
             return Err(bad());
         }
         Ok(v)

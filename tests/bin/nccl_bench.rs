@@ -249,17 +249,20 @@ fn lens(coll: &str, count: usize, world: usize) -> (usize, usize) {
     }
 }
 
-/// Issues one collective on one rank.
-fn issue<T: Elem>(
+/// Issues one collective on one rank, on `s` (a stream, or a group's view
+/// of it).
+#[allow(clippy::too_many_arguments)]
+fn issue<'a, T: Elem>(
     coll: &str,
-    r: &Rank,
-    send: &CudaSlice<T>,
-    recv: &mut CudaSlice<T>,
+    r: &'a Rank,
+    send: &'a CudaSlice<T>,
+    recv: &'a mut CudaSlice<T>,
     in_place: bool,
-    op: ReduceOp<'_>,
+    op: ReduceOp<'a>,
     root: usize,
+    s: impl nccl::Enqueue<'a> + Copy,
 ) -> nccl::Result<()> {
-    let (c, s) = (&r.comm, &*r.stream);
+    let c = &r.comm;
     let world = c.world_size();
     match (coll, in_place) {
         ("all_reduce", false) => c.all_reduce(send, recv, op, s),
@@ -280,21 +283,34 @@ fn issue<T: Elem>(
         ("sendrecv", _) => {
             let next = (c.rank() + 1) % world;
             let prev = (c.rank() + world - 1) % world;
-            nccl::group(|| {
-                c.send(send, next, s)?;
-                c.recv(recv, prev, s)
-            })
+            c.send(send, next, s)?;
+            c.recv(recv, prev, s)
         }
         _ => unreachable!("validated collective"),
     }
 }
 
-/// Runs `f` on every rank inside one group (one process driving several GPUs).
-fn on_all(ranks: &[Rank], mut f: impl FnMut(usize, &Rank) -> nccl::Result<()>) -> nccl::Result<()> {
-    if ranks.len() == 1 {
-        return f(0, &ranks[0]);
+/// Issues one collective on every rank: inside one group when one process
+/// drives several GPUs (or for send/recv pairs), directly otherwise.
+fn on_all<T: Elem>(
+    coll: &str,
+    ranks: &[Rank],
+    bufs: &mut [(CudaSlice<T>, CudaSlice<T>)],
+    in_place: bool,
+    op: ReduceOp<'_>,
+    root: usize,
+) -> nccl::Result<()> {
+    if let ([r], [(s, d)]) = (ranks, &mut *bufs) {
+        if coll != "sendrecv" {
+            return issue(coll, r, s, d, in_place, op, root, &*r.stream);
+        }
     }
-    nccl::group(|| ranks.iter().enumerate().try_for_each(|(i, r)| f(i, r)))
+    nccl::group(|g| {
+        for (r, (s, d)) in ranks.iter().zip(bufs.iter_mut()) {
+            issue(coll, r, s, d, in_place, op, root, g.on(&r.stream))?;
+        }
+        Ok(())
+    })
 }
 
 /// `--no-event-tracking`: buffers allocated from now on carry no cudarc events.
@@ -423,10 +439,7 @@ fn bench<T: Elem>(o: &Opts, ranks: &[Rank], world: usize, rows: &mut Vec<Row>) -
                 }
                 // warm-up
                 for _ in 0..o.warmup {
-                    on_all(ranks, |i, r| {
-                        let (s, d) = &mut bufs[i];
-                        issue(coll, r, s, d, in_place, op, o.root)
-                    })?;
+                    on_all(coll, ranks, &mut bufs, in_place, op, o.root)?;
                 }
                 for r in ranks {
                     r.stream.synchronize()?;
@@ -443,8 +456,14 @@ fn bench<T: Elem>(o: &Opts, ranks: &[Rank], world: usize, rows: &mut Vec<Row>) -
                                 cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
                             )?;
                             for _ in 0..o.iters {
-                                let (s, d) = &mut bufs[i];
-                                issue(coll, r, s, d, in_place, op, o.root)?;
+                                on_all(
+                                    coll,
+                                    std::slice::from_ref(r),
+                                    std::slice::from_mut(&mut bufs[i]),
+                                    in_place,
+                                    op,
+                                    o.root,
+                                )?;
                             }
                             r.stream
                                 .end_capture(cu::CUgraphInstantiate_flags(0))?
@@ -472,10 +491,7 @@ fn bench<T: Elem>(o: &Opts, ranks: &[Rank], world: usize, rows: &mut Vec<Row>) -
                     start.record(&ranks[0].stream)?;
                     let t = Instant::now();
                     for _ in 0..o.iters {
-                        on_all(ranks, |i, r| {
-                            let (s, d) = &mut bufs[i];
-                            issue(coll, r, s, d, in_place, op, o.root)
-                        })?;
+                        on_all(coll, ranks, &mut bufs, in_place, op, o.root)?;
                     }
                     let h = t.elapsed();
                     end.record(&ranks[0].stream)?;
@@ -506,10 +522,7 @@ fn bench<T: Elem>(o: &Opts, ranks: &[Rank], world: usize, rows: &mut Vec<Row>) -
                             r.stream.memcpy_htod(&vec![v; rl], &mut bufs[i].1)?;
                         }
                     }
-                    on_all(ranks, |i, r| {
-                        let (s, d) = &mut bufs[i];
-                        issue(coll, r, s, d, in_place, op, o.root)
-                    })?;
+                    on_all(coll, ranks, &mut bufs, in_place, op, o.root)?;
                     for (i, r) in ranks.iter().enumerate() {
                         let got = r.stream.clone_dtoh(&bufs[i].1)?;
                         r.stream.synchronize()?;

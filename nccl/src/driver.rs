@@ -1,0 +1,75 @@
+//! The CUDA driver, checked before cudarc touches it: cudarc loads
+//! `libcuda.so` at first use and panics when it cannot, so every context this
+//! crate makes comes from [`context`], which turns a missing driver, a driver
+//! older than the CUDA API in use, and a missing GPU into typed errors.
+
+use std::sync::Arc;
+
+use cudarc::driver::CudaContext;
+
+use crate::error::{Error, Result};
+
+/// The CUDA API version this build uses through cudarc, as
+/// `cuDriverGetVersion` encodes it (12000 for CUDA 12.0).
+pub const CUDA_API_VERSION: i32 = if cfg!(feature = "cuda-13000") {
+    13000
+} else if cfg!(feature = "cuda-12080") {
+    12080
+} else {
+    12000
+};
+
+/// The file names cudarc tries for the driver library.
+fn driver_names() -> Vec<String> {
+    ["cuda", "nvcuda"]
+        .iter()
+        .flat_map(|l| cudarc::get_lib_name_candidates(l))
+        .collect()
+}
+
+/// Checks that the CUDA driver can be loaded and is new enough; returns its
+/// version (`cuDriverGetVersion`). Only this function's first call loads
+/// anything.
+///
+/// # Errors
+/// [`Error::NoDriver`] or [`Error::DriverTooOld`].
+pub fn driver_version() -> Result<i32> {
+    // SAFETY: only tries to load the library (dlopen); no symbol is called.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(Error::NoDriver {
+            tried: driver_names(),
+        });
+    }
+    let mut v = 0;
+    // SAFETY: the library is present (checked above), and every CUDA driver
+    // has cuDriverGetVersion, which writes one int and needs no cuInit.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    if r != cudarc::driver::sys::CUresult::CUDA_SUCCESS {
+        return Err(Error::Cuda(cudarc::driver::DriverError(r)));
+    }
+    if v < CUDA_API_VERSION {
+        return Err(Error::DriverTooOld {
+            driver: v,
+            needs: CUDA_API_VERSION,
+        });
+    }
+    Ok(v)
+}
+
+/// The CUDA context of GPU `ordinal` (cudarc's `CudaContext::new`), after
+/// checking what cudarc would panic on: use it in place of
+/// `CudaContext::new` where the driver may be missing.
+///
+/// # Errors
+/// [`Error::NoDriver`], [`Error::DriverTooOld`], [`Error::NoGpu`], or the
+/// CUDA error of creating the context.
+pub fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    driver_version()?;
+    cudarc::driver::result::init()?;
+    let count = CudaContext::device_count()?;
+    let count = usize::try_from(count).unwrap_or(0);
+    if ordinal >= count {
+        return Err(Error::NoGpu { ordinal, count });
+    }
+    Ok(CudaContext::new(ordinal)?)
+}
