@@ -45,18 +45,42 @@
 //! Collectives take cudarc buffers through `DevicePtr`/`DevicePtrMut`, so
 //! cudarc's cross-stream tracking stays correct: while a context has several
 //! streams, each buffer waits for its last use on another stream and records
-//! its use by the collective (one event wait and one record per buffer and
-//! call). Programs that order their streams themselves (one stream per GPU,
-//! as most engines) can skip that cost with cudarc's
-//! `CudaContext::disable_event_tracking` before allocating, or use
-//! [`NcclBuffer`], which carries no events. `docs/performance.md` gives the
+//! its use by the collective once NCCL has enqueued it (one event wait and one
+//! record per buffer and call). [`NcclBuffer`] follows the same rules.
+//! Programs that order their streams themselves (one stream per GPU, as most
+//! engines) can skip that cost with cudarc's (unsafe)
+//! `CudaContext::disable_event_tracking` before allocating; a context with a
+//! single stream has no cost to skip. `docs/performance.md` gives the
 //! measured cost.
 //!
 //! Collectives can be captured into a CUDA graph with cudarc's
 //! `begin_capture`/`end_capture` and replayed. CUDA refuses, inside a
 //! capture, a wait on an event recorded outside it, which is what cudarc's
 //! tracking does: capture collectives on buffers made while event tracking
-//! was off, or on [`NcclBuffer`]s (as for any cudarc work in a graph).
+//! was off (as for any cudarc work in a graph).
+//!
+//! # Groups
+//!
+//! [`group`] runs a closure between `ncclGroupStart` and `ncclGroupEnd`;
+//! calls join the group by taking [`Group::on`]`(&stream)` as their stream:
+//!
+//! ```no_run
+//! # fn demo(comm: &nccl::Comm, a: &cudarc::driver::CudaSlice<f32>,
+//! #         b: &mut cudarc::driver::CudaSlice<f32>,
+//! #         s: &std::sync::Arc<cudarc::driver::CudaStream>) -> nccl::Result<()> {
+//! let peer = (comm.rank() + 1) % comm.world_size();
+//! nccl::group(|g| {
+//!     comm.send(a, peer, g.on(s))?;
+//!     comm.recv(b, peer, g.on(s))
+//! })
+//! # }
+//! ```
+//!
+//! NCCL launches grouped calls at the group's end, so everything they borrow
+//! must outlive the group: the compiler checks that (a buffer made or a
+//! communicator dropped inside the closure does not compile), and cudarc
+//! records the buffers' uses after the launch. A call given a bare stream
+//! inside the closure, and a nested group, are [`Error::InGroup`].
 //!
 //! # Versions
 //!
