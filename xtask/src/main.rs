@@ -287,7 +287,7 @@ fn run(step: &str, cmd: &mut Command) -> Result<()> {
 pub fn docsrs_command(root: &Path) -> Command {
     let mut c = cargo();
     c.current_dir(root)
-        .args(["doc", "--no-deps", "-p", "nccl-sys", "-p", "nccl"])
+        .args(["doc", "--no-deps", "-p", "nccl-sys", "-p", "nccl-rs"])
         .arg("--target-dir")
         .arg(root.join("target").join("docsrs"))
         .env("DOCS_RS", "1")
