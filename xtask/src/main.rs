@@ -303,6 +303,10 @@ pub fn docsrs_command(root: &Path) -> Command {
     c
 }
 
+/// Features the workspace is checked and tested with: the benchmark
+/// program (`nccl-bench`) is part of what CI covers.
+pub const WORKSPACE_FEATURES: &str = "nccl-rs/bench";
+
 fn ci(root: &Path) -> Result<()> {
     let env = deps::ensure(root)?;
     env.apply();
@@ -316,6 +320,8 @@ fn ci(root: &Path) -> Result<()> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--features",
+            WORKSPACE_FEATURES,
             "--",
             "-D",
             "warnings",
@@ -341,7 +347,8 @@ fn ci(root: &Path) -> Result<()> {
         "tests",
         cargo()
             .current_dir(root)
-            .args(["test", "--workspace", "--no-fail-fast"]),
+            .args(["test", "--workspace", "--no-fail-fast", "--features"])
+            .arg(WORKSPACE_FEATURES),
     )?;
     eprintln!("\nxtask ci: all steps passed");
     Ok(())
@@ -363,7 +370,9 @@ fn bench(root: &Path, args: &[String]) -> Result<ExitCode> {
             "--quiet",
             "--release",
             "-p",
-            "nccl-rs-tests",
+            "nccl-rs",
+            "--features",
+            "bench",
             "--bin",
             "nccl-bench",
             "--",
