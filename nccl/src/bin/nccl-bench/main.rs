@@ -127,7 +127,7 @@ fn main() {
     let o = match options::parse(&args) {
         Ok(Command::Run(o)) => o,
         Ok(Command::Help) => {
-            println!("{}", options::USAGE);
+            print!("{}", options::USAGE);
             return;
         }
         Err(e) => fail(e),

@@ -4,44 +4,8 @@
 use crate::elem;
 use nccl::ReduceOp;
 
-pub const USAGE: &str = "\
-usage: nccl-bench [options]
-  -c, --coll LIST      all_reduce,all_gather,reduce_scatter,broadcast,reduce,all_to_all,sendrecv
-                       or all (default all_reduce); `-c N` with a number is nccl-tests' --check N
-  -b, --minbytes N     smallest size (default 8; K, M, G suffixes)
-  -e, --maxbytes N     largest size (default 128M)
-  -f, --stepfactor F   multiply the size by F each step (default 2)
-  -i, --stepbytes N    add N bytes each step instead (default 0: multiply by F)
-  -n, --iters N        timed iterations (default 20)
-  -w, --warmup N       warm-up iterations (default 5; also --warmup_iters N)
-  -d, --datatype T     f32 f16 bf16 f64 f8e4m3 f8e5m2 i8 u8 i32 u32 i64 u64, or nccl-tests' names
-                       float half bfloat16 double int8 uint8 int32 uint32 int64 uint64 (default f32)
-  -o, --op OP          sum prod max min avg (default sum)
-  -r, --root R         root of broadcast and reduce (default 0)
-  -g, --ngpus N        GPUs driven by this process (default: every visible GPU; under a
-                       launcher, one per process)
-  -G, --graph [N]      capture the timed loop in a CUDA graph, replay it once, then time N
-                       replays (default: off; N defaults to 10, 0 is off; also --cudagraph N);
-                       implies --no-event-tracking: CUDA refuses cudarc's event waits in a capture
-  -C, --check 0|1      check results (default 1; also nccl-tests' -c N and --check N)
-      --json FILE      write the results as JSON (default: none; also -J, --output_file FILE)
-      --plot FILE      write busbw and time vs size as SVG, one line per collective (default: none)
-      --no-event-tracking
-                       turn off cudarc's cross-stream event tracking for the benchmark's
-                       buffers (each collective then skips cudarc's event waits and records,
-                       as a program that orders its streams itself would) (default: on)
-      --nonblocking    non-blocking communicator (default: blocking, as nccl-tests; NCCL then
-                       launches each call from a thread of its own; one GPU per process)
-      --no-progress    no progress bar on stderr (default: a progress bar)
-  -h, --help           this text
-Options take `--name=value` and `-xVALUE` too. nccl-tests options without a counterpart here are
-accepted at the value that means what nccl-bench does anyway, and refused at any other:
-  -t/--nthreads 1, -m/--agg_iters 1, -N/--run_cycles 1, -p/--parallel_init 0, -z/--blocking 0,
-  -y/--stream_null 0, -T/--timeout 0, -S/--report_timestamps 0, -a/--average 1 (the mean over
-  ranks), -R/--local_register 0, -x/--cta_policy -1, -D/--device_implementation 0,
-  -V/--device_cta_count 16, -M/--memory 0, -u/--unalign 0, -I/--per_iter_timing 0,
-  -K/--per_iter_skip 0, and --report_cputime 0|1 (the host column is always printed; nccl-tests'
-  -C is --report_cputime, here -C is --check).";
+/// `nccl-bench --help` (also shown by `cargo xtask bench --help`).
+pub const USAGE: &str = include_str!("usage.txt");
 
 /// Every collective, in the order `-c all` runs them.
 pub const ALL: [&str; 7] = [
@@ -306,7 +270,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     .iter()
                     .find(|(short, long, _)| other == *short || other == *long)
                 else {
-                    return Err(format!("unknown option {other:?}\n{USAGE}"));
+                    return Err(format!("unknown option {other:?}\n{}", USAGE.trim_end()));
                 };
                 let got = int(other, &v()?)?;
                 if got != *want {
@@ -324,7 +288,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         || (o.step == 0 && o.factor <= 1.0)
         || o.ngpus == Some(0)
     {
-        return Err(format!("bad sizes or counts\n{USAGE}"));
+        return Err(format!("bad sizes or counts\n{}", USAGE.trim_end()));
     }
     if o.graph {
         o.event_tracking = false;
