@@ -54,11 +54,13 @@ Runs, in this order, and stops at the first failure:
   docs.rs        cargo doc of nccl-sys and nccl-rs with DOCS_RS=1 and NCCL hidden
                  (target/docsrs)
   tests          cargo test --workspace --no-fail-fast --features nccl-rs/bench
-  publish        cargo publish --dry-run --no-verify of nccl-sys and nccl-rs (packaged together:
-                 nccl-rs's nccl-sys is not on crates.io yet) into target/package
+  publish        cargo package and cargo publish --dry-run (--no-verify) of nccl-sys and nccl-rs,
+                 packaged together (nccl-rs's nccl-sys is not on crates.io yet), into
+                 target/package
   user project   the two .crate files unpacked into target/user-project, a venv there with only
-                 nvidia-nccl-cu13 (pip), a small program depending on nccl-rs built from them
-                 and run (the README's example)
+                 nvidia-nccl-cu13 (pip), the README's example built against them and run, and
+                 nccl-bench installed from them (cargo install --features bench) and run, both
+                 without LD_LIBRARY_PATH
 No options. A second run on an unchanged tree compiles nothing.
 Variables: NCCL_RS_REQUIRE_GPU=1 makes a missing GPU a failure of the GPU tests (default: they
 say GPU TEST NOT RUN and pass).

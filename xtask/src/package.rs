@@ -69,19 +69,28 @@ fn version(root: &Path, dir: &str) -> Result<String> {
         .ok_or_else(|| format!("no version in {}", manifest.display()))
 }
 
-/// `cargo publish --dry-run` of both crates together (cargo 1.90+ packages
-/// a workspace's crates against each other, as nccl-sys is not on crates.io
-/// yet), leaving the `.crate` files in `target/package`. Without
-/// `--verify`: the user project builds exactly these files instead, as a
-/// dependent would, and does not recompile when nothing changed.
+/// `cargo package` and `cargo publish --dry-run` of both crates together
+/// (cargo 1.90+ packages a workspace's crates against each other, as
+/// nccl-sys is not on crates.io yet); `cargo package` leaves the `.crate`
+/// files in `target/package`. Without verification builds: the user project
+/// builds exactly these files instead, as a dependent would, and does not
+/// recompile when nothing changed.
 pub fn publish_dry_run(root: &Path) -> Result<()> {
-    let mut c = cargo();
-    c.current_dir(root)
-        .args(["publish", "--dry-run", "--no-verify", "--allow-dirty"]);
-    for (name, _) in PACKAGES {
-        c.args(["-p", name]);
+    for (step, args) in [
+        ("package", &["package", "--no-verify", "--allow-dirty"][..]),
+        (
+            "publish --dry-run",
+            &["publish", "--dry-run", "--no-verify", "--allow-dirty"][..],
+        ),
+    ] {
+        let mut c = cargo();
+        c.current_dir(root).args(args);
+        for (name, _) in PACKAGES {
+            c.args(["-p", name]);
+        }
+        run(&format!("{step} (nccl-sys, nccl-rs)"), &mut c)?;
     }
-    run("publish --dry-run (nccl-sys, nccl-rs)", &mut c)
+    Ok(())
 }
 
 /// Writes `text` to `path` unless it is there already (keeps mtimes, so
@@ -155,6 +164,23 @@ fn unpack(root: &Path, crates: &Path, name: &str, version: &str) -> Result<()> {
     let dir = format!("{name}-{version}");
     sync(&tmp.join(&dir), &crates.join(&dir))?;
     std::fs::remove_dir_all(&tmp).map_err(|e| format!("removing {}: {e}", tmp.display()))
+}
+
+/// The unpacked package carries the manifest it was made from
+/// (`Cargo.toml.orig`): it must be the one in the tree now.
+fn check_fresh(root: &Path, crates: &Path, (name, dir): (&str, &str), version: &str) -> Result<()> {
+    let orig = crates
+        .join(format!("{name}-{version}"))
+        .join("Cargo.toml.orig");
+    let now = root.join(dir).join("Cargo.toml");
+    match (std::fs::read(&orig), std::fs::read(&now)) {
+        (Ok(a), Ok(b)) if a == b => Ok(()),
+        _ => Err(format!(
+            "{} is not {}: a stale package",
+            orig.display(),
+            now.display()
+        )),
+    }
 }
 
 /// A venv with only [`USER_WHEEL`], once.
@@ -249,6 +275,8 @@ pub fn user_project(root: &Path) -> Result<()> {
     );
     unpack(root, &crates, PACKAGES[0].0, &sys)?;
     unpack(root, &crates, PACKAGES[1].0, &rs)?;
+    check_fresh(root, &crates, PACKAGES[0], &sys)?;
+    check_fresh(root, &crates, PACKAGES[1], &rs)?;
     let venv_dir = dir.join("venv");
     venv(&venv_dir)?;
     let app = dir.join("app");
@@ -285,7 +313,65 @@ pub fn user_project(root: &Path) -> Result<()> {
     if !out.status.success() {
         return Err(format!("the user project failed ({})", out.status));
     }
-    check_output(&stdout)
+    check_output(&stdout)?;
+    install_bench(&dir, &rs, &env)
+}
+
+/// `cargo install` of nccl-bench from the packaged nccl-rs (its nccl-sys
+/// patched in as crates.io would serve it), into `target/user-project/
+/// install`, sharing the user project's build folder; then the installed
+/// program runs without LD_LIBRARY_PATH (its run path finds libnccl).
+fn install_bench(dir: &Path, rs: &str, env: &[(String, OsString)]) -> Result<()> {
+    let crates = dir.join("crates");
+    let sys_dir = std::fs::read_dir(&crates)
+        .map_err(|e| format!("reading {}: {e}", crates.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("nccl-sys-"))
+        })
+        .ok_or("no unpacked nccl-sys")?;
+    let root = dir.join("install");
+    let mut c = cargo();
+    c.current_dir(dir)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["install", "--features", "bench", "--debug", "--path"])
+        .arg(crates.join(format!("nccl-rs-{rs}")))
+        .arg("--root")
+        .arg(&root)
+        .arg("--target-dir")
+        .arg(dir.join("app").join("target"))
+        .arg("--config")
+        .arg(format!(
+            "patch.crates-io.nccl-sys.path={:?}",
+            sys_dir.display().to_string()
+        ));
+    run(
+        "user project: cargo install nccl-rs --features bench",
+        &mut c,
+    )?;
+    let exe = root.join("bin").join("nccl-bench");
+    eprintln!(
+        "\n==> user project: {} (installed; no LD_LIBRARY_PATH)",
+        exe.display()
+    );
+    let out = Command::new(&exe)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["-b", "8", "-e", "8", "--no-progress"])
+        .output()
+        .map_err(|e| format!("could not run {}: {e}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() || !stdout.starts_with("NCCL runtime") {
+        return Err(format!(
+            "the installed nccl-bench failed ({}) or printed no capability report",
+            out.status
+        ));
+    }
+    Ok(())
 }
 
 /// The example prints `NCCL <version> …` and `unique id <256 hex digits>`.
