@@ -1,6 +1,8 @@
 //! Turns the NCCL header version that nccl-sys found (`DEP_NCCL_VERSION_NUMBER`)
 //! into cfgs for this crate: `nccl_2_N` for every 2.N up to it, so APIs that
 //! an older header lacks compile out (and report `Error::Unsupported`).
+//! Also gives the package's programs (`nccl-bench`, tests, examples) a run
+//! path to the libnccl they link dynamically.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_NCCL_VERSION_NUMBER");
@@ -21,5 +23,24 @@ fn main() {
         for m in 0..=top {
             println!("cargo:rustc-cfg=nccl_2_{m}");
         }
+    }
+    bench_run_path();
+}
+
+/// Programs of this package linked dynamically keep the folder of the libnccl
+/// they were linked against (`DEP_NCCL_LIB_DIR`) as their run path, so an
+/// installed `nccl-bench` (and the tests) start without `LD_LIBRARY_PATH`
+/// (which still wins: RUNPATH). Only this package's: a build script cannot
+/// set the run path of its dependents' programs (README, "Use it in your
+/// project").
+fn bench_run_path() {
+    println!("cargo:rerun-if-env-changed=DEP_NCCL_STATIC");
+    println!("cargo:rerun-if-env-changed=DEP_NCCL_LIB_DIR");
+    let dynamic = std::env::var("DEP_NCCL_STATIC").is_ok_and(|v| v == "0");
+    match std::env::var("DEP_NCCL_LIB_DIR") {
+        Ok(dir) if dynamic && !dir.is_empty() => {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+        }
+        _ => {}
     }
 }

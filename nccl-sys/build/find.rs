@@ -255,7 +255,8 @@ impl fmt::Display for FindError {
              or NCCL_INCLUDE_DIR=... NCCL_LIB_DIR=...\n  \
              - link mode: NCCL_STATIC=1 (libnccl_static.a + libcudart_static.a, CUDA_HOME=...) \
              or NCCL_STATIC=0 (libnccl.so)\n  \
-             - in this repository: cargo xtask locate (report), cargo xtask ci (fetches the pip wheels itself)"
+             - in this repository: cargo xtask test (or ci: they fetch the pip wheels themselves), \
+             cargo xtask locate (report)"
         )?;
         write!(f, "\n{}", self.context)
     }

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 deps=$PWD/target/nccl-deps
 export LIBCLANG_PATH=${LIBCLANG_PATH:-$deps/libclang/clang/native}
 NCCL_DIR=$deps/nvidia/nccl cargo test --release --no-run -p nccl-rs-tests
-NCCL_DIR=$deps/nvidia/nccl cargo build --release -p nccl-rs-tests --bin nccl-bench
+NCCL_DIR=$deps/nvidia/nccl cargo build --release -p nccl-rs --features bench --bin nccl-bench
 cargo build --release -p xtask
 rm -rf .gpu/dyn && mkdir -p .gpu/dyn
 for t in sys_cpu sys_gpu nccl_cpu nccl_gpu faults; do
@@ -22,7 +22,8 @@ cp target/release/nccl-bench target/release/xtask .gpu/dyn/
 if [ -x ../shared/gpu/bundle ]; then
   env -u NCCL_DIR NCCL_STATIC=1 NCCL_INCLUDE_DIR=$deps/nvidia/nccl/include \
     NCCL_LIB_DIR=/usr/lib/x86_64-linux-gnu CUDA_HOME=/usr/local/cuda \
-    ../shared/gpu/bundle .gpu/static cargo test --release --no-run -p nccl-rs-tests
+    ../shared/gpu/bundle .gpu/static cargo test --release --no-run -p nccl-rs-tests \
+    -p nccl-rs --features nccl-rs/bench
 else
   echo "no ../shared/gpu/bundle: static bundle not made" >&2
 fi

@@ -120,44 +120,128 @@ fn provision(dir: &Path, stamp_name: &str, what: &[&str]) -> Result<()> {
     std::fs::write(&stamp, want).map_err(|e| format!("writing {}: {e}", stamp.display()))
 }
 
+/// Where `ci`, `test` and `bench` get NCCL or libclang from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Found on the machine, as nccl-sys's search (or clang-sys's) finds it:
+    /// NCCL's library folder, or the libclang library.
+    Machine(PathBuf),
+    /// Not on the machine: the pip wheels in this folder (`target/nccl-deps`,
+    /// or its `libclang` subfolder), installed already or not yet.
+    Wheels { dir: PathBuf, installed: bool },
+}
+
+/// What `ci`, `test` and `bench` use (and `locate` reports, and `launch`
+/// passes on): NCCL and libclang from the machine where they are found,
+/// NVIDIA's wheels under `target/nccl-deps` where not.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub nccl: Source,
+    pub libclang: Source,
+}
+
+/// The folder the wheels go to.
+pub fn deps_dir(root: &Path) -> PathBuf {
+    root.join("target").join("nccl-deps")
+}
+
+fn stamped(dir: &Path, stamp_name: &str, what: &[&str]) -> bool {
+    std::fs::read_to_string(dir.join(stamp_name)).is_ok_and(|s| s == what.join("\n"))
+}
+
+/// Decides without installing anything.
+pub fn plan(root: &Path) -> Plan {
+    let dir = deps_dir(root);
+    let nccl = match find::find_nccl(&XtaskHost) {
+        Ok(n) => Source::Machine(n.lib_dir),
+        Err(_) => Source::Wheels {
+            installed: stamped(&dir, ".nccl-stamp", NCCL_WHEELS),
+            dir: dir.clone(),
+        },
+    };
+    let ldir = dir.join("libclang");
+    let libclang = match find_libclang() {
+        Some(p) => Source::Machine(p),
+        None => Source::Wheels {
+            installed: stamped(&ldir, ".libclang-stamp", &[LIBCLANG_WHEEL]),
+            dir: ldir,
+        },
+    };
+    Plan { nccl, libclang }
+}
+
+impl Plan {
+    /// NCCL's library folder, if there is one yet.
+    pub fn nccl_lib_dir(&self) -> Option<PathBuf> {
+        match &self.nccl {
+            Source::Machine(lib) => Some(lib.clone()),
+            Source::Wheels { dir, installed } => {
+                installed.then(|| dir.join("nvidia").join("nccl").join("lib"))
+            }
+        }
+    }
+
+    /// The variables that make a build (and the programs it makes) use
+    /// this plan: `NCCL_DIR` and `LIBCLANG_PATH` for what comes from the
+    /// wheels, `LD_LIBRARY_PATH` with NCCL's library folder first.
+    pub fn env(&self) -> Result<DepsEnv> {
+        let mut env = DepsEnv::default();
+        if let Source::Wheels {
+            dir,
+            installed: true,
+        } = &self.nccl
+        {
+            env.vars
+                .push(("NCCL_DIR", dir.join("nvidia").join("nccl").into()));
+        }
+        if let Source::Wheels {
+            dir,
+            installed: true,
+        } = &self.libclang
+        {
+            env.vars
+                .push(("LIBCLANG_PATH", dir.join("clang").join("native").into()));
+        }
+        if let Some(lib) = self.nccl_lib_dir() {
+            // programs linked dynamically must find libnccl at run time
+            let mut ld = vec![lib.clone()];
+            if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+                ld.extend(std::env::split_paths(&old).filter(|p| p != &lib));
+            }
+            env.vars.push((
+                "LD_LIBRARY_PATH",
+                std::env::join_paths(ld).map_err(|e| e.to_string())?,
+            ));
+        }
+        Ok(env)
+    }
+}
+
 /// Makes sure NCCL and libclang can be found; installs NVIDIA's pip wheels
 /// under `target/nccl-deps` when they cannot. Returns the variables to set.
 pub fn ensure(root: &Path) -> Result<DepsEnv> {
-    let mut env = DepsEnv::default();
-    let dir = root.join("target").join("nccl-deps");
-    let host = XtaskHost;
-    let lib_dir = match find::find_nccl(&host) {
-        Ok(n) => {
+    let mut plan = plan(root);
+    match &mut plan.nccl {
+        Source::Machine(lib) => eprintln!("xtask: NCCL found on this machine ({})", lib.display()),
+        Source::Wheels { dir, installed } => {
             eprintln!(
-                "xtask: NCCL found through {} ({})",
-                n.source,
-                n.include_dir.display()
+                "xtask: no NCCL found on this machine; using NVIDIA's pip wheels in {}",
+                dir.display()
             );
-            n.lib_dir
+            if !*installed {
+                eprintln!(
+                    "xtask: first run: downloading them (about 200 MB, once; `cargo xtask locate` \
+                     says what is used)"
+                );
+            }
+            provision(dir, ".nccl-stamp", NCCL_WHEELS)?;
+            *installed = true;
         }
-        Err(_) => {
-            eprintln!("xtask: no NCCL found on this machine; using NVIDIA's pip wheels");
-            provision(&dir, ".nccl-stamp", NCCL_WHEELS)?;
-            let nccl = dir.join("nvidia").join("nccl");
-            env.vars.push(("NCCL_DIR", nccl.clone().into()));
-            nccl.join("lib")
-        }
-    };
-    // test binaries linked dynamically must find libnccl at run time
-    let mut ld = vec![lib_dir];
-    if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
-        ld.extend(std::env::split_paths(&old));
     }
-    env.vars.push((
-        "LD_LIBRARY_PATH",
-        std::env::join_paths(ld).map_err(|e| e.to_string())?,
-    ));
-    if find_libclang().is_none() {
+    if let Source::Wheels { dir, installed } = &mut plan.libclang {
         eprintln!("xtask: no libclang found for bindgen; using the libclang pip wheel");
-        let ldir = dir.join("libclang");
-        provision(&ldir, ".libclang-stamp", &[LIBCLANG_WHEEL])?;
-        env.vars
-            .push(("LIBCLANG_PATH", ldir.join("clang").join("native").into()));
+        provision(dir, ".libclang-stamp", &[LIBCLANG_WHEEL])?;
+        *installed = true;
     }
-    Ok(env)
+    plan.env()
 }

@@ -102,9 +102,22 @@ pub fn parse(args: &[String]) -> Result<LaunchPlan> {
     Ok(plan)
 }
 
-/// Usage of `cargo xtask launch`.
-pub const USAGE: &str =
-    "usage: cargo xtask launch -n N [--one-gpu] [--port P] [--grace SECONDS] -- CMD [ARGS...]";
+/// Usage of `cargo xtask launch` (its `--help`).
+pub const USAGE: &str = "\
+usage: cargo xtask launch -n N [--one-gpu] [--port P] [--grace SECONDS] -- CMD [ARGS...]
+
+Starts N ranks of CMD with torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+MASTER_ADDR=127.0.0.1, MASTER_PORT) and NCCL_RS_SECRET, prefixes their output with [rank r], and
+fails if any rank fails.
+  -n, --nproc N    number of ranks (required)
+  --one-gpu        all ranks share the first visible GPU: each its own NCCL_HOSTID,
+                   NCCL_SOCKET_IFNAME=lo (default: rank r uses GPU r)
+  --port P         rendezvous port (default 0: a free one)
+  --grace SECONDS  once a rank failed, how long the others may run on before they are killed
+                   (default 30)
+  NCCL_RS_SECRET   used when set (default: a fresh random one)
+The ranks get LD_LIBRARY_PATH with the NCCL library folder that bench uses first (the
+machine's NCCL, or the wheels ci installed in target/nccl-deps).";
 
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;

@@ -1,9 +1,16 @@
-//! `cargo xtask …`: the repository's own tools.
+//! `cargo xtask …`: the repository's own tools (`cargo xtask --help`).
 //!
-//! - `locate`: where NCCL is, as `nccl-sys`'s build script would find it.
-//! - `bindgen [--check]`: regenerate (or check) the committed docs.rs bindings.
 //! - `ci`: everything CI runs.
+//! - `test [FILTER] [--suite NAME]`: the tests with ci's environment.
 //! - `bench`: the benchmark (see README).
+//! - `launch`: N local ranks with torchrun's variables.
+//! - `locate`: where NCCL is, as `ci`, `test` and `bench` use it.
+//! - `bindgen [--check]`: regenerate (or check) the committed docs.rs bindings.
+//!
+//! The `cargo xtask` alias builds this program in `target/xtask`, apart from
+//! the builds it starts: those get `LIBCLANG_PATH` and the like, which the
+//! shared dependencies (bindgen) track, so sharing one target folder made
+//! every run rebuild them.
 
 #[path = "../../nccl-sys/build/bindings.rs"]
 mod bindings;
@@ -15,7 +22,9 @@ mod version;
 mod deps;
 #[cfg(test)]
 mod find_tests;
+mod help;
 mod launch;
+mod package;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -33,37 +42,57 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
-
-commands:
-  locate            report where NCCL, cudart_static and libclang are and which link mode
-                    nccl-sys would choose (exit 1 with the fixes when NCCL is not found)
-  bindgen [--check] regenerate nccl-sys/bindings/nccl_2_28_3.rs from NCCL 2.28.3's nccl.h
-                    (--check: fail if the committed file differs)
-  ci                fmt, clippy, bindgen --check, docs.rs build, all tests
-  bench [ARGS]      the benchmark, nccl-tests style (cargo xtask bench -- --help)
-  launch -n N [--one-gpu] [--port P] [--grace S] -- CMD [ARGS...]
-                    start N ranks of CMD with torchrun's variables (see README)
-";
-
 fn try_main() -> Result<ExitCode> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = repo_root();
-    match args.first().map(String::as_str) {
-        Some("locate") => locate(),
-        Some("bindgen") => {
-            let check = args.iter().skip(1).any(|a| a == "--check");
-            bindgen_cmd(&root, check).map(|()| ExitCode::SUCCESS)
+    let (cmd, rest) = match args.split_first() {
+        Some((c, rest)) => (c.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    let usage = match cmd {
+        "ci" => help::CI.to_string(),
+        "test" => help::TEST.to_string(),
+        "bench" => help::bench(),
+        "launch" => format!("{}\n", launch::USAGE),
+        "locate" => help::LOCATE.to_string(),
+        "bindgen" => help::BINDGEN.to_string(),
+        "-h" | "--help" | "help" => help::usage(),
+        other => return Err(format!("unknown command `{other}`\n\n{}", help::usage())),
+    };
+    // bench's help includes nccl-bench's options: asked for after `--` too
+    let asked = if cmd == "bench" {
+        rest.iter().any(|a| a == "-h" || a == "--help")
+    } else {
+        help::wanted(rest)
+    };
+    if matches!(cmd, "-h" | "--help" | "help") || asked {
+        print!("{usage}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let no_args = |allowed: &[&str]| match rest.iter().find(|a| !allowed.contains(&a.as_str())) {
+        Some(a) => Err(format!("{cmd}: unknown argument {a:?}\n\n{usage}")),
+        None => Ok(()),
+    };
+    match cmd {
+        "locate" => {
+            no_args(&[])?;
+            locate(&root)
         }
-        Some("ci") => ci(&root).map(|()| ExitCode::SUCCESS),
-        Some("bench") => bench(&root, &args[1..]),
-        Some("launch") => launch::main(&args[1..]),
-        Some("-h" | "--help" | "help") | None => {
-            print!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
+        "bindgen" => {
+            no_args(&["--check"])?;
+            bindgen_cmd(&root, !rest.is_empty()).map(|()| ExitCode::SUCCESS)
         }
-        Some(other) => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+        "ci" => {
+            no_args(&[])?;
+            ci(&root).map(|()| ExitCode::SUCCESS)
+        }
+        "test" => test(&root, rest),
+        "bench" => bench(&root, rest),
+        _ => {
+            // the ranks find libnccl where bench's does (nothing installed)
+            deps::plan(&root).env()?.apply();
+            launch::main(rest)
+        }
     }
 }
 
@@ -131,17 +160,40 @@ fn cc_build() -> cc::Build {
     b
 }
 
-fn locate() -> Result<ExitCode> {
+fn locate(root: &Path) -> Result<ExitCode> {
     let host = XtaskHost;
     println!("target:        {}", find::Host::target(&host));
-    let nccl = match find::find_nccl(&host) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("NCCL not found.\n\n{e}");
-            return Ok(ExitCode::FAILURE);
+    let plan = deps::plan(root);
+    let nccl = match &plan.nccl {
+        deps::Source::Machine(_) => {
+            println!("NCCL from:     this machine (what ci, test and bench use)");
+            find::find_nccl(&host).map_err(|e| e.to_string())?
+        }
+        deps::Source::Wheels { dir, installed } => {
+            if !*installed {
+                if let Err(why) = find::find_nccl(&host) {
+                    eprintln!("NCCL not found on this machine.\n\n{why}");
+                }
+                println!(
+                    "NCCL from:     nowhere yet: ci, test and bench would install {} into {}",
+                    deps::NCCL_WHEELS.join(" "),
+                    dir.display()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            println!(
+                "NCCL from:     the pip wheels in {} (none on this machine; ci installed these, \
+                 and ci, test and bench use them with NCCL_DIR={})",
+                dir.display(),
+                dir.join("nvidia").join("nccl").display()
+            );
+            // nccl-sys's search as those builds run it
+            // SAFETY: xtask is single-threaded here; nothing reads the environment concurrently.
+            unsafe { std::env::set_var("NCCL_DIR", dir.join("nvidia").join("nccl")) };
+            find::find_nccl(&host).map_err(|e| e.to_string())?
         }
     };
-    let crate_dir = repo_root().join("nccl-sys");
+    let crate_dir = root.join("nccl-sys");
     println!("found through: {}", nccl.source);
     let header = nccl.header();
     match version::header_version(cc_build(), &crate_dir, &nccl.include_dir) {
@@ -181,11 +233,21 @@ fn locate() -> Result<ExitCode> {
         }
         Err(e) => println!("link mode:     error: {e}"),
     }
-    match deps::find_libclang() {
-        Some(p) => println!("libclang:      {}", p.display()),
-        None => println!(
+    match &plan.libclang {
+        deps::Source::Machine(p) => println!("libclang:      {}", p.display()),
+        deps::Source::Wheels {
+            dir,
+            installed: true,
+        } => println!(
+            "libclang:      {} (the pip wheel ci installed; none on this machine)",
+            dir.join("clang").join("native").display()
+        ),
+        deps::Source::Wheels { dir, .. } => println!(
             "libclang:      not found (bindgen needs it: apt install libclang-dev, or pip install libclang \
-             and LIBCLANG_PATH=<site-packages>/clang/native)"
+             and LIBCLANG_PATH=<site-packages>/clang/native); ci, test and bench would install {} \
+             into {}",
+            deps::LIBCLANG_WHEEL,
+            dir.display()
         ),
     }
     Ok(ExitCode::SUCCESS)
@@ -287,7 +349,7 @@ fn run(step: &str, cmd: &mut Command) -> Result<()> {
 pub fn docsrs_command(root: &Path) -> Command {
     let mut c = cargo();
     c.current_dir(root)
-        .args(["doc", "--no-deps", "-p", "nccl-sys", "-p", "nccl"])
+        .args(["doc", "--no-deps", "-p", "nccl-sys", "-p", "nccl-rs"])
         .arg("--target-dir")
         .arg(root.join("target").join("docsrs"))
         .env("DOCS_RS", "1")
@@ -303,6 +365,10 @@ pub fn docsrs_command(root: &Path) -> Command {
     c
 }
 
+/// Features the workspace is checked and tested with: the benchmark
+/// program (`nccl-bench`) is part of what CI covers.
+pub const WORKSPACE_FEATURES: &str = "nccl-rs/bench";
+
 fn ci(root: &Path) -> Result<()> {
     let env = deps::ensure(root)?;
     env.apply();
@@ -316,6 +382,8 @@ fn ci(root: &Path) -> Result<()> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--features",
+            WORKSPACE_FEATURES,
             "--",
             "-D",
             "warnings",
@@ -337,25 +405,85 @@ fn ci(root: &Path) -> Result<()> {
         "docs.rs build (DOCS_RS=1, NCCL hidden)",
         &mut docsrs_command(root),
     )?;
-    run(
-        "tests",
-        cargo()
-            .current_dir(root)
-            .args(["test", "--workspace", "--no-fail-fast"]),
-    )?;
+    run("tests", &mut test_command(root))?;
+    package::publish_dry_run(root)?;
+    package::user_project(root)?;
     eprintln!("\nxtask ci: all steps passed");
     Ok(())
+}
+
+/// `cargo test` on the workspace as ci runs it (features included).
+fn test_command(root: &Path) -> Command {
+    let mut c = cargo();
+    c.current_dir(root)
+        .args(["test", "--workspace", "--no-fail-fast", "--features"])
+        .arg(WORKSPACE_FEATURES);
+    c
+}
+
+/// What `cargo xtask test [FILTER] [--suite NAME] [-- ARGS]` asks for: the
+/// cargo arguments after `cargo test --workspace …` and those after `--`.
+fn test_args(args: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+    let mut cargo_args = Vec::new();
+    let mut filter = None;
+    let mut it = args.iter();
+    let mut passed_on = Vec::new();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--suite" => {
+                let name = it
+                    .next()
+                    .ok_or_else(|| format!("--suite needs a name\n\n{}", help::TEST))?;
+                if name == "unit" {
+                    cargo_args.extend(["--lib".to_string(), "--bins".to_string()]);
+                } else {
+                    cargo_args.extend(["--test".to_string(), name.clone()]);
+                }
+            }
+            "--" => {
+                passed_on.extend(it.by_ref().cloned());
+            }
+            other if other.starts_with('-') => {
+                return Err(format!("test: unknown option {other:?}\n\n{}", help::TEST));
+            }
+            other if filter.is_none() => filter = Some(other.to_string()),
+            other => {
+                return Err(format!(
+                    "test: one FILTER only ({other:?} is a second)\n\n{}",
+                    help::TEST
+                ));
+            }
+        }
+    }
+    let mut after = Vec::new();
+    after.extend(filter);
+    after.extend(passed_on);
+    Ok((cargo_args, after))
+}
+
+/// `cargo xtask test …`: the tests with ci's environment.
+fn test(root: &Path, args: &[String]) -> Result<ExitCode> {
+    let (cargo_args, after) = test_args(args)?;
+    deps::ensure(root)?.apply();
+    let mut c = test_command(root);
+    c.args(cargo_args);
+    if !after.is_empty() {
+        c.arg("--").args(after);
+    }
+    run("tests", &mut c).map(|()| ExitCode::SUCCESS)
 }
 
 /// `cargo xtask bench [ARGS]`: builds and runs `nccl-bench` in release mode
 /// (arguments as nccl-tests', see `--help`). Without a GPU it prints the
 /// capability report and says there is nothing to measure.
 fn bench(root: &Path, args: &[String]) -> Result<ExitCode> {
+    // `cargo xtask bench -- ARGS` means the same as without the `--`
+    let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
     // no arguments: every collective, 8 B to 128 MiB, on every visible GPU
     let default = ["-c".to_string(), "all".to_string()];
     let args = if args.is_empty() { &default[..] } else { args };
-    let env = deps::ensure(root)?;
-    env.apply();
+    deps::ensure(root)?.apply();
+    eprintln!("xtask: building nccl-bench (release) and running it");
     let status = cargo()
         .current_dir(root)
         .args([
@@ -363,7 +491,9 @@ fn bench(root: &Path, args: &[String]) -> Result<ExitCode> {
             "--quiet",
             "--release",
             "-p",
-            "nccl-rs-tests",
+            "nccl-rs",
+            "--features",
+            "bench",
             "--bin",
             "nccl-bench",
             "--",
@@ -397,5 +527,66 @@ mod tests {
                 bindings::PREGENERATED
             ),
         }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn test_command_arguments() {
+        let (c, a) = test_args(&strings(&["all_reduce"])).unwrap();
+        assert!(c.is_empty());
+        assert_eq!(a, ["all_reduce"]);
+        let (c, a) = test_args(&strings(&[
+            "--suite",
+            "nccl_cpu",
+            "version",
+            "--",
+            "--nocapture",
+        ]))
+        .unwrap();
+        assert_eq!(c, ["--test", "nccl_cpu"]);
+        assert_eq!(a, ["version", "--nocapture"]);
+        let (c, _) = test_args(&strings(&["--suite", "unit"])).unwrap();
+        assert_eq!(c, ["--lib", "--bins"]);
+        assert!(test_args(&strings(&["--suite"])).is_err());
+        assert!(test_args(&strings(&["a", "b"])).is_err());
+        assert!(test_args(&strings(&["--bogus"])).is_err());
+    }
+
+    #[test]
+    fn help_is_asked_before_the_double_dash_only() {
+        assert!(help::wanted(&strings(&["--help"])));
+        assert!(help::wanted(&strings(&["-n", "2", "-h", "--", "x"])));
+        assert!(!help::wanted(&strings(&[
+            "-n", "2", "--", "prog", "--help"
+        ])));
+    }
+
+    /// Every command's help names its options and their defaults.
+    #[test]
+    fn help_texts_list_options_and_defaults() {
+        let top = help::usage();
+        for cmd in ["ci", "test", "bench", "launch", "locate", "bindgen"] {
+            assert!(
+                top.contains(&format!("\n  {cmd}")),
+                "{cmd} missing from the usage"
+            );
+        }
+        assert!(
+            !top.contains("bench -- --help"),
+            "that spelling used to fail"
+        );
+        assert!(
+            help::TEST.contains("--suite NAME") && help::TEST.contains("(default: every test)")
+        );
+        assert!(help::BINDGEN.contains("(default: write it)"));
+        let bench = help::bench();
+        assert!(bench.contains("(default 128M)") && bench.contains("--cudagraph"));
+        for opt in ["-n N", "--one-gpu", "--port", "--grace"] {
+            assert!(launch::USAGE.contains(opt), "{opt}");
+        }
+        assert!(launch::USAGE.contains("default 30"));
     }
 }
