@@ -81,8 +81,11 @@ mod group;
 mod id;
 mod launch;
 mod mem;
+mod net;
 mod op;
 mod rendezvous;
+pub mod slurm;
+mod store;
 mod version;
 
 pub use caps::{Capabilities, Feature, LinkMode, OPTIONAL_APIS, capabilities};
@@ -94,10 +97,16 @@ pub use error::{Error, NcclCode, Result, error_string};
 pub use group::group_simulate;
 pub use group::{GroupGuard, group};
 pub use id::{UNIQUE_ID_BYTES, UniqueId};
-pub use launch::{LaunchInfo, LaunchOptions, LaunchSource, init_from_launcher};
+pub use launch::{
+    LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, init_from_launcher, share_launch_id,
+};
 #[cfg(nccl_2_27)]
 pub use mem::Window;
 pub use mem::{DROP_WAIT, NcclBuffer, Registered};
 pub use op::{PreMulSum, ReduceOp};
-pub use rendezvous::{Bootstrap, MAX_IDS, TcpBootstrap};
+pub use rendezvous::{Bootstrap, MAX_IDS, MAX_PENDING, MAX_WORLD, TcpBootstrap};
+pub use store::{
+    MAX_CONNECTIONS, MAX_KEY_LEN, MAX_KEYS_PER_QUERY, MAX_REPLY_LEN, MAX_STORE_BYTES,
+    MAX_VALUE_LEN, StoreBootstrap, TcpStore, TcpStoreServer, store_id_key,
+};
 pub use version::{HEADER_VERSION, Version, version};
