@@ -92,6 +92,14 @@ const SRUN: &[(&str, &str)] = &[
     ("SLURM_CPUS_ON_NODE", "64"),
 ];
 
+/// The documented port of a one-node mpirun job: FNV-1a of the job id.
+fn mpi_port(job: &str) -> u16 {
+    let h = job.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    nccl::slurm::slurm_port(h % 1_000_000_007, 0)
+}
+
 #[test]
 fn launcher_variables_table() {
     let srun_port = 20000 + ((123456u64 * 97 + 2) % 10000) as u16;
@@ -225,6 +233,39 @@ fn launcher_variables_table() {
                 ("OMPI_COMM_WORLD_LOCAL_RANK", "0"),
             ],
             (0, 2, 0, Rendezvous::Unset, LaunchSource::OpenMpi),
+            vec![],
+        ),
+        // mpirun -np 2 on one node (Open MPI 4.1, Debian 12)
+        (
+            vec![
+                ("OMPI_COMM_WORLD_RANK", "1"),
+                ("OMPI_COMM_WORLD_SIZE", "2"),
+                ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+                ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+                ("OMPI_COMM_WORLD_NODE_RANK", "1"),
+                ("OMPI_MCA_ess_base_jobid", "428802049"),
+                ("PMIX_NAMESPACE", "428802049"),
+                ("PMIX_RANK", "1"),
+            ],
+            (
+                1,
+                2,
+                1,
+                tcp(&format!("127.0.0.1:{}", mpi_port("428802049"))),
+                LaunchSource::OpenMpi,
+            ),
+            vec![],
+        ),
+        // on two nodes: no guess
+        (
+            vec![
+                ("OMPI_COMM_WORLD_RANK", "1"),
+                ("OMPI_COMM_WORLD_SIZE", "4"),
+                ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+                ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+                ("PMIX_NAMESPACE", "428802049"),
+            ],
+            (1, 4, 1, Rendezvous::Unset, LaunchSource::OpenMpi),
             vec![],
         ),
         (
@@ -1359,33 +1400,39 @@ fn mpirun_ranks_meet_through_the_launcher() {
         return;
     };
     assert!(v.status.success(), "{v:?}");
+    // with MASTER_ADDR/MASTER_PORT, and with nothing (one node: loopback and
+    // a port from the job id)
     let port = free_addr().rsplit_once(':').unwrap().1.to_string();
-    let mut c = Command::new("mpirun");
-    c.args(["--allow-run-as-root", "--oversubscribe", "-np", "3"])
-        .args(["-x", "MASTER_ADDR=127.0.0.1"])
-        .args(["-x", &format!("MASTER_PORT={port}")])
-        .args(["-x", "NCCL_RS_SECRET=mpi-test"])
-        .args(["-x", "LD_LIBRARY_PATH"])
-        .args([PEER, "--launcher", "30000"])
-        // Open MPI inside a container: no job control, loopback only
-        .env("OMPI_MCA_plm_rsh_agent", "false")
-        .env("OMPI_MCA_btl", "self")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let o = c.spawn().unwrap().wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    for r in 0..3 {
-        assert!(
-            stdout.contains(&format!("SOURCE OpenMpi RANK {r} WORLD 3")),
-            "{stdout}"
-        );
+    let master = [
+        "-x".to_string(),
+        "MASTER_ADDR=127.0.0.1".into(),
+        "-x".into(),
+        format!("MASTER_PORT={port}"),
+    ];
+    for extra in [&master[..], &[]] {
+        let mut c = Command::new("mpirun");
+        c.args(["--allow-run-as-root", "--oversubscribe", "-np", "3"])
+            .args(extra)
+            .args(["-x", "NCCL_RS_SECRET=mpi-test"])
+            .args(["-x", "LD_LIBRARY_PATH"])
+            .args([PEER, "--launcher", "30000"])
+            // Open MPI inside a container: no remote agent, loopback only
+            .env("OMPI_MCA_plm_rsh_agent", "false")
+            .env("OMPI_MCA_btl", "self")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let o = c.spawn().unwrap().wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{stdout}\n{stderr}");
+        for r in 0..3 {
+            assert!(
+                stdout.contains(&format!("SOURCE OpenMpi RANK {r} WORLD 3")),
+                "{stdout}"
+            );
+        }
+        let ids: Vec<&str> = stdout.lines().filter(|l| l.starts_with("IDS ")).collect();
+        assert_eq!(ids.len(), 3, "{stdout}");
+        assert!(ids.iter().all(|i| i == &ids[0]), "{stdout}");
     }
-    let ids: Vec<&str> = stdout.lines().filter(|l| l.starts_with("IDS ")).collect();
-    assert_eq!(ids.len(), 3, "{stdout}");
-    assert!(ids.iter().all(|i| i == &ids[0]), "{stdout}");
 }

@@ -28,6 +28,9 @@
 //!    `SLURM_JOB_NODELIST`), port [`slurm_port`](crate::slurm::slurm_port)`(job id,
 //!    step id)` (20000–29999) unless `MASTER_PORT` is set. Rank 0 checks
 //!    that it runs on that host (`SLURMD_NODENAME`).
+//! 6. `mpirun` with every rank on one node, no Slurm, no `MASTER_ADDR`:
+//!    `127.0.0.1`, port from the Open MPI job id (20000–29999) unless
+//!    `MASTER_PORT` is set.
 //!
 //! In a store, the id is under [`store_id_key`](crate::store_id_key)`(run,
 //! restart)` = `nccl-rs/<run>/<restart>/uid` with `run` from `NCCL_RS_RUN_ID`,
@@ -471,11 +474,14 @@ fn rendezvous(v: &Vars<'_>, source: LaunchSource) -> Result<Found> {
         Some(p) => Some(port("MASTER_PORT", &p)?),
         None => None,
     };
-    let slurm = if matches!(source, LaunchSource::Slurm | LaunchSource::OpenMpi) {
+    let mut slurm = if matches!(source, LaunchSource::Slurm | LaunchSource::OpenMpi) {
         slurm_root(v)?
     } else {
         None
     };
+    if slurm.is_none() && source == LaunchSource::OpenMpi {
+        slurm = open_mpi_one_node(v)?;
+    }
     match (master_addr, master_port, slurm) {
         (Some(a), Some(p), _) => {
             let addr = join_host("MASTER_ADDR", &a, p)?;
@@ -509,10 +515,11 @@ fn rendezvous(v: &Vars<'_>, source: LaunchSource) -> Result<Found> {
         (None, p, Some((host, derived, here))) => Ok((
             Rendezvous::Tcp {
                 addr: join_host("SLURM_STEP_NODELIST", &host, p.unwrap_or(derived))?,
-                from: if p.is_some() {
-                    "first node of the Slurm step, MASTER_PORT"
-                } else {
-                    "first node of the Slurm step, port from the job and step ids"
+                from: match (here.is_some() || source == LaunchSource::Slurm, p.is_some()) {
+                    (true, true) => "first node of the Slurm step, MASTER_PORT",
+                    (true, false) => "first node of the Slurm step, port from the job and step ids",
+                    (false, true) => "Open MPI on one node: loopback, MASTER_PORT",
+                    (false, false) => "Open MPI on one node: loopback, port from the job id",
                 },
             },
             Some((host, here)),
@@ -521,6 +528,34 @@ fn rendezvous(v: &Vars<'_>, source: LaunchSource) -> Result<Found> {
         (None, Some(_), None) => Err(env_err("MASTER_ADDR", "missing (MASTER_PORT is set)")),
         (None, None, None) => Ok((Rendezvous::Unset, None)),
     }
+}
+
+/// `mpirun` with every rank on this node (`OMPI_COMM_WORLD_LOCAL_SIZE` equal
+/// to `OMPI_COMM_WORLD_SIZE`): loopback, and a port from the job's id
+/// (`PMIX_NAMESPACE`, else `OMPI_MCA_ess_base_jobid`; 20000–29999 as under
+/// Slurm, from an FNV-1a hash of the text).
+fn open_mpi_one_node(v: &Vars<'_>) -> Result<Option<(String, u16, Option<String>)>> {
+    let max = MAX_WORLD as u64;
+    let (Some(local), Some(world)) = (
+        v.number("OMPI_COMM_WORLD_LOCAL_SIZE", max)?,
+        v.number("OMPI_COMM_WORLD_SIZE", max)?,
+    ) else {
+        return Ok(None);
+    };
+    let Some((_, job)) = v.first_text(&["PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"])? else {
+        return Ok(None);
+    };
+    if local != world {
+        return Ok(None);
+    }
+    let h = job.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Ok(Some((
+        "127.0.0.1".into(),
+        slurm::slurm_port(h % 1_000_000_007, 0),
+        None,
+    )))
 }
 
 /// Under Slurm: the first node of the step (or job), the derived port, and
