@@ -32,7 +32,7 @@
 //!    `127.0.0.1`, port from the Open MPI job id (20000–29999) unless
 //!    `MASTER_PORT` is set.
 //!
-//! In a store, the id is under [`store_id_key`](crate::store_id_key)`(run,
+//! In a store, the id is under [`store_id_key`]`(run,
 //! restart)` = `nccl-rs/<run>/<restart>/uid` with `run` from `NCCL_RS_RUN_ID`,
 //! else `TORCHELASTIC_RUN_ID`, else `default`, and `restart` from
 //! `TORCHELASTIC_RESTART_COUNT`, else `0`: each torchrun restart meets under

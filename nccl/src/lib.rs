@@ -58,6 +58,21 @@
 //! tracking does: capture collectives on buffers made while event tracking
 //! was off, or on [`NcclBuffer`]s (as for any cudarc work in a graph).
 //!
+//! # Many processes
+//!
+//! [`init_from_launcher`] goes from "torchrun / srun / mpirun started me"
+//! to a communicator: [`LaunchInfo`] reads the innermost launcher's
+//! variables, [`Rendezvous`] says where the ranks meet, and
+//! [`LaunchInfo::bootstrap`] hands rank 0's id to everyone. The channels are
+//! [`Bootstrap`]s: [`TcpBootstrap`], this crate's authenticated, encrypted
+//! TCP rendezvous (protocol and limits in [`rendezvous`]), and
+//! [`StoreBootstrap`] over a PyTorch `TCPStore` — torchrun's agent store, a
+//! Python process's `torch.distributed.TCPStore`, or a
+//! [`TcpStoreServer`] — through the [`TcpStore`] client (wire protocol in
+//! [`store`]). Rules for nested launchers and Slurm in [`launch`], hostlists
+//! and ports in [`slurm`]. `nccl/examples/weight_sync.rs` puts a PyTorch
+//! process and Rust processes in one communicator.
+//!
 //! # Versions
 //!
 //! [`version()`] is the libnccl in use, [`HEADER_VERSION`] the `nccl.h` this
@@ -79,13 +94,13 @@ mod dtype;
 mod error;
 mod group;
 mod id;
-mod launch;
+pub mod launch;
 mod mem;
 mod net;
 mod op;
-mod rendezvous;
+pub mod rendezvous;
 pub mod slurm;
-mod store;
+pub mod store;
 mod version;
 
 pub use caps::{Capabilities, Feature, LinkMode, OPTIONAL_APIS, capabilities};
