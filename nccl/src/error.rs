@@ -212,10 +212,12 @@ pub enum Error {
         last: String,
     },
     /// Rank 0 gave up waiting for some ranks.
-    #[error("rendezvous: {} of {world} ranks did not join within {waited:?}: ranks {missing:?}", missing.len())]
+    #[error("rendezvous: {missing_count} of {world} ranks did not join within {waited:?}: ranks {missing:?}{}", if *missing_count > missing.len() { " and more" } else { "" })]
     RanksMissing {
-        /// The ranks that never joined.
+        /// The first (at most 32) ranks that never joined.
         missing: Vec<usize>,
+        /// How many ranks never joined.
+        missing_count: usize,
         /// World size.
         world: usize,
         /// How long rank 0 waited.
@@ -228,6 +230,18 @@ pub enum Error {
     Rendezvous {
         /// The peer's address.
         peer: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A TCPStore (PyTorch's key-value store protocol, client or server)
+    /// failed: unreachable, no answer before the deadline, or an answer that
+    /// breaks the protocol.
+    #[error("store at {addr}: {op}: {reason}")]
+    Store {
+        /// The store's address.
+        addr: String,
+        /// The operation (`get nccl-rs/run/0/uid`, `connect`).
+        op: String,
         /// What went wrong.
         reason: String,
     },
@@ -349,17 +363,25 @@ impl fmt::Debug for Error {
                 .finish(),
             Error::RanksMissing {
                 missing,
+                missing_count,
                 world,
                 waited,
             } => f
                 .debug_struct("RanksMissing")
                 .field("missing", missing)
+                .field("missing_count", missing_count)
                 .field("world", world)
                 .field("waited", waited)
                 .finish(),
             Error::Rendezvous { peer, reason } => f
                 .debug_struct("Rendezvous")
                 .field("peer", peer)
+                .field("reason", reason)
+                .finish(),
+            Error::Store { addr, op, reason } => f
+                .debug_struct("Store")
+                .field("addr", addr)
+                .field("op", op)
                 .field("reason", reason)
                 .finish(),
             Error::InvalidVersionCode { code } => f
@@ -415,17 +437,12 @@ impl Error {
 }
 
 /// Untrusted text for an error message: at most [`QUOTE_MAX`] characters,
-/// control characters (terminal escapes, newlines) escaped, and the length of
-/// what was cut.
+/// control characters (terminal escapes, newlines) escaped
+/// (`net::printable`), and the length of the whole when it was cut.
 pub(crate) fn quote(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    for c in chars.by_ref().take(QUOTE_MAX) {
-        out.extend(c.escape_debug());
-    }
-    let rest = chars.as_str().len();
-    if rest > 0 {
-        out.push_str(&format!("… ({rest} more bytes)"));
+    let mut out = crate::net::printable(s.as_bytes(), QUOTE_MAX);
+    if s.chars().nth(QUOTE_MAX).is_some() {
+        out.push_str(&format!(" ({} bytes)", s.len()));
     }
     out
 }

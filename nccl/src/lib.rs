@@ -82,6 +82,21 @@
 //! records the buffers' uses after the launch. A call given a bare stream
 //! inside the closure, and a nested group, are [`Error::InGroup`].
 //!
+//! # Many processes
+//!
+//! [`init_from_launcher`] goes from "torchrun / srun / mpirun started me"
+//! to a communicator: [`LaunchInfo`] reads the innermost launcher's
+//! variables, [`Rendezvous`] says where the ranks meet, and
+//! [`LaunchInfo::bootstrap`] hands rank 0's id to everyone. The channels are
+//! [`Bootstrap`]s: [`TcpBootstrap`], this crate's authenticated, encrypted
+//! TCP rendezvous (protocol and limits in [`rendezvous`]), and
+//! [`StoreBootstrap`] over a PyTorch `TCPStore` — torchrun's agent store, a
+//! Python process's `torch.distributed.TCPStore`, or a
+//! [`TcpStoreServer`] — through the [`TcpStore`] client (wire protocol in
+//! [`store`]). Rules for nested launchers and Slurm in [`launch`], hostlists
+//! and ports in [`slurm`]. `nccl/examples/weight_sync.rs` puts a PyTorch
+//! process and Rust processes in one communicator.
+//!
 //! # Versions
 //!
 //! [`version()`] is the libnccl in use, [`HEADER_VERSION`] the `nccl.h` this
@@ -104,10 +119,13 @@ mod dtype;
 mod error;
 mod group;
 mod id;
-mod launch;
+pub mod launch;
 mod mem;
+mod net;
 mod op;
-mod rendezvous;
+pub mod rendezvous;
+pub mod slurm;
+pub mod store;
 mod version;
 
 pub use caps::{Capabilities, Feature, LinkMode, OPTIONAL_APIS, capabilities};
@@ -120,10 +138,16 @@ pub use error::{Error, NcclCode, Result, error_string};
 pub use group::group_simulate;
 pub use group::{Enqueue, Group, OnStream, group};
 pub use id::{UNIQUE_ID_BYTES, UniqueId};
-pub use launch::{LaunchInfo, LaunchOptions, LaunchSource, init_from_launcher};
+pub use launch::{
+    LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, init_from_launcher, share_launch_id,
+};
 #[cfg(nccl_2_27)]
 pub use mem::Window;
 pub use mem::{DROP_WAIT, NcclBuffer, Registered};
 pub use op::{PreMulSum, ReduceOp};
-pub use rendezvous::{Bootstrap, MAX_IDS, TcpBootstrap};
+pub use rendezvous::{Bootstrap, MAX_IDS, MAX_PENDING, MAX_WORLD, TcpBootstrap};
+pub use store::{
+    MAX_CONNECTIONS, MAX_KEY_LEN, MAX_KEYS_PER_QUERY, MAX_REPLY_LEN, MAX_STORE_BYTES,
+    MAX_VALUE_LEN, StoreBootstrap, TcpStore, TcpStoreServer, store_id_key,
+};
 pub use version::{HEADER_VERSION, Version, version};

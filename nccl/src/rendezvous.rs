@@ -1,47 +1,82 @@
 //! Handing the unique id(s) from rank 0 to every rank: the [`Bootstrap`]
-//! trait, and [`TcpBootstrap`], an authenticated TCP rendezvous.
+//! trait, and [`TcpBootstrap`], an authenticated and encrypted TCP
+//! rendezvous.
 //!
-//! # Protocol (version 1, all integers big-endian, every message of bounded size)
+//! # Protocol (version 2; integers big-endian; every message of bounded size)
 //!
-//! 1. rank r → rank 0, `HELLO`: magic `NCCLRS01`, rank, world, number of ids,
-//!    a 16-byte random nonce (36 bytes).
-//! 2. rank 0 → r, `CHALLENGE`: magic, rank 0's 16-byte nonce (24 bytes).
-//! 3. r → rank 0, `PROOF`: HMAC-SHA256(secret, "nccl-rs client" ‖ both nonces
-//!    ‖ rank ‖ world) (32 bytes; with no secret, the same with an empty key).
-//! 4. rank 0, once every rank has proven itself, → r, `RESULT`: magic, status
-//!    0, the ids (128 bytes each) and HMAC-SHA256(secret, "nccl-rs root" ‖ r's
-//!    nonce ‖ ids), so r knows the ids come from a holder of the secret; or
-//!    status 1 with a reason of at most 1 KiB.
+//! 1. rank r → rank 0, `HELLO`: magic `NCCLRS02`, a 32-byte random nonce `cn`.
+//! 2. rank 0 → r, `CHALLENGE`: magic, a 32-byte random nonce `rn`.
+//! 3. Both derive two keys with HKDF-SHA256 from the shared secret (salt
+//!    `nccl-rs rendezvous v2`, info `client to root` or `root to client` ‖
+//!    `cn` ‖ `rn`): fresh keys for every connection, one per direction.
+//! 4. r → rank 0, `JOIN`: XChaCha20-Poly1305 under the client key, a fresh
+//!    random 24-byte nonce, of rank (u64), world size (u64) and number of ids
+//!    (u32). Only a holder of the secret can make one that opens: it proves the
+//!    secret, bound to this connection's nonces (no replay).
+//! 5. rank 0, once every rank has joined, → r, `RESULT`: length (u32), then a
+//!    sealed message under the root key: status 0, the number of ids (u32) and
+//!    the ids (128 bytes each); or status 1 and a reason. That it opens proves
+//!    rank 0 holds the secret; the ids never travel in clear.
 //!
-//! A connection that sends garbage, too little, too much, a wrong proof, a
-//! rank already taken or a different world size is answered with a refusal
-//! (when possible) and closed; rank 0 keeps waiting for the real ranks until
-//! its deadline. Every read has a deadline.
+//! Rank 0 serves every connection from the calling thread (no thread per
+//! connection) with non-blocking sockets and `poll(2)`: at most
+//! [`MAX_PENDING`] connections are still proving themselves (the oldest that
+//! has made the least progress is dropped to make room), each has one
+//! deadline for its whole handshake ([`TcpBootstrap::handshake_timeout`]),
+//! `accept` errors such as running out of file descriptors are survived with a
+//! backoff. A connection that fails to prove the secret is closed without a
+//! word; refusals (another world size, a rank taken) go only to peers that
+//! proved it, sealed, and never state rank 0's own values.
+//!
+//! Without a secret the same messages are sealed under a key everyone can
+//! derive: nothing is authenticated, and anyone who reaches rank 0's port can
+//! take a rank and read the id, which is a bearer token for the communicator.
+//! That mode prints a warning on stderr once per process, and two live
+//! connections claiming one rank end the rendezvous with an error at rank 0
+//! (nothing can tell which is real).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::mpsc;
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
 use sha2::Sha256;
 
 use crate::error::{Error, Result};
 use crate::id::{UNIQUE_ID_BYTES, UniqueId};
+use crate::net::{self, IoFail};
 
-const MAGIC: &[u8; 8] = b"NCCLRS01";
-const HELLO_LEN: usize = 8 + 4 + 4 + 4 + 16;
-const CHALLENGE_LEN: usize = 8 + 16;
-const PROOF_LEN: usize = 32;
+const MAGIC: &[u8; 8] = b"NCCLRS02";
+const NONCE: usize = 32;
+const HELLO_LEN: usize = 8 + NONCE;
+const CHALLENGE_LEN: usize = 8 + NONCE;
+/// AEAD nonce and tag around every sealed message.
+const SEAL: usize = 24 + 16;
+const JOIN_PLAIN: usize = 8 + 8 + 4;
+const JOIN_LEN: usize = SEAL + JOIN_PLAIN;
 /// Most ids one rendezvous hands out (`ncclCommInitRankScalable` uses a few).
 pub const MAX_IDS: usize = 64;
-const MAX_REASON: usize = 1024;
-/// Longest a single connection may take to say hello and prove itself.
+/// Longest refusal reason sent or shown.
+const MAX_REASON: usize = 256;
+/// Largest sealed result: status, count, the ids.
+const MAX_FRAME: usize = SEAL + 1 + 4 + MAX_IDS * UNIQUE_ID_BYTES;
+/// Most connections rank 0 keeps while they prove themselves.
+pub const MAX_PENDING: usize = 128;
+/// Largest world size: NCCL counts ranks in an `int`.
+pub const MAX_WORLD: usize = i32::MAX as usize;
+/// Default limit for one connection's handshake at rank 0.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// Accepts per turn of rank 0's loop, so that connections already accepted
+/// are served between bursts.
+const ACCEPTS_PER_TURN: usize = 16;
 
 /// A channel over which rank 0 hands the unique id(s) to every rank. Bring
-/// your own (an existing key-value store, MPI) by implementing it; the TCP
-/// one is [`TcpBootstrap`].
+/// your own (an existing key-value store, MPI) by implementing it; this crate
+/// has [`TcpBootstrap`] and [`StoreBootstrap`](crate::StoreBootstrap).
 pub trait Bootstrap {
     /// This process's rank.
     fn rank(&self) -> usize;
@@ -56,61 +91,74 @@ pub trait Bootstrap {
     fn share_ids(&mut self, ids: Option<Vec<UniqueId>>) -> Result<Vec<UniqueId>>;
 }
 
+/// Checks `rank < world <= MAX_WORLD` (NCCL's `int`) for `op`.
+pub(crate) fn check_rank_world(op: &'static str, rank: usize, world: usize) -> Result<()> {
+    if world == 0 || world > MAX_WORLD {
+        return Err(Error::invalid(
+            op,
+            "world",
+            format!("1 ..= {MAX_WORLD}"),
+            world,
+        ));
+    }
+    if rank >= world {
+        return Err(Error::invalid(
+            op,
+            "rank",
+            format!("< world ({world})"),
+            rank,
+        ));
+    }
+    Ok(())
+}
+
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// The loud, once-per-process warning of a rendezvous without a secret.
+pub(crate) fn warn_no_secret(what: &str) {
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "nccl-rs: WARNING: {what} runs without a shared secret (NCCL_RS_SECRET unset): anyone \
+             who can reach its port can take a rank and read the NCCL unique id, a bearer token \
+             that lets them join the communicator. Set NCCL_RS_SECRET to the same random value on \
+             every rank (e.g. `export NCCL_RS_SECRET=$(head -c 32 /dev/urandom | base64)`)."
+        );
+    }
+}
+
 /// The TCP rendezvous: rank 0 listens on `addr`, the others connect (with
 /// retries and backoff) until the deadline.
 #[derive(Clone)]
 pub struct TcpBootstrap {
     addr: String,
+    bind: Option<String>,
     rank: usize,
     world: usize,
-    secret: Vec<u8>,
+    secret: Option<Vec<u8>>,
     timeout: Duration,
-    listener: Option<std::sync::Arc<TcpListener>>,
+    handshake: Duration,
+    listener: Option<Arc<TcpListener>>,
 }
 
 impl std::fmt::Debug for TcpBootstrap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpBootstrap")
             .field("addr", &self.addr)
+            .field("bind", &self.bind)
             .field("rank", &self.rank)
             .field("world", &self.world)
             .field(
                 "secret",
-                &if self.secret.is_empty() {
-                    "none"
-                } else {
+                &if self.secret.is_some() {
                     "set (hidden)"
+                } else {
+                    "none"
                 },
             )
             .field("timeout", &self.timeout)
+            .field("handshake", &self.handshake)
             .finish()
     }
-}
-
-type HmacSha256 = Hmac<Sha256>;
-
-fn mac(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut m = <HmacSha256 as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    for p in parts {
-        m.update(p);
-    }
-    m.finalize().into_bytes().into()
-}
-
-/// Constant-time comparison of two MACs.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
-fn nonce() -> Result<[u8; 16]> {
-    let mut n = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut n))
-        .map_err(|e| Error::Rendezvous {
-            peer: "local".into(),
-            reason: format!("cannot read /dev/urandom for a nonce: {e}"),
-        })?;
-    Ok(n)
 }
 
 fn peer_err(peer: &str, reason: impl Into<String>) -> Error {
@@ -120,90 +168,163 @@ fn peer_err(peer: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Reads exactly `buf.len()` bytes before `deadline`.
-fn read_by(
-    s: &mut TcpStream,
-    buf: &mut [u8],
-    deadline: Instant,
-    peer: &str,
-    what: &str,
-) -> Result<()> {
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
-    s.set_read_timeout(Some(left))
-        .map_err(|e| peer_err(peer, format!("set timeout: {e}")))?;
-    s.read_exact(buf).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => peer_err(
-            peer,
-            format!("truncated {what}: the connection closed early"),
-        ),
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-            peer_err(peer, format!("no complete {what} within {left:?}"))
+/// The two ciphers of one connection.
+struct Keys {
+    c2r: XChaCha20Poly1305,
+    r2c: XChaCha20Poly1305,
+    aad: Vec<u8>,
+}
+
+impl Keys {
+    fn derive(secret: &[u8], cn: &[u8; NONCE], rn: &[u8; NONCE]) -> Keys {
+        let hk = Hkdf::<Sha256>::new(Some(b"nccl-rs rendezvous v2"), secret);
+        let key = |label: &[u8]| {
+            let mut k = [0u8; 32];
+            // 32 bytes is far below HKDF-SHA256's limit of 255 * 32.
+            let _ = hk.expand_multi_info(&[label, cn, rn], &mut k);
+            XChaCha20Poly1305::new(&k.into())
+        };
+        let mut aad = MAGIC.to_vec();
+        aad.extend_from_slice(cn);
+        aad.extend_from_slice(rn);
+        Keys {
+            c2r: key(b"client to root"),
+            r2c: key(b"root to client"),
+            aad,
         }
-        _ => peer_err(peer, format!("reading {what}: {e}")),
-    })
+    }
 }
 
-fn write_all(s: &mut TcpStream, buf: &[u8], peer: &str) -> Result<()> {
-    s.set_write_timeout(Some(HANDSHAKE_LIMIT)).ok();
-    s.write_all(buf)
-        .map_err(|e| peer_err(peer, format!("writing: {e}")))
+/// Nonce ‖ ciphertext of `plain`.
+fn seal(c: &XChaCha20Poly1305, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
+    let n = net::random::<24>().map_err(|e| peer_err("local", format!("no random bytes: {e}")))?;
+    let ct = c
+        .encrypt(XNonce::from_slice(&n), Payload { msg: plain, aad })
+        .map_err(|_| peer_err("local", "encryption failed"))?;
+    let mut out = n.to_vec();
+    out.extend_from_slice(&ct);
+    Ok(out)
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+/// The plaintext of a sealed message, `None` if it does not open.
+fn open(c: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < SEAL {
+        return None;
+    }
+    let (n, ct) = sealed.split_at(24);
+    c.decrypt(XNonce::from_slice(n), Payload { msg: ct, aad })
+        .ok()
 }
 
-fn refuse(s: &mut TcpStream, reason: &str) {
+/// A sealed result frame: length, then the sealed message.
+fn frame(k: &Keys, plain: &[u8]) -> Result<Vec<u8>> {
+    let sealed = seal(&k.r2c, &k.aad, plain)?;
+    let mut f = (sealed.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(&sealed);
+    Ok(f)
+}
+
+fn refusal(k: &Keys, reason: &str) -> Result<Vec<u8>> {
     let r = &reason.as_bytes()[..reason.len().min(MAX_REASON)];
-    let mut msg = Vec::with_capacity(8 + 1 + 2 + r.len());
-    msg.extend_from_slice(MAGIC);
-    msg.push(1);
-    msg.extend_from_slice(&(r.len() as u16).to_be_bytes());
-    msg.extend_from_slice(r);
-    s.set_write_timeout(Some(Duration::from_secs(1))).ok();
-    let _ = s.write_all(&msg);
+    let mut plain = vec![1u8];
+    plain.extend_from_slice(r);
+    frame(k, &plain)
 }
 
-/// A connection that proved itself, waiting for the ids.
-struct Joined {
-    rank: usize,
-    nonce: [u8; 16],
-    stream: TcpStream,
-    peer: String,
+enum Stage {
+    /// Waiting for the hello.
+    Hello,
+    /// Challenge sent, waiting for the sealed join.
+    Join(Keys),
+    /// Proved the secret and holds `rank`; waits for the ids.
+    Joined(usize, Keys),
+}
+
+struct Conn {
+    s: TcpStream,
+    peer: SocketAddr,
+    accepted: Instant,
+    deadline: Instant,
+    buf: Vec<u8>,
+    stage: Stage,
+}
+
+impl Conn {
+    fn need(&self) -> usize {
+        match self.stage {
+            Stage::Hello => HELLO_LEN,
+            Stage::Join(_) => JOIN_LEN,
+            Stage::Joined(..) => 0,
+        }
+    }
+    fn progress(&self) -> u8 {
+        match self.stage {
+            Stage::Hello => 0,
+            Stage::Join(_) => 1,
+            Stage::Joined(..) => 2,
+        }
+    }
+}
+
+/// What one turn of reading did to a connection.
+enum Step {
+    Keep,
+    Drop,
+    /// Authenticated, valid, for rank r: rank 0 decides about duplicates.
+    Claims(usize),
 }
 
 impl TcpBootstrap {
     /// A rendezvous at `addr` (`host:port`) for rank `rank` of `world`, giving
-    /// up after `timeout`. With a non-empty `secret`, rank 0 refuses peers
-    /// that cannot prove they hold it, and peers refuse a rank 0 that cannot.
+    /// up after `timeout` (`Duration::MAX`: no practical limit). With a
+    /// secret, rank 0 only admits peers that prove they hold it, and peers
+    /// only accept ids from a rank 0 that proves it; the ids travel
+    /// encrypted. Without one (`None`), see the module docs: a warning is
+    /// printed once.
     ///
     /// # Errors
-    /// `InvalidArgument` for `rank >= world` or `world == 0`.
+    /// `InvalidArgument` for `rank >= world`, `world == 0`, `world` above
+    /// [`MAX_WORLD`], or an empty secret.
     pub fn new(
         addr: &str,
         rank: usize,
         world: usize,
-        secret: &[u8],
+        secret: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<TcpBootstrap> {
-        if world == 0 || rank >= world {
+        check_rank_world("TcpBootstrap::new", rank, world)?;
+        if secret.is_some_and(<[u8]>::is_empty) {
             return Err(Error::invalid(
                 "TcpBootstrap::new",
-                "rank",
-                format!("< world ({world})"),
-                rank,
+                "secret",
+                "None or at least one byte",
+                "an empty secret",
             ));
         }
         Ok(TcpBootstrap {
             addr: addr.to_string(),
+            bind: None,
             rank,
             world,
-            secret: secret.to_vec(),
+            secret: secret.map(<[u8]>::to_vec),
             timeout,
+            handshake: HANDSHAKE_LIMIT,
             listener: None,
         })
+    }
+
+    /// Rank 0 listens on `bind` (e.g. `0.0.0.0:29500`) instead of `addr`,
+    /// which stays the address the other ranks connect to.
+    pub fn bind_to(mut self, bind: &str) -> TcpBootstrap {
+        self.bind = Some(bind.to_string());
+        self
+    }
+
+    /// How long rank 0 gives one connection to prove itself (default 10 s,
+    /// never past the rendezvous deadline).
+    pub fn handshake_timeout(mut self, limit: Duration) -> TcpBootstrap {
+        self.handshake = limit;
+        self
     }
 
     /// For rank 0: binds the listening socket now (so a port in use is
@@ -212,22 +333,110 @@ impl TcpBootstrap {
     /// # Errors
     /// [`Error::AddrInUse`], or `Rendezvous` for other bind failures.
     pub fn listen(&mut self) -> Result<SocketAddr> {
+        let at = self.bind.clone().unwrap_or_else(|| self.addr.clone());
         if let Some(l) = &self.listener {
-            return l
-                .local_addr()
-                .map_err(|e| peer_err(&self.addr, e.to_string()));
+            return l.local_addr().map_err(|e| peer_err(&at, e.to_string()));
         }
-        let l = TcpListener::bind(&self.addr).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => Error::AddrInUse {
-                addr: self.addr.clone(),
-            },
-            _ => peer_err(&self.addr, format!("cannot listen: {e}")),
+        let l = TcpListener::bind(&at).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => Error::AddrInUse { addr: at.clone() },
+            _ => peer_err(&at, format!("cannot listen: {e}")),
         })?;
-        let a = l
-            .local_addr()
-            .map_err(|e| peer_err(&self.addr, e.to_string()))?;
-        self.listener = Some(std::sync::Arc::new(l));
+        let a = l.local_addr().map_err(|e| peer_err(&at, e.to_string()))?;
+        self.listener = Some(Arc::new(l));
         Ok(a)
+    }
+
+    fn secret(&self) -> &[u8] {
+        self.secret.as_deref().unwrap_or_default()
+    }
+
+    /// Rank 0's side of one connection after `poll` said it is readable:
+    /// reads what the stage needs (never more), and acts on a complete
+    /// message.
+    fn advance(&self, c: &mut Conn, nids: usize) -> Step {
+        use std::io::Read;
+        if let Stage::Joined(..) = c.stage {
+            // anything, or the end, from a joined rank ends it
+            let mut b = [0u8; 1];
+            return match c.s.read(&mut b) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Step::Keep,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Step::Keep,
+                _ => Step::Drop,
+            };
+        }
+        let need = c.need();
+        let mut chunk = [0u8; JOIN_LEN];
+        let want = need - c.buf.len();
+        match c.s.read(&mut chunk[..want]) {
+            Ok(0) => return Step::Drop,
+            Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Step::Keep;
+            }
+            Err(_) => return Step::Drop,
+        }
+        if c.buf.len() < need {
+            return Step::Keep;
+        }
+        let msg = std::mem::take(&mut c.buf);
+        match std::mem::replace(&mut c.stage, Stage::Hello) {
+            Stage::Hello => {
+                if &msg[..8] != MAGIC {
+                    return Step::Drop;
+                }
+                let Ok(rn) = net::random::<NONCE>() else {
+                    return Step::Drop;
+                };
+                let mut cn = [0u8; NONCE];
+                cn.copy_from_slice(&msg[8..]);
+                let mut ch = MAGIC.to_vec();
+                ch.extend_from_slice(&rn);
+                // 40 bytes into a fresh socket's buffer: all or nothing
+                if !matches!(std::io::Write::write(&mut c.s, &ch), Ok(n) if n == ch.len()) {
+                    return Step::Drop;
+                }
+                c.stage = Stage::Join(Keys::derive(self.secret(), &cn, &rn));
+                Step::Keep
+            }
+            Stage::Join(k) => {
+                let Some(p) = open(&k.c2r, &k.aad, &msg) else {
+                    // not a holder of the secret: not a word
+                    return Step::Drop;
+                };
+                let rank = u64::from_be_bytes(p[0..8].try_into().expect("8 bytes"));
+                let world = u64::from_be_bytes(p[8..16].try_into().expect("8 bytes"));
+                let n = u32::from_be_bytes(p[16..20].try_into().expect("4 bytes"));
+                let problem = if world != self.world as u64 {
+                    Some(format!("world size {world} differs from rank 0's"))
+                } else if rank == 0 || rank >= world {
+                    Some(format!("rank {rank} is not one rank 0 waits for"))
+                } else if n as usize != nids {
+                    Some(format!("asks for {n} ids; rank 0 shares another number"))
+                } else {
+                    None
+                };
+                if let Some(p) = problem {
+                    self.send_refusal(c, &k, &p);
+                    return Step::Drop;
+                }
+                c.stage = Stage::Joined(rank as usize, k);
+                Step::Claims(rank as usize)
+            }
+            Stage::Joined(..) => unreachable!("handled above"),
+        }
+    }
+
+    fn send_refusal(&self, c: &mut Conn, k: &Keys, reason: &str) {
+        if let Ok(f) = refusal(k, reason) {
+            let _ = c.s.set_nonblocking(false);
+            let until = net::deadline_after(Duration::from_millis(500));
+            let _ = net::write_all_by(&mut c.s, &f, until);
+        }
     }
 
     fn serve(&mut self, ids: Vec<UniqueId>) -> Result<Vec<UniqueId>> {
@@ -240,273 +449,294 @@ impl TcpBootstrap {
             ));
         }
         let start = Instant::now();
-        let deadline = start + self.timeout;
+        let deadline = net::deadline_after(self.timeout);
         self.listen()?;
         let listener = self.listener.clone().expect("listening");
+        let here = self.bind.clone().unwrap_or_else(|| self.addr.clone());
         listener
             .set_nonblocking(true)
-            .map_err(|e| peer_err(&self.addr, e.to_string()))?;
-        let (tx, rx) = mpsc::channel::<std::result::Result<Joined, String>>();
-        let mut joined: Vec<Option<Joined>> = (0..self.world).map(|_| None).collect();
-        let mut missing = self.world - 1;
-        while missing > 0 {
-            if Instant::now() >= deadline {
-                let missing: Vec<usize> =
-                    (1..self.world).filter(|&r| joined[r].is_none()).collect();
-                for j in joined.iter_mut().flatten() {
-                    refuse(
-                        &mut j.stream,
-                        "rank 0 gave up: not every rank joined in time",
-                    );
-                }
+            .map_err(|e| peer_err(&here, e.to_string()))?;
+        let nids = ids.len();
+        let mut conns: Vec<Conn> = Vec::new();
+        let mut joined: HashSet<usize> = HashSet::new();
+        let mut accept_pause: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(5);
+        let want = self.world - 1;
+        while joined.len() < want {
+            let now = Instant::now();
+            if now >= deadline {
+                self.refuse_all(&mut conns, "rank 0 gave up: not every rank joined in time");
+                let missing: Vec<usize> = (1..self.world)
+                    .filter(|r| !joined.contains(r))
+                    .take(32)
+                    .collect();
                 return Err(Error::RanksMissing {
                     missing,
+                    missing_count: want - joined.len(),
                     world: self.world,
                     waited: start.elapsed(),
                 });
             }
-            match listener.accept() {
-                Ok((stream, from)) => {
-                    let (tx, secret, world, nids) =
-                        (tx.clone(), self.secret.clone(), self.world, ids.len());
-                    let conn_deadline = deadline.min(Instant::now() + HANDSHAKE_LIMIT);
-                    std::thread::spawn(move || {
-                        let _ = tx.send(handshake(
-                            stream,
-                            from.to_string(),
-                            &secret,
-                            world,
-                            nids,
-                            conn_deadline,
-                        ));
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(peer_err(&self.addr, format!("accept: {e}"))),
+            // handshakes past their own deadline are dropped
+            conns.retain(|c| matches!(c.stage, Stage::Joined(..)) || c.deadline > now);
+            let accepting = accept_pause.is_none_or(|t| now >= t);
+            let next = conns
+                .iter()
+                .filter(|c| !matches!(c.stage, Stage::Joined(..)))
+                .map(|c| c.deadline)
+                .chain([deadline])
+                .chain(accept_pause.filter(|_| !accepting))
+                .min()
+                .unwrap_or(deadline);
+            let wait = next
+                .saturating_duration_since(now)
+                .clamp(Duration::from_millis(1), Duration::from_millis(100));
+            let mut fds: Vec<(&dyn std::os::fd::AsRawFd, bool)> =
+                conns.iter().map(|c| (&c.s as _, false)).collect();
+            if accepting {
+                fds.push((&*listener as _, false));
             }
-            while let Ok(r) = rx.try_recv() {
-                match r {
-                    Ok(mut j) if joined[j.rank].is_some() => {
-                        refuse(
-                            &mut j.stream,
-                            &format!("rank {} has already joined", j.rank),
-                        );
+            let ready = net::poll(&fds, wait).map_err(|e| peer_err(&here, format!("poll: {e}")))?;
+            drop(fds);
+            // connections, from the back so that swap_remove keeps indices
+            for i in (0..conns.len()).rev() {
+                let r = ready[i];
+                if !(r.readable || r.closed) {
+                    continue;
+                }
+                match self.advance(&mut conns[i], nids) {
+                    Step::Keep => {}
+                    Step::Drop => {
+                        let c = conns.swap_remove(i);
+                        if let Stage::Joined(rank, _) = c.stage {
+                            joined.remove(&rank); // it died: the rank is free again
+                        }
                     }
-                    Ok(j) => {
-                        let r = j.rank;
-                        joined[r] = Some(j);
-                        missing -= 1;
+                    Step::Claims(rank) => {
+                        if joined.insert(rank) {
+                            continue;
+                        }
+                        if self.secret.is_none() {
+                            let err = peer_err(
+                                &conns[i].peer.to_string(),
+                                format!(
+                                    "two live connections claim rank {rank} and there is no \
+                                     secret to tell the real one: set NCCL_RS_SECRET on every rank"
+                                ),
+                            );
+                            self.refuse_all(&mut conns, "rank 0 gave up: a rank was claimed twice");
+                            return Err(err);
+                        }
+                        let mut c = conns.swap_remove(i);
+                        if let Stage::Joined(_, k) = std::mem::replace(&mut c.stage, Stage::Hello) {
+                            self.send_refusal(
+                                &mut c,
+                                &k,
+                                &format!("rank {rank} has already joined"),
+                            );
+                        }
                     }
-                    // a peer that failed the handshake was refused and closed
-                    Err(_) => {}
                 }
             }
-            std::thread::sleep(Duration::from_millis(2));
+            if accepting && ready.last().is_some_and(|r| r.readable || r.closed) {
+                for _ in 0..ACCEPTS_PER_TURN {
+                    match listener.accept() {
+                        Ok((s, peer)) => {
+                            backoff = Duration::from_millis(5);
+                            if s.set_nonblocking(true).is_err() {
+                                continue;
+                            }
+                            let _ = s.set_nodelay(true);
+                            if conns.len() - joined.len() >= MAX_PENDING {
+                                evict(&mut conns);
+                            }
+                            let now = Instant::now();
+                            let mut c = Conn {
+                                s,
+                                peer,
+                                accepted: now,
+                                deadline: deadline
+                                    .min(now.checked_add(self.handshake).unwrap_or(deadline)),
+                                buf: Vec::with_capacity(HELLO_LEN),
+                                stage: Stage::Hello,
+                            };
+                            // its hello is often there already
+                            if !matches!(self.advance(&mut c, nids), Step::Drop) {
+                                conns.push(c);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::Interrupted
+                                    | std::io::ErrorKind::ConnectionAborted
+                                    | std::io::ErrorKind::ConnectionReset
+                            ) => {}
+                        Err(e) => {
+                            // out of descriptors or memory (or stranger): make
+                            // room, wait a little, and go on serving
+                            if net::is_resource_error(&e) {
+                                evict(&mut conns);
+                            }
+                            accept_pause = Some(Instant::now() + backoff);
+                            backoff = (backoff * 2).min(Duration::from_millis(200));
+                            break;
+                        }
+                    }
+                }
+            }
         }
-        let mut payload = Vec::with_capacity(ids.len() * UNIQUE_ID_BYTES);
+        let mut payload = vec![0u8];
+        payload.extend_from_slice(&(nids as u32).to_be_bytes());
         for id in &ids {
             payload.extend_from_slice(id.as_bytes());
         }
-        for j in joined.iter_mut().flatten() {
-            let tag = mac(&self.secret, &[b"nccl-rs root", &j.nonce, &payload]);
-            let mut msg = Vec::with_capacity(8 + 1 + 4 + payload.len() + 32);
-            msg.extend_from_slice(MAGIC);
-            msg.push(0);
-            msg.extend_from_slice(&(ids.len() as u32).to_be_bytes());
-            msg.extend_from_slice(&payload);
-            msg.extend_from_slice(&tag);
-            write_all(&mut j.stream, &msg, &j.peer)?;
+        let until = deadline.min(net::deadline_after(HANDSHAKE_LIMIT));
+        for c in &mut conns {
+            if let Stage::Joined(_, k) = &c.stage {
+                let f = frame(k, &payload)?;
+                c.s.set_nonblocking(false)
+                    .map_err(|e| peer_err(&c.peer.to_string(), e.to_string()))?;
+                net::write_all_by(&mut c.s, &f, until)
+                    .map_err(|e| peer_err(&c.peer.to_string(), format!("sending the ids: {e}")))?;
+            }
         }
         Ok(ids)
     }
 
+    fn refuse_all(&self, conns: &mut [Conn], reason: &str) {
+        for c in conns {
+            if let Stage::Joined(_, k) = std::mem::replace(&mut c.stage, Stage::Hello) {
+                self.send_refusal(c, &k, reason);
+            }
+        }
+    }
+
     fn join(&mut self, nids: usize) -> Result<Vec<UniqueId>> {
         let start = Instant::now();
-        let deadline = start + self.timeout;
-        let addrs: Vec<SocketAddr> = self
-            .addr
-            .to_socket_addrs()
-            .map_err(|e| peer_err(&self.addr, format!("cannot resolve: {e}")))?
-            .collect();
-        let mut pause = Duration::from_millis(10);
-        let mut last = String::from("no address");
-        let mut stream = loop {
-            let mut got = None;
-            for a in &addrs {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match TcpStream::connect_timeout(a, left.min(Duration::from_secs(2))) {
-                    Ok(s) => {
-                        got = Some(s);
-                        break;
-                    }
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            if let Some(s) = got {
-                break s;
-            }
-            if Instant::now() + pause >= deadline {
-                return Err(Error::RootUnreachable {
-                    addr: self.addr.clone(),
-                    waited: start.elapsed(),
-                    last,
-                });
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(500));
-        };
+        let deadline = net::deadline_after(self.timeout);
         let peer = self.addr.clone();
-        let my_nonce = nonce()?;
-        let mut hello = Vec::with_capacity(HELLO_LEN);
-        hello.extend_from_slice(MAGIC);
-        hello.extend_from_slice(&(self.rank as u32).to_be_bytes());
-        hello.extend_from_slice(&(self.world as u32).to_be_bytes());
-        hello.extend_from_slice(&(nids as u32).to_be_bytes());
-        hello.extend_from_slice(&my_nonce);
-        write_all(&mut stream, &hello, &peer)?;
-        let mut ch = [0u8; CHALLENGE_LEN];
-        read_by(&mut stream, &mut ch[..8], deadline, &peer, "challenge")?;
-        if &ch[..8] != MAGIC {
-            return Err(peer_err(
+        let addrs = net::resolve(&self.addr).map_err(|e| peer_err(&peer, e))?;
+        let unreachable = |last: String| Error::RootUnreachable {
+            addr: peer.clone(),
+            waited: start.elapsed(),
+            last,
+        };
+        let io = |what: &str, e: IoFail| match e {
+            IoFail::Deadline => peer_err(
                 &peer,
-                "not an nccl-rs rendezvous (bad magic in the challenge)",
-            ));
-        }
-        read_by(&mut stream, &mut ch[8..], deadline, &peer, "challenge")?;
-        let root_nonce = &ch[8..24];
-        let proof = mac(
-            &self.secret,
-            &[b"nccl-rs client", root_nonce, &my_nonce, &hello[8..16]],
-        );
-        write_all(&mut stream, &proof, &peer)?;
+                format!("no complete {what} within {:?}", self.timeout),
+            ),
+            e => peer_err(&peer, format!("{what}: {e}")),
+        };
+        let mut pause = Duration::from_millis(10);
+        // a busy rank 0 may drop a connection before its challenge: retry
+        let (mut s, keys) = loop {
+            let mut s = net::connect_by(&addrs, deadline).map_err(unreachable)?;
+            let cn = net::random::<NONCE>()
+                .map_err(|e| peer_err("local", format!("no random bytes: {e}")))?;
+            let mut hello = MAGIC.to_vec();
+            hello.extend_from_slice(&cn);
+            let mut ch = [0u8; CHALLENGE_LEN];
+            let r = net::write_all_by(&mut s, &hello, deadline)
+                .and_then(|()| net::read_exact_by(&mut s, &mut ch, deadline));
+            match r {
+                Ok(()) => {}
+                Err(IoFail::Deadline) => return Err(io("challenge", IoFail::Deadline)),
+                Err(e) => {
+                    if net::left(deadline).is_some_and(|l| l > pause) {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(500));
+                        continue;
+                    }
+                    return Err(unreachable(format!("dropped before the challenge: {e}")));
+                }
+            }
+            if &ch[..8] != MAGIC {
+                return Err(peer_err(
+                    &peer,
+                    "not an nccl-rs rendezvous of this version (bad magic in the challenge)",
+                ));
+            }
+            let mut rn = [0u8; NONCE];
+            rn.copy_from_slice(&ch[8..]);
+            break (s, Keys::derive(self.secret(), &cn, &rn));
+        };
+        let mut plain = (self.rank as u64).to_be_bytes().to_vec();
+        plain.extend_from_slice(&(self.world as u64).to_be_bytes());
+        plain.extend_from_slice(&(nids as u32).to_be_bytes());
+        let join = seal(&keys.c2r, &keys.aad, &plain)?;
+        net::write_all_by(&mut s, &join, deadline).map_err(|e| io("join", e))?;
         // the answer comes once every rank has joined
-        let mut head = [0u8; 9];
-        read_by(
-            &mut stream,
-            &mut head,
-            deadline,
-            &peer,
-            "result (rank 0 answers once every rank has joined)",
-        )?;
-        if &head[..8] != MAGIC {
-            return Err(peer_err(&peer, "bad magic in the result"));
+        let mut len = [0u8; 4];
+        match net::read_exact_by(&mut s, &mut len, deadline) {
+            Ok(()) => {}
+            Err(IoFail::Eof { .. }) => {
+                return Err(peer_err(
+                    &peer,
+                    "rank 0 closed the connection without an answer: it did not accept our \
+                     proof of the secret (NCCL_RS_SECRET differs from rank 0's, or is set on \
+                     only one side)",
+                ));
+            }
+            Err(e) => {
+                return Err(io("answer (rank 0 answers once every rank has joined)", e));
+            }
         }
-        if head[8] != 0 {
-            let mut len = [0u8; 2];
-            read_by(&mut stream, &mut len, deadline, &peer, "refusal")?;
-            let len = (u16::from_be_bytes(len) as usize).min(MAX_REASON);
-            let mut reason = vec![0u8; len];
-            read_by(&mut stream, &mut reason, deadline, &peer, "refusal")?;
+        let len = u32::from_be_bytes(len) as usize;
+        if !(SEAL..=MAX_FRAME).contains(&len) {
+            return Err(peer_err(&peer, format!("malformed answer of {len} bytes")));
+        }
+        let mut sealed = vec![0u8; len];
+        net::read_exact_by(&mut s, &mut sealed, deadline).map_err(|e| io("answer", e))?;
+        let Some(p) = open(&keys.r2c, &keys.aad, &sealed) else {
             return Err(peer_err(
                 &peer,
-                format!(
-                    "rank 0 refused rank {}: {}",
-                    self.rank,
-                    String::from_utf8_lossy(&reason)
-                ),
+                "rank 0 could not prove it holds the shared secret",
             ));
+        };
+        match p.first() {
+            Some(0) if p.len() >= 5 => {}
+            Some(1) => {
+                return Err(peer_err(
+                    &peer,
+                    format!(
+                        "rank 0 refused rank {}: {}",
+                        self.rank,
+                        net::printable(&p[1..], MAX_REASON)
+                    ),
+                ));
+            }
+            _ => return Err(peer_err(&peer, "malformed answer")),
         }
-        let mut n = [0u8; 4];
-        read_by(&mut stream, &mut n, deadline, &peer, "result")?;
-        let n = u32::from_be_bytes(n) as usize;
-        if n != nids {
+        let n = u32::from_be_bytes(p[1..5].try_into().expect("4 bytes")) as usize;
+        let body = &p[5..];
+        if n != nids || body.len() != n * UNIQUE_ID_BYTES {
             return Err(peer_err(
                 &peer,
                 format!("rank 0 sent {n} ids, expected {nids}"),
             ));
         }
-        let mut payload = vec![0u8; n * UNIQUE_ID_BYTES + 32];
-        read_by(&mut stream, &mut payload, deadline, &peer, "ids")?;
-        let (ids, tag) = payload.split_at(n * UNIQUE_ID_BYTES);
-        if !same(tag, &mac(&self.secret, &[b"nccl-rs root", &my_nonce, ids])) {
-            return Err(peer_err(
-                &peer,
-                "rank 0 could not prove it holds the shared secret",
-            ));
-        }
-        ids.chunks(UNIQUE_ID_BYTES)
+        body.chunks(UNIQUE_ID_BYTES)
             .map(UniqueId::from_bytes)
             .collect()
     }
 }
 
-/// Rank 0's side of one connection: hello, challenge, proof. Refuses and
-/// closes on any problem.
-fn handshake(
-    mut s: TcpStream,
-    peer: String,
-    secret: &[u8],
-    world: usize,
-    nids: usize,
-    deadline: Instant,
-) -> std::result::Result<Joined, String> {
-    let r = (|| -> Result<Joined> {
-        let mut hello = [0u8; HELLO_LEN];
-        read_by(&mut s, &mut hello[..8], deadline, &peer, "hello")?;
-        if &hello[..8] != MAGIC {
-            return Err(peer_err(&peer, "bad magic: not an nccl-rs rank"));
-        }
-        read_by(&mut s, &mut hello[8..], deadline, &peer, "hello")?;
-        let (rank, w, n) = (
-            u32_at(&hello, 8) as usize,
-            u32_at(&hello, 12) as usize,
-            u32_at(&hello, 16) as usize,
-        );
-        if w != world {
-            return Err(peer_err(
-                &peer,
-                format!("world size {w} differs from rank 0's {world}"),
-            ));
-        }
-        if rank == 0 || rank >= world {
-            return Err(peer_err(&peer, format!("rank {rank} is not in 1..{world}")));
-        }
-        if n != nids {
-            return Err(peer_err(
-                &peer,
-                format!("asks for {n} ids, rank 0 has {nids}"),
-            ));
-        }
-        let mut client_nonce = [0u8; 16];
-        client_nonce.copy_from_slice(&hello[20..36]);
-        let root_nonce = nonce()?;
-        let mut ch = Vec::with_capacity(CHALLENGE_LEN);
-        ch.extend_from_slice(MAGIC);
-        ch.extend_from_slice(&root_nonce);
-        write_all(&mut s, &ch, &peer)?;
-        let mut proof = [0u8; PROOF_LEN];
-        read_by(&mut s, &mut proof, deadline, &peer, "proof")?;
-        if !same(
-            &proof,
-            &mac(
-                secret,
-                &[b"nccl-rs client", &root_nonce, &client_nonce, &hello[8..16]],
-            ),
-        ) {
-            return Err(peer_err(&peer, "wrong secret"));
-        }
-        // anything more before the result is a protocol violation
-        s.set_nonblocking(true).ok();
-        let mut extra = [0u8; 1];
-        let oversized = matches!(s.read(&mut extra), Ok(n) if n > 0);
-        s.set_nonblocking(false).ok();
-        if oversized {
-            return Err(peer_err(&peer, "sent more than the protocol allows"));
-        }
-        Ok(Joined {
-            rank,
-            nonce: client_nonce,
-            stream: s.try_clone().map_err(|e| peer_err(&peer, e.to_string()))?,
-            peer: peer.clone(),
-        })
-    })();
-    r.map_err(|e| {
-        refuse(&mut s, &e.to_string());
-        e.to_string()
-    })
+/// Drops the pending connection that has made the least progress, the
+/// oldest among equals (a stranger dripping bytes, before a rank that is
+/// about to prove itself).
+fn evict(conns: &mut Vec<Conn>) {
+    if let Some(i) = conns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !matches!(c.stage, Stage::Joined(..)))
+        .min_by_key(|(_, c)| (c.progress(), c.accepted))
+        .map(|(i, _)| i)
+    {
+        conns.swap_remove(i);
+    }
 }
 
 impl Bootstrap for TcpBootstrap {
@@ -530,6 +760,9 @@ impl TcpBootstrap {
     /// # Errors
     /// As `share_ids`.
     pub fn share_n_ids(&mut self, n: usize, ids: Option<Vec<UniqueId>>) -> Result<Vec<UniqueId>> {
+        if self.world > 1 && self.secret.is_none() {
+            warn_no_secret("the nccl-rs TCP rendezvous");
+        }
         match (self.rank, ids) {
             (0, Some(ids)) if ids.len() != n => {
                 Err(Error::invalid("share_n_ids", "ids.len()", n, ids.len()))

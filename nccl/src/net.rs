@@ -1,0 +1,250 @@
+//! Small pieces shared by the rendezvous and the TCPStore client and server:
+//! deadlines that hold for a whole exchange (not for each read), `poll(2)`,
+//! random bytes without a file descriptor, and escaping of untrusted text.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// `now + d`, saturating far in the future instead of panicking on overflow
+/// (`Duration::MAX` means "as long as it takes", not a crash).
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    // About 100 years: far enough to mean "never", near enough to add.
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR))
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
+}
+
+/// Time left before `deadline`, `None` once it has passed.
+pub(crate) fn left(deadline: Instant) -> Option<Duration> {
+    let l = deadline.saturating_duration_since(Instant::now());
+    (!l.is_zero()).then_some(l)
+}
+
+/// How a bounded read or write ended badly.
+#[derive(Debug)]
+pub(crate) enum IoFail {
+    /// The deadline passed with the message incomplete.
+    Deadline,
+    /// The peer closed the connection (after `got` bytes of the message).
+    Eof { got: usize },
+    /// Another socket error.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for IoFail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IoFail::Deadline => f.write_str("deadline passed"),
+            IoFail::Eof { got: 0 } => f.write_str("the connection was closed"),
+            IoFail::Eof { got } => write!(f, "the connection was closed after {got} bytes"),
+            IoFail::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Reads exactly `buf.len()` bytes before `deadline`, however slowly they
+/// come: each read waits only for the time left of the whole message.
+pub(crate) fn read_exact_by(
+    s: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<(), IoFail> {
+    let mut got = 0;
+    while got < buf.len() {
+        let l = left(deadline).ok_or(IoFail::Deadline)?;
+        s.set_read_timeout(Some(l.max(Duration::from_millis(1))))
+            .map_err(IoFail::Io)?;
+        match s.read(&mut buf[got..]) {
+            Ok(0) => return Err(IoFail::Eof { got }),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if timed_out(&e) => {}
+            Err(e) => return Err(IoFail::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `buf` before `deadline`.
+pub(crate) fn write_all_by(s: &mut TcpStream, buf: &[u8], deadline: Instant) -> Result<(), IoFail> {
+    let mut sent = 0;
+    while sent < buf.len() {
+        let l = left(deadline).ok_or(IoFail::Deadline)?;
+        s.set_write_timeout(Some(l.max(Duration::from_millis(1))))
+            .map_err(IoFail::Io)?;
+        match s.write(&buf[sent..]) {
+            Ok(0) => return Err(IoFail::Eof { got: sent }),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if timed_out(&e) => {}
+            Err(e) => return Err(IoFail::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Resolves `addr` (`host:port`), failing with the resolver's words.
+pub(crate) fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
+    let v: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .collect();
+    if v.is_empty() {
+        return Err(format!("{addr} resolves to no address"));
+    }
+    Ok(v)
+}
+
+/// Connects to one of `addrs`, retrying with backoff until `deadline`.
+/// Returns the last error when the deadline passes.
+pub(crate) fn connect_by(addrs: &[SocketAddr], deadline: Instant) -> Result<TcpStream, String> {
+    let mut pause = Duration::from_millis(10);
+    let mut last = String::from("no address to try");
+    loop {
+        for a in addrs {
+            let Some(l) = left(deadline) else {
+                return Err(last);
+            };
+            match TcpStream::connect_timeout(a, l.min(Duration::from_secs(2))) {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Err(e) => last = format!("{a}: {e}"),
+            }
+        }
+        match left(deadline) {
+            Some(l) if l > pause => std::thread::sleep(pause),
+            _ => return Err(last),
+        }
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// `count` random bytes from the kernel (`getrandom(2)`: no file descriptor,
+/// so it works when descriptors run out).
+pub(crate) fn random<const N: usize>() -> io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    let mut got = 0;
+    while got < N {
+        // SAFETY: the pointer and length describe the unfilled tail of `b`,
+        // which getrandom writes at most `N - got` bytes into.
+        let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), N - got, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        got += r as usize;
+    }
+    Ok(b)
+}
+
+/// Which events `poll` found on one descriptor.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Ready {
+    pub readable: bool,
+    pub writable: bool,
+    /// Error or hang-up: the connection is finished.
+    pub closed: bool,
+}
+
+/// One `poll(2)` over `fds` (descriptor, want-write) for at most `timeout`.
+pub(crate) fn poll(fds: &[(&dyn AsRawFd, bool)], timeout: Duration) -> io::Result<Vec<Ready>> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|(f, w)| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN | if *w { libc::POLLOUT } else { 0 },
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `p` is a valid array of `p.len()` pollfd structs that poll may
+    // write `revents` into; it outlives the call.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![Ready::default(); p.len()]);
+        }
+        return Err(e);
+    }
+    Ok(p.iter()
+        .map(|x| Ready {
+            readable: x.revents & libc::POLLIN != 0,
+            writable: x.revents & libc::POLLOUT != 0,
+            closed: x.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
+        })
+        .collect())
+}
+
+/// Untrusted bytes (a peer's refusal, a value from a store) as text safe to
+/// print: at most `max` characters, control characters (ANSI escapes,
+/// newlines) escaped, invalid UTF-8 replaced.
+pub(crate) fn printable(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether an `accept` error is about running out of something (descriptors,
+/// memory) rather than about the one connection.
+pub(crate) fn is_resource_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_saturate() {
+        let d = deadline_after(Duration::MAX);
+        assert!(d > Instant::now() + Duration::from_secs(1000 * 24 * 3600));
+        assert!(left(deadline_after(Duration::ZERO)).is_none());
+    }
+
+    #[test]
+    fn printable_escapes_and_shortens() {
+        let s = printable(b"\x1b[31mred\nline\x07", 100);
+        assert_eq!(s, "\\u{1b}[31mred\\nline\\u{7}");
+        assert!(!s.chars().any(char::is_control));
+        let long = printable(&[b'a'; 1000], 10);
+        assert_eq!(long, "aaaaaaaaaa…");
+        assert_eq!(printable(b"\xff\xfeok", 10), "\u{fffd}\u{fffd}ok");
+    }
+
+    #[test]
+    fn random_bytes_differ() {
+        assert_ne!(random::<32>().unwrap(), random::<32>().unwrap());
+    }
+}

@@ -1,0 +1,1074 @@
+//! PyTorch's `TCPStore`, spoken from Rust: a client ([`TcpStore`]) for the
+//! store torchrun's agent runs (or any `torch.distributed.TCPStore`), a small
+//! server ([`TcpStoreServer`]) that PyTorch clients can use, and
+//! [`StoreBootstrap`], which hands the unique id through either.
+//!
+//! # The wire protocol (PyTorch 2.x, `c10d::TCPStore`)
+//!
+//! Read from PyTorch's `TCPStore.cpp`, `TCPStoreBackend.hpp` and
+//! `TCPStoreLibUvBackend.cpp`, and checked against recordings of libtorch
+//! 2.11.0 talking to itself (`tests/fixtures/tcpstore/`). Integers are in the
+//! host's byte order, which is little-endian on every platform PyTorch ships
+//! for; strings and byte strings are a `u64` length and the bytes. Every
+//! request starts with one byte, the query type:
+//!
+//! | query | byte | request after the byte | answer |
+//! | --- | --- | --- | --- |
+//! | `VALIDATE` | 0 | `u32` `0x3C85F7CE` | none; must be a connection's first query |
+//! | `SET` | 1 | key, value | none |
+//! | `COMPARE_SET` | 2 | key, expected, desired | the value now stored (see below) |
+//! | `GET` | 3 | key | value (empty if absent on the libuv server) |
+//! | `ADD` | 4 | key, `i64` | the new `i64`; values are stored as decimal text |
+//! | `CHECK` | 5 | `u64` count, keys | `u8`: 0 all present, 1 not |
+//! | `WAIT` | 6 | `u64` count, keys | `u8` 0 once all are present |
+//! | `GETNUMKEYS` | 7 | | `i64` |
+//! | `DELETE_KEY` | 8 | key | `i64` number deleted |
+//! | `APPEND` | 9 | key, value | none |
+//! | `MULTI_GET` | 10 | `u64` count, keys | one value per key |
+//! | `MULTI_SET` | 11 | `u64` count, (key, value) per key | none |
+//! | `CANCEL_WAIT` | 12 | | `u8` 1 (possibly after a late 0) |
+//! | `PING` | 13 | `u32` nonce | the same `u32` |
+//!
+//! PyTorch's Python and C++ `TCPStore` put `/` before every key; so do
+//! [`TcpStore`]'s methods, so `store.set("k", …)` in Python and
+//! `store.get("k")` here meet. The queue queries (14–16) and `LIST_KEYS` (17)
+//! are not implemented.
+//!
+//! # Trust
+//!
+//! A `TCPStore` has no authentication: whoever reaches its port can read and
+//! write every key, including the unique id (a bearer token). That is the
+//! same for PyTorch's own use of it; keep the port inside the job's network.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::id::{UNIQUE_ID_BYTES, UniqueId};
+use crate::net::{self, IoFail};
+use crate::rendezvous::{Bootstrap, MAX_IDS, check_rank_world};
+
+const VALIDATE: u8 = 0;
+const SET: u8 = 1;
+const COMPARE_SET: u8 = 2;
+const GET: u8 = 3;
+const ADD: u8 = 4;
+const CHECK: u8 = 5;
+const WAIT: u8 = 6;
+const GETNUMKEYS: u8 = 7;
+const DELETE_KEY: u8 = 8;
+const APPEND: u8 = 9;
+const MULTI_GET: u8 = 10;
+const MULTI_SET: u8 = 11;
+const CANCEL_WAIT: u8 = 12;
+const PING: u8 = 13;
+/// PyTorch's `validationMagicNumber`.
+const VALIDATION_MAGIC: u32 = 0x3C85_F7CE;
+const STOP_WAITING: u8 = 0;
+const WAIT_CANCELED: u8 = 1;
+
+/// Longest key [`TcpStoreServer`] accepts (and [`TcpStore`] sends).
+pub const MAX_KEY_LEN: usize = 4096;
+/// Largest value [`TcpStoreServer`] stores.
+pub const MAX_VALUE_LEN: usize = 1 << 20;
+/// Largest value [`TcpStore`] accepts from a store.
+pub const MAX_REPLY_LEN: usize = 64 << 20;
+/// Most keys in one `WAIT`, `CHECK`, `MULTI_GET` or `MULTI_SET` at the server.
+pub const MAX_KEYS_PER_QUERY: usize = 1024;
+/// Most bytes (keys, values and 64 bytes per entry) the server holds.
+pub const MAX_STORE_BYTES: usize = 64 << 20;
+/// Most connections the server keeps open.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// How long the server waits for a new connection's `VALIDATE`.
+const VALIDATE_LIMIT: Duration = Duration::from_secs(10);
+/// Most answer bytes queued for a client that does not read them.
+const MAX_OUTPUT: usize = 4 * MAX_VALUE_LEN;
+
+fn wire_key(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(b'/');
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// A client of a PyTorch `TCPStore` (torchrun's agent store, a
+/// `torch.distributed.TCPStore` in a Python process, or [`TcpStoreServer`]).
+///
+/// Every operation has one deadline for all of it ([`TcpStore::timeout`]):
+/// a store that answers slowly, or not at all, ends it with
+/// [`Error::Store`]. After a failed operation the connection is dropped and
+/// the next operation opens a new one.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let mut store = nccl::TcpStore::connect("127.0.0.1:29500", Duration::from_secs(30))?;
+/// store.set("greeting", b"hello")?;
+/// assert_eq!(store.get("greeting")?, b"hello");
+/// # Ok::<(), nccl::Error>(())
+/// ```
+pub struct TcpStore {
+    addr: String,
+    addrs: Vec<SocketAddr>,
+    conn: Option<TcpStream>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for TcpStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpStore")
+            .field("addr", &self.addr)
+            .field("connected", &self.conn.is_some())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// An answer being read before a deadline.
+struct Reply<'a> {
+    s: &'a mut TcpStream,
+    deadline: Instant,
+}
+
+impl Reply<'_> {
+    fn exact<const N: usize>(&mut self) -> std::result::Result<[u8; N], String> {
+        let mut b = [0u8; N];
+        net::read_exact_by(self.s, &mut b, self.deadline).map_err(io_text)?;
+        Ok(b)
+    }
+    fn u8(&mut self) -> std::result::Result<u8, String> {
+        Ok(self.exact::<1>()?[0])
+    }
+    fn i64(&mut self) -> std::result::Result<i64, String> {
+        Ok(i64::from_le_bytes(self.exact::<8>()?))
+    }
+    fn bytes(&mut self) -> std::result::Result<Vec<u8>, String> {
+        let n = u64::from_le_bytes(self.exact::<8>()?);
+        if n > MAX_REPLY_LEN as u64 {
+            return Err(format!(
+                "the store announced a value of {n} bytes, more than the {MAX_REPLY_LEN} accepted"
+            ));
+        }
+        let mut v = vec![0u8; n as usize];
+        net::read_exact_by(self.s, &mut v, self.deadline).map_err(io_text)?;
+        Ok(v)
+    }
+}
+
+fn io_text(e: IoFail) -> String {
+    match e {
+        IoFail::Deadline => "no complete answer before the deadline".into(),
+        e => e.to_string(),
+    }
+}
+
+impl TcpStore {
+    /// Connects to the store at `addr` (`host:port`, `[v6]:port`), retrying
+    /// until `timeout`, and checks that it speaks the protocol (`VALIDATE`,
+    /// then a `PING` that must come back). `timeout` is also the deadline of
+    /// every later operation ([`TcpStore::set_timeout`] changes it).
+    ///
+    /// # Errors
+    /// [`Error::Store`] when no store answers in time.
+    pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStore> {
+        let addrs = net::resolve(addr).map_err(|e| Error::Store {
+            addr: addr.into(),
+            op: "connect".into(),
+            reason: e,
+        })?;
+        let mut s = TcpStore {
+            addr: addr.into(),
+            addrs,
+            conn: None,
+            timeout,
+        };
+        let deadline = net::deadline_after(timeout);
+        s.ensure(deadline)?;
+        Ok(s)
+    }
+
+    /// The deadline of each operation.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sets the deadline of each later operation.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The address given to [`TcpStore::connect`].
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn err(&self, op: &str, reason: impl Into<String>) -> Error {
+        Error::Store {
+            addr: self.addr.clone(),
+            op: op.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A validated connection, opening one if needed.
+    fn ensure(&mut self, deadline: Instant) -> Result<()> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let mut s = net::connect_by(&self.addrs, deadline)
+            .map_err(|e| self.err("connect", format!("no store reachable ({e})")))?;
+        let nonce = u32::from_le_bytes(
+            net::random::<4>().map_err(|e| self.err("connect", format!("no random bytes: {e}")))?,
+        );
+        let mut hello = vec![VALIDATE];
+        hello.extend_from_slice(&VALIDATION_MAGIC.to_le_bytes());
+        hello.push(PING);
+        hello.extend_from_slice(&nonce.to_le_bytes());
+        let mut back = [0u8; 4];
+        net::write_all_by(&mut s, &hello, deadline)
+            .and_then(|()| net::read_exact_by(&mut s, &mut back, deadline))
+            .map_err(|e| {
+                self.err(
+                    "connect",
+                    format!(
+                        "validate and ping: {} (is this a PyTorch TCPStore?)",
+                        io_text(e)
+                    ),
+                )
+            })?;
+        if u32::from_le_bytes(back) != nonce {
+            return Err(self.err(
+                "connect",
+                "the ping came back with another nonce: not a PyTorch TCPStore",
+            ));
+        }
+        self.conn = Some(s);
+        Ok(())
+    }
+
+    /// One request and its answer, all before one deadline; the connection
+    /// is dropped on any failure.
+    fn query<T>(
+        &mut self,
+        op: &str,
+        request: &[u8],
+        answer: impl FnOnce(&mut Reply<'_>) -> std::result::Result<T, String>,
+    ) -> Result<T> {
+        let deadline = net::deadline_after(self.timeout);
+        self.ensure(deadline)?;
+        let s = self.conn.as_mut().expect("connected");
+        let r = net::write_all_by(s, request, deadline)
+            .map_err(io_text)
+            .and_then(|()| answer(&mut Reply { s, deadline }));
+        r.map_err(|e| {
+            self.conn = None;
+            self.err(op, e)
+        })
+    }
+
+    fn key_ok(&self, op: &str, key: &str) -> Result<Vec<u8>> {
+        if key.len() >= MAX_KEY_LEN {
+            return Err(self.err(
+                op,
+                format!(
+                    "key of {} bytes; at most {} accepted",
+                    key.len(),
+                    MAX_KEY_LEN - 1
+                ),
+            ));
+        }
+        Ok(wire_key(key))
+    }
+
+    fn keys_request(&self, op: &str, q: u8, keys: &[&str]) -> Result<Vec<u8>> {
+        let mut r = vec![q];
+        r.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+        for k in keys {
+            put_bytes(&mut r, &self.key_ok(op, k)?);
+        }
+        Ok(r)
+    }
+
+    /// Stores `value` under `key`.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn set(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        let mut r = vec![SET];
+        put_bytes(&mut r, &self.key_ok("set", key)?);
+        put_bytes(&mut r, value);
+        self.query("set", &r, |_| Ok(()))
+    }
+
+    /// The value of `key`, waiting (until the deadline) for it to be set.
+    ///
+    /// # Errors
+    /// [`Error::Store`], also when the key is not set in time.
+    pub fn get(&mut self, key: &str) -> Result<Vec<u8>> {
+        let op = format!("get {}", net::printable(key.as_bytes(), 80));
+        self.wait(&[key]).map_err(|e| match e {
+            Error::Store { addr, reason, .. } => Error::Store {
+                addr,
+                op: op.clone(),
+                reason: format!("waiting for the key: {reason}"),
+            },
+            e => e,
+        })?;
+        let mut r = vec![GET];
+        put_bytes(&mut r, &self.key_ok(&op, key)?);
+        self.query(&op, &r, |a| a.bytes())
+    }
+
+    /// Waits (until the deadline) for every key in `keys` to be set.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    ///
+    /// A tenth of the deadline (at most 1 s) is kept to cancel the wait as
+    /// PyTorch does (`CANCEL_WAIT`), so that the connection stays usable.
+    pub fn wait(&mut self, keys: &[&str]) -> Result<()> {
+        let r = self.keys_request("wait", WAIT, keys)?;
+        let deadline = net::deadline_after(self.timeout);
+        let reserve = (self.timeout / 10).min(Duration::from_secs(1));
+        let cancel_at = deadline.checked_sub(reserve).unwrap_or(deadline);
+        self.ensure(deadline)?;
+        let s = self.conn.as_mut().expect("connected");
+        let mut a = [0u8; 1];
+        let r = net::write_all_by(s, &r, cancel_at)
+            .and_then(|()| net::read_exact_by(s, &mut a, cancel_at));
+        let outcome: std::result::Result<(), String> = match r {
+            Ok(()) if a[0] == STOP_WAITING => return Ok(()),
+            Ok(()) => Err(format!("unexpected answer {} to WAIT", a[0])),
+            Err(IoFail::Deadline) => {
+                let mut reply = Reply { s, deadline };
+                let cancelled = net::write_all_by(reply.s, &[CANCEL_WAIT], deadline)
+                    .map_err(io_text)
+                    .and_then(|()| match reply.u8()? {
+                        WAIT_CANCELED => Ok(false),
+                        // the keys came just in time; the cancel is answered too
+                        STOP_WAITING => match reply.u8()? {
+                            WAIT_CANCELED => Ok(true),
+                            o => Err(format!("unexpected answer {o} to CANCEL_WAIT")),
+                        },
+                        o => Err(format!("unexpected answer {o} to CANCEL_WAIT")),
+                    });
+                match cancelled {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {
+                        return Err(
+                            self.err("wait", format!("keys not set within {:?}", self.timeout))
+                        );
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(io_text(e)),
+        };
+        let e = outcome.err().unwrap_or_default();
+        self.conn = None;
+        Err(self.err("wait", e))
+    }
+
+    /// Whether every key in `keys` is set, without waiting.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn check(&mut self, keys: &[&str]) -> Result<bool> {
+        let r = self.keys_request("check", CHECK, keys)?;
+        self.query("check", &r, |a| match a.u8()? {
+            0 => Ok(true),
+            1 => Ok(false),
+            other => Err(format!("unexpected answer {other} to CHECK")),
+        })
+    }
+
+    /// Adds `delta` to the integer stored at `key` (0 if absent) and returns
+    /// the sum.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn add(&mut self, key: &str, delta: i64) -> Result<i64> {
+        let mut r = vec![ADD];
+        put_bytes(&mut r, &self.key_ok("add", key)?);
+        r.extend_from_slice(&delta.to_le_bytes());
+        self.query("add", &r, |a| a.i64())
+    }
+
+    /// Sets `key` to `desired` if it holds `expected` (or is absent and
+    /// `expected` is empty); returns what the store holds afterwards (as
+    /// PyTorch's, `expected` when the key is absent and `expected` is not
+    /// empty).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn compare_set(&mut self, key: &str, expected: &[u8], desired: &[u8]) -> Result<Vec<u8>> {
+        let mut r = vec![COMPARE_SET];
+        put_bytes(&mut r, &self.key_ok("compare_set", key)?);
+        put_bytes(&mut r, expected);
+        put_bytes(&mut r, desired);
+        self.query("compare_set", &r, |a| a.bytes())
+    }
+
+    /// Deletes `key`; whether it was there.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn delete_key(&mut self, key: &str) -> Result<bool> {
+        let mut r = vec![DELETE_KEY];
+        put_bytes(&mut r, &self.key_ok("delete_key", key)?);
+        self.query("delete_key", &r, |a| Ok(a.i64()? == 1))
+    }
+
+    /// Number of keys in the store (PyTorch's own keys included).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub fn num_keys(&mut self) -> Result<i64> {
+        self.query("num_keys", &[GETNUMKEYS], |a| a.i64())
+    }
+}
+
+/// The key under which rank 0 publishes the unique id(s) in a store:
+/// `nccl-rs/<run_id>/<restart>/uid` (as `TcpStore` writes it; `/` precedes it
+/// on the wire). Its value is the ids' raw bytes: 128 for one id.
+pub fn store_id_key(run_id: &str, restart: &str) -> String {
+    format!("nccl-rs/{run_id}/{restart}/uid")
+}
+
+/// [`Bootstrap`] through a PyTorch `TCPStore`: rank 0 sets `key` to the raw
+/// bytes of the id(s) (128 per id), the other ranks wait for it and read it.
+/// A Python process takes part with `store.set(key, bytes(id))` or
+/// `store.get(key)` on a `torch.distributed.TCPStore` of the same address.
+///
+/// Use a key no earlier communicator used (with torchrun,
+/// [`store_id_key`] of the run id and restart count).
+#[derive(Debug)]
+pub struct StoreBootstrap {
+    store: TcpStore,
+    rank: usize,
+    world: usize,
+    key: String,
+}
+
+impl StoreBootstrap {
+    /// Rank `rank` of `world`, meeting under `key` of `store`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for `rank >= world`, `world == 0` or `world` above
+    /// `i32::MAX`.
+    pub fn new(store: TcpStore, rank: usize, world: usize, key: &str) -> Result<StoreBootstrap> {
+        check_rank_world("StoreBootstrap::new", rank, world)?;
+        Ok(StoreBootstrap {
+            store,
+            rank,
+            world,
+            key: key.into(),
+        })
+    }
+
+    /// The key of the id(s).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The store, e.g. for more keys of the caller's own.
+    pub fn store(&mut self) -> &mut TcpStore {
+        &mut self.store
+    }
+
+    /// Like [`Bootstrap::share_ids`] for several ids: non-root ranks say how
+    /// many they expect.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a wrong count or `Some`/`None` at the wrong
+    /// rank; [`Error::Store`]; [`Error::InvalidUniqueId`] when the value is
+    /// not `n` ids.
+    pub fn share_n_ids(&mut self, n: usize, ids: Option<Vec<UniqueId>>) -> Result<Vec<UniqueId>> {
+        if n == 0 || n > MAX_IDS {
+            return Err(Error::invalid(
+                "share_n_ids",
+                "n",
+                format!("1 ..= {MAX_IDS}"),
+                n,
+            ));
+        }
+        match (self.rank, ids) {
+            (0, Some(ids)) if ids.len() != n => {
+                Err(Error::invalid("share_n_ids", "ids.len()", n, ids.len()))
+            }
+            (0, Some(ids)) => {
+                let mut v = Vec::with_capacity(n * UNIQUE_ID_BYTES);
+                for id in &ids {
+                    v.extend_from_slice(id.as_bytes());
+                }
+                self.store.set(&self.key, &v)?;
+                Ok(ids)
+            }
+            (0, None) => Err(Error::invalid(
+                "share_n_ids",
+                "ids",
+                "Some(ids) at rank 0",
+                "None",
+            )),
+            (_, Some(_)) => Err(Error::invalid(
+                "share_n_ids",
+                "ids",
+                "None away from rank 0",
+                "Some(ids)",
+            )),
+            (_, None) => {
+                let v = self.store.get(&self.key)?;
+                if v.len() != n * UNIQUE_ID_BYTES {
+                    return Err(Error::InvalidUniqueId {
+                        reason: format!(
+                            "{} holds {} bytes, expected {n} id(s) of {UNIQUE_ID_BYTES}",
+                            net::printable(self.key.as_bytes(), 80),
+                            v.len()
+                        ),
+                    });
+                }
+                v.chunks(UNIQUE_ID_BYTES)
+                    .map(UniqueId::from_bytes)
+                    .collect()
+            }
+        }
+    }
+}
+
+impl Bootstrap for StoreBootstrap {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world_size(&self) -> usize {
+        self.world
+    }
+    fn share_ids(&mut self, ids: Option<Vec<UniqueId>>) -> Result<Vec<UniqueId>> {
+        let n = ids.as_ref().map_or(1, Vec::len);
+        self.share_n_ids(n, ids)
+    }
+}
+
+/// A small PyTorch-compatible `TCPStore` server on one background thread:
+/// PyTorch clients (`torch.distributed.TCPStore(host, port, is_master=False)`)
+/// and [`TcpStore`] can use it. Serves `VALIDATE`, `PING`, `SET`, `GET`,
+/// `ADD`, `CHECK`, `WAIT`, `CANCEL_WAIT`, `COMPARE_SET`, `DELETE_KEY`,
+/// `GETNUMKEYS`, `APPEND`, `MULTI_GET` and `MULTI_SET`.
+///
+/// Bounded in everything: one thread whatever the number of clients,
+/// [`MAX_CONNECTIONS`], keys of [`MAX_KEY_LEN`], values of
+/// [`MAX_VALUE_LEN`], [`MAX_STORE_BYTES`] in all; a connection that does not
+/// validate within 10 s, breaks the protocol or exceeds a bound is closed.
+/// Stops when dropped.
+#[derive(Debug)]
+pub struct TcpStoreServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TcpStoreServer {
+    /// Listens on `addr` (`0.0.0.0:29500`; port 0 picks a free one) and
+    /// starts serving.
+    ///
+    /// # Errors
+    /// [`Error::AddrInUse`]; [`Error::Store`] for other failures.
+    pub fn bind(addr: &str) -> Result<TcpStoreServer> {
+        let err = |reason: String| Error::Store {
+            addr: addr.into(),
+            op: "bind".into(),
+            reason,
+        };
+        let l = TcpListener::bind(addr).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => Error::AddrInUse { addr: addr.into() },
+            _ => err(e.to_string()),
+        })?;
+        l.set_nonblocking(true).map_err(|e| err(e.to_string()))?;
+        let local = l.local_addr().map_err(|e| err(e.to_string()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("nccl-rs-tcpstore".into())
+            .spawn(move || Server::default().run(l, &st))
+            .map_err(|e| err(format!("cannot start its thread: {e}")))?;
+        Ok(TcpStoreServer {
+            addr: local,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for TcpStoreServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            // the loop looks at `stop` at least every 50 ms
+            let _ = t.join();
+        }
+    }
+}
+
+struct Client {
+    s: TcpStream,
+    accepted: Instant,
+    validated: bool,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Keys of a pending WAIT that are still absent.
+    awaiting: usize,
+}
+
+#[derive(Default)]
+struct Server {
+    data: HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+    clients: HashMap<u64, Client>,
+    next: u64,
+    waiters: HashMap<Vec<u8>, Vec<u64>>,
+}
+
+/// Why a request could not be taken from the input yet.
+enum Need {
+    /// Not all of it has arrived.
+    More,
+    /// It breaks the protocol or a bound: close the connection.
+    Bad,
+}
+
+struct Cur<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], Need> {
+        let end = self.at.checked_add(n).ok_or(Need::Bad)?;
+        let s = self.b.get(self.at..end).ok_or(Need::More)?;
+        self.at = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> std::result::Result<u32, Need> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> std::result::Result<u64, Need> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn bytes(&mut self, max: usize) -> std::result::Result<&'a [u8], Need> {
+        let n = self.u64()?;
+        if n > max as u64 {
+            return Err(Need::Bad);
+        }
+        self.take(n as usize)
+    }
+    fn key(&mut self) -> std::result::Result<&'a [u8], Need> {
+        self.bytes(MAX_KEY_LEN)
+    }
+    fn value(&mut self) -> std::result::Result<&'a [u8], Need> {
+        self.bytes(MAX_VALUE_LEN)
+    }
+    fn count(&mut self) -> std::result::Result<usize, Need> {
+        let n = self.u64()?;
+        if n > MAX_KEYS_PER_QUERY as u64 {
+            return Err(Need::Bad);
+        }
+        Ok(n as usize)
+    }
+}
+
+/// A parsed request, borrowing from the input.
+enum Query<'a> {
+    Validate(u32),
+    Ping(u32),
+    Set(&'a [u8], &'a [u8]),
+    CompareSet(&'a [u8], &'a [u8], &'a [u8]),
+    Get(&'a [u8]),
+    Add(&'a [u8], i64),
+    Check(Vec<&'a [u8]>),
+    Wait(Vec<&'a [u8]>),
+    NumKeys,
+    Delete(&'a [u8]),
+    Append(&'a [u8], &'a [u8]),
+    MultiGet(Vec<&'a [u8]>),
+    MultiSet(Vec<(&'a [u8], &'a [u8])>),
+    CancelWait,
+}
+
+fn keys<'a>(c: &mut Cur<'a>) -> std::result::Result<Vec<&'a [u8]>, Need> {
+    let n = c.count()?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(c.key()?);
+    }
+    Ok(v)
+}
+
+fn parse(b: &[u8]) -> std::result::Result<(Query<'_>, usize), Need> {
+    let mut c = Cur { b, at: 0 };
+    let q = match c.take(1)?[0] {
+        VALIDATE => Query::Validate(c.u32()?),
+        PING => Query::Ping(c.u32()?),
+        SET => Query::Set(c.key()?, c.value()?),
+        COMPARE_SET => Query::CompareSet(c.key()?, c.value()?, c.value()?),
+        GET => Query::Get(c.key()?),
+        ADD => Query::Add(c.key()?, c.u64()? as i64),
+        CHECK => Query::Check(keys(&mut c)?),
+        WAIT => Query::Wait(keys(&mut c)?),
+        GETNUMKEYS => Query::NumKeys,
+        DELETE_KEY => Query::Delete(c.key()?),
+        APPEND => Query::Append(c.key()?, c.value()?),
+        MULTI_GET => Query::MultiGet(keys(&mut c)?),
+        MULTI_SET => {
+            let n = c.count()?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push((c.key()?, c.value()?));
+            }
+            Query::MultiSet(v)
+        }
+        CANCEL_WAIT => Query::CancelWait,
+        _ => return Err(Need::Bad),
+    };
+    Ok((q, c.at))
+}
+
+/// Largest request: a `MULTI_SET` of the most keys and values is bounded by
+/// what a client may have in flight before the server closes it.
+const MAX_INPUT: usize = MAX_VALUE_LEN * 3 + MAX_KEYS_PER_QUERY * (MAX_KEY_LEN + 16);
+
+impl Server {
+    fn run(mut self, l: TcpListener, stop: &AtomicBool) {
+        let mut pause: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(5);
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            self.clients
+                .retain(|_, c| c.validated || now.duration_since(c.accepted) < VALIDATE_LIMIT);
+            let accepting = pause.is_none_or(|t| now >= t);
+            let ids: Vec<u64> = self.clients.keys().copied().collect();
+            let ready = {
+                let mut fds: Vec<(&dyn AsRawFd, bool)> = ids
+                    .iter()
+                    .map(|i| {
+                        let c = &self.clients[i];
+                        (&c.s as &dyn AsRawFd, !c.output.is_empty())
+                    })
+                    .collect();
+                if accepting {
+                    fds.push((&l, false));
+                }
+                match net::poll(&fds, Duration::from_millis(50)) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                }
+            };
+            for (i, id) in ids.iter().enumerate() {
+                let r = ready[i];
+                if r.readable || r.closed {
+                    self.read(*id);
+                }
+                if r.writable {
+                    self.flush(*id);
+                }
+            }
+            if accepting && ready.last().is_some_and(|r| r.readable) {
+                for _ in 0..16 {
+                    match l.accept() {
+                        Ok((s, _)) => {
+                            backoff = Duration::from_millis(5);
+                            if s.set_nonblocking(true).is_err() {
+                                continue;
+                            }
+                            let _ = s.set_nodelay(true);
+                            if self.clients.len() >= MAX_CONNECTIONS && !self.evict() {
+                                continue; // full of validated clients: refuse this one
+                            }
+                            self.next += 1;
+                            self.clients.insert(
+                                self.next,
+                                Client {
+                                    s,
+                                    accepted: Instant::now(),
+                                    validated: false,
+                                    input: Vec::new(),
+                                    output: Vec::new(),
+                                    awaiting: 0,
+                                },
+                            );
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            if net::is_resource_error(&e) {
+                                self.evict();
+                            }
+                            pause = Some(Instant::now() + backoff);
+                            backoff = (backoff * 2).min(Duration::from_millis(200));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the oldest connection that has not validated; whether there
+    /// was one.
+    fn evict(&mut self) -> bool {
+        let oldest = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.validated)
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(i, _)| *i);
+        if let Some(i) = oldest {
+            self.close(i);
+        }
+        oldest.is_some()
+    }
+
+    fn close(&mut self, id: u64) {
+        if self.clients.remove(&id).is_some() {
+            self.waiters.retain(|_, v| {
+                v.retain(|&w| w != id);
+                !v.is_empty()
+            });
+        }
+    }
+
+    fn read(&mut self, id: u64) {
+        let mut chunk = [0u8; 64 * 1024];
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        match c.s.read(&mut chunk) {
+            Ok(0) => return self.close(id),
+            Ok(n) => c.input.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                return;
+            }
+            Err(_) => return self.close(id),
+        }
+        if c.input.len() > MAX_INPUT {
+            return self.close(id);
+        }
+        let mut input = std::mem::take(&mut c.input);
+        let mut used = 0;
+        loop {
+            match parse(&input[used..]) {
+                Ok((q, n)) => {
+                    if !self.execute(id, q) {
+                        return self.close(id);
+                    }
+                    used += n;
+                }
+                Err(Need::More) => break,
+                Err(Need::Bad) => return self.close(id),
+            }
+        }
+        input.drain(..used);
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        c.input = input;
+        if c.output.len() > MAX_OUTPUT {
+            return self.close(id);
+        }
+        self.flush(id);
+    }
+
+    fn flush(&mut self, id: u64) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        while !c.output.is_empty() {
+            match c.s.write(&c.output) {
+                Ok(0) => return self.close(id),
+                Ok(n) => {
+                    c.output.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(id),
+            }
+        }
+    }
+
+    fn out(&mut self, id: u64) -> &mut Vec<u8> {
+        &mut self.clients.get_mut(&id).expect("live client").output
+    }
+
+    fn store(&mut self, key: &[u8], value: Vec<u8>) -> bool {
+        let old = self.data.get(key).map_or(0, |v| v.len() + key.len() + 64);
+        let new = self.bytes - old + value.len() + key.len() + 64;
+        if new > MAX_STORE_BYTES {
+            return false;
+        }
+        self.bytes = new;
+        self.data.insert(key.to_vec(), value);
+        self.wake(key);
+        true
+    }
+
+    fn wake(&mut self, key: &[u8]) {
+        for w in self.waiters.remove(key).unwrap_or_default() {
+            if let Some(c) = self.clients.get_mut(&w) {
+                c.awaiting = c.awaiting.saturating_sub(1);
+                if c.awaiting == 0 {
+                    c.output.push(STOP_WAITING);
+                }
+            }
+        }
+    }
+
+    /// Runs one request; `false` closes the connection.
+    fn execute(&mut self, id: u64, q: Query<'_>) -> bool {
+        let validated = self.clients.get(&id).is_some_and(|c| c.validated);
+        match q {
+            Query::Validate(m) => {
+                if m != VALIDATION_MAGIC || validated {
+                    return false;
+                }
+                self.clients.get_mut(&id).expect("live client").validated = true;
+                return true;
+            }
+            _ if !validated => return false,
+            _ => {}
+        }
+        match q {
+            Query::Validate(_) => unreachable!("handled above"),
+            Query::Ping(n) => self.out(id).extend_from_slice(&n.to_le_bytes()),
+            Query::Set(k, v) => return self.store(k, v.to_vec()),
+            Query::CompareSet(k, expected, desired) => {
+                let now = match self.data.get(k) {
+                    None if expected.is_empty() => {
+                        if !self.store(k, desired.to_vec()) {
+                            return false;
+                        }
+                        desired.to_vec()
+                    }
+                    None => expected.to_vec(),
+                    Some(cur) if cur.as_slice() == expected => {
+                        if !self.store(k, desired.to_vec()) {
+                            return false;
+                        }
+                        desired.to_vec()
+                    }
+                    Some(cur) => cur.clone(),
+                };
+                put_bytes(self.out(id), &now);
+            }
+            Query::Get(k) => {
+                let v = self.data.get(k).cloned().unwrap_or_default();
+                put_bytes(self.out(id), &v);
+            }
+            Query::Add(k, delta) => {
+                let cur = match self.data.get(k) {
+                    None => 0,
+                    Some(v) => match std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|t| t.parse::<i64>().ok())
+                    {
+                        Some(x) => x,
+                        None => return false,
+                    },
+                };
+                let Some(sum) = cur.checked_add(delta) else {
+                    return false;
+                };
+                if !self.store(k, sum.to_string().into_bytes()) {
+                    return false;
+                }
+                self.out(id).extend_from_slice(&sum.to_le_bytes());
+            }
+            Query::Check(keys) => {
+                let all = keys.iter().all(|k| self.data.contains_key(*k));
+                self.out(id).push(if all { 0 } else { 1 });
+            }
+            Query::Wait(keys) => {
+                let absent: HashSet<&[u8]> = keys
+                    .into_iter()
+                    .filter(|k| !self.data.contains_key(*k))
+                    .collect();
+                if absent.is_empty() {
+                    self.out(id).push(STOP_WAITING);
+                } else {
+                    self.clients.get_mut(&id).expect("live client").awaiting = absent.len();
+                    for k in absent {
+                        self.waiters.entry(k.to_vec()).or_default().push(id);
+                    }
+                }
+            }
+            Query::NumKeys => {
+                let n = self.data.len() as i64;
+                self.out(id).extend_from_slice(&n.to_le_bytes());
+            }
+            Query::Delete(k) => {
+                let n: i64 = match self.data.remove(k) {
+                    Some(v) => {
+                        self.bytes -= v.len() + k.len() + 64;
+                        1
+                    }
+                    None => 0,
+                };
+                self.out(id).extend_from_slice(&n.to_le_bytes());
+            }
+            Query::Append(k, v) => {
+                let mut cur = self.data.get(k).cloned().unwrap_or_default();
+                if cur.len() + v.len() > MAX_VALUE_LEN {
+                    return false;
+                }
+                cur.extend_from_slice(v);
+                return self.store(k, cur);
+            }
+            Query::MultiGet(keys) => {
+                for k in keys {
+                    let v = self.data.get(k).cloned().unwrap_or_default();
+                    put_bytes(self.out(id), &v);
+                }
+            }
+            Query::MultiSet(kv) => {
+                for (k, v) in kv {
+                    if !self.store(k, v.to_vec()) {
+                        return false;
+                    }
+                }
+            }
+            Query::CancelWait => {
+                self.clients.get_mut(&id).expect("live client").awaiting = 0;
+                self.waiters.retain(|_, v| {
+                    v.retain(|&w| w != id);
+                    !v.is_empty()
+                });
+                self.out(id).push(WAIT_CANCELED);
+            }
+        }
+        true
+    }
+}
