@@ -568,7 +568,7 @@ impl Comm {
 /// Runs `f` (a blocking init) on a thread of its own and waits at most
 /// `limit` for it: `Timeout` after that, and a communicator that `f` still
 /// returns later is dropped (aborted) on that thread.
-fn within(
+pub(crate) fn within(
     limit: Duration,
     api: &'static str,
     f: impl FnOnce() -> Result<Comm> + Send + 'static,

@@ -603,25 +603,37 @@ pub struct LaunchOptions {
     /// authentication of its own (see [`TcpStore`]).
     pub secret: Option<Vec<u8>>,
     /// Communicator configuration; unless it sets its own timeout, creation
-    /// has `timeout` as its deadline. The default is non-blocking, so that
-    /// every call that waits on a peer can be abandoned: a blocking
-    /// communicator's first collective connects to its peers inside the call,
-    /// where a missing peer blocks it for good and no abort reaches it.
-    ///
-    /// The price: NCCL launches each call of a non-blocking communicator from
-    /// a thread it starts for that call, about 70 µs of host time per call
-    /// (measured in C and here alike, docs/performance.md). Where host time
-    /// per call matters more, `Config::new().blocking(true)`: creation keeps
-    /// its deadline and calls cost what they cost in C.
+    /// has `timeout` as its deadline. The default is blocking: each call costs
+    /// the host time it costs in C. A non-blocking communicator
+    /// (`Config::new().blocking(false)`) can also abandon a call that is
+    /// still connecting to a peer, for about 70 µs more host time per call
+    /// (NCCL launches each of its calls from a thread of its own;
+    /// docs/performance.md).
     pub config: crate::Config,
+    /// Connect the collectives' peers while the communicator is created
+    /// (default `true`), inside creation's deadline: a few all-reduces of
+    /// growing size (scratch memory of [`CONNECT_BYTES`] on the GPU while they
+    /// run), so that NCCL (which connects lazily, at a collective's first
+    /// use) sets up every algorithm it picks then. Afterwards a collective of
+    /// a blocking communicator only enqueues work, and a survivor waiting on a
+    /// dead or absent peer in [`Comm::wait`](crate::Comm::wait) gets a typed
+    /// error or an abort at its deadline. Send/recv still connect to a peer at
+    /// their first use: where a peer may be absent at that moment, use a
+    /// non-blocking communicator.
+    pub connect: bool,
 }
+
+/// The scratch memory [`LaunchOptions::connect`] uses while the communicator
+/// is created.
+pub const CONNECT_BYTES: usize = 32 << 20;
 
 impl Default for LaunchOptions {
     fn default() -> LaunchOptions {
         LaunchOptions {
             timeout: Duration::from_secs(300),
             secret: None,
-            config: crate::Config::new().blocking(false),
+            config: crate::Config::new(),
+            connect: true,
         }
     }
 }
@@ -675,8 +687,51 @@ pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchIn
     let ctx = cudarc::driver::CudaContext::new(info.local_rank % gpus)?;
     let id = share_launch_id(&info, opts)?;
     let config = opts.config.with_default_deadline(opts.timeout);
-    let comm = crate::Comm::init_rank_with(&ctx, info.world, &id, info.rank, &config)?;
+    if !opts.connect || info.world == 1 {
+        let comm = crate::Comm::init_rank_with(&ctx, info.world, &id, info.rank, &config)?;
+        return Ok((comm, info));
+    }
+    let (world, rank) = (info.world, info.rank);
+    let comm = if config.is_blocking() {
+        // creation and connection cannot be abandoned inside NCCL's blocking
+        // calls: they run on a thread of their own, and this one waits at most
+        // the deadline (a communicator made too late is aborted there)
+        let limit = config.timeout.unwrap_or(opts.timeout);
+        let config = config.clone().no_timeout();
+        crate::comm::within(limit, "init_from_launcher", move || {
+            let comm = crate::Comm::init_rank_with(&ctx, world, &id, rank, &config)?;
+            connect(&comm, None)?;
+            Ok(comm)
+        })?
+    } else {
+        let start = std::time::Instant::now();
+        let comm = crate::Comm::init_rank_with(&ctx, world, &id, rank, &config)?;
+        let left = config
+            .timeout
+            .unwrap_or(opts.timeout)
+            .saturating_sub(start.elapsed());
+        connect(&comm, Some(left))?;
+        comm
+    };
     Ok((comm, info))
+}
+
+/// [`LaunchOptions::connect`]: in-place all-reduces of 1 KiB to
+/// [`CONNECT_BYTES`] (×8) on the context's default stream (a new stream would
+/// turn on cudarc's cross-stream event tracking for the whole context), then
+/// a wait for them, at most `limit` when given.
+fn connect(comm: &crate::Comm, limit: Option<Duration>) -> Result<()> {
+    let stream = comm.context().default_stream();
+    let mut scratch = stream.alloc_zeros::<u8>(CONNECT_BYTES)?;
+    let mut n = 1 << 10;
+    while n <= CONNECT_BYTES {
+        let mut part = scratch.slice_mut(0..n);
+        comm.all_reduce_in_place(&mut part, crate::ReduceOp::Max, &stream)?;
+        n *= 8;
+    }
+    comm.wait(&stream, limit.unwrap_or(Duration::MAX))?;
+    drop(scratch);
+    Ok(())
 }
 
 /// The rendezvous of [`init_from_launcher`] alone (no GPU needed): rank 0

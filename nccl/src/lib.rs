@@ -139,7 +139,8 @@ pub use group::group_simulate;
 pub use group::{Enqueue, Group, OnStream, group};
 pub use id::{UNIQUE_ID_BYTES, UniqueId};
 pub use launch::{
-    LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, init_from_launcher, share_launch_id,
+    CONNECT_BYTES, LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, init_from_launcher,
+    share_launch_id,
 };
 #[cfg(nccl_2_27)]
 pub use mem::Window;
