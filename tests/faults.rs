@@ -262,6 +262,12 @@ fn survive(comm: Comm, rank: usize, world: usize) -> Result<u8, Error> {
         }
     };
     let t_revoke = t.elapsed();
+    // what NCCL still reports before the shrink (its shrink refuses a parent
+    // whose asynchronous state is an error): for the record
+    say(&format!(
+        "rank {rank}: asynchronous state before the shrink: {:?}",
+        comm.async_error().map_err(|e| e.nccl_code())
+    ));
     let mode = if revoked {
         ShrinkMode::Default
     } else {

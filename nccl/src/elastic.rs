@@ -847,6 +847,11 @@ impl Comm {
     /// a joiner may not come. (The ranks 0 and `world - 1` also wait inside
     /// NCCL, without a deadline, for rank 0 to send them the grow id.)
     ///
+    /// If the hand-over to the joiners fails, rank 0 returns the bootstrap's
+    /// error without growing, and the grow id it made stays unconsumed: NCCL
+    /// makes no second one for this communicator, so it cannot grow again
+    /// (it stays usable otherwise).
+    ///
     /// States: allowed while `Live`; this communicator stays `Live` (NCCL
     /// says to close it once the grow is done: finalize or drop it); the new
     /// one is `Live`.
@@ -914,7 +919,10 @@ impl Comm {
                         "grow",
                         "joiners.share_ids",
                         "the coordinator's one id back",
-                        format!("{} ids", got.len()),
+                        match got.len() {
+                            1 => "another id".to_string(),
+                            n => format!("{n} ids"),
+                        },
                     ));
                 }
                 Some(id)
