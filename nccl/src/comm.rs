@@ -65,8 +65,8 @@ pub struct Comm {
 // SAFETY: NCCL ties a communicator to a GPU, not to a thread: any thread may
 // use it (this crate binds the communicator's CUDA context to the calling
 // thread before the calls that need it), and NCCL only forbids using one
-// communicator from several threads at once, which `!Sync` (the `Cell`) rules
-// out. No state of this crate outside the `Comm` refers to it: a group that
+// communicator from several threads at once, which `!Sync` (the `Cell`s of
+// the handle and the state) rules out. No state of this crate outside the `Comm` refers to it: a group that
 // uses it borrows it (so it cannot move while the group is open), and the
 // thread-local group flag does not name communicators. The abort flag is an
 // `Arc<AtomicBool>`, and cudarc's `CudaContext` is `Send + Sync`.
