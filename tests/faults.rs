@@ -9,15 +9,23 @@
 //! - a rank that never joins: the others fail within the deadline;
 //! - abort from another thread unblocks a wait on a missing peer;
 //! - 1 000 init→finalize cycles (world 1) without growth of GPU memory or
-//!   open file descriptors.
+//!   open file descriptors;
+//! - surviving a lost rank: 3 and 4 ranks, `kill -9` of one inside a loop of
+//!   all_reduce; every survivor detects it (typed error within 2× its
+//!   timeout), revokes (NCCL 2.28.7+) or shrinks with `ShrinkMode::Abort`,
+//!   shrinks to the survivors and runs 100 all_reduces with correct values;
+//!   the time from the kill to the first correct result is printed.
+//!
+//! `FAULTS_ONLY=survive` (a comma-separated list of `allreduce`, `kill`,
+//! `never-join`, `abort-thread`, `cycles`, `survive`) runs only those checks.
 //!
 //! A custom harness: closes with `N passed, M failed`.
 
 use std::process::{Child, Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cudarc::driver::CudaContext;
-use nccl::{Comm, Error, LaunchOptions, ReduceOp, UniqueId};
+use nccl::{Comm, CommState, ElasticApi, Error, LaunchOptions, ReduceOp, ShrinkMode, UniqueId};
 use nccl_rs_tests::say;
 
 /// Exit codes of a rank process.
@@ -31,6 +39,7 @@ fn code(e: &Error) -> u8 {
     match e {
         Error::Nccl { .. }
         | Error::Timeout { .. }
+        | Error::Stalled { .. }
         | Error::Aborted { .. }
         | Error::RanksMissing { .. }
         | Error::RootUnreachable { .. }
@@ -66,6 +75,15 @@ fn rank_main(scenario: &str) -> u8 {
             return code(&e);
         }
     };
+    if scenario == "survive" {
+        return match survive(comm, info.rank, info.world) {
+            Ok(c) => c,
+            Err(e) => {
+                say(&format!("rank {rank}: survive: {e}"));
+                code(&e)
+            }
+        };
+    }
     let ctx = comm.context().clone();
     let stream = ctx.new_stream().unwrap();
     let n = 1 << 16;
@@ -157,12 +175,176 @@ fn rank_main(scenario: &str) -> u8 {
     }
 }
 
+/// Now, as nanoseconds since the Unix epoch: a clock the rank processes and
+/// this one share.
+fn unix_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Records `what` (a file `what-rank{rank}` holding the time and a note) in
+/// the folder `FAULTS_OUT` the parent reads.
+fn mark(what: &str, rank: usize, note: &str) {
+    if let Ok(dir) = std::env::var("FAULTS_OUT") {
+        let path = std::path::Path::new(&dir).join(format!("{what}-rank{rank}"));
+        let _ = std::fs::write(path, format!("{}\n{note}\n", unix_ns()));
+    }
+}
+
+/// A rank of the survival scenario: all_reduce until a peer is lost (the
+/// parent kills rank `FAULTS_VICTIM`), then recover as the README's
+/// "Surviving a lost rank" does: revoke (or, with `FAULTS_HOW=abort` or
+/// without NCCL 2.28.7, shrink with `ShrinkMode::Abort`), shrink to the
+/// survivors, and 100 all_reduces that must be correct.
+fn survive(comm: Comm, rank: usize, world: usize) -> Result<u8, Error> {
+    let victim: usize = std::env::var("FAULTS_VICTIM").unwrap().parse().unwrap();
+    let how = std::env::var("FAULTS_HOW").unwrap_or_default();
+    let timeout = Duration::from_secs(5);
+    let n = 1 << 16;
+    let stream = comm.context().new_stream()?;
+    let send = stream.clone_htod(&vec![(rank + 1) as f32; n])?;
+    let mut recv = stream.alloc_zeros::<f32>(n)?;
+    let want = (world * (world + 1) / 2) as f32;
+
+    // 1. collectives until a peer is lost (the parent kills the victim once
+    //    every rank has marked itself ready)
+    let start = Instant::now();
+    let mut step = 0usize;
+    let err = loop {
+        if start.elapsed() > Duration::from_secs(90) {
+            say(&format!("rank {rank}: nobody died in 90 s"));
+            return Ok(OTHER);
+        }
+        stream.memset_zeros(&mut recv)?;
+        let t = Instant::now();
+        if let Err(e) = comm
+            .all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)
+            .and_then(|()| comm.wait_recoverable(&stream, timeout))
+        {
+            mark("detect", rank, &e.to_string());
+            say(&format!(
+                "rank {rank}: typed error after {step} steps, {:.2?} into the step: {e}",
+                t.elapsed()
+            ));
+            break e;
+        }
+        if step == 0 {
+            if stream.clone_dtoh(&recv)?.iter().any(|&x| x != want) {
+                say(&format!("rank {rank}: wrong result before the kill"));
+                return Ok(WRONG_RESULT);
+            }
+            mark("ready", rank, "");
+        }
+        step += 1;
+    };
+    if rank == victim {
+        say(&format!("rank {rank}: the victim is still alive: {err}"));
+        return Ok(OTHER);
+    }
+    if comm.state() != CommState::Failed {
+        say(&format!(
+            "rank {rank}: state {} after the error",
+            comm.state()
+        ));
+        return Ok(OTHER);
+    }
+
+    // 2. stop what is stuck, and leave the lost rank out
+    let t = Instant::now();
+    let revoked = if how == "abort" {
+        false
+    } else {
+        match comm.revoke() {
+            Ok(()) => true,
+            Err(Error::Unsupported { .. }) => false,
+            Err(e) => return Err(e),
+        }
+    };
+    let t_revoke = t.elapsed();
+    // what NCCL still reports before the shrink (its shrink refuses a parent
+    // whose asynchronous state is an error): for the record
+    say(&format!(
+        "rank {rank}: asynchronous state before the shrink: {:?}",
+        comm.async_error().map_err(|e| e.nccl_code())
+    ));
+    let mode = if revoked {
+        ShrinkMode::Default
+    } else {
+        ShrinkMode::Abort
+    };
+    let nccl::Shrunk { comm: small, ranks } = comm.shrink(&[victim], mode, None)?;
+    let t_shrink = t.elapsed() - t_revoke;
+    let expect_new = ranks.new_rank(rank);
+    if Some(small.rank()) != expect_new || small.world_size() != world - 1 {
+        say(&format!(
+            "rank {rank}: shrunk to rank {} of {}, expected {expect_new:?} of {}",
+            small.rank(),
+            small.world_size(),
+            world - 1
+        ));
+        return Ok(OTHER);
+    }
+    // the old communicator: destroyed (revoked), or aborted by the drop
+    if revoked {
+        comm.finalize()?;
+    } else {
+        drop(comm);
+    }
+    say(&format!(
+        "rank {rank}: {} in {t_revoke:.2?}, shrink({mode:?}) in {t_shrink:.2?}: rank {} of {} now (old ranks {:?})",
+        if revoked { "revoked" } else { "no revoke" },
+        small.rank(),
+        small.world_size(),
+        ranks.survivors()
+    ));
+
+    // 3. go on with the survivors, on a fresh stream (the old one may hold
+    //    the aborted kernel)
+    let stream = small.context().new_stream()?;
+    let send = stream.clone_htod(&vec![(rank + 1) as f32; n])?;
+    let mut recv = stream.alloc_zeros::<f32>(n)?;
+    let want: usize = ranks.survivors().iter().map(|r| r + 1).sum();
+    for i in 0..100 {
+        stream.memset_zeros(&mut recv)?;
+        small.all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)?;
+        small.wait(&stream, timeout)?;
+        let out = stream.clone_dtoh(&recv)?;
+        if out.iter().any(|&x| x != want as f32) {
+            say(&format!(
+                "rank {rank}: all_reduce {i} on the shrunk communicator: {} != {want}",
+                out[0]
+            ));
+            return Ok(WRONG_RESULT);
+        }
+        if i == 0 {
+            mark("first-ok", rank, "");
+        }
+    }
+    small.finalize()?;
+    say(&format!(
+        "rank {rank}: 100 all_reduces correct on the shrunk communicator ({want} everywhere)"
+    ));
+    Ok(OK)
+}
+
 fn spawn(scenario: &str, world: usize, ranks: &[usize], port: u16) -> Vec<(usize, Child)> {
+    spawn_with(scenario, world, ranks, port, &[])
+}
+
+fn spawn_with(
+    scenario: &str,
+    world: usize,
+    ranks: &[usize],
+    port: u16,
+    extra: &[(&str, String)],
+) -> Vec<(usize, Child)> {
     let me = std::env::current_exe().unwrap();
     ranks
         .iter()
         .map(|&r| {
             let c = Command::new(&me)
+                .envs(extra.iter().map(|(k, v)| (k, v)))
                 .env("FAULTS_SCENARIO", scenario)
                 .env("RANK", r.to_string())
                 .env("WORLD_SIZE", world.to_string())
@@ -333,10 +515,124 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// The parent's side of the survival scenario: starts `world` ranks, kills
+/// `victim` with SIGKILL once every rank has run a correct all_reduce, and
+/// checks that every survivor detected it within 2× its timeout (5 s) and
+/// then ran 100 correct all_reduces on the shrunk communicator; reports the
+/// time from the kill to each survivor's first correct result.
+fn survive_check(world: usize, victim: usize, how: &str) -> Result<String, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "nccl-rs-faults-{}-{world}-{how}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let read = |what: &str, r: usize| -> Option<u128> {
+        std::fs::read_to_string(dir.join(format!("{what}-rank{r}")))
+            .ok()?
+            .lines()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let extra = [
+        ("FAULTS_VICTIM", victim.to_string()),
+        ("FAULTS_HOW", how.to_string()),
+        ("FAULTS_OUT", dir.display().to_string()),
+    ];
+    let ranks: Vec<usize> = (0..world).collect();
+    let mut kids = spawn_with("survive", world, &ranks, free_port(), &extra);
+    let t = Instant::now();
+    while !(0..world).all(|r| read("ready", r).is_some()) {
+        let someone_exited = kids
+            .iter_mut()
+            .any(|(_, c)| matches!(c.try_wait(), Ok(Some(_))));
+        if someone_exited || t.elapsed() > Duration::from_secs(90) {
+            let res = reap(kids, Duration::from_secs(10));
+            return Err(format!("the ranks did not all get ready: {res:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500)); // a few more steps
+    if let Some((_, c)) = kids.iter_mut().find(|(r, _)| *r == victim) {
+        let _ = c.kill(); // SIGKILL
+    }
+    let killed = unix_ns();
+    let res = reap(kids, Duration::from_secs(120));
+    let marks: Vec<(Option<u128>, Option<u128>)> = (0..world)
+        .map(|r| (read("detect", r), read("first-ok", r)))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    let limit = 2 * Duration::from_secs(5);
+    let secs = |ns: u128| ns as f64 / 1e9;
+    let mut problems = Vec::new();
+    let mut detect = Vec::new();
+    let mut first = Vec::new();
+    for (r, code, _) in &res {
+        if *r == victim {
+            continue;
+        }
+        if *code != Some(OK as i32) {
+            problems.push(format!("rank {r} exited with {code:?}"));
+        }
+        let (detected, first_ok) = marks[*r];
+        match detected {
+            Some(d) if d < killed => problems.push(format!("rank {r} failed before the kill")),
+            Some(d) if d - killed > limit.as_nanos() => problems.push(format!(
+                "rank {r} detected the loss {:.2} s after the kill (limit {limit:?})",
+                secs(d - killed)
+            )),
+            Some(d) => detect.push(format!("rank {r} {:.2} s", secs(d - killed))),
+            None => problems.push(format!("rank {r} recorded no detection")),
+        }
+        if let Some(f) = first_ok {
+            first.push((*r, f.saturating_sub(killed)));
+        }
+    }
+    let worst = first.iter().map(|x| x.1).max().unwrap_or(0);
+    let report = format!(
+        "kill → typed error: {}; kill → first correct all_reduce on the shrunk communicator: {} (worst {:.2} s); exits {res:?}",
+        detect.join(", "),
+        first
+            .iter()
+            .map(|(r, f)| format!("rank {r} {:.2} s", secs(*f)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        secs(worst)
+    );
+    if problems.is_empty() && first.len() == world - 1 {
+        Ok(report)
+    } else {
+        Err(format!("{}; {report}", problems.join("; ")))
+    }
+}
+
 fn main() -> ExitCode {
     if let Ok(s) = std::env::var("FAULTS_SCENARIO") {
         return ExitCode::from(rank_main(&s));
     }
+    const CHECKS: [&str; 6] = [
+        "allreduce",
+        "kill",
+        "never-join",
+        "abort-thread",
+        "cycles",
+        "survive",
+    ];
+    let only: Option<Vec<String>> = std::env::var("FAULTS_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(|x| x.trim().to_string()).collect());
+    if let Some(bad) = only
+        .iter()
+        .flatten()
+        .find(|x| !CHECKS.contains(&x.as_str()))
+    {
+        say(&format!(
+            "FAULTS_ONLY: unknown check {bad:?}; known: {CHECKS:?}"
+        ));
+        return ExitCode::FAILURE;
+    }
+    let run = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
     let Some(ctx) = nccl_rs_tests::gpu_or_skip("faults suite", 0) else {
         println!("faults: 0 passed, 0 failed (no GPU: see the line above)");
         return ExitCode::SUCCESS;
@@ -354,7 +650,7 @@ fn main() -> ExitCode {
         }
     };
 
-    for world in [2, 4] {
+    for world in [2, 4].into_iter().filter(|_| run("allreduce")) {
         let kids = spawn(
             "allreduce",
             world,
@@ -374,75 +670,114 @@ fn main() -> ExitCode {
     }
 
     // kill -9 of rank 2 of 3 during the loop; timeout per wait is 5 s
-    let mut kids = spawn("kill", 3, &[0, 1, 2], free_port());
-    std::thread::sleep(Duration::from_secs(8));
-    let victim = kids.iter_mut().find(|(r, _)| *r == 2).unwrap();
-    let _ = victim.1.kill(); // SIGKILL
-    let killed_at = Instant::now();
-    let res = reap(kids, Duration::from_secs(60));
-    let survivors: Vec<_> = res.iter().filter(|(r, _, _)| *r != 2).collect();
-    let ok = survivors
-        .iter()
-        .all(|(_, c, _)| *c == Some(TYPED_ERROR as i32))
-        && killed_at.elapsed() <= Duration::from_secs(10 + 2);
-    check(
-        "kill -9 of one rank: survivors return a typed error within 2× their timeout",
-        if ok {
-            Ok(format!(
-                "{res:?} (all done {:.1?} after the kill)",
-                killed_at.elapsed()
-            ))
-        } else {
-            Err(format!(
-                "{res:?}, {:.1?} after the kill",
-                killed_at.elapsed()
-            ))
-        },
-    );
+    if run("kill") {
+        let mut kids = spawn("kill", 3, &[0, 1, 2], free_port());
+        std::thread::sleep(Duration::from_secs(8));
+        let victim = kids.iter_mut().find(|(r, _)| *r == 2).unwrap();
+        let _ = victim.1.kill(); // SIGKILL
+        let killed_at = Instant::now();
+        let res = reap(kids, Duration::from_secs(60));
+        let survivors: Vec<_> = res.iter().filter(|(r, _, _)| *r != 2).collect();
+        let ok = survivors
+            .iter()
+            .all(|(_, c, _)| *c == Some(TYPED_ERROR as i32))
+            && killed_at.elapsed() <= Duration::from_secs(10 + 2);
+        check(
+            "kill -9 of one rank: survivors return a typed error within 2× their timeout",
+            if ok {
+                Ok(format!(
+                    "{res:?} (all done {:.1?} after the kill)",
+                    killed_at.elapsed()
+                ))
+            } else {
+                Err(format!(
+                    "{res:?}, {:.1?} after the kill",
+                    killed_at.elapsed()
+                ))
+            },
+        );
+    }
 
     // rank 2 of 3 never joins; the deadline is 5 s
-    let kids = spawn("never-join", 3, &[0, 1], free_port());
-    let res = reap(kids, Duration::from_secs(30));
-    let ok = res
-        .iter()
-        .all(|(_, c, t)| *c == Some(TYPED_ERROR as i32) && *t < Duration::from_secs(12));
-    check(
-        "a rank that never joins: the others fail within the deadline",
-        if ok {
-            Ok(format!("{res:?}"))
-        } else {
-            Err(format!("{res:?}"))
-        },
-    );
+    if run("never-join") {
+        let kids = spawn("never-join", 3, &[0, 1], free_port());
+        let res = reap(kids, Duration::from_secs(30));
+        let ok = res
+            .iter()
+            .all(|(_, c, t)| *c == Some(TYPED_ERROR as i32) && *t < Duration::from_secs(12));
+        check(
+            "a rank that never joins: the others fail within the deadline",
+            if ok {
+                Ok(format!("{res:?}"))
+            } else {
+                Err(format!("{res:?}"))
+            },
+        );
+    }
 
     // abort from another thread
-    let kids = spawn("abort-thread", 2, &[0, 1], free_port());
-    let res = reap(kids, Duration::from_secs(60));
-    let ok = res
-        .iter()
-        .any(|(r, c, _)| *r == 0 && *c == Some(ABORTED_IN_TIME as i32));
-    check(
-        "abort from another thread unblocks a wait on a missing peer",
-        if ok {
-            Ok(format!("{res:?}"))
-        } else {
-            Err(format!("{res:?}"))
-        },
-    );
+    if run("abort-thread") {
+        let kids = spawn("abort-thread", 2, &[0, 1], free_port());
+        let res = reap(kids, Duration::from_secs(60));
+        let ok = res
+            .iter()
+            .any(|(r, c, _)| *r == 0 && *c == Some(ABORTED_IN_TIME as i32));
+        check(
+            "abort from another thread unblocks a wait on a missing peer",
+            if ok {
+                Ok(format!("{res:?}"))
+            } else {
+                Err(format!("{res:?}"))
+            },
+        );
+    }
+
+    // surviving a lost rank: kill -9 of one rank of 3 (the last) and of 4 (a
+    // middle one, so that ranks renumber), then revoke + shrink or shrink
+    // with ShrinkMode::Abort
+    if run("survive") {
+        let hows: Vec<&str> = match (ElasticApi::Shrink.check(), ElasticApi::Revoke.check()) {
+            (Err(e), _) => {
+                say(&format!("NOT RUN: surviving a lost rank: {e}"));
+                vec![]
+            }
+            (Ok(()), Err(e)) => {
+                say(&format!(
+                    "NOT RUN: the revoke variant of surviving a lost rank: {e}"
+                ));
+                vec!["abort"]
+            }
+            (Ok(()), Ok(())) => vec!["revoke", "abort"],
+        };
+        for (world, victim) in [(3, 2), (4, 1)] {
+            for &how in &hows {
+                let what = match how {
+                    "revoke" => "revoke, then shrink",
+                    _ => "shrink with ShrinkMode::Abort",
+                };
+                check(
+                    &format!("{world} ranks lose rank {victim} (kill -9) and go on: {what}"),
+                    survive_check(world, victim, how),
+                );
+            }
+        }
+    }
 
     // 1 000 init→finalize cycles, world 1
-    let n: usize = std::env::var("FAULTS_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let threads: usize = std::env::var("FAULTS_CYCLE_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
-    check(
-        "init→finalize cycles without growth",
-        cycles(&ctx, n, threads.max(1)),
-    );
+    if run("cycles") {
+        let n: usize = std::env::var("FAULTS_CYCLES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        let threads: usize = std::env::var("FAULTS_CYCLE_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8);
+        check(
+            "init→finalize cycles without growth",
+            cycles(&ctx, n, threads.max(1)),
+        );
+    }
 
     println!("faults: {passed} passed, {} failed", failed.len());
     if failed.is_empty() {

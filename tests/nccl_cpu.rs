@@ -345,3 +345,398 @@ fn init_from_launcher_without_driver() {
     );
     assert!(stdout.contains("child: NoDriver"), "{stdout}");
 }
+
+// ---- elastic communicators: states, argument checks, version gates ----
+
+use nccl::{CommOp, CommState, ElasticApi, GrowPlan, RankMap, ShrinkMode};
+
+/// The state machine, written out here as a table independent of the
+/// crate's `match`: every state × every call.
+#[test]
+fn comm_states_allow_exactly_the_documented_calls() {
+    use CommOp as O;
+    use CommState as S;
+    let ops = CommOp::ALL;
+    assert_eq!(
+        ops,
+        [
+            O::Collective,
+            O::Split,
+            O::Shrink(ShrinkMode::Default),
+            O::Shrink(ShrinkMode::Abort),
+            O::Grow,
+            O::Revoke,
+            O::Suspend,
+            O::Resume,
+            O::MemStats,
+            O::Finalize,
+        ]
+    );
+    // columns in the order of `ops`
+    let table: [(S, [bool; 10]); 5] = [
+        (
+            S::Live,
+            [true, true, true, true, true, true, true, false, true, true],
+        ),
+        (
+            S::Failed,
+            [
+                false, false, false, true, false, true, false, false, false, false,
+            ],
+        ),
+        (
+            S::Revoked,
+            [
+                false, true, true, true, false, false, false, false, true, true,
+            ],
+        ),
+        (
+            S::Suspended,
+            [
+                false, false, false, false, false, false, false, true, true, false,
+            ],
+        ),
+        (S::Aborted, [false; 10]),
+    ];
+    for (state, row) in table {
+        for (op, want) in ops.iter().zip(row) {
+            assert_eq!(state.allows(*op), want, "{state} {op}");
+            assert_eq!(state.check("x", *op).is_ok(), want, "{state} {op}");
+            assert_eq!(state.after(*op).is_some(), want, "{state} {op}");
+        }
+    }
+}
+
+#[test]
+fn comm_state_transitions() {
+    use CommOp as O;
+    use CommState as S;
+    let abort = O::Shrink(ShrinkMode::Abort);
+    let cases = [
+        (S::Live, O::Collective, S::Live),
+        (S::Live, O::Split, S::Live),
+        (S::Live, O::Shrink(ShrinkMode::Default), S::Live),
+        (S::Live, abort, S::Failed),
+        (S::Live, O::Grow, S::Live),
+        (S::Live, O::Revoke, S::Revoked),
+        (S::Live, O::Suspend, S::Suspended),
+        (S::Live, O::MemStats, S::Live),
+        (S::Live, O::Finalize, S::Aborted),
+        (S::Failed, O::Revoke, S::Revoked),
+        (S::Failed, abort, S::Failed),
+        (S::Revoked, O::Shrink(ShrinkMode::Default), S::Revoked),
+        (S::Revoked, abort, S::Revoked),
+        (S::Revoked, O::Split, S::Revoked),
+        (S::Revoked, O::Finalize, S::Aborted),
+        (S::Suspended, O::Resume, S::Live),
+        (S::Suspended, O::MemStats, S::Suspended),
+    ];
+    for (from, op, to) in cases {
+        assert_eq!(from.after(op), Some(to), "{from} --{op}-->");
+    }
+    // the recovery path: a failed wait_recoverable leaves Failed; revoke;
+    // then the parent is only for shrinking, splitting and closing
+    let s = S::Failed;
+    assert!(!s.allows(O::Collective) && !s.allows(O::Finalize) && !s.allows(O::Split));
+    let s = s.after(O::Revoke).unwrap();
+    assert_eq!(s, S::Revoked);
+    assert!(!s.allows(O::Revoke), "NCCL refuses a second revoke");
+    assert!(s.allows(O::Shrink(ShrinkMode::Default)));
+    // suspended until resumed
+    let s = S::Live.after(O::Suspend).unwrap();
+    assert!(!s.allows(O::Collective) && !s.allows(O::Suspend) && !s.allows(O::Finalize));
+    assert_eq!(s.after(O::Resume), Some(S::Live));
+}
+
+#[test]
+fn wrong_state_errors_name_the_state_and_what_is_allowed() {
+    let e = CommState::Failed
+        .check("all_reduce", CommOp::Collective)
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::WrongState {
+                op: "all_reduce",
+                state: CommState::Failed,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "all_reduce: not allowed while the communicator is failed; allowed now: shrink(ShrinkMode::Abort), revoke, abort"
+    );
+    assert!(format!("{e:?}").contains("WrongState"));
+    let e = CommState::Revoked
+        .check("finalize", CommOp::Revoke)
+        .unwrap_err();
+    assert!(
+        e.to_string().ends_with(
+            "allowed now: split, shrink, shrink(ShrinkMode::Abort), mem_stats, finalize, abort"
+        ),
+        "{e}"
+    );
+    // an aborted communicator keeps its own error
+    assert!(matches!(
+        CommState::Aborted.check("revoke", CommOp::Revoke),
+        Err(Error::Aborted { op: "revoke" })
+    ));
+    let e = Error::Stalled {
+        op: "wait_recoverable",
+        after: std::time::Duration::from_secs(5),
+    };
+    let text = e.to_string();
+    assert!(
+        text.starts_with("wait_recoverable did not finish within 5s; the communicator is kept"),
+        "{text}"
+    );
+    assert!(!text.ends_with('.'));
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<CommState>();
+    send_sync::<RankMap>();
+    send_sync::<GrowPlan>();
+    send_sync::<nccl::MemStats>();
+    fn send<T: Send>() {}
+    send::<nccl::Shrunk>();
+}
+
+#[test]
+fn shrink_ranks_are_checked_before_nccl() {
+    let bad = |world, me, exclude: &[usize], what: &str| {
+        let e = RankMap::excluding(world, me, exclude).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { op: "shrink", .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains(what), "{exclude:?}: {e}");
+    };
+    bad(4, 0, &[], "at least one rank");
+    bad(4, 0, &[1, 2, 3, 0], "at most 3 of the 4 ranks");
+    bad(4, 0, &[1, 2, 3, 3], "at most 3 of the 4 ranks");
+    bad(4, 0, &[4], "rank 4");
+    bad(4, 0, &[usize::MAX], "ranks < world (4)");
+    bad(4, 0, &[2, 2], "rank 2 twice");
+    bad(4, 1, &[1], "this rank (1)");
+    bad(4, 1, &[3, 1], "this rank (1)");
+    bad(1, 0, &[0], "at most 0 of the 1 ranks");
+    let e = RankMap::excluding(4, 4, &[1]).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { arg: "rank", .. }),
+        "{e:?}"
+    );
+
+    // every world up to 7, every set of excluded ranks and every survivor:
+    // the map agrees with a direct count
+    for world in 2..=7usize {
+        for mask in 1u32..(1 << world) - 1 {
+            let excluded: Vec<usize> = (0..world).filter(|r| mask & (1 << r) != 0).collect();
+            let mut reversed = excluded.clone();
+            reversed.reverse(); // order does not matter
+            for me in (0..world).filter(|r| mask & (1 << r) == 0) {
+                let map = RankMap::excluding(world, me, &reversed).unwrap();
+                assert_eq!(map.excluded(), excluded);
+                assert_eq!(map.world(), world - excluded.len());
+                assert_eq!(map.old_world(), world);
+                for old in 0..world {
+                    let want = (mask & (1 << old) == 0)
+                        .then(|| (0..old).filter(|r| mask & (1 << r) == 0).count());
+                    assert_eq!(
+                        map.new_rank(old),
+                        want,
+                        "world {world} mask {mask:b} old {old}"
+                    );
+                    if let Some(new) = want {
+                        assert_eq!(map.old_rank(new), Some(old));
+                    }
+                }
+                assert_eq!(map.old_rank(map.world()), None);
+                assert_eq!(map.new_rank(world), None);
+                assert!(map.survivors().windows(2).all(|w| w[0] < w[1]));
+            }
+        }
+    }
+}
+
+/// A stand-in for the channel the coordinator hands the grow id through.
+struct FakeBootstrap {
+    rank: usize,
+    world: usize,
+}
+
+impl nccl::Bootstrap for FakeBootstrap {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world_size(&self) -> usize {
+        self.world
+    }
+    fn share_ids(&mut self, _: Option<Vec<UniqueId>>) -> nccl::Result<Vec<UniqueId>> {
+        Err(Error::Rendezvous {
+            peer: "fake".into(),
+            reason: "no network in this test".into(),
+        })
+    }
+}
+
+#[test]
+fn grow_plans_number_joiners_after_the_existing_ranks() {
+    let plan = GrowPlan::new(4, 7).unwrap();
+    assert_eq!(
+        (plan.old_world(), plan.new_world(), plan.joiners()),
+        (4, 7, 3)
+    );
+    assert_eq!(plan.bootstrap_world(), 4);
+    assert_eq!(
+        (1..=3)
+            .map(|b| plan.joiner_rank(b).unwrap())
+            .collect::<Vec<_>>(),
+        [4, 5, 6]
+    );
+    for b in [0, 4, usize::MAX] {
+        let e = plan.joiner_rank(b).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidArgument {
+                    op: "join",
+                    arg: "bootstrap.rank()",
+                    ..
+                }
+            ),
+            "{b}: {e:?}"
+        );
+    }
+    assert_eq!(GrowPlan::from_bootstrap(7, 4).unwrap(), plan);
+    for (new, boot) in [(7, 1), (7, 0), (7, 8), (3, 4)] {
+        let e = GrowPlan::from_bootstrap(new, boot).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { op: "join", .. }),
+            "{e:?}"
+        );
+    }
+    for (old, new) in [(4, 4), (4, 3), (0, 2), (1, i32::MAX as usize + 1)] {
+        let e = GrowPlan::new(old, new).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { op: "grow", .. }),
+            "{old}->{new}: {e:?}"
+        );
+    }
+    assert!(GrowPlan::new(1, i32::MAX as usize).is_ok());
+
+    // who passes the joiners' bootstrap: rank 0 only, as its rank 0, sized
+    // for the coordinator and the joiners
+    let ok = FakeBootstrap { rank: 0, world: 4 };
+    assert!(plan.check_existing(0, Some(&ok)).is_ok());
+    for r in 1..4 {
+        assert!(plan.check_existing(r, None).is_ok());
+        let e = plan.check_existing(r, Some(&ok)).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { arg: "joiners", .. }),
+            "{e:?}"
+        );
+    }
+    let e = plan.check_existing(0, None).unwrap_err();
+    assert!(e.to_string().contains("Some(bootstrap) at rank 0"), "{e}");
+    let e = plan
+        .check_existing(0, Some(&FakeBootstrap { rank: 1, world: 4 }))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidArgument {
+                arg: "joiners.rank()",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = plan
+        .check_existing(0, Some(&FakeBootstrap { rank: 0, world: 3 }))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("4 (the coordinator and 3 joiners), got 3"),
+        "{e}"
+    );
+    let e = plan.check_existing(4, None).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { arg: "rank", .. }),
+        "{e:?}"
+    );
+    // the fake really is unusable: nothing above reached it
+    let mut fake = FakeBootstrap { rank: 1, world: 2 };
+    assert!(nccl::Bootstrap::share_ids(&mut fake, None).is_err());
+}
+
+/// The version gate of each elastic API, against the libnccl this test runs
+/// with (2.28.3 in CI: shrink yes; revoke, grow and suspend no).
+#[test]
+fn elastic_apis_are_gated_by_the_header_and_the_runtime() {
+    let have = nccl::version().unwrap().min(nccl::HEADER_VERSION);
+    let caps = nccl::capabilities().unwrap();
+    let support = nccl::elastic_support();
+    assert_eq!(support.len(), ElasticApi::ALL.len());
+    let expect = [
+        (ElasticApi::Shrink, "ncclCommShrink", Version::new(2, 27, 0)),
+        (ElasticApi::Revoke, "ncclCommRevoke", Version::new(2, 28, 7)),
+        (ElasticApi::Grow, "ncclCommGrow", Version::new(2, 29, 2)),
+        (
+            ElasticApi::Suspend,
+            "ncclCommSuspend",
+            Version::new(2, 29, 7),
+        ),
+    ];
+    for ((api, name, since), (got, ok)) in expect.into_iter().zip(support) {
+        assert_eq!(got, api);
+        assert_eq!((api.name(), api.since()), (name, since));
+        match (have >= since, api.check()) {
+            (true, Ok(())) => assert!(ok.is_ok()),
+            (
+                false,
+                Err(Error::Unsupported {
+                    api: a,
+                    needs,
+                    have: h,
+                }),
+            ) => {
+                assert_eq!((a, needs, h), (name, since, have));
+                assert!(ok.is_err());
+            }
+            (avail, r) => panic!("{name}: available {avail} but check gave {r:?} (have {have})"),
+        }
+        let feature = caps
+            .features
+            .iter()
+            .find(|f| f.api.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing from capabilities"));
+        assert_eq!((feature.since, feature.available), (since, have >= since));
+    }
+    // patch level counts: 2.28.3 has no revoke although it is "2.28"
+    if have.minor == 28 && have.patch < 7 {
+        assert!(matches!(
+            ElasticApi::Revoke.check(),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+}
+
+/// The README's "Surviving a lost rank" example is `nccl/examples/survive.rs`
+/// (which `cargo test` and clippy build), character for character.
+#[test]
+fn readme_survival_example_is_the_example_that_builds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("nccl/examples/survive.rs")).unwrap();
+    let section = readme
+        .split("\n## Surviving a lost rank\n")
+        .nth(1)
+        .expect("README has the section");
+    let block = section
+        .split("```rust\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the section has a rust block");
+    assert_eq!(block, example);
+}

@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::error::Result;
 use crate::sys;
-use crate::version::{HEADER_VERSION, Version, checked_runtime};
+use crate::version::{HEADER_VERSION, Version, checked_runtime, require};
 
 /// How libnccl is linked into this build.
 pub use sys::LinkMode;
@@ -50,6 +50,12 @@ pub const OPTIONAL_APIS: &[(&str, Version)] = &[
         "ncclAlltoAll / ncclGather / ncclScatter (native)",
         Version::new(2, 28, 0),
     ),
+    ("ncclCommRevoke", Version::new(2, 28, 7)),
+    ("ncclCommGrow / ncclCommGetUniqueId", Version::new(2, 29, 2)),
+    (
+        "ncclCommSuspend / ncclCommResume / ncclCommMemStats",
+        Version::new(2, 29, 7),
+    ),
 ];
 
 /// The capability report for this process.
@@ -59,7 +65,6 @@ pub const OPTIONAL_APIS: &[(&str, Version)] = &[
 /// error if it cannot say its version.
 pub fn capabilities() -> Result<Capabilities> {
     let runtime = checked_runtime()?;
-    let have = runtime.min(HEADER_VERSION);
     Ok(Capabilities {
         runtime,
         header: HEADER_VERSION,
@@ -69,7 +74,8 @@ pub fn capabilities() -> Result<Capabilities> {
             .map(|&(api, since)| Feature {
                 api,
                 since,
-                available: (have.major, have.minor) >= (since.major, since.minor),
+                // the same gate the API's own call goes through
+                available: require(api, since).is_ok(),
             })
             .collect(),
     })

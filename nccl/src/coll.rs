@@ -77,7 +77,7 @@ impl<'a> Call<'a> {
         if target.group.is_none() {
             crate::group::not_in_group(op)?;
         }
-        comm.live(op)?;
+        comm.ready(op)?;
         if target.stream.context().ordinal() != comm.device() {
             return Err(wrong_stream(comm, op, target.stream));
         }
@@ -223,7 +223,7 @@ impl<'a> Call<'a> {
                 let out = if r == sys::ncclResult_t::ncclSuccess {
                     Ok(())
                 } else {
-                    comm.settle(api, r)
+                    comm.settle_op(api, r)
                 };
                 // enqueued (or failed): cudarc may record the uses now
                 drop(guards);

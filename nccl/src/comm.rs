@@ -2,12 +2,13 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 use cudarc::driver::CudaContext;
 
 use crate::config::Config;
+use crate::elastic::{CommOp, CommState};
 use crate::error::{Error, NcclCode, Result, check, check_comm, failure};
 use crate::id::UniqueId;
 use crate::sys;
@@ -28,6 +29,16 @@ use crate::version::checked_runtime;
 ///   can wait on its peers. Operations still in flight are cancelled, so call
 ///   `finalize` when the work matters. Drop never panics.
 ///
+/// # States
+///
+/// A communicator is [`CommState::Live`] until something happens to it: an
+/// operation fails or stalls ([`Failed`](CommState::Failed)), it is revoked
+/// ([`Revoked`](CommState::Revoked)), suspended
+/// ([`Suspended`](CommState::Suspended)) or aborted
+/// ([`Aborted`](CommState::Aborted)). [`Comm::state`] says which; a call the
+/// state does not allow ([`CommState::allows`]) fails with
+/// [`Error::WrongState`] (or [`Error::Aborted`]) without calling NCCL.
+///
 /// # Threads
 ///
 /// `Comm` is `Send` (it may move to another thread) but not `Sync`: NCCL allows
@@ -40,20 +51,22 @@ use crate::version::checked_runtime;
 #[derive(Debug)]
 pub struct Comm {
     /// Null once aborted.
-    raw: Cell<sys::ncclComm_t>,
-    abort: Arc<AtomicBool>,
-    ctx: Arc<CudaContext>,
-    rank: usize,
-    world: usize,
-    blocking: bool,
-    timeout: Option<Duration>,
+    pub(crate) raw: Cell<sys::ncclComm_t>,
+    pub(crate) abort: Arc<AtomicBool>,
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) rank: usize,
+    pub(crate) world: usize,
+    pub(crate) blocking: bool,
+    pub(crate) timeout: Option<Duration>,
+    /// Live, failed, revoked or suspended; aborted is `raw` being null.
+    pub(crate) state: Cell<CommState>,
 }
 
 // SAFETY: NCCL ties a communicator to a GPU, not to a thread: any thread may
 // use it (this crate binds the communicator's CUDA context to the calling
 // thread before the calls that need it), and NCCL only forbids using one
-// communicator from several threads at once, which `!Sync` (the `Cell`) rules
-// out. No state of this crate outside the `Comm` refers to it: a group that
+// communicator from several threads at once, which `!Sync` (the `Cell`s of
+// the handle and the state) rules out. No state of this crate outside the `Comm` refers to it: a group that
 // uses it borrows it (so it cannot move while the group is open), and the
 // thread-local group flag does not name communicators. The abort flag is an
 // `Arc<AtomicBool>`, and cudarc's `CudaContext` is `Send + Sync`.
@@ -190,17 +203,47 @@ impl Comm {
         api: &'static str,
         r: sys::ncclResult_t,
     ) -> Result<Comm> {
-        let comm = Comm {
-            raw: Cell::new(raw),
-            abort: Arc::default(),
-            ctx: ctx.clone(),
-            rank,
-            world,
-            blocking: config.is_blocking(),
-            timeout: config.timeout,
-        };
+        let (blocking, timeout) = (config.is_blocking(), config.timeout);
+        Comm::adopt_with(raw, ctx, rank, world, blocking, timeout, api, r)
+    }
+
+    /// [`Comm::adopt`] with the mode and timeout given. Returns only once
+    /// NCCL's creation job has ended: settled, or aborted (which joins it).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn adopt_with(
+        raw: sys::ncclComm_t,
+        ctx: &Arc<CudaContext>,
+        rank: usize,
+        world: usize,
+        blocking: bool,
+        timeout: Option<Duration>,
+        api: &'static str,
+        r: sys::ncclResult_t,
+    ) -> Result<Comm> {
+        let comm = Comm::wrap(raw, ctx.clone(), rank, world, blocking, timeout);
         comm.settle(api, r)?;
         Ok(comm)
+    }
+
+    /// A live `Comm` around `raw` (which it then owns: aborted on drop).
+    pub(crate) fn wrap(
+        raw: sys::ncclComm_t,
+        ctx: Arc<CudaContext>,
+        rank: usize,
+        world: usize,
+        blocking: bool,
+        timeout: Option<Duration>,
+    ) -> Comm {
+        Comm {
+            raw: Cell::new(raw),
+            abort: Arc::default(),
+            ctx,
+            rank,
+            world,
+            blocking,
+            timeout,
+            state: Cell::new(CommState::Live),
+        }
     }
 
     /// One communicator per context, all in this process
@@ -233,15 +276,7 @@ impl Comm {
             .into_iter()
             .zip(ctxs)
             .enumerate()
-            .map(|(rank, (raw, ctx))| Comm {
-                raw: Cell::new(raw),
-                abort: Arc::default(),
-                ctx: ctx.clone(),
-                rank,
-                world: ctxs.len(),
-                blocking: true,
-                timeout: None,
-            })
+            .map(|(rank, (raw, ctx))| Comm::wrap(raw, ctx.clone(), rank, ctxs.len(), true, None))
             .collect())
     }
 
@@ -250,8 +285,16 @@ impl Comm {
     /// ordered by `key` (then by their rank here). `color: None` takes no part
     /// (`NCCL_SPLIT_NOCOLOR`) and returns `Ok(None)`.
     ///
+    /// Allowed while [`Live`](CommState::Live) or
+    /// [`Revoked`](CommState::Revoked) (NCCL documents a revoked communicator
+    /// as safe to split); this communicator's state does not change. The
+    /// child is live. With no operation of this communicator outstanding
+    /// (NCCL: else it may deadlock). A non-blocking split is waited for up
+    /// to this communicator's timeout.
+    ///
     /// # Errors
-    /// `InvalidArgument` for a color above `i32::MAX`; NCCL's error.
+    /// `InvalidArgument` for a color above `i32::MAX`; `WrongState`; NCCL's
+    /// error; `Timeout` (this communicator is then aborted).
     pub fn split(
         &self,
         color: Option<u32>,
@@ -259,6 +302,7 @@ impl Comm {
         config: Option<&Config>,
     ) -> Result<Option<Comm>> {
         crate::group::not_in_group("split")?;
+        self.allow("split", CommOp::Split)?;
         let color = match color {
             Some(c) if c > i32::MAX as u32 => {
                 return Err(Error::invalid(
@@ -275,29 +319,108 @@ impl Comm {
         let config = config.unwrap_or(&default);
         let mut raw_cfg = config.to_raw()?;
         self.ctx.bind_to_thread()?;
-        let mut raw: sys::ncclComm_t = std::ptr::null_mut();
-        // SAFETY: valid communicator, out-pointer and config.
-        let r = unsafe { sys::ncclCommSplit(self.raw.get(), color, key, &mut raw, &mut raw_cfg) };
-        let mut child = Comm {
-            raw: Cell::new(raw),
-            abort: Arc::default(),
-            ctx: self.ctx.clone(),
-            rank: 0,
-            world: 0,
-            blocking: config.is_blocking(),
-            timeout: config.timeout,
-        };
-        // A null child (no color, or a failed split) drops as a no-op.
-        child.settle("ncclCommSplit", r)?;
+        let stale = self.async_state_now();
+        let slot = AtomicPtr::new(std::ptr::null_mut());
+        // SAFETY: valid communicator (live or revoked, checked above) used by
+        // this thread only; the config outlives the call; `slot` is where
+        // NCCL's job writes the child (for a non-blocking communicator, from
+        // its own thread when the job ends): `settle_child` does not return
+        // before that job has ended or been joined, and `slot` lives until then.
+        let r =
+            unsafe { sys::ncclCommSplit(self.raw.get(), color, key, slot.as_ptr(), &mut raw_cfg) };
+        let raw = self.settle_child("ncclCommSplit", r, &slot, self.timeout, stale)?;
         if raw.is_null() {
-            return Ok(None);
+            return Ok(None); // no color
         }
+        let mut child = Comm::wrap(
+            raw,
+            self.ctx.clone(),
+            0,
+            0,
+            config.is_blocking(),
+            config.timeout,
+        );
         child.rank = child.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
         child.world = child.query("ncclCommCount", sys::ncclCommCount)? as usize;
         Ok(Some(child))
     }
 
-    fn query(
+    /// After a call `api` that creates a child of this communicator from a
+    /// job of *this* communicator (split, shrink) answered `r`: NCCL writes
+    /// the child's handle into `slot` when that job ends (for a non-blocking
+    /// communicator on a thread of its own, after the call returned
+    /// `ncclInProgress`, while this communicator's state says
+    /// `ncclInProgress`: NCCL's documented way to wait for a non-blocking
+    /// split is to poll the parent). Waits for that, up to `limit`, and
+    /// returns the child (null: none was made).
+    ///
+    /// On timeout or an abort request this communicator is aborted, which
+    /// joins NCCL's job (`ncclCommAbort` → `ncclCommEnsureReady` →
+    /// `ncclGroupJobAbort`), so nothing writes `slot` after this returns; a
+    /// child already written is aborted too. On a failed job the child, if
+    /// any, is aborted and this communicator becomes `Failed`.
+    ///
+    /// `stale` is the asynchronous error this communicator already reported
+    /// before the call (a dead peer of a failed or revoked communicator):
+    /// `ncclCommGetAsyncError` may keep reporting it (from the proxy's state)
+    /// after the job succeeded, so when polled it does not count as the job's
+    /// failure.
+    pub(crate) fn settle_child(
+        &self,
+        api: &'static str,
+        r: sys::ncclResult_t,
+        slot: &AtomicPtr<sys::ncclComm>,
+        limit: Option<Duration>,
+        stale: Option<sys::ncclResult_t>,
+    ) -> Result<sys::ncclComm_t> {
+        let polled = r == sys::ncclResult_t::ncclInProgress;
+        let end = if polled {
+            // SAFETY: a live communicator of this thread (Comm is !Sync).
+            match unsafe { settle_state_raw(self.raw.get(), &self.abort, limit, api) } {
+                Ok(end) => end,
+                Err(e) => {
+                    // joins NCCL's job: after this nothing writes `slot`
+                    self.abort_now(api);
+                    // SAFETY: null or the child NCCL made, owned by nobody
+                    // else (taken out of `slot`), never used again.
+                    unsafe { abort_raw(slot.swap(std::ptr::null_mut(), Ordering::Acquire)) };
+                    return Err(e);
+                }
+            }
+        } else {
+            r
+        };
+        let child = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
+        // a polled state may be the old error; a returned one is the call's
+        if end == sys::ncclResult_t::ncclSuccess || (polled && Some(end) == stale) {
+            return Ok(child);
+        }
+        // SAFETY: null or the (failed) child NCCL made, owned by nobody else
+        // (taken out of `slot`), never used again.
+        unsafe { abort_raw(child) };
+        let e = failure(api, end, self.raw.get());
+        self.fail();
+        Err(e)
+    }
+
+    /// The asynchronous error this communicator reports now, when it is an
+    /// error (not success, not in progress); `None` otherwise or when it
+    /// cannot be read.
+    pub(crate) fn async_state_now(&self) -> Option<sys::ncclResult_t> {
+        let raw = self.raw.get();
+        if raw.is_null() {
+            return None;
+        }
+        let mut state = sys::ncclResult_t::ncclSuccess;
+        // SAFETY: valid communicator of this thread and out-pointer.
+        let r = unsafe { sys::ncclCommGetAsyncError(raw, &mut state) };
+        match (r, NcclCode::from_raw(state)) {
+            (sys::ncclResult_t::ncclSuccess, Some(c)) if c != NcclCode::InProgress => Some(state),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn query(
         &self,
         api: &'static str,
         f: unsafe extern "C" fn(sys::ncclComm_t, *mut i32) -> sys::ncclResult_t,
@@ -320,14 +443,98 @@ impl Comm {
         unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
     }
 
+    /// Like [`Comm::settle`], after an operation on this communicator (a
+    /// collective, a group's end): the communicator is kept, not aborted, so
+    /// an error (other than NCCL refusing the arguments at once) makes it
+    /// [`Failed`](CommState::Failed), and the timeout is
+    /// [`Error::Stalled`].
+    pub(crate) fn settle_op(&self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
+        match NcclCode::from_raw(r) {
+            None => Ok(()),
+            Some(NcclCode::InProgress) => {
+                self.live(api)?;
+                // SAFETY: a live communicator of this thread (Comm is !Sync).
+                unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
+                    .map_err(|e| self.failed_with(e))
+            }
+            // refused at the call: nothing ran
+            Some(NcclCode::InvalidArgument | NcclCode::InvalidUsage) => {
+                check_comm(api, r, self.raw.get())
+            }
+            Some(_) => check_comm(api, r, self.raw.get()).map_err(|e| self.failed_with(e)),
+        }
+    }
+
     /// At the end of a group that NCCL answered with `ncclInProgress`: waits
     /// for this (non-blocking) communicator, unless it was aborted meanwhile.
+    /// As [`Comm::settle_op`], an error or the timeout leaves it `Failed`.
     pub(crate) fn settle_after_group(&self, api: &'static str) -> Result<()> {
         if self.raw.get().is_null() {
             return Err(Error::Aborted { op: api });
         }
         // SAFETY: a live communicator of this thread (Comm is !Sync).
         unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
+            .map_err(|e| self.failed_with(e))
+    }
+
+    /// Marks a live communicator [`Failed`](CommState::Failed) after error
+    /// `e` of one of its operations; a timeout becomes [`Error::Stalled`]
+    /// (the communicator was kept, not aborted). Other states are kept.
+    fn failed_with(&self, e: Error) -> Error {
+        match e {
+            Error::Aborted { .. } => e,
+            Error::Timeout { op, after } => {
+                self.fail();
+                Error::Stalled { op, after }
+            }
+            e => {
+                self.fail();
+                e
+            }
+        }
+    }
+
+    /// Live → Failed; other states are kept.
+    pub(crate) fn fail(&self) {
+        if self.state.get() == CommState::Live {
+            self.state.set(CommState::Failed);
+        }
+    }
+
+    /// Where the communicator stands (see [`CommState`]).
+    pub fn state(&self) -> CommState {
+        if self.raw.get().is_null() {
+            CommState::Aborted
+        } else {
+            self.state.get()
+        }
+    }
+
+    /// Fails unless the communicator's state allows `op` (for the call
+    /// `api`): [`Error::Aborted`] when aborted (acting on an abort request
+    /// first), [`Error::WrongState`] otherwise. NCCL is not called.
+    pub(crate) fn allow(&self, api: &'static str, op: CommOp) -> Result<()> {
+        self.live(api)?;
+        self.state.get().check(api, op)
+    }
+
+    /// [`Comm::allow`] for a collective, on the hot path: one relaxed atomic
+    /// load and one comparison when live.
+    #[inline(always)]
+    pub(crate) fn ready(&self, api: &'static str) -> Result<()> {
+        self.live(api)?;
+        if self.state.get() != CommState::Live {
+            return Err(self.refuse(api));
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn refuse(&self, api: &'static str) -> Error {
+        match self.state.get().check(api, CommOp::Collective) {
+            Err(e) => e,
+            Ok(()) => Error::Aborted { op: api },
+        }
     }
 
     /// The asynchronous error state; `op` names the caller's operation in
@@ -343,13 +550,25 @@ impl Comm {
 
     /// The communicator's asynchronous error state
     /// (`ncclCommGetAsyncError`): `Ok(())` while healthy, the error once an
-    /// operation failed in the background (e.g. a peer died).
+    /// operation failed in the background (e.g. a peer died). A live
+    /// communicator that reports an error becomes
+    /// [`Failed`](CommState::Failed).
     ///
     /// # Errors
     /// The asynchronous error, as [`Error::Nccl`].
     pub fn async_error(&self) -> Result<()> {
         let state = self.async_error_raw("ncclCommGetAsyncError")?;
-        check_comm("ncclCommGetAsyncError", state, self.raw.get())
+        match NcclCode::from_raw(state) {
+            None => Ok(()),
+            // still working: not a failure
+            Some(NcclCode::InProgress) => {
+                Err(failure("ncclCommGetAsyncError", state, self.raw.get()))
+            }
+            Some(_) => {
+                self.fail();
+                Err(failure("ncclCommGetAsyncError", state, self.raw.get()))
+            }
+        }
     }
 
     /// NCCL's last error message for this communicator (`ncclGetLastError`).
@@ -399,15 +618,7 @@ impl Comm {
     /// # Errors
     /// NCCL's error when asking the communicator its rank and size.
     pub unsafe fn from_raw(raw: sys::ncclComm_t, ctx: Arc<CudaContext>) -> Result<Comm> {
-        let mut c = Comm {
-            raw: Cell::new(raw),
-            abort: Arc::default(),
-            ctx,
-            rank: 0,
-            world: 0,
-            blocking: true,
-            timeout: None,
-        };
+        let mut c = Comm::wrap(raw, ctx, 0, 0, true, None);
         c.rank = c.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
         c.world = c.query("ncclCommCount", sys::ncclCommCount)? as usize;
         Ok(c)
@@ -417,13 +628,28 @@ impl Comm {
     /// (`ncclCommFinalize`), then frees the communicator (`ncclCommDestroy`).
     /// On error the communicator is aborted, so nothing leaks.
     ///
+    /// A [`Revoked`](CommState::Revoked) communicator has nothing left to
+    /// flush and NCCL forbids finalizing it: it is released with
+    /// `ncclCommAbort`, which never waits on peers (`ncclCommDestroy` may:
+    /// PyTorch reports an untimed barrier in it from NCCL 2.31.2 on,
+    /// pytorch#194775, which a lost rank never reaches).
+    /// [`Failed`](CommState::Failed) (finalize would wait on the dead peer)
+    /// and [`Suspended`](CommState::Suspended) communicators are refused
+    /// with `WrongState`, and aborted.
+    ///
     /// # Errors
     /// NCCL's error from finalizing (e.g. a peer died), or `Timeout` for a
-    /// non-blocking communicator that outlasts its configured timeout.
+    /// non-blocking communicator that outlasts its configured timeout;
+    /// `WrongState`.
     pub fn finalize(self) -> Result<()> {
         crate::group::not_in_group("finalize")?;
-        self.live("finalize")?;
+        self.allow("finalize", CommOp::Finalize)?;
         let _ = self.ctx.bind_to_thread();
+        if self.state.get() == CommState::Revoked {
+            // revoked and settled: nothing to flush, and finalize after
+            // revoke is invalid in NCCL
+            return self.abort();
+        }
         // SAFETY: valid communicator, used by this thread only.
         let r = unsafe { sys::ncclCommFinalize(self.raw.get()) };
         if let Err(e) = self.settle("ncclCommFinalize", r) {
@@ -474,15 +700,11 @@ impl Comm {
             self.abort.store(true, Ordering::Relaxed);
             return Error::Aborted { op };
         }
-        let raw = self.raw.replace(std::ptr::null_mut());
-        if !raw.is_null() {
-            // SAFETY: valid communicator, owned, used by this thread only
-            // (Comm is !Sync); it is never used again (raw is now null).
-            let r = unsafe { sys::ncclCommAbort(raw) };
-            if r != sys::ncclResult_t::ncclSuccess {
-                eprintln!("nccl: ncclCommAbort failed with code {}", r.0);
-            }
-        }
+        // SAFETY: null or valid, owned, used by this thread only (Comm is
+        // !Sync, and not inside a group: checked above), and never used again
+        // (now null).
+        unsafe { abort_raw(self.raw.replace(std::ptr::null_mut())) };
+        self.state.set(CommState::Aborted);
         self.abort.store(true, Ordering::Relaxed);
         Error::Aborted { op }
     }
@@ -512,50 +734,96 @@ impl Comm {
     /// [`Error::Nccl`] (e.g. `ncclRemoteError`) for an asynchronous error,
     /// [`Error::Aborted`], [`Error::Timeout`], or a CUDA error.
     pub fn wait(&self, stream: &cudarc::driver::CudaStream, timeout: Duration) -> Result<()> {
-        const OP: &str = "wait";
-        self.live(OP)?;
+        self.wait_impl("wait", stream, timeout, false)
+    }
+
+    /// Like [`Comm::wait`], but a failure keeps the communicator for
+    /// recovery instead of aborting it: after an asynchronous error (a dead
+    /// peer), a CUDA error or `timeout`, the communicator is
+    /// [`Failed`](CommState::Failed) and its work may still be stuck on the
+    /// GPU. Then allowed: [`Comm::revoke`] (stops that work),
+    /// [`Comm::shrink`] with [`ShrinkMode::Abort`](crate::ShrinkMode::Abort)
+    /// (stops it and leaves the dead out), or abort / drop. An abort request
+    /// ([`AbortHandle`]) still aborts. A `Failed` communicator is not waited
+    /// on again: it fails at once with `WrongState`.
+    ///
+    /// # Errors
+    /// [`Error::Nccl`] for an asynchronous error, [`Error::Stalled`] at the
+    /// timeout, [`Error::Aborted`], [`Error::WrongState`] (not live), or a
+    /// CUDA error.
+    pub fn wait_recoverable(
+        &self,
+        stream: &cudarc::driver::CudaStream,
+        timeout: Duration,
+    ) -> Result<()> {
+        const OP: &str = "wait_recoverable";
+        self.ready(OP)?;
+        self.wait_impl(OP, stream, timeout, true)
+    }
+
+    /// The loop of [`Comm::wait`]; `keep`: on failure mark the communicator
+    /// `Failed` instead of aborting it.
+    fn wait_impl(
+        &self,
+        op: &'static str,
+        stream: &cudarc::driver::CudaStream,
+        timeout: Duration,
+        keep: bool,
+    ) -> Result<()> {
+        self.live(op)?;
+        let give_up = |e: Error| -> Error {
+            if keep {
+                self.fail();
+            } else {
+                self.abort_now(op);
+            }
+            e
+        };
         let event = stream.record_event(None)?;
         let start = Instant::now();
         let mut pause = Duration::from_micros(10);
         loop {
             match event.try_is_complete() {
-                Ok(true) => return self.async_error_settled(OP),
-                Ok(false) => {}
-                Err(e) => {
-                    self.abort_now(OP);
-                    return Err(e.into());
+                Ok(true) => {
+                    let state = self.async_error_raw(op)?;
+                    return match NcclCode::from_raw(state) {
+                        None | Some(NcclCode::InProgress) => Ok(()),
+                        Some(_) => {
+                            let e = failure("ncclCommGetAsyncError", state, self.raw.get());
+                            // the work is done: no need to abort for it
+                            if keep {
+                                self.fail();
+                            }
+                            Err(e)
+                        }
+                    };
                 }
+                Ok(false) => {}
+                Err(e) => return Err(give_up(e.into())),
             }
-            let state = self.async_error_raw(OP)?;
+            let state = self.async_error_raw(op)?;
             match NcclCode::from_raw(state) {
                 None | Some(NcclCode::InProgress) => {}
                 Some(_) => {
-                    let e = failure("ncclCommGetAsyncError", state, self.raw.get());
-                    self.abort_now(OP);
-                    return Err(e);
+                    return Err(give_up(failure(
+                        "ncclCommGetAsyncError",
+                        state,
+                        self.raw.get(),
+                    )));
                 }
             }
             if self.abort.load(Ordering::Relaxed) {
-                return Err(self.abort_now(OP));
+                return Err(self.abort_now(op));
             }
             if start.elapsed() >= timeout {
-                self.abort_now(OP);
-                return Err(Error::Timeout {
-                    op: OP,
-                    after: timeout,
-                });
+                return Err(give_up(if keep {
+                    Error::Stalled { op, after: timeout }
+                } else {
+                    Error::Timeout { op, after: timeout }
+                }));
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(1));
-        }
-    }
-
-    /// The asynchronous error state, where `ncclInProgress` counts as fine.
-    fn async_error_settled(&self, op: &'static str) -> Result<()> {
-        let state = self.async_error_raw(op)?;
-        match NcclCode::from_raw(state) {
-            None | Some(NcclCode::InProgress) => Ok(()),
-            Some(_) => Err(failure("ncclCommGetAsyncError", state, self.raw.get())),
         }
     }
 
@@ -617,6 +885,23 @@ pub(crate) unsafe fn settle_raw(
     timeout: Option<Duration>,
     api: &'static str,
 ) -> Result<()> {
+    // SAFETY: as the caller promises.
+    let end = unsafe { settle_state_raw(raw, abort, timeout, api) }?;
+    check_comm(api, end, raw)
+}
+
+/// Like [`settle_raw`], returning the state the communicator settled in
+/// (success or an error code) instead of turning it into an error; errors
+/// are only a failed poll, an abort request and the timeout.
+///
+/// # Safety
+/// As [`settle_raw`].
+pub(crate) unsafe fn settle_state_raw(
+    raw: sys::ncclComm_t,
+    abort: &AtomicBool,
+    timeout: Option<Duration>,
+    api: &'static str,
+) -> Result<sys::ncclResult_t> {
     let start = Instant::now();
     let mut pause = Duration::from_micros(20);
     loop {
@@ -624,10 +909,8 @@ pub(crate) unsafe fn settle_raw(
         // SAFETY: as the caller promises; valid out-pointer.
         let r = unsafe { sys::ncclCommGetAsyncError(raw, &mut state) };
         check_comm("ncclCommGetAsyncError", r, raw)?;
-        match NcclCode::from_raw(state) {
-            None => return Ok(()),
-            Some(NcclCode::InProgress) => {}
-            Some(_) => return Err(failure(api, state, raw)),
+        if state != sys::ncclResult_t::ncclInProgress {
+            return Ok(state);
         }
         if abort.load(Ordering::Relaxed) {
             return Err(Error::Aborted { op: api });
@@ -653,20 +936,32 @@ pub(crate) unsafe fn settle_raw(
     }
 }
 
+/// Aborts `raw` (`ncclCommAbort`) unless it is null; a failure is written to
+/// stderr. Abort does not wait on peers.
+///
+/// # Safety
+/// `raw` is null or a valid communicator that the caller owns, that no other
+/// thread is using, and that nobody uses again.
+pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t) {
+    if raw.is_null() {
+        return;
+    }
+    // SAFETY: as the caller promises.
+    let r = unsafe { sys::ncclCommAbort(raw) };
+    if r != sys::ncclResult_t::ncclSuccess {
+        eprintln!("nccl: ncclCommAbort failed with code {}", r.0);
+    }
+}
+
 impl Drop for Comm {
-    /// Aborts the communicator (see the type's documentation for why not
-    /// destroy). Never panics; a failure is written to stderr.
+    /// Aborts the communicator, in whatever state (see the type's
+    /// documentation for why not destroy). Never panics; a failure is
+    /// written to stderr.
     fn drop(&mut self) {
-        if self.raw.get().is_null() {
-            return;
-        }
-        // SAFETY: valid communicator, owned; abort does not wait on peers.
-        // A communicator used in an open group cannot be dropped (the group
-        // borrows it until its end).
-        let r = unsafe { sys::ncclCommAbort(self.raw.get()) };
-        if r != sys::ncclResult_t::ncclSuccess {
-            eprintln!("nccl: ncclCommAbort in Comm::drop failed with code {}", r.0);
-        }
+        // SAFETY: null or valid, owned, used by this thread only (a `&mut`),
+        // and never used again (now null). A communicator used in an open
+        // group cannot be dropped (the group borrows it until its end).
+        unsafe { abort_raw(self.raw.replace(std::ptr::null_mut())) };
     }
 }
 

@@ -5,6 +5,7 @@
 use std::ffi::CStr;
 use std::fmt;
 
+use crate::elastic::CommState;
 use crate::sys;
 use crate::version::Version;
 
@@ -173,6 +174,31 @@ pub enum Error {
         op: &'static str,
         /// The limit.
         after: std::time::Duration,
+    },
+    /// An operation on a communicator did not finish in time and the
+    /// communicator was kept, in state [`CommState::Failed`], so that its
+    /// survivors can recover: [`Comm::revoke`](crate::Comm::revoke) it,
+    /// [`Comm::shrink`](crate::Comm::shrink) it with
+    /// [`ShrinkMode::Abort`](crate::ShrinkMode::Abort), or abort it.
+    #[error(
+        "{op} did not finish within {after:?}; the communicator is kept (failed) for recovery: revoke it, shrink it with ShrinkMode::Abort, or abort it"
+    )]
+    Stalled {
+        /// What was waited for (`wait_recoverable`, `ncclAllReduce`).
+        op: &'static str,
+        /// The limit.
+        after: std::time::Duration,
+    },
+    /// The call is not allowed in the state the communicator is in (see
+    /// [`CommState`]); NCCL was not called.
+    #[error("{op}: not allowed while the communicator is {state}; allowed now: {allowed}")]
+    WrongState {
+        /// The call refused.
+        op: &'static str,
+        /// The communicator's state.
+        state: CommState,
+        /// The calls the state allows.
+        allowed: String,
     },
     /// The communicator was aborted (by [`Comm::wait`](crate::Comm::wait) after
     /// an error or timeout, or at an [`AbortHandle`](crate::AbortHandle)'s
@@ -347,6 +373,17 @@ impl fmt::Debug for Error {
                 .debug_struct("Timeout")
                 .field("op", op)
                 .field("after", after)
+                .finish(),
+            Error::Stalled { op, after } => f
+                .debug_struct("Stalled")
+                .field("op", op)
+                .field("after", after)
+                .finish(),
+            Error::WrongState { op, state, allowed } => f
+                .debug_struct("WrongState")
+                .field("op", op)
+                .field("state", state)
+                .field("allowed", allowed)
                 .finish(),
             Error::Aborted { op } => f.debug_struct("Aborted").field("op", op).finish(),
             Error::LaunchEnv { var, problem } => f

@@ -396,5 +396,5 @@ pub(crate) fn calls_as_one(
     // SAFETY: closes the group opened above, on this thread.
     let r = unsafe { sys::ncclGroupEnd() };
     out?;
-    comm.settle(api, r)
+    comm.settle_op(api, r)
 }

@@ -155,10 +155,11 @@ pub(crate) fn checked_runtime() -> Result<Version> {
 }
 
 /// Fails with [`Error::Unsupported`] unless both the header this build was
-/// made with and the runtime library are at least `needs`.
+/// made with and the runtime library are at least `needs`, patch level
+/// included (`ncclCommRevoke` came in 2.28.7).
 pub(crate) fn require(api: &'static str, needs: Version) -> Result<()> {
     let have = checked_runtime()?.min(HEADER_VERSION);
-    if (have.major, have.minor) >= (needs.major, needs.minor) {
+    if have >= needs {
         Ok(())
     } else {
         Err(Error::Unsupported { api, needs, have })
