@@ -1,25 +1,21 @@
-//! Turns the NCCL header version that nccl-sys found (`DEP_NCCL_VERSION_NUMBER`)
-//! into cfgs for this crate: `nccl_2_N` for every 2.N up to it, so APIs that
-//! an older header lacks compile out (and report `Error::Unsupported`).
+//! Forwards the cfgs that nccl-sys computed from the NCCL header it found
+//! (`DEP_NCCL_CFGS`, `DEP_NCCL_CHECK_CFGS`): `nccl_2_N` for every minor up to
+//! the header's, and `nccl_fn`/`nccl_field`/`nccl_const` for every function,
+//! config field and constant it declares. nccl-sys's build script is the one
+//! place that decodes versions and decides cfgs; this only repeats them.
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=DEP_NCCL_VERSION_NUMBER");
-    for minor in 0..=40 {
-        println!("cargo:rustc-check-cfg=cfg(nccl_2_{minor})");
+    for var in ["DEP_NCCL_CFGS", "DEP_NCCL_CHECK_CFGS"] {
+        println!("cargo:rerun-if-env-changed={var}");
     }
-    let code: u32 = std::env::var("DEP_NCCL_VERSION_NUMBER")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let (major, minor) = if code >= 10000 {
-        (code / 10000, (code % 10000) / 100)
-    } else {
-        (code / 1000, (code % 1000) / 100)
-    };
-    if major >= 2 {
-        let top = if major > 2 { 40 } else { minor.min(40) };
-        for m in 0..=top {
-            println!("cargo:rustc-cfg=nccl_2_{m}");
-        }
+    let list = |var: &str| std::env::var(var).unwrap_or_default();
+    for c in list("DEP_NCCL_CHECK_CFGS")
+        .split(';')
+        .filter(|c| !c.is_empty())
+    {
+        println!("cargo:rustc-check-cfg={c}");
+    }
+    for c in list("DEP_NCCL_CFGS").split(';').filter(|c| !c.is_empty()) {
+        println!("cargo:rustc-cfg={c}");
     }
 }

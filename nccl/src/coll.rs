@@ -22,7 +22,7 @@ use crate::error::{Error, Result, check_comm};
 use crate::group::GroupGuard;
 use crate::op::ReduceOp;
 use crate::sys;
-use crate::version::{Version, checked_runtime, require};
+use crate::version::{Version, require};
 
 #[inline(always)]
 fn vp(p: cu::CUdeviceptr) -> *mut core::ffi::c_void {
@@ -44,9 +44,10 @@ fn bytes<T>(n: usize) -> usize {
     n * std::mem::size_of::<T>()
 }
 
-/// Whether the runtime library is at least 2.`minor`.
-fn runtime_has(minor: u32) -> bool {
-    checked_runtime().is_ok_and(|v| v >= Version::new(2, minor, 0))
+/// Whether this build and the runtime library have `api`.
+#[cfg(nccl_2_28)]
+fn runtime_has(api: &'static str) -> bool {
+    crate::version::has_api(api)
 }
 
 impl Comm {
@@ -574,7 +575,7 @@ impl Comm {
         let (d, _gd) = recv.device_ptr_mut(stream);
         contract::disjoint(OP, (s, bytes::<T>(send.len())), (d, bytes::<T>(send.len())))?;
         #[cfg(nccl_2_28)]
-        if runtime_has(28) {
+        if runtime_has("ncclAlltoAll") {
             // SAFETY: both buffers hold chunk × world elements (checked).
             let r = unsafe {
                 sys::ncclAlltoAll(
@@ -641,7 +642,7 @@ impl Comm {
             )?;
         }
         #[cfg(nccl_2_28)]
-        if runtime_has(28) {
+        if runtime_has("ncclGather") {
             // SAFETY: send holds n elements; at the root recv holds n × world.
             let r = unsafe {
                 sys::ncclGather(
@@ -711,7 +712,7 @@ impl Comm {
             )?;
         }
         #[cfg(nccl_2_28)]
-        if runtime_has(28) {
+        if runtime_has("ncclScatter") {
             // SAFETY: recv holds n elements; at the root send holds n × world.
             let r = unsafe {
                 sys::ncclScatter(

@@ -149,7 +149,7 @@ impl Comm {
         config: &Config,
     ) -> Result<Comm> {
         const OP: &str = "init_rank_scalable";
-        crate::version::require("ncclCommInitRankScalable", crate::Version::new(2, 23, 0))?;
+        crate::version::require_api("ncclCommInitRankScalable")?;
         let nranks = rank_args(OP, world, rank)?;
         if ids.is_empty() || ids.len() > i32::MAX as usize {
             return Err(Error::invalid(OP, "ids.len()", "at least 1", ids.len()));

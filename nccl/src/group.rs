@@ -116,7 +116,7 @@ pub fn group<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
 /// `Unsupported` before NCCL 2.22; `f`'s or NCCL's error.
 #[cfg(nccl_2_22)]
 pub fn group_simulate<R>(f: impl FnOnce() -> Result<R>) -> Result<(R, Option<f32>)> {
-    crate::version::require("ncclGroupSimulateEnd", crate::Version::new(2, 22, 0))?;
+    crate::version::require_api("ncclGroupSimulateEnd")?;
     let g = GroupGuard::start()?;
     let out = f();
     let mut info = sys::ncclSimInfo_t {

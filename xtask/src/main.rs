@@ -1,7 +1,8 @@
 //! `cargo xtask …`: the repository's own tools.
 //!
 //! - `locate`: where NCCL is, as `nccl-sys`'s build script would find it.
-//! - `bindgen [--check]`: regenerate (or check) the committed docs.rs bindings.
+//! - `bindgen [--check]`: regenerate (or check) the committed bindings of every
+//!   NCCL minor and the `since` table (`versions.rs`).
 //! - `ci`: everything CI runs.
 //! - `bench`: the benchmark (see README).
 
@@ -9,6 +10,8 @@
 mod bindings;
 #[path = "../../nccl-sys/build/find.rs"]
 mod find;
+#[path = "../../nccl-sys/build/scan.rs"]
+mod scan;
 #[path = "../../nccl-sys/build/version.rs"]
 mod version;
 
@@ -16,6 +19,7 @@ mod deps;
 #[cfg(test)]
 mod find_tests;
 mod launch;
+mod versions;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -39,9 +43,13 @@ usage: cargo xtask <command>
 commands:
   locate            report where NCCL, cudart_static and libclang are and which link mode
                     nccl-sys would choose (exit 1 with the fixes when NCCL is not found)
-  bindgen [--check] regenerate nccl-sys/bindings/nccl_2_28_3.rs from NCCL 2.28.3's nccl.h
-                    (--check: fail if the committed file differs)
-  ci                fmt, clippy, bindgen --check, docs.rs build, all tests
+  bindgen [--check] regenerate nccl-sys/bindings/nccl_2_N.rs (every minor from 2.18) and
+                    nccl-sys/src/since_table.rs from the nccl.h of every release on PyPI
+                    (fetched into target/nccl-headers; --check: fail if a committed file differs)
+  nccl-releases     list NCCL releases on PyPI that xtask/src/versions.rs does not know yet
+  ci                fmt, clippy, bindgen --check, docs.rs build, all tests, and the NCCL
+                    version matrix (every minor's header; oldest and newest runtime;
+                    runtime-load)
   bench [ARGS]      the benchmark, nccl-tests style (cargo xtask bench -- --help)
   launch -n N [--one-gpu] [--port P] [--grace S] -- CMD [ARGS...]
                     start N ranks of CMD with torchrun's variables (see README)
@@ -56,6 +64,7 @@ fn try_main() -> Result<ExitCode> {
             let check = args.iter().skip(1).any(|a| a == "--check");
             bindgen_cmd(&root, check).map(|()| ExitCode::SUCCESS)
         }
+        Some("nccl-releases") => versions::list_new_releases(&root).map(|()| ExitCode::SUCCESS),
         Some("ci") => ci(&root).map(|()| ExitCode::SUCCESS),
         Some("bench") => bench(&root, &args[1..]),
         Some("launch") => launch::main(&args[1..]),
@@ -191,79 +200,13 @@ fn locate() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Generates the bindings from the NCCL 2.28.3 header found (or provisioned)
-/// and writes or checks the committed file.
+/// Regenerates (or checks) the committed bindings of every NCCL minor and the
+/// since table, from every release's header (bindgen needs libclang: the
+/// wheel is installed when the machine has none).
 fn bindgen_cmd(root: &Path, check: bool) -> Result<()> {
     let env = deps::ensure(root)?;
     env.apply();
-    match check_bindings(root, !check)? {
-        BindingsCheck::UpToDate => println!("bindgen: {} is up to date", bindings::PREGENERATED),
-        BindingsCheck::Written => println!("bindgen: wrote {}", bindings::PREGENERATED),
-        BindingsCheck::Stale => {
-            return Err(format!(
-                "{} differs from what bindgen generates now: run `cargo xtask bindgen` and commit",
-                bindings::PREGENERATED
-            ));
-        }
-        BindingsCheck::NoHeader(why) => return Err(why),
-    }
-    Ok(())
-}
-
-/// Result of comparing the committed bindings with fresh ones.
-#[derive(Debug, PartialEq, Eq)]
-pub enum BindingsCheck {
-    /// Same text.
-    UpToDate,
-    /// Different; rewritten (write mode).
-    Written,
-    /// Different (check mode).
-    Stale,
-    /// No NCCL 2.28.3 header available.
-    NoHeader(String),
-}
-
-/// Generates bindings from the current environment's NCCL (which must be
-/// 2.28.3) and compares them with the committed file, writing it if `write`.
-pub fn check_bindings(root: &Path, write: bool) -> Result<BindingsCheck> {
-    let host = XtaskHost;
-    let crate_dir = root.join("nccl-sys");
-    let nccl = match find::find_nccl(&host) {
-        Ok(n) => n,
-        Err(e) => {
-            return Ok(BindingsCheck::NoHeader(format!(
-                "no NCCL header found:\n{e}"
-            )));
-        }
-    };
-    let cc = cc_build();
-    let fallback = bindings::compiler_include_dir(&cc);
-    let v = match version::header_version(cc, &crate_dir, &nccl.include_dir) {
-        Ok(v) => v,
-        Err(e) => return Ok(BindingsCheck::NoHeader(e)),
-    };
-    if (v.major, v.minor, v.patch) != bindings::PREGENERATED_VERSION {
-        return Ok(BindingsCheck::NoHeader(format!(
-            "the committed bindings come from NCCL 2.28.3, but the header found ({}) is NCCL {v}",
-            nccl.header().display()
-        )));
-    }
-    let text = format!(
-        "{}\n{}",
-        bindings::PREAMBLE,
-        bindings::generate(&crate_dir, &nccl.include_dir, fallback.as_deref())?
-    );
-    let path = crate_dir.join(bindings::PREGENERATED);
-    let current = std::fs::read_to_string(&path).unwrap_or_default();
-    if current == text {
-        return Ok(BindingsCheck::UpToDate);
-    }
-    if write {
-        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        Ok(BindingsCheck::Written)
-    } else {
-        Ok(BindingsCheck::Stale)
-    }
+    versions::bindgen(root, check)
 }
 
 fn cargo() -> Command {
@@ -321,18 +264,8 @@ fn ci(root: &Path) -> Result<()> {
             "warnings",
         ]),
     )?;
-    eprintln!("\n==> bindgen --check");
-    match check_bindings(root, false)? {
-        BindingsCheck::UpToDate => eprintln!("{} is up to date", bindings::PREGENERATED),
-        BindingsCheck::Stale => {
-            return Err(format!(
-                "{} is stale: run `cargo xtask bindgen` and commit",
-                bindings::PREGENERATED
-            ));
-        }
-        BindingsCheck::NoHeader(why) => eprintln!("bindgen --check skipped: {why}"),
-        BindingsCheck::Written => unreachable!("check mode never writes"),
-    }
+    eprintln!("\n==> bindgen --check (every NCCL minor, since table)");
+    versions::bindgen(root, true)?;
     run(
         "docs.rs build (DOCS_RS=1, NCCL hidden)",
         &mut docsrs_command(root),
@@ -343,6 +276,7 @@ fn ci(root: &Path) -> Result<()> {
             .current_dir(root)
             .args(["test", "--workspace", "--no-fail-fast"]),
     )?;
+    versions::ci(root)?;
     eprintln!("\nxtask ci: all steps passed");
     Ok(())
 }
@@ -383,19 +317,32 @@ mod tests {
     use super::*;
 
     /// `cargo xtask bindgen --check` as an ordinary test: stale committed
-    /// bindings fail. Skips (saying so) only without the 2.28.3 header.
+    /// bindings or a stale since table fail. It needs every release's header
+    /// (fetched by `cargo xtask bindgen` or `ci` into target/nccl-headers) and
+    /// libclang; without them it says it did not run.
     #[test]
     fn committed_bindings_are_current() {
         let root = repo_root();
-        match check_bindings(&root, false).unwrap() {
-            BindingsCheck::UpToDate => {}
-            BindingsCheck::NoHeader(why) => {
-                println!("SKIPPED committed_bindings_are_current: {why}");
-            }
-            other => panic!(
-                "{} is {other:?}: run `cargo xtask bindgen`",
-                bindings::PREGENERATED
-            ),
+        let missing: Vec<&str> = versions::RELEASES
+            .iter()
+            .copied()
+            .filter(|r| {
+                !root
+                    .join("target/nccl-headers")
+                    .join(r)
+                    .join("nccl.h")
+                    .is_file()
+            })
+            .collect();
+        if !missing.is_empty() || deps::find_libclang().is_none() {
+            println!(
+                "SKIPPED committed_bindings_are_current: headers not fetched ({missing:?}) or no libclang; \
+                 `cargo xtask bindgen --check` runs it"
+            );
+            return;
+        }
+        if let Err(e) = versions::bindgen(&root, true) {
+            panic!("{e}");
         }
     }
 }
