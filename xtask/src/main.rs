@@ -47,6 +47,7 @@ commands:
                     nccl-sys/src/since_table.rs from the nccl.h of every release on PyPI
                     (fetched into target/nccl-headers; --check: fail if a committed file differs)
   nccl-releases     list NCCL releases on PyPI that xtask/src/versions.rs does not know yet
+  version-matrix    only the NCCL version matrix of `ci`
   ci                fmt, clippy, bindgen --check, docs.rs build, all tests, and the NCCL
                     version matrix (every minor's header; oldest and newest runtime;
                     runtime-load)
@@ -65,6 +66,10 @@ fn try_main() -> Result<ExitCode> {
             bindgen_cmd(&root, check).map(|()| ExitCode::SUCCESS)
         }
         Some("nccl-releases") => versions::list_new_releases(&root).map(|()| ExitCode::SUCCESS),
+        Some("version-matrix") => {
+            deps::ensure(&root)?.apply();
+            versions::ci(&root).map(|()| ExitCode::SUCCESS)
+        }
         Some("ci") => ci(&root).map(|()| ExitCode::SUCCESS),
         Some("bench") => bench(&root, &args[1..]),
         Some("launch") => launch::main(&args[1..]),
