@@ -41,3 +41,47 @@ pub fn config_for_runtime(runtime: since::Release) -> ncclConfig_t {
     c.version = (major * 10000 + minor * 100 + patch) as _;
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sizeof(ncclConfig_t)` of committed bindings, from bindgen's layout
+    /// assertion (`[..][size_of::<ncclConfig_vN>() - 48usize]`).
+    fn committed_size(release: since::Release) -> usize {
+        let path = format!(
+            "{}/bindings/nccl_{}_{}.rs",
+            env!("CARGO_MANIFEST_DIR"),
+            release.0,
+            release.1
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let at = text.find("\"Size of ncclConfig_v").unwrap();
+        let rest = &text[at..];
+        let rest = &rest[rest.find("() - ").unwrap() + 5..];
+        rest[..rest.find("usize").unwrap()].parse().unwrap()
+    }
+
+    /// For every release older than this build's header that has committed
+    /// bindings, the struct made for it has that release's own size and
+    /// version code.
+    #[test]
+    fn config_for_an_older_runtime_is_that_runtimes_struct() {
+        let header = (NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);
+        let mut checked = 0;
+        for &r in since::BINDINGS.iter().filter(|r| **r < header) {
+            let c = config_for_runtime(r);
+            assert_eq!(c.size, committed_size(r), "{r:?}");
+            assert_eq!(c.version, r.0 * 10000 + r.1 * 100 + r.2, "{r:?}");
+            assert_eq!(c.magic, 0xcafe_beef);
+            checked += 1;
+        }
+        assert_eq!(
+            checked,
+            since::BINDINGS.iter().filter(|r| **r < header).count()
+        );
+        let c = config_for_runtime(header);
+        assert_eq!(c.size, core::mem::size_of::<ncclConfig_t>());
+        assert_eq!(c.version, crate::NCCL_VERSION_CODE);
+    }
+}

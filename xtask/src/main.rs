@@ -19,6 +19,8 @@ mod deps;
 #[cfg(test)]
 mod find_tests;
 mod launch;
+#[cfg(test)]
+mod scan_tests;
 mod versions;
 
 use std::ffi::OsString;
@@ -159,11 +161,25 @@ fn locate() -> Result<ExitCode> {
     println!("found through: {}", nccl.source);
     let header = nccl.header();
     match version::header_version(cc_build(), &crate_dir, &nccl.include_dir) {
-        Ok(v) => println!(
-            "header:        {} (NCCL {v}, NCCL_VERSION_CODE {})",
-            header.display(),
-            v.code
-        ),
+        Ok(v) => {
+            println!(
+                "header:        {} (NCCL {v}, NCCL_VERSION_CODE {})",
+                header.display(),
+                v.code
+            );
+            let committed = crate_dir.join(bindings::committed_path(v.major, v.minor));
+            let bindgen = std::env::var("NCCL_SYS_BINDGEN").map_or(true, |b| b != "0")
+                && bindings::load_libclang().is_ok();
+            match (bindgen, committed.is_file()) {
+                (true, _) => println!("bindings:      bindgen at build time (libclang loads)"),
+                (false, true) => println!("bindings:      committed {}", committed.display()),
+                (false, false) => println!(
+                    "bindings:      none: no committed bindings for NCCL {}.{} and no libclang \
+                     (the build would fail)",
+                    v.major, v.minor
+                ),
+            }
+        }
         Err(e) => println!("header:        {} ({e})", header.display()),
     }
     let show = |p: &Option<PathBuf>| match p {

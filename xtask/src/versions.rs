@@ -179,7 +179,7 @@ fn read_all(root: &Path) -> Result<Vec<Read>> {
 /// assuming: size, magic, version first, then every `int` field
 /// `NCCL_CONFIG_UNDEF_INT` and every pointer `NCCL_CONFIG_UNDEF_PTR`. Checked
 /// here for every release, so a header that changes that fails loudly.
-fn check_initializer(release: &str, d: &Declarations) -> Result<()> {
+pub(crate) fn check_initializer(release: &str, d: &Declarations) -> Result<()> {
     let init = &d.config_initializer;
     let fields = &d.config_fields;
     let bad = |why: String| {
