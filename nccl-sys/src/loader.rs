@@ -12,6 +12,11 @@
 //! missing function.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
+// statically linked (and on docs.rs) nothing is opened or looked up
+#![cfg_attr(
+    any(nccl_sys_mode = "static", nccl_sys_mode = "none"),
+    allow(dead_code)
+)]
 
 use core::ffi::{CStr, c_void};
 use core::sync::atomic::{AtomicPtr, Ordering};

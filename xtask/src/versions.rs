@@ -570,7 +570,7 @@ fn run_test(
 /// 1. `cargo check` of nccl-sys, nccl and the CPU tests against the header
 ///    of every supported minor (and two releases with less than their
 ///    minor's committed bindings), without bindgen (`NCCL_SYS_BINDGEN=0`:
-///    the committed bindings), warnings denied;
+///    the committed bindings), dynamic and static, warnings denied;
 /// 2. the CPU tests built on the newest header with bindgen at build time,
 ///    run against the newest and the oldest runtime (the oldest lacks dozens
 ///    of the header's functions: the tests check they are `Unsupported`);
@@ -584,34 +584,36 @@ pub fn ci(root: &Path) -> Result<()> {
     let matrix = matrix_releases();
     for r in &matrix {
         let inc = header(root, r)?;
-        step(
-            &format!("check against NCCL {r}'s header, committed bindings"),
-            clean_cargo(root)
-                .args([
-                    "check",
-                    "--quiet",
-                    "-p",
-                    "nccl-sys",
-                    "-p",
-                    "nccl",
-                    "-p",
-                    "nccl-rs-tests",
-                    "--lib",
-                    "--test",
-                    "sys_cpu",
-                    "--test",
-                    "nccl_cpu",
-                ])
-                .arg("--target-dir")
-                .arg(target.join("check"))
-                .env("NCCL_INCLUDE_DIR", &inc)
-                // no library is needed to check; an explicit folder without
-                // one is only a warning
-                .env("NCCL_LIB_DIR", &inc)
-                .env("NCCL_STATIC", "0")
-                .env("NCCL_SYS_BINDGEN", "0")
-                .env("RUSTFLAGS", "-D warnings"),
-        )?;
+        for (mode, static_) in [("dynamic", "0"), ("static", "1")] {
+            step(
+                &format!("check against NCCL {r}'s header, committed bindings, {mode}"),
+                clean_cargo(root)
+                    .args([
+                        "check",
+                        "--quiet",
+                        "-p",
+                        "nccl-sys",
+                        "-p",
+                        "nccl",
+                        "-p",
+                        "nccl-rs-tests",
+                        "--lib",
+                        "--test",
+                        "sys_cpu",
+                        "--test",
+                        "nccl_cpu",
+                    ])
+                    .arg("--target-dir")
+                    .arg(target.join("check"))
+                    .env("NCCL_INCLUDE_DIR", &inc)
+                    // nothing is linked by a check; an explicit folder without
+                    // the library is only a warning
+                    .env("NCCL_LIB_DIR", &inc)
+                    .env("NCCL_STATIC", static_)
+                    .env("NCCL_SYS_BINDGEN", "0")
+                    .env("RUSTFLAGS", "-D warnings"),
+            )?;
+        }
     }
     let t1 = t0.elapsed();
 
