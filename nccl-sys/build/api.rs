@@ -216,7 +216,7 @@ fn config_items(bindings: &str, struct_name: &str) -> Result<TokenStream, String
         /// `NCCL_CONFIG_INITIALIZER` of this build's header: size, magic and
         /// version, every other field undefined (NCCL's default). To pass a
         /// config to an older libnccl, start from
-        /// [`config_for_runtime`](crate::config_for_runtime) instead.
+        /// [`config_for_runtime`] instead.
         pub const NCCL_CONFIG_INITIALIZER: ncclConfig_t = #ident { #(#inits),* };
 
         /// The fields of `ncclConfig_t`: name, offset and size in bytes.
@@ -268,7 +268,7 @@ fn wrapper(index: usize, f: &syn::ForeignItemFn) -> Result<String, String> {
     let ignore: String = args.iter().map(|a| format!("let _ = {a}; ")).collect();
     Ok(format!(
         "/// `{sname}`, looked up by name in the loaded libnccl at its first call. When that\n\
-         /// library lacks it, this {when_missing}; [`available`](crate::available)`(\"{sname}\")`\n\
+         /// library lacks it, this {when_missing}; [`available`]`(\"{sname}\")`\n\
          /// says so beforehand.\n\
          /// (A Rust function with the C ABI, so that its type is that of a linked one.)\n\
          #[inline]\n\

@@ -211,7 +211,8 @@ pub(crate) fn since(name: &str) -> Version {
 /// release that has it and the runtime's version.
 ///
 /// # Errors
-/// As above, and [`checked_runtime`]'s errors.
+/// As above; [`Error::LibraryTooOld`] for a libnccl older than 2.18;
+/// [`Error::Library`] when none can be opened (`runtime-load`).
 pub fn require_api(api: &'static str) -> Result<()> {
     let runtime = checked_runtime()?;
     let since = since(api);
