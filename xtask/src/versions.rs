@@ -298,10 +298,12 @@ fn since_table(reads: &[Read], bindings_from: &[Release]) -> Result<String> {
         "constant",
     )?;
     let newest = reads.last().ok_or("no releases")?;
+    // one entry a line, as rustfmt writes it (the file is formatted with the
+    // build script, which includes it)
     let list = |rs: &mut dyn Iterator<Item = Release>| {
-        rs.map(|r| format!("({}, {}, {})", r.0, r.1, r.2))
-            .collect::<Vec<_>>()
-            .join(", ")
+        rs.map(|r| format!("\n    ({}, {}, {}),", r.0, r.1, r.2))
+            .collect::<String>()
+            + "\n"
     };
     let entry = |n: &str, r: &Release| format!("    (\"{n}\", ({}, {}, {})),\n", r.0, r.1, r.2);
 
