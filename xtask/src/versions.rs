@@ -569,14 +569,14 @@ fn run_test(
 
 /// The version matrix of `cargo xtask ci`:
 ///
-/// 1. `cargo check` of nccl-sys, nccl and the CPU tests against the header
+/// 1. `cargo check` of nccl-sys, nccl and all tests against the header
 ///    of every supported minor (and two releases with less than their
 ///    minor's committed bindings), without bindgen (`NCCL_SYS_BINDGEN=0`:
 ///    the committed bindings), dynamic and static, warnings denied;
 /// 2. the CPU tests built on the newest header with bindgen at build time,
 ///    run against the newest and the oldest runtime (the oldest lacks dozens
 ///    of the header's functions: the tests check they are `Unsupported`);
-/// 3. feature `runtime-load`: built with no NCCL variables, its tests (library
+/// 3. feature `runtime-load`: clippy, built with no NCCL variables, its tests (library
 ///    from each variable, already loaded, from a Python environment, missing
 ///    = typed error listing every place) and the CPU tests on the oldest
 ///    runtime opened through `NCCL_RS_LIBRARY`.
@@ -599,11 +599,7 @@ pub fn ci(root: &Path) -> Result<()> {
                         "nccl",
                         "-p",
                         "nccl-rs-tests",
-                        "--lib",
-                        "--test",
-                        "sys_cpu",
-                        "--test",
-                        "nccl_cpu",
+                        "--all-targets",
                     ])
                     .arg("--target-dir")
                     .arg(target.join("check"))
@@ -654,6 +650,26 @@ pub fn ci(root: &Path) -> Result<()> {
     }
     let t2 = t0.elapsed();
 
+    step(
+        "clippy with feature runtime-load",
+        clean_cargo(root)
+            .args([
+                "clippy",
+                "--quiet",
+                "-p",
+                "nccl-sys",
+                "-p",
+                "nccl",
+                "-p",
+                "nccl-rs-tests",
+                "--all-targets",
+                "--features",
+                "runtime-load",
+            ])
+            .arg("--target-dir")
+            .arg(target.join("check"))
+            .args(["--", "-D", "warnings"]),
+    )?;
     let exes = build_tests(
         clean_cargo(root)
             .args([
