@@ -86,7 +86,7 @@ impl Comm {
     ///
     /// # Errors
     /// `InvalidArgument` for `rank >= world` or `world == 0`;
-    /// `LibraryTooOld` when the libnccl loaded is older than the header;
+    /// `LibraryTooOld` when the libnccl loaded is older than 2.18;
     /// NCCL's error (with its explanation) otherwise.
     pub fn init_rank(
         ctx: &Arc<CudaContext>,

@@ -105,7 +105,7 @@ pub fn group<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
 }
 
 /// Runs `f` in a group that is simulated, not launched
-/// (`ncclGroupSimulateEnd`, NCCL 2.22+), and returns NCCL's estimate of how
+/// (`ncclGroupSimulateEnd`, NCCL 2.22.3+), and returns NCCL's estimate of how
 /// long it would take, in microseconds, with `f`'s result.
 ///
 /// The estimate is `None` when NCCL makes none: it leaves the time undefined
