@@ -1,49 +1,28 @@
-//! Turns the NCCL header version that nccl-sys found (`DEP_NCCL_VERSION_NUMBER`)
-//! into cfgs for this crate: `nccl_2_N` for every 2.N up to it, so APIs that
-//! an older header lacks compile out (and report `Error::Unsupported`), and
-//! `nccl_2_N_P` for the few APIs that a patch release added (listed in
-//! [`PATCH_CFGS`]).
+//! Forwards the cfgs that nccl-sys computed from the NCCL header it found
+//! (`DEP_NCCL_CFGS`, `DEP_NCCL_CHECK_CFGS`): `nccl_2_N` for every minor up to
+//! the header's, and `nccl_fn`/`nccl_field`/`nccl_const` for every function,
+//! config field and constant it declares. nccl-sys's build script is the one
+//! place that decodes versions and decides cfgs; this only repeats them.
 //!
 //! Also gives the package's programs (`nccl-bench`, tests, examples) a run
-//! path to the libnccl they link dynamically.
+//! path to the libnccl they link dynamically. The tests crate's build script
+//! is this file too.
 
-/// APIs that arrived in a patch release, not with their minor version: the
-/// cfg is set when the header is at least that release. Checked against
-/// NVIDIA's headers: 2.28.3 lacks `ncclCommRevoke`, 2.28.7 has it; 2.29.2 and
-/// 2.29.3 lack `ncclCommSuspend`/`ncclCommResume`/`ncclCommMemStats`, 2.29.7
-/// has them.
-const PATCH_CFGS: &[(u32, &str)] = &[(22807, "nccl_2_28_7"), (22907, "nccl_2_29_7")];
-
-fn main() {
-    println!("cargo:rerun-if-env-changed=DEP_NCCL_VERSION_NUMBER");
-    for minor in 0..=40 {
-        println!("cargo:rustc-check-cfg=cfg(nccl_2_{minor})");
+pub fn main() {
+    for var in ["DEP_NCCL_CFGS", "DEP_NCCL_CHECK_CFGS"] {
+        println!("cargo:rerun-if-env-changed={var}");
     }
-    for (_, cfg) in PATCH_CFGS {
-        println!("cargo:rustc-check-cfg=cfg({cfg})");
+    let list = |var: &str| std::env::var(var).unwrap_or_default();
+    for c in list("DEP_NCCL_CHECK_CFGS")
+        .split(';')
+        .filter(|c| !c.is_empty())
+    {
+        println!("cargo:rustc-check-cfg={c}");
     }
-    let code: u32 = std::env::var("DEP_NCCL_VERSION_NUMBER")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let (major, minor) = if code >= 10000 {
-        (code / 10000, (code % 10000) / 100)
-    } else {
-        (code / 1000, (code % 1000) / 100)
-    };
-    if major >= 2 {
-        let top = if major > 2 { 40 } else { minor.min(40) };
-        for m in 0..=top {
-            println!("cargo:rustc-cfg=nccl_2_{m}");
-        }
+    for c in list("DEP_NCCL_CFGS").split(';').filter(|c| !c.is_empty()) {
+        println!("cargo:rustc-cfg={c}");
     }
-    // codes of 2.9 and later only (the old encoding ended at 2.8)
-    for &(since, cfg) in PATCH_CFGS {
-        if code >= 10000 && code >= since {
-            println!("cargo:rustc-cfg={cfg}");
-        }
-    }
-    bench_run_path();
+    run_path();
 }
 
 /// Programs of this package linked dynamically keep the folder of the libnccl
@@ -52,7 +31,7 @@ fn main() {
 /// (which still wins: RUNPATH). Only this package's: a build script cannot
 /// set the run path of its dependents' programs (README, "Use it in your
 /// project").
-fn bench_run_path() {
+fn run_path() {
     println!("cargo:rerun-if-env-changed=DEP_NCCL_STATIC");
     println!("cargo:rerun-if-env-changed=DEP_NCCL_LIB_DIR");
     let dynamic = std::env::var("DEP_NCCL_STATIC").is_ok_and(|v| v == "0");

@@ -53,3 +53,19 @@ pub fn gpu_or_skip(name: &str, ordinal: usize) -> Option<Arc<CudaContext>> {
     ));
     None
 }
+
+/// The libnccl version the tests must run with, from `NCCL_RS_EXPECT_RUNTIME`
+/// (`2.18.3`, set by `cargo xtask ci` when it runs a binary built on one
+/// header against another release's library), as `(major, minor, patch)`.
+/// `None` when unset: the runtime is then expected to be the header's.
+///
+/// # Panics
+/// On a value that is not `major.minor.patch` (a broken test setup).
+pub fn expected_runtime() -> Option<(u32, u32, u32)> {
+    let v = std::env::var("NCCL_RS_EXPECT_RUNTIME").ok()?;
+    let p: Vec<u32> = v.split('.').filter_map(|p| p.parse().ok()).collect();
+    match p[..] {
+        [a, b, c] => Some((a, b, c)),
+        _ => panic!("NCCL_RS_EXPECT_RUNTIME={v:?} is not major.minor.patch"),
+    }
+}

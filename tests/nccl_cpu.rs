@@ -47,21 +47,131 @@ fn version_decoding_table() {
 #[test]
 fn runtime_and_header_versions() {
     let v = nccl::version().unwrap();
-    assert_eq!(v, nccl::HEADER_VERSION);
-    assert_eq!(v.code(), Some(nccl::sys::NCCL_VERSION_CODE as i32));
+    let want = nccl_rs_tests::expected_runtime()
+        .map_or(nccl::HEADER_VERSION, |(a, b, c)| Version::new(a, b, c));
+    assert_eq!(v, want, "NCCL_RS_EXPECT_RUNTIME or the header's");
+    assert_eq!(
+        nccl::HEADER_VERSION.code(),
+        Some(nccl::sys::NCCL_VERSION_CODE as i32)
+    );
+    assert!(nccl::is_available());
+    assert!(nccl::library_error().is_none());
     let caps = nccl::capabilities().unwrap();
     assert_eq!(caps.runtime, v);
     assert_eq!(caps.link_mode, nccl::sys::LINK_MODE);
+    // every optional API: since from the headers; available when both the
+    // header and the runtime have it
+    for f in &caps.features {
+        let since = nccl::sys::since::any(f.api).unwrap();
+        assert_eq!(
+            f.since,
+            Version::new(since.0, since.1, since.2),
+            "{}",
+            f.api
+        );
+        let header_has = nccl::sys::declared(f.api);
+        assert_eq!(
+            f.available,
+            header_has && v >= f.since,
+            "{}: header {header_has}, runtime {v}",
+            f.api
+        );
+    }
     let window = caps
         .features
         .iter()
         .find(|f| f.api == "ncclCommWindowRegister")
         .unwrap();
-    assert_eq!(window.available, v >= Version::new(2, 27, 0));
+    assert_eq!(window.since, Version::new(2, 27, 3));
     let text = caps.to_string();
     assert!(
         text.contains(&v.to_string()) && text.contains("ncclMemAlloc"),
         "{text}"
+    );
+    match caps.link_mode {
+        nccl::LinkMode::Static => assert!(caps.library.is_none()),
+        _ => {
+            let lib = caps.library.as_ref().expect("the file in use");
+            assert!(text.contains(&lib.display().to_string()), "{text}");
+            let info = nccl::library::current().unwrap();
+            assert_eq!(&info.path, lib);
+            assert_eq!(info.version, v);
+        }
+    }
+}
+
+/// An API the loaded library lacks is `Unsupported` with the release that
+/// introduced it (from the headers) and the runtime's version; one it has
+/// passes. Run against 2.18.3 by CI, this is the "built on the newest
+/// header, run on the oldest library" check.
+#[test]
+fn apis_the_runtime_lacks_are_unsupported() {
+    let v = nccl::version().unwrap();
+    for api in [
+        "ncclAlltoAll",
+        "ncclCommShrink",
+        "ncclMemAlloc",
+        "ncclTimeout",
+    ] {
+        let since = nccl::sys::since::any(api).unwrap();
+        let since = Version::new(since.0, since.1, since.2);
+        match nccl::require_api(api) {
+            Ok(()) => assert!(v >= since && nccl::sys::declared(api), "{api}"),
+            Err(Error::Unsupported {
+                api: a,
+                since: s,
+                runtime,
+            }) => {
+                assert_eq!((a, s, runtime), (api, since, v));
+                assert!(v < since || !nccl::sys::declared(api), "{api}");
+                let text = Error::Unsupported {
+                    api: a,
+                    since: s,
+                    runtime,
+                }
+                .to_string();
+                assert!(
+                    text.contains(&format!("{api} needs NCCL {s} or newer")),
+                    "{text}"
+                );
+            }
+            Err(e) => panic!("{api}: {e:?}"),
+        }
+    }
+    // a floor API is there on every supported runtime
+    nccl::require_api("ncclAllReduce").unwrap();
+    nccl::require_api("ncclCommSplit").unwrap();
+    assert!(matches!(
+        nccl::require_api("ncclNoSuchThing"),
+        Err(Error::Unsupported { .. })
+    ));
+    if v < Version::new(2, 28, 3) && nccl::sys::declared("ncclAlltoAll") {
+        let e = nccl::require_api("ncclAlltoAll").unwrap_err();
+        nccl_rs_tests::say(&format!("on libnccl {v}: {e}"));
+    }
+}
+
+/// The `ncclConfig_t` passed to a library older than the header is that
+/// library's own: its size and version, as its `NCCL_CONFIG_INITIALIZER`.
+#[test]
+fn config_matches_the_runtime() {
+    use nccl::sys;
+    let full = std::mem::size_of::<sys::ncclConfig_t>();
+    let c = sys::config_for_runtime((2, 18, 3));
+    assert_eq!(c.magic, 0xcafe_beef);
+    assert_eq!(c.blocking, sys::NCCL_CONFIG_UNDEF_INT);
+    if sys::NCCL_VERSION_CODE > 21803 {
+        // size, magic, version, 4 ints, netName, splitShare: 48 bytes on LP64
+        assert_eq!((c.size, c.version), (48, 21803));
+    }
+    let newest = sys::since::NEWEST;
+    assert_eq!(
+        sys::config_for_runtime((newest.0, newest.1 + 1, 0)).size,
+        full
+    );
+    assert_eq!(
+        sys::config_for_runtime((newest.0, newest.1 + 1, 0)).version,
+        sys::NCCL_VERSION_CODE
     );
 }
 
@@ -93,6 +203,8 @@ fn every_result_code_maps_and_explains() {
         ),
         (R::ncclRemoteError, NcclCode::RemoteError, "ncclRemoteError"),
         (R::ncclInProgress, NcclCode::InProgress, "ncclInProgress"),
+        // by value: named even under a header older than 2.30
+        (R(8), NcclCode::Timeout, "ncclTimeout"),
     ];
     for (raw, code, name) in table {
         assert_eq!(NcclCode::from_raw(raw), Some(code));
@@ -118,20 +230,21 @@ fn errors_say_what_happened_and_debug_shows_the_code() {
     send_sync::<Error>();
     let e = Error::Unsupported {
         api: "ncclCommWindowRegister",
-        needs: Version::new(2, 27, 0),
-        have: Version::new(2, 19, 3),
+        since: Version::new(2, 27, 3),
+        runtime: Version::new(2, 19, 3),
     };
     assert!(
-        e.to_string().contains("needs NCCL 2.27.0 or newer") && e.to_string().contains("2.19.3"),
+        e.to_string().contains("needs NCCL 2.27.3 or newer")
+            && e.to_string().contains("runs with libnccl 2.19.3"),
         "{e}"
     );
     let e = Error::LibraryTooOld {
-        header: Version::new(2, 28, 3),
-        runtime: Version::new(2, 21, 5),
+        runtime: Version::new(2, 17, 1),
+        minimum: nccl::MIN_VERSION,
     };
     assert!(
         e.to_string()
-            .contains("libnccl 2.21.5 is older than the nccl.h 2.28.3"),
+            .contains("libnccl 2.17.1 is older than NCCL 2.18.1"),
         "{e}"
     );
 }
@@ -679,7 +792,8 @@ fn elastic_apis_are_gated_by_the_header_and_the_runtime() {
     let support = nccl::elastic_support();
     assert_eq!(support.len(), ElasticApi::ALL.len());
     let expect = [
-        (ElasticApi::Shrink, "ncclCommShrink", Version::new(2, 27, 0)),
+        // the first release on PyPI whose nccl.h declares it
+        (ElasticApi::Shrink, "ncclCommShrink", Version::new(2, 27, 3)),
         (ElasticApi::Revoke, "ncclCommRevoke", Version::new(2, 28, 7)),
         (ElasticApi::Grow, "ncclCommGrow", Version::new(2, 29, 2)),
         (
@@ -697,11 +811,11 @@ fn elastic_apis_are_gated_by_the_header_and_the_runtime() {
                 false,
                 Err(Error::Unsupported {
                     api: a,
-                    needs,
-                    have: h,
+                    since: s,
+                    runtime,
                 }),
             ) => {
-                assert_eq!((a, needs, h), (name, since, have));
+                assert_eq!((a, s, runtime), (name, since, nccl::version().unwrap()));
                 assert!(ok.is_err());
             }
             (avail, r) => panic!("{name}: available {avail} but check gave {r:?} (have {have})"),

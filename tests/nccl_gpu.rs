@@ -664,18 +664,22 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         let out = env.stream.clone_dtoh(&b).map_err(|e| e.to_string())?;
         env.stream.synchronize().map_err(|e| e.to_string())?;
         close(&out, &sum, false)?;
-        let wa = comm.window_register(a, true).map_err(e2s)?;
-        let mut wb = comm.window_register(b, true).map_err(e2s)?;
-        env.stream
-            .memset_zeros(wb.get_mut())
-            .map_err(|e| e.to_string())?;
-        comm.all_reduce(&wa, &mut wb, ReduceOp::Sum, env.stream)
-            .map_err(e2s)?;
-        let out = env.stream.clone_dtoh(wb.get()).map_err(|e| e.to_string())?;
-        env.stream.synchronize().map_err(|e| e.to_string())?;
-        close(&out, &sum, false)?;
-        wb.deregister().map_err(e2s)?;
-        wa.deregister().map_err(e2s)?;
+        // windows: only under a header that has them (2.27+)
+        #[cfg(nccl_fn = "ncclCommWindowRegister")]
+        {
+            let wa = comm.window_register(a, true).map_err(e2s)?;
+            let mut wb = comm.window_register(b, true).map_err(e2s)?;
+            env.stream
+                .memset_zeros(wb.get_mut())
+                .map_err(|e| e.to_string())?;
+            comm.all_reduce(&wa, &mut wb, ReduceOp::Sum, env.stream)
+                .map_err(e2s)?;
+            let out = env.stream.clone_dtoh(wb.get()).map_err(|e| e.to_string())?;
+            env.stream.synchronize().map_err(|e| e.to_string())?;
+            close(&out, &sum, false)?;
+            wb.deregister().map_err(e2s)?;
+            wa.deregister().map_err(e2s)?;
+        }
         Ok(())
     })();
     rep.check("ncclMemAlloc buffers and windows all_reduce", r);
@@ -728,7 +732,8 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     })();
     rep.check("graph capture and replay of all_reduce", r);
 
-    // group simulation
+    // group simulation (a header of 2.22+)
+    #[cfg(nccl_fn = "ncclGroupSimulateEnd")]
     let r = (|| -> Result<(), String> {
         let mut recv = env.zeros::<f32>(n);
         let ((), est) = nccl::group_simulate(|g| {
@@ -750,6 +755,7 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
             (w, e) => Err(format!("world {w}: estimate {e:?}")),
         }
     })();
+    #[cfg(nccl_fn = "ncclGroupSimulateEnd")]
     rep.check("group_simulate estimate", r);
 
     // every bad input is a typed error and the communicator keeps working

@@ -1,4 +1,7 @@
-//! nccl-sys against the real libnccl, on any machine (no GPU needed).
+//! nccl-sys against the real libnccl, on any machine (no GPU needed). CI
+//! also runs these with a binary built on the newest header against the
+//! oldest supported library (`NCCL_RS_EXPECT_RUNTIME` says which), and with
+//! the library opened at run time (`runtime-load`).
 
 use std::ffi::CStr;
 
@@ -12,9 +15,20 @@ fn version() -> i32 {
     v
 }
 
+/// The runtime as `(major, minor, patch)`.
+fn runtime() -> (u32, u32, u32) {
+    let v = version() as u32;
+    (v / 10000, v / 100 % 100, v % 100)
+}
+
 #[test]
-fn linked_library_version_equals_header_version() {
-    assert_eq!(version(), sys::NCCL_VERSION_CODE as i32);
+fn runtime_version_is_the_expected_one() {
+    let want = nccl_rs_tests::expected_runtime().unwrap_or((
+        sys::NCCL_MAJOR,
+        sys::NCCL_MINOR,
+        sys::NCCL_PATCH,
+    ));
+    assert_eq!(runtime(), want, "NCCL_RS_EXPECT_RUNTIME or the header's");
     assert_eq!(sys::HEADER_VERSION_CODE, sys::NCCL_VERSION_CODE as i32);
     assert_eq!(
         sys::NCCL_VERSION_CODE,
@@ -24,16 +38,71 @@ fn linked_library_version_equals_header_version() {
 
 #[test]
 fn link_mode_is_reported() {
-    assert_ne!(
-        sys::LINK_MODE,
-        sys::LinkMode::None,
-        "a real build is linked"
-    );
-    assert!(!sys::BUILD_LIB_DIR.is_empty());
+    match sys::LINK_MODE {
+        sys::LinkMode::Static | sys::LinkMode::Dynamic => {
+            assert!(!sys::BUILD_LIB_DIR.is_empty())
+        }
+        sys::LinkMode::Runtime => assert!(sys::BUILD_LIB_DIR.is_empty(), "nothing linked"),
+        other => panic!("a test build is linked or loads at run time, not {other:?}"),
+    }
+    if sys::LINK_MODE != sys::LinkMode::Static {
+        let lib = sys::library().expect("the shared libnccl in use");
+        assert_eq!(lib.version_code(), version());
+        assert!(
+            lib.path().to_string_lossy().contains("libnccl"),
+            "{}",
+            lib.path().display()
+        );
+    }
+}
+
+/// Every function of this build's header that the runtime's release has
+/// (per the since table) is available; one it lacks is not, and calling it
+/// gives `ncclInvalidUsage` instead of a crash or a loader error.
+#[test]
+fn functions_the_runtime_lacks_are_missing_not_fatal() {
+    let rt = runtime();
+    let mut lacking = Vec::new();
+    for &(name, since) in sys::since::FUNCTIONS {
+        if !sys::declared(name) {
+            assert!(!sys::available(name), "{name} is not in this build");
+            continue;
+        }
+        if since <= rt {
+            assert!(sys::available(name), "{name} ({since:?}) on {rt:?}");
+        } else if !sys::available(name) {
+            lacking.push(name);
+        }
+    }
+    nccl_rs_tests::say(&format!(
+        "runtime {rt:?} lacks {} functions of this build's header: {lacking:?}",
+        lacking.len()
+    ));
+    #[cfg(nccl_fn = "ncclAlltoAll")]
+    if !sys::available("ncclAlltoAll") {
+        assert!(rt < (2, 28, 3));
+        // SAFETY: the symbol is missing, so the wrapper does not call into
+        // NCCL at all and touches none of its arguments.
+        let r = unsafe {
+            sys::ncclAlltoAll(
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                0,
+                sys::ncclDataType_t::ncclFloat32,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(r, sys::ncclResult_t::ncclInvalidUsage);
+    }
+    if rt < (2, 28, 3) && sys::NCCL_VERSION_CODE >= 22803 {
+        assert!(lacking.contains(&"ncclAlltoAll"), "{lacking:?}");
+    }
 }
 
 #[test]
 fn error_string_for_every_result_code() {
+    let rt = runtime();
     let codes = [
         (sys::ncclResult_t::ncclSuccess, "no error"),
         (
@@ -53,7 +122,24 @@ fn error_string_for_every_result_code() {
             "NCCL operation in progress",
         ),
     ];
-    assert_eq!(codes.len() as u32, sys::ncclResult_t::ncclNumResults.0);
+    // every code of the since table, in value order
+    for (i, &(name, value, _)) in sys::since::RESULT_CODES.iter().enumerate() {
+        assert_eq!(value, i as u32, "{name}");
+    }
+    assert_eq!(
+        sys::since::RESULT_CODES.len(),
+        codes.len() + 1,
+        "ncclTimeout is new"
+    );
+    assert_eq!(
+        sys::since::result_code_by_value(8).unwrap().0,
+        "ncclTimeout"
+    );
+    if rt >= sys::since::result_code("ncclTimeout").unwrap() {
+        // SAFETY: as below.
+        let s = unsafe { CStr::from_ptr(sys::ncclGetErrorString(sys::ncclResult_t(8))) };
+        assert!(s.to_string_lossy().to_lowercase().contains("time"), "{s:?}");
+    }
     for (code, want) in codes {
         // SAFETY: ncclGetErrorString returns a static C string for any code.
         let s = unsafe { CStr::from_ptr(sys::ncclGetErrorString(code)) };

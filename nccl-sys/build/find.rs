@@ -45,6 +45,7 @@ pub const VARIABLES: &[&str] = &[
     "CONDA_PREFIX",
     "PKG_CONFIG_PATH",
     "DOCS_RS",
+    "NCCL_SYS_BINDGEN",
 ];
 
 /// What discovery needs from the outside world besides the file system.

@@ -28,10 +28,20 @@ impl std::fmt::Display for HeaderVersion {
 /// Reads the version of `include_dir/nccl.h`. `cfg` is a `cc::Build` already
 /// set up for the target (the build script's own, or one made by xtask).
 pub fn header_version(
-    mut cfg: cc::Build,
+    cfg: cc::Build,
     crate_dir: &Path,
     include_dir: &Path,
 ) -> Result<HeaderVersion, String> {
+    expand_header(cfg, crate_dir, include_dir).map(|(v, _)| v)
+}
+
+/// The version of `include_dir/nccl.h` and the whole preprocessed text of
+/// `expando.c` (the header's declarations, for `scan.rs`).
+pub fn expand_header(
+    mut cfg: cc::Build,
+    crate_dir: &Path,
+    include_dir: &Path,
+) -> Result<(HeaderVersion, String), String> {
     let header = include_dir.join("nccl.h");
     if !header.is_file() {
         return Err(format!("{} does not exist", header.display()));
@@ -42,7 +52,9 @@ pub fn header_version(
     let out = cfg
         .try_expand()
         .map_err(|e| format!("the C preprocessor failed on {}: {e}", header.display()))?;
-    parse_expanded(&String::from_utf8_lossy(&out)).map_err(|e| format!("{}: {e}", header.display()))
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let v = parse_expanded(&text).map_err(|e| format!("{}: {e}", header.display()))?;
+    Ok((v, text))
 }
 
 /// Parses the preprocessor output of `expando.c`.

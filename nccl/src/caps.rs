@@ -1,84 +1,109 @@
 //! What this build and the NCCL it runs with can do.
 
 use std::fmt;
+use std::path::PathBuf;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sys;
-use crate::version::{HEADER_VERSION, Version, checked_runtime, require};
+use crate::version::{HEADER_VERSION, Version, checked_runtime, has_api, since};
 
-/// How libnccl is linked into this build.
+/// How libnccl reaches this build.
 pub use sys::LinkMode;
 
 /// An optional NCCL API and whether this build and runtime have it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Feature {
-    /// The API (`ncclCommWindowRegister`).
+    /// The API, by NCCL's name (`ncclCommWindowRegister`).
     pub api: &'static str,
-    /// The first NCCL version with it.
+    /// The first NCCL release with it (read from the headers).
     pub since: Version,
-    /// Whether both header and runtime are at least `since`.
+    /// Whether this build's header declares it and the libnccl in use has it.
     pub available: bool,
 }
 
-/// The capability report: versions, link mode and optional APIs.
+/// The capability report: versions, link mode, the library file and
+/// optional APIs.
 #[derive(Clone, Debug)]
 pub struct Capabilities {
     /// The libnccl in use (`ncclGetVersion`).
     pub runtime: Version,
-    /// The nccl.h the bindings were generated from.
+    /// The nccl.h this build was made with.
     pub header: Version,
-    /// Static or dynamic linking.
+    /// Static, dynamic or run-time loaded.
     pub link_mode: LinkMode,
+    /// The libnccl file in use (`None` when linked statically).
+    pub library: Option<PathBuf>,
+    /// How that file was found (linked, path in code, environment, already
+    /// loaded, loader path, Python environment).
+    pub library_source: Option<String>,
+    /// Where the bindings come from (bindgen on the header, or committed).
+    pub bindings: &'static str,
     /// Optional APIs.
     pub features: Vec<Feature>,
 }
 
-/// Optional APIs and the NCCL version that introduced them.
-pub const OPTIONAL_APIS: &[(&str, Version)] = &[
-    ("ncclAvg", Version::new(2, 10, 0)),
-    ("ncclBfloat16", Version::new(2, 10, 0)),
-    ("ncclRedOpCreatePreMulSum", Version::new(2, 11, 0)),
-    ("ncclCommSplit", Version::new(2, 18, 0)),
-    ("ncclMemAlloc", Version::new(2, 19, 0)),
-    ("ncclCommRegister", Version::new(2, 19, 0)),
-    ("ncclGroupSimulateEnd", Version::new(2, 22, 0)),
-    ("ncclCommInitRankScalable", Version::new(2, 23, 0)),
-    ("ncclFloat8e4m3 / ncclFloat8e5m2", Version::new(2, 24, 0)),
-    ("ncclCommWindowRegister", Version::new(2, 27, 0)),
-    ("ncclCommShrink", Version::new(2, 27, 0)),
-    (
-        "ncclAlltoAll / ncclGather / ncclScatter (native)",
-        Version::new(2, 28, 0),
-    ),
-    ("ncclCommRevoke", Version::new(2, 28, 7)),
-    ("ncclCommGrow / ncclCommGetUniqueId", Version::new(2, 29, 2)),
-    (
-        "ncclCommSuspend / ncclCommResume / ncclCommMemStats",
-        Version::new(2, 29, 7),
-    ),
+/// Optional APIs of the safe layer and of NCCL worth knowing about; their
+/// versions come from the headers ([`nccl_sys::since`]).
+pub const OPTIONAL_APIS: &[&str] = &[
+    "ncclMemAlloc",
+    "ncclCommRegister",
+    "ncclGroupSimulateEnd",
+    "ncclCommInitRankScalable",
+    "ncclFloat8e4m3",
+    "ncclFloat8e5m2",
+    "ncclCommWindowRegister",
+    "ncclCommShrink",
+    "ncclAlltoAll",
+    "ncclGather",
+    "ncclScatter",
+    "ncclCommRevoke",
+    "ncclCommGrow",
+    "ncclCommSuspend",
+    "ncclTimeout",
+    "ncclAllReduceConfig",
 ];
 
 /// The capability report for this process.
 ///
 /// # Errors
-/// `LibraryTooOld` when the libnccl loaded is older than the header; NCCL's
-/// error if it cannot say its version.
+/// `LibraryTooOld` when the libnccl loaded is older than 2.18; `Library`
+/// when none can be opened (`runtime-load`); NCCL's error if it cannot say
+/// its version.
 pub fn capabilities() -> Result<Capabilities> {
     let runtime = checked_runtime()?;
+    let (library, library_source) = match sys::library() {
+        Ok(l) => (Some(l.path().to_path_buf()), Some(l.source().to_string())),
+        Err(_) => (None, None),
+    };
     Ok(Capabilities {
         runtime,
         header: HEADER_VERSION,
         link_mode: sys::LINK_MODE,
+        library,
+        library_source,
+        bindings: sys::BINDINGS_SOURCE,
         features: OPTIONAL_APIS
             .iter()
-            .map(|&(api, since)| Feature {
+            .map(|&api| Feature {
                 api,
-                since,
-                // the same gate the API's own call goes through
-                available: require(api, since).is_ok(),
+                since: since(api),
+                available: has_api(api),
             })
             .collect(),
     })
+}
+
+/// Whether NCCL can be used in this process: a libnccl is linked or can be
+/// opened, and it is at least [`MIN_VERSION`](crate::MIN_VERSION). Never
+/// fails: this is the check for running with NCCL disabled (vLLM's
+/// `NCCLLibrary` "disabled" mode); [`library_error`] says why not.
+pub fn is_available() -> bool {
+    checked_runtime().is_ok()
+}
+
+/// Why [`is_available`] is `false` (`None` when it is `true`).
+pub fn library_error() -> Option<Error> {
+    checked_runtime().err()
 }
 
 impl fmt::Display for Capabilities {
@@ -88,6 +113,10 @@ impl fmt::Display for Capabilities {
             "NCCL runtime {} (header {}), linked {:?}",
             self.runtime, self.header, self.link_mode
         )?;
+        if let (Some(p), Some(s)) = (&self.library, &self.library_source) {
+            writeln!(f, "  library {} ({s})", p.display())?;
+        }
+        writeln!(f, "  bindings: {}", self.bindings)?;
         for feat in &self.features {
             writeln!(
                 f,

@@ -43,10 +43,10 @@ fn at<T>(p: cu::CUdeviceptr, elems: usize) -> *mut core::ffi::c_void {
     vp(p + (elems * std::mem::size_of::<T>()) as u64)
 }
 
-/// Whether the runtime library is at least 2.`minor`.
+/// Whether this build and the runtime library have `api`.
 #[cfg(nccl_2_28)]
-fn runtime_has(minor: u32) -> bool {
-    crate::version::checked_runtime().is_ok_and(|v| v >= Version::new(2, minor, 0))
+fn runtime_has(api: &'static str) -> bool {
+    crate::version::has_api(api)
 }
 
 /// One collective call being put together (see the module docs).
@@ -569,7 +569,7 @@ impl Comm {
         let chunk = contract::all_to_all(send.len(), recv.len(), self.world_size())?;
         let (s, d) = (c.read(send), c.write(recv));
         #[cfg(nccl_2_28)]
-        if runtime_has(28) {
+        if runtime_has("ncclAlltoAll") {
             return c.run("ncclAlltoAll", |comm, st| {
                 // SAFETY: see above; both hold chunk × world.
                 unsafe { sys::ncclAlltoAll(vp(s), vp(d), chunk, T::DATATYPE, comm, st) }
@@ -631,7 +631,7 @@ impl Comm {
             _ => 0,
         };
         #[cfg(nccl_2_28)]
-        if runtime_has(28) {
+        if runtime_has("ncclGather") {
             return c.run("ncclGather", |comm, st| {
                 // SAFETY: see above; send holds n; at the root recv holds n × world.
                 unsafe { sys::ncclGather(vp(s), vp(d), n, T::DATATYPE, root as i32, comm, st) }
@@ -679,7 +679,7 @@ impl Comm {
         };
         let d = c.write(recv);
         #[cfg(nccl_2_28)]
-        if runtime_has(28) {
+        if runtime_has("ncclScatter") {
             return c.run("ncclScatter", |comm, st| {
                 // SAFETY: see above; recv holds n; at the root send holds n × world.
                 unsafe { sys::ncclScatter(vp(s), vp(d), n, T::DATATYPE, root as i32, comm, st) }

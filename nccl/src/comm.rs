@@ -104,7 +104,7 @@ impl Comm {
     ///
     /// # Errors
     /// `InvalidArgument` for `rank >= world` or `world == 0`;
-    /// `LibraryTooOld` when the libnccl loaded is older than the header;
+    /// `LibraryTooOld` when the libnccl loaded is older than 2.18;
     /// NCCL's error (with its explanation) otherwise.
     pub fn init_rank(
         ctx: &Arc<CudaContext>,
@@ -169,7 +169,7 @@ impl Comm {
     ) -> Result<Comm> {
         const OP: &str = "init_rank_scalable";
         crate::group::not_in_group(OP)?;
-        crate::version::require("ncclCommInitRankScalable", crate::Version::new(2, 23, 0))?;
+        crate::version::require_api("ncclCommInitRankScalable")?;
         let nranks = rank_args(OP, world, rank)?;
         if ids.is_empty() || ids.len() > i32::MAX as usize {
             return Err(Error::invalid(OP, "ids.len()", "at least 1", ids.len()));

@@ -5,10 +5,17 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::version::{Version, require};
+use crate::version::{checked_runtime, require_field};
 
 /// How a communicator is created: a builder over `ncclConfig_t`. Fields left
 /// unset keep NCCL's defaults (and its `NCCL_*` environment variables).
+///
+/// Each setter names the first NCCL release whose `ncclConfig_t` has the
+/// field (from the headers, [`nccl_sys::since::config_field`]). A field set
+/// here that this build's header or the libnccl in use lacks makes creating
+/// the communicator fail with [`Error::Unsupported`]. The struct passed is
+/// the runtime's own `NCCL_CONFIG_INITIALIZER`
+/// ([`nccl_sys::config_for_runtime`]) with only the fields set here changed.
 ///
 /// ```
 /// let cfg = nccl::Config::new().blocking(false).comm_name("tp-group").max_ctas(16);
@@ -30,6 +37,15 @@ pub struct Config {
     nvls_ctas: Option<i32>,
     n_channels_per_net_peer: Option<i32>,
     nvlink_centric_sched: Option<bool>,
+    graph_usage_mode: Option<i32>,
+    num_rma_ctx: Option<i32>,
+    max_p2p_peers: Option<i32>,
+    graph_stream_ordering: Option<i32>,
+    launch_order_implicit: Option<i32>,
+    num_rma_sig: Option<i32>,
+    rma_eager_init: Option<i32>,
+    host_cft_mode: Option<i32>,
+    nvls_host_mode: Option<i32>,
     pub(crate) timeout: Option<Duration>,
     bad_string: Option<&'static str>,
 }
@@ -69,36 +85,72 @@ impl Config {
         max_ctas: i32
     );
     setter!(
-        /// `splitShare` (NCCL 2.18+): children of a split share the parent's resources.
+        /// `splitShare` (NCCL 2.18.1+): children of a split share the parent's resources.
         split_share: bool
     );
     setter!(
-        /// `trafficClass` (NCCL 2.22+).
+        /// `trafficClass` (NCCL 2.26.2+).
         traffic_class: i32
     );
     setter!(
-        /// `collnetEnable` (NCCL 2.24+).
+        /// `collnetEnable` (NCCL 2.27.3+).
         collnet_enable: bool
     );
     setter!(
-        /// `CTAPolicy` (NCCL 2.27+): `NCCL_CTA_POLICY_DEFAULT`, `_EFFICIENCY` or `_ZERO`.
+        /// `CTAPolicy` (NCCL 2.27.3+): `NCCL_CTA_POLICY_DEFAULT`, `_EFFICIENCY` or `_ZERO`.
         cta_policy: i32
     );
     setter!(
-        /// `shrinkShare` (NCCL 2.27+).
+        /// `shrinkShare` (NCCL 2.27.3+).
         shrink_share: bool
     );
     setter!(
-        /// `nvlsCTAs` (NCCL 2.27+).
+        /// `nvlsCTAs` (NCCL 2.27.3+).
         nvls_ctas: i32
     );
     setter!(
-        /// `nChannelsPerNetPeer` (NCCL 2.28+).
+        /// `nChannelsPerNetPeer` (NCCL 2.28.3+).
         n_channels_per_net_peer: i32
     );
     setter!(
-        /// `nvlinkCentricSched` (NCCL 2.28+).
+        /// `nvlinkCentricSched` (NCCL 2.28.3+).
         nvlink_centric_sched: bool
+    );
+    setter!(
+        /// `graphUsageMode` (NCCL 2.29.2+), NCCL's value as is.
+        graph_usage_mode: i32
+    );
+    setter!(
+        /// `numRmaCtx` (NCCL 2.29.2+).
+        num_rma_ctx: i32
+    );
+    setter!(
+        /// `maxP2pPeers` (NCCL 2.30.3+).
+        max_p2p_peers: i32
+    );
+    setter!(
+        /// `graphStreamOrdering` (NCCL 2.30.7+), NCCL's value as is.
+        graph_stream_ordering: i32
+    );
+    setter!(
+        /// `launchOrderImplicit` (NCCL 2.31.2+), NCCL's value as is.
+        launch_order_implicit: i32
+    );
+    setter!(
+        /// `numRmaSig` (NCCL 2.31.2+).
+        num_rma_sig: i32
+    );
+    setter!(
+        /// `rmaEagerInit` (NCCL 2.31.2+), NCCL's value as is.
+        rma_eager_init: i32
+    );
+    setter!(
+        /// `hostCftMode` (NCCL 2.31.2+): an `ncclHostCftMode_t` value.
+        host_cft_mode: i32
+    );
+    setter!(
+        /// `nvlsHostMode` (NCCL 2.32.3+): `ncclNvlsHostMode_t` flags.
+        nvls_host_mode: i32
     );
 
     /// `netName`: the network plugin to use (`"Socket"`, `"IB"`).
@@ -110,7 +162,7 @@ impl Config {
         self
     }
 
-    /// `commName` (NCCL 2.22+): a name shown in NCCL's logs and profilers.
+    /// `commName` (NCCL 2.27.3+): a name shown in NCCL's logs and profilers.
     pub fn comm_name(mut self, name: &str) -> Self {
         match CString::new(name) {
             Ok(c) => self.comm_name = Some(c),
@@ -151,7 +203,8 @@ impl Config {
     }
 
     /// The raw struct; the returned value borrows this config's strings.
-    /// Fields newer than the header or the runtime library are `Unsupported`.
+    /// It starts as the runtime's own `NCCL_CONFIG_INITIALIZER`; fields that
+    /// this build's header or the runtime lacks are `Unsupported`.
     pub(crate) fn to_raw(&self) -> Result<sys::ncclConfig_t> {
         if let Some(arg) = self.bad_string {
             return Err(Error::invalid(
@@ -161,77 +214,154 @@ impl Config {
                 "one with a NUL byte",
             ));
         }
-        let mut c = default_raw();
-        let int = |v: Option<i32>| v.unwrap_or(sys::NCCL_CONFIG_UNDEF_INT);
-        let flag = |v: Option<bool>| v.map(i32::from).unwrap_or(sys::NCCL_CONFIG_UNDEF_INT);
-        let need = |set: bool, api: &'static str, minor: u32| {
-            if set {
-                require(api, Version::new(2, minor, 0))
-            } else {
-                Ok(())
-            }
-        };
-        c.blocking = flag(self.blocking);
-        c.cgaClusterSize = int(self.cga_cluster_size);
-        c.minCTAs = int(self.min_ctas);
-        c.maxCTAs = int(self.max_ctas);
-        c.netName = self
-            .net_name
-            .as_ref()
-            .map_or(std::ptr::null(), |s| s.as_ptr());
-        need(self.split_share.is_some(), "Config::split_share", 18)?;
-        c.splitShare = flag(self.split_share);
-        need(self.traffic_class.is_some(), "Config::traffic_class", 22)?;
-        c.trafficClass = int(self.traffic_class);
-        need(self.comm_name.is_some(), "Config::comm_name", 22)?;
-        c.commName = self
-            .comm_name
-            .as_ref()
-            .map_or(std::ptr::null(), |s| s.as_ptr());
-        need(self.collnet_enable.is_some(), "Config::collnet_enable", 24)?;
-        c.collnetEnable = flag(self.collnet_enable);
-        need(self.cta_policy.is_some(), "Config::cta_policy", 27)?;
-        c.CTAPolicy = int(self.cta_policy);
-        need(self.shrink_share.is_some(), "Config::shrink_share", 27)?;
-        c.shrinkShare = flag(self.shrink_share);
-        need(self.nvls_ctas.is_some(), "Config::nvls_ctas", 27)?;
-        c.nvlsCTAs = int(self.nvls_ctas);
-        need(
-            self.n_channels_per_net_peer.is_some(),
+        let runtime = checked_runtime()?;
+        let mut c = sys::config_for_runtime((runtime.major, runtime.minor, runtime.patch));
+        // Sets `c.$field` to `$v` (when set) after checking that both the
+        // header and the runtime have the field; `$name` is the field's name
+        // for the cfg (the field is not even in the struct without it).
+        macro_rules! put {
+            ($c:ident, $setter:literal, $field:ident = $name:literal, $v:expr) => {
+                if let Some(v) = $v {
+                    require_field($setter, $name)?;
+                    #[cfg(nccl_field = $name)]
+                    {
+                        $c.$field = v;
+                    }
+                    #[cfg(not(nccl_field = $name))]
+                    let _ = v;
+                }
+            };
+        }
+        let flag = |v: Option<bool>| v.map(i32::from);
+        let text = |v: &Option<CString>| v.as_ref().map(|s| s.as_ptr());
+        put!(
+            c,
+            "Config::blocking",
+            blocking = "blocking",
+            flag(self.blocking)
+        );
+        put!(
+            c,
+            "Config::cga_cluster_size",
+            cgaClusterSize = "cgaClusterSize",
+            self.cga_cluster_size
+        );
+        put!(c, "Config::min_ctas", minCTAs = "minCTAs", self.min_ctas);
+        put!(c, "Config::max_ctas", maxCTAs = "maxCTAs", self.max_ctas);
+        put!(
+            c,
+            "Config::net_name",
+            netName = "netName",
+            text(&self.net_name)
+        );
+        put!(
+            c,
+            "Config::split_share",
+            splitShare = "splitShare",
+            flag(self.split_share)
+        );
+        put!(
+            c,
+            "Config::traffic_class",
+            trafficClass = "trafficClass",
+            self.traffic_class
+        );
+        put!(
+            c,
+            "Config::comm_name",
+            commName = "commName",
+            text(&self.comm_name)
+        );
+        put!(
+            c,
+            "Config::collnet_enable",
+            collnetEnable = "collnetEnable",
+            flag(self.collnet_enable)
+        );
+        put!(
+            c,
+            "Config::cta_policy",
+            CTAPolicy = "CTAPolicy",
+            self.cta_policy
+        );
+        put!(
+            c,
+            "Config::shrink_share",
+            shrinkShare = "shrinkShare",
+            flag(self.shrink_share)
+        );
+        put!(
+            c,
+            "Config::nvls_ctas",
+            nvlsCTAs = "nvlsCTAs",
+            self.nvls_ctas
+        );
+        put!(
+            c,
             "Config::n_channels_per_net_peer",
-            28,
-        )?;
-        c.nChannelsPerNetPeer = int(self.n_channels_per_net_peer);
-        need(
-            self.nvlink_centric_sched.is_some(),
+            nChannelsPerNetPeer = "nChannelsPerNetPeer",
+            self.n_channels_per_net_peer
+        );
+        put!(
+            c,
             "Config::nvlink_centric_sched",
-            28,
-        )?;
-        c.nvlinkCentricSched = flag(self.nvlink_centric_sched);
+            nvlinkCentricSched = "nvlinkCentricSched",
+            flag(self.nvlink_centric_sched)
+        );
+        put!(
+            c,
+            "Config::graph_usage_mode",
+            graphUsageMode = "graphUsageMode",
+            self.graph_usage_mode
+        );
+        put!(
+            c,
+            "Config::num_rma_ctx",
+            numRmaCtx = "numRmaCtx",
+            self.num_rma_ctx
+        );
+        put!(
+            c,
+            "Config::max_p2p_peers",
+            maxP2pPeers = "maxP2pPeers",
+            self.max_p2p_peers
+        );
+        put!(
+            c,
+            "Config::graph_stream_ordering",
+            graphStreamOrdering = "graphStreamOrdering",
+            self.graph_stream_ordering
+        );
+        put!(
+            c,
+            "Config::launch_order_implicit",
+            launchOrderImplicit = "launchOrderImplicit",
+            self.launch_order_implicit
+        );
+        put!(
+            c,
+            "Config::num_rma_sig",
+            numRmaSig = "numRmaSig",
+            self.num_rma_sig
+        );
+        put!(
+            c,
+            "Config::rma_eager_init",
+            rmaEagerInit = "rmaEagerInit",
+            self.rma_eager_init
+        );
+        put!(
+            c,
+            "Config::host_cft_mode",
+            hostCftMode = "hostCftMode",
+            self.host_cft_mode
+        );
+        put!(
+            c,
+            "Config::nvls_host_mode",
+            nvlsHostMode = "nvlsHostMode",
+            self.nvls_host_mode
+        );
         Ok(c)
-    }
-}
-
-/// `NCCL_CONFIG_INITIALIZER`: size, magic, version, every field undefined.
-fn default_raw() -> sys::ncclConfig_t {
-    let u = sys::NCCL_CONFIG_UNDEF_INT;
-    sys::ncclConfig_t {
-        size: std::mem::size_of::<sys::ncclConfig_t>(),
-        magic: 0xcafe_beef,
-        version: sys::NCCL_VERSION_CODE,
-        blocking: u,
-        cgaClusterSize: u,
-        minCTAs: u,
-        maxCTAs: u,
-        netName: std::ptr::null(),
-        splitShare: u,
-        trafficClass: u,
-        commName: std::ptr::null(),
-        collnetEnable: u,
-        CTAPolicy: u,
-        shrinkShare: u,
-        nvlsCTAs: u,
-        nChannelsPerNetPeer: u,
-        nvlinkCentricSched: u,
     }
 }

@@ -3,11 +3,20 @@
 use cudarc::driver::DeviceRepr;
 
 use crate::sys;
-use crate::version::Version;
+use crate::version::{Version, release};
 
-/// 8-bit float, e4m3 (`ncclFloat8e4m3`, NCCL 2.24+).
+/// The first release with enumerator `name` (from the headers), or the
+/// floor when a header never had it.
+const fn since(name: &str) -> Version {
+    match sys::since::constant_const(name) {
+        Some(r) => release(r),
+        None => release(sys::since::FLOOR),
+    }
+}
+
+/// 8-bit float, e4m3 (`ncclFloat8e4m3`, NCCL 2.24.3+).
 pub use float8::F8E4M3;
-/// 8-bit float, e5m2 (`ncclFloat8e5m2`, NCCL 2.24+).
+/// 8-bit float, e5m2 (`ncclFloat8e5m2`, NCCL 2.24.3+).
 pub use float8::F8E5M2;
 /// 16-bit floats (`ncclFloat16`, `ncclBfloat16`).
 pub use half::{bf16, f16};
@@ -52,17 +61,17 @@ impl sealed::Sealed for bf16 {}
 impl NcclType for bf16 {
     const DATATYPE: sys::ncclDataType_t = sys::ncclDataType_t(9);
     const NAME: &'static str = "bf16";
-    const SINCE: Version = Version::new(2, 10, 0);
+    const SINCE: Version = since("ncclBfloat16");
 }
 impl sealed::Sealed for F8E4M3 {}
 impl NcclType for F8E4M3 {
     const DATATYPE: sys::ncclDataType_t = sys::ncclDataType_t(10);
     const NAME: &'static str = "f8e4m3";
-    const SINCE: Version = Version::new(2, 24, 0);
+    const SINCE: Version = since("ncclFloat8e4m3");
 }
 impl sealed::Sealed for F8E5M2 {}
 impl NcclType for F8E5M2 {
     const DATATYPE: sys::ncclDataType_t = sys::ncclDataType_t(11);
     const NAME: &'static str = "f8e5m2";
-    const SINCE: Version = Version::new(2, 24, 0);
+    const SINCE: Version = since("ncclFloat8e5m2");
 }

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::rendezvous::Bootstrap;
 #[cfg(nccl_2_27)]
 use crate::sys;
-use crate::version::{HEADER_VERSION, Version, require};
+use crate::version::{HEADER_VERSION, Version};
 
 /// Where a communicator stands, and so which calls it takes
 /// ([`CommState::allows`]); [`Comm::state`] says it. The module table above
@@ -584,14 +584,10 @@ impl ElasticApi {
         }
     }
 
-    /// The first NCCL release with it.
-    pub const fn since(self) -> Version {
-        match self {
-            ElasticApi::Shrink => Version::new(2, 27, 0),
-            ElasticApi::Revoke => Version::new(2, 28, 7),
-            ElasticApi::Grow => Version::new(2, 29, 2),
-            ElasticApi::Suspend => Version::new(2, 29, 7),
-        }
+    /// The first NCCL release with it (from NVIDIA's headers: nccl-sys's
+    /// since table).
+    pub fn since(self) -> Version {
+        crate::version::since(self.name())
     }
 
     /// `Ok` when both the `nccl.h` of this build and the libnccl in use have
@@ -607,7 +603,7 @@ impl ElasticApi {
     /// [`ElasticApi::check`], naming `api` (one of this API's functions) in
     /// the error.
     pub(crate) fn gate(self, api: &'static str) -> Result<()> {
-        require(api, self.since())
+        crate::version::require_api(api)
     }
 
     /// The error of a build whose header lacks the API (its call compiled
@@ -616,8 +612,8 @@ impl ElasticApi {
     pub(crate) fn missing(self, api: &'static str) -> Error {
         Error::Unsupported {
             api,
-            needs: self.since(),
-            have: HEADER_VERSION,
+            since: self.since(),
+            runtime: crate::version::checked_runtime().unwrap_or(HEADER_VERSION),
         }
     }
 }
@@ -787,17 +783,17 @@ impl Comm {
         crate::group::not_in_group(OP)?;
         ElasticApi::Revoke.check()?;
         self.allow(OP, CommOp::Revoke)?;
-        #[cfg(nccl_2_28_7)]
+        #[cfg(nccl_fn = "ncclCommRevoke")]
         {
             self.revoke_now()
         }
-        #[cfg(not(nccl_2_28_7))]
+        #[cfg(not(nccl_fn = "ncclCommRevoke"))]
         {
             Err(ElasticApi::Revoke.missing("ncclCommRevoke"))
         }
     }
 
-    #[cfg(nccl_2_28_7)]
+    #[cfg(nccl_fn = "ncclCommRevoke")]
     fn revoke_now(&self) -> Result<()> {
         const API: &str = "ncclCommRevoke";
         self.ctx.bind_to_thread()?;
@@ -1043,7 +1039,7 @@ impl Comm {
         crate::group::not_in_group(OP)?;
         ElasticApi::Suspend.gate("ncclCommSuspend")?;
         self.allow(OP, CommOp::Suspend)?;
-        #[cfg(nccl_2_29_7)]
+        #[cfg(nccl_fn = "ncclCommSuspend")]
         {
             self.ctx.bind_to_thread()?;
             // SAFETY: a valid live communicator used by this thread only;
@@ -1054,7 +1050,7 @@ impl Comm {
             self.state.set(CommState::Suspended);
             Ok(())
         }
-        #[cfg(not(nccl_2_29_7))]
+        #[cfg(not(nccl_fn = "ncclCommSuspend"))]
         {
             Err(ElasticApi::Suspend.missing("ncclCommSuspend"))
         }
@@ -1075,7 +1071,7 @@ impl Comm {
         crate::group::not_in_group(OP)?;
         ElasticApi::Suspend.gate("ncclCommResume")?;
         self.allow(OP, CommOp::Resume)?;
-        #[cfg(nccl_2_29_7)]
+        #[cfg(nccl_fn = "ncclCommSuspend")]
         {
             self.ctx.bind_to_thread()?;
             // SAFETY: a valid, suspended communicator used by this thread only.
@@ -1084,7 +1080,7 @@ impl Comm {
             self.state.set(CommState::Live);
             Ok(())
         }
-        #[cfg(not(nccl_2_29_7))]
+        #[cfg(not(nccl_fn = "ncclCommSuspend"))]
         {
             Err(ElasticApi::Suspend.missing("ncclCommResume"))
         }
@@ -1105,7 +1101,7 @@ impl Comm {
         crate::group::not_in_group(OP)?;
         ElasticApi::Suspend.gate("ncclCommMemStats")?;
         self.allow(OP, CommOp::MemStats)?;
-        #[cfg(nccl_2_29_7)]
+        #[cfg(nccl_fn = "ncclCommSuspend")]
         {
             let stat = |which: sys::ncclCommMemStat_t| -> Result<u64> {
                 let mut v = 0u64;
@@ -1122,7 +1118,7 @@ impl Comm {
                 suspended: stat(sys::ncclCommMemStat_t::ncclStatGpuMemSuspended)? != 0,
             })
         }
-        #[cfg(not(nccl_2_29_7))]
+        #[cfg(not(nccl_fn = "ncclCommSuspend"))]
         {
             Err(ElasticApi::Suspend.missing("ncclCommMemStats"))
         }

@@ -30,23 +30,30 @@ pub enum NcclCode {
     RemoteError,
     /// `ncclInProgress` (7): a non-blocking operation is still running.
     InProgress,
+    /// `ncclTimeout` (8, NCCL 2.30.3+): an operation did not finish in time.
+    Timeout,
     /// A value this crate does not know (a newer libnccl), kept raw.
     Unknown(u32),
 }
 
 impl NcclCode {
     /// The code for a raw `ncclResult_t`; `None` for `ncclSuccess`.
+    ///
+    /// By value, not by the header's names: a code that this build's header
+    /// does not have (`ncclTimeout` from a 2.30 library under a 2.28 header)
+    /// is still named.
     pub fn from_raw(r: sys::ncclResult_t) -> Option<NcclCode> {
-        Some(match r {
-            sys::ncclResult_t::ncclSuccess => return None,
-            sys::ncclResult_t::ncclUnhandledCudaError => NcclCode::UnhandledCudaError,
-            sys::ncclResult_t::ncclSystemError => NcclCode::SystemError,
-            sys::ncclResult_t::ncclInternalError => NcclCode::InternalError,
-            sys::ncclResult_t::ncclInvalidArgument => NcclCode::InvalidArgument,
-            sys::ncclResult_t::ncclInvalidUsage => NcclCode::InvalidUsage,
-            sys::ncclResult_t::ncclRemoteError => NcclCode::RemoteError,
-            sys::ncclResult_t::ncclInProgress => NcclCode::InProgress,
-            other => NcclCode::Unknown(other.0),
+        Some(match r.0 {
+            0 => return None,
+            1 => NcclCode::UnhandledCudaError,
+            2 => NcclCode::SystemError,
+            3 => NcclCode::InternalError,
+            4 => NcclCode::InvalidArgument,
+            5 => NcclCode::InvalidUsage,
+            6 => NcclCode::RemoteError,
+            7 => NcclCode::InProgress,
+            8 => NcclCode::Timeout,
+            other => NcclCode::Unknown(other),
         })
     }
 
@@ -60,6 +67,7 @@ impl NcclCode {
             NcclCode::InvalidUsage => 5,
             NcclCode::RemoteError => 6,
             NcclCode::InProgress => 7,
+            NcclCode::Timeout => 8,
             NcclCode::Unknown(v) => v,
         }
     }
@@ -74,6 +82,7 @@ impl NcclCode {
             NcclCode::InvalidUsage => "ncclInvalidUsage",
             NcclCode::RemoteError => "ncclRemoteError",
             NcclCode::InProgress => "ncclInProgress",
+            NcclCode::Timeout => "ncclTimeout",
             NcclCode::Unknown(_) => "unknown ncclResult_t",
         }
     }
@@ -98,6 +107,9 @@ impl NcclCode {
             }
             NcclCode::InProgress => {
                 "the operation is still running: poll the communicator until it completes"
+            }
+            NcclCode::Timeout => {
+                "NCCL gave up waiting (a peer may be gone): abort this communicator and rebuild it"
             }
             NcclCode::Unknown(_) => "this code is newer than nccl; NCCL_DEBUG=WARN says more",
         }
@@ -142,30 +154,33 @@ pub enum Error {
     /// A CUDA driver call (through cudarc) failed.
     #[error("CUDA error: {0}")]
     Cuda(#[from] cudarc::driver::DriverError),
-    /// The API needs a newer NCCL than the header this was built with or the
-    /// library it runs with.
+    /// The API is missing from the libnccl in use, or from the `nccl.h` this
+    /// program was built against.
     #[error(
-        "{api} needs NCCL {needs} or newer, but this build has NCCL {have}; update libnccl (and rebuild against its nccl.h)"
+        "{api} needs NCCL {since} or newer; this program runs with libnccl {runtime} and was built against nccl.h {header}; update whichever is older",
+        header = crate::version::HEADER_VERSION
     )]
     Unsupported {
-        /// The API or feature.
+        /// The API or feature (`ncclAlltoAll`, `Config::graph_usage_mode`).
         api: &'static str,
-        /// The first NCCL version that has it.
-        needs: Version,
-        /// The older of header and runtime versions.
-        have: Version,
-    },
-    /// The libnccl loaded at run time is older than the nccl.h this was built
-    /// with (dynamic linking).
-    #[error(
-        "libnccl {runtime} is older than the nccl.h {header} this program was built with: run with a libnccl >= {header} (LD_LIBRARY_PATH) or rebuild against the older header"
-    )]
-    LibraryTooOld {
-        /// Version of the header used at build time.
-        header: Version,
-        /// Version of the library loaded at run time.
+        /// The first NCCL release that has it (from the headers).
+        since: Version,
+        /// The version of the libnccl loaded.
         runtime: Version,
     },
+    /// The libnccl loaded is older than the oldest this crate supports.
+    #[error(
+        "libnccl {runtime} is older than NCCL {minimum}, the oldest this crate supports: run with a newer libnccl (LD_LIBRARY_PATH, or pip install nvidia-nccl-cu12)"
+    )]
+    LibraryTooOld {
+        /// Version of the library loaded.
+        runtime: Version,
+        /// The oldest supported ([`MIN_VERSION`](crate::MIN_VERSION)).
+        minimum: Version,
+    },
+    /// No libnccl could be opened (`runtime-load`), with every place tried.
+    #[error("{0}")]
+    Library(sys::LoadError),
     /// A non-blocking operation did not finish in time; the communicator was
     /// aborted.
     #[error("{op} did not finish within {after:?}; the communicator was aborted")]
@@ -358,17 +373,22 @@ impl fmt::Debug for Error {
                 .field("actual", actual)
                 .finish(),
             Error::Cuda(e) => f.debug_tuple("Cuda").field(e).finish(),
-            Error::Unsupported { api, needs, have } => f
+            Error::Unsupported {
+                api,
+                since,
+                runtime,
+            } => f
                 .debug_struct("Unsupported")
                 .field("api", api)
-                .field("needs", needs)
-                .field("have", have)
-                .finish(),
-            Error::LibraryTooOld { header, runtime } => f
-                .debug_struct("LibraryTooOld")
-                .field("header", header)
+                .field("since", since)
                 .field("runtime", runtime)
                 .finish(),
+            Error::LibraryTooOld { runtime, minimum } => f
+                .debug_struct("LibraryTooOld")
+                .field("runtime", runtime)
+                .field("minimum", minimum)
+                .finish(),
+            Error::Library(e) => f.debug_tuple("Library").field(e).finish(),
             Error::Timeout { op, after } => f
                 .debug_struct("Timeout")
                 .field("op", op)
@@ -515,12 +535,39 @@ pub(crate) fn check_comm(
 #[cold]
 #[inline(never)]
 pub(crate) fn failure(api: &'static str, r: sys::ncclResult_t, comm: sys::ncclComm_t) -> Error {
+    if r == sys::ncclResult_t::ncclInvalidUsage {
+        if let Some(e) = not_reached(api) {
+            return e;
+        }
+    }
     let code = NcclCode::from_raw(r).unwrap_or(NcclCode::Unknown(0));
     Error::Nccl {
         api,
         code,
         last_error: last_error(comm),
     }
+}
+
+/// Why a call that returned `ncclInvalidUsage` may never have reached NCCL:
+/// no library could be opened (`runtime-load`), or the library lacks the
+/// function (its wrapper in nccl-sys returns that code then).
+fn not_reached(api: &'static str) -> Option<Error> {
+    if sys::LINK_MODE == sys::LinkMode::Runtime {
+        if let Err(e) = sys::library() {
+            return Some(Error::Library(e));
+        }
+    }
+    if sys::since::function(api).is_some() && !sys::available(api) {
+        return Some(match crate::version::checked_runtime() {
+            Ok(runtime) => Error::Unsupported {
+                api,
+                since: crate::version::since(api),
+                runtime,
+            },
+            Err(e) => e,
+        });
+    }
+    None
 }
 
 /// `ncclGetLastError(comm)` as a `String` (a null `comm` asks for the thread's).

@@ -338,7 +338,7 @@ pub fn group<'env, R>(
 }
 
 /// Runs `f` in a group that is simulated, not launched
-/// (`ncclGroupSimulateEnd`, NCCL 2.22+), and returns NCCL's estimate of how
+/// (`ncclGroupSimulateEnd`, NCCL 2.22.3+), and returns NCCL's estimate of how
 /// long it would take, in microseconds, with `f`'s result. The closure is
 /// the same as [`group`]'s.
 ///
@@ -352,7 +352,7 @@ pub fn group<'env, R>(
 pub fn group_simulate<'env, R>(
     f: impl for<'scope> FnOnce(&'scope Group<'scope, 'env>) -> Result<R>,
 ) -> Result<(R, Option<f32>)> {
-    crate::version::require("ncclGroupSimulateEnd", crate::Version::new(2, 22, 0))?;
+    crate::version::require_api("ncclGroupSimulateEnd")?;
     let g = Group {
         open: Open::start()?,
         _scope: PhantomData,

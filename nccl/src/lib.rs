@@ -99,10 +99,30 @@
 //!
 //! # Versions
 //!
-//! [`version()`] is the libnccl in use, [`HEADER_VERSION`] the `nccl.h` this
-//! was built against; [`capabilities()`] reports both, the link mode and the
-//! optional APIs. A dynamically linked program that loads a libnccl older
-//! than its header gets [`Error::LibraryTooOld`] on first use.
+//! This builds against every NCCL from 2.18 ([`MIN_VERSION`]) to the newest
+//! and runs on every libnccl from 2.18 on, whatever header it was built
+//! against. [`version()`] is the libnccl in use, [`HEADER_VERSION`] the
+//! `nccl.h` this was built against; [`capabilities()`] reports both, the link
+//! mode, the library file and the optional APIs.
+//!
+//! An API exists in this crate when the header declares it (cfgs from
+//! nccl-sys), and works when the libnccl in use has it too; otherwise it
+//! returns [`Error::Unsupported`] with the first release that has it (from
+//! NCCL's headers, [`nccl_sys::since`]) and the runtime's version, never a
+//! loader failure: with dynamic linking, functions newer than 2.18 are
+//! looked up by name when first called. [`require_api`] asks beforehand.
+//! `Config` fields are set only when both have them, and the
+//! `ncclConfig_t` passed is the one the runtime's own header would make.
+//!
+//! # Link modes
+//!
+//! Static or dynamic as nccl-sys finds NCCL (see its docs), or, with the
+//! feature `runtime-load`, nothing linked at build time and libnccl opened at
+//! run time: from a path given to [`library::load`], an environment variable
+//! (`NCCL_RS_LIBRARY`, vLLM's `VLLM_NCCL_SO_PATH`), a libnccl already loaded
+//! in the process (reused), the loader's path, or the `nvidia-nccl` wheel of
+//! the active Python environment ([`library`] has the details).
+//! [`is_available()`] says whether NCCL can be used at all, without failing.
 
 #![warn(missing_docs)]
 
@@ -121,6 +141,7 @@ mod error;
 mod group;
 mod id;
 pub mod launch;
+pub mod library;
 mod mem;
 mod net;
 mod op;
@@ -129,7 +150,9 @@ pub mod slurm;
 pub mod store;
 mod version;
 
-pub use caps::{Capabilities, Feature, LinkMode, OPTIONAL_APIS, capabilities};
+pub use caps::{
+    Capabilities, Feature, LinkMode, OPTIONAL_APIS, capabilities, is_available, library_error,
+};
 pub use comm::{AbortHandle, Comm, Watchdog};
 pub use config::Config;
 pub use driver::{CUDA_API_VERSION, context, driver_version};
@@ -155,4 +178,4 @@ pub use store::{
     MAX_CONNECTIONS, MAX_KEY_LEN, MAX_KEYS_PER_QUERY, MAX_REPLY_LEN, MAX_STORE_BYTES,
     MAX_VALUE_LEN, StoreBootstrap, TcpStore, TcpStoreServer, store_id_key,
 };
-pub use version::{HEADER_VERSION, Version, version};
+pub use version::{HEADER_VERSION, MIN_VERSION, Version, require_api, version};

@@ -13,7 +13,7 @@ use crate::comm::Comm;
 use crate::dtype::NcclType;
 use crate::error::{Error, Result, check, check_comm};
 use crate::sys;
-use crate::version::{Version, require};
+use crate::version::{ffi, require_api};
 
 /// How long dropping an [`NcclBuffer`] waits for its stream before leaking it.
 pub const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -61,7 +61,7 @@ impl<T: NcclType> NcclBuffer<T> {
     /// `Unsupported` before NCCL 2.19; NCCL's or CUDA's error.
     pub fn alloc_zeros(stream: &Arc<CudaStream>, len: usize) -> Result<NcclBuffer<T>> {
         const OP: &str = "NcclBuffer::alloc_zeros";
-        require("ncclMemAlloc", Version::new(2, 19, 0))?;
+        require_api("ncclMemAlloc")?;
         if len == 0 {
             return Err(Error::invalid(OP, "len", "at least 1", 0));
         }
@@ -71,7 +71,9 @@ impl<T: NcclType> NcclBuffer<T> {
         stream.context().bind_to_thread()?;
         let mut p: *mut core::ffi::c_void = std::ptr::null_mut();
         // SAFETY: valid out-pointer; the stream's GPU is current.
-        check("ncclMemAlloc", unsafe { sys::ncclMemAlloc(&mut p, bytes) })?;
+        check("ncclMemAlloc", unsafe {
+            ffi!("ncclMemAlloc", ncclMemAlloc(&mut p, bytes))
+        })?;
         let mut buf = NcclBuffer {
             ptr: p as usize as cu::CUdeviceptr,
             len,
@@ -147,7 +149,12 @@ impl<T> Drop for NcclBuffer<T> {
         let _ = self.stream.context().bind_to_thread();
         // SAFETY: ptr came from ncclMemAlloc and is freed once, after every
         // use queued on its stream has finished (checked above).
-        let r = unsafe { sys::ncclMemFree(self.ptr as usize as *mut core::ffi::c_void) };
+        let r = unsafe {
+            ffi!(
+                "ncclMemFree",
+                ncclMemFree(self.ptr as usize as *mut core::ffi::c_void)
+            )
+        };
         if r != sys::ncclResult_t::ncclSuccess {
             eprintln!("nccl: ncclMemFree failed with code {}", r.0);
         }
@@ -235,7 +242,7 @@ impl Comm {
         buf: B,
     ) -> Result<Registered<'_, T, B>> {
         const OP: &str = "register";
-        require("ncclCommRegister", Version::new(2, 19, 0))?;
+        require_api("ncclCommRegister")?;
         self.check_buffer(OP, &buf)?;
         let bytes = buf.num_bytes();
         let (ptr, _g) = buf.device_ptr(buf.stream());
@@ -243,7 +250,15 @@ impl Comm {
         // SAFETY: ptr..ptr+bytes is device memory owned by buf, which the
         // returned value keeps until it deregisters.
         let r = unsafe {
-            sys::ncclCommRegister(self.as_raw(), ptr as usize as *mut _, bytes, &mut handle)
+            ffi!(
+                "ncclCommRegister",
+                ncclCommRegister(
+                    self.as_raw(),
+                    ptr as usize as *mut core::ffi::c_void,
+                    bytes,
+                    &mut handle
+                )
+            )
         };
         drop(_g);
         check_comm("ncclCommRegister", r, self.as_raw())?;
@@ -276,7 +291,12 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Registered<'_, T, B> {
             return Ok(unsafe { std::ptr::read(&this.buf) });
         }
         // SAFETY: handle came from ncclCommRegister on this live communicator.
-        let r = unsafe { sys::ncclCommDeregister(this.comm.as_raw(), this.handle) };
+        let r = unsafe {
+            ffi!(
+                "ncclCommDeregister",
+                ncclCommDeregister(this.comm.as_raw(), this.handle)
+            )
+        };
         // SAFETY: `this` is never used or dropped again; buf is moved out once.
         let buf = unsafe { std::ptr::read(&this.buf) };
         check_comm("ncclCommDeregister", r, this.comm.as_raw())?;
@@ -306,7 +326,12 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Drop for Registered<'_, T, B> {
             return;
         }
         // SAFETY: as into_inner; the communicator outlives this value.
-        let r = unsafe { sys::ncclCommDeregister(self.comm.as_raw(), self.handle) };
+        let r = unsafe {
+            ffi!(
+                "ncclCommDeregister",
+                ncclCommDeregister(self.comm.as_raw(), self.handle)
+            )
+        };
         if r != sys::ncclResult_t::ncclSuccess {
             eprintln!("nccl: ncclCommDeregister failed with code {}", r.0);
         }
@@ -372,12 +397,16 @@ impl Comm {
         symmetric: bool,
     ) -> Result<Window<'_, T, B>> {
         const OP: &str = "window_register";
-        require("ncclCommWindowRegister", Version::new(2, 27, 0))?;
+        require_api("ncclCommWindowRegister")?;
         self.check_buffer(OP, &buf)?;
         let bytes = buf.num_bytes();
         let (ptr, g) = buf.device_ptr(buf.stream());
         drop(g);
+        // the header states the alignment from 2.28 on (NCCL checks it too)
+        #[cfg(nccl_const = "NCCL_WIN_REQUIRED_ALIGNMENT")]
         let align = sys::NCCL_WIN_REQUIRED_ALIGNMENT as u64;
+        #[cfg(not(nccl_const = "NCCL_WIN_REQUIRED_ALIGNMENT"))]
+        let align = 1;
         if ptr % align != 0 {
             return Err(Error::invalid(
                 OP,

@@ -8,7 +8,7 @@ use crate::comm::Comm;
 use crate::dtype::NcclType;
 use crate::error::{Result, check_comm};
 use crate::sys;
-use crate::version::{Version, require};
+use crate::version::require_api;
 
 /// How a reduction combines values.
 #[derive(Clone, Copy, Debug)]
@@ -174,7 +174,7 @@ impl Comm {
         scalar: *mut core::ffi::c_void,
         residence: sys::ncclScalarResidence_t,
     ) -> Result<PreMulSum<'a>> {
-        require("ncclRedOpCreatePreMulSum", Version::new(2, 11, 0))?;
+        require_api("ncclRedOpCreatePreMulSum")?;
         let mut op = sys::ncclRedOp_t(0);
         // SAFETY: valid communicator and out-pointer; scalar as the caller promised.
         let r = unsafe {

@@ -8,6 +8,34 @@ use std::sync::OnceLock;
 use crate::error::{Error, Result, check};
 use crate::sys;
 
+/// `nccl_sys::$f($args)` when this build's header declares function `$f`
+/// (cfg `nccl_fn`); otherwise the arguments are evaluated and the value is
+/// `ncclInvalidUsage`, as nccl-sys's wrapper of a function the library lacks
+/// gives. Callers check [`require_api`] first, so that value only shows if
+/// they skip it. Use it inside the `unsafe` block of the call it replaces.
+macro_rules! ffi {
+    ($name:literal, $f:ident ( $($arg:expr),* $(,)? )) => {{
+        #[cfg(nccl_fn = $name)]
+        let r = crate::sys::$f($($arg),*);
+        #[cfg(not(nccl_fn = $name))]
+        let r = {
+            $(let _ = $arg;)*
+            crate::version::header_lacks()
+        };
+        r
+    }};
+}
+pub(crate) use ffi;
+
+/// The stand-in [`ffi!`] calls for a function this build's header lacks.
+///
+/// # Safety
+/// None needed: it is `unsafe` only to stand where an FFI call stood.
+#[allow(dead_code)] // used only under headers that lack something
+pub(crate) unsafe fn header_lacks() -> sys::ncclResult_t {
+    sys::ncclResult_t::ncclInvalidUsage
+}
+
 /// An NCCL release, `major.minor.patch`.
 ///
 /// ```
@@ -119,49 +147,129 @@ impl FromStr for Version {
     }
 }
 
-/// The NCCL version of the header nccl-sys generated its bindings from.
+/// The NCCL version of the header this build was made with (of the newest
+/// committed bindings when there was none: docs.rs, `runtime-load` without
+/// NCCL at build time).
 pub const HEADER_VERSION: Version = Version::new(sys::NCCL_MAJOR, sys::NCCL_MINOR, sys::NCCL_PATCH);
+
+/// The oldest libnccl this crate runs with (and builds against): 2.18.1, the
+/// first release of the oldest supported minor.
+pub const MIN_VERSION: Version = release(sys::since::FLOOR);
+
+/// A `(major, minor, patch)` of [`nccl_sys::since`] as a [`Version`].
+pub(crate) const fn release((major, minor, patch): sys::since::Release) -> Version {
+    Version::new(major, minor, patch)
+}
 
 /// The version of the libnccl this process runs with (`ncclGetVersion`).
 ///
+/// With the `runtime-load` feature this opens the library if no NCCL call
+/// has yet (see [`crate::library`]).
+///
 /// # Errors
 /// NCCL's own error if `ncclGetVersion` fails, or a code it returns that is
-/// not a version.
+/// not a version; [`Error::Library`] when no libnccl can be opened
+/// (`runtime-load`).
 pub fn version() -> Result<Version> {
+    if sys::LINK_MODE == sys::LinkMode::Runtime {
+        let lib = sys::library().map_err(Error::Library)?;
+        return Version::from_code(lib.version_code());
+    }
     let mut code = 0;
     // SAFETY: ncclGetVersion writes one int through a valid pointer.
     check("ncclGetVersion", unsafe { sys::ncclGetVersion(&mut code) })?;
     Version::from_code(code)
 }
 
-/// The runtime version, read once; an error when the library is older than
-/// the header this build was made with (a dynamic build run against an older
-/// libnccl), because the bindings may then call what the library lacks.
+/// The runtime version, read once it succeeds; an error when the library is
+/// older than [`MIN_VERSION`] (its functions may not even exist) or cannot be
+/// opened. A library older than this build's header is fine: what it lacks
+/// is `Unsupported` when used ([`require_api`]).
 pub(crate) fn checked_runtime() -> Result<Version> {
-    static RUNTIME: OnceLock<Result<Version>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            let runtime = version()?;
-            // Same minor: patch releases keep the API; an older minor may not.
-            if (runtime.major, runtime.minor) < (HEADER_VERSION.major, HEADER_VERSION.minor) {
-                return Err(Error::LibraryTooOld {
-                    header: HEADER_VERSION,
-                    runtime,
-                });
-            }
-            Ok(runtime)
-        })
-        .clone()
+    static RUNTIME: OnceLock<Version> = OnceLock::new();
+    if let Some(v) = RUNTIME.get() {
+        return Ok(*v);
+    }
+    let runtime = version()?;
+    if runtime < MIN_VERSION {
+        return Err(Error::LibraryTooOld {
+            runtime,
+            minimum: MIN_VERSION,
+        });
+    }
+    Ok(*RUNTIME.get_or_init(|| runtime))
 }
 
-/// Fails with [`Error::Unsupported`] unless both the header this build was
-/// made with and the runtime library are at least `needs`, patch level
-/// included (`ncclCommRevoke` came in 2.28.7).
+/// Fails with [`Error::Unsupported`] unless the runtime library is at least
+/// `needs` (for what has no name of its own in NCCL's headers), patch level
+/// included.
 pub(crate) fn require(api: &'static str, needs: Version) -> Result<()> {
-    let have = checked_runtime()?.min(HEADER_VERSION);
-    if have >= needs {
+    let runtime = checked_runtime()?;
+    if runtime >= needs {
         Ok(())
     } else {
-        Err(Error::Unsupported { api, needs, have })
+        Err(Error::Unsupported {
+            api,
+            since: needs,
+            runtime,
+        })
+    }
+}
+
+/// The first release with `name` per the headers ([`nccl_sys::since`]); for
+/// a name only this build's (newer) header has, that header's version.
+pub(crate) fn since(name: &str) -> Version {
+    sys::since::any(name).map_or(HEADER_VERSION, release)
+}
+
+/// The one availability check: `Ok` when this build's header declares `api`
+/// (an NCCL function, constant or result code, by NCCL's name) and the
+/// libnccl in use has it: for a function, its symbol is there (linked, or
+/// found by name); for anything else, the runtime is at least the release
+/// that introduced it. Otherwise [`Error::Unsupported`] with the first
+/// release that has it and the runtime's version.
+///
+/// # Errors
+/// As above; [`Error::LibraryTooOld`] for a libnccl older than 2.18;
+/// [`Error::Library`] when none can be opened (`runtime-load`).
+pub fn require_api(api: &'static str) -> Result<()> {
+    let runtime = checked_runtime()?;
+    let since = since(api);
+    let have = sys::declared(api)
+        && match (sys::available(api), sys::since::function(api)) {
+            (true, _) => true,
+            (false, Some(_)) => false, // a function the library lacks
+            (false, None) => runtime >= since,
+        };
+    if have {
+        Ok(())
+    } else {
+        Err(Error::Unsupported {
+            api,
+            since,
+            runtime,
+        })
+    }
+}
+
+/// [`require_api`] as a yes/no (a runtime that cannot say its version: no).
+pub(crate) fn has_api(api: &'static str) -> bool {
+    require_api(api).is_ok()
+}
+
+/// For a `Config` setter: `Ok` when this build's `ncclConfig_t` has `field`
+/// and the runtime is at least the release that introduced it; else
+/// [`Error::Unsupported`] naming `setter`.
+pub(crate) fn require_field(setter: &'static str, field: &str) -> Result<()> {
+    let runtime = checked_runtime()?;
+    let since = sys::since::config_field(field).map_or(HEADER_VERSION, release);
+    if sys::declared(field) && runtime >= since {
+        Ok(())
+    } else {
+        Err(Error::Unsupported {
+            api: setter,
+            since,
+            runtime,
+        })
     }
 }

@@ -20,7 +20,10 @@ commands:
   launch -n N [--one-gpu] [--port P] [--grace S] -- CMD [ARGS...]
                     start N local ranks of CMD with torchrun's variables
   locate            where NCCL, cudart_static and libclang are: what ci, test and bench use
-  bindgen [--check] regenerate (--check: only compare) nccl-sys/bindings/nccl_2_28_3.rs
+  bindgen [--check] regenerate (--check: only compare) nccl-sys/bindings/nccl_2_N.rs (every minor
+                    from 2.18) and nccl-sys/src/since_table.rs from the headers on PyPI
+  version-matrix    only the NCCL version matrix of ci
+  nccl-releases     NCCL releases on PyPI that xtask/src/versions.rs does not know yet
   help, -h, --help  this text
 
 {}",
@@ -50,10 +53,15 @@ usage: cargo xtask ci
 Runs, in this order, and stops at the first failure:
   fmt            cargo fmt --all --check
   clippy         cargo clippy --workspace --all-targets --features nccl-rs/bench -- -D warnings
-  bindgen        the committed bindings equal what bindgen makes from NCCL 2.28.3's nccl.h
+  bindgen        the committed bindings of every minor and the since table equal what
+                 bindgen and the header scanner make from NVIDIA's headers (fetched from PyPI
+                 by HTTP range reads into target/nccl-headers)
   docs.rs        cargo doc of nccl-sys and nccl-rs with DOCS_RS=1 and NCCL hidden
                  (target/docsrs)
   tests          cargo test --workspace --no-fail-fast --features nccl-rs/bench
+  version matrix cargo check against the header of every supported NCCL minor without bindgen
+                 (dynamic and static); the CPU tests of a build on the newest header run against
+                 the oldest (2.18.3) and newest runtimes; the runtime-load feature's tests
   publish        cargo package and cargo publish --dry-run (--no-verify) of nccl-sys and nccl-rs,
                  packaged together (nccl-rs's nccl-sys is not on crates.io yet), into
                  target/package
@@ -92,9 +100,25 @@ when NCCL is neither on the machine nor installed in target/nccl-deps.
 pub const BINDGEN: &str = "\
 usage: cargo xtask bindgen [--check]
 
-Regenerates nccl-sys/bindings/nccl_2_28_3.rs (the docs.rs bindings) from NCCL 2.28.3's nccl.h,
-with the bindgen configuration of nccl-sys's build script.
-  --check        compare only; fail when the committed file differs (default: write it)
+Regenerates nccl-sys/bindings/nccl_2_N.rs for every NCCL minor from 2.18 (each from the newest
+release of that minor) and nccl-sys/src/since_table.rs (the first release of every function,
+config field and result code) from the nccl.h of every release on PyPI, fetched by HTTP range
+reads into target/nccl-headers, with the bindgen configuration of nccl-sys's build script.
+  --check        compare only; fail when a committed file differs (default: write them)
+";
+
+pub const VERSION_MATRIX: &str = "\
+usage: cargo xtask version-matrix
+
+The NCCL version matrix of ci alone: cargo check against every supported minor's header without
+bindgen (dynamic and static), the CPU tests of a newest-header build against the oldest and newest
+runtimes (wheels into target/), and the runtime-load tests. No options.
+";
+
+pub const NCCL_RELEASES: &str = "\
+usage: cargo xtask nccl-releases
+
+Lists the NCCL releases on PyPI that xtask/src/versions.rs does not know yet. No options.
 ";
 
 /// `cargo xtask bench --help`: the wrapper and nccl-bench's own options.

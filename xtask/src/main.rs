@@ -5,7 +5,10 @@
 //! - `bench`: the benchmark (see README).
 //! - `launch`: N local ranks with torchrun's variables.
 //! - `locate`: where NCCL is, as `ci`, `test` and `bench` use it.
-//! - `bindgen [--check]`: regenerate (or check) the committed docs.rs bindings.
+//! - `bindgen [--check]`: regenerate (or check) the committed bindings of every
+//!   NCCL minor and the `since` table (`versions.rs`).
+//! - `version-matrix`, `nccl-releases`: the NCCL version matrix of `ci` alone;
+//!   releases on PyPI that `versions.rs` does not know yet.
 //!
 //! The `cargo xtask` alias builds this program in `target/xtask`, apart from
 //! the builds it starts: those get `LIBCLANG_PATH` and the like, which the
@@ -16,6 +19,8 @@
 mod bindings;
 #[path = "../../nccl-sys/build/find.rs"]
 mod find;
+#[path = "../../nccl-sys/build/scan.rs"]
+mod scan;
 #[path = "../../nccl-sys/build/version.rs"]
 mod version;
 
@@ -25,6 +30,9 @@ mod find_tests;
 mod help;
 mod launch;
 mod package;
+#[cfg(test)]
+mod scan_tests;
+mod versions;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -56,6 +64,8 @@ fn try_main() -> Result<ExitCode> {
         "launch" => format!("{}\n", launch::USAGE),
         "locate" => help::LOCATE.to_string(),
         "bindgen" => help::BINDGEN.to_string(),
+        "version-matrix" => help::VERSION_MATRIX.to_string(),
+        "nccl-releases" => help::NCCL_RELEASES.to_string(),
         "-h" | "--help" | "help" => help::usage(),
         other => return Err(format!("unknown command `{other}`\n\n{}", help::usage())),
     };
@@ -81,6 +91,15 @@ fn try_main() -> Result<ExitCode> {
         "bindgen" => {
             no_args(&["--check"])?;
             bindgen_cmd(&root, !rest.is_empty()).map(|()| ExitCode::SUCCESS)
+        }
+        "nccl-releases" => {
+            no_args(&[])?;
+            versions::list_new_releases(&root).map(|()| ExitCode::SUCCESS)
+        }
+        "version-matrix" => {
+            no_args(&[])?;
+            deps::ensure(&root)?.apply();
+            versions::ci(&root).map(|()| ExitCode::SUCCESS)
         }
         "ci" => {
             no_args(&[])?;
@@ -197,11 +216,25 @@ fn locate(root: &Path) -> Result<ExitCode> {
     println!("found through: {}", nccl.source);
     let header = nccl.header();
     match version::header_version(cc_build(), &crate_dir, &nccl.include_dir) {
-        Ok(v) => println!(
-            "header:        {} (NCCL {v}, NCCL_VERSION_CODE {})",
-            header.display(),
-            v.code
-        ),
+        Ok(v) => {
+            println!(
+                "header:        {} (NCCL {v}, NCCL_VERSION_CODE {})",
+                header.display(),
+                v.code
+            );
+            let committed = crate_dir.join(bindings::committed_path(v.major, v.minor));
+            let bindgen = std::env::var("NCCL_SYS_BINDGEN").map_or(true, |b| b != "0")
+                && bindings::load_libclang().is_ok();
+            match (bindgen, committed.is_file()) {
+                (true, _) => println!("bindings:      bindgen at build time (libclang loads)"),
+                (false, true) => println!("bindings:      committed {}", committed.display()),
+                (false, false) => println!(
+                    "bindings:      none: no committed bindings for NCCL {}.{} and no libclang \
+                     (the build would fail)",
+                    v.major, v.minor
+                ),
+            }
+        }
         Err(e) => println!("header:        {} ({e})", header.display()),
     }
     let show = |p: &Option<PathBuf>| match p {
@@ -253,79 +286,13 @@ fn locate(root: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Generates the bindings from the NCCL 2.28.3 header found (or provisioned)
-/// and writes or checks the committed file.
+/// Regenerates (or checks) the committed bindings of every NCCL minor and the
+/// since table, from every release's header (bindgen needs libclang: the
+/// wheel is installed when the machine has none).
 fn bindgen_cmd(root: &Path, check: bool) -> Result<()> {
     let env = deps::ensure(root)?;
     env.apply();
-    match check_bindings(root, !check)? {
-        BindingsCheck::UpToDate => println!("bindgen: {} is up to date", bindings::PREGENERATED),
-        BindingsCheck::Written => println!("bindgen: wrote {}", bindings::PREGENERATED),
-        BindingsCheck::Stale => {
-            return Err(format!(
-                "{} differs from what bindgen generates now: run `cargo xtask bindgen` and commit",
-                bindings::PREGENERATED
-            ));
-        }
-        BindingsCheck::NoHeader(why) => return Err(why),
-    }
-    Ok(())
-}
-
-/// Result of comparing the committed bindings with fresh ones.
-#[derive(Debug, PartialEq, Eq)]
-pub enum BindingsCheck {
-    /// Same text.
-    UpToDate,
-    /// Different; rewritten (write mode).
-    Written,
-    /// Different (check mode).
-    Stale,
-    /// No NCCL 2.28.3 header available.
-    NoHeader(String),
-}
-
-/// Generates bindings from the current environment's NCCL (which must be
-/// 2.28.3) and compares them with the committed file, writing it if `write`.
-pub fn check_bindings(root: &Path, write: bool) -> Result<BindingsCheck> {
-    let host = XtaskHost;
-    let crate_dir = root.join("nccl-sys");
-    let nccl = match find::find_nccl(&host) {
-        Ok(n) => n,
-        Err(e) => {
-            return Ok(BindingsCheck::NoHeader(format!(
-                "no NCCL header found:\n{e}"
-            )));
-        }
-    };
-    let cc = cc_build();
-    let fallback = bindings::compiler_include_dir(&cc);
-    let v = match version::header_version(cc, &crate_dir, &nccl.include_dir) {
-        Ok(v) => v,
-        Err(e) => return Ok(BindingsCheck::NoHeader(e)),
-    };
-    if (v.major, v.minor, v.patch) != bindings::PREGENERATED_VERSION {
-        return Ok(BindingsCheck::NoHeader(format!(
-            "the committed bindings come from NCCL 2.28.3, but the header found ({}) is NCCL {v}",
-            nccl.header().display()
-        )));
-    }
-    let text = format!(
-        "{}\n{}",
-        bindings::PREAMBLE,
-        bindings::generate(&crate_dir, &nccl.include_dir, fallback.as_deref())?
-    );
-    let path = crate_dir.join(bindings::PREGENERATED);
-    let current = std::fs::read_to_string(&path).unwrap_or_default();
-    if current == text {
-        return Ok(BindingsCheck::UpToDate);
-    }
-    if write {
-        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        Ok(BindingsCheck::Written)
-    } else {
-        Ok(BindingsCheck::Stale)
-    }
+    versions::bindgen(root, check)
 }
 
 fn cargo() -> Command {
@@ -389,23 +356,14 @@ fn ci(root: &Path) -> Result<()> {
             "warnings",
         ]),
     )?;
-    eprintln!("\n==> bindgen --check");
-    match check_bindings(root, false)? {
-        BindingsCheck::UpToDate => eprintln!("{} is up to date", bindings::PREGENERATED),
-        BindingsCheck::Stale => {
-            return Err(format!(
-                "{} is stale: run `cargo xtask bindgen` and commit",
-                bindings::PREGENERATED
-            ));
-        }
-        BindingsCheck::NoHeader(why) => eprintln!("bindgen --check skipped: {why}"),
-        BindingsCheck::Written => unreachable!("check mode never writes"),
-    }
+    eprintln!("\n==> bindgen --check (every NCCL minor, since table)");
+    versions::bindgen(root, true)?;
     run(
         "docs.rs build (DOCS_RS=1, NCCL hidden)",
         &mut docsrs_command(root),
     )?;
     run("tests", &mut test_command(root))?;
+    versions::ci(root)?;
     package::publish_dry_run(root)?;
     package::user_project(root)?;
     eprintln!("\nxtask ci: all steps passed");
@@ -513,19 +471,32 @@ mod tests {
     use super::*;
 
     /// `cargo xtask bindgen --check` as an ordinary test: stale committed
-    /// bindings fail. Skips (saying so) only without the 2.28.3 header.
+    /// bindings or a stale since table fail. It needs every release's header
+    /// (fetched by `cargo xtask bindgen` or `ci` into target/nccl-headers) and
+    /// libclang; without them it says it did not run.
     #[test]
     fn committed_bindings_are_current() {
         let root = repo_root();
-        match check_bindings(&root, false).unwrap() {
-            BindingsCheck::UpToDate => {}
-            BindingsCheck::NoHeader(why) => {
-                println!("SKIPPED committed_bindings_are_current: {why}");
-            }
-            other => panic!(
-                "{} is {other:?}: run `cargo xtask bindgen`",
-                bindings::PREGENERATED
-            ),
+        let missing: Vec<&str> = versions::RELEASES
+            .iter()
+            .copied()
+            .filter(|r| {
+                !root
+                    .join("target/nccl-headers")
+                    .join(r)
+                    .join("nccl.h")
+                    .is_file()
+            })
+            .collect();
+        if !missing.is_empty() || deps::find_libclang().is_none() {
+            println!(
+                "SKIPPED committed_bindings_are_current: headers not fetched ({missing:?}) or no libclang; \
+                 `cargo xtask bindgen --check` runs it"
+            );
+            return;
+        }
+        if let Err(e) = versions::bindgen(&root, true) {
+            panic!("{e}");
         }
     }
 

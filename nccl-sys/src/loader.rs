@@ -1,0 +1,585 @@
+//! The libnccl in use, and the functions looked up in it by name.
+//!
+//! Dynamic linking: the library is the one the program was linked with,
+//! found from the address of `ncclGetVersion` (linked directly). Run-time
+//! loading (`runtime-load`): the library is opened on first need, from the
+//! places [`library`] lists. Static linking: there is no shared library, and
+//! nothing is looked up.
+//!
+//! Every lazily resolved function has a slot: null until first use, then the
+//! address found or a "missing" mark. A slot is only ever written after the
+//! library is known, so a failure to find the library is not remembered as a
+//! missing function.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+// statically linked (and on docs.rs) nothing is opened or looked up
+#![cfg_attr(
+    any(nccl_sys_mode = "static", nccl_sys_mode = "none"),
+    allow(dead_code)
+)]
+
+use core::ffi::{CStr, c_void};
+use core::sync::atomic::{AtomicPtr, Ordering};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::LAZY_NAMES;
+
+/// How a function of this build reaches libnccl (generated `lookup`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// Linked at build time.
+    #[allow(dead_code)] // none such with runtime-load
+    Linked,
+    /// Resolved by name at first call, slot `n`.
+    #[allow(dead_code)] // none such when every function is linked (static, 2.18 header)
+    Lazy(usize),
+    /// Not declared by this build's header.
+    Absent,
+}
+
+const N: usize = LAZY_NAMES.len();
+
+static SLOTS: [AtomicPtr<c_void>; N] = [const { AtomicPtr::new(core::ptr::null_mut()) }; N];
+
+/// The mark of a symbol the library lacks (never a function address).
+fn missing() -> *mut c_void {
+    core::ptr::dangling_mut::<u8>().cast()
+}
+
+/// The address of lazily resolved function `slot`, or `None` when the
+/// library lacks it or no library can be found.
+#[inline]
+pub(crate) fn symbol(slot: usize) -> Option<*mut c_void> {
+    let p = SLOTS[slot].load(Ordering::Acquire);
+    if p.is_null() {
+        resolve(slot)
+    } else if p == missing() {
+        None
+    } else {
+        Some(p)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn resolve(slot: usize) -> Option<*mut c_void> {
+    let lib = library().ok()?;
+    let p = lib.sym(LAZY_NAMES[slot]);
+    SLOTS[slot].store(p.unwrap_or_else(missing), Ordering::Release);
+    p
+}
+
+/// Whether function `name` can be called and reach libnccl: it is declared
+/// by this build's header and linked (static, or dynamic for functions of
+/// NCCL 2.18.1), or the loaded library has it. `false` for names this build
+/// does not declare, and (`runtime-load`) when no library can be found.
+///
+/// ```
+/// // ncclGetVersion is in every NCCL
+/// assert!(!nccl_sys::available("ncclNoSuchFunction"));
+/// ```
+pub fn available(name: &str) -> bool {
+    match crate::lookup(name) {
+        Lookup::Linked => true,
+        Lookup::Lazy(slot) => symbol(slot).is_some(),
+        Lookup::Absent => false,
+    }
+}
+
+/// Where the library in use came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// Linked at build time (dynamic link mode): opened by the system's
+    /// loader with the program.
+    Linked,
+    /// A path given to [`load`](crate::load).
+    Explicit,
+    /// The path in this environment variable (`NCCL_RS_LIBRARY`,
+    /// `VLLM_NCCL_SO_PATH`).
+    Env(&'static str),
+    /// A libnccl that the process had loaded already (PyTorch's, in an
+    /// embedding host): reused, not loaded a second time.
+    AlreadyLoaded,
+    /// `libnccl.so.2` (or `libnccl.so`) on the loader's search path.
+    LoaderPath,
+    /// The `nvidia/nccl/lib` folder of a Python environment (the variable or
+    /// interpreter that led there).
+    PythonEnv(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Linked => f.write_str("linked at build time"),
+            Source::Explicit => f.write_str("path given in code"),
+            Source::Env(v) => write!(f, "${v}"),
+            Source::AlreadyLoaded => f.write_str("already loaded in the process"),
+            Source::LoaderPath => f.write_str("the loader's search path"),
+            Source::PythonEnv(p) => write!(f, "Python environment ({p})"),
+        }
+    }
+}
+
+/// A libnccl opened (or found loaded) in this process. It stays loaded for
+/// the life of the process.
+#[derive(Debug)]
+pub struct Library {
+    handle: usize,
+    path: PathBuf,
+    source: Source,
+    version_code: i32,
+}
+
+impl Library {
+    /// The file, as the system's loader names it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How it was found.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// What its `ncclGetVersion` says (`22803` for 2.28.3).
+    pub fn version_code(&self) -> i32 {
+        self.version_code
+    }
+
+    /// The address of `name` in this library, if it has it.
+    fn sym(&self, name: &CStr) -> Option<*mut c_void> {
+        // SAFETY: the handle came from dlopen and is never closed; name is
+        // NUL-terminated.
+        let p = unsafe { libc::dlsym(self.handle as *mut c_void, name.as_ptr()) };
+        (!p.is_null()).then_some(p)
+    }
+
+    /// Wraps a handle: checks that it is NCCL, asks its version and its
+    /// file name. On failure the handle is closed again.
+    fn from_handle(handle: *mut c_void, source: Source, what: &str) -> Result<Library, String> {
+        let mut lib = Library {
+            handle: handle as usize,
+            path: PathBuf::from(what),
+            source,
+            version_code: 0,
+        };
+        let Some(get_version) = lib.sym(c"ncclGetVersion") else {
+            // SAFETY: handle came from a successful dlopen and nothing of the
+            // library has been used.
+            unsafe { libc::dlclose(handle) };
+            return Err("no ncclGetVersion in it: not an NCCL library".into());
+        };
+        // SAFETY: ncclGetVersion has this C signature in every NCCL release.
+        let get_version: unsafe extern "C" fn(*mut i32) -> crate::ncclResult_t =
+            unsafe { core::mem::transmute::<*mut c_void, _>(get_version) };
+        let mut code = 0;
+        // SAFETY: ncclGetVersion writes one int through a valid pointer.
+        let r = unsafe { get_version(&mut code) };
+        if r != crate::ncclResult_t::ncclSuccess {
+            return Err(format!("its ncclGetVersion failed with code {}", r.0));
+        }
+        lib.version_code = code;
+        if let Some(p) = file_of(get_version as *const c_void) {
+            lib.path = p;
+        }
+        Ok(lib)
+    }
+}
+
+/// The file of the shared object holding `addr` (`dladdr`).
+fn file_of(addr: *const c_void) -> Option<PathBuf> {
+    let mut info = core::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only writes to info, which is valid and large enough.
+    let ok = unsafe { libc::dladdr(addr, info.as_mut_ptr()) };
+    if ok == 0 {
+        return None;
+    }
+    // SAFETY: dladdr succeeded, so info is initialized.
+    let info = unsafe { info.assume_init() };
+    if info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null dli_fname is a NUL-terminated path owned by the loader.
+    let name = unsafe { CStr::from_ptr(info.dli_fname) };
+    Some(PathBuf::from(name.to_string_lossy().into_owned()))
+}
+
+/// `dlerror()`'s text, or `fallback`.
+fn dl_error(fallback: &str) -> String {
+    // SAFETY: dlerror returns null or a NUL-terminated string valid until the
+    // next dl* call on this thread; it is copied at once.
+    let p = unsafe { libc::dlerror() };
+    if p.is_null() {
+        return fallback.to_string();
+    }
+    // SAFETY: non-null, NUL-terminated (above).
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// One place looked at for libnccl.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// What was tried (`$NCCL_RS_LIBRARY=/opt/nccl/lib/libnccl.so.2`).
+    pub place: String,
+    /// What happened there.
+    pub outcome: String,
+}
+
+/// Why no libnccl is available.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// No libnccl was found: every place tried and what happened there.
+    NotFound {
+        /// The places, in the order tried.
+        tried: Vec<Attempt>,
+    },
+    /// [`load`](crate::load) was asked for a library while another one is
+    /// in use already (one libnccl per process).
+    OtherLoaded {
+        /// The library in use.
+        loaded: PathBuf,
+        /// The one asked for.
+        requested: PathBuf,
+    },
+    /// Statically linked: there is no shared library to name or search.
+    Static,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::NotFound { tried } => {
+                write!(f, "libnccl not found; tried, in order:")?;
+                for a in tried {
+                    write!(f, "\n  - {}: {}", a.place, a.outcome)?;
+                }
+                write!(
+                    f,
+                    "\nfix: set NCCL_RS_LIBRARY=/path/to/libnccl.so.2, put it on LD_LIBRARY_PATH, \
+                     or pip install nvidia-nccl-cu12 (or -cu13) in the active Python environment"
+                )
+            }
+            LoadError::OtherLoaded { loaded, requested } => write!(
+                f,
+                "cannot load {}: {} is in use already (one libnccl per process)",
+                requested.display(),
+                loaded.display()
+            ),
+            LoadError::Static => {
+                f.write_str("libnccl is linked statically: there is no shared library")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// The libnccl in use.
+///
+/// - Dynamic linking: the library the program was linked with (found from
+///   the address of `ncclGetVersion`).
+/// - Static linking: [`LoadError::Static`].
+/// - `runtime-load`: opened on first need (or by [`load`](crate::load)),
+///   trying in order: the environment variables [`ENV_VARS`](crate::ENV_VARS)
+///   (`NCCL_RS_LIBRARY`, then vLLM's `VLLM_NCCL_SO_PATH`: a path there must
+///   open, else the search stops with that error); a `libnccl.so.2` or
+///   `libnccl.so` that the process has loaded already (reused, never loaded
+///   twice); `libnccl.so.2` and `libnccl.so` on the loader's search path
+///   (`LD_LIBRARY_PATH`, the cache, rpaths); `nvidia/nccl/lib/libnccl.so.2`
+///   in the site-packages of `$VIRTUAL_ENV`, of `$CONDA_PREFIX`, and of the
+///   `python3` on `PATH`. Finding none is [`LoadError::NotFound`] with every
+///   place tried; that outcome is kept, so the search runs once, but a later
+///   [`load`](crate::load) may still succeed.
+///
+/// # Errors
+/// As above.
+pub fn library() -> Result<&'static Library, LoadError> {
+    imp::library()
+}
+
+/// The environment variables naming the library file for `runtime-load`,
+/// in the order read.
+pub const ENV_VARS: [&str; 2] = ["NCCL_RS_LIBRARY", "VLLM_NCCL_SO_PATH"];
+
+/// Makes the libnccl at `path` the one every function of this crate calls.
+///
+/// - `runtime-load`: opens it, as vLLM's `NCCLLibrary(so_file)`; call it
+///   before any NCCL function. Loading the library in use again is a no-op.
+/// - Dynamic linking: the library is the one linked; `Ok` when `path` is
+///   that file.
+/// - Static linking: [`LoadError::Static`].
+///
+/// # Errors
+/// [`LoadError::NotFound`] when `path` cannot be opened or is not NCCL (with
+/// the loader's reason); [`LoadError::OtherLoaded`] when another libnccl is
+/// in use already.
+pub fn load(path: impl AsRef<Path>) -> Result<&'static Library, LoadError> {
+    imp::load(path.as_ref())
+}
+
+fn same_or_other(l: &'static Library, path: &Path) -> Result<&'static Library, LoadError> {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if canon(l.path()) == canon(path) {
+        Ok(l)
+    } else {
+        Err(LoadError::OtherLoaded {
+            loaded: l.path().to_path_buf(),
+            requested: path.to_path_buf(),
+        })
+    }
+}
+
+#[cfg(nccl_sys_mode = "dynamic")]
+mod imp {
+    use super::*;
+    use std::sync::OnceLock;
+
+    pub(super) fn library() -> Result<&'static Library, LoadError> {
+        static LIB: OnceLock<Result<Library, LoadError>> = OnceLock::new();
+        LIB.get_or_init(linked).as_ref().map_err(Clone::clone)
+    }
+
+    pub(super) fn load(path: &Path) -> Result<&'static Library, LoadError> {
+        same_or_other(library()?, path)
+    }
+
+    /// The library holding the linked `ncclGetVersion`.
+    fn linked() -> Result<Library, LoadError> {
+        let addr = crate::ncclGetVersion as *const c_void;
+        let fail = |outcome: String| LoadError::NotFound {
+            tried: vec![Attempt {
+                place: "the libnccl linked at build time".into(),
+                outcome,
+            }],
+        };
+        let file = file_of(addr).ok_or_else(|| fail("dladdr(ncclGetVersion) failed".into()))?;
+        let c = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())
+            .map_err(|_| fail(format!("{} has a NUL byte", file.display())))?;
+        // SAFETY: c is NUL-terminated; RTLD_NOLOAD only looks the library up
+        // (it is loaded: ncclGetVersion lives there) and takes a reference.
+        let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+        let h = if h.is_null() {
+            // the program itself (a canonical PLT address): dlsym on the
+            // program's handle searches its dependencies, libnccl among them
+            // SAFETY: a null file name asks for the main program's handle.
+            unsafe { libc::dlopen(core::ptr::null(), libc::RTLD_LAZY) }
+        } else {
+            h
+        };
+        if h.is_null() {
+            return Err(fail(dl_error("dlopen failed")));
+        }
+        Library::from_handle(h, Source::Linked, &file.to_string_lossy()).map_err(fail)
+    }
+}
+
+#[cfg(not(any(nccl_sys_mode = "dynamic", nccl_sys_mode = "runtime")))]
+mod imp {
+    use super::*;
+
+    pub(super) fn library() -> Result<&'static Library, LoadError> {
+        Err(LoadError::Static)
+    }
+
+    pub(super) fn load(_: &Path) -> Result<&'static Library, LoadError> {
+        Err(LoadError::Static)
+    }
+}
+
+#[cfg(nccl_sys_mode = "runtime")]
+mod imp {
+    use super::*;
+    use std::ffi::{CString, OsStr};
+    use std::sync::{Mutex, OnceLock};
+
+    /// The sonames tried, newest first.
+    const NAMES: [&CStr; 2] = [c"libnccl.so.2", c"libnccl.so"];
+
+    static LOADED: OnceLock<Library> = OnceLock::new();
+    /// The outcome of the search, once it has run and failed.
+    static FAILED: Mutex<Option<LoadError>> = Mutex::new(None);
+
+    pub(super) fn library() -> Result<&'static Library, LoadError> {
+        if let Some(l) = LOADED.get() {
+            return Ok(l);
+        }
+        let mut failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = LOADED.get() {
+            return Ok(l);
+        }
+        if let Some(e) = &*failed {
+            return Err(e.clone());
+        }
+        match search() {
+            Ok(lib) => Ok(LOADED.get_or_init(|| lib)),
+            Err(e) => {
+                *failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn load(path: &Path) -> Result<&'static Library, LoadError> {
+        let mut failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = LOADED.get() {
+            return same_or_other(l, path);
+        }
+        let lib =
+            open(path.as_os_str(), Source::Explicit).map_err(|outcome| LoadError::NotFound {
+                tried: vec![Attempt {
+                    place: format!("load({})", path.display()),
+                    outcome,
+                }],
+            })?;
+        // a search that failed before is superseded
+        *failed = None;
+        Ok(LOADED.get_or_init(|| lib))
+    }
+
+    /// dlopen(`file`, flags) and the checks of [`Library::from_handle`].
+    fn dlopen(file: &CStr, flags: i32, source: Source) -> Result<Library, String> {
+        // SAFETY: file is NUL-terminated. Opening a library runs its
+        // initializers: that is what loading NCCL means (libnccl's are safe
+        // to run in any process).
+        let h = unsafe { libc::dlopen(file.as_ptr(), flags) };
+        if h.is_null() {
+            return Err(dl_error("dlopen failed"));
+        }
+        Library::from_handle(h, source, &file.to_string_lossy())
+    }
+
+    fn open(path: &OsStr, source: Source) -> Result<Library, String> {
+        let c = CString::new(path.as_encoded_bytes()).map_err(|_| "the path has a NUL byte")?;
+        dlopen(&c, libc::RTLD_NOW | libc::RTLD_LOCAL, source)
+    }
+
+    fn search() -> Result<Library, LoadError> {
+        let mut tried = Vec::new();
+        for var in ENV_VARS {
+            let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) else {
+                tried.push(Attempt {
+                    place: format!("${var}"),
+                    outcome: "unset".into(),
+                });
+                continue;
+            };
+            // an explicit path wins: a bad one is an error, not a reason to
+            // look elsewhere
+            return open(&path, Source::Env(var)).map_err(|outcome| {
+                tried.push(Attempt {
+                    place: format!("${var}={}", path.to_string_lossy()),
+                    outcome,
+                });
+                LoadError::NotFound { tried }
+            });
+        }
+        for name in NAMES {
+            match dlopen(
+                name,
+                libc::RTLD_LAZY | libc::RTLD_NOLOAD,
+                Source::AlreadyLoaded,
+            ) {
+                Ok(l) => return Ok(l),
+                Err(_) => tried.push(Attempt {
+                    place: format!("{} already loaded in this process", name.to_string_lossy()),
+                    outcome: "no".into(),
+                }),
+            }
+        }
+        for name in NAMES {
+            match dlopen(name, libc::RTLD_NOW | libc::RTLD_LOCAL, Source::LoaderPath) {
+                Ok(l) => return Ok(l),
+                Err(e) => tried.push(Attempt {
+                    place: format!("{} on the loader path", name.to_string_lossy()),
+                    outcome: e,
+                }),
+            }
+        }
+        for (origin, site) in python_site_packages(&mut tried) {
+            let file = site
+                .join("nvidia")
+                .join("nccl")
+                .join("lib")
+                .join("libnccl.so.2");
+            if !file.is_file() {
+                tried.push(Attempt {
+                    place: format!("{} ({origin})", file.display()),
+                    outcome: "does not exist".into(),
+                });
+                continue;
+            }
+            match open(file.as_os_str(), Source::PythonEnv(origin.clone())) {
+                Ok(l) => return Ok(l),
+                Err(e) => tried.push(Attempt {
+                    place: format!("{} ({origin})", file.display()),
+                    outcome: e,
+                }),
+            }
+        }
+        Err(LoadError::NotFound { tried })
+    }
+
+    /// site-packages folders of `$VIRTUAL_ENV`, `$CONDA_PREFIX` and the
+    /// `python3` on `PATH`, with what led to each.
+    fn python_site_packages(tried: &mut Vec<Attempt>) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        for var in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
+            let Some(prefix) = std::env::var_os(var).filter(|v| !v.is_empty()) else {
+                tried.push(Attempt {
+                    place: format!("${var}"),
+                    outcome: "unset".into(),
+                });
+                continue;
+            };
+            let lib = Path::new(&prefix).join("lib");
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&lib)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+                        .map(|e| e.path().join("site-packages"))
+                        .filter(|p| p.is_dir())
+                        .collect()
+                })
+                .unwrap_or_default();
+            found.sort();
+            if found.is_empty() {
+                tried.push(Attempt {
+                    place: format!("${var}={}", Path::new(&prefix).display()),
+                    outcome: format!("no {}/python3*/site-packages", lib.display()),
+                });
+            }
+            out.extend(found.into_iter().map(|p| (format!("${var}"), p)));
+        }
+        let script = "import sysconfig,site\n\
+                      p=[sysconfig.get_paths()['purelib'],sysconfig.get_paths()['platlib']]\n\
+                      try:\n  p+=site.getsitepackages()+[site.getusersitepackages()]\n\
+                      except Exception:\n  pass\n\
+                      print('\\n'.join(dict.fromkeys(p)))";
+        match std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+        {
+            Ok(o) if o.status.success() => out.extend(
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_dir())
+                    .map(|p| ("python3 on PATH".to_string(), p)),
+            ),
+            Ok(o) => tried.push(Attempt {
+                place: "python3 on PATH".into(),
+                outcome: format!("failed ({})", o.status),
+            }),
+            Err(e) => tried.push(Attempt {
+                place: "python3 on PATH".into(),
+                outcome: format!("could not run: {e}"),
+            }),
+        }
+        out
+    }
+}
