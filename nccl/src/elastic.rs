@@ -631,6 +631,7 @@ pub fn elastic_support() -> Vec<(ElasticApi, Result<()>)> {
 }
 
 /// The internal error of a result NCCL should not have given.
+#[cfg(nccl_2_27)]
 fn inconsistent(api: &'static str, what: String) -> Error {
     Error::Nccl {
         api,

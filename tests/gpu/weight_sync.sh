@@ -7,7 +7,7 @@
 #
 # ENGINE: the weight_sync example, built dynamically linked, e.g. here
 #   NCCL_STATIC=0 NCCL_DIR=$PWD/target/nccl-deps/nvidia/nccl \
-#     cargo build --release -p nccl --example weight_sync
+#     cargo build --release -p nccl-rs --example weight_sync
 #   (target/release/examples/weight_sync)
 # NCCL_LIB_DIR: the folder of the libnccl.so.2 BOTH sides load (the engines
 #   through LD_LIBRARY_PATH, the trainer by path); default: the one of

@@ -539,7 +539,16 @@ mod tests {
     #[test]
     fn help_texts_list_options_and_defaults() {
         let top = help::usage();
-        for cmd in ["ci", "test", "bench", "launch", "locate", "bindgen"] {
+        for cmd in [
+            "ci",
+            "test",
+            "bench",
+            "launch",
+            "locate",
+            "bindgen",
+            "version-matrix",
+            "nccl-releases",
+        ] {
             assert!(
                 top.contains(&format!("\n  {cmd}")),
                 "{cmd} missing from the usage"
@@ -552,7 +561,7 @@ mod tests {
         assert!(
             help::TEST.contains("--suite NAME") && help::TEST.contains("(default: every test)")
         );
-        assert!(help::BINDGEN.contains("(default: write it)"));
+        assert!(help::BINDGEN.contains("(default: write them)"));
         let bench = help::bench();
         assert!(bench.contains("(default 128M)") && bench.contains("--cudagraph"));
         for opt in ["-n N", "--one-gpu", "--port", "--grace"] {
