@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Builds, on a machine with Rust but without a GPU, what tests/gpu/validate.sh
 # and tests/gpu/side-by-side.sh run on the GPU machine, into .gpu/ (ignored):
-#   .gpu/dyn/          dynamically linked: sys_cpu sys_gpu nccl_cpu nccl_gpu faults nccl-bench xtask
+#   .gpu/dyn/          dynamically linked: sys_cpu sys_gpu nccl_cpu nccl_gpu faults nccl-bench xtask,
+#                      the examples weight_sync and survive
+#   .gpu/rl/           feature runtime-load (nothing linked), bindings of NCCL 2.32.3's header
+#                      (target/nccl-headers, fetched by `cargo xtask bindgen --check`):
+#                      sys_cpu nccl_cpu nccl_gpu faults runtime_load, the survive example
 #   .gpu/static.tar.gz the same programs, recorded for a static link there
 #                      (../shared/gpu/bundle; unpack and run DIR/replay there)
 # Needs the NCCL wheel that `cargo xtask ci` installs (run `cargo xtask bindgen
@@ -12,13 +16,26 @@ cd "$(dirname "$0")/../.."
 deps=$PWD/target/nccl-deps
 export LIBCLANG_PATH=${LIBCLANG_PATH:-$deps/libclang/clang/native}
 NCCL_DIR=$deps/nvidia/nccl cargo test --release --no-run -p nccl-rs-tests
-NCCL_DIR=$deps/nvidia/nccl cargo build --release -p nccl-rs --features bench --bin nccl-bench
+NCCL_DIR=$deps/nvidia/nccl cargo build --release -p nccl-rs --features bench --bin nccl-bench \
+  --example weight_sync --example survive
 cargo build --release -p xtask
 rm -rf .gpu/dyn && mkdir -p .gpu/dyn
 for t in sys_cpu sys_gpu nccl_cpu nccl_gpu faults; do
   cp "$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)" .gpu/dyn/$t
 done
-cp target/release/nccl-bench target/release/xtask .gpu/dyn/
+cp target/release/nccl-bench target/release/xtask target/release/examples/weight_sync \
+  target/release/examples/survive .gpu/dyn/
+# runtime-load, on the newest header, in a target folder of its own
+rl=$PWD/target/gpu-rl
+env -u NCCL_DIR CARGO_TARGET_DIR=$rl NCCL_INCLUDE_DIR=$PWD/target/nccl-headers/2.32.3 \
+  cargo test --release --no-run -p nccl-rs-tests --features runtime-load
+env -u NCCL_DIR CARGO_TARGET_DIR=$rl NCCL_INCLUDE_DIR=$PWD/target/nccl-headers/2.32.3 \
+  cargo build --release -p nccl-rs --features runtime-load --example survive
+rm -rf .gpu/rl && mkdir -p .gpu/rl
+for t in sys_cpu nccl_cpu nccl_gpu faults runtime_load; do
+  cp "$(ls -t $rl/release/deps/$t-* | grep -v '\.d$' | head -1)" .gpu/rl/$t
+done
+cp $rl/release/examples/survive .gpu/rl/
 if [ -x ../shared/gpu/bundle ]; then
   env -u NCCL_DIR NCCL_STATIC=1 NCCL_INCLUDE_DIR=$deps/nvidia/nccl/include \
     NCCL_LIB_DIR=/usr/lib/x86_64-linux-gnu CUDA_HOME=/usr/local/cuda \

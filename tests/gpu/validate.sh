@@ -5,7 +5,9 @@
 #   STATIC_TGZ=<bundle made by ../shared/gpu/bundle with NCCL_STATIC=1>
 #   XTASK=<the xtask binary, for `xtask launch`>
 #   LOG=<folder for logs>  WORLDS=<rank counts for the process runs, default 2,4>
-#   STEPS=<which steps, default "quick suites launch faults"; "bench" adds the benchmarks>
+#   STEPS=<which steps, default "quick suites launch faults"; "bench" adds the benchmarks;
+#          "versions", "launchers", "elastic" (RL=<the runtime-load build, .gpu/rl>) and "vs"
+#          (NT=<nccl-tests source tree>) the checks of the later issues, below>
 # Steps: quick = nccl-sys and CPU tests in both builds, ldd of the static ones;
 # suites = the dynamic and static nccl_gpu suites side by side (world 1, then
 # WORLDS as processes on the one GPU); launch = 2 and 4 ranks started by
@@ -68,6 +70,57 @@ fi
 if has faults; then
   # alone on the GPU: the 1000-cycle check compares the GPU's free memory
   run dynamic-faults timeout 420 "$DYN/faults"
+fi
+
+TORCH_LIB=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/nccl/lib
+SYS_LIB=/usr/lib/x86_64-linux-gnu
+
+if has versions; then
+  # runtime-load (bindings of the 2.32.3 header, nothing linked) against the
+  # system's 2.28.3 and PyTorch's 2.28.9, chosen with NCCL_RS_LIBRARY; the
+  # dynamic build (2.28.3 header) on PyTorch's 2.28.9 through LD_LIBRARY_PATH
+  : "${RL:?}"
+  for lib in "$SYS_LIB" "$TORCH_LIB"; do
+    v=$(basename "$(readlink -f "$lib/libnccl.so.2")" | sed 's/libnccl.so.//')
+    [ "$v" = 2 ] && v=$(strings "$lib/libnccl.so.2" | grep -m1 -oE 'NCCL version [0-9.]+' | cut -d' ' -f3)
+    echo "=== libnccl in $lib: $v"
+    NCCL_RS_LIBRARY=$lib/libnccl.so.2 NCCL_RS_EXPECT_RUNTIME=$v run "rl-sys_cpu-$v" timeout 120 "$RL/sys_cpu"
+    NCCL_RS_LIBRARY=$lib/libnccl.so.2 NCCL_RS_EXPECT_RUNTIME=$v run "rl-nccl_cpu-$v" timeout 120 "$RL/nccl_cpu"
+    NCCL_RS_TEST_LIB=$lib/libnccl.so.2 run "rl-runtime_load-$v" timeout 120 "$RL/runtime_load"
+    NCCL_RS_LIBRARY=$lib/libnccl.so.2 NCCL_RS_TEST_WORLDS=${WORLDS:-2,4} run "rl-nccl_gpu-$v" timeout 400 "$RL/nccl_gpu"
+  done
+  LD_LIBRARY_PATH=$TORCH_LIB NCCL_RS_TEST_WORLDS=2 run dyn-nccl_gpu-on-torch-lib timeout 300 "$DYN/nccl_gpu"
+fi
+
+if has launchers; then
+  # the README's launcher commands as written: binaries where the README builds them
+  mkdir -p target/release/examples
+  cp "$DYN/nccl-bench" target/release/; cp "$DYN/weight_sync" target/release/examples/
+  export PATH=/opt/torch/.venv/bin:$PATH LD_LIBRARY_PATH=$SYS_LIB
+  export NCCL_RS_SECRET=$(head -c 32 /dev/urandom | base64)
+  run torchrun-2 timeout 120 torchrun --nproc-per-node 2 --master-port 29611 --no-python sh -c 'NCCL_HOSTID=h$LOCAL_RANK NCCL_SOCKET_IFNAME=lo exec target/release/nccl-bench -c all_reduce -b 8 -e 1K'
+  run torchrun-standalone-4 timeout 120 torchrun --standalone --nproc-per-node 4 --no-python sh -c 'NCCL_HOSTID=h$LOCAL_RANK NCCL_SOCKET_IFNAME=lo exec target/release/nccl-bench -c all_reduce -b 8 -e 1K'
+  run mpirun-2 timeout 120 mpirun --allow-run-as-root -np 2 -x NCCL_RS_SECRET -x LD_LIBRARY_PATH sh -c 'NCCL_HOSTID=h$OMPI_COMM_WORLD_RANK NCCL_SOCKET_IFNAME=lo exec target/release/nccl-bench -c all_reduce -b 8 -e 1K'
+  run xtask-launch-bench-2 timeout 120 "$XTASK" launch -n 2 --one-gpu -- target/release/nccl-bench -c all_reduce -b 8 -e 1K
+  PYTHON=/opt/torch/.venv/bin/python3 run weight-sync timeout 300 tests/gpu/weight_sync.sh target/release/examples/weight_sync
+  for f in torchrun-2 torchrun-standalone-4 mpirun-2 xtask-launch-bench-2; do
+    echo "--- $f: $(grep -cE '^ *(\[rank 0\] )? +(8|1024) ' "$LOG/$f.log") table rows"; grep -E "rendezvous|agent store|store" "$LOG/$f.log" | head -3
+  done
+fi
+
+if has elastic; then
+  # shrink after a kill -9: runtime-load build on PyTorch's 2.28.9 (revoke is 2.28.7+),
+  # and the dynamic build (2.28.3 header: shrink with the abort flag) on the same library
+  : "${RL:?}"
+  NCCL_RS_LIBRARY=$TORCH_LIB/libnccl.so.2 FAULTS_ONLY=survive run rl-faults-survive timeout 300 "$RL/faults"
+  LD_LIBRARY_PATH=$TORCH_LIB FAULTS_ONLY=survive run dyn-faults-survive timeout 300 "$DYN/faults"
+  NCCL_RS_LIBRARY=$TORCH_LIB/libnccl.so.2 run rl-survive-example timeout 120 "$XTASK" launch -n 3 --one-gpu --grace 60 -- "$RL/survive"
+fi
+
+if has vs; then
+  : "${NT:?}"
+  BENCH=$DYN/nccl-bench run vs-nccl-tests timeout 560 bash tests/gpu/vs-nccl-tests.sh "$LOG/vs"
+  cat "$LOG/vs/ratios.md" 2>/dev/null
 fi
 
 if has bench; then
