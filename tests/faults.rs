@@ -273,7 +273,23 @@ fn survive(comm: Comm, rank: usize, world: usize) -> Result<u8, Error> {
     } else {
         ShrinkMode::Abort
     };
-    let nccl::Shrunk { comm: small, ranks } = comm.shrink(&[victim], mode, None)?;
+    // the survivors' own rendezvous, used if NCCL refuses the shrink
+    let map = nccl::RankMap::excluding(world, rank, &[victim])?;
+    let port: u16 = std::env::var("MASTER_PORT")
+        .unwrap()
+        .parse::<u16>()
+        .unwrap()
+        + 1;
+    let secret = std::env::var("NCCL_RS_SECRET").unwrap();
+    let mut survivors = nccl::TcpBootstrap::new(
+        &format!("127.0.0.1:{port}"),
+        map.new_rank(rank).unwrap(),
+        world - 1,
+        Some(secret.as_bytes()),
+        Duration::from_secs(30),
+    )?;
+    let (nccl::Shrunk { comm: small, ranks }, how_done) =
+        comm.shrink_or_recreate(&[victim], mode, None, &mut survivors)?;
     let t_shrink = t.elapsed() - t_revoke;
     let expect_new = ranks.new_rank(rank);
     if Some(small.rank()) != expect_new || small.world_size() != world - 1 {
@@ -285,14 +301,8 @@ fn survive(comm: Comm, rank: usize, world: usize) -> Result<u8, Error> {
         ));
         return Ok(OTHER);
     }
-    // the old communicator: destroyed (revoked), or aborted by the drop
-    if revoked {
-        comm.finalize()?;
-    } else {
-        drop(comm);
-    }
     say(&format!(
-        "rank {rank}: {} in {t_revoke:.2?}, shrink({mode:?}) in {t_shrink:.2?}: rank {} of {} now (old ranks {:?})",
+        "rank {rank}: {} in {t_revoke:.2?}, {how_done:?} ({mode:?}) in {t_shrink:.2?}: rank {} of {} now (old ranks {:?})",
         if revoked { "revoked" } else { "no revoke" },
         small.rank(),
         small.world_size(),

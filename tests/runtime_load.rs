@@ -3,9 +3,10 @@
 //! chosen once), with exactly the environment the case needs.
 //!
 //! `NCCL_RS_TEST_LIB` names a real `libnccl.so.2` (`cargo xtask ci` sets it;
-//! the NCCL of the build is used when it is unset). The machine must have no
-//! libnccl on the loader's default path (the Python-environment case expects
-//! to get that far).
+//! the NCCL of the build is used when it is unset). On a machine with a
+//! libnccl on the loader's default path (a system NCCL, as on a GPU machine)
+//! the search stops there, before the Python environment: the two cases that
+//! need to get further check that order instead, and say so.
 
 #![cfg(feature = "runtime-load")]
 
@@ -77,6 +78,39 @@ fn in_child(case: &str, env: &[(&str, &std::ffi::OsStr)]) {
     );
 }
 
+/// Whether `libnccl.so.2` opens from the loader's default path (the
+/// environment of the children: no `LD_LIBRARY_PATH`).
+fn on_loader_path() -> bool {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "loader_path_probe",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "loader_path_probe")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("probe: loader path has libnccl.so.2")
+}
+
+/// The probe of [`on_loader_path`], run as a child.
+#[test]
+fn loader_path_probe() {
+    if is_child("loader_path_probe") {
+        let name = CString::new("libnccl.so.2").unwrap();
+        // SAFETY: dlopen of a library name with RTLD_LAZY; the handle is
+        // closed again at once, nothing of it is used.
+        let h = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL) };
+        if !h.is_null() {
+            // SAFETY: h is the live handle opened above.
+            unsafe { libc::dlclose(h) };
+            println!("probe: loader path has libnccl.so.2");
+        }
+    }
+}
+
 /// What every child checks once a library is in use.
 fn check_loaded(path: &Path, source: Source) {
     let info = nccl::library::current().unwrap();
@@ -136,6 +170,21 @@ fn from_the_python_environment() {
         let file = venv.join("lib/python3.12/site-packages/nvidia/nccl/lib/libnccl.so.2");
         return check_loaded(&file, Source::PythonEnv("$VIRTUAL_ENV".into()));
     }
+    if on_loader_path() {
+        // the documented order: the loader path comes before the Python env
+        eprintln!(
+            "from_the_python_environment: a libnccl.so.2 is on this machine's loader path, which the \
+             search takes first; checking that order instead (run on a machine without one for the \
+             Python-environment step)"
+        );
+        let venv = fake_venv("python-order");
+        in_child(
+            "loader_path_before_python_environment",
+            &[("VIRTUAL_ENV", venv.as_os_str())],
+        );
+        let _ = std::fs::remove_dir_all(venv);
+        return;
+    }
     let venv = fake_venv("python");
     in_child(
         "from_the_python_environment",
@@ -144,8 +193,29 @@ fn from_the_python_environment() {
     let _ = std::fs::remove_dir_all(venv);
 }
 
+/// The child of the Python-environment case on a machine with a system
+/// libnccl: the loader path wins.
+#[test]
+fn loader_path_before_python_environment() {
+    if is_child("loader_path_before_python_environment") {
+        let info = nccl::library::current().unwrap();
+        assert_eq!(info.source, Source::LoaderPath);
+        assert!(nccl::is_available());
+    }
+}
+
 #[test]
 fn missing_library_is_a_typed_error_listing_every_place() {
+    if !is_child("missing_library_is_a_typed_error_listing_every_place") && on_loader_path() {
+        eprintln!(
+            "missing_library_is_a_typed_error_listing_every_place: NOT RUN here: this machine has a \
+             libnccl.so.2 on its loader path, so no library can be missing (CI runs it)"
+        );
+        if std::env::var_os("NCCL_RS_REQUIRE_MISSING_LIB").is_some() {
+            panic!("NCCL_RS_REQUIRE_MISSING_LIB is set but a libnccl is on the loader path");
+        }
+        return;
+    }
     if is_child("missing_library_is_a_typed_error_listing_every_place") {
         assert!(!nccl::is_available());
         let Some(Error::Library(LoadError::NotFound { tried })) = nccl::library_error() else {

@@ -2,10 +2,15 @@
 //   cargo build --example survive
 //   cargo xtask launch -n 3 --one-gpu --grace 60 -- target/debug/examples/survive
 // The last rank crashes at step 50; the others see it, stop what is stuck,
-// leave it out and go on. (`launch` then reports the crashed rank's failure.)
+// leave it out and go on: NCCL shrinks the communicator, or, where it
+// refuses, they make a new one. (`launch` then reports the crashed rank.)
 use std::time::Duration;
 
-use nccl::{Error, LaunchOptions, ReduceOp, ShrinkMode, Shrunk};
+use nccl::{Error, LaunchOptions, RankMap, ReduceOp, ShrinkMode, Shrunk, TcpBootstrap};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (run under a launcher)"))
+}
 
 fn main() -> Result<(), Error> {
     let (comm, info) = nccl::init_from_launcher(&LaunchOptions::default())?;
@@ -37,8 +42,25 @@ fn main() -> Result<(), Error> {
         Err(Error::Unsupported { .. }) => ShrinkMode::Abort, // older: the shrink aborts
         Err(e) => return Err(e),
     };
-    let Shrunk { comm: small, ranks } = comm.shrink(&[lost], mode, None)?;
-    drop(comm); // the old communicator is released with ncclCommAbort
+    // where NCCL refuses to shrink (its parent keeps the peer's error), the
+    // survivors make a fresh communicator, meeting at the next port
+    let me = RankMap::excluding(info.world, info.rank, &[lost])?.new_rank(info.rank);
+    let addr = format!(
+        "{}:{}",
+        env("MASTER_ADDR"),
+        env("MASTER_PORT").parse::<u16>().unwrap() + 1
+    );
+    let secret = std::env::var("NCCL_RS_SECRET").ok();
+    let mut survivors = TcpBootstrap::new(
+        &addr,
+        me.unwrap(),
+        info.world - 1,
+        secret.as_deref().map(str::as_bytes),
+        timeout * 6,
+    )?;
+    let (Shrunk { comm: small, ranks }, how) =
+        comm.shrink_or_recreate(&[lost], mode, None, &mut survivors)?;
+    eprintln!("rank {}: {how:?}", info.rank);
 
     // 3. go on with the survivors, on a fresh stream
     let stream = small.context().new_stream()?;

@@ -1184,3 +1184,65 @@ fn check_grown(comm: &Comm, rank: usize, world: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// What [`Comm::shrink_or_recreate`] did to go on without the lost ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recovery {
+    /// `ncclCommShrink` made the new communicator.
+    Shrunk,
+    /// NCCL refused to shrink, and the survivors made a fresh communicator
+    /// (a new unique id through the survivors' [`Bootstrap`]).
+    Recreated,
+}
+
+impl Comm {
+    /// [`Comm::shrink`], falling back to a fresh communicator of the
+    /// survivors when NCCL refuses to shrink: NCCL's shrink (and split)
+    /// checks the parent's asynchronous state first (`ncclCommEnsureReady`),
+    /// and after a peer's death over the network transport that state keeps
+    /// the proxy's `ncclRemoteError` for good, revoke or not (seen with NCCL
+    /// 2.28.9, and so in NCCL's source up to 2.30). The old communicator is
+    /// released either way (`ncclCommAbort`).
+    ///
+    /// `survivors` is a [`Bootstrap`] of the survivors under their new ranks
+    /// ([`RankMap::excluding`] gives them, new rank 0 shares the id), used
+    /// only for the fallback. Every survivor must call this with the same
+    /// `exclude` (each gets the same outcome: either NCCL shrinks everywhere
+    /// or refuses everywhere, since every survivor saw the failure).
+    ///
+    /// # Errors
+    /// As [`Comm::shrink`] for argument and state errors; the bootstrap's and
+    /// [`Comm::init_rank_with`]'s errors on the fallback.
+    pub fn shrink_or_recreate(
+        self,
+        exclude: &[usize],
+        mode: ShrinkMode,
+        config: Option<&Config>,
+        survivors: &mut dyn Bootstrap,
+    ) -> Result<(Shrunk, Recovery)> {
+        let ranks = RankMap::excluding(self.world_size(), self.rank(), exclude)?;
+        // `excluding` checked that this rank stays
+        let me = ranks
+            .new_rank(self.rank())
+            .ok_or_else(|| Error::invalid("shrink", "exclude", "not this rank", self.rank()))?;
+        match self.shrink(exclude, mode, config) {
+            Ok(s) => Ok((s, Recovery::Shrunk)),
+            Err(Error::Nccl { .. }) => {
+                let ctx = self.context().clone();
+                drop(self); // ncclCommAbort
+                let world = ranks.survivors().len();
+                let ids = if me == 0 {
+                    survivors.share_ids(Some(vec![crate::UniqueId::new()?]))?
+                } else {
+                    survivors.share_ids(None)?
+                };
+                let default = Config::new();
+                let comm =
+                    Comm::init_rank_with(&ctx, world, &ids[0], me, config.unwrap_or(&default))?;
+                Ok((Shrunk { comm, ranks }, Recovery::Recreated))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -158,7 +158,8 @@ pub use config::Config;
 pub use driver::{CUDA_API_VERSION, context, driver_version};
 pub use dtype::{F8E4M3, F8E5M2, NcclType, bf16, f16};
 pub use elastic::{
-    CommOp, CommState, ElasticApi, GrowPlan, MemStats, RankMap, ShrinkMode, Shrunk, elastic_support,
+    CommOp, CommState, ElasticApi, GrowPlan, MemStats, RankMap, Recovery, ShrinkMode, Shrunk,
+    elastic_support,
 };
 pub use error::{Error, NcclCode, Result, error_string};
 #[cfg(nccl_2_22)]
