@@ -112,6 +112,8 @@ fn small_sweep_or_capability_report() {
                 "broadcast",
                 "reduce",
                 "all_to_all",
+                "gather",
+                "scatter",
                 "sendrecv",
             ] {
                 assert!(

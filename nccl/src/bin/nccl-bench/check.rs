@@ -91,6 +91,9 @@ pub fn count_wrong<T: Elem>(
         "reduce_scatter" => vec![red(); count],
         "all_to_all" => (0..world).flat_map(|r| vec![v(r); count / world]).collect(),
         "sendrecv" => vec![v((rank + world - 1) % world); count],
+        "gather" if rank == root => (0..world).flat_map(|r| vec![v(r); count]).collect(),
+        "gather" => return 0,
+        "scatter" => vec![v(root); count],
         _ => return 0,
     };
     got.iter()

@@ -8,13 +8,15 @@ use nccl::ReduceOp;
 pub const USAGE: &str = include_str!("usage.txt");
 
 /// Every collective, in the order `-c all` runs them.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 9] = [
     "all_reduce",
     "all_gather",
     "reduce_scatter",
     "broadcast",
     "reduce",
     "all_to_all",
+    "gather",
+    "scatter",
     "sendrecv",
 ];
 
@@ -354,7 +356,7 @@ mod tests {
     #[test]
     fn graph_mode() {
         let o = run(&["-c", "all", "-G"]).unwrap();
-        assert_eq!(o.colls.len(), 7);
+        assert_eq!(o.colls.len(), 9);
         assert!(o.graph && o.graph_replays == GRAPH_REPLAYS);
         assert!(!o.event_tracking, "-G implies --no-event-tracking");
         let o = run(&["-G", "3", "-n", "5"]).unwrap();

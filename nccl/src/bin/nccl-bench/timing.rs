@@ -46,7 +46,7 @@ pub fn bus_factor(coll: &str, n: usize) -> f64 {
     let n = n as f64;
     match coll {
         "all_reduce" => 2.0 * (n - 1.0) / n,
-        "all_gather" | "reduce_scatter" | "all_to_all" => (n - 1.0) / n,
+        "all_gather" | "reduce_scatter" | "all_to_all" | "gather" | "scatter" => (n - 1.0) / n,
         _ => 1.0,
     }
 }
@@ -58,7 +58,7 @@ pub fn bus_factor(coll: &str, n: usize) -> f64 {
 pub fn count_of(coll: &str, size: usize, esize: usize, world: usize) -> usize {
     let elems = (size / esize).max(1);
     match coll {
-        "all_gather" | "reduce_scatter" => (elems / world).max(1),
+        "all_gather" | "reduce_scatter" | "gather" | "scatter" => (elems / world).max(1),
         "all_to_all" => (elems / world).max(1) * world,
         _ => elems,
     }
@@ -67,7 +67,8 @@ pub fn count_of(coll: &str, size: usize, esize: usize, world: usize) -> usize {
 /// Sizes of the send and receive buffers for `count`.
 pub fn lens(coll: &str, count: usize, world: usize, in_place: bool) -> (usize, usize) {
     match coll {
-        "all_gather" => (count, count * world),
+        "all_gather" | "gather" => (count, count * world),
+        "scatter" => (count * world, count),
         // in place: the input is the whole (world × count) buffer
         "reduce_scatter" if in_place => (count * world, count * world),
         "reduce_scatter" => (count * world, count),
@@ -102,6 +103,9 @@ pub fn issue<'a, T: Elem>(
         ("reduce", false) => c.reduce(send, Some(recv), op, root, s),
         ("reduce", true) => c.reduce_in_place(recv, op, root, s),
         ("all_to_all", _) => c.all_to_all(send, recv, s),
+        // every rank passes both buffers; only the root's full one is used
+        ("gather", _) => c.gather(send, Some(recv), root, s),
+        ("scatter", _) => c.scatter(Some(send), recv, root, s),
         ("sendrecv", _) => {
             let next = (c.rank() + 1) % world;
             let prev = (c.rank() + world - 1) % world;
@@ -163,7 +167,12 @@ pub fn run<T: Elem>(
             let count = count_of(coll, size, std::mem::size_of::<T>(), world);
             let mut line = [Row::default(), Row::default()];
             for (k, in_place) in [false, true].into_iter().enumerate() {
-                if in_place && matches!(coll.as_str(), "all_to_all" | "sendrecv") {
+                if in_place
+                    && matches!(
+                        coll.as_str(),
+                        "all_to_all" | "sendrecv" | "gather" | "scatter"
+                    )
+                {
                     line[k].wrong = -1; // no in-place form
                     continue;
                 }
@@ -219,7 +228,7 @@ fn measure<T: Elem>(
     let esize = std::mem::size_of::<T>();
     let bytes_moved = count
         * esize
-        * if matches!(coll, "all_gather" | "reduce_scatter") {
+        * if matches!(coll, "all_gather" | "reduce_scatter" | "gather" | "scatter") {
             world
         } else {
             1
