@@ -1135,16 +1135,24 @@ fn spawn_ranks(world: usize) -> Result<Vec<Child>, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     (0..world)
         .map(|rank| {
-            Command::new(&me)
-                .env("NCCL_RS_TEST_RANK", rank.to_string())
+            let mut c = Command::new(&me);
+            c.env("NCCL_RS_TEST_RANK", rank.to_string())
                 .env("NCCL_RS_TEST_WORLD", world.to_string())
-                .env("NCCL_RS_TEST_ID", id.to_string())
-                .env("NCCL_HOSTID", format!("nccl-rs-rank{rank}"))
-                .env("NCCL_SOCKET_IFNAME", "lo")
-                .spawn()
-                .map_err(|e| format!("spawn rank {rank}: {e}"))
+                .env("NCCL_RS_TEST_ID", id.to_string());
+            if !per_gpu() {
+                // several ranks on GPU 0: each its own host id, loopback sockets
+                c.env("NCCL_HOSTID", format!("nccl-rs-rank{rank}"))
+                    .env("NCCL_SOCKET_IFNAME", "lo");
+            }
+            c.spawn().map_err(|e| format!("spawn rank {rank}: {e}"))
         })
         .collect()
+}
+
+/// `NCCL_RS_TEST_PER_GPU=1`: the process ranks run one per GPU (rank `r` on
+/// GPU `r % count`), as on a machine of several GPUs, instead of all on GPU 0.
+fn per_gpu() -> bool {
+    std::env::var("NCCL_RS_TEST_PER_GPU").is_ok_and(|v| v == "1")
 }
 
 fn wait_all(mut kids: Vec<Child>, limit: Duration) -> Result<(), String> {
@@ -1197,7 +1205,12 @@ fn main() -> ExitCode {
             .unwrap();
         let id: UniqueId = std::env::var("NCCL_RS_TEST_ID").unwrap().parse().unwrap();
         watchdog(Duration::from_secs(60));
-        let ctx = CudaContext::new(0).unwrap();
+        let gpu = if per_gpu() {
+            rank % nccl_rs_tests::gpu_count().unwrap()
+        } else {
+            0
+        };
+        let ctx = CudaContext::new(gpu).unwrap();
         ctx.bind_to_thread().unwrap();
         let rep = run_rank(&ctx, world, &id, rank);
         say(&format!(
@@ -1258,7 +1271,12 @@ fn main() -> ExitCode {
     for (world, kids) in started {
         let r = kids.and_then(|kids| wait_all(kids, Duration::from_secs(300)));
         say(&format!(
-            "world {world} (processes on one GPU): {} ({:.1?} after they started)",
+            "world {world} ({}): {} ({:.1?} after they started)",
+            if per_gpu() {
+                "one process per GPU"
+            } else {
+                "processes on one GPU"
+            },
             if r.is_ok() {
                 "all ranks passed"
             } else {

@@ -53,6 +53,7 @@ fn ranks(o: &Opts, gpus: usize) -> Vec<Rank> {
         // blocking unless asked, as nccl-tests and NCCL's own default
         let lo = nccl::LaunchOptions {
             config: nccl::Config::new().blocking(!o.nonblocking),
+            connect: !o.no_connect,
             ..nccl::LaunchOptions::default()
         };
         let (comm, info) = nccl::init_from_launcher(&lo).unwrap_or_else(|e| fail(e));

@@ -74,6 +74,9 @@ pub struct Opts {
     pub progress: bool,
     pub event_tracking: bool,
     pub nonblocking: bool,
+    /// `--no-connect`: under a launcher, no connection of the peers while
+    /// the communicator is created (`LaunchOptions::connect`).
+    pub no_connect: bool,
 }
 
 impl Default for Opts {
@@ -98,6 +101,7 @@ impl Default for Opts {
             progress: true,
             event_tracking: true,
             nonblocking: false,
+            no_connect: false,
         }
     }
 }
@@ -260,6 +264,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--no-progress" => o.progress = false,
             "--no-event-tracking" => o.event_tracking = false,
             "--nonblocking" => o.nonblocking = true,
+            "--no-connect" => o.no_connect = true,
             "--report_cputime" => {
                 let n = int(name, &v()?)?;
                 if !(0..=1).contains(&n) {
