@@ -1,43 +1,15 @@
-//! The element types the benchmark runs, and their host conversions (fill
-//! values go in as `f64`, results come back as `f64` for the check).
+//! The element types the benchmark runs (their host conversions through
+//! `f64` are the library's `NcclType::from_f64`/`to_f64`), and the names
+//! `-d` accepts.
 
-use nccl::{F8E4M3, F8E5M2, NcclType, bf16, f16};
+use nccl::NcclType;
 
-/// An NCCL element type with host conversions through `f64`.
-pub trait Elem: NcclType + cudarc::driver::ValidAsZeroBits + Default {
-    /// The nearest value of this type.
-    fn from_f64(v: f64) -> Self;
-    /// The value as `f64` (exact for every type here).
-    fn to_f64(self) -> f64;
-}
+/// An element type the benchmark can allocate and fill: the library's
+/// [`NcclType`] (which has the host conversions through `f64`) with what
+/// cudarc needs to zero a buffer.
+pub trait Elem: NcclType + cudarc::driver::ValidAsZeroBits + Default {}
 
-macro_rules! elem {
-    ($t:ty, $from:expr, $to:expr) => {
-        impl Elem for $t {
-            fn from_f64(v: f64) -> Self {
-                $from(v)
-            }
-            fn to_f64(self) -> f64 {
-                $to(self)
-            }
-        }
-    };
-}
-
-elem!(f32, |v| v as f32, |x: f32| x as f64);
-elem!(f64, |v| v, |x: f64| x);
-elem!(f16, f16::from_f64, |x: f16| x.to_f64());
-elem!(bf16, bf16::from_f64, |x: bf16| x.to_f64());
-// float8's `to_f64` takes `&self`: written as a method call on a value it
-// would resolve to `Elem::to_f64(self)` and recurse, hence the paths.
-elem!(F8E4M3, F8E4M3::from_f64, |x: F8E4M3| F8E4M3::to_f64(&x));
-elem!(F8E5M2, F8E5M2::from_f64, |x: F8E5M2| F8E5M2::to_f64(&x));
-elem!(i8, |v| v as i8, |x: i8| x as f64);
-elem!(u8, |v| v as u8, |x: u8| x as f64);
-elem!(i32, |v| v as i32, |x: i32| x as f64);
-elem!(u32, |v| v as u32, |x: u32| x as f64);
-elem!(i64, |v| v as i64, |x: i64| x as f64);
-elem!(u64, |v| v as u64, |x: u64| x as f64);
+impl<T: NcclType + cudarc::driver::ValidAsZeroBits + Default> Elem for T {}
 
 /// The datatypes `-d` accepts: our name (the element type's `NAME`, used in
 /// the table and the JSON) first, then nccl-tests' name.
@@ -67,6 +39,7 @@ pub fn canonical(name: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nccl::{F8E4M3, F8E5M2, bf16, f16};
 
     fn round_trips<T: Elem>() {
         for v in [0.0, 1.0, 2.0, 3.0, 4.0] {
