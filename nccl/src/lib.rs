@@ -170,9 +170,9 @@ pub use launch::{
     CONNECT_BYTES, LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, init_from_launcher,
     share_launch_id,
 };
+pub use mem::{DROP_WAIT, Local, NcclBuffer, Registered, Registration, RegistrationKind};
 #[cfg(nccl_2_27)]
-pub use mem::Window;
-pub use mem::{DROP_WAIT, NcclBuffer, Registered};
+pub use mem::{Win, Window};
 pub use op::{PreMulSum, ReduceOp};
 pub use rendezvous::{Bootstrap, MAX_IDS, MAX_PENDING, MAX_WORLD, TcpBootstrap};
 pub use store::{

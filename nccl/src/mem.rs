@@ -199,18 +199,70 @@ impl<T> DevicePtrMut<T> for NcclBuffer<T> {
     }
 }
 
-/// A buffer registered with a communicator (`ncclCommRegister`), which lets
-/// NCCL skip copies through its own buffers. It owns the buffer while
-/// registered (so the memory cannot be freed first) and borrows the
-/// communicator (so it cannot outlive it); use it in collectives like the
-/// buffer itself. Dropping it, or [`Registered::into_inner`], deregisters.
+mod kind {
+    pub trait Sealed {}
+}
+
+/// What a [`Registration`] holds: a buffer registration ([`Local`]) or a
+/// window ([`Win`]). Sealed.
+pub trait RegistrationKind: kind::Sealed {
+    /// The NCCL function that ends it.
+    #[doc(hidden)]
+    const RELEASE: &'static str;
+    /// Ends it.
+    ///
+    /// # Safety
+    /// `handle` came from this kind's registration on `comm`, which is live,
+    /// and is released once.
+    #[doc(hidden)]
+    unsafe fn release(comm: sys::ncclComm_t, handle: *mut core::ffi::c_void) -> sys::ncclResult_t;
+}
+
+/// A buffer registration (`ncclCommRegister`): [`Registered`].
 #[derive(Debug)]
-pub struct Registered<'c, T, B: DevicePtr<T> + DevicePtrMut<T>> {
+pub enum Local {}
+impl kind::Sealed for Local {}
+impl RegistrationKind for Local {
+    const RELEASE: &'static str = "ncclCommDeregister";
+    unsafe fn release(comm: sys::ncclComm_t, handle: *mut core::ffi::c_void) -> sys::ncclResult_t {
+        // SAFETY: as the caller promises.
+        unsafe { ffi!("ncclCommDeregister", ncclCommDeregister(comm, handle)) }
+    }
+}
+
+/// A window (`ncclCommWindowRegister`, NCCL 2.27+): [`Window`].
+#[cfg(nccl_2_27)]
+#[derive(Debug)]
+pub enum Win {}
+#[cfg(nccl_2_27)]
+impl kind::Sealed for Win {}
+#[cfg(nccl_2_27)]
+impl RegistrationKind for Win {
+    const RELEASE: &'static str = "ncclCommWindowDeregister";
+    unsafe fn release(comm: sys::ncclComm_t, handle: *mut core::ffi::c_void) -> sys::ncclResult_t {
+        // SAFETY: as the caller promises; the handle is the window.
+        unsafe { sys::ncclCommWindowDeregister(comm, handle as sys::ncclWindow_t) }
+    }
+}
+
+/// A buffer NCCL knows about, registered with a communicator: it owns the
+/// buffer while registered (so the memory cannot be freed first) and borrows
+/// the communicator (so it cannot outlive it); use it in collectives like the
+/// buffer itself. Dropping it, or [`Registration::into_inner`], ends the
+/// registration, after waiting (bounded, [`DROP_WAIT`]) for the buffer's
+/// tracked uses; while they still run the registration is kept (NCCL frees it
+/// with the communicator).
+#[derive(Debug)]
+pub struct Registration<'c, T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> {
     buf: B,
     handle: *mut core::ffi::c_void,
     comm: &'c Comm,
-    _t: PhantomData<T>,
+    _t: PhantomData<(T, K)>,
 }
+
+/// A buffer registered with a communicator (`ncclCommRegister`), which lets
+/// NCCL skip copies through its own buffers ([`Comm::register`]).
+pub type Registered<'c, T, B> = Registration<'c, T, B, Local>;
 
 impl Comm {
     /// A buffer to register must be on this communicator's GPU and not empty.
@@ -262,7 +314,7 @@ impl Comm {
         };
         drop(_g);
         check_comm("ncclCommRegister", r, self.as_raw())?;
-        Ok(Registered {
+        Ok(Registration {
             buf,
             handle,
             comm: self,
@@ -271,7 +323,7 @@ impl Comm {
     }
 }
 
-impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Registered<'_, T, B> {
+impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> Registration<'_, T, B, K> {
     /// The buffer.
     pub fn get(&self) -> &B {
         &self.buf
@@ -280,26 +332,26 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Registered<'_, T, B> {
     pub fn get_mut(&mut self) -> &mut B {
         &mut self.buf
     }
-    /// Deregisters and gives the buffer back.
+    /// Ends the registration (for a window: collectively, every rank in the
+    /// same order) and gives the buffer back.
     ///
     /// # Errors
-    /// NCCL's error from `ncclCommDeregister` (the buffer is lost then).
+    /// NCCL's error from ending it (the buffer is lost then).
     pub fn into_inner(self) -> Result<B> {
         let mut this = std::mem::ManuallyDrop::new(self);
-        if this.comm.is_aborted() || !uses_done(&mut this.buf, "Registered::into_inner") {
-            // SAFETY: `this` is never used or dropped again; buf is moved out once.
-            return Ok(unsafe { std::ptr::read(&this.buf) });
-        }
-        // SAFETY: handle came from ncclCommRegister on this live communicator.
-        let r = unsafe {
-            ffi!(
-                "ncclCommDeregister",
-                ncclCommDeregister(this.comm.as_raw(), this.handle)
-            )
+        let live = !this.comm.is_aborted() && uses_done(&mut this.buf, K::RELEASE);
+        let r = if live {
+            // SAFETY: the handle came from K's registration on this live
+            // communicator and is released once (Drop will not run).
+            unsafe { K::release(this.comm.as_raw(), this.handle) }
+        } else {
+            // aborted: NCCL dropped it with the communicator; still in use:
+            // kept, NCCL frees it with the communicator
+            sys::ncclResult_t::ncclSuccess
         };
         // SAFETY: `this` is never used or dropped again; buf is moved out once.
         let buf = unsafe { std::ptr::read(&this.buf) };
-        check_comm("ncclCommDeregister", r, this.comm.as_raw())?;
+        check_comm(K::RELEASE, r, this.comm.as_raw())?;
         Ok(buf)
     }
 }
@@ -315,58 +367,56 @@ fn uses_done<T, B: DevicePtrMut<T>>(buf: &mut B, what: &str) -> bool {
     quiesce(&stream, [&None, &None], what)
 }
 
-impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Drop for Registered<'_, T, B> {
+impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> Drop for Registration<'_, T, B, K> {
+    /// Ends the registration (a window collectively: the other ranks must do
+    /// the same). Never panics; a failure is written to stderr.
     fn drop(&mut self) {
         if self.comm.is_aborted() {
             return; // NCCL dropped the registration with the communicator
         }
-        if !uses_done(&mut self.buf, "Registered::drop") {
+        if !uses_done(&mut self.buf, K::RELEASE) {
             // still in use: keep the registration (NCCL frees it with the
             // communicator) rather than end it under a running collective
             return;
         }
-        // SAFETY: as into_inner; the communicator outlives this value.
-        let r = unsafe {
-            ffi!(
-                "ncclCommDeregister",
-                ncclCommDeregister(self.comm.as_raw(), self.handle)
-            )
-        };
+        // SAFETY: the handle came from K's registration on this communicator,
+        // which the borrow keeps alive; released once, here.
+        let r = unsafe { K::release(self.comm.as_raw(), self.handle) };
         if r != sys::ncclResult_t::ncclSuccess {
-            eprintln!("nccl: ncclCommDeregister failed with code {}", r.0);
+            eprintln!("nccl: {} failed with code {}", K::RELEASE, r.0);
         }
     }
 }
 
-macro_rules! delegate_device_traits {
-    ($ty:ident) => {
-        impl<T, B: DevicePtr<T> + DevicePtrMut<T>> DeviceSlice<T> for $ty<'_, T, B> {
-            fn len(&self) -> usize {
-                self.buf.len()
-            }
-            fn stream(&self) -> &Arc<CudaStream> {
-                self.buf.stream()
-            }
-        }
-        impl<T, B: DevicePtr<T> + DevicePtrMut<T>> DevicePtr<T> for $ty<'_, T, B> {
-            fn device_ptr<'a>(
-                &'a self,
-                stream: &'a CudaStream,
-            ) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
-                self.buf.device_ptr(stream)
-            }
-        }
-        impl<T, B: DevicePtr<T> + DevicePtrMut<T>> DevicePtrMut<T> for $ty<'_, T, B> {
-            fn device_ptr_mut<'a>(
-                &'a mut self,
-                stream: &'a CudaStream,
-            ) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
-                self.buf.device_ptr_mut(stream)
-            }
-        }
-    };
+impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> DeviceSlice<T>
+    for Registration<'_, T, B, K>
+{
+    fn len(&self) -> usize {
+        self.buf.len()
+    }
+    fn stream(&self) -> &Arc<CudaStream> {
+        self.buf.stream()
+    }
 }
-delegate_device_traits!(Registered);
+
+impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> DevicePtr<T>
+    for Registration<'_, T, B, K>
+{
+    fn device_ptr<'a>(&'a self, stream: &'a CudaStream) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
+        self.buf.device_ptr(stream)
+    }
+}
+
+impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> DevicePtrMut<T>
+    for Registration<'_, T, B, K>
+{
+    fn device_ptr_mut<'a>(
+        &'a mut self,
+        stream: &'a CudaStream,
+    ) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
+        self.buf.device_ptr_mut(stream)
+    }
+}
 
 /// A buffer registered as a window (`ncclCommWindowRegister`, NCCL 2.27+),
 /// which enables NCCL's symmetric-memory kernels. Registration and
@@ -375,13 +425,7 @@ delegate_device_traits!(Registered);
 /// buffer should come from [`NcclBuffer`]; its address must be aligned to
 /// `NCCL_WIN_REQUIRED_ALIGNMENT` (4096) bytes.
 #[cfg(nccl_2_27)]
-#[derive(Debug)]
-pub struct Window<'c, T, B: DevicePtr<T> + DevicePtrMut<T>> {
-    buf: B,
-    win: sys::ncclWindow_t,
-    comm: &'c Comm,
-    _t: PhantomData<T>,
-}
+pub type Window<'c, T, B> = Registration<'c, T, B, Win>;
 
 #[cfg(nccl_2_27)]
 impl Comm {
@@ -433,9 +477,9 @@ impl Comm {
             )
         };
         check_comm("ncclCommWindowRegister", r, self.as_raw())?;
-        Ok(Window {
+        Ok(Registration {
             buf,
-            win,
+            handle: win as *mut core::ffi::c_void,
             comm: self,
             _t: PhantomData,
         })
@@ -443,51 +487,13 @@ impl Comm {
 }
 
 #[cfg(nccl_2_27)]
-impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Window<'_, T, B> {
-    /// The buffer.
-    pub fn get(&self) -> &B {
-        &self.buf
-    }
-    /// The buffer, mutably.
-    pub fn get_mut(&mut self) -> &mut B {
-        &mut self.buf
-    }
-    /// Deregisters (collective) and gives the buffer back.
+impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Registration<'_, T, B, Win> {
+    /// Deregisters the window (collective) and gives the buffer back:
+    /// [`Registration::into_inner`].
     ///
     /// # Errors
     /// NCCL's error from `ncclCommWindowDeregister`.
     pub fn deregister(self) -> Result<B> {
-        let mut this = std::mem::ManuallyDrop::new(self);
-        if this.comm.is_aborted() || !uses_done(&mut this.buf, "Window::deregister") {
-            // SAFETY: `this` is never used or dropped again; buf is moved out once.
-            return Ok(unsafe { std::ptr::read(&this.buf) });
-        }
-        // SAFETY: win came from ncclCommWindowRegister on this live communicator.
-        let r = unsafe { sys::ncclCommWindowDeregister(this.comm.as_raw(), this.win) };
-        // SAFETY: `this` is never used or dropped again; buf is moved out once.
-        let buf = unsafe { std::ptr::read(&this.buf) };
-        check_comm("ncclCommWindowDeregister", r, this.comm.as_raw())?;
-        Ok(buf)
+        self.into_inner()
     }
 }
-
-#[cfg(nccl_2_27)]
-impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Drop for Window<'_, T, B> {
-    /// Deregisters the window (collective: the other ranks must do the same).
-    fn drop(&mut self) {
-        if self.comm.is_aborted() {
-            return; // NCCL dropped the window with the communicator
-        }
-        if !uses_done(&mut self.buf, "Window::drop") {
-            return; // still in use: NCCL frees it with the communicator
-        }
-        // SAFETY: as deregister; the communicator outlives this value.
-        let r = unsafe { sys::ncclCommWindowDeregister(self.comm.as_raw(), self.win) };
-        if r != sys::ncclResult_t::ncclSuccess {
-            eprintln!("nccl: ncclCommWindowDeregister failed with code {}", r.0);
-        }
-    }
-}
-
-#[cfg(nccl_2_27)]
-delegate_device_traits!(Window);
