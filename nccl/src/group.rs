@@ -172,6 +172,18 @@ impl std::fmt::Debug for Group<'_, '_> {
     }
 }
 
+impl Group<'_, '_> {
+    /// `ncclGroupStart`, for [`group`] and [`group_simulate`] only.
+    fn open() -> Result<Self> {
+        Ok(Group {
+            open: Open::start()?,
+            _scope: PhantomData,
+            _env: PhantomData,
+            _thread: PhantomData,
+        })
+    }
+}
+
 impl<'scope> Group<'scope, '_> {
     /// `stream`, as the stream argument of a call that joins this group: the
     /// call is enqueued on `stream` at the group's end.
@@ -321,12 +333,7 @@ impl<'a> GroupRef<'a> {
 pub fn group<'env, R>(
     f: impl for<'scope> FnOnce(&'scope Group<'scope, 'env>) -> Result<R>,
 ) -> Result<R> {
-    let g = Group {
-        open: Open::start()?,
-        _scope: PhantomData,
-        _env: PhantomData,
-        _thread: PhantomData,
-    };
+    let g = Group::open()?;
     let out = f(&g);
     let end = g.open.end("ncclGroupEnd", || {
         // SAFETY: closes the group `Open::start` opened, on this thread.
@@ -353,12 +360,7 @@ pub fn group_simulate<'env, R>(
     f: impl for<'scope> FnOnce(&'scope Group<'scope, 'env>) -> Result<R>,
 ) -> Result<(R, Option<f32>)> {
     crate::version::require_api("ncclGroupSimulateEnd")?;
-    let g = Group {
-        open: Open::start()?,
-        _scope: PhantomData,
-        _env: PhantomData,
-        _thread: PhantomData,
-    };
+    let g = Group::open()?;
     let out = f(&g);
     let mut info = sys::ncclSimInfo_t {
         size: std::mem::size_of::<sys::ncclSimInfo_t>(),
