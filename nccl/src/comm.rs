@@ -82,14 +82,7 @@ fn world_arg(op: &'static str, world: usize) -> Result<i32> {
 /// `world` as NCCL's `nranks`, checked with `rank < world`.
 fn rank_args(op: &'static str, world: usize, rank: usize) -> Result<i32> {
     let nranks = world_arg(op, world)?;
-    if rank >= world {
-        return Err(Error::invalid(
-            op,
-            "rank",
-            format!("< world ({world})"),
-            rank,
-        ));
-    }
+    crate::contract::rank_arg(op, "rank", rank, world)?;
     Ok(nranks)
 }
 

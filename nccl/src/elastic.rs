@@ -278,14 +278,7 @@ impl RankMap {
     /// `me >= old_world`.
     pub fn excluding(old_world: usize, me: usize, exclude: &[usize]) -> Result<RankMap> {
         const OP: &str = "shrink";
-        if me >= old_world {
-            return Err(Error::invalid(
-                OP,
-                "rank",
-                format!("< world ({old_world})"),
-                me,
-            ));
-        }
+        crate::contract::rank_arg(OP, "rank", me, old_world)?;
         if exclude.is_empty() {
             return Err(Error::invalid(
                 OP,

@@ -101,15 +101,7 @@ pub(crate) fn check_rank_world(op: &'static str, rank: usize, world: usize) -> R
             world,
         ));
     }
-    if rank >= world {
-        return Err(Error::invalid(
-            op,
-            "rank",
-            format!("< world ({world})"),
-            rank,
-        ));
-    }
-    Ok(())
+    crate::contract::rank_arg(op, "rank", rank, world)
 }
 
 static WARNED: AtomicBool = AtomicBool::new(false);
