@@ -11,10 +11,10 @@ use std::os::unix::ffi::OsStringExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nccl::{
-    Bootstrap, Error, LaunchInfo, LaunchSource, Rendezvous, StoreBootstrap, TcpBootstrap, TcpStore,
-    TcpStoreServer, UniqueId,
+use nccl::bootstrap::{
+    LaunchInfo, LaunchSource, Rendezvous, StoreBootstrap, TcpBootstrap, TcpStore, TcpStoreServer,
 };
+use nccl::{Bootstrap, Error, UniqueId};
 
 // ---------------------------------------------------------------- variables
 
@@ -97,7 +97,7 @@ fn mpi_port(job: &str) -> u16 {
     let h = job.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    nccl::slurm::slurm_port(h % 1_000_000_007, 0)
+    nccl::bootstrap::slurm_port(h % 1_000_000_007, 0)
 }
 
 #[test]
@@ -477,7 +477,7 @@ fn slurm_rank_0_on_another_node_than_the_first_is_told_so() {
     env.push(("SLURM_PROCID", "0"));
     env.push(("SLURMD_NODENAME", "gpu03"));
     let info = vars(&env).unwrap();
-    match info.bootstrap(&nccl::LaunchOptions::default()) {
+    match info.bootstrap(&nccl::bootstrap::LaunchOptions::default()) {
         Err(Error::LaunchEnv { var, problem }) => {
             assert_eq!(var, "SLURM_STEP_NODELIST");
             assert!(problem.contains("runs on gpu03, not on gpu01"), "{problem}");
@@ -1269,7 +1269,7 @@ fn the_store_server_closes_what_breaks_its_bounds_and_keeps_one_thread() {
 fn ranks_meet_through_a_store_with_the_documented_key() {
     let server = TcpStoreServer::bind("127.0.0.1:0").unwrap();
     let addr = server.local_addr().to_string();
-    let key = nccl::store_id_key("run7", "3");
+    let key = nccl::bootstrap::store_id_key("run7", "3");
     assert_eq!(key, "nccl-rs/run7/3/uid");
     let handles: Vec<_> = (0..4)
         .map(|r| {

@@ -1,7 +1,7 @@
 //! Many processes and many failures, on a GPU: ranks are processes sharing
 //! GPU 0 (each its own NCCL_HOSTID, NCCL_SOCKET_IFNAME=lo), started by this
 //! program with torchrun's variables as `cargo xtask launch --one-gpu` does,
-//! and they bootstrap with `nccl::init_from_launcher`:
+//! and they bootstrap with `nccl::bootstrap::init_from_launcher`:
 //!
 //! - 2 and 4 ranks bootstrap and all-reduce correctly;
 //! - `kill -9` of one rank in a loop of collectives: every survivor returns a
@@ -25,7 +25,8 @@ use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cudarc::driver::CudaContext;
-use nccl::{Comm, CommState, ElasticApi, Error, LaunchOptions, ReduceOp, ShrinkMode, UniqueId};
+use nccl::bootstrap::LaunchOptions;
+use nccl::{Comm, CommState, ElasticApi, Error, ReduceOp, ShrinkMode, UniqueId};
 use nccl_rs_tests::say;
 
 /// Exit codes of a rank process.
@@ -65,7 +66,7 @@ fn rank_main(scenario: &str) -> u8 {
     } else {
         opts
     };
-    let (comm, info) = match nccl::init_from_launcher(&opts) {
+    let (comm, info) = match nccl::bootstrap::init_from_launcher(&opts) {
         Ok(x) => x,
         Err(e) => {
             say(&format!(
@@ -281,7 +282,7 @@ fn survive(comm: Comm, rank: usize, world: usize) -> Result<u8, Error> {
         .unwrap()
         + 1;
     let secret = std::env::var("NCCL_RS_SECRET").unwrap();
-    let mut survivors = nccl::TcpBootstrap::new(
+    let mut survivors = nccl::bootstrap::TcpBootstrap::new(
         &format!("127.0.0.1:{port}"),
         map.new_rank(rank).unwrap(),
         world - 1,

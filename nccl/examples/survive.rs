@@ -6,14 +6,15 @@
 // refuses, they make a new one. (`launch` then reports the crashed rank.)
 use std::time::Duration;
 
-use nccl::{Error, LaunchOptions, RankMap, ReduceOp, ShrinkMode, Shrunk, TcpBootstrap};
+use nccl::bootstrap::{LaunchOptions, TcpBootstrap};
+use nccl::{Error, RankMap, ReduceOp, ShrinkMode, Shrunk};
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (run under a launcher)"))
 }
 
 fn main() -> Result<(), Error> {
-    let (comm, info) = nccl::init_from_launcher(&LaunchOptions::default())?;
+    let (comm, info) = nccl::bootstrap::init_from_launcher(&LaunchOptions::default())?;
     let lost = info.world - 1; // who is lost: agreed outside NCCL (a store, the launcher)
     let timeout = Duration::from_secs(5);
     let stream = comm.context().new_stream()?;

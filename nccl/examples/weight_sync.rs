@@ -3,9 +3,9 @@
 //! lines of ctypes over libnccl) and Rust "engines" (this program, ranks
 //! 1..) form ONE NCCL communicator. They meet through a PyTorch `TCPStore`:
 //! the trainer hosts it, or (`WEIGHT_SYNC_HOST_STORE=1`) engine rank 1 hosts
-//! it with [`nccl::TcpStoreServer`] and the trainer connects as a client. The
+//! it with [`nccl::bootstrap::TcpStoreServer`] and the trainer connects as a client. The
 //! unique id travels as its 128 raw bytes under
-//! `nccl-rs/<WEIGHT_SYNC_RUN>/0/uid` ([`nccl::store_id_key`]).
+//! `nccl-rs/<WEIGHT_SYNC_RUN>/0/uid` ([`nccl::bootstrap::store_id_key`]).
 //!
 //! Then the trainer broadcasts its weights (`WEIGHT_SYNC_N` floats,
 //! `w[i] = (i % 1000) * 0.5 + 1`) to every engine, and all ranks all-reduce
@@ -21,7 +21,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cudarc::driver::CudaContext;
-use nccl::{Bootstrap, Comm, ReduceOp, StoreBootstrap, TcpStore, TcpStoreServer, UniqueId};
+use nccl::bootstrap::{StoreBootstrap, TcpStore, TcpStoreServer};
+use nccl::{Bootstrap, Comm, ReduceOp, UniqueId};
 
 fn var(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|e| format!("{name}: {e}"))
@@ -67,7 +68,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         None
     };
     let store = TcpStore::connect(&addr, timeout)?;
-    let key = nccl::store_id_key(&run_id, "0");
+    let key = nccl::bootstrap::store_id_key(&run_id, "0");
     let mut boot = StoreBootstrap::new(store, rank, world, &key)?;
     let id = if rank == 0 {
         boot.share_ids(Some(vec![UniqueId::new()?]))?[0]

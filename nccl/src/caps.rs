@@ -3,9 +3,10 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::base::error::{Error, Result};
+use crate::base::runtime::{checked_runtime, has_api, since};
+use crate::base::version::{HEADER_VERSION, Version};
 use crate::sys;
-use crate::version::{HEADER_VERSION, Version, checked_runtime, has_api, since};
 
 /// How libnccl reaches this build.
 pub use sys::LinkMode;

@@ -34,8 +34,8 @@
 //!
 //! # What is checked
 //!
-//! Before NCCL is called: buffer lengths against each collective's contract
-//! ([`contract`]), `root`/`peer` against the world size, that the stream
+//! Before NCCL is called: buffer lengths against each collective's contract,
+//! `root`/`peer` against the world size, that the stream
 //! belongs to the communicator's GPU, that out-of-place buffers do not
 //! overlap, that a custom op belongs to this communicator and element type,
 //! and that the NCCL in use has the API (else [`Error::Unsupported`]).
@@ -61,7 +61,7 @@
 //!
 //! # Groups
 //!
-//! [`group`] runs a closure between `ncclGroupStart` and `ncclGroupEnd`;
+//! [`group()`] runs a closure between `ncclGroupStart` and `ncclGroupEnd`;
 //! calls join the group by taking [`Group::on`]`(&stream)` as their stream:
 //!
 //! ```no_run
@@ -84,18 +84,14 @@
 //!
 //! # Many processes
 //!
-//! [`init_from_launcher`] goes from "torchrun / srun / mpirun started me"
-//! to a communicator: [`LaunchInfo`] reads the innermost launcher's
-//! variables, [`Rendezvous`] says where the ranks meet, and
-//! [`LaunchInfo::bootstrap`] hands rank 0's id to everyone. The channels are
-//! [`Bootstrap`]s: [`TcpBootstrap`], this crate's authenticated, encrypted
-//! TCP rendezvous (protocol and limits in [`rendezvous`]), and
-//! [`StoreBootstrap`] over a PyTorch `TCPStore` — torchrun's agent store, a
-//! Python process's `torch.distributed.TCPStore`, or a
-//! [`TcpStoreServer`] — through the [`TcpStore`] client (wire protocol in
-//! [`store`]). Rules for nested launchers and Slurm in [`launch`], hostlists
-//! and ports in [`slurm`]. `nccl/examples/weight_sync.rs` puts a PyTorch
-//! process and Rust processes in one communicator.
+//! Every rank needs rank 0's [`UniqueId`]. A [`Bootstrap`] is a channel
+//! that hands it over; bring your own (MPI, your engine's store) and this
+//! crate needs nothing more. With the default feature `bootstrap`,
+//! [`bootstrap::init_from_launcher`] goes from "torchrun / srun / mpirun
+//! started me" to a communicator, through this crate's authenticated TCP
+//! rendezvous or a PyTorch `TCPStore` ([`bootstrap`] has the details).
+//! `nccl/examples/weight_sync.rs` puts a PyTorch process and Rust processes
+//! in one communicator.
 //!
 //! # Versions
 //!
@@ -125,58 +121,39 @@
 //! [`is_available()`] says whether NCCL can be used at all, without failing.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use cudarc;
 pub use nccl_sys as sys;
 
+// The layers, bottom up; each uses only those above it in this list
+// (docs/architecture.md).
+#[macro_use]
+mod base;
+#[cfg(feature = "bootstrap")]
+pub mod bootstrap;
 mod caps;
-mod coll;
 mod comm;
-mod config;
-pub mod contract;
-mod driver;
-mod dtype;
 mod elastic;
-mod error;
-mod group;
-mod id;
-pub mod launch;
 pub mod library;
 mod mem;
-mod net;
-mod op;
-pub mod rendezvous;
-pub mod slurm;
-pub mod store;
-mod version;
+mod ops;
+pub mod prelude;
 
+pub use base::driver::{CUDA_API_VERSION, context, device_count, driver_version};
+pub use base::dtype::{F8E4M3, F8E5M2, NcclType, bf16, f16};
+pub use base::error::{Error, NcclCode, Result, error_string};
+pub use base::runtime::{require_api, version};
+pub use base::state::{CommOp, CommState, ShrinkMode};
+pub use base::version::{HEADER_VERSION, MIN_VERSION, Version, VersionError};
 pub use caps::{
     Capabilities, Feature, LinkMode, OPTIONAL_APIS, capabilities, is_available, library_error,
 };
-pub use comm::{AbortHandle, Comm, Watchdog};
-pub use config::Config;
-pub use driver::{CUDA_API_VERSION, context, driver_version};
-pub use dtype::{F8E4M3, F8E5M2, NcclType, bf16, f16};
-pub use elastic::{
-    CommOp, CommState, ElasticApi, GrowPlan, MemStats, RankMap, Recovery, ShrinkMode, Shrunk,
-    elastic_support,
-};
-pub use error::{Error, NcclCode, Result, error_string};
-#[cfg(nccl_2_22)]
-pub use group::group_simulate;
-pub use group::{Enqueue, Group, OnStream, group};
-pub use id::{UNIQUE_ID_BYTES, UniqueId};
-pub use launch::{
-    CONNECT_BYTES, LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, init_from_launcher,
-    share_launch_id,
-};
+pub use comm::{AbortHandle, Bootstrap, Comm, Config, UNIQUE_ID_BYTES, UniqueId, Watchdog};
+pub use elastic::{ElasticApi, GrowPlan, MemStats, RankMap, Recovery, Shrunk, elastic_support};
 pub use mem::{DROP_WAIT, Local, NcclBuffer, Registered, Registration, RegistrationKind};
 #[cfg(nccl_2_27)]
 pub use mem::{Win, Window};
-pub use op::{PreMulSum, ReduceOp};
-pub use rendezvous::{Bootstrap, MAX_IDS, MAX_PENDING, MAX_WORLD, TcpBootstrap};
-pub use store::{
-    MAX_CONNECTIONS, MAX_KEY_LEN, MAX_KEYS_PER_QUERY, MAX_REPLY_LEN, MAX_STORE_BYTES,
-    MAX_VALUE_LEN, StoreBootstrap, TcpStore, TcpStoreServer, store_id_key,
-};
-pub use version::{HEADER_VERSION, MIN_VERSION, Version, require_api, version};
+#[cfg(nccl_2_22)]
+pub use ops::group_simulate;
+pub use ops::{Enqueue, Group, OnStream, PreMulSum, ReduceOp, group};

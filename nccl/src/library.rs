@@ -28,9 +28,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::base::error::{Error, Result};
+use crate::base::runtime::checked_runtime;
+use crate::base::version::{MIN_VERSION, Version};
 use crate::sys;
-use crate::version::{MIN_VERSION, Version, checked_runtime};
 
 pub use sys::{Attempt, ENV_VARS, LoadError, Source};
 

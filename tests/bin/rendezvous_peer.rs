@@ -20,7 +20,8 @@ use std::io::Write;
 use std::os::unix::ffi::OsStringExt;
 use std::time::Duration;
 
-use nccl::{LaunchInfo, LaunchOptions, TcpBootstrap, TcpStore, TcpStoreServer, UniqueId};
+use nccl::UniqueId;
+use nccl::bootstrap::{LaunchInfo, LaunchOptions, TcpBootstrap, TcpStore, TcpStoreServer};
 
 fn ids_line(ids: &[UniqueId]) -> String {
     format!(
@@ -101,7 +102,7 @@ fn main() -> std::process::ExitCode {
                 timeout: Duration::from_millis(ms),
                 ..LaunchOptions::default()
             };
-            nccl::share_launch_id(&info, &opts).map(|id| vec![id])
+            nccl::bootstrap::share_launch_id(&info, &opts).map(|id| vec![id])
         })(),
         Some("--store-server") => {
             let s = match TcpStoreServer::bind(&text(&a[1])) {

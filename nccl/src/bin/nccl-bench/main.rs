@@ -49,14 +49,14 @@ fn gpu_count() -> Result<usize, String> {
 /// The ranks this process drives: one under a launcher, else one per GPU
 /// (`-g`), in one communicator.
 fn ranks(o: &Opts, gpus: usize) -> Vec<Rank> {
-    if nccl::LaunchInfo::from_env().is_ok() {
+    if nccl::bootstrap::LaunchInfo::from_env().is_ok() {
         // blocking unless asked, as nccl-tests and NCCL's own default
-        let lo = nccl::LaunchOptions {
+        let lo = nccl::bootstrap::LaunchOptions {
             config: nccl::Config::new().blocking(!o.nonblocking),
             connect: !o.no_connect,
-            ..nccl::LaunchOptions::default()
+            ..nccl::bootstrap::LaunchOptions::default()
         };
-        let (comm, info) = nccl::init_from_launcher(&lo).unwrap_or_else(|e| fail(e));
+        let (comm, info) = nccl::bootstrap::init_from_launcher(&lo).unwrap_or_else(|e| fail(e));
         eprintln!(
             "nccl-bench: rank {} of {} ({}), GPU {}",
             info.rank,

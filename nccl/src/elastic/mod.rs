@@ -18,222 +18,22 @@
 //! | `Suspended` | — | — | — | — | — | — | yes | yes | — | yes |
 //! | `Aborted` | — | — | — | — | — | — | — | — | — | (nothing to do) |
 
-use std::fmt;
+mod split;
+
 use std::sync::Arc;
 #[cfg(nccl_2_27)]
 use std::sync::atomic::AtomicPtr;
 
 use cudarc::driver::CudaContext;
 
+use crate::base::error::{Error, Result};
+use crate::base::state::{CommOp, ShrinkMode};
+use crate::base::version::{HEADER_VERSION, Version};
+use crate::comm::Bootstrap;
 use crate::comm::Comm;
-use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::rendezvous::Bootstrap;
+use crate::comm::Config;
 #[cfg(nccl_2_27)]
 use crate::sys;
-use crate::version::{HEADER_VERSION, Version};
-
-/// Where a communicator stands, and so which calls it takes
-/// ([`CommState::allows`]); [`Comm::state`] says it. The module table above
-/// ([`crate::CommOp`] for the calls) is the same as `allows`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum CommState {
-    /// Usable: every call but `resume`.
-    Live,
-    /// An operation failed or stalled (a peer died, a wait timed out) and the
-    /// communicator was kept for recovery; its work may still be stuck on the
-    /// GPU. Allowed: [`Comm::revoke`], [`Comm::shrink`] with
-    /// [`ShrinkMode::Abort`], abort and drop.
-    Failed,
-    /// Revoked ([`Comm::revoke`]): its operations were stopped and it is
-    /// quiescent. Allowed: [`Comm::shrink`], [`Comm::split`],
-    /// [`Comm::mem_stats`], [`Comm::finalize`] (which then releases it with
-    /// `ncclCommAbort`), abort and drop.
-    Revoked,
-    /// Suspended ([`Comm::suspend`]): its GPU memory was released. Allowed:
-    /// [`Comm::resume`], [`Comm::mem_stats`], abort and drop.
-    Suspended,
-    /// Aborted (or closed): nothing is allowed; drop it.
-    Aborted,
-}
-
-/// The calls whose permission depends on a communicator's state (abort and
-/// drop are always allowed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum CommOp {
-    /// Collectives and point-to-point calls, alone or in a group, and
-    /// [`Comm::wait_recoverable`].
-    Collective,
-    /// [`Comm::split`].
-    Split,
-    /// [`Comm::shrink`] in the given mode.
-    Shrink(ShrinkMode),
-    /// [`Comm::grow`].
-    Grow,
-    /// [`Comm::revoke`].
-    Revoke,
-    /// [`Comm::suspend`].
-    Suspend,
-    /// [`Comm::resume`].
-    Resume,
-    /// [`Comm::mem_stats`].
-    MemStats,
-    /// [`Comm::finalize`].
-    Finalize,
-}
-
-impl CommOp {
-    /// Every call, in the order of the module table.
-    pub const ALL: [CommOp; 10] = [
-        CommOp::Collective,
-        CommOp::Split,
-        CommOp::Shrink(ShrinkMode::Default),
-        CommOp::Shrink(ShrinkMode::Abort),
-        CommOp::Grow,
-        CommOp::Revoke,
-        CommOp::Suspend,
-        CommOp::Resume,
-        CommOp::MemStats,
-        CommOp::Finalize,
-    ];
-}
-
-impl fmt::Display for CommOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CommOp::Collective => "collectives",
-            CommOp::Split => "split",
-            CommOp::Shrink(ShrinkMode::Default) => "shrink",
-            CommOp::Shrink(ShrinkMode::Abort) => "shrink(ShrinkMode::Abort)",
-            CommOp::Grow => "grow",
-            CommOp::Revoke => "revoke",
-            CommOp::Suspend => "suspend",
-            CommOp::Resume => "resume",
-            CommOp::MemStats => "mem_stats",
-            CommOp::Finalize => "finalize",
-        })
-    }
-}
-
-impl CommState {
-    /// Whether a communicator in this state takes `op`.
-    ///
-    /// ```
-    /// use nccl::{CommOp, CommState, ShrinkMode};
-    /// assert!(CommState::Failed.allows(CommOp::Revoke));
-    /// assert!(CommState::Failed.allows(CommOp::Shrink(ShrinkMode::Abort)));
-    /// assert!(!CommState::Failed.allows(CommOp::Collective));
-    /// assert!(!CommState::Suspended.allows(CommOp::Collective));
-    /// ```
-    pub const fn allows(self, op: CommOp) -> bool {
-        use CommOp as O;
-        use CommState as S;
-        match (self, op) {
-            (S::Live, O::Resume) => false,
-            (S::Live, _) => true,
-            (S::Failed, O::Revoke | O::Shrink(ShrinkMode::Abort)) => true,
-            (S::Revoked, O::Split | O::Shrink(_) | O::MemStats | O::Finalize) => true,
-            (S::Suspended, O::Resume | O::MemStats) => true,
-            _ => false,
-        }
-    }
-
-    /// The state a communicator in this state is in after `op` succeeded;
-    /// `None` where `op` is not allowed. `Finalize` ends it (`Aborted`: there
-    /// is nothing left). A child made by split, shrink or grow is `Live`;
-    /// this gives the parent's state.
-    ///
-    /// ```
-    /// use nccl::{CommOp, CommState, ShrinkMode};
-    /// assert_eq!(CommState::Failed.after(CommOp::Revoke), Some(CommState::Revoked));
-    /// assert_eq!(CommState::Live.after(CommOp::Suspend), Some(CommState::Suspended));
-    /// assert_eq!(CommState::Suspended.after(CommOp::Resume), Some(CommState::Live));
-    /// assert_eq!(CommState::Live.after(CommOp::Shrink(ShrinkMode::Abort)), Some(CommState::Failed));
-    /// assert_eq!(CommState::Revoked.after(CommOp::Collective), None);
-    /// ```
-    pub const fn after(self, op: CommOp) -> Option<CommState> {
-        if !self.allows(op) {
-            return None;
-        }
-        Some(match op {
-            CommOp::Revoke => CommState::Revoked,
-            CommOp::Suspend => CommState::Suspended,
-            CommOp::Resume => CommState::Live,
-            CommOp::Finalize => CommState::Aborted,
-            // its outstanding work was cut off: only recovery calls are left
-            CommOp::Shrink(ShrinkMode::Abort) => match self {
-                CommState::Revoked => CommState::Revoked,
-                _ => CommState::Failed,
-            },
-            _ => self,
-        })
-    }
-
-    /// `Ok` when this state allows `op`; else the typed error that the call
-    /// `api` returns in this state: [`Error::Aborted`] for an aborted
-    /// communicator, [`Error::WrongState`] naming the calls that are allowed
-    /// otherwise.
-    ///
-    /// ```
-    /// use nccl::{CommOp, CommState};
-    /// let e = CommState::Suspended.check("all_reduce", CommOp::Collective).unwrap_err();
-    /// assert_eq!(
-    ///     e.to_string(),
-    ///     "all_reduce: not allowed while the communicator is suspended; allowed now: resume, mem_stats, abort"
-    /// );
-    /// ```
-    ///
-    /// # Errors
-    /// As above.
-    pub fn check(self, api: &'static str, op: CommOp) -> Result<()> {
-        if self.allows(op) {
-            return Ok(());
-        }
-        if self == CommState::Aborted {
-            return Err(Error::Aborted { op: api });
-        }
-        let mut allowed: Vec<String> = CommOp::ALL
-            .iter()
-            .filter(|&&o| self.allows(o))
-            .map(ToString::to_string)
-            .collect();
-        allowed.push("abort".into());
-        Err(Error::WrongState {
-            op: api,
-            state: self,
-            allowed: allowed.join(", "),
-        })
-    }
-}
-
-impl fmt::Display for CommState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CommState::Live => "live",
-            CommState::Failed => "failed",
-            CommState::Revoked => "revoked",
-            CommState::Suspended => "suspended",
-            CommState::Aborted => "aborted",
-        })
-    }
-}
-
-/// How [`Comm::shrink`] treats the operations still outstanding on the
-/// communicator it shrinks (`shrinkFlags`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum ShrinkMode {
-    /// `NCCL_SHRINK_DEFAULT`: no operation may be outstanding (NCCL: else it
-    /// may deadlock); with [`Config::shrink_share`] on the parent, the child
-    /// may reuse the parent's resources.
-    #[default]
-    Default,
-    /// `NCCL_SHRINK_ABORT`: for shrinking after a failure: NCCL first aborts
-    /// the parent's outstanding operations, and the child shares nothing
-    /// with the parent.
-    Abort,
-}
 
 impl ShrinkMode {
     #[cfg(nccl_2_27)]
@@ -278,7 +78,7 @@ impl RankMap {
     /// `me >= old_world`.
     pub fn excluding(old_world: usize, me: usize, exclude: &[usize]) -> Result<RankMap> {
         const OP: &str = "shrink";
-        crate::contract::rank_arg(OP, "rank", me, old_world)?;
+        crate::base::contract::rank_arg(OP, "rank", me, old_world)?;
         if exclude.is_empty() {
             return Err(Error::invalid(
                 OP,
@@ -580,7 +380,7 @@ impl ElasticApi {
     /// The first NCCL release with it (from NVIDIA's headers: nccl-sys's
     /// since table).
     pub fn since(self) -> Version {
-        crate::version::since(self.name())
+        crate::base::runtime::since(self.name())
     }
 
     /// `Ok` when both the `nccl.h` of this build and the libnccl in use have
@@ -596,7 +396,7 @@ impl ElasticApi {
     /// [`ElasticApi::check`], naming `api` (one of this API's functions) in
     /// the error.
     pub(crate) fn gate(self, api: &'static str) -> Result<()> {
-        crate::version::require_api(api)
+        crate::base::runtime::require_api(api)
     }
 
     /// The error of a build whose header lacks the API (its call compiled
@@ -606,7 +406,7 @@ impl ElasticApi {
         Error::Unsupported {
             api,
             since: self.since(),
-            runtime: crate::version::checked_runtime().unwrap_or(HEADER_VERSION),
+            runtime: crate::base::runtime::checked_runtime().unwrap_or(HEADER_VERSION),
         }
     }
 }
@@ -668,7 +468,7 @@ impl Comm {
         config: Option<&Config>,
     ) -> Result<Shrunk> {
         const OP: &str = "shrink";
-        crate::group::not_in_group(OP)?;
+        crate::base::thread::not_in_group(OP)?;
         ElasticApi::Shrink.check()?;
         self.allow(OP, CommOp::Shrink(mode))?;
         let ranks = RankMap::excluding(self.world, self.rank, exclude)?;
@@ -774,7 +574,7 @@ impl Comm {
     /// `InGroup`; NCCL's error; `Timeout`.
     pub fn revoke(&self) -> Result<()> {
         const OP: &str = "revoke";
-        crate::group::not_in_group(OP)?;
+        crate::base::thread::not_in_group(OP)?;
         ElasticApi::Revoke.check()?;
         self.allow(OP, CommOp::Revoke)?;
         #[cfg(nccl_fn = "ncclCommRevoke")]
@@ -802,7 +602,9 @@ impl Comm {
         let polled = r == sys::ncclResult_t::ncclInProgress || !self.blocking;
         let end = if r == sys::ncclResult_t::ncclInProgress {
             // SAFETY: as above.
-            match unsafe { crate::comm::settle_state_raw(raw, &self.abort, self.timeout, API) } {
+            match unsafe {
+                crate::comm::wait::settle_state_raw(raw, &self.abort, self.timeout, API)
+            } {
                 Ok(end) => end,
                 Err(e) => {
                     self.abort_now(API);
@@ -813,10 +615,10 @@ impl Comm {
             r
         };
         if end == sys::ncclResult_t::ncclSuccess || (polled && Some(end) == stale) {
-            self.state.set(CommState::Revoked);
+            self.state.set(crate::base::state::CommState::Revoked);
             return Ok(());
         }
-        let e = crate::error::failure(API, end, raw);
+        let e = crate::base::call::failure(API, end, raw);
         self.abort_now(API);
         Err(e)
     }
@@ -860,7 +662,7 @@ impl Comm {
         config: Option<&Config>,
     ) -> Result<Comm> {
         const OP: &str = "grow";
-        crate::group::not_in_group(OP)?;
+        crate::base::thread::not_in_group(OP)?;
         ElasticApi::Grow.check()?;
         self.allow(OP, CommOp::Grow)?;
         let plan = GrowPlan::new(self.world, new_world)?;
@@ -901,7 +703,7 @@ impl Comm {
                 // out-pointer. Only this rank (the coordinator) asks, once per
                 // grow, as NCCL requires.
                 let r = unsafe { sys::ncclCommGetUniqueId(self.raw.get(), &mut raw_id) };
-                crate::error::check_comm("ncclCommGetUniqueId", r, self.raw.get())?;
+                crate::base::call::check_comm("ncclCommGetUniqueId", r, self.raw.get())?;
                 let id = crate::UniqueId::from_raw(raw_id);
                 let got = boot.share_ids(Some(vec![id]))?;
                 if got.len() != 1 || got[0] != id {
@@ -978,7 +780,7 @@ impl Comm {
         config: &Config,
     ) -> Result<Comm> {
         const OP: &str = "join";
-        crate::group::not_in_group(OP)?;
+        crate::base::thread::not_in_group(OP)?;
         ElasticApi::Grow.check()?;
         let plan = GrowPlan::from_bootstrap(new_world, bootstrap.world_size())?;
         let rank = plan.joiner_rank(bootstrap.rank())?;
@@ -998,7 +800,7 @@ impl Comm {
                 // as init_rank_with: a blocking creation cannot be abandoned
                 // from here, so it runs on a thread of its own
                 let (ctx2, config2) = (ctx.clone(), config.clone().no_timeout());
-                return crate::comm::within(limit, "ncclCommGrow", move || {
+                return crate::comm::wait::within(limit, "ncclCommGrow", move || {
                     join_with_id(&ctx2, plan, rank, &id, &config2)
                 });
             }
@@ -1030,7 +832,7 @@ impl Comm {
     /// `NCCL_DISABLE_MEM_MANAGER=1` or shared resources).
     pub fn suspend(&self) -> Result<()> {
         const OP: &str = "suspend";
-        crate::group::not_in_group(OP)?;
+        crate::base::thread::not_in_group(OP)?;
         ElasticApi::Suspend.gate("ncclCommSuspend")?;
         self.allow(OP, CommOp::Suspend)?;
         #[cfg(nccl_fn = "ncclCommSuspend")]
@@ -1040,8 +842,8 @@ impl Comm {
             // NCCL_SUSPEND_MEM is the flag the header defines. NCCL itself
             // waits for the device and every rank before it unmaps memory.
             let r = unsafe { sys::ncclCommSuspend(self.raw.get(), sys::NCCL_SUSPEND_MEM as i32) };
-            crate::error::check_comm("ncclCommSuspend", r, self.raw.get())?;
-            self.state.set(CommState::Suspended);
+            crate::base::call::check_comm("ncclCommSuspend", r, self.raw.get())?;
+            self.state.set(crate::base::state::CommState::Suspended);
             Ok(())
         }
         #[cfg(not(nccl_fn = "ncclCommSuspend"))]
@@ -1062,7 +864,7 @@ impl Comm {
     /// `InGroup`; NCCL's error.
     pub fn resume(&self) -> Result<()> {
         const OP: &str = "resume";
-        crate::group::not_in_group(OP)?;
+        crate::base::thread::not_in_group(OP)?;
         ElasticApi::Suspend.gate("ncclCommResume")?;
         self.allow(OP, CommOp::Resume)?;
         #[cfg(nccl_fn = "ncclCommSuspend")]
@@ -1070,8 +872,8 @@ impl Comm {
             self.ctx.bind_to_thread()?;
             // SAFETY: a valid, suspended communicator used by this thread only.
             let r = unsafe { sys::ncclCommResume(self.raw.get()) };
-            crate::error::check_comm("ncclCommResume", r, self.raw.get())?;
-            self.state.set(CommState::Live);
+            crate::base::call::check_comm("ncclCommResume", r, self.raw.get())?;
+            self.state.set(crate::base::state::CommState::Live);
             Ok(())
         }
         #[cfg(not(nccl_fn = "ncclCommSuspend"))]
@@ -1092,7 +894,7 @@ impl Comm {
     /// `NCCL_DISABLE_MEM_MANAGER=1`).
     pub fn mem_stats(&self) -> Result<MemStats> {
         const OP: &str = "mem_stats";
-        crate::group::not_in_group(OP)?;
+        crate::base::thread::not_in_group(OP)?;
         ElasticApi::Suspend.gate("ncclCommMemStats")?;
         self.allow(OP, CommOp::MemStats)?;
         #[cfg(nccl_fn = "ncclCommSuspend")]
@@ -1102,7 +904,7 @@ impl Comm {
                 // SAFETY: a valid communicator used by this thread only, a
                 // statistic the header defines, a valid out-pointer.
                 let r = unsafe { sys::ncclCommMemStats(self.raw.get(), which, &mut v) };
-                crate::error::check_comm("ncclCommMemStats", r, self.raw.get())?;
+                crate::base::call::check_comm("ncclCommMemStats", r, self.raw.get())?;
                 Ok(v)
             };
             Ok(MemStats {

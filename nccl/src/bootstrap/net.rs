@@ -193,26 +193,6 @@ pub(crate) fn poll(fds: &[(&dyn AsRawFd, bool)], timeout: Duration) -> io::Resul
         .collect())
 }
 
-/// Untrusted bytes (a peer's refusal, a value from a store) as text safe to
-/// print: at most `max` characters, control characters (ANSI escapes,
-/// newlines) escaped, invalid UTF-8 replaced.
-pub(crate) fn printable(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::new();
-    for (n, c) in text.chars().enumerate() {
-        if n == max {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Whether an `accept` error is about running out of something (descriptors,
 /// memory) rather than about the one connection.
 pub(crate) fn is_resource_error(e: &io::Error) -> bool {
@@ -231,16 +211,6 @@ mod tests {
         let d = deadline_after(Duration::MAX);
         assert!(d > Instant::now() + Duration::from_secs(1000 * 24 * 3600));
         assert!(left(deadline_after(Duration::ZERO)).is_none());
-    }
-
-    #[test]
-    fn printable_escapes_and_shortens() {
-        let s = printable(b"\x1b[31mred\nline\x07", 100);
-        assert_eq!(s, "\\u{1b}[31mred\\nline\\u{7}");
-        assert!(!s.chars().any(char::is_control));
-        let long = printable(&[b'a'; 1000], 10);
-        assert_eq!(long, "aaaaaaaaaa…");
-        assert_eq!(printable(b"\xff\xfeok", 10), "\u{fffd}\u{fffd}ok");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cudarc::driver::CudaContext;
 
-use crate::error::{Error, Result};
+use crate::base::error::{Error, Result};
 
 /// The CUDA API version this build uses through cudarc, as
 /// `cuDriverGetVersion` encodes it (12000 for CUDA 12.0).
@@ -64,12 +64,29 @@ pub fn driver_version() -> Result<i32> {
 /// [`Error::NoDriver`], [`Error::DriverTooOld`], [`Error::NoGpu`], or the
 /// CUDA error of creating the context.
 pub fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
-    driver_version()?;
-    cudarc::driver::result::init()?;
-    let count = CudaContext::device_count()?;
-    let count = usize::try_from(count).unwrap_or(0);
+    let count = device_count()?;
     if ordinal >= count {
         return Err(Error::NoGpu { ordinal, count });
     }
     Ok(CudaContext::new(ordinal)?)
+}
+
+/// How many GPUs the CUDA driver sees (`cuDeviceGetCount`, after `cuInit`),
+/// with the driver checked first: `Ok(0)` is a machine with a driver and no
+/// GPU; no driver at all is [`Error::NoDriver`], never a panic.
+///
+/// ```no_run
+/// let gpus = nccl::device_count()?;
+/// println!("{gpus} GPUs");
+/// # Ok::<(), nccl::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::NoDriver`], [`Error::DriverTooOld`], or the CUDA error of
+/// `cuInit` / `cuDeviceGetCount`.
+pub fn device_count() -> Result<usize> {
+    driver_version()?;
+    cudarc::driver::result::init()?;
+    let count = CudaContext::device_count()?;
+    Ok(usize::try_from(count).unwrap_or(0))
 }

@@ -4,11 +4,12 @@ use std::marker::PhantomData;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, SyncOnDrop};
 
+use crate::base::call::check_comm;
+use crate::base::dtype::NcclType;
+use crate::base::error::Result;
+use crate::base::runtime::require_api;
 use crate::comm::Comm;
-use crate::dtype::NcclType;
-use crate::error::{Result, check_comm};
 use crate::sys;
-use crate::version::require_api;
 
 /// How a reduction combines values.
 #[derive(Clone, Copy, Debug)]

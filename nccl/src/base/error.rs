@@ -1,13 +1,13 @@
-//! Errors: one funnel ([`check`]) turns every `ncclResult_t` into a
-//! [`Result`], keeping the raw code, the API that failed and NCCL's own
-//! explanation (`ncclGetLastError`).
+//! Errors: [`Error`], what can go wrong, with the raw NCCL code, the API
+//! that failed and NCCL's own explanation (`ncclGetLastError`) where NCCL
+//! reported it. The funnel that makes them is in `base::call`.
 
 use std::ffi::CStr;
 use std::fmt;
 
-use crate::elastic::CommState;
+use crate::base::state::CommState;
+use crate::base::version::{HEADER_VERSION, Version, VersionError};
 use crate::sys;
-use crate::version::Version;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -126,7 +126,7 @@ impl fmt::Display for NcclCode {
 }
 
 /// Everything that can go wrong.
-#[derive(Clone, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An NCCL call failed.
@@ -158,7 +158,7 @@ pub enum Error {
     /// program was built against.
     #[error(
         "{api} needs NCCL {since} or newer; this program runs with libnccl {runtime} and was built against nccl.h {header}; update whichever is older",
-        header = crate::version::HEADER_VERSION
+        header = HEADER_VERSION
     )]
     Unsupported {
         /// The API or feature (`ncclAlltoAll`, `Config::graph_usage_mode`).
@@ -286,20 +286,9 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
-    /// A number that is not an NCCL version code.
-    #[error(
-        "{code} is not an NCCL version code (expected X*10000+Y*100+Z, or X*1000+Y*100+Z before 2.9)"
-    )]
-    InvalidVersionCode {
-        /// The code.
-        code: i32,
-    },
-    /// A string that is not `major.minor.patch`.
-    #[error("\"{input}\" is not an NCCL version (expected major.minor.patch, such as 2.28.3)")]
-    InvalidVersionString {
-        /// The input, shortened and escaped.
-        input: String,
-    },
+    /// A number or text that is not an NCCL version.
+    #[error(transparent)]
+    InvalidVersion(#[from] VersionError),
     /// A call that cannot run inside a [`group`](crate::group): a call given a
     /// bare stream (grouped calls take [`Group::on`](crate::Group::on)), a
     /// nested group, or creating, splitting or finalizing a communicator.
@@ -345,130 +334,6 @@ pub enum Error {
     },
 }
 
-impl fmt::Debug for Error {
-    /// Always shows the NCCL code (and the rest), unlike `Display`'s prose.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Nccl {
-                api,
-                code,
-                last_error,
-            } => f
-                .debug_struct("Nccl")
-                .field("api", api)
-                .field("code", code)
-                .field("raw", &code.raw())
-                .field("last_error", last_error)
-                .finish(),
-            Error::InvalidArgument {
-                op,
-                arg,
-                expected,
-                actual,
-            } => f
-                .debug_struct("InvalidArgument")
-                .field("op", op)
-                .field("arg", arg)
-                .field("expected", expected)
-                .field("actual", actual)
-                .finish(),
-            Error::Cuda(e) => f.debug_tuple("Cuda").field(e).finish(),
-            Error::Unsupported {
-                api,
-                since,
-                runtime,
-            } => f
-                .debug_struct("Unsupported")
-                .field("api", api)
-                .field("since", since)
-                .field("runtime", runtime)
-                .finish(),
-            Error::LibraryTooOld { runtime, minimum } => f
-                .debug_struct("LibraryTooOld")
-                .field("runtime", runtime)
-                .field("minimum", minimum)
-                .finish(),
-            Error::Library(e) => f.debug_tuple("Library").field(e).finish(),
-            Error::Timeout { op, after } => f
-                .debug_struct("Timeout")
-                .field("op", op)
-                .field("after", after)
-                .finish(),
-            Error::Stalled { op, after } => f
-                .debug_struct("Stalled")
-                .field("op", op)
-                .field("after", after)
-                .finish(),
-            Error::WrongState { op, state, allowed } => f
-                .debug_struct("WrongState")
-                .field("op", op)
-                .field("state", state)
-                .field("allowed", allowed)
-                .finish(),
-            Error::Aborted { op } => f.debug_struct("Aborted").field("op", op).finish(),
-            Error::LaunchEnv { var, problem } => f
-                .debug_struct("LaunchEnv")
-                .field("var", var)
-                .field("problem", problem)
-                .finish(),
-            Error::AddrInUse { addr } => f.debug_struct("AddrInUse").field("addr", addr).finish(),
-            Error::RootUnreachable { addr, waited, last } => f
-                .debug_struct("RootUnreachable")
-                .field("addr", addr)
-                .field("waited", waited)
-                .field("last", last)
-                .finish(),
-            Error::RanksMissing {
-                missing,
-                missing_count,
-                world,
-                waited,
-            } => f
-                .debug_struct("RanksMissing")
-                .field("missing", missing)
-                .field("missing_count", missing_count)
-                .field("world", world)
-                .field("waited", waited)
-                .finish(),
-            Error::Rendezvous { peer, reason } => f
-                .debug_struct("Rendezvous")
-                .field("peer", peer)
-                .field("reason", reason)
-                .finish(),
-            Error::Store { addr, op, reason } => f
-                .debug_struct("Store")
-                .field("addr", addr)
-                .field("op", op)
-                .field("reason", reason)
-                .finish(),
-            Error::InvalidVersionCode { code } => f
-                .debug_struct("InvalidVersionCode")
-                .field("code", code)
-                .finish(),
-            Error::InvalidVersionString { input } => f
-                .debug_struct("InvalidVersionString")
-                .field("input", input)
-                .finish(),
-            Error::InGroup { op } => f.debug_struct("InGroup").field("op", op).finish(),
-            Error::NoDriver { tried } => f.debug_struct("NoDriver").field("tried", tried).finish(),
-            Error::DriverTooOld { driver, needs } => f
-                .debug_struct("DriverTooOld")
-                .field("driver", driver)
-                .field("needs", needs)
-                .finish(),
-            Error::NoGpu { ordinal, count } => f
-                .debug_struct("NoGpu")
-                .field("ordinal", ordinal)
-                .field("count", count)
-                .finish(),
-            Error::InvalidUniqueId { reason } => f
-                .debug_struct("InvalidUniqueId")
-                .field("reason", reason)
-                .finish(),
-        }
-    }
-}
-
 impl Error {
     /// The NCCL code, when NCCL reported the error.
     pub fn nccl_code(&self) -> Option<NcclCode> {
@@ -491,83 +356,6 @@ impl Error {
             actual: actual.to_string(),
         }
     }
-}
-
-/// Untrusted text for an error message: at most [`QUOTE_MAX`] characters,
-/// control characters (terminal escapes, newlines) escaped
-/// (`net::printable`), and the length of the whole when it was cut.
-pub(crate) fn quote(s: &str) -> String {
-    let mut out = crate::net::printable(s.as_bytes(), QUOTE_MAX);
-    if s.chars().nth(QUOTE_MAX).is_some() {
-        out.push_str(&format!(" ({} bytes)", s.len()));
-    }
-    out
-}
-
-/// How many characters of untrusted text an error quotes.
-pub(crate) const QUOTE_MAX: usize = 64;
-
-/// The funnel: `ncclSuccess` is `Ok`, anything else an [`Error::Nccl`] with
-/// the thread's `ncclGetLastError` text.
-#[inline(always)]
-pub(crate) fn check(api: &'static str, r: sys::ncclResult_t) -> Result<()> {
-    if r == sys::ncclResult_t::ncclSuccess {
-        Ok(())
-    } else {
-        Err(failure(api, r, std::ptr::null_mut()))
-    }
-}
-
-/// Like [`check`], with the communicator's last error.
-#[inline(always)]
-pub(crate) fn check_comm(
-    api: &'static str,
-    r: sys::ncclResult_t,
-    comm: sys::ncclComm_t,
-) -> Result<()> {
-    if r == sys::ncclResult_t::ncclSuccess {
-        Ok(())
-    } else {
-        Err(failure(api, r, comm))
-    }
-}
-
-#[cold]
-#[inline(never)]
-pub(crate) fn failure(api: &'static str, r: sys::ncclResult_t, comm: sys::ncclComm_t) -> Error {
-    if r == sys::ncclResult_t::ncclInvalidUsage {
-        if let Some(e) = not_reached(api) {
-            return e;
-        }
-    }
-    let code = NcclCode::from_raw(r).unwrap_or(NcclCode::Unknown(0));
-    Error::Nccl {
-        api,
-        code,
-        last_error: last_error(comm),
-    }
-}
-
-/// Why a call that returned `ncclInvalidUsage` may never have reached NCCL:
-/// no library could be opened (`runtime-load`), or the library lacks the
-/// function (its wrapper in nccl-sys returns that code then).
-fn not_reached(api: &'static str) -> Option<Error> {
-    if sys::LINK_MODE == sys::LinkMode::Runtime {
-        if let Err(e) = sys::library() {
-            return Some(Error::Library(e));
-        }
-    }
-    if sys::since::function(api).is_some() && !sys::available(api) {
-        return Some(match crate::version::checked_runtime() {
-            Ok(runtime) => Error::Unsupported {
-                api,
-                since: crate::version::since(api),
-                runtime,
-            },
-            Err(e) => e,
-        });
-    }
-    None
 }
 
 /// `ncclGetLastError(comm)` as a `String` (a null `comm` asks for the thread's).
@@ -594,4 +382,17 @@ pub fn error_string(code: u32) -> String {
     }
     // SAFETY: non-null, NUL-terminated and static.
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// An [`Error::Nccl`] for `api`'s result `r` with `comm`'s last error (the
+/// thread's for a null `comm`); the funnel (`base::call`) adds the cases
+/// where NCCL was never reached.
+#[cold]
+#[inline(never)]
+pub(crate) fn nccl_error(api: &'static str, r: sys::ncclResult_t, comm: sys::ncclComm_t) -> Error {
+    Error::Nccl {
+        api,
+        code: NcclCode::from_raw(r).unwrap_or(NcclCode::Unknown(0)),
+        last_error: last_error(comm),
+    }
 }

@@ -2,8 +2,8 @@
 
 use cudarc::driver::DeviceRepr;
 
+use crate::base::version::{Version, release};
 use crate::sys;
-use crate::version::{Version, release};
 
 /// The first release with enumerator `name` (from the headers), or the
 /// floor when a header never had it.

@@ -25,7 +25,7 @@
 //! 4. `MASTER_ADDR` + `MASTER_PORT`: this crate's TCP rendezvous.
 //! 5. Under Slurm (launched by `srun`, or by `mpirun` inside an allocation)
 //!    with no `MASTER_ADDR`: the first host of `SLURM_STEP_NODELIST` (else
-//!    `SLURM_JOB_NODELIST`), port [`slurm_port`](crate::slurm::slurm_port)`(job id,
+//!    `SLURM_JOB_NODELIST`), port [`slurm_port`](crate::bootstrap::slurm::slurm_port)`(job id,
 //!    step id)` (20000–29999) unless `MASTER_PORT` is set. Rank 0 checks
 //!    that it runs on that host (`SLURMD_NODENAME`).
 //! 6. `mpirun` with every rank on one node, no Slurm, no `MASTER_ADDR`:
@@ -42,10 +42,11 @@ use std::ffi::OsString;
 use std::fmt;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::rendezvous::{Bootstrap, MAX_WORLD, TcpBootstrap};
-use crate::slurm;
-use crate::store::{StoreBootstrap, TcpStore, store_id_key};
+use crate::base::error::{Error, Result};
+use crate::bootstrap::rendezvous::{MAX_WORLD, TcpBootstrap};
+use crate::bootstrap::slurm;
+use crate::bootstrap::store::{StoreBootstrap, TcpStore, store_id_key};
+use crate::comm::Bootstrap;
 
 /// Which launcher's variables were used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -168,7 +169,7 @@ impl Vars<'_> {
                         var,
                         format!(
                             "{} is not valid UTF-8",
-                            crate::net::printable(v.as_encoded_bytes(), 64)
+                            crate::base::text::printable(v.as_encoded_bytes(), 64)
                         ),
                     )
                 })?;
@@ -181,7 +182,7 @@ impl Vars<'_> {
         let Some(v) = self.text(var)? else {
             return Ok(None);
         };
-        let shown = crate::net::printable(v.as_bytes(), 40);
+        let shown = crate::base::text::printable(v.as_bytes(), 40);
         let n: u64 = v
             .trim()
             .parse()
@@ -214,7 +215,7 @@ fn port(var: &str, text: &str) -> Result<u16> {
             var,
             format!(
                 "{:?} is not a port number (1-65535)",
-                crate::net::printable(text.as_bytes(), 40)
+                crate::base::text::printable(text.as_bytes(), 40)
             ),
         )),
     }
@@ -236,7 +237,7 @@ fn join_host(var: &str, host: &str, port: u16) -> Result<String> {
             var,
             format!(
                 "{:?} is not a host name or address",
-                crate::net::printable(host.as_bytes(), 64)
+                crate::base::text::printable(host.as_bytes(), 64)
             ),
         ));
     }
@@ -675,7 +676,7 @@ impl LaunchOptions {
 pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchInfo)> {
     let info = LaunchInfo::from_env()?;
     // cudarc panics without a driver: check it first
-    crate::driver::driver_version()?;
+    crate::base::driver::driver_version()?;
     cudarc::driver::result::init()?;
     let gpus = cudarc::driver::CudaContext::device_count()? as usize;
     if gpus == 0 {
@@ -698,7 +699,7 @@ pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchIn
         // the deadline (a communicator made too late is aborted there)
         let limit = config.timeout.unwrap_or(opts.timeout);
         let config = config.clone().no_timeout();
-        crate::comm::within(limit, "init_from_launcher", move || {
+        crate::comm::wait::within(limit, "init_from_launcher", move || {
             let comm = crate::Comm::init_rank_with(&ctx, world, &id, rank, &config)?;
             connect(&comm, None)?;
             Ok(comm)

@@ -12,7 +12,7 @@ pub fn slurm_port(job: u64, step: u64) -> u16 {
 }
 
 /// Most hosts [`hostlist_expand`] produces.
-pub const MAX_HOSTS: usize = 1 << 20;
+pub(crate) const MAX_HOSTS: usize = 1 << 20;
 
 /// Splits at the commas outside brackets.
 fn entries(expr: &str) -> Result<Vec<&str>, String> {
@@ -92,7 +92,7 @@ fn padded(v: u64, width: usize) -> String {
 ///
 /// # Errors
 /// Why the expression is malformed.
-pub fn hostlist_first(expr: &str) -> Result<String, String> {
+pub(crate) fn hostlist_first(expr: &str) -> Result<String, String> {
     let first = entries(expr)?[0];
     let mut host = String::new();
     for p in parts(first)? {
@@ -111,7 +111,7 @@ pub fn hostlist_first(expr: &str) -> Result<String, String> {
 ///
 /// # Errors
 /// Why the expression is malformed, or that it names more than `max` hosts.
-pub fn hostlist_expand(expr: &str, max: usize) -> Result<Vec<String>, String> {
+pub(crate) fn hostlist_expand(expr: &str, max: usize) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for e in entries(expr)? {
         let mut hosts = vec![String::new()];

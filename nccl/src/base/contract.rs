@@ -2,10 +2,15 @@
 //! returns `Ok` or the typed error the collective would return, before NCCL
 //! is called. They need no GPU, so they are tested on any machine.
 
-use crate::error::{Error, Result};
+use crate::base::error::{Error, Result};
 
 /// `root` (or `peer`) must name a rank.
-pub fn rank_arg(op: &'static str, arg: &'static str, value: usize, world: usize) -> Result<()> {
+pub(crate) fn rank_arg(
+    op: &'static str,
+    arg: &'static str,
+    value: usize,
+    world: usize,
+) -> Result<()> {
     if value < world {
         Ok(())
     } else {
@@ -15,7 +20,7 @@ pub fn rank_arg(op: &'static str, arg: &'static str, value: usize, world: usize)
 
 /// Two buffers of the same length (all_reduce, broadcast, reduce at root,
 /// all_to_all).
-pub fn same_len(op: &'static str, send: usize, recv: usize) -> Result<()> {
+pub(crate) fn same_len(op: &'static str, send: usize, recv: usize) -> Result<()> {
     if send == recv {
         Ok(())
     } else {
@@ -29,7 +34,7 @@ pub fn same_len(op: &'static str, send: usize, recv: usize) -> Result<()> {
 }
 
 /// all_gather: `recv == send × world`.
-pub fn all_gather(send: usize, recv: usize, world: usize) -> Result<()> {
+pub(crate) fn all_gather(send: usize, recv: usize, world: usize) -> Result<()> {
     match send.checked_mul(world) {
         Some(want) if want == recv => Ok(()),
         _ => Err(Error::invalid(
@@ -42,7 +47,7 @@ pub fn all_gather(send: usize, recv: usize, world: usize) -> Result<()> {
 }
 
 /// reduce_scatter: `send == recv × world`.
-pub fn reduce_scatter(send: usize, recv: usize, world: usize) -> Result<()> {
+pub(crate) fn reduce_scatter(send: usize, recv: usize, world: usize) -> Result<()> {
     match recv.checked_mul(world) {
         Some(want) if want == send => Ok(()),
         _ => Err(Error::invalid(
@@ -64,7 +69,7 @@ fn world_ok(op: &'static str, world: usize) -> Result<usize> {
 }
 
 /// all_to_all: equal lengths, divisible by `world`; returns the per-peer count.
-pub fn all_to_all(send: usize, recv: usize, world: usize) -> Result<usize> {
+pub(crate) fn all_to_all(send: usize, recv: usize, world: usize) -> Result<usize> {
     same_len("all_to_all", send, recv)?;
     let world = world_ok("all_to_all", world)?;
     if send % world != 0 {
@@ -80,7 +85,7 @@ pub fn all_to_all(send: usize, recv: usize, world: usize) -> Result<usize> {
 
 /// In-place all_gather / reduce_scatter: the buffer holds `world` equal
 /// chunks; returns the chunk length.
-pub fn chunked(op: &'static str, len: usize, world: usize) -> Result<usize> {
+pub(crate) fn chunked(op: &'static str, len: usize, world: usize) -> Result<usize> {
     let world = world_ok(op, world)?;
     if len % world != 0 {
         return Err(Error::invalid(
@@ -95,7 +100,7 @@ pub fn chunked(op: &'static str, len: usize, world: usize) -> Result<usize> {
 
 /// gather (`recv == send × world` at the root) and scatter (`send == recv ×
 /// world` at the root): `full` is the root's buffer, if given.
-pub fn rooted(
+pub(crate) fn rooted(
     op: &'static str,
     part: usize,
     full: Option<usize>,
@@ -124,7 +129,7 @@ pub fn rooted(
 
 /// Per-rank counts of a v-collective: one per rank, summing to `total`, with
 /// this rank's own count equal to `own` (when given). Returns the offsets.
-pub fn v_counts(
+pub(crate) fn v_counts(
     op: &'static str,
     arg: &'static str,
     counts: &[usize],
@@ -164,7 +169,12 @@ pub fn v_counts(
 }
 
 /// A v-collective's count for this rank must match its own buffer.
-pub fn own_count(op: &'static str, arg: &'static str, count: usize, len: usize) -> Result<()> {
+pub(crate) fn own_count(
+    op: &'static str,
+    arg: &'static str,
+    count: usize,
+    len: usize,
+) -> Result<()> {
     if count == len {
         Ok(())
     } else {
@@ -179,7 +189,7 @@ pub fn own_count(op: &'static str, arg: &'static str, count: usize, len: usize) 
 
 /// Out-of-place buffers must not overlap (NCCL's only aliasing is the exact
 /// in-place layout, which the `*_in_place` calls provide).
-pub fn disjoint(op: &'static str, a: (u64, usize), b: (u64, usize)) -> Result<()> {
+pub(crate) fn disjoint(op: &'static str, a: (u64, usize), b: (u64, usize)) -> Result<()> {
     let (a0, a1) = (a.0, a.0.saturating_add(a.1 as u64));
     let (b0, b1) = (b.0, b.0.saturating_add(b.1 as u64));
     if a.1 == 0 || b.1 == 0 || a1 <= b0 || b1 <= a0 {
@@ -191,5 +201,81 @@ pub fn disjoint(op: &'static str, a: (u64, usize), b: (u64, usize)) -> Result<()
             "a buffer not overlapping send (use the _in_place form)",
             "overlapping buffers",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_contract() {
+        let e = all_gather(10, 30, 4).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "all_gather: invalid recv.len(): expected send.len() × world = 10 × 4, got 30"
+        );
+    }
+
+    #[test]
+    fn length_contracts() {
+        assert!(same_len("all_reduce", 5, 5).is_ok());
+        assert!(same_len("all_reduce", 5, 4).is_err());
+        assert!(all_gather(3, 12, 4).is_ok());
+        assert!(all_gather(3, 11, 4).is_err());
+        assert!(
+            all_gather(usize::MAX, 0, 2).is_err(),
+            "overflow is an error, not a wrap"
+        );
+        assert!(reduce_scatter(12, 3, 4).is_ok());
+        assert!(reduce_scatter(12, 4, 4).is_err());
+        assert_eq!(all_to_all(12, 12, 4).unwrap(), 3);
+        assert!(all_to_all(12, 8, 4).is_err());
+        assert!(all_to_all(10, 10, 4).is_err());
+        assert_eq!(chunked("all_gather_in_place", 8, 4).unwrap(), 2);
+        assert!(chunked("all_gather_in_place", 9, 4).is_err());
+        assert!(rank_arg("broadcast", "root", 3, 4).is_ok());
+        let e = rank_arg("broadcast", "root", 4, 4).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::InvalidArgument {
+                op: "broadcast",
+                arg: "root",
+                ..
+            }
+        ));
+        assert!(rooted("gather", 3, Some(12), true, 4).is_ok());
+        assert!(rooted("gather", 3, Some(11), true, 4).is_err());
+        assert!(rooted("gather", 3, None, true, 4).is_err());
+        assert!(rooted("gather", 3, None, false, 4).is_ok());
+        assert_eq!(
+            v_counts("all_gather_v", "counts", &[1, 2, 3], 3, 6).unwrap(),
+            vec![0, 1, 3]
+        );
+        assert!(v_counts("all_gather_v", "counts", &[1, 2], 3, 3).is_err());
+        assert!(v_counts("all_gather_v", "counts", &[1, 2, 3], 3, 7).is_err());
+        assert!(v_counts("all_gather_v", "counts", &[usize::MAX, 1, 0], 3, 0).is_err());
+        assert!(disjoint("all_reduce", (0x1000, 0x100), (0x1100, 0x100)).is_ok());
+        assert!(disjoint("all_reduce", (0x1000, 0x101), (0x1100, 0x100)).is_err());
+        assert!(disjoint("all_reduce", (0x1000, 0x100), (0x1000, 0x100)).is_err());
+    }
+
+    /// World 0 is a typed error in every public contract, never a division by
+    /// zero.
+    #[test]
+    fn world_zero_is_an_error() {
+        assert!(matches!(
+            all_to_all(8, 8, 0),
+            Err(Error::InvalidArgument { arg: "world", .. })
+        ));
+        assert!(matches!(
+            chunked("all_gather_in_place", 8, 0),
+            Err(Error::InvalidArgument { arg: "world", .. })
+        ));
+        assert!(all_gather(8, 8, 0).is_err());
+        assert!(reduce_scatter(8, 8, 0).is_err());
+        assert!(rank_arg("send", "peer", 0, 0).is_err());
+        assert!(v_counts("all_gather_v", "counts", &[], 0, 0).is_ok());
+        assert!(rooted("gather", 4, Some(4), true, 0).is_err());
     }
 }

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, Result, check};
+use crate::base::call::check;
+use crate::base::error::{Error, Result};
 use crate::sys;
 
 /// Bytes in a unique id (`NCCL_UNIQUE_ID_BYTES`).
@@ -135,4 +136,21 @@ impl FromStr for UniqueId {
         }
         UniqueId::from_bytes(&out)
     }
+}
+
+/// A channel over which rank 0 hands the unique id(s) to every rank. Bring
+/// your own (an existing key-value store, MPI) by implementing it; this crate
+/// has [`TcpBootstrap`] and [`StoreBootstrap`](crate::StoreBootstrap).
+pub trait Bootstrap {
+    /// This process's rank.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn world_size(&self) -> usize;
+    /// Rank 0 passes `Some(ids)` and every other rank `None`; all get rank
+    /// 0's ids back.
+    ///
+    /// # Errors
+    /// Whatever the channel fails with; implementations should have
+    /// deadlines.
+    fn share_ids(&mut self, ids: Option<Vec<UniqueId>>) -> Result<Vec<UniqueId>>;
 }

@@ -46,9 +46,9 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use crate::error::{Error, Result};
-use crate::id::{UNIQUE_ID_BYTES, UniqueId};
-use crate::net::{self, IoFail};
+use crate::base::error::{Error, Result};
+use crate::bootstrap::net::{self, IoFail};
+use crate::comm::{Bootstrap, UNIQUE_ID_BYTES, UniqueId};
 
 const MAGIC: &[u8; 8] = b"NCCLRS02";
 const NONCE: usize = 32;
@@ -74,23 +74,6 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 /// are served between bursts.
 const ACCEPTS_PER_TURN: usize = 16;
 
-/// A channel over which rank 0 hands the unique id(s) to every rank. Bring
-/// your own (an existing key-value store, MPI) by implementing it; this crate
-/// has [`TcpBootstrap`] and [`StoreBootstrap`](crate::StoreBootstrap).
-pub trait Bootstrap {
-    /// This process's rank.
-    fn rank(&self) -> usize;
-    /// Number of ranks.
-    fn world_size(&self) -> usize;
-    /// Rank 0 passes `Some(ids)` and every other rank `None`; all get rank
-    /// 0's ids back.
-    ///
-    /// # Errors
-    /// Whatever the channel fails with; implementations should have
-    /// deadlines.
-    fn share_ids(&mut self, ids: Option<Vec<UniqueId>>) -> Result<Vec<UniqueId>>;
-}
-
 /// Checks `rank < world <= MAX_WORLD` (NCCL's `int`) for `op`.
 pub(crate) fn check_rank_world(op: &'static str, rank: usize, world: usize) -> Result<()> {
     if world == 0 || world > MAX_WORLD {
@@ -101,7 +84,7 @@ pub(crate) fn check_rank_world(op: &'static str, rank: usize, world: usize) -> R
             world,
         ));
     }
-    crate::contract::rank_arg(op, "rank", rank, world)
+    crate::base::contract::rank_arg(op, "rank", rank, world)
 }
 
 static WARNED: AtomicBool = AtomicBool::new(false);
@@ -696,7 +679,7 @@ impl TcpBootstrap {
                     format!(
                         "rank 0 refused rank {}: {}",
                         self.rank,
-                        net::printable(&p[1..], MAX_REASON)
+                        crate::base::text::printable(&p[1..], MAX_REASON)
                     ),
                 ));
             }

@@ -3,9 +3,9 @@
 use std::ffi::CString;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::base::error::{Error, Result};
+use crate::base::runtime::{checked_runtime, require_field};
 use crate::sys;
-use crate::version::{checked_runtime, require_field};
 
 /// How a communicator is created: a builder over `ncclConfig_t`. Fields left
 /// unset keep NCCL's defaults (and its `NCCL_*` environment variables).
@@ -191,6 +191,7 @@ impl Config {
 
     /// This config with deadline `t` unless it already has a timeout of its
     /// own. The mode stays as set (blocking unless `blocking(false)`).
+    #[cfg(feature = "bootstrap")]
     pub(crate) fn with_default_deadline(&self, t: Duration) -> Config {
         if self.timeout.is_some() {
             return self.clone();

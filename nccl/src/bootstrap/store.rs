@@ -49,10 +49,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
-use crate::id::{UNIQUE_ID_BYTES, UniqueId};
-use crate::net::{self, IoFail};
-use crate::rendezvous::{Bootstrap, MAX_IDS, check_rank_world};
+use crate::base::error::{Error, Result};
+use crate::bootstrap::net::{self, IoFail};
+use crate::bootstrap::rendezvous::{MAX_IDS, check_rank_world};
+use crate::comm::Bootstrap;
+use crate::comm::{UNIQUE_ID_BYTES, UniqueId};
 
 const VALIDATE: u8 = 0;
 const SET: u8 = 1;
@@ -315,7 +316,7 @@ impl TcpStore {
     /// # Errors
     /// [`Error::Store`], also when the key is not set in time.
     pub fn get(&mut self, key: &str) -> Result<Vec<u8>> {
-        let op = format!("get {}", net::printable(key.as_bytes(), 80));
+        let op = format!("get {}", crate::base::text::printable(key.as_bytes(), 80));
         self.wait(&[key]).map_err(|e| match e {
             Error::Store { addr, reason, .. } => Error::Store {
                 addr,
@@ -532,7 +533,7 @@ impl StoreBootstrap {
                     return Err(Error::InvalidUniqueId {
                         reason: format!(
                             "{} holds {} bytes, expected {n} id(s) of {UNIQUE_ID_BYTES}",
-                            net::printable(self.key.as_bytes(), 80),
+                            crate::base::text::printable(self.key.as_bytes(), 80),
                             v.len()
                         ),
                     });

@@ -34,36 +34,11 @@ use std::marker::PhantomData;
 
 use cudarc::driver::{CudaStream, SyncOnDrop};
 
+use crate::base::call::check;
+use crate::base::error::{Error, Result};
+use crate::base::thread::{OPEN, in_group};
 use crate::comm::Comm;
-use crate::error::{Error, Result, check};
 use crate::sys;
-
-thread_local! {
-    /// Whether a [`group`] is open on this thread. NCCL's group state is per
-    /// thread, so a call on this thread inside the closure would be deferred
-    /// by NCCL; calls with a bare stream check this and refuse. Nothing that
-    /// can move to another thread refers to it: it is set and cleared by
-    /// [`group`] around its closure, on the calling thread.
-    static OPEN: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether a group is open on this thread.
-#[inline(always)]
-pub(crate) fn in_group() -> bool {
-    OPEN.with(Cell::get)
-}
-
-/// Fails with [`Error::InGroup`] while a group is open on this thread: for
-/// calls that NCCL would defer to the group's end but that cannot be tied to
-/// the group's scope (a bare stream, creation, split, finalize).
-#[inline(always)]
-pub(crate) fn not_in_group(op: &'static str) -> Result<()> {
-    if in_group() {
-        Err(Error::InGroup { op })
-    } else {
-        Ok(())
-    }
-}
 
 /// The state of an open group that does not depend on its scope's lifetime
 /// (so that the group can be borrowed for that lifetime and still be
@@ -359,7 +334,7 @@ pub fn group<'env, R>(
 pub fn group_simulate<'env, R>(
     f: impl for<'scope> FnOnce(&'scope Group<'scope, 'env>) -> Result<R>,
 ) -> Result<(R, Option<f32>)> {
-    crate::version::require_api("ncclGroupSimulateEnd")?;
+    crate::base::runtime::require_api("ncclGroupSimulateEnd")?;
     let g = Group::open()?;
     let out = f(&g);
     let mut info = sys::ncclSimInfo_t {

@@ -1,0 +1,219 @@
+//! Creating communicators: one rank at a time, scalably from several ids,
+//! or every rank of this process at once.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cudarc::driver::CudaContext;
+
+use crate::base::call::check;
+use crate::base::error::{Error, Result};
+use crate::base::runtime::checked_runtime;
+use crate::base::state::CommState;
+use crate::comm::UniqueId;
+use crate::comm::wait::within;
+use crate::comm::{Comm, Config};
+use crate::sys;
+
+fn world_arg(op: &'static str, world: usize) -> Result<i32> {
+    if world == 0 || world > i32::MAX as usize {
+        return Err(Error::invalid(op, "world", "1 ..= i32::MAX ranks", world));
+    }
+    Ok(world as i32)
+}
+
+/// `world` as NCCL's `nranks`, checked with `rank < world`.
+fn rank_args(op: &'static str, world: usize, rank: usize) -> Result<i32> {
+    let nranks = world_arg(op, world)?;
+    crate::base::contract::rank_arg(op, "rank", rank, world)?;
+    Ok(nranks)
+}
+
+impl Comm {
+    /// Creates this process's rank `rank` of a communicator of `world` ranks
+    /// on the GPU of `ctx` (`ncclCommInitRank`). Every rank calls it with the
+    /// same `id` (made by one of them with [`UniqueId::new`]); it returns once
+    /// all have joined.
+    ///
+    /// `ctx` is bound to the calling thread first: NCCL uses the thread's
+    /// current device.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for `rank >= world` or `world == 0`;
+    /// `LibraryTooOld` when the libnccl loaded is older than 2.18;
+    /// NCCL's error (with its explanation) otherwise.
+    pub fn init_rank(
+        ctx: &Arc<CudaContext>,
+        world: usize,
+        id: &UniqueId,
+        rank: usize,
+    ) -> Result<Comm> {
+        Comm::init_rank_with(ctx, world, id, rank, &Config::new())
+    }
+
+    /// [`Comm::init_rank`] with a [`Config`] (`ncclCommInitRankConfig`).
+    ///
+    /// # Errors
+    /// As `init_rank`; `Unsupported` for config fields the NCCL in use lacks;
+    /// `Timeout` when a non-blocking init outlasts [`Config::timeout`].
+    pub fn init_rank_with(
+        ctx: &Arc<CudaContext>,
+        world: usize,
+        id: &UniqueId,
+        rank: usize,
+        config: &Config,
+    ) -> Result<Comm> {
+        const OP: &str = "init_rank";
+        crate::base::thread::not_in_group(OP)?;
+        let nranks = rank_args(OP, world, rank)?;
+        checked_runtime()?;
+        if let (true, Some(limit)) = (config.is_blocking(), config.timeout) {
+            // A blocking init cannot be aborted before it returns the
+            // communicator, so it runs on a thread of its own and the caller
+            // waits at most `limit`. A late success is aborted there.
+            let (ctx2, id2, config2) = (ctx.clone(), *id, config.clone().no_timeout());
+            return within(limit, "ncclCommInitRankConfig", move || {
+                Comm::init_rank_with(&ctx2, world, &id2, rank, &config2)
+            });
+        }
+        let mut raw_cfg = config.to_raw()?;
+        ctx.bind_to_thread()?;
+        let mut raw: sys::ncclComm_t = std::ptr::null_mut();
+        // SAFETY: valid out-pointer and config (its strings live in `config`);
+        // the id is passed by value; rank < nranks was checked.
+        let r = unsafe {
+            sys::ncclCommInitRankConfig(&mut raw, nranks, *id.as_raw(), rank as i32, &mut raw_cfg)
+        };
+        Comm::adopt(raw, ctx, rank, world, config, "ncclCommInitRankConfig", r)
+    }
+
+    /// Like [`Comm::init_rank_with`], bootstrapped from several unique ids
+    /// (`ncclCommInitRankScalable`, NCCL 2.23+): for very large jobs, the ids
+    /// spread the bootstrap over several roots. Every rank passes the same ids
+    /// (share them with [`TcpBootstrap::share_n_ids`](crate::TcpBootstrap::share_n_ids)).
+    ///
+    /// # Errors
+    /// As `init_rank_with`; `InvalidArgument` for no ids; `Unsupported`
+    /// before NCCL 2.23.
+    #[cfg(nccl_2_23)]
+    pub fn init_rank_scalable(
+        ctx: &Arc<CudaContext>,
+        world: usize,
+        ids: &[UniqueId],
+        rank: usize,
+        config: &Config,
+    ) -> Result<Comm> {
+        const OP: &str = "init_rank_scalable";
+        crate::base::thread::not_in_group(OP)?;
+        crate::base::runtime::require_api("ncclCommInitRankScalable")?;
+        let nranks = rank_args(OP, world, rank)?;
+        if ids.is_empty() || ids.len() > i32::MAX as usize {
+            return Err(Error::invalid(OP, "ids.len()", "at least 1", ids.len()));
+        }
+        let mut raw_cfg = config.to_raw()?;
+        ctx.bind_to_thread()?;
+        let mut raw_ids: Vec<sys::ncclUniqueId> = ids.iter().map(|i| *i.as_raw()).collect();
+        let mut raw: sys::ncclComm_t = std::ptr::null_mut();
+        // SAFETY: valid out-pointer, ids array of ids.len() entries and config.
+        let r = unsafe {
+            sys::ncclCommInitRankScalable(
+                &mut raw,
+                nranks,
+                rank as i32,
+                raw_ids.len() as i32,
+                raw_ids.as_mut_ptr(),
+                &mut raw_cfg,
+            )
+        };
+        Comm::adopt(raw, ctx, rank, world, config, "ncclCommInitRankScalable", r)
+    }
+
+    /// Wraps the communicator an init call `api` returned `r` for, waiting
+    /// for a non-blocking one to settle; on error it is dropped (aborted).
+    fn adopt(
+        raw: sys::ncclComm_t,
+        ctx: &Arc<CudaContext>,
+        rank: usize,
+        world: usize,
+        config: &Config,
+        api: &'static str,
+        r: sys::ncclResult_t,
+    ) -> Result<Comm> {
+        let (blocking, timeout) = (config.is_blocking(), config.timeout);
+        Comm::adopt_with(raw, ctx, rank, world, blocking, timeout, api, r)
+    }
+
+    /// [`Comm::adopt`] with the mode and timeout given. Returns only once
+    /// NCCL's creation job has ended: settled, or aborted (which joins it).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn adopt_with(
+        raw: sys::ncclComm_t,
+        ctx: &Arc<CudaContext>,
+        rank: usize,
+        world: usize,
+        blocking: bool,
+        timeout: Option<Duration>,
+        api: &'static str,
+        r: sys::ncclResult_t,
+    ) -> Result<Comm> {
+        let comm = Comm::wrap(raw, ctx.clone(), rank, world, blocking, timeout);
+        comm.settle(api, r)?;
+        Ok(comm)
+    }
+
+    /// A live `Comm` around `raw` (which it then owns: aborted on drop).
+    pub(crate) fn wrap(
+        raw: sys::ncclComm_t,
+        ctx: Arc<CudaContext>,
+        rank: usize,
+        world: usize,
+        blocking: bool,
+        timeout: Option<Duration>,
+    ) -> Comm {
+        Comm {
+            raw: Cell::new(raw),
+            abort: Arc::default(),
+            ctx,
+            rank,
+            world,
+            blocking,
+            timeout,
+            state: Cell::new(CommState::Live),
+        }
+    }
+
+    /// One communicator per context, all in this process
+    /// (`ncclCommInitAll`): rank `i` runs on `ctxs[i]`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for no contexts or the same GPU twice; NCCL's error.
+    pub fn init_all(ctxs: &[Arc<CudaContext>]) -> Result<Vec<Comm>> {
+        const OP: &str = "init_all";
+        crate::base::thread::not_in_group(OP)?;
+        let n = world_arg(OP, ctxs.len())?;
+        let devs: Vec<i32> = ctxs.iter().map(|c| c.ordinal() as i32).collect();
+        for (i, d) in devs.iter().enumerate() {
+            if devs[..i].contains(d) {
+                return Err(Error::invalid(
+                    OP,
+                    "ctxs",
+                    "one context per GPU",
+                    format!("GPU {d} twice"),
+                ));
+            }
+        }
+        checked_runtime()?;
+        ctxs[0].bind_to_thread()?;
+        let mut raws: Vec<sys::ncclComm_t> = vec![std::ptr::null_mut(); ctxs.len()];
+        // SAFETY: raws has room for n communicators, devs holds n ordinals.
+        let r = unsafe { sys::ncclCommInitAll(raws.as_mut_ptr(), n, devs.as_ptr()) };
+        check("ncclCommInitAll", r)?;
+        Ok(raws
+            .into_iter()
+            .zip(ctxs)
+            .enumerate()
+            .map(|(rank, (raw, ctx))| Comm::wrap(raw, ctx.clone(), rank, ctxs.len(), true, None))
+            .collect())
+    }
+}

@@ -1,0 +1,318 @@
+//! Waiting for what NCCL finishes on its own thread: non-blocking
+//! operations that answer `ncclInProgress`, and [`Comm::wait`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::base::call::{check_comm, failure};
+use crate::base::error::{Error, NcclCode, Result};
+use crate::base::state::CommState;
+use crate::comm::Comm;
+use crate::sys;
+
+impl Comm {
+    /// The asynchronous error this communicator reports now, when it is an
+    /// error (not success, not in progress); `None` otherwise or when it
+    /// cannot be read.
+    pub(crate) fn async_state_now(&self) -> Option<sys::ncclResult_t> {
+        let raw = self.raw.get();
+        if raw.is_null() {
+            return None;
+        }
+        let mut state = sys::ncclResult_t::ncclSuccess;
+        // SAFETY: valid communicator of this thread and out-pointer.
+        let r = unsafe { sys::ncclCommGetAsyncError(raw, &mut state) };
+        match (r, NcclCode::from_raw(state)) {
+            (sys::ncclResult_t::ncclSuccess, Some(c)) if c != NcclCode::InProgress => Some(state),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn query(
+        &self,
+        api: &'static str,
+        f: unsafe extern "C" fn(sys::ncclComm_t, *mut i32) -> sys::ncclResult_t,
+    ) -> Result<i32> {
+        let mut v = 0;
+        // SAFETY: valid communicator and out-pointer.
+        check_comm(api, unsafe { f(self.raw.get(), &mut v) }, self.raw.get())?;
+        Ok(v)
+    }
+
+    /// After a call that may return `ncclInProgress` (non-blocking
+    /// communicators): waits for the communicator to settle, up to the
+    /// configured timeout. On error the caller drops (aborts) the communicator.
+    pub(crate) fn settle(&self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
+        if r != sys::ncclResult_t::ncclInProgress {
+            return check_comm(api, r, self.raw.get());
+        }
+        self.live(api)?;
+        // SAFETY: a live communicator of this thread (Comm is !Sync).
+        unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
+    }
+
+    /// Like [`Comm::settle`], after an operation on this communicator (a
+    /// collective, a group's end): the communicator is kept, not aborted, so
+    /// an error (other than NCCL refusing the arguments at once) makes it
+    /// [`Failed`](CommState::Failed), and the timeout is
+    /// [`Error::Stalled`].
+    pub(crate) fn settle_op(&self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
+        match NcclCode::from_raw(r) {
+            None => Ok(()),
+            Some(NcclCode::InProgress) => {
+                self.live(api)?;
+                // SAFETY: a live communicator of this thread (Comm is !Sync).
+                unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
+                    .map_err(|e| self.failed_with(e))
+            }
+            // refused at the call: nothing ran
+            Some(NcclCode::InvalidArgument | NcclCode::InvalidUsage) => {
+                check_comm(api, r, self.raw.get())
+            }
+            Some(_) => check_comm(api, r, self.raw.get()).map_err(|e| self.failed_with(e)),
+        }
+    }
+
+    /// At the end of a group that NCCL answered with `ncclInProgress`: waits
+    /// for this (non-blocking) communicator, unless it was aborted meanwhile.
+    /// As [`Comm::settle_op`], an error or the timeout leaves it `Failed`.
+    pub(crate) fn settle_after_group(&self, api: &'static str) -> Result<()> {
+        if self.raw.get().is_null() {
+            return Err(Error::Aborted { op: api });
+        }
+        // SAFETY: a live communicator of this thread (Comm is !Sync).
+        unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
+            .map_err(|e| self.failed_with(e))
+    }
+
+    /// Marks a live communicator [`Failed`](CommState::Failed) after error
+    /// `e` of one of its operations; a timeout becomes [`Error::Stalled`]
+    /// (the communicator was kept, not aborted). Other states are kept.
+    fn failed_with(&self, e: Error) -> Error {
+        match e {
+            Error::Aborted { .. } => e,
+            Error::Timeout { op, after } => {
+                self.fail();
+                Error::Stalled { op, after }
+            }
+            e => {
+                self.fail();
+                e
+            }
+        }
+    }
+
+    /// Live → Failed; other states are kept.
+    pub(crate) fn fail(&self) {
+        if self.state.get() == CommState::Live {
+            self.state.set(CommState::Failed);
+        }
+    }
+
+    /// Waits until all work queued on `stream` so far is done, for at most
+    /// `timeout`, watching the communicator's asynchronous errors (a dead peer)
+    /// and abort requests while it waits: the loop NCCL documents in place of
+    /// `cudaStreamSynchronize`. On an error, an abort request or the timeout,
+    /// the communicator is aborted (which also ends its stuck kernels) and the
+    /// error returned.
+    ///
+    /// # Errors
+    /// [`Error::Nccl`] (e.g. `ncclRemoteError`) for an asynchronous error,
+    /// [`Error::Aborted`], [`Error::Timeout`], or a CUDA error.
+    pub fn wait(&self, stream: &cudarc::driver::CudaStream, timeout: Duration) -> Result<()> {
+        self.wait_impl("wait", stream, timeout, false)
+    }
+
+    /// Like [`Comm::wait`], but a failure keeps the communicator for
+    /// recovery instead of aborting it: after an asynchronous error (a dead
+    /// peer), a CUDA error or `timeout`, the communicator is
+    /// [`Failed`](CommState::Failed) and its work may still be stuck on the
+    /// GPU. Then allowed: [`Comm::revoke`] (stops that work),
+    /// [`Comm::shrink`] with [`ShrinkMode::Abort`](crate::ShrinkMode::Abort)
+    /// (stops it and leaves the dead out), or abort / drop. An abort request
+    /// ([`AbortHandle`]) still aborts. A `Failed` communicator is not waited
+    /// on again: it fails at once with `WrongState`.
+    ///
+    /// # Errors
+    /// [`Error::Nccl`] for an asynchronous error, [`Error::Stalled`] at the
+    /// timeout, [`Error::Aborted`], [`Error::WrongState`] (not live), or a
+    /// CUDA error.
+    pub fn wait_recoverable(
+        &self,
+        stream: &cudarc::driver::CudaStream,
+        timeout: Duration,
+    ) -> Result<()> {
+        const OP: &str = "wait_recoverable";
+        self.ready(OP)?;
+        self.wait_impl(OP, stream, timeout, true)
+    }
+
+    /// The loop of [`Comm::wait`]; `keep`: on failure mark the communicator
+    /// `Failed` instead of aborting it.
+    fn wait_impl(
+        &self,
+        op: &'static str,
+        stream: &cudarc::driver::CudaStream,
+        timeout: Duration,
+        keep: bool,
+    ) -> Result<()> {
+        self.live(op)?;
+        let give_up = |e: Error| -> Error {
+            if keep {
+                self.fail();
+            } else {
+                self.abort_now(op);
+            }
+            e
+        };
+        let event = stream.record_event(None)?;
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(10);
+        loop {
+            match event.try_is_complete() {
+                Ok(true) => {
+                    let state = self.async_error_raw(op)?;
+                    return match NcclCode::from_raw(state) {
+                        None | Some(NcclCode::InProgress) => Ok(()),
+                        Some(_) => {
+                            let e = failure("ncclCommGetAsyncError", state, self.raw.get());
+                            // the work is done: no need to abort for it
+                            if keep {
+                                self.fail();
+                            }
+                            Err(e)
+                        }
+                    };
+                }
+                Ok(false) => {}
+                Err(e) => return Err(give_up(e.into())),
+            }
+            let state = self.async_error_raw(op)?;
+            match NcclCode::from_raw(state) {
+                None | Some(NcclCode::InProgress) => {}
+                Some(_) => {
+                    return Err(give_up(failure(
+                        "ncclCommGetAsyncError",
+                        state,
+                        self.raw.get(),
+                    )));
+                }
+            }
+            if self.abort.load(Ordering::Relaxed) {
+                return Err(self.abort_now(op));
+            }
+            if start.elapsed() >= timeout {
+                return Err(give_up(if keep {
+                    Error::Stalled { op, after: timeout }
+                } else {
+                    Error::Timeout { op, after: timeout }
+                }));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Runs `f` (a blocking init) on a thread of its own and waits at most
+/// `limit` for it: `Timeout` after that, and a communicator that `f` still
+/// returns later is dropped (aborted) on that thread.
+pub(crate) fn within(
+    limit: Duration,
+    api: &'static str,
+    f: impl FnOnce() -> Result<Comm> + Send + 'static,
+) -> Result<Comm> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("nccl-init".into())
+        .spawn(move || {
+            // nobody waits any more: the returned Comm drops here (aborts)
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Error::invalid(api, "thread", "a thread for the init", e.to_string()))?;
+    match rx.recv_timeout(limit) {
+        Ok(r) => r,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout {
+            op: api,
+            after: limit,
+        }),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::invalid(
+            api,
+            "init thread",
+            "a result",
+            "the thread ended without one (panicked)",
+        )),
+    }
+}
+
+/// How long [`settle_raw`] polls back to back, then yielding the CPU between
+/// polls, before it sleeps: NCCL finishes a non-blocking launch on a thread
+/// of its own in tens of microseconds, less than one sleep of the scheduler,
+/// and often at once.
+const SPIN: Duration = Duration::from_micros(20);
+const YIELD: Duration = Duration::from_micros(500);
+
+/// Polls `ncclCommGetAsyncError` until the communicator is no longer in
+/// progress: back to back for [`SPIN`], yielding the CPU up to [`YIELD`],
+/// then sleeping with a backoff up to a millisecond. Stops at an error
+/// (returned as `api`'s), an abort request (`Aborted`) or `timeout`
+/// (`Timeout`).
+///
+/// # Safety
+/// `raw` must be a valid communicator not used by another thread meanwhile.
+pub(crate) unsafe fn settle_raw(
+    raw: sys::ncclComm_t,
+    abort: &AtomicBool,
+    timeout: Option<Duration>,
+    api: &'static str,
+) -> Result<()> {
+    // SAFETY: as the caller promises.
+    let end = unsafe { settle_state_raw(raw, abort, timeout, api) }?;
+    check_comm(api, end, raw)
+}
+
+/// Like [`settle_raw`], returning the state the communicator settled in
+/// (success or an error code) instead of turning it into an error; errors
+/// are only a failed poll, an abort request and the timeout.
+///
+/// # Safety
+/// As [`settle_raw`].
+pub(crate) unsafe fn settle_state_raw(
+    raw: sys::ncclComm_t,
+    abort: &AtomicBool,
+    timeout: Option<Duration>,
+    api: &'static str,
+) -> Result<sys::ncclResult_t> {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(20);
+    loop {
+        let mut state = sys::ncclResult_t::ncclSuccess;
+        // SAFETY: as the caller promises; valid out-pointer.
+        let r = unsafe { sys::ncclCommGetAsyncError(raw, &mut state) };
+        check_comm("ncclCommGetAsyncError", r, raw)?;
+        if state != sys::ncclResult_t::ncclInProgress {
+            return Ok(state);
+        }
+        if abort.load(Ordering::Relaxed) {
+            return Err(Error::Aborted { op: api });
+        }
+        let waited = start.elapsed();
+        if let Some(limit) = timeout {
+            if waited >= limit {
+                // the caller drops (so aborts) the communicator
+                return Err(Error::Timeout {
+                    op: api,
+                    after: limit,
+                });
+            }
+        }
+        if waited < SPIN {
+            std::hint::spin_loop();
+        } else if waited < YIELD {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Splitting a communicator ([`Comm::split`]) and settling the children of
+//! split, shrink and grow.
+
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::time::Duration;
+
+use crate::base::call::failure;
+use crate::base::error::{Error, Result};
+use crate::base::state::CommOp;
+use crate::comm::abort_raw;
+use crate::comm::wait::settle_state_raw;
+use crate::comm::{Comm, Config};
+use crate::sys;
+
+impl Comm {
+    /// Splits this communicator (`ncclCommSplit`, collective over all its
+    /// ranks): ranks passing the same `color` form a new communicator,
+    /// ordered by `key` (then by their rank here). `color: None` takes no part
+    /// (`NCCL_SPLIT_NOCOLOR`) and returns `Ok(None)`.
+    ///
+    /// Allowed while [`Live`](CommState::Live) or
+    /// [`Revoked`](CommState::Revoked) (NCCL documents a revoked communicator
+    /// as safe to split); this communicator's state does not change. The
+    /// child is live. With no operation of this communicator outstanding
+    /// (NCCL: else it may deadlock). A non-blocking split is waited for up
+    /// to this communicator's timeout.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a color above `i32::MAX`; `WrongState`; NCCL's
+    /// error; `Timeout` (this communicator is then aborted).
+    pub fn split(
+        &self,
+        color: Option<u32>,
+        key: i32,
+        config: Option<&Config>,
+    ) -> Result<Option<Comm>> {
+        crate::base::thread::not_in_group("split")?;
+        self.allow("split", CommOp::Split)?;
+        let color = match color {
+            Some(c) if c > i32::MAX as u32 => {
+                return Err(Error::invalid(
+                    "split",
+                    "color",
+                    "0 ..= i32::MAX or None",
+                    c,
+                ));
+            }
+            Some(c) => c as i32,
+            None => sys::NCCL_SPLIT_NOCOLOR,
+        };
+        let default = Config::new();
+        let config = config.unwrap_or(&default);
+        let mut raw_cfg = config.to_raw()?;
+        self.ctx.bind_to_thread()?;
+        let stale = self.async_state_now();
+        let slot = AtomicPtr::new(std::ptr::null_mut());
+        // SAFETY: valid communicator (live or revoked, checked above) used by
+        // this thread only; the config outlives the call; `slot` is where
+        // NCCL's job writes the child (for a non-blocking communicator, from
+        // its own thread when the job ends): `settle_child` does not return
+        // before that job has ended or been joined, and `slot` lives until then.
+        let r =
+            unsafe { sys::ncclCommSplit(self.raw.get(), color, key, slot.as_ptr(), &mut raw_cfg) };
+        let raw = self.settle_child("ncclCommSplit", r, &slot, self.timeout, stale)?;
+        if raw.is_null() {
+            return Ok(None); // no color
+        }
+        let mut child = Comm::wrap(
+            raw,
+            self.ctx.clone(),
+            0,
+            0,
+            config.is_blocking(),
+            config.timeout,
+        );
+        child.rank = child.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
+        child.world = child.query("ncclCommCount", sys::ncclCommCount)? as usize;
+        Ok(Some(child))
+    }
+
+    /// After a call `api` that creates a child of this communicator from a
+    /// job of *this* communicator (split, shrink) answered `r`: NCCL writes
+    /// the child's handle into `slot` when that job ends (for a non-blocking
+    /// communicator on a thread of its own, after the call returned
+    /// `ncclInProgress`, while this communicator's state says
+    /// `ncclInProgress`: NCCL's documented way to wait for a non-blocking
+    /// split is to poll the parent). Waits for that, up to `limit`, and
+    /// returns the child (null: none was made).
+    ///
+    /// On timeout or an abort request this communicator is aborted, which
+    /// joins NCCL's job (`ncclCommAbort` → `ncclCommEnsureReady` →
+    /// `ncclGroupJobAbort`), so nothing writes `slot` after this returns; a
+    /// child already written is aborted too. On a failed job the child, if
+    /// any, is aborted and this communicator becomes `Failed`.
+    ///
+    /// `stale` is the asynchronous error this communicator already reported
+    /// before the call (a dead peer of a failed or revoked communicator):
+    /// `ncclCommGetAsyncError` may keep reporting it (from the proxy's state)
+    /// after the job succeeded, so when polled it does not count as the job's
+    /// failure.
+    pub(crate) fn settle_child(
+        &self,
+        api: &'static str,
+        r: sys::ncclResult_t,
+        slot: &AtomicPtr<sys::ncclComm>,
+        limit: Option<Duration>,
+        stale: Option<sys::ncclResult_t>,
+    ) -> Result<sys::ncclComm_t> {
+        let polled = r == sys::ncclResult_t::ncclInProgress;
+        let end = if polled {
+            // SAFETY: a live communicator of this thread (Comm is !Sync).
+            match unsafe { settle_state_raw(self.raw.get(), &self.abort, limit, api) } {
+                Ok(end) => end,
+                Err(e) => {
+                    // joins NCCL's job: after this nothing writes `slot`
+                    self.abort_now(api);
+                    // SAFETY: null or the child NCCL made, owned by nobody
+                    // else (taken out of `slot`), never used again.
+                    unsafe { abort_raw(slot.swap(std::ptr::null_mut(), Ordering::Acquire)) };
+                    return Err(e);
+                }
+            }
+        } else {
+            r
+        };
+        let child = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
+        // a polled state may be the old error; a returned one is the call's
+        if end == sys::ncclResult_t::ncclSuccess || (polled && Some(end) == stale) {
+            return Ok(child);
+        }
+        // SAFETY: null or the (failed) child NCCL made, owned by nobody else
+        // (taken out of `slot`), never used again.
+        unsafe { abort_raw(child) };
+        let e = failure(api, end, self.raw.get());
+        self.fail();
+        Err(e)
+    }
+}

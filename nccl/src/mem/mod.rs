@@ -1,0 +1,11 @@
+//! Memory NCCL knows about: buffers from `ncclMemAlloc`, user buffer
+//! registration (`ncclCommRegister`) and symmetric windows
+//! (`ncclCommWindowRegister`, NCCL 2.27+).
+
+mod buffer;
+mod registration;
+
+pub use buffer::{DROP_WAIT, NcclBuffer};
+pub use registration::{Local, Registered, Registration, RegistrationKind};
+#[cfg(nccl_2_27)]
+pub use registration::{Win, Window};

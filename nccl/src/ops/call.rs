@@ -1,0 +1,261 @@
+//! Collectives and point-to-point calls, bound to a cudarc stream, with every
+//! argument checked before NCCL sees it.
+//!
+//! Buffers are anything implementing cudarc's [`DevicePtr`] (read) or
+//! [`DevicePtrMut`] (written): `CudaSlice`, `CudaView`, `CudaViewMut`, and
+//! this crate's [`NcclBuffer`](crate::NcclBuffer) and registered buffers. Each
+//! call asks cudarc for the pointers on the given stream, so cudarc's
+//! cross-stream tracking stays correct: when it manages stream
+//! synchronization (its default once a context has several streams), the
+//! stream first waits for pending writes (and, for outputs, reads) of the
+//! buffers, and cudarc records the NCCL call as their latest use once NCCL has
+//! enqueued it: when the call returns, or for a grouped call
+//! ([`Group::on`](crate::Group::on)) at the group's end. That costs one event
+//! wait and one event record per buffer; a program that orders its streams
+//! itself can turn it off with cudarc's `CudaContext::disable_event_tracking`.
+//!
+//! Every collective goes through one funnel, [`Call`]: the communicator's
+//! state, the stream's GPU and the group rules are checked in
+//! [`Call::begin`], buffers are acquired with [`Call::read`] and
+//! [`Call::write`] (which keep cudarc's guards for as long as NCCL may still
+//! enqueue), and [`Call::run`] makes the NCCL call and turns its result into a
+//! `Result`. Each collective states only its own contract.
+
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, SyncOnDrop, sys as cu};
+
+use crate::base::call::check_comm;
+use crate::base::contract;
+use crate::base::dtype::NcclType;
+use crate::base::error::{Error, Result};
+use crate::base::runtime::require;
+use crate::base::version::Version;
+use crate::comm::Comm;
+use crate::ops::ReduceOp;
+use crate::ops::{Enqueue, GroupRef, calls_as_one};
+use crate::sys;
+
+#[inline(always)]
+pub(crate) fn vp(p: cu::CUdeviceptr) -> *mut core::ffi::c_void {
+    p as usize as *mut core::ffi::c_void
+}
+
+/// The address `elems` elements of `T` past `p`.
+#[inline(always)]
+pub(crate) fn at<T>(p: cu::CUdeviceptr, elems: usize) -> *mut core::ffi::c_void {
+    vp(p + (elems * std::mem::size_of::<T>()) as u64)
+}
+
+/// Whether this build and the runtime library have `api`.
+#[cfg(nccl_2_28)]
+pub(crate) fn runtime_has(api: &'static str) -> bool {
+    crate::base::runtime::has_api(api)
+}
+
+/// One collective call being put together (see the module docs).
+pub(crate) struct Call<'a> {
+    comm: &'a Comm,
+    op: &'static str,
+    stream: &'a CudaStream,
+    group: Option<GroupRef<'a>>,
+    /// Cudarc's guards of the buffers (and a device scalar of a custom op):
+    /// dropped after NCCL has enqueued the call, or handed to the group.
+    guards: [Option<SyncOnDrop<'a>>; 3],
+    /// Extents (address, bytes) of the buffers, for the overlap check.
+    spans: [(u64, usize); 2],
+    nspans: usize,
+}
+
+impl<'a> Call<'a> {
+    /// The checks every call shares: the communicator is usable, the stream
+    /// is of its GPU, the element type is in the NCCL in use, and a call with
+    /// a bare stream is not made while a group is open on this thread.
+    #[inline(always)]
+    pub(crate) fn begin<T: NcclType>(
+        comm: &'a Comm,
+        op: &'static str,
+        on: impl Enqueue<'a>,
+    ) -> Result<Call<'a>> {
+        let target = on.target();
+        if target.group.is_none() {
+            crate::base::thread::not_in_group(op)?;
+        }
+        comm.ready(op)?;
+        if target.stream.context().ordinal() != comm.device() {
+            return Err(wrong_stream(comm, op, target.stream));
+        }
+        if T::SINCE > Version::new(2, 0, 0) {
+            require(T::NAME, T::SINCE)?;
+        }
+        Ok(Call {
+            comm,
+            op,
+            stream: target.stream,
+            group: target.group,
+            guards: [None, None, None],
+            spans: [(0, 0); 2],
+            nspans: 0,
+        })
+    }
+
+    #[inline(always)]
+    fn keep(&mut self, guard: SyncOnDrop<'a>) {
+        if let Some(slot) = self.guards.iter_mut().find(|g| g.is_none()) {
+            *slot = Some(guard);
+        }
+    }
+
+    #[inline(always)]
+    fn span<T>(&mut self, p: u64, len: usize) {
+        if self.nspans < self.spans.len() {
+            self.spans[self.nspans] = (p, len * std::mem::size_of::<T>());
+            self.nspans += 1;
+        }
+    }
+
+    /// A buffer the call reads: its device address on the call's stream.
+    #[inline(always)]
+    pub(crate) fn read<T>(&mut self, buf: &'a impl DevicePtr<T>) -> u64 {
+        let (p, g) = buf.device_ptr(self.stream);
+        self.keep(g);
+        self.span::<T>(p, buf.len());
+        p
+    }
+
+    /// A buffer the call writes: its device address on the call's stream.
+    #[inline(always)]
+    pub(crate) fn write<T>(&mut self, buf: &'a mut impl DevicePtrMut<T>) -> u64 {
+        let len = buf.len();
+        let (p, g) = buf.device_ptr_mut(self.stream);
+        self.keep(g);
+        self.span::<T>(p, len);
+        p
+    }
+
+    /// The raw reduction for element type `T`, checked; a device scalar of a
+    /// custom op is read by the call, so cudarc orders it like a buffer.
+    #[inline(always)]
+    pub(crate) fn reduction<T: NcclType>(&mut self, op: ReduceOp<'a>) -> Result<sys::ncclRedOp_t> {
+        let raw = op.raw_for::<T>(self.op, self.comm)?;
+        if let ReduceOp::PreMulSum(p) = op {
+            if let Some(g) = p.scalar_use(self.stream) {
+                self.keep(g);
+            }
+        }
+        Ok(raw)
+    }
+
+    /// Out-of-place buffers must not overlap.
+    #[inline(always)]
+    fn disjoint(&self) -> Result<()> {
+        if self.nspans == 2 {
+            contract::disjoint(self.op, self.spans[0], self.spans[1])
+        } else {
+            Ok(())
+        }
+    }
+
+    fn raw_stream(&self) -> sys::cudaStream_t {
+        self.stream.cu_stream() as sys::cudaStream_t
+    }
+
+    /// Makes the NCCL call `api` (given the raw communicator and stream) and
+    /// turns its result into a `Result`. A non-blocking communicator still
+    /// enqueuing is waited for (up to its timeout) outside a group, and at the
+    /// group's end inside one. Cudarc's guards are released after that, or
+    /// handed to the group.
+    #[inline(always)]
+    pub(crate) fn run(
+        self,
+        api: &'static str,
+        f: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> sys::ncclResult_t,
+    ) -> Result<()> {
+        self.disjoint()?;
+        let r = f(self.comm.as_raw(), self.raw_stream());
+        self.finish(api, r)
+    }
+
+    /// Like [`Call::run`] for a collective made of several NCCL calls
+    /// (`f` makes them with [`Call::nccl`]): one launch, in a group of their
+    /// own or in the caller's.
+    pub(crate) fn run_many(
+        self,
+        api: &'static str,
+        f: impl FnOnce(&Call<'a>) -> Result<()>,
+    ) -> Result<()> {
+        self.disjoint()?;
+        let r = calls_as_one(self.comm, self.group.is_some(), api, || f(&self));
+        match r {
+            Ok(()) => self.finish(api, sys::ncclResult_t::ncclSuccess),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One NCCL call of a [`Call::run_many`] collective.
+    pub(crate) fn nccl(
+        &self,
+        api: &'static str,
+        f: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> sys::ncclResult_t,
+    ) -> Result<()> {
+        let r = f(self.comm.as_raw(), self.raw_stream());
+        match r {
+            sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress => Ok(()),
+            r => check_comm(api, r, self.comm.as_raw()),
+        }
+    }
+
+    #[inline(always)]
+    fn finish(self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
+        let Call {
+            comm,
+            group,
+            guards,
+            ..
+        } = self;
+        match group {
+            Some(g) => {
+                if !comm.is_blocking() {
+                    g.note(comm);
+                }
+                for guard in guards.into_iter().flatten() {
+                    g.keep(guard);
+                }
+                match r {
+                    // the group's end waits for a non-blocking communicator
+                    sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress => Ok(()),
+                    r => check_comm(api, r, comm.as_raw()),
+                }
+            }
+            None => {
+                let out = if r == sys::ncclResult_t::ncclSuccess {
+                    Ok(())
+                } else {
+                    comm.settle_op(api, r)
+                };
+                // enqueued (or failed): cudarc may record the uses now
+                drop(guards);
+                out
+            }
+        }
+    }
+}
+
+#[cold]
+fn wrong_stream(comm: &Comm, op: &'static str, stream: &CudaStream) -> Error {
+    Error::invalid(
+        op,
+        "stream",
+        format!("a stream of this communicator's GPU {}", comm.device()),
+        format!("a stream of GPU {}", stream.context().ordinal()),
+    )
+}
+
+// SAFETY (for every NCCL call below): the funnel has checked that the
+// communicator is live and used by this thread only (`Comm` is !Sync), that
+// the stream belongs to its GPU, and each collective has checked the lengths
+// its NCCL function reads and writes (element counts and `root`/`peer`
+// against the world size) before the call. The buffers, the communicator, a
+// custom op and the stream are borrowed for 'a: until the call returns, or,
+// inside a group, until the group's end has enqueued the kernels (NCCL may
+// defer the enqueue to `ncclGroupEnd`). Cudarc frees a buffer stream-ordered
+// after the events its guards record, and those guards are dropped only after
+// the enqueue, so memory is never freed before the kernel that uses it.
