@@ -152,8 +152,8 @@ pub use caps::{
 pub use comm::{AbortHandle, Bootstrap, Comm, Config, UNIQUE_ID_BYTES, UniqueId, Watchdog};
 pub use elastic::{ElasticApi, GrowPlan, MemStats, RankMap, Recovery, Shrunk, elastic_support};
 pub use mem::{DROP_WAIT, Local, NcclBuffer, Registered, Registration, RegistrationKind};
-#[cfg(nccl_2_27)]
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
 pub use mem::{Win, Window};
-#[cfg(nccl_2_22)]
+#[cfg(nccl_fn = "ncclGroupSimulateEnd")]
 pub use ops::group_simulate;
 pub use ops::{Enqueue, Group, OnStream, PreMulSum, ReduceOp, group};

@@ -65,6 +65,24 @@ fn not_reached(api: &'static str) -> Option<Error> {
     None
 }
 
+/// Calls NCCL function `$f` and turns its result into a [`Result`] through
+/// the funnel, naming the API after the function: `nccl!(ncclGetUniqueId(&mut
+/// id))`, or `nccl!(raw => ncclCommRegister(raw, …))` to add communicator
+/// `raw`'s last error to a failure. A function the library in use lacks
+/// (its nccl-sys wrapper answers `ncclInvalidUsage`) becomes
+/// [`Error::Unsupported`] with the release that has it (the since table).
+/// It expands inside the caller's `unsafe` block: the call's contract is the
+/// caller's to state.
+macro_rules! nccl {
+    ($comm:expr => $f:ident ( $($arg:expr),* $(,)? )) => {{
+        let comm: $crate::sys::ncclComm_t = $comm;
+        $crate::base::call::check_comm(stringify!($f), $crate::sys::$f($($arg),*), comm)
+    }};
+    ($f:ident ( $($arg:expr),* $(,)? )) => {
+        $crate::base::call::check(stringify!($f), $crate::sys::$f($($arg),*))
+    };
+}
+
 /// `nccl_sys::$f($args)` when this build's header declares function `$f`
 /// (cfg `nccl_fn`); otherwise the arguments are evaluated and the value is
 /// `ncclInvalidUsage`, as nccl-sys's wrapper of a function the library lacks

@@ -598,7 +598,7 @@ pub struct LaunchOptions {
     pub timeout: Duration,
     /// Shared secret of the TCP rendezvous, as bytes. `None` (the default):
     /// `NCCL_RS_SECRET` when set (read as bytes, so any value works), else no
-    /// secret, with a warning on stderr: the unique id is a bearer token, and
+    /// secret, with a logged warning: the unique id is a bearer token, and
     /// without a secret anyone who reaches rank 0's port can take a rank and
     /// the id. An empty secret is an error. A store rendezvous has no
     /// authentication of its own (see [`TcpStore`]).

@@ -31,7 +31,7 @@
 //! Without a secret the same messages are sealed under a key everyone can
 //! derive: nothing is authenticated, and anyone who reaches rank 0's port can
 //! take a rank and read the id, which is a bearer token for the communicator.
-//! That mode prints a warning on stderr once per process, and two live
+//! That mode logs a warning (`log::warn!`) once per process, and two live
 //! connections claiming one rank end the rendezvous with an error at rank 0
 //! (nothing can tell which is real).
 
@@ -92,8 +92,8 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 /// The loud, once-per-process warning of a rendezvous without a secret.
 pub(crate) fn warn_no_secret(what: &str) {
     if !WARNED.swap(true, Ordering::Relaxed) {
-        eprintln!(
-            "nccl-rs: WARNING: {what} runs without a shared secret (NCCL_RS_SECRET unset): anyone \
+        log::warn!(
+            "{what} runs without a shared secret (NCCL_RS_SECRET unset): anyone \
              who can reach its port can take a rank and read the NCCL unique id, a bearer token \
              that lets them join the communicator. Set NCCL_RS_SECRET to the same random value on \
              every rank (e.g. `export NCCL_RS_SECRET=$(head -c 32 /dev/urandom | base64)`)."

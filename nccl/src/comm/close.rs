@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::base::call::check;
 use crate::base::error::{Error, Result};
 use crate::base::state::{CommOp, CommState};
 use crate::comm::Comm;
@@ -46,8 +45,7 @@ impl Comm {
         }
         let raw = self.into_raw();
         // SAFETY: finalized, so destroy only frees local resources.
-        let r = unsafe { sys::ncclCommDestroy(raw) };
-        check("ncclCommDestroy", r)
+        unsafe { nccl!(ncclCommDestroy(raw)) }
     }
 
     /// Stops all operations and frees the communicator at once
@@ -61,8 +59,7 @@ impl Comm {
             return Ok(()); // already aborted
         }
         // SAFETY: valid communicator, owned and not used afterwards.
-        let r = unsafe { sys::ncclCommAbort(raw) };
-        check("ncclCommAbort", r)
+        unsafe { nccl!(ncclCommAbort(raw)) }
     }
 
     /// Fails with [`Error::Aborted`] (aborting the communicator first, if an
@@ -112,8 +109,8 @@ impl Comm {
     }
 }
 
-/// Aborts `raw` (`ncclCommAbort`) unless it is null; a failure is written to
-/// stderr. Abort does not wait on peers.
+/// Aborts `raw` (`ncclCommAbort`) unless it is null; a failure is logged.
+/// Abort does not wait on peers.
 ///
 /// # Safety
 /// `raw` is null or a valid communicator that the caller owns, that no other
@@ -125,14 +122,14 @@ pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t) {
     // SAFETY: as the caller promises.
     let r = unsafe { sys::ncclCommAbort(raw) };
     if r != sys::ncclResult_t::ncclSuccess {
-        eprintln!("nccl: ncclCommAbort failed with code {}", r.0);
+        log::error!("ncclCommAbort failed with code {}", r.0);
     }
 }
 
 impl Drop for Comm {
     /// Aborts the communicator, in whatever state (see the type's
     /// documentation for why not destroy). Never panics; a failure is
-    /// written to stderr.
+    /// logged.
     fn drop(&mut self) {
         // SAFETY: null or valid, owned, used by this thread only (a `&mut`),
         // and never used again (now null). A communicator used in an open

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use cudarc::driver::CudaContext;
 
-use crate::base::call::check;
 use crate::base::error::{Error, Result};
 use crate::base::runtime::checked_runtime;
 use crate::base::state::CommState;
@@ -96,7 +95,7 @@ impl Comm {
     /// # Errors
     /// As `init_rank_with`; `InvalidArgument` for no ids; `Unsupported`
     /// before NCCL 2.23.
-    #[cfg(nccl_2_23)]
+    #[cfg(nccl_fn = "ncclCommInitRankScalable")]
     pub fn init_rank_scalable(
         ctx: &Arc<CudaContext>,
         world: usize,
@@ -207,8 +206,7 @@ impl Comm {
         ctxs[0].bind_to_thread()?;
         let mut raws: Vec<sys::ncclComm_t> = vec![std::ptr::null_mut(); ctxs.len()];
         // SAFETY: raws has room for n communicators, devs holds n ordinals.
-        let r = unsafe { sys::ncclCommInitAll(raws.as_mut_ptr(), n, devs.as_ptr()) };
-        check("ncclCommInitAll", r)?;
+        unsafe { nccl!(ncclCommInitAll(raws.as_mut_ptr(), n, devs.as_ptr())) }?;
         Ok(raws
             .into_iter()
             .zip(ctxs)

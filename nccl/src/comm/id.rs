@@ -3,7 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::base::call::check;
 use crate::base::error::{Error, Result};
 use crate::sys;
 
@@ -37,7 +36,7 @@ impl UniqueId {
     pub fn new() -> Result<UniqueId> {
         let mut id = sys::ncclUniqueId::default();
         // SAFETY: ncclGetUniqueId fills the 128-byte struct it is given.
-        check("ncclGetUniqueId", unsafe { sys::ncclGetUniqueId(&mut id) })?;
+        unsafe { nccl!(ncclGetUniqueId(&mut id)) }?;
         Ok(UniqueId(id))
     }
 

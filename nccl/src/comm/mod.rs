@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use cudarc::driver::CudaContext;
 
-use crate::base::call::{check_comm, failure};
+use crate::base::call::failure;
 use crate::base::error::{Error, NcclCode, Result};
 use crate::base::state::{CommOp, CommState};
 use crate::sys;
@@ -126,8 +126,7 @@ impl Comm {
         self.live(op)?;
         let mut state = sys::ncclResult_t::ncclSuccess;
         // SAFETY: valid communicator and out-pointer.
-        let r = unsafe { sys::ncclCommGetAsyncError(self.raw.get(), &mut state) };
-        check_comm("ncclCommGetAsyncError", r, self.raw.get())?;
+        unsafe { nccl!(self.raw.get() => ncclCommGetAsyncError(self.raw.get(), &mut state)) }?;
         Ok(state)
     }
 

@@ -288,8 +288,7 @@ pub(crate) unsafe fn settle_state_raw(
     loop {
         let mut state = sys::ncclResult_t::ncclSuccess;
         // SAFETY: as the caller promises; valid out-pointer.
-        let r = unsafe { sys::ncclCommGetAsyncError(raw, &mut state) };
-        check_comm("ncclCommGetAsyncError", r, raw)?;
+        unsafe { nccl!(raw => ncclCommGetAsyncError(raw, &mut state)) }?;
         if state != sys::ncclResult_t::ncclInProgress {
             return Ok(state);
         }

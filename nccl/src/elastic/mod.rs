@@ -21,7 +21,7 @@
 mod split;
 
 use std::sync::Arc;
-#[cfg(nccl_2_27)]
+#[cfg(nccl_fn = "ncclCommShrink")]
 use std::sync::atomic::AtomicPtr;
 
 use cudarc::driver::CudaContext;
@@ -32,11 +32,11 @@ use crate::base::version::{HEADER_VERSION, Version};
 use crate::comm::Bootstrap;
 use crate::comm::Comm;
 use crate::comm::Config;
-#[cfg(nccl_2_27)]
+#[cfg(nccl_fn = "ncclCommShrink")]
 use crate::sys;
 
 impl ShrinkMode {
-    #[cfg(nccl_2_27)]
+    #[cfg(nccl_fn = "ncclCommShrink")]
     fn raw(self) -> i32 {
         match self {
             ShrinkMode::Default => sys::NCCL_SHRINK_DEFAULT as i32,
@@ -424,7 +424,7 @@ pub fn elastic_support() -> Vec<(ElasticApi, Result<()>)> {
 }
 
 /// The internal error of a result NCCL should not have given.
-#[cfg(nccl_2_27)]
+#[cfg(nccl_fn = "ncclCommShrink")]
 fn inconsistent(api: &'static str, what: String) -> Error {
     Error::Nccl {
         api,
@@ -472,18 +472,18 @@ impl Comm {
         ElasticApi::Shrink.check()?;
         self.allow(OP, CommOp::Shrink(mode))?;
         let ranks = RankMap::excluding(self.world, self.rank, exclude)?;
-        #[cfg(nccl_2_27)]
+        #[cfg(nccl_fn = "ncclCommShrink")]
         {
             self.shrink_now(ranks, mode, config)
         }
-        #[cfg(not(nccl_2_27))]
+        #[cfg(not(nccl_fn = "ncclCommShrink"))]
         {
             let _ = (ranks, config);
             Err(ElasticApi::Shrink.missing("ncclCommShrink"))
         }
     }
 
-    #[cfg(nccl_2_27)]
+    #[cfg(nccl_fn = "ncclCommShrink")]
     fn shrink_now(
         &self,
         ranks: RankMap,
@@ -667,18 +667,18 @@ impl Comm {
         self.allow(OP, CommOp::Grow)?;
         let plan = GrowPlan::new(self.world, new_world)?;
         plan.check_existing(self.rank, joiners.as_deref())?;
-        #[cfg(nccl_2_29)]
+        #[cfg(nccl_fn = "ncclCommGrow")]
         {
             self.grow_now(plan, joiners, config)
         }
-        #[cfg(not(nccl_2_29))]
+        #[cfg(not(nccl_fn = "ncclCommGrow"))]
         {
             let _ = (plan, joiners, config);
             Err(ElasticApi::Grow.missing("ncclCommGrow"))
         }
     }
 
-    #[cfg(nccl_2_29)]
+    #[cfg(nccl_fn = "ncclCommGrow")]
     fn grow_now(
         &self,
         plan: GrowPlan,
@@ -702,8 +702,9 @@ impl Comm {
                 // no operation outstanding (documented requirement); valid
                 // out-pointer. Only this rank (the coordinator) asks, once per
                 // grow, as NCCL requires.
-                let r = unsafe { sys::ncclCommGetUniqueId(self.raw.get(), &mut raw_id) };
-                crate::base::call::check_comm("ncclCommGetUniqueId", r, self.raw.get())?;
+                unsafe {
+                    nccl!(self.raw.get() => ncclCommGetUniqueId(self.raw.get(), &mut raw_id))
+                }?;
                 let id = crate::UniqueId::from_raw(raw_id);
                 let got = boot.share_ids(Some(vec![id]))?;
                 if got.len() != 1 || got[0] != id {
@@ -794,7 +795,7 @@ impl Comm {
                 format!("{} ids", ids.len()),
             ));
         };
-        #[cfg(nccl_2_29)]
+        #[cfg(nccl_fn = "ncclCommGrow")]
         {
             if let (true, Some(limit)) = (config.is_blocking(), config.timeout) {
                 // as init_rank_with: a blocking creation cannot be abandoned
@@ -806,7 +807,7 @@ impl Comm {
             }
             join_with_id(ctx, plan, rank, &id, config)
         }
-        #[cfg(not(nccl_2_29))]
+        #[cfg(not(nccl_fn = "ncclCommGrow"))]
         {
             let _ = (ctx, plan, rank, id);
             Err(ElasticApi::Grow.missing("ncclCommGrow"))
@@ -841,8 +842,9 @@ impl Comm {
             // SAFETY: a valid live communicator used by this thread only;
             // NCCL_SUSPEND_MEM is the flag the header defines. NCCL itself
             // waits for the device and every rank before it unmaps memory.
-            let r = unsafe { sys::ncclCommSuspend(self.raw.get(), sys::NCCL_SUSPEND_MEM as i32) };
-            crate::base::call::check_comm("ncclCommSuspend", r, self.raw.get())?;
+            unsafe {
+                nccl!(self.raw.get() => ncclCommSuspend(self.raw.get(), sys::NCCL_SUSPEND_MEM as i32))
+            }?;
             self.state.set(crate::base::state::CommState::Suspended);
             Ok(())
         }
@@ -871,8 +873,7 @@ impl Comm {
         {
             self.ctx.bind_to_thread()?;
             // SAFETY: a valid, suspended communicator used by this thread only.
-            let r = unsafe { sys::ncclCommResume(self.raw.get()) };
-            crate::base::call::check_comm("ncclCommResume", r, self.raw.get())?;
+            unsafe { nccl!(self.raw.get() => ncclCommResume(self.raw.get())) }?;
             self.state.set(crate::base::state::CommState::Live);
             Ok(())
         }
@@ -903,8 +904,9 @@ impl Comm {
                 let mut v = 0u64;
                 // SAFETY: a valid communicator used by this thread only, a
                 // statistic the header defines, a valid out-pointer.
-                let r = unsafe { sys::ncclCommMemStats(self.raw.get(), which, &mut v) };
-                crate::base::call::check_comm("ncclCommMemStats", r, self.raw.get())?;
+                unsafe {
+                    nccl!(self.raw.get() => ncclCommMemStats(self.raw.get(), which, &mut v))
+                }?;
                 Ok(v)
             };
             Ok(MemStats {
@@ -922,7 +924,7 @@ impl Comm {
 }
 
 /// The joiner's `ncclCommGrow`, given the id.
-#[cfg(nccl_2_29)]
+#[cfg(nccl_fn = "ncclCommGrow")]
 fn join_with_id(
     ctx: &Arc<CudaContext>,
     plan: GrowPlan,
@@ -967,7 +969,7 @@ fn join_with_id(
 }
 
 /// The grown communicator is rank `rank` of `world`, as NCCL says.
-#[cfg(nccl_2_29)]
+#[cfg(nccl_fn = "ncclCommGrow")]
 fn check_grown(comm: &Comm, rank: usize, world: usize) -> Result<()> {
     let r = comm.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
     let w = comm.query("ncclCommCount", sys::ncclCommCount)? as usize;

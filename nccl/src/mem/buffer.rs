@@ -112,7 +112,7 @@ pub(super) fn quiesce(stream: &CudaStream, events: [&Option<CudaEvent>; 2], what
     if ctx.is_managing_stream_synchronization() {
         for e in events.into_iter().flatten() {
             if let Err(e) = stream.wait(e) {
-                eprintln!("nccl: {what}: cannot order the buffer's last uses ({e}); leaking it");
+                log::error!("{what}: cannot order the buffer's last uses ({e}); leaking it");
                 return false;
             }
         }
@@ -125,8 +125,8 @@ pub(super) fn quiesce(stream: &CudaStream, events: [&Option<CudaEvent>; 2], what
             return true;
         }
         if std::time::Instant::now() >= deadline {
-            eprintln!(
-                "nccl: {what}: the buffer's stream is still busy after {DROP_WAIT:?}; leaking it"
+            log::error!(
+                "{what}: the buffer's stream is still busy after {DROP_WAIT:?}; leaking it"
             );
             return false;
         }
@@ -154,7 +154,7 @@ impl<T> Drop for NcclBuffer<T> {
             )
         };
         if r != sys::ncclResult_t::ncclSuccess {
-            eprintln!("nccl: ncclMemFree failed with code {}", r.0);
+            log::error!("nccl: ncclMemFree failed with code {}", r.0);
         }
     }
 }

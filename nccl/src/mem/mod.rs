@@ -7,5 +7,5 @@ mod registration;
 
 pub use buffer::{DROP_WAIT, NcclBuffer};
 pub use registration::{Local, Registered, Registration, RegistrationKind};
-#[cfg(nccl_2_27)]
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
 pub use registration::{Win, Window};

@@ -46,12 +46,12 @@ impl RegistrationKind for Local {
 }
 
 /// A window (`ncclCommWindowRegister`, NCCL 2.27+): [`Window`].
-#[cfg(nccl_2_27)]
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
 #[derive(Debug)]
 pub enum Win {}
-#[cfg(nccl_2_27)]
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
 impl kind::Sealed for Win {}
-#[cfg(nccl_2_27)]
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
 impl RegistrationKind for Win {
     const RELEASE: &'static str = "ncclCommWindowDeregister";
     unsafe fn release(comm: sys::ncclComm_t, handle: *mut core::ffi::c_void) -> sys::ncclResult_t {
@@ -184,7 +184,7 @@ fn uses_done<T, B: DevicePtrMut<T>>(buf: &mut B, what: &str) -> bool {
 
 impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> Drop for Registration<'_, T, B, K> {
     /// Ends the registration (a window collectively: the other ranks must do
-    /// the same). Never panics; a failure is written to stderr.
+    /// the same). Never panics; a failure is logged (`log::error!`).
     fn drop(&mut self) {
         if self.comm.is_aborted() {
             return; // NCCL dropped the registration with the communicator
@@ -198,7 +198,7 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> Drop for Registr
         // which the borrow keeps alive; released once, here.
         let r = unsafe { K::release(self.comm.as_raw(), self.handle) };
         if r != sys::ncclResult_t::ncclSuccess {
-            eprintln!("nccl: {} failed with code {}", K::RELEASE, r.0);
+            log::error!("{} failed with code {}", K::RELEASE, r.0);
         }
     }
 }
@@ -239,10 +239,10 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> DevicePtrMut<T>
 /// [`Window::deregister`]s) its window together, in the same order. The
 /// buffer should come from [`NcclBuffer`]; its address must be aligned to
 /// `NCCL_WIN_REQUIRED_ALIGNMENT` (4096) bytes.
-#[cfg(nccl_2_27)]
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
 pub type Window<'c, T, B> = Registration<'c, T, B, Win>;
 
-#[cfg(nccl_2_27)]
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
 impl Comm {
     /// Registers `buf` as a window (collective). `symmetric` asks for
     /// `NCCL_WIN_COLL_SYMMETRIC` (every rank's buffer the same size).
@@ -301,7 +301,7 @@ impl Comm {
     }
 }
 
-#[cfg(nccl_2_27)]
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
 impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Registration<'_, T, B, Win> {
     /// Deregisters the window (collective) and gives the buffer back:
     /// [`Registration::into_inner`].

@@ -46,7 +46,11 @@ pub(crate) fn at<T>(p: cu::CUdeviceptr, elems: usize) -> *mut core::ffi::c_void 
 }
 
 /// Whether this build and the runtime library have `api`.
-#[cfg(nccl_2_28)]
+#[cfg(any(
+    nccl_fn = "ncclAlltoAll",
+    nccl_fn = "ncclGather",
+    nccl_fn = "ncclScatter"
+))]
 pub(crate) fn runtime_has(api: &'static str) -> bool {
     crate::base::runtime::has_api(api)
 }

@@ -9,7 +9,11 @@ use crate::base::error::{Error, Result};
 use crate::comm::Comm;
 use crate::ops::Enqueue;
 use crate::ops::ReduceOp;
-#[cfg(nccl_2_28)]
+#[cfg(any(
+    nccl_fn = "ncclAlltoAll",
+    nccl_fn = "ncclGather",
+    nccl_fn = "ncclScatter"
+))]
 use crate::ops::call::runtime_has;
 use crate::ops::call::{Call, at, vp};
 use crate::sys;
@@ -287,7 +291,7 @@ impl Comm {
         let mut c = Call::begin::<T>(self, "all_to_all", stream)?;
         let chunk = contract::all_to_all(send.len(), recv.len(), self.world_size())?;
         let (s, d) = (c.read(send), c.write(recv));
-        #[cfg(nccl_2_28)]
+        #[cfg(nccl_fn = "ncclAlltoAll")]
         if runtime_has("ncclAlltoAll") {
             return c.run("ncclAlltoAll", |comm, st| {
                 // SAFETY: see above; both hold chunk × world.
@@ -349,7 +353,7 @@ impl Comm {
             Some(r) if at_root => c.write(r),
             _ => 0,
         };
-        #[cfg(nccl_2_28)]
+        #[cfg(nccl_fn = "ncclGather")]
         if runtime_has("ncclGather") {
             return c.run("ncclGather", |comm, st| {
                 // SAFETY: see above; send holds n; at the root recv holds n × world.
@@ -397,7 +401,7 @@ impl Comm {
             _ => 0,
         };
         let d = c.write(recv);
-        #[cfg(nccl_2_28)]
+        #[cfg(nccl_fn = "ncclScatter")]
         if runtime_has("ncclScatter") {
             return c.run("ncclScatter", |comm, st| {
                 // SAFETY: see above; recv holds n; at the root send holds n × world.

@@ -62,7 +62,7 @@ impl Open {
         }
         // SAFETY: no arguments; paired with the ncclGroupEnd in `end`, which
         // runs on this thread (`Open` is owned by `Group`, which is !Send).
-        check("ncclGroupStart", unsafe { sys::ncclGroupStart() })?;
+        unsafe { nccl!(ncclGroupStart()) }?;
         OPEN.with(|o| o.set(true));
         Ok(Open {
             guards: RefCell::new(Vec::new()),
@@ -108,7 +108,7 @@ impl Drop for Open {
             // SAFETY: closes the group this value opened, on its thread.
             unsafe { sys::ncclGroupEnd() }
         }) {
-            eprintln!("nccl: ncclGroupEnd after a panic in a group failed: {e}");
+            log::error!("ncclGroupEnd after a panic in a group failed: {e}");
         }
     }
 }
@@ -330,7 +330,7 @@ pub fn group<'env, R>(
 ///
 /// # Errors
 /// `Unsupported` before NCCL 2.22; as [`group`].
-#[cfg(nccl_2_22)]
+#[cfg(nccl_fn = "ncclGroupSimulateEnd")]
 pub fn group_simulate<'env, R>(
     f: impl for<'scope> FnOnce(&'scope Group<'scope, 'env>) -> Result<R>,
 ) -> Result<(R, Option<f32>)> {
@@ -368,7 +368,7 @@ pub(crate) fn calls_as_one(
         return f();
     }
     // SAFETY: no arguments; paired with the ncclGroupEnd below on this thread.
-    check("ncclGroupStart", unsafe { sys::ncclGroupStart() })?;
+    unsafe { nccl!(ncclGroupStart()) }?;
     let out = f();
     // SAFETY: closes the group opened above, on this thread.
     let r = unsafe { sys::ncclGroupEnd() };

@@ -9,7 +9,7 @@ mod group;
 mod p2p;
 mod reduce_op;
 
-#[cfg(nccl_2_22)]
+#[cfg(nccl_fn = "ncclGroupSimulateEnd")]
 pub use group::group_simulate;
 pub use group::{Enqueue, Group, OnStream, group};
 pub(crate) use group::{GroupRef, calls_as_one};

@@ -4,7 +4,6 @@ use std::marker::PhantomData;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, SyncOnDrop};
 
-use crate::base::call::check_comm;
 use crate::base::dtype::NcclType;
 use crate::base::error::Result;
 use crate::base::runtime::require_api;
@@ -178,10 +177,9 @@ impl Comm {
         require_api("ncclRedOpCreatePreMulSum")?;
         let mut op = sys::ncclRedOp_t(0);
         // SAFETY: valid communicator and out-pointer; scalar as the caller promised.
-        let r = unsafe {
-            sys::ncclRedOpCreatePreMulSum(&mut op, scalar, T::DATATYPE, residence, self.as_raw())
-        };
-        check_comm("ncclRedOpCreatePreMulSum", r, self.as_raw())?;
+        unsafe {
+            nccl!(self.as_raw() => ncclRedOpCreatePreMulSum(&mut op, scalar, T::DATATYPE, residence, self.as_raw()))
+        }?;
         Ok(PreMulSum {
             op,
             comm: self,
@@ -218,7 +216,7 @@ impl Drop for PreMulSum<'_> {
         // SAFETY: op was created on comm, which the borrow keeps alive.
         let r = unsafe { sys::ncclRedOpDestroy(self.op, comm) };
         if r != sys::ncclResult_t::ncclSuccess {
-            eprintln!("nccl: ncclRedOpDestroy failed ({}); the op leaks", r.0);
+            log::error!("ncclRedOpDestroy failed ({}); the op leaks", r.0);
         }
     }
 }
