@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Where a communicator stands, and so which calls it takes
-/// ([`CommState::allows`]); [`Comm::state`] says it. The module table above
+/// ([`CommState::allows`](crate::CommState::allows)); [`Comm::state`](crate::Comm::state) says it. The module table above
 /// ([`crate::CommOp`] for the calls) is the same as `allows`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -12,16 +12,16 @@ pub enum CommState {
     Live,
     /// An operation failed or stalled (a peer died, a wait timed out) and the
     /// communicator was kept for recovery; its work may still be stuck on the
-    /// GPU. Allowed: [`Comm::revoke`], [`Comm::shrink`] with
+    /// GPU. Allowed: [`Comm::revoke`](crate::Comm::revoke), [`Comm::shrink`](crate::Comm::shrink) with
     /// [`ShrinkMode::Abort`], abort and drop.
     Failed,
-    /// Revoked ([`Comm::revoke`]): its operations were stopped and it is
-    /// quiescent. Allowed: [`Comm::shrink`], [`Comm::split`],
-    /// [`Comm::mem_stats`], [`Comm::finalize`] (which then releases it with
+    /// Revoked ([`Comm::revoke`](crate::Comm::revoke)): its operations were stopped and it is
+    /// quiescent. Allowed: [`Comm::shrink`](crate::Comm::shrink), [`Comm::split`](crate::Comm::split),
+    /// [`Comm::mem_stats`](crate::Comm::mem_stats), [`Comm::finalize`](crate::Comm::finalize) (which then releases it with
     /// `ncclCommAbort`), abort and drop.
     Revoked,
-    /// Suspended ([`Comm::suspend`]): its GPU memory was released. Allowed:
-    /// [`Comm::resume`], [`Comm::mem_stats`], abort and drop.
+    /// Suspended ([`Comm::suspend`](crate::Comm::suspend)): its GPU memory was released. Allowed:
+    /// [`Comm::resume`](crate::Comm::resume), [`Comm::mem_stats`](crate::Comm::mem_stats), abort and drop.
     Suspended,
     /// Aborted (or closed): nothing is allowed; drop it.
     Aborted,
@@ -33,23 +33,23 @@ pub enum CommState {
 #[non_exhaustive]
 pub enum CommOp {
     /// Collectives and point-to-point calls, alone or in a group, and
-    /// [`Comm::wait_recoverable`].
+    /// [`Comm::wait_recoverable`](crate::Comm::wait_recoverable).
     Collective,
-    /// [`Comm::split`].
+    /// [`Comm::split`](crate::Comm::split).
     Split,
-    /// [`Comm::shrink`] in the given mode.
+    /// [`Comm::shrink`](crate::Comm::shrink) in the given mode.
     Shrink(ShrinkMode),
-    /// [`Comm::grow`].
+    /// [`Comm::grow`](crate::Comm::grow).
     Grow,
-    /// [`Comm::revoke`].
+    /// [`Comm::revoke`](crate::Comm::revoke).
     Revoke,
-    /// [`Comm::suspend`].
+    /// [`Comm::suspend`](crate::Comm::suspend).
     Suspend,
-    /// [`Comm::resume`].
+    /// [`Comm::resume`](crate::Comm::resume).
     Resume,
-    /// [`Comm::mem_stats`].
+    /// [`Comm::mem_stats`](crate::Comm::mem_stats).
     MemStats,
-    /// [`Comm::finalize`].
+    /// [`Comm::finalize`](crate::Comm::finalize).
     Finalize,
 }
 
@@ -153,12 +153,12 @@ impl fmt::Display for CommState {
     }
 }
 
-/// How [`Comm::shrink`] treats the operations still outstanding on the
+/// How [`Comm::shrink`](crate::Comm::shrink) treats the operations still outstanding on the
 /// communicator it shrinks (`shrinkFlags`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ShrinkMode {
     /// `NCCL_SHRINK_DEFAULT`: no operation may be outstanding (NCCL: else it
-    /// may deadlock); with [`Config::shrink_share`] on the parent, the child
+    /// may deadlock); with [`Config::shrink_share`](crate::Config::shrink_share) on the parent, the child
     /// may reuse the parent's resources.
     #[default]
     Default,

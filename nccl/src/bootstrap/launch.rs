@@ -17,7 +17,7 @@
 //! # Where the ranks meet ([`Rendezvous`])
 //!
 //! 1. `NCCL_RS_STORE=host:port`: a PyTorch `TCPStore` there (a Python
-//!    trainer's `torch.distributed.TCPStore`, a [`TcpStoreServer`](crate::TcpStoreServer)).
+//!    trainer's `torch.distributed.TCPStore`, a [`TcpStoreServer`](crate::bootstrap::TcpStoreServer)).
 //! 2. `NCCL_RS_ROOT=host:port`: this crate's TCP rendezvous, rank 0 listening.
 //! 3. torchrun with `TORCHELASTIC_USE_AGENT_STORE=True` (static rendezvous,
 //!    `--standalone`, c10d): the agent's `TCPStore` at
@@ -663,7 +663,7 @@ impl LaunchOptions {
 /// docs list them), and creates the communicator, all within `opts.timeout`.
 ///
 /// ```no_run
-/// let (comm, info) = nccl::init_from_launcher(&nccl::LaunchOptions::default())?;
+/// let (comm, info) = nccl::bootstrap::init_from_launcher(&nccl::bootstrap::LaunchOptions::default())?;
 /// eprintln!("rank {} of {} on GPU {} ({})", comm.rank(), comm.world_size(), comm.device(), info.source);
 /// comm.finalize()?;
 /// # Ok::<(), nccl::Error>(())

@@ -113,7 +113,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// let mut store = nccl::TcpStore::connect("127.0.0.1:29500", Duration::from_secs(30))?;
+/// let mut store = nccl::bootstrap::TcpStore::connect("127.0.0.1:29500", Duration::from_secs(30))?;
 /// store.set("greeting", b"hello")?;
 /// assert_eq!(store.get("greeting")?, b"hello");
 /// # Ok::<(), nccl::Error>(())

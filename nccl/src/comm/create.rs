@@ -90,7 +90,7 @@ impl Comm {
     /// Like [`Comm::init_rank_with`], bootstrapped from several unique ids
     /// (`ncclCommInitRankScalable`, NCCL 2.23+): for very large jobs, the ids
     /// spread the bootstrap over several roots. Every rank passes the same ids
-    /// (share them with [`TcpBootstrap::share_n_ids`](crate::TcpBootstrap::share_n_ids)).
+    /// (share them with `bootstrap::TcpBootstrap::share_n_ids`).
     ///
     /// # Errors
     /// As `init_rank_with`; `InvalidArgument` for no ids; `Unsupported`

@@ -139,7 +139,8 @@ impl FromStr for UniqueId {
 
 /// A channel over which rank 0 hands the unique id(s) to every rank. Bring
 /// your own (an existing key-value store, MPI) by implementing it; this crate
-/// has [`TcpBootstrap`] and [`StoreBootstrap`](crate::StoreBootstrap).
+/// has `bootstrap::TcpBootstrap` and `bootstrap::StoreBootstrap` (feature
+/// `bootstrap`).
 pub trait Bootstrap {
     /// This process's rank.
     fn rank(&self) -> usize;

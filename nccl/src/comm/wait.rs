@@ -1,5 +1,5 @@
 //! Waiting for what NCCL finishes on its own thread: non-blocking
-//! operations that answer `ncclInProgress`, and [`Comm::wait`].
+//! operations that answer `ncclInProgress`, and [`Comm::wait`](crate::Comm::wait).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -51,10 +51,10 @@ impl Comm {
         unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
     }
 
-    /// Like [`Comm::settle`], after an operation on this communicator (a
+    /// Like [`Comm::settle`](crate::Comm::settle), after an operation on this communicator (a
     /// collective, a group's end): the communicator is kept, not aborted, so
     /// an error (other than NCCL refusing the arguments at once) makes it
-    /// [`Failed`](CommState::Failed), and the timeout is
+    /// [`Failed`](crate::CommState::Failed), and the timeout is
     /// [`Error::Stalled`].
     pub(crate) fn settle_op(&self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
         match NcclCode::from_raw(r) {
@@ -75,7 +75,7 @@ impl Comm {
 
     /// At the end of a group that NCCL answered with `ncclInProgress`: waits
     /// for this (non-blocking) communicator, unless it was aborted meanwhile.
-    /// As [`Comm::settle_op`], an error or the timeout leaves it `Failed`.
+    /// As [`Comm::settle_op`](crate::Comm::settle_op), an error or the timeout leaves it `Failed`.
     pub(crate) fn settle_after_group(&self, api: &'static str) -> Result<()> {
         if self.raw.get().is_null() {
             return Err(Error::Aborted { op: api });
@@ -85,7 +85,7 @@ impl Comm {
             .map_err(|e| self.failed_with(e))
     }
 
-    /// Marks a live communicator [`Failed`](CommState::Failed) after error
+    /// Marks a live communicator [`Failed`](crate::CommState::Failed) after error
     /// `e` of one of its operations; a timeout becomes [`Error::Stalled`]
     /// (the communicator was kept, not aborted). Other states are kept.
     fn failed_with(&self, e: Error) -> Error {
@@ -123,14 +123,14 @@ impl Comm {
         self.wait_impl("wait", stream, timeout, false)
     }
 
-    /// Like [`Comm::wait`], but a failure keeps the communicator for
+    /// Like [`Comm::wait`](crate::Comm::wait), but a failure keeps the communicator for
     /// recovery instead of aborting it: after an asynchronous error (a dead
     /// peer), a CUDA error or `timeout`, the communicator is
-    /// [`Failed`](CommState::Failed) and its work may still be stuck on the
-    /// GPU. Then allowed: [`Comm::revoke`] (stops that work),
-    /// [`Comm::shrink`] with [`ShrinkMode::Abort`](crate::ShrinkMode::Abort)
+    /// [`Failed`](crate::CommState::Failed) and its work may still be stuck on the
+    /// GPU. Then allowed: [`Comm::revoke`](crate::Comm::revoke) (stops that work),
+    /// [`Comm::shrink`](crate::Comm::shrink) with [`ShrinkMode::Abort`](crate::ShrinkMode::Abort)
     /// (stops it and leaves the dead out), or abort / drop. An abort request
-    /// ([`AbortHandle`]) still aborts. A `Failed` communicator is not waited
+    /// ([`AbortHandle`](crate::AbortHandle)) still aborts. A `Failed` communicator is not waited
     /// on again: it fails at once with `WrongState`.
     ///
     /// # Errors
@@ -147,7 +147,7 @@ impl Comm {
         self.wait_impl(OP, stream, timeout, true)
     }
 
-    /// The loop of [`Comm::wait`]; `keep`: on failure mark the communicator
+    /// The loop of [`Comm::wait`](crate::Comm::wait); `keep`: on failure mark the communicator
     /// `Failed` instead of aborting it.
     fn wait_impl(
         &self,

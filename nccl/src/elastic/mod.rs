@@ -1,8 +1,8 @@
-//! Elastic communicators: going on without a lost rank ([`Comm::shrink`],
-//! [`Comm::revoke`]), letting new ranks in ([`Comm::grow`], [`Comm::join`]),
+//! Elastic communicators: going on without a lost rank ([`Comm::shrink`](crate::Comm::shrink),
+//! [`Comm::revoke`](crate::Comm::revoke)), letting new ranks in ([`Comm::grow`](crate::Comm::grow), [`Comm::join`](crate::Comm::join)),
 //! and giving a communicator's GPU memory back while it is idle
-//! ([`Comm::suspend`], [`Comm::resume`], [`Comm::mem_stats`]); the states a
-//! communicator goes through ([`CommState`]) and the calls each allows.
+//! ([`Comm::suspend`](crate::Comm::suspend), [`Comm::resume`](crate::Comm::resume), [`Comm::mem_stats`](crate::Comm::mem_stats)); the states a
+//! communicator goes through ([`CommState`](crate::CommState)) and the calls each allows.
 //!
 //! Each call checks, in this order and before NCCL is called: that this
 //! build's header and the libnccl in use have the API ([`ElasticApi::check`],
@@ -69,7 +69,7 @@ pub struct RankMap {
 impl RankMap {
     /// The map of a communicator of `old_world` ranks shrunk by the rank
     /// `me` (which must stay) leaving out `exclude`, after checking
-    /// `exclude` as [`Comm::shrink`] does.
+    /// `exclude` as [`Comm::shrink`](crate::Comm::shrink) does.
     ///
     /// # Errors
     /// `InvalidArgument` (op `shrink`, arg `exclude`) when `exclude` is
@@ -162,7 +162,7 @@ impl RankMap {
     }
 }
 
-/// What [`Comm::shrink`] returns: the new communicator and how its ranks map
+/// What [`Comm::shrink`](crate::Comm::shrink) returns: the new communicator and how its ranks map
 /// to the old one's.
 #[derive(Debug)]
 pub struct Shrunk {
@@ -172,8 +172,8 @@ pub struct Shrunk {
     pub ranks: RankMap,
 }
 
-/// How ranks are numbered when a communicator grows ([`Comm::grow`],
-/// [`Comm::join`]): the existing ranks keep theirs, `0..old_world`; the
+/// How ranks are numbered when a communicator grows ([`Comm::grow`](crate::Comm::grow),
+/// [`Comm::join`](crate::Comm::join)): the existing ranks keep theirs, `0..old_world`; the
 /// joiners get `old_world..new_world`, in the order of their ranks in the
 /// [`Bootstrap`] that hands them the grow id. That bootstrap has
 /// `joiners + 1` members: rank 0 is the coordinator (rank 0 of the existing
@@ -278,7 +278,7 @@ impl GrowPlan {
         Ok(self.old_world + bootstrap_rank - 1)
     }
 
-    /// Checks what an existing rank `rank` passes to [`Comm::grow`]: rank 0
+    /// Checks what an existing rank `rank` passes to [`Comm::grow`](crate::Comm::grow): rank 0
     /// (the coordinator) passes the joiners' bootstrap, as its rank 0 with
     /// [`GrowPlan::bootstrap_world`] members; every other rank passes none.
     ///
@@ -329,10 +329,10 @@ impl GrowPlan {
 }
 
 /// How much GPU memory a communicator holds, as NCCL tracks it
-/// ([`Comm::mem_stats`], `ncclCommMemStats`).
+/// ([`Comm::mem_stats`](crate::Comm::mem_stats), `ncclCommMemStats`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MemStats {
-    /// Bytes that [`Comm::suspend`] can release (`ncclStatGpuMemSuspend`).
+    /// Bytes that [`Comm::suspend`](crate::Comm::suspend) can release (`ncclStatGpuMemSuspend`).
     pub suspendable: u64,
     /// Bytes kept while suspended (`ncclStatGpuMemPersist`).
     pub persistent: u64,
@@ -346,14 +346,14 @@ pub struct MemStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ElasticApi {
-    /// [`Comm::shrink`] (`ncclCommShrink`, 2.27).
+    /// [`Comm::shrink`](crate::Comm::shrink) (`ncclCommShrink`, 2.27).
     Shrink,
-    /// [`Comm::revoke`] (`ncclCommRevoke`, 2.28.7).
+    /// [`Comm::revoke`](crate::Comm::revoke) (`ncclCommRevoke`, 2.28.7).
     Revoke,
-    /// [`Comm::grow`] and [`Comm::join`] (`ncclCommGrow`,
+    /// [`Comm::grow`](crate::Comm::grow) and [`Comm::join`](crate::Comm::join) (`ncclCommGrow`,
     /// `ncclCommGetUniqueId`, 2.29.2).
     Grow,
-    /// [`Comm::suspend`], [`Comm::resume`] and [`Comm::mem_stats`]
+    /// [`Comm::suspend`](crate::Comm::suspend), [`Comm::resume`](crate::Comm::resume) and [`Comm::mem_stats`](crate::Comm::mem_stats)
     /// (`ncclCommSuspend`, `ncclCommResume`, `ncclCommMemStats`, 2.29.7).
     Suspend,
 }
@@ -441,9 +441,9 @@ impl Comm {
     /// do not call it.
     ///
     /// After a failure (a dead peer: this communicator is
-    /// [`Failed`](CommState::Failed)), shrink with [`ShrinkMode::Abort`],
+    /// [`Failed`](crate::CommState::Failed)), shrink with [`ShrinkMode::Abort`],
     /// which aborts this communicator's outstanding work first, or
-    /// [`Comm::revoke`] first and then shrink in either mode. Which ranks are
+    /// [`Comm::revoke`](crate::Comm::revoke) first and then shrink in either mode. Which ranks are
     /// gone must be agreed outside NCCL (a store, the launcher).
     ///
     /// `config: None` gives the new communicator this one's configuration
@@ -559,7 +559,7 @@ impl Comm {
     ///
     /// States: allowed while `Live` or `Failed`; afterwards `Revoked`:
     /// collectives are refused (NCCL would answer `ncclInvalidUsage`),
-    /// [`Comm::shrink`] and [`Comm::split`] work, [`Comm::finalize`] releases
+    /// [`Comm::shrink`](crate::Comm::shrink) and [`Comm::split`](crate::Comm::split) work, [`Comm::finalize`](crate::Comm::finalize) releases
     /// it with `ncclCommAbort` (NCCL forbids finalizing a revoked
     /// communicator, and destroying one may wait on the lost rank), and child
     /// communicators no longer share its resources. If NCCL's revoke
@@ -625,12 +625,12 @@ impl Comm {
 
     /// The existing ranks' side of growing this communicator to `new_world`
     /// ranks (`ncclCommGrow`, NCCL 2.29): every rank of it calls `grow`, the
-    /// new ranks call [`Comm::join`], and all get the grown communicator, in
+    /// new ranks call [`Comm::join`](crate::Comm::join), and all get the grown communicator, in
     /// which the existing ranks keep their ranks ([`GrowPlan`]).
     ///
     /// Rank 0 coordinates: it makes the grow id (`ncclCommGetUniqueId`) and
     /// hands it to the joiners through `joiners`, a [`Bootstrap`] whose rank
-    /// 0 it is and whose ranks `1..` are the joiners (as [`TcpBootstrap`]
+    /// 0 it is and whose ranks `1..` are the joiners (as [`TcpBootstrap`](crate::bootstrap::TcpBootstrap)
     /// does for the launcher); every other rank passes `None`. No operation
     /// of this communicator may be outstanding. `config: None` gives the new
     /// communicator this one's configuration; a non-blocking grow is waited
@@ -648,7 +648,7 @@ impl Comm {
     /// says to close it once the grow is done: finalize or drop it); the new
     /// one is `Live`.
     ///
-    /// [`TcpBootstrap`]: crate::TcpBootstrap
+    /// [`TcpBootstrap`](crate::bootstrap::TcpBootstrap): crate::bootstrap::TcpBootstrap
     ///
     /// # Errors
     /// `Unsupported` before NCCL 2.29.2 (build or runtime); `WrongState`;
@@ -759,14 +759,14 @@ impl Comm {
         Ok(comm)
     }
 
-    /// The new ranks' side of [`Comm::grow`]: this process joins a
+    /// The new ranks' side of [`Comm::grow`](crate::Comm::grow): this process joins a
     /// communicator that grows to `new_world` ranks, on the GPU of `ctx`
     /// (`ncclCommGrow` with no parent, NCCL 2.29). `bootstrap` is the one the
     /// coordinator (rank 0 of the existing communicator) serves as its rank
     /// 0; this process's rank in it decides its rank in the grown
     /// communicator ([`GrowPlan::joiner_rank`]). The id comes through
     /// `bootstrap` (with its deadlines); then creation has `config`'s
-    /// timeout, in both modes as for [`Comm::init_rank_with`].
+    /// timeout, in both modes as for [`Comm::init_rank_with`](crate::Comm::init_rank_with).
     ///
     /// The new communicator is `Live`.
     ///
@@ -816,15 +816,15 @@ impl Comm {
 
     /// Releases this communicator's dynamic GPU memory while it is idle
     /// (`ncclCommSuspend` with `NCCL_SUSPEND_MEM`, NCCL 2.29.7), as inference
-    /// engines do in "sleep mode"; [`Comm::mem_stats`] says how much.
+    /// engines do in "sleep mode"; [`Comm::mem_stats`](crate::Comm::mem_stats) says how much.
     /// Collective: every rank of the communicator calls it. NCCL first waits
     /// for the whole GPU (`cudaDeviceSynchronize`), then for every rank
     /// (a barrier over its bootstrap network, without a deadline), and only
     /// then unmaps the memory. Not for communicators created with
-    /// [`Config::split_share`] (NCCL refuses).
+    /// [`Config::split_share`](crate::Config::split_share) (NCCL refuses).
     ///
     /// States: allowed while `Live`; afterwards `Suspended`: collectives are
-    /// refused (no NCCL call) until [`Comm::resume`]. If NCCL fails, the
+    /// refused (no NCCL call) until [`Comm::resume`](crate::Comm::resume). If NCCL fails, the
     /// state is kept.
     ///
     /// # Errors
@@ -982,7 +982,7 @@ fn check_grown(comm: &Comm, rank: usize, world: usize) -> Result<()> {
     Ok(())
 }
 
-/// What [`Comm::shrink_or_recreate`] did to go on without the lost ranks.
+/// What [`Comm::shrink_or_recreate`](crate::Comm::shrink_or_recreate) did to go on without the lost ranks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Recovery {
@@ -994,7 +994,7 @@ pub enum Recovery {
 }
 
 impl Comm {
-    /// [`Comm::shrink`], falling back to a fresh communicator of the
+    /// [`Comm::shrink`](crate::Comm::shrink), falling back to a fresh communicator of the
     /// survivors when NCCL refuses to shrink: NCCL's shrink (and split)
     /// checks the parent's asynchronous state first (`ncclCommEnsureReady`),
     /// and after a peer's death over the network transport that state keeps
@@ -1009,8 +1009,8 @@ impl Comm {
     /// or refuses everywhere, since every survivor saw the failure).
     ///
     /// # Errors
-    /// As [`Comm::shrink`] for argument and state errors; the bootstrap's and
-    /// [`Comm::init_rank_with`]'s errors on the fallback.
+    /// As [`Comm::shrink`](crate::Comm::shrink) for argument and state errors; the bootstrap's and
+    /// [`Comm::init_rank_with`](crate::Comm::init_rank_with)'s errors on the fallback.
     pub fn shrink_or_recreate(
         self,
         exclude: &[usize],

@@ -1,4 +1,4 @@
-//! Splitting a communicator ([`Comm::split`]) and settling the children of
+//! Splitting a communicator ([`Comm::split`](crate::Comm::split)) and settling the children of
 //! split, shrink and grow.
 
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -18,8 +18,8 @@ impl Comm {
     /// ordered by `key` (then by their rank here). `color: None` takes no part
     /// (`NCCL_SPLIT_NOCOLOR`) and returns `Ok(None)`.
     ///
-    /// Allowed while [`Live`](CommState::Live) or
-    /// [`Revoked`](CommState::Revoked) (NCCL documents a revoked communicator
+    /// Allowed while [`Live`](crate::CommState::Live) or
+    /// [`Revoked`](crate::CommState::Revoked) (NCCL documents a revoked communicator
     /// as safe to split); this communicator's state does not change. The
     /// child is live. With no operation of this communicator outstanding
     /// (NCCL: else it may deadlock). A non-blocking split is waited for up

@@ -64,7 +64,7 @@ impl RegistrationKind for Win {
 /// buffer while registered (so the memory cannot be freed first) and borrows
 /// the communicator (so it cannot outlive it); use it in collectives like the
 /// buffer itself. Dropping it, or [`Registration::into_inner`], ends the
-/// registration, after waiting (bounded, [`DROP_WAIT`]) for the buffer's
+/// registration, after waiting (bounded, [`DROP_WAIT`](crate::DROP_WAIT)) for the buffer's
 /// tracked uses; while they still run the registration is kept (NCCL frees it
 /// with the communicator).
 #[derive(Debug)]
@@ -76,7 +76,7 @@ pub struct Registration<'c, T, B: DevicePtr<T> + DevicePtrMut<T>, K: Registratio
 }
 
 /// A buffer registered with a communicator (`ncclCommRegister`), which lets
-/// NCCL skip copies through its own buffers ([`Comm::register`]).
+/// NCCL skip copies through its own buffers ([`Comm::register`](crate::Comm::register)).
 pub type Registered<'c, T, B> = Registration<'c, T, B, Local>;
 
 impl Comm {
@@ -237,7 +237,7 @@ impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> DevicePtrMut<T>
 /// which enables NCCL's symmetric-memory kernels. Registration and
 /// deregistration are collective: every rank registers (and later drops or
 /// [`Window::deregister`]s) its window together, in the same order. The
-/// buffer should come from [`NcclBuffer`]; its address must be aligned to
+/// buffer should come from [`NcclBuffer`](crate::NcclBuffer); its address must be aligned to
 /// `NCCL_WIN_REQUIRED_ALIGNMENT` (4096) bytes.
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
 pub type Window<'c, T, B> = Registration<'c, T, B, Win>;

@@ -302,12 +302,52 @@ impl<'a> GroupRef<'a> {
 /// Groups do not nest, and a call given a bare stream inside `f` is refused:
 /// both are [`Error::InGroup`].
 ///
+/// The closure's error type is the caller's: any `E` that an [`Error`]
+/// converts into (`anyhow::Error`, `Box<dyn Error>`, your own enum), so
+/// `.context(…)` and `?` on other errors work inside it. When the closure
+/// ends with `Ok(…)` rather than a call, name the type once:
+///
+/// ```no_run
+/// # fn demo(comm: &nccl::Comm, a: &cudarc::driver::CudaSlice<f32>, b: &mut cudarc::driver::CudaSlice<f32>,
+/// #         s: &cudarc::driver::CudaStream) -> Result<(), Box<dyn std::error::Error>> {
+/// nccl::group(|g| {
+///     comm.all_reduce(a, b, nccl::ReduceOp::Sum, g.on(s))?;
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// })?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A helper that issues calls into the caller's group takes the stream as
+/// [`OnStream`] (or any [`Enqueue`]) rather than the `&Group`, whose two
+/// lifetimes are invariant:
+///
+/// ```no_run
+/// use cudarc::driver::CudaSlice;
+/// use nccl::{Comm, OnStream};
+///
+/// fn ring<'s>(comm: &'s Comm, a: &'s CudaSlice<f32>, b: &'s mut CudaSlice<f32>, on: OnStream<'s>) -> nccl::Result<()> {
+///     let n = comm.world_size();
+///     comm.send(a, (comm.rank() + 1) % n, on)?;
+///     comm.recv(b, (comm.rank() + n - 1) % n, on)
+/// }
+/// # fn demo(comm: &Comm, a: &CudaSlice<f32>, b: &mut CudaSlice<f32>, s: &cudarc::driver::CudaStream) -> nccl::Result<()> {
+/// nccl::group(|g| ring(comm, a, b, g.on(s)))
+/// # }
+/// ```
+///
+/// Only NCCL calls are deferred: other work written inside the closure (a
+/// copy, a kernel launch through cudarc) is enqueued at once, so it runs
+/// *before* the grouped calls on the same stream. Put such work after the
+/// group (or before it) where the order matters.
+///
 /// # Errors
 /// `f`'s error, [`Error::InGroup`] inside another group, or NCCL's error from
-/// starting or ending the group (where the grouped calls' errors surface).
-pub fn group<'env, R>(
-    f: impl for<'scope> FnOnce(&'scope Group<'scope, 'env>) -> Result<R>,
-) -> Result<R> {
+/// starting or ending the group (where the grouped calls' errors surface),
+/// converted into `E`.
+pub fn group<'env, R, E: From<Error>>(
+    f: impl for<'scope> FnOnce(&'scope Group<'scope, 'env>) -> std::result::Result<R, E>,
+) -> std::result::Result<R, E> {
     let g = Group::open()?;
     let out = f(&g);
     let end = g.open.end("ncclGroupEnd", || {
@@ -331,9 +371,9 @@ pub fn group<'env, R>(
 /// # Errors
 /// `Unsupported` before NCCL 2.22; as [`group`].
 #[cfg(nccl_fn = "ncclGroupSimulateEnd")]
-pub fn group_simulate<'env, R>(
-    f: impl for<'scope> FnOnce(&'scope Group<'scope, 'env>) -> Result<R>,
-) -> Result<(R, Option<f32>)> {
+pub fn group_simulate<'env, R, E: From<Error>>(
+    f: impl for<'scope> FnOnce(&'scope Group<'scope, 'env>) -> std::result::Result<R, E>,
+) -> std::result::Result<(R, Option<f32>), E> {
     crate::base::runtime::require_api("ncclGroupSimulateEnd")?;
     let g = Group::open()?;
     let out = f(&g);
