@@ -630,7 +630,7 @@ impl Comm {
     ///
     /// Rank 0 coordinates: it makes the grow id (`ncclCommGetUniqueId`) and
     /// hands it to the joiners through `joiners`, a [`Bootstrap`] whose rank
-    /// 0 it is and whose ranks `1..` are the joiners (as [`TcpBootstrap`](crate::bootstrap::TcpBootstrap)
+    /// 0 it is and whose ranks `1..` are the joiners (as `bootstrap::TcpBootstrap`
     /// does for the launcher); every other rank passes `None`. No operation
     /// of this communicator may be outstanding. `config: None` gives the new
     /// communicator this one's configuration; a non-blocking grow is waited
@@ -647,8 +647,6 @@ impl Comm {
     /// States: allowed while `Live`; this communicator stays `Live` (NCCL
     /// says to close it once the grow is done: finalize or drop it); the new
     /// one is `Live`.
-    ///
-    /// [`TcpBootstrap`](crate::bootstrap::TcpBootstrap): crate::bootstrap::TcpBootstrap
     ///
     /// # Errors
     /// `Unsupported` before NCCL 2.29.2 (build or runtime); `WrongState`;
