@@ -296,6 +296,15 @@ fn public_types_send_sync() {
     send_sync::<nccl::NcclBuffer<f32>>();
     send_sync::<nccl::Watchdog>();
     send::<nccl::Comm>();
+    // an engine keeps its communicator and its registered buffers together
+    // and may move to another thread
+    #[allow(dead_code)]
+    struct Engine {
+        comm: nccl::Comm,
+        weights: Vec<nccl::Registered<f32, cudarc::driver::CudaSlice<f32>>>,
+        scratch: nccl::Registered<f32, nccl::NcclBuffer<f32>>,
+    }
+    send::<Engine>();
     send::<nccl::bootstrap::TcpBootstrap>();
 }
 

@@ -600,8 +600,18 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         let mut reg_recv = comm.register(env.zeros::<f32>(n)).map_err(e2s)?;
         comm.all_reduce(&reg_send, &mut reg_recv, ReduceOp::Sum, env.stream)
             .map_err(e2s)?;
-        let out = reg_recv.into_inner().map_err(e2s)?;
-        close(&env.down(&out), &sum, false)
+        let out = comm.deregister(reg_recv).map_err(e2s)?;
+        close(&env.down(&out), &sum, false)?;
+        // a dropped registration is parked, and released by the
+        // communicator's thread once its buffer is idle
+        drop(reg_send);
+        env.stream.synchronize().map_err(|e| e.to_string())?;
+        match comm.release_parked() {
+            0 => Ok(()),
+            n => Err(format!(
+                "{n} registrations still parked after the stream went idle"
+            )),
+        }
     })();
     rep.check("registered buffers all_reduce", r);
 
@@ -631,8 +641,8 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
             let out = env.stream.clone_dtoh(wb.get()).map_err(|e| e.to_string())?;
             env.stream.synchronize().map_err(|e| e.to_string())?;
             close(&out, &sum, false)?;
-            wb.deregister().map_err(e2s)?;
-            wa.deregister().map_err(e2s)?;
+            comm.deregister(wb).map_err(e2s)?;
+            comm.deregister(wa).map_err(e2s)?;
         }
         Ok(())
     })();

@@ -289,6 +289,17 @@ pub enum Error {
     /// A number or text that is not an NCCL version.
     #[error(transparent)]
     InvalidVersion(#[from] VersionError),
+    /// The memory is still in use by work queued on the GPU after the wait
+    /// allowed; it was left as it was (still registered, not freed).
+    #[error(
+        "{op}: the buffer is still in use after {after:?}; it stays registered with its communicator"
+    )]
+    Busy {
+        /// The call (`deregister`).
+        op: &'static str,
+        /// How long it waited.
+        after: std::time::Duration,
+    },
     /// A call that cannot run inside a [`group`](crate::group): a call given a
     /// bare stream (grouped calls take [`Group::on`](crate::Group::on)), a
     /// nested group, or creating, splitting or finalizing a communicator.

@@ -11,7 +11,6 @@ pub fn slurm_port(job: u64, step: u64) -> u16 {
     20_000 + v as u16
 }
 
-
 /// Splits at the commas outside brackets.
 fn entries(expr: &str) -> Result<Vec<&str>, String> {
     let mut out = Vec::new();

@@ -43,9 +43,12 @@ impl Comm {
             drop(self); // aborts
             return Err(e);
         }
+        let registry = self.registry.clone();
         let raw = self.into_raw();
         // SAFETY: finalized, so destroy only frees local resources.
-        unsafe { nccl!(ncclCommDestroy(raw)) }
+        let r = unsafe { nccl!(ncclCommDestroy(raw)) };
+        registry.close();
+        r
     }
 
     /// Stops all operations and frees the communicator at once
@@ -54,12 +57,15 @@ impl Comm {
     /// # Errors
     /// NCCL's error from aborting (the communicator is gone either way).
     pub fn abort(self) -> Result<()> {
+        let registry = self.registry.clone();
         let raw = self.into_raw();
         if raw.is_null() {
             return Ok(()); // already aborted
         }
         // SAFETY: valid communicator, owned and not used afterwards.
-        unsafe { nccl!(ncclCommAbort(raw)) }
+        let r = unsafe { nccl!(ncclCommAbort(raw)) };
+        registry.close();
+        r
     }
 
     /// Fails with [`Error::Aborted`] (aborting the communicator first, if an
@@ -89,6 +95,7 @@ impl Comm {
         // !Sync, and not inside a group: checked above), and never used again
         // (now null).
         unsafe { abort_raw(self.raw.replace(std::ptr::null_mut())) };
+        self.registry.close();
         self.state.set(CommState::Aborted);
         self.abort.store(true, Ordering::Relaxed);
         Error::Aborted { op }
@@ -135,6 +142,7 @@ impl Drop for Comm {
         // and never used again (now null). A communicator used in an open
         // group cannot be dropped (the group borrows it until its end).
         unsafe { abort_raw(self.raw.replace(std::ptr::null_mut())) };
+        self.registry.close();
     }
 }
 

@@ -179,6 +179,7 @@ impl Comm {
             blocking,
             timeout,
             state: Cell::new(CommState::Live),
+            registry: Arc::default(),
         }
     }
 

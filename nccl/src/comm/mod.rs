@@ -6,6 +6,7 @@ mod close;
 mod config;
 mod create;
 mod id;
+pub(crate) mod registry;
 pub(crate) mod wait;
 
 pub(crate) use close::abort_raw;
@@ -71,6 +72,8 @@ pub struct Comm {
     pub(crate) timeout: Option<Duration>,
     /// Live, failed, revoked or suspended; aborted is `raw` being null.
     pub(crate) state: Cell<CommState>,
+    /// Where dropped registrations wait for this communicator's thread.
+    pub(crate) registry: Arc<registry::Registry>,
 }
 
 // SAFETY: NCCL ties a communicator to a GPU, not to a thread: any thread may

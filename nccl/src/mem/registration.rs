@@ -11,7 +11,8 @@ use crate::base::dtype::NcclType;
 use crate::base::error::{Error, Result};
 use crate::base::runtime::require_api;
 use crate::comm::Comm;
-use crate::mem::buffer::quiesce;
+use crate::comm::registry::{Parked, Pending, Registry};
+use crate::mem::buffer::DROP_WAIT;
 use crate::sys;
 
 mod kind {
@@ -24,6 +25,9 @@ pub trait RegistrationKind: kind::Sealed {
     /// The NCCL function that ends it.
     #[doc(hidden)]
     const RELEASE: &'static str;
+    /// This crate's name of the explicit release.
+    #[doc(hidden)]
+    const DEREGISTER: &'static str;
     /// Ends it.
     ///
     /// # Safety
@@ -39,6 +43,7 @@ pub enum Local {}
 impl kind::Sealed for Local {}
 impl RegistrationKind for Local {
     const RELEASE: &'static str = "ncclCommDeregister";
+    const DEREGISTER: &'static str = "deregister";
     unsafe fn release(comm: sys::ncclComm_t, handle: *mut core::ffi::c_void) -> sys::ncclResult_t {
         // SAFETY: as the caller promises.
         unsafe { ffi!("ncclCommDeregister", ncclCommDeregister(comm, handle)) }
@@ -54,6 +59,7 @@ impl kind::Sealed for Win {}
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
 impl RegistrationKind for Win {
     const RELEASE: &'static str = "ncclCommWindowDeregister";
+    const DEREGISTER: &'static str = "window_deregister";
     unsafe fn release(comm: sys::ncclComm_t, handle: *mut core::ffi::c_void) -> sys::ncclResult_t {
         // SAFETY: as the caller promises; the handle is the window.
         unsafe { sys::ncclCommWindowDeregister(comm, handle as sys::ncclWindow_t) }
@@ -61,23 +67,47 @@ impl RegistrationKind for Win {
 }
 
 /// A buffer NCCL knows about, registered with a communicator: it owns the
-/// buffer while registered (so the memory cannot be freed first) and borrows
-/// the communicator (so it cannot outlive it); use it in collectives like the
-/// buffer itself. Dropping it, or [`Registration::into_inner`], ends the
-/// registration, after waiting (bounded, [`DROP_WAIT`](crate::DROP_WAIT)) for the buffer's
-/// tracked uses; while they still run the registration is kept (NCCL frees it
-/// with the communicator).
-#[derive(Debug)]
-pub struct Registration<'c, T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> {
-    buf: B,
-    handle: *mut core::ffi::c_void,
-    comm: &'c Comm,
-    _t: PhantomData<(T, K)>,
+/// buffer while registered, so the memory cannot be freed (or reused at the
+/// same address) while NCCL may still map it. Use it in collectives like the
+/// buffer itself; [`get`](Registration::get) reaches the buffer (a
+/// `CudaSlice`'s `slice(..)` gives views of a registered range, for buckets).
+///
+/// It does not borrow its communicator, so an engine can keep both side by
+/// side, and it is `Send` when the buffer is. Dropping it never calls NCCL
+/// and never blocks: it *parks* the handle and the buffer with its
+/// communicator, whose own thread deregisters them (once the work queued on
+/// the buffer is done) and frees the memory at its next registration,
+/// [`Comm::release_parked`](crate::Comm::release_parked), [`Comm::deregister`](crate::Comm::deregister)
+/// or close. If the communicator is closed first, NCCL has dropped the
+/// registration with it and the buffer is simply freed.
+pub struct Registration<
+    T: 'static,
+    B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
+    K: RegistrationKind,
+> {
+    /// `None` only while it is given back or parked.
+    buf: Option<B>,
+    /// NCCL's handle, as an address.
+    handle: usize,
+    registry: Arc<Registry>,
+    _t: PhantomData<(fn() -> T, K)>,
+}
+
+impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
+    std::fmt::Debug for Registration<T, B, K>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("kind", &K::RELEASE)
+            .field("handle", &(self.handle as *const ()))
+            .field("len", &self.buf.as_ref().map(|b| b.len()))
+            .finish()
+    }
 }
 
 /// A buffer registered with a communicator (`ncclCommRegister`), which lets
 /// NCCL skip copies through its own buffers ([`Comm::register`](crate::Comm::register)).
-pub type Registered<'c, T, B> = Registration<'c, T, B, Local>;
+pub type Registered<T, B> = Registration<T, B, Local>;
 
 impl Comm {
     /// A buffer to register must be on this communicator's GPU and not empty.
@@ -96,26 +126,50 @@ impl Comm {
         }
         Ok(())
     }
+
+    /// The registration of `buf` that NCCL returned as `handle`.
+    fn adopt_registration<
+        T: 'static,
+        B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
+        K: RegistrationKind,
+    >(
+        &self,
+        buf: B,
+        handle: *mut core::ffi::c_void,
+    ) -> Registration<T, B, K> {
+        Registration {
+            buf: Some(buf),
+            handle: handle as usize,
+            registry: self.registry.clone(),
+            _t: PhantomData,
+        }
+    }
 }
 
 impl Comm {
-    /// Registers `buf` with this communicator (NCCL 2.19+).
+    /// Registers `buf` with this communicator (NCCL 2.19+). Dropped
+    /// registrations of this communicator are released first
+    /// ([`Comm::release_parked`]).
     ///
     /// # Errors
     /// `InvalidArgument` for a buffer on another GPU or an empty one;
     /// `Unsupported` before 2.19; NCCL's error.
-    pub fn register<T: NcclType, B: DevicePtr<T> + DevicePtrMut<T>>(
+    pub fn register<T: NcclType, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static>(
         &self,
         buf: B,
-    ) -> Result<Registered<'_, T, B>> {
+    ) -> Result<Registered<T, B>> {
         const OP: &str = "register";
         require_api("ncclCommRegister")?;
+        self.live(OP)?;
         self.check_buffer(OP, &buf)?;
+        self.release_parked();
         let bytes = buf.num_bytes();
         let (ptr, _g) = buf.device_ptr(buf.stream());
         let mut handle = std::ptr::null_mut();
         // SAFETY: ptr..ptr+bytes is device memory owned by buf, which the
-        // returned value keeps until it deregisters.
+        // returned value keeps until it deregisters; ncclCommRegister writes
+        // the handle before it returns (it only updates this rank's
+        // registration cache).
         let r = unsafe {
             ffi!(
                 "ncclCommRegister",
@@ -129,135 +183,194 @@ impl Comm {
         };
         drop(_g);
         check_comm("ncclCommRegister", r, self.as_raw())?;
-        Ok(Registration {
-            buf,
-            handle,
-            comm: self,
-            _t: PhantomData,
-        })
+        Ok(self.adopt_registration(buf, handle))
+    }
+
+    /// Ends `reg` now and gives its buffer back: waits (at most
+    /// [`DROP_WAIT`](crate::DROP_WAIT)) for the work queued on the buffer, then
+    /// deregisters it. Dropped registrations are released too.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a registration of another communicator (it is
+    /// dropped: parked with its own); `Busy` when the buffer is still in use
+    /// at the limit, and NCCL's error from deregistering: then the buffer
+    /// may still be registered, and it stays with the communicator (freed
+    /// when it closes) rather than coming back.
+    pub fn deregister<
+        T: 'static,
+        B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
+        K: RegistrationKind,
+    >(
+        &self,
+        mut reg: Registration<T, B, K>,
+    ) -> Result<B> {
+        let op = K::DEREGISTER;
+        if !Arc::ptr_eq(&reg.registry, &self.registry) {
+            return Err(Error::invalid(
+                op,
+                "reg",
+                "a registration of this communicator",
+                "one of another communicator",
+            ));
+        }
+        if self.registry.is_closed() {
+            // NCCL dropped it with the communicator
+            return Ok(reg
+                .buf
+                .take()
+                .expect("a live registration holds its buffer"));
+        }
+        self.live(op)?;
+        self.release_parked();
+        let mut held = Held::<T, B>(
+            reg.buf
+                .take()
+                .expect("a live registration holds its buffer"),
+            PhantomData,
+        );
+        let deadline = std::time::Instant::now() + DROP_WAIT;
+        while !held.uses_done() {
+            if std::time::Instant::now() >= deadline {
+                reg.buf = Some(held.0); // parked by its drop
+                return Err(Error::Busy {
+                    op,
+                    after: DROP_WAIT,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        // SAFETY: the handle came from K's registration on this communicator
+        // (same registry), which is live and used by this thread only; it is
+        // released once (the buffer left `reg`, whose drop then parks
+        // nothing).
+        let r = unsafe { K::release(self.as_raw(), reg.handle as *mut core::ffi::c_void) };
+        if r != sys::ncclResult_t::ncclSuccess {
+            self.registry.keep(Box::new(held));
+            return Err(crate::base::call::failure(K::RELEASE, r, self.as_raw()));
+        }
+        Ok(held.0)
     }
 }
 
-impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> Registration<'_, T, B, K> {
+impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
+    Registration<T, B, K>
+{
     /// The buffer.
     pub fn get(&self) -> &B {
-        &self.buf
+        self.buf
+            .as_ref()
+            .expect("a live registration holds its buffer")
     }
     /// The buffer, mutably.
     pub fn get_mut(&mut self) -> &mut B {
-        &mut self.buf
-    }
-    /// Ends the registration (for a window: collectively, every rank in the
-    /// same order) and gives the buffer back.
-    ///
-    /// # Errors
-    /// NCCL's error from ending it (the buffer is lost then).
-    pub fn into_inner(self) -> Result<B> {
-        let mut this = std::mem::ManuallyDrop::new(self);
-        let live = !this.comm.is_aborted() && uses_done(&mut this.buf, K::RELEASE);
-        let r = if live {
-            // SAFETY: the handle came from K's registration on this live
-            // communicator and is released once (Drop will not run).
-            unsafe { K::release(this.comm.as_raw(), this.handle) }
-        } else {
-            // aborted: NCCL dropped it with the communicator; still in use:
-            // kept, NCCL frees it with the communicator
-            sys::ncclResult_t::ncclSuccess
-        };
-        // SAFETY: `this` is never used or dropped again; buf is moved out once.
-        let buf = unsafe { std::ptr::read(&this.buf) };
-        check_comm(K::RELEASE, r, this.comm.as_raw())?;
-        Ok(buf)
+        self.buf
+            .as_mut()
+            .expect("a live registration holds its buffer")
     }
 }
 
-/// Before a registration ends: the buffer's tracked uses (on any stream)
-/// are ordered before its own stream, which is then waited for (bounded).
-/// `false` when uses may still run.
-fn uses_done<T, B: DevicePtrMut<T>>(buf: &mut B, what: &str) -> bool {
-    let stream = buf.stream().clone();
-    // acquiring it for writing makes `stream` wait for every tracked use
-    let (_, g) = buf.device_ptr_mut(&stream);
-    drop(g);
-    quiesce(&stream, [&None, &None], what)
+/// A registered buffer, type-erased for its communicator's registry.
+struct Held<T, B>(B, PhantomData<fn() -> T>);
+
+impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static> Parked for Held<T, B> {
+    fn uses_done(&mut self) -> bool {
+        let stream = self.0.stream().clone();
+        // acquiring it for writing makes `stream` wait for every tracked use
+        let (_, g) = self.0.device_ptr_mut(&stream);
+        drop(g);
+        let _ = stream.context().bind_to_thread();
+        // SAFETY: the stream is alive (an Arc held here).
+        let r = unsafe { cu::cuStreamQuery(stream.cu_stream()) };
+        r != cu::CUresult::CUDA_ERROR_NOT_READY
+    }
 }
 
-impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> Drop for Registration<'_, T, B, K> {
-    /// Ends the registration (a window collectively: the other ranks must do
-    /// the same). Never panics; a failure is logged (`log::error!`).
+impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind> Drop
+    for Registration<T, B, K>
+{
+    /// Parks the registration with its communicator (see the type's docs);
+    /// never calls NCCL, never blocks, never panics.
     fn drop(&mut self) {
-        if self.comm.is_aborted() {
-            return; // NCCL dropped the registration with the communicator
-        }
-        if !uses_done(&mut self.buf, K::RELEASE) {
-            // still in use: keep the registration (NCCL frees it with the
-            // communicator) rather than end it under a running collective
-            return;
-        }
-        // SAFETY: the handle came from K's registration on this communicator,
-        // which the borrow keeps alive; released once, here.
-        let r = unsafe { K::release(self.comm.as_raw(), self.handle) };
-        if r != sys::ncclResult_t::ncclSuccess {
-            log::error!("{} failed with code {}", K::RELEASE, r.0);
-        }
+        let Some(buf) = self.buf.take() else {
+            return; // given back
+        };
+        let parked = Pending {
+            api: K::RELEASE,
+            release: K::release,
+            handle: self.handle,
+            memory: Box::new(Held::<T, B>(buf, PhantomData)),
+        };
+        // closed: NCCL dropped the registration with the communicator, and
+        // the buffer is freed here
+        drop(self.registry.park(parked));
     }
 }
 
-impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> DeviceSlice<T>
-    for Registration<'_, T, B, K>
+impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
+    DeviceSlice<T> for Registration<T, B, K>
 {
     fn len(&self) -> usize {
-        self.buf.len()
+        self.get().len()
     }
     fn stream(&self) -> &Arc<CudaStream> {
-        self.buf.stream()
+        self.get().stream()
     }
 }
 
-impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> DevicePtr<T>
-    for Registration<'_, T, B, K>
+impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
+    DevicePtr<T> for Registration<T, B, K>
 {
     fn device_ptr<'a>(&'a self, stream: &'a CudaStream) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
-        self.buf.device_ptr(stream)
+        self.get().device_ptr(stream)
     }
 }
 
-impl<T, B: DevicePtr<T> + DevicePtrMut<T>, K: RegistrationKind> DevicePtrMut<T>
-    for Registration<'_, T, B, K>
+impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
+    DevicePtrMut<T> for Registration<T, B, K>
 {
     fn device_ptr_mut<'a>(
         &'a mut self,
         stream: &'a CudaStream,
     ) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
-        self.buf.device_ptr_mut(stream)
+        self.get_mut().device_ptr_mut(stream)
     }
 }
 
 /// A buffer registered as a window (`ncclCommWindowRegister`, NCCL 2.27+),
-/// which enables NCCL's symmetric-memory kernels. Registration and
-/// deregistration are collective: every rank registers (and later drops or
-/// [`Window::deregister`]s) its window together, in the same order. The
-/// buffer should come from [`NcclBuffer`](crate::NcclBuffer); its address must be aligned to
-/// `NCCL_WIN_REQUIRED_ALIGNMENT` (4096) bytes.
+/// which enables NCCL's symmetric-memory kernels. Registration is
+/// collective: every rank registers its window together, in the same order.
+/// The buffer should come from [`NcclBuffer`](crate::NcclBuffer); its address
+/// must be aligned to `NCCL_WIN_REQUIRED_ALIGNMENT` (4096) bytes. Ending it
+/// (drop, [`Comm::deregister`](crate::Comm::deregister)) is local to this rank.
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
-pub type Window<'c, T, B> = Registration<'c, T, B, Win>;
+pub type Window<T, B> = Registration<T, B, Win>;
 
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
 impl Comm {
     /// Registers `buf` as a window (collective). `symmetric` asks for
     /// `NCCL_WIN_COLL_SYMMETRIC` (every rank's buffer the same size).
     ///
+    /// Not inside a [`group`](crate::group()): from NCCL 2.28 on, the window
+    /// handle is written when the outermost group ends, and a grouped
+    /// registration could not hand it back. On a non-blocking communicator
+    /// it waits (up to the communicator's timeout) until NCCL's own thread
+    /// has written the handle.
+    ///
     /// # Errors
     /// `InvalidArgument` for a buffer on another GPU, an empty or misaligned
-    /// one; `Unsupported` before 2.27; NCCL's error.
-    pub fn window_register<T: NcclType, B: DevicePtr<T> + DevicePtrMut<T>>(
+    /// one; `InGroup`; `Unsupported` before 2.27; NCCL's error; `Timeout`
+    /// (the communicator is then aborted).
+    pub fn window_register<T: NcclType, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static>(
         &self,
         buf: B,
         symmetric: bool,
-    ) -> Result<Window<'_, T, B>> {
+    ) -> Result<Window<T, B>> {
         const OP: &str = "window_register";
         require_api("ncclCommWindowRegister")?;
+        crate::base::thread::not_in_group(OP)?;
+        self.live(OP)?;
         self.check_buffer(OP, &buf)?;
+        self.release_parked();
         let bytes = buf.num_bytes();
         let (ptr, g) = buf.device_ptr(buf.stream());
         drop(g);
@@ -279,36 +392,43 @@ impl Comm {
         } else {
             sys::NCCL_WIN_DEFAULT
         } as i32;
-        let mut win: sys::ncclWindow_t = std::ptr::null_mut();
+        // NCCL 2.28+ queues the registration and writes the handle at the
+        // end of the (implicit) group, on its own thread for a non-blocking
+        // communicator: the slot lives on the heap and is only freed once
+        // NCCL is known to be done with it.
+        let slot: *mut sys::ncclWindow_t = Box::into_raw(Box::new(std::ptr::null_mut()));
         // SAFETY: ptr..ptr+bytes is device memory owned by buf, kept by the
-        // returned value until it deregisters.
+        // returned value until it deregisters; `slot` is a valid, heap
+        // allocated out-pointer that outlives NCCL's write (see below).
         let r = unsafe {
-            sys::ncclCommWindowRegister(
-                self.as_raw(),
-                ptr as usize as *mut _,
-                bytes,
-                &mut win,
-                flags,
-            )
+            sys::ncclCommWindowRegister(self.as_raw(), ptr as usize as *mut _, bytes, slot, flags)
         };
-        check_comm("ncclCommWindowRegister", r, self.as_raw())?;
-        Ok(Registration {
-            buf,
-            handle: win as *mut core::ffi::c_void,
-            comm: self,
-            _t: PhantomData,
-        })
-    }
-}
-
-#[cfg(nccl_fn = "ncclCommWindowRegister")]
-impl<T, B: DevicePtr<T> + DevicePtrMut<T>> Registration<'_, T, B, Win> {
-    /// Deregisters the window (collective) and gives the buffer back:
-    /// [`Registration::into_inner`].
-    ///
-    /// # Errors
-    /// NCCL's error from `ncclCommWindowDeregister`.
-    pub fn deregister(self) -> Result<B> {
-        self.into_inner()
+        // Blocking: the implicit group ended inside the call, the handle is
+        // written. Non-blocking: NCCL answers success or in-progress while its
+        // thread still works; polling until the communicator settles joins
+        // that thread (NCCL 2.26+).
+        let r = if r == sys::ncclResult_t::ncclSuccess && !self.is_blocking() {
+            sys::ncclResult_t::ncclInProgress
+        } else {
+            r
+        };
+        if let Err(e) = self.settle("ncclCommWindowRegister", r) {
+            // NCCL may still hold the slot (a queued task of a failed group
+            // runs at a later group end): abort, which joins NCCL's thread,
+            // and never free the 8-byte slot.
+            let _ = self.abort_now(OP);
+            return Err(e);
+        }
+        // SAFETY: NCCL is done with the slot (settled above); it came from
+        // Box::into_raw and is reclaimed once.
+        let win = *unsafe { Box::from_raw(slot) };
+        if win.is_null() {
+            return Err(Error::Nccl {
+                api: "ncclCommWindowRegister",
+                code: crate::NcclCode::InternalError,
+                last_error: "NCCL reported success but wrote no window handle".into(),
+            });
+        }
+        Ok(self.adopt_registration(buf, win as *mut core::ffi::c_void))
     }
 }

@@ -1,0 +1,249 @@
+//! Where a communicator's registrations come back to it.
+//!
+//! A [`Registration`](crate::Registration) does not borrow its communicator,
+//! so that an engine can keep both in one struct. It cannot call NCCL when it
+//! is dropped either: NCCL allows one thread at a time per communicator, and
+//! a registration may be dropped on any thread. So it *parks* what it holds
+//! here (the NCCL handle and the memory, which must stay allocated while it
+//! is registered: NCCL finds registrations by address range), and the
+//! communicator's own thread releases what is parked at its next
+//! registration, explicit deregistration, [`Comm::release_parked`] or close.
+//! Once the communicator is closed (aborted or destroyed), NCCL has dropped
+//! every registration with it, and parked or later-dropped memory is simply
+//! freed.
+
+use std::any::Any;
+use std::sync::{Mutex, PoisonError};
+
+use crate::comm::Comm;
+use crate::sys;
+
+/// Memory parked until its registration ends, type-erased.
+pub(crate) trait Parked: Send {
+    /// Orders the memory's tracked uses onto its own stream and says,
+    /// without blocking, whether that stream is idle (so nothing queued can
+    /// still use the memory). `false`: ask again later.
+    fn uses_done(&mut self) -> bool;
+}
+
+/// A registration waiting to be released by its communicator's thread.
+pub(crate) struct Pending {
+    /// `ncclCommDeregister` or `ncclCommWindowDeregister`.
+    pub(crate) api: &'static str,
+    /// Releases `handle` on a live communicator.
+    pub(crate) release: unsafe fn(sys::ncclComm_t, *mut core::ffi::c_void) -> sys::ncclResult_t,
+    /// NCCL's handle, as an address (it is only handed back to NCCL).
+    pub(crate) handle: usize,
+    pub(crate) memory: Box<dyn Parked>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The communicator was aborted or destroyed: NCCL dropped every
+    /// registration with it.
+    closed: bool,
+    pending: Vec<Pending>,
+    /// Memory whose deregistration failed: it may still be registered, so it
+    /// is neither freed nor handed back before the communicator closes.
+    kept: Vec<Box<dyn Any + Send>>,
+}
+
+/// Shared by a communicator and its registrations.
+#[derive(Default)]
+pub(crate) struct Registry {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.lock();
+        f.debug_struct("Registry")
+            .field("closed", &s.closed)
+            .field("pending", &s.pending.len())
+            .field("kept", &s.kept.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // the state stays consistent whatever panicked while holding it
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the communicator is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Parks `p` for the communicator's thread; gives it back when the
+    /// communicator is closed (then its memory may simply be freed).
+    pub(crate) fn park(&self, p: Pending) -> Option<Pending> {
+        let mut s = self.lock();
+        if s.closed {
+            return Some(p);
+        }
+        s.pending.push(p);
+        None
+    }
+
+    /// Keeps memory that may still be registered until the communicator
+    /// closes.
+    pub(crate) fn keep(&self, memory: Box<dyn Any + Send>) {
+        let mut s = self.lock();
+        if !s.closed {
+            s.kept.push(memory);
+        }
+        // closed: NCCL dropped the registration; `memory` is freed here
+    }
+
+    /// How many registrations are parked and how many buffers are kept after
+    /// a failed deregistration.
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.pending.len(), s.kept.len())
+    }
+
+    /// Marks the communicator closed (after `ncclCommAbort` or
+    /// `ncclCommDestroy` returned) and frees everything parked or kept.
+    pub(crate) fn close(&self) {
+        let (pending, kept) = {
+            let mut s = self.lock();
+            s.closed = true;
+            (std::mem::take(&mut s.pending), std::mem::take(&mut s.kept))
+        };
+        // freed outside the lock: a buffer's drop may wait for its stream
+        drop(pending);
+        drop(kept);
+    }
+
+    fn take(&self) -> Vec<Pending> {
+        std::mem::take(&mut self.lock().pending)
+    }
+}
+
+impl Comm {
+    /// Releases the registrations that were dropped since the last call
+    /// (see [`Registration`](crate::Registration)): each is deregistered once
+    /// the work queued on its buffer is done, and its memory freed; those
+    /// still in use stay parked for the next call. Registration, explicit
+    /// deregistration and finalize call it too. Returns how many are still
+    /// parked.
+    ///
+    /// On an aborted communicator it does nothing (NCCL released them).
+    pub fn release_parked(&self) -> usize {
+        if self.raw.get().is_null() {
+            return 0;
+        }
+        let mut left = Vec::new();
+        for mut p in self.registry.take() {
+            if !p.memory.uses_done() {
+                left.push(p);
+                continue;
+            }
+            // SAFETY: the handle came from this kind's registration on this
+            // communicator (a registration parks only into its own
+            // communicator's registry), which is live (checked above) and
+            // used by this thread only (`Comm` is !Sync); it was parked once
+            // and is released once, here.
+            let r = unsafe { (p.release)(self.raw.get(), p.handle as *mut core::ffi::c_void) };
+            if r != sys::ncclResult_t::ncclSuccess {
+                log::error!(
+                    "{} failed with code {}; the buffer stays allocated until the communicator closes",
+                    p.api,
+                    r.0
+                );
+                self.registry.keep(Box::new(KeepAlive(p.memory)));
+            }
+        }
+        let n = left.len();
+        for p in left {
+            if let Some(p) = self.registry.park(p) {
+                drop(p);
+            }
+        }
+        n
+    }
+}
+
+/// Parked memory moved to the kept list (only dropped, never used).
+struct KeepAlive(#[allow(dead_code)] Box<dyn Parked>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts how many are alive, as a buffer's memory would be.
+    struct Mem(Arc<AtomicUsize>);
+    impl Parked for Mem {
+        fn uses_done(&mut self) -> bool {
+            true
+        }
+    }
+    impl Drop for Mem {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    use std::sync::Arc;
+
+    unsafe fn never(_: sys::ncclComm_t, _: *mut core::ffi::c_void) -> sys::ncclResult_t {
+        unreachable!("no NCCL call in these tests")
+    }
+
+    fn pending(alive: &Arc<AtomicUsize>) -> Pending {
+        alive.fetch_add(1, Ordering::SeqCst);
+        Pending {
+            api: "ncclCommDeregister",
+            release: never,
+            handle: 0x1000,
+            memory: Box::new(Mem(alive.clone())),
+        }
+    }
+
+    #[test]
+    fn parked_memory_lives_until_released_or_closed() {
+        let alive = Arc::new(AtomicUsize::new(0));
+        let r = Registry::default();
+        assert!(r.park(pending(&alive)).is_none());
+        assert!(r.park(pending(&alive)).is_none());
+        r.keep(Box::new(Mem({
+            alive.fetch_add(1, Ordering::SeqCst);
+            alive.clone()
+        })));
+        assert_eq!(r.counts(), (2, 1));
+        assert_eq!(
+            alive.load(Ordering::SeqCst),
+            3,
+            "nothing is freed while registered"
+        );
+        r.close();
+        assert_eq!(alive.load(Ordering::SeqCst), 0, "closing frees everything");
+        assert!(r.is_closed());
+        // after the close a registration is handed back to be freed
+        let back = r.park(pending(&alive));
+        assert!(back.is_some());
+        drop(back);
+        assert_eq!(alive.load(Ordering::SeqCst), 0);
+        assert_eq!(r.counts(), (0, 0));
+    }
+
+    #[test]
+    fn registrations_park_from_other_threads() {
+        let alive = Arc::new(AtomicUsize::new(0));
+        let r = Arc::new(Registry::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (r, alive) = (r.clone(), alive.clone());
+                std::thread::spawn(move || assert!(r.park(pending(&alive)).is_none()))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(r.counts(), (4, 0));
+        assert_eq!(r.take().len(), 4);
+    }
+}
