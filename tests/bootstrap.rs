@@ -719,7 +719,7 @@ fn without_a_secret_a_second_claim_of_a_rank_ends_the_rendezvous_loudly() {
         stdout.contains("claim rank 1") && stdout.contains("NCCL_RS_SECRET"),
         "{stdout}"
     );
-    assert_eq!(stderr.matches("WARNING").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("WARN ").count(), 1, "{stderr}");
     assert!(stderr.contains("bearer token"), "{stderr}");
     for k in [first, second] {
         let o = ids_of(k);

@@ -619,6 +619,7 @@ fn survive_check(world: usize, victim: usize, how: &str) -> Result<String, Strin
 }
 
 fn main() -> ExitCode {
+    nccl_rs_tests::log_to_stderr();
     if let Ok(s) = std::env::var("FAULTS_SCENARIO") {
         return ExitCode::from(rank_main(&s));
     }

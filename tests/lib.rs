@@ -69,3 +69,36 @@ pub fn expected_runtime() -> Option<(u32, u32, u32)> {
         _ => panic!("NCCL_RS_EXPECT_RUNTIME={v:?} is not major.minor.patch"),
     }
 }
+
+/// The library logs through `log`; test programs show its messages on
+/// stderr as `LEVEL target: message` (warnings and errors, or what
+/// `NCCL_RS_TEST_LOG=debug` asks for).
+pub fn log_to_stderr() {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::max_level()
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if self.enabled(r.metadata()) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{} {}: {}",
+                    r.level(),
+                    r.target(),
+                    r.args()
+                );
+            }
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: Stderr = Stderr;
+    let level = match std::env::var("NCCL_RS_TEST_LOG").as_deref() {
+        Ok("debug") => log::LevelFilter::Debug,
+        Ok("info") => log::LevelFilter::Info,
+        _ => log::LevelFilter::Warn,
+    };
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}

@@ -1156,6 +1156,7 @@ fn wait_all(mut kids: Vec<Child>, limit: Duration) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    nccl_rs_tests::log_to_stderr();
     if let Err(e) = host_conversions_ok() {
         println!("nccl_gpu: FAILED before any GPU work: host conversion {e}");
         return ExitCode::FAILURE;

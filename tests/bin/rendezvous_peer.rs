@@ -88,6 +88,7 @@ fn nofile(n: u64) {
 }
 
 fn main() -> std::process::ExitCode {
+    nccl_rs_tests::log_to_stderr();
     let mut a: Vec<OsString> = std::env::args_os().skip(1).collect();
     let text = |o: &OsString| o.to_string_lossy().into_owned();
     let r = match a.first().map(text).as_deref() {
