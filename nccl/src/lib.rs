@@ -121,7 +121,6 @@
 //! [`is_available()`] says whether NCCL can be used at all, without failing.
 
 #![warn(missing_docs)]
-#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use cudarc;
 pub use nccl_sys as sys;
