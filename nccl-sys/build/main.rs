@@ -1,13 +1,15 @@
 //! Build script of `nccl-sys`: find NCCL, read its header's version and
-//! declarations, pick the bindings (bindgen now when libclang loads, else the
-//! committed set of the header's minor), shape them for the link mode
-//! (`api.rs`), link libnccl statically or dynamically (or not at all with the
+//! declarations, pick the bindings (the committed set of the header's minor,
+//! or with feature `bindgen` bindgen now when libclang loads), shape them for
+//! the link mode (`api.rs`), link libnccl statically or dynamically (or not at all with the
 //! `runtime-load` feature), and compute the cfgs, for this crate and (through
 //! `DEP_NCCL_CFGS`) for dependents. Discovery lives in `find.rs` (shared with
 //! `cargo xtask locate`), the header version in `version.rs`, what a header
-//! declares in `scan.rs`, the bindgen configuration in `bindings.rs`.
+//! declares in `scan.rs`, the bindgen configuration in `bindings.rs` (compiled
+//! only with feature `bindgen`: it needs bindgen and clang-sys).
 
 mod api;
+#[cfg(feature = "bindgen")]
 mod bindings;
 mod find;
 mod scan;
@@ -138,7 +140,7 @@ fn committed(crate_dir: &Path, minor: u32) -> Result<Option<(Release, String)>, 
     else {
         return Ok(None);
     };
-    let path = crate_dir.join(bindings::committed_path(release.0, release.1));
+    let path = crate_dir.join(version::committed_path(release.0, release.1));
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("reading the committed bindings {}: {e}", path.display()))?;
     Ok(Some((release, text)))
@@ -163,20 +165,60 @@ fn committed_list() -> String {
     all.join(", ")
 }
 
-/// Bindgen on `include_dir/nccl.h`, if libclang can be loaded (and
-/// `NCCL_SYS_BINDGEN` is not `0`). Never panics: libclang is loaded first
-/// (bindgen would panic without it), and a panic inside bindgen is caught and
-/// reported as an error.
-fn try_bindgen(host: &dyn Host, crate_dir: &Path, include_dir: &Path) -> Result<String, String> {
-    if find::var(host, "NCCL_SYS_BINDGEN").is_some_and(|v| v == "0") {
-        return Err("NCCL_SYS_BINDGEN=0".into());
+/// Why the bindings were not generated now.
+enum NoBindgen {
+    /// Feature `bindgen` is off.
+    #[cfg_attr(feature = "bindgen", allow(dead_code))]
+    FeatureOff,
+    /// `NCCL_SYS_BINDGEN=0`.
+    Forbidden,
+    /// Asked for, and bindgen could not run (no libclang, or it failed).
+    #[cfg_attr(not(feature = "bindgen"), allow(dead_code))]
+    Failed(String),
+}
+
+impl NoBindgen {
+    fn why(&self) -> &str {
+        match self {
+            NoBindgen::FeatureOff => "feature `bindgen` off",
+            NoBindgen::Forbidden => "NCCL_SYS_BINDGEN=0",
+            NoBindgen::Failed(why) => why,
+        }
     }
-    bindings::load_libclang()?;
-    let mut cfg = cc::Build::new();
-    cfg.cargo_metadata(false).cargo_warnings(false);
-    let fallback = bindings::compiler_include_dir(&cfg);
-    std::panic::catch_unwind(|| bindings::generate(crate_dir, include_dir, fallback.as_deref()))
-        .unwrap_or_else(|_| Err("bindgen panicked (its message is above)".into()))
+}
+
+/// Bindgen on `include_dir/nccl.h`: only with feature `bindgen`, unless
+/// `NCCL_SYS_BINDGEN` is `0`, and if libclang can be loaded. Never panics:
+/// libclang is loaded first (bindgen would panic without it), and a panic
+/// inside bindgen is caught and reported as an error.
+fn try_bindgen(host: &dyn Host, crate_dir: &Path, include_dir: &Path) -> Result<String, NoBindgen> {
+    let var = find::var(host, "NCCL_SYS_BINDGEN");
+    if var.as_ref().is_some_and(|v| v == "0") {
+        return Err(NoBindgen::Forbidden);
+    }
+    #[cfg(not(feature = "bindgen"))]
+    {
+        let _ = (crate_dir, include_dir);
+        if let Some(v) = var {
+            println!(
+                "cargo:warning=nccl-sys: NCCL_SYS_BINDGEN={} has no effect: bindgen runs only \
+                 with nccl-sys's feature `bindgen`",
+                v.to_string_lossy()
+            );
+        }
+        Err(NoBindgen::FeatureOff)
+    }
+    #[cfg(feature = "bindgen")]
+    {
+        println!("cargo:rerun-if-env-changed=LIBCLANG_PATH");
+        bindings::load_libclang().map_err(NoBindgen::Failed)?;
+        let mut cfg = cc::Build::new();
+        cfg.cargo_metadata(false).cargo_warnings(false);
+        let fallback = bindings::compiler_include_dir(&cfg);
+        std::panic::catch_unwind(|| bindings::generate(crate_dir, include_dir, fallback.as_deref()))
+            .unwrap_or_else(|_| Err("bindgen panicked (its message is above)".into()))
+            .map_err(NoBindgen::Failed)
+    }
 }
 
 fn run() -> Result<(), String> {
@@ -187,7 +229,6 @@ fn run() -> Result<(), String> {
         println!("cargo:rerun-if-changed={p}");
     }
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
-    println!("cargo:rerun-if-env-changed=LIBCLANG_PATH");
     let host = BuildHost { target };
     let runtime_load = std::env::var_os("CARGO_FEATURE_RUNTIME_LOAD").is_some();
 
@@ -321,9 +362,10 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// Picks the bindings: bindgen on the header found when libclang loads,
-/// else the committed set of the header's minor (`runtime-load`: else the
-/// newest committed set).
+/// Picks the bindings: the committed set of the header's minor, or with
+/// feature `bindgen` bindgen on the header found when libclang loads (and
+/// the committed set when it does not). `runtime-load` without bindgen: the
+/// newest committed set.
 fn choose(
     host: &dyn Host,
     crate_dir: &Path,
@@ -377,12 +419,16 @@ fn choose(
                 text,
                 format!("bindgen on {}", header.display()),
             )),
-            Err(why) => {
+            Err(no) => {
                 eprintln!(
-                    "nccl-sys: runtime-load: not binding {}: {why}",
-                    header.display()
+                    "nccl-sys: runtime-load: not binding {}: {}",
+                    header.display(),
+                    no.why()
                 );
-                newest_committed(crate_dir, "runtime-load, bindgen not available")
+                newest_committed(
+                    crate_dir,
+                    &format!("runtime-load, no bindgen: {}", no.why()),
+                )
             }
         };
     }
@@ -396,33 +442,51 @@ fn choose(
             text,
             format!("bindgen on {}", header.display()),
         )),
-        (Err(why), Some((from, text))) => {
-            println!(
-                "cargo:warning=nccl-sys: bindgen could not run ({why}); using the committed \
-                 bindings of NCCL {} for the NCCL {v} header {}",
-                show(from),
-                header.display()
-            );
+        (Err(no), Some((from, text))) => {
+            let why = match &no {
+                NoBindgen::FeatureOff | NoBindgen::Forbidden => no.why(),
+                NoBindgen::Failed(why) => {
+                    println!(
+                        "cargo:warning=nccl-sys: bindgen could not run ({why}); using the \
+                         committed bindings of NCCL {} for the NCCL {v} header {}",
+                        show(from),
+                        header.display()
+                    );
+                    "bindgen could not run"
+                }
+            };
             Ok(from_header(
                 text,
-                format!(
-                    "committed bindings of NCCL {} (bindgen could not run)",
-                    show(from)
-                ),
+                format!("committed bindings of NCCL {} ({why})", show(from)),
             ))
         }
-        (Err(why), None) => Err(format!(
-            "{} is NCCL {v}, and nccl-sys has no committed bindings for NCCL {}.{} (it has: {}). \
-             Bindings for it must be generated now, and bindgen could not run: {why}.\n\n\
-             Fixes:\n  \
-             - install libclang: Debian/Ubuntu apt install libclang-dev; or pip install libclang \
-             and set LIBCLANG_PATH=<site-packages>/clang/native\n  \
-             - or build against an NCCL that has committed bindings (NCCL_DIR=...)",
-            header.display(),
-            v.major,
-            v.minor,
-            committed_list()
-        )),
+        (Err(no), None) => {
+            let fix = match &no {
+                NoBindgen::Forbidden => "unset NCCL_SYS_BINDGEN (0 forbids bindgen)",
+                NoBindgen::FeatureOff => {
+                    "enable nccl-sys's feature `bindgen` (a dependency on nccl-sys with \
+                     features = [\"bindgen\"], or --features nccl-sys/bindgen), with libclang \
+                     installed: Debian/Ubuntu apt install libclang-dev; or pip install libclang \
+                     and set LIBCLANG_PATH=<site-packages>/clang/native"
+                }
+                NoBindgen::Failed(_) => {
+                    "install libclang: Debian/Ubuntu apt install libclang-dev; or pip install \
+                     libclang and set LIBCLANG_PATH=<site-packages>/clang/native"
+                }
+            };
+            Err(format!(
+                "{} is NCCL {v}, and nccl-sys has no committed bindings for NCCL {}.{} (it has: \
+                 {}). Bindings for it must be generated now, and bindgen did not run: {}.\n\n\
+                 Fixes:\n  \
+                 - {fix}\n  \
+                 - or build against an NCCL that has committed bindings (NCCL_DIR=...)",
+                header.display(),
+                v.major,
+                v.minor,
+                committed_list(),
+                no.why()
+            ))
+        }
     }
 }
 

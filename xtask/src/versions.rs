@@ -397,7 +397,7 @@ pub fn generate(root: &Path) -> Result<Vec<(PathBuf, String)>> {
     for r in newest.values() {
         eprintln!("xtask: bindgen on NCCL {}", show(r.release));
         files.push((
-            PathBuf::from("nccl-sys").join(bindings::committed_path(r.release.0, r.release.1)),
+            PathBuf::from("nccl-sys").join(version::committed_path(r.release.0, r.release.1)),
             bindings_text(root, r.release, &r.include_dir)?,
         ));
     }
@@ -573,13 +573,16 @@ fn run_test(
 ///    of every supported minor (and two releases with less than their
 ///    minor's committed bindings), without bindgen (`NCCL_SYS_BINDGEN=0`:
 ///    the committed bindings), dynamic and static, warnings denied;
-/// 2. the CPU tests built on the newest header with bindgen at build time,
-///    run against the newest and the oldest runtime (the oldest lacks dozens
-///    of the header's functions: the tests check they are `Unsupported`);
-/// 3. feature `runtime-load`: clippy, built with no NCCL variables, its tests (library
-///    from each variable, already loaded, from a Python environment, missing
-///    = typed error listing every place) and the CPU tests on the oldest
-///    runtime opened through `NCCL_RS_LIBRARY`.
+/// 2. the CPU tests built on the newest header with bindgen at build time
+///    (feature `nccl-sys/bindgen`; every other build here, and the
+///    workspace's clippy and tests, use the committed bindings), run against
+///    the newest and the oldest runtime (the oldest lacks dozens of the
+///    header's functions: the tests check they are `Unsupported`);
+/// 3. feature `runtime-load`: clippy (with `nccl-sys/bindgen` too, which
+///    lints the build script's bindgen path), built with no NCCL variables,
+///    its tests (library from each variable, already loaded, from a Python
+///    environment, missing = typed error listing every place) and the CPU
+///    tests on the oldest runtime opened through `NCCL_RS_LIBRARY`.
 pub fn ci(root: &Path) -> Result<()> {
     let t0 = std::time::Instant::now();
     let target = root.join("target").join("versions");
@@ -628,6 +631,8 @@ pub fn ci(root: &Path) -> Result<()> {
                 "sys_cpu",
                 "--test",
                 "nccl_cpu",
+                "--features",
+                "nccl-sys/bindgen",
             ])
             .arg("--target-dir")
             .arg(&run_dir)
@@ -651,7 +656,7 @@ pub fn ci(root: &Path) -> Result<()> {
     let t2 = t0.elapsed();
 
     step(
-        "clippy with feature runtime-load",
+        "clippy with features runtime-load and nccl-sys/bindgen",
         clean_cargo(root)
             .args([
                 "clippy",
@@ -664,7 +669,7 @@ pub fn ci(root: &Path) -> Result<()> {
                 "nccl-rs-tests",
                 "--all-targets",
                 "--features",
-                "runtime-load",
+                "runtime-load,nccl-sys/bindgen",
             ])
             .arg("--target-dir")
             .arg(target.join("check"))
