@@ -3,7 +3,7 @@
 //! is nothing to measure; with one, every collective, checked, with JSON and
 //! SVG written.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_nccl-bench");
 
@@ -24,37 +24,65 @@ fn no_gpu() -> Option<String> {
 fn help_exits_0_on_stdout_with_every_default() {
     for flag in ["--help", "-h"] {
         let o = Command::new(BENCH).arg(flag).output().unwrap();
-        assert!(o.status.success(), "{flag}: {o:?}");
+        assert_eq!(o.status.code(), Some(0), "{flag}: {o:?}");
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(out.starts_with("usage: nccl-bench"), "{out}");
-        for default in ["(default all_reduce)", "(default 128M)", "(default f32)"] {
+        assert!(out.contains("Usage: nccl-bench [OPTIONS]"), "{out}");
+        for default in [
+            "[default: all_reduce]",
+            "[default: 128M]",
+            "[default: f32]",
+            "--cudagraph",
+            "--nthreads <1>",
+        ] {
             assert!(out.contains(default), "{default} missing from {out}");
         }
         assert!(o.stderr.is_empty(), "{o:?}");
     }
 }
 
+/// Runs the benchmark with `args`; a usage error: status 2, nothing on
+/// stdout, and stderr says `why` and points to `--help`.
+fn refused(args: &[&str], why: &str) {
+    let o = Command::new(BENCH).args(args).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
+    assert!(o.stdout.is_empty(), "{args:?}: {o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(why), "{args:?}: {err}");
+    assert!(err.contains("try '--help'"), "{args:?}: {err}");
+}
+
 #[test]
-fn bad_arguments_are_refused_with_usage() {
-    let o = Command::new(BENCH)
-        .args(["-c", "all_reduce,bogus"])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("unknown collective \"bogus\""), "{err}");
-    let o = Command::new(BENCH)
-        .args(["-b", "1M", "-e", "1K"])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let o = Command::new(BENCH)
-        .args(["-d", "float32"])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("unknown datatype \"float32\""), "{err}");
+fn bad_arguments_are_refused_with_usage_and_status_2() {
+    refused(&["-c", "all_reduce,bogus"], "unknown collective \"bogus\"");
+    refused(
+        &["-b", "1M", "-e", "1K"],
+        "--maxbytes 1024 is below --minbytes 1048576",
+    );
+    refused(&["-d", "float32"], "unknown datatype \"float32\"");
+    refused(&["-e", "12X"], "\"12X\" is not a size");
+    refused(&["-n", "0"], "must be at least 1");
+    refused(&["-t", "4"], "accepted only as 1");
+    refused(&["--bogus"], "unexpected argument '--bogus'");
+}
+
+/// `nccl-bench | head`: stdout closed before the report is written. The
+/// program ends quietly with status 0 (it used to panic, status 101).
+#[test]
+fn a_closed_stdout_ends_it_quietly() {
+    for args in [&["--no-progress"][..], &["--help"]] {
+        let mut child = Command::new(BENCH)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // the only read end: the program's first write fails with EPIPE
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -14,6 +14,21 @@ pub const NCCL_WHEELS: &[&str] = &["nvidia-nccl-cu13==2.28.3", "nvidia-cuda-runt
 /// libclang for bindgen, when the machine has none.
 pub const LIBCLANG_WHEEL: &str = "libclang==18.1.1";
 
+/// How `ci`, `test` and `bench` get NCCL and libclang (the end of their
+/// `--help`).
+pub fn note() -> String {
+    format!(
+        "\
+NCCL and libclang: ci, test and bench use the ones nccl-sys's search finds on this machine (README,
+\"Finding NCCL\"); where there are none they install, once, with pip into target/nccl-deps (no root):
+  NCCL:     {}
+  libclang: {LIBCLANG_WHEEL}
+The builds then get NCCL_DIR and LIBCLANG_PATH for those, and every program LD_LIBRARY_PATH with
+NCCL's library folder first.",
+        NCCL_WHEELS.join(" ")
+    )
+}
+
 /// Environment changes that make the build find what was provisioned.
 #[derive(Debug, Default)]
 pub struct DepsEnv {

@@ -16,19 +16,46 @@ use std::time::{Duration, Instant};
 
 use crate::Result;
 
-/// What to launch.
-#[derive(Clone, Debug)]
+/// What to launch: `cargo xtask launch`'s arguments.
+#[derive(Clone, Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
 pub struct LaunchPlan {
-    /// Number of ranks.
+    /// Number of ranks
+    #[arg(short = 'n', long = "nproc", value_name = "N", value_parser = ranks)]
     pub n: usize,
-    /// Share one GPU.
+    /// All ranks share the first visible GPU: each its own NCCL_HOSTID, NCCL_SOCKET_IFNAME=lo
+    /// [default: rank r uses GPU r]
+    #[arg(long)]
     pub one_gpu: bool,
-    /// Rendezvous port (0: pick a free one).
+    /// Rendezvous port (0: a free one)
+    #[arg(long, value_name = "P", default_value_t = 0)]
     pub port: u16,
-    /// How long the others may run on once a rank failed.
+    /// Once a rank failed, how long the others may run on before they are killed
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
     pub grace: Duration,
-    /// The program and its arguments.
+    /// The program and its arguments, started N times
+    #[arg(last = true, required = true, value_name = "CMD")]
     pub cmd: Vec<String>,
+}
+
+const AFTER_HELP: &str = "\
+The ranks get torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+MASTER_ADDR=127.0.0.1, MASTER_PORT) and NCCL_RS_SECRET (when set, that one; otherwise a fresh
+random one), and LD_LIBRARY_PATH with the NCCL library folder that bench uses first (the machine's
+NCCL, or the wheels ci installed in target/nccl-deps).";
+
+fn ranks(s: &str) -> Result<usize> {
+    match s.parse() {
+        Ok(0) => Err("at least 1 rank".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number of ranks")),
+    }
+}
+
+fn seconds(s: &str) -> Result<Duration> {
+    s.parse()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{s:?} is not a whole number of seconds"))
 }
 
 /// How each rank ended, and what it printed (prefixed).
@@ -50,74 +77,6 @@ impl LaunchReport {
         self.status.iter().all(|s| s.is_some_and(|s| s.success()))
     }
 }
-
-/// Parses `-n N [--one-gpu] [--port P] [--grace S] -- CMD…`.
-pub fn parse(args: &[String]) -> Result<LaunchPlan> {
-    let mut plan = LaunchPlan {
-        n: 0,
-        one_gpu: false,
-        port: 0,
-        grace: Duration::from_secs(30),
-        cmd: Vec::new(),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match a.as_str() {
-            "-n" | "--nproc" => {
-                plan.n = value("-n")?
-                    .parse()
-                    .map_err(|_| "-n takes a number of ranks".to_string())?
-            }
-            "--one-gpu" => plan.one_gpu = true,
-            "--port" => {
-                plan.port = value("--port")?
-                    .parse()
-                    .map_err(|_| "--port takes a port number".to_string())?
-            }
-            "--grace" => {
-                plan.grace = Duration::from_secs(
-                    value("--grace")?
-                        .parse()
-                        .map_err(|_| "--grace takes seconds".to_string())?,
-                )
-            }
-            "--" => {
-                plan.cmd = it.cloned().collect();
-                break;
-            }
-            other => return Err(format!("launch: unknown option {other:?}\n\n{USAGE}")),
-        }
-    }
-    if plan.n == 0 {
-        return Err(format!("launch: -n N (at least 1) is required\n\n{USAGE}"));
-    }
-    if plan.cmd.is_empty() {
-        return Err(format!("launch: no command after --\n\n{USAGE}"));
-    }
-    Ok(plan)
-}
-
-/// Usage of `cargo xtask launch` (its `--help`).
-pub const USAGE: &str = "\
-usage: cargo xtask launch -n N [--one-gpu] [--port P] [--grace SECONDS] -- CMD [ARGS...]
-
-Starts N ranks of CMD with torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
-MASTER_ADDR=127.0.0.1, MASTER_PORT) and NCCL_RS_SECRET, prefixes their output with [rank r], and
-fails if any rank fails.
-  -n, --nproc N    number of ranks (required)
-  --one-gpu        all ranks share the first visible GPU: each its own NCCL_HOSTID,
-                   NCCL_SOCKET_IFNAME=lo (default: rank r uses GPU r)
-  --port P         rendezvous port (default 0: a free one)
-  --grace SECONDS  once a rank failed, how long the others may run on before they are killed
-                   (default 30)
-  NCCL_RS_SECRET   used when set (default: a fresh random one)
-The ranks get LD_LIBRARY_PATH with the NCCL library folder that bench uses first (the
-machine's NCCL, or the wheels ci installed in target/nccl-deps).";
 
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
@@ -250,9 +209,8 @@ pub fn run(plan: &LaunchPlan, echo: bool) -> Result<LaunchReport> {
 
 /// `cargo xtask launch …`: runs and summarizes; the exit code says whether
 /// every rank succeeded.
-pub fn main(args: &[String]) -> Result<std::process::ExitCode> {
-    let plan = parse(args)?;
-    let report = run(&plan, true)?;
+pub fn main(plan: &LaunchPlan) -> Result<std::process::ExitCode> {
+    let report = run(plan, true)?;
     for (r, s) in report.status.iter().enumerate() {
         match (s, report.killed[r]) {
             (_, true) => eprintln!(
@@ -350,17 +308,20 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
 
+    /// `cargo xtask launch`'s arguments alone.
+    fn parse(args: &[&str]) -> std::result::Result<LaunchPlan, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Launch {
+            #[command(flatten)]
+            plan: LaunchPlan,
+        }
+        let args = std::iter::once("launch").chain(args.iter().copied());
+        clap::Parser::try_parse_from(args).map(|l: Launch| l.plan)
+    }
+
     #[test]
-    fn usage_errors() {
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(parse(&s(&["--", "x"])).unwrap_err().contains("-n N"));
-        assert!(parse(&s(&["-n", "2"])).unwrap_err().contains("no command"));
-        assert!(
-            parse(&s(&["-n", "two", "--", "x"]))
-                .unwrap_err()
-                .contains("number of ranks")
-        );
-        let p = parse(&s(&[
+    fn arguments_and_usage_errors() {
+        let p = parse(&[
             "-n",
             "4",
             "--one-gpu",
@@ -369,8 +330,35 @@ mod tests {
             "--",
             "prog",
             "-x",
-        ]))
+            "--help",
+        ])
         .unwrap();
-        assert_eq!((p.n, p.one_gpu, p.port, p.cmd.len()), (4, true, 29500, 2));
+        assert_eq!((p.n, p.one_gpu, p.port), (4, true, 29500));
+        assert_eq!(p.cmd, ["prog", "-x", "--help"], "after --: the command's");
+        assert_eq!(p.grace, Duration::from_secs(30));
+        let p = parse(&["--nproc=2", "--grace", "5", "--", "prog"]).unwrap();
+        assert_eq!(
+            (p.n, p.one_gpu, p.port, p.grace.as_secs()),
+            (2, false, 0, 5)
+        );
+        for (args, why) in [
+            (&["--", "x"][..], "--nproc <N>"),
+            (&["-n", "2"], "<CMD>"),
+            (
+                &["-n", "two", "--", "x"],
+                "\"two\" is not a number of ranks",
+            ),
+            (&["-n", "0", "--", "x"], "at least 1 rank"),
+            (
+                &["-n", "2", "--grace", "1.5", "--", "x"],
+                "not a whole number of seconds",
+            ),
+            (&["-n", "2", "--port", "99999", "--", "x"], "--port <P>"),
+            (&["-n", "2", "prog"], "unexpected argument 'prog'"),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+            assert!(e.to_string().contains(why), "{args:?}: {e}");
+        }
     }
 }

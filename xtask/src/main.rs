@@ -24,10 +24,15 @@ mod scan;
 #[path = "../../nccl-sys/build/version.rs"]
 mod version;
 
+// nccl-bench's command line (plain std and clap): `cargo xtask bench`
+// checks its arguments and prints its help before building anything
+#[allow(dead_code)] // only the parser is used here, not what the program reads
+#[path = "../../nccl/src/bin/nccl-bench/options.rs"]
+mod bench_options;
+
 mod deps;
 #[cfg(test)]
 mod find_tests;
-mod help;
 mod launch;
 mod package;
 #[cfg(test)]
@@ -38,7 +43,121 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use clap::{CommandFactory, Parser, Subcommand};
+
 type Result<T, E = String> = std::result::Result<T, E>;
+
+/// The command line; `--help` of every command comes from this declaration.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "The repository's own tools (`cargo xtask <command> --help`: its options and defaults)",
+    after_help = deps::note(),
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Everything CI runs: fmt, clippy, bindgen --check, docs.rs build, every test, cargo publish
+    /// --dry-run of nccl-sys and nccl-rs, and a user project built from the packaged crates
+    #[command(long_about = CI_STEPS, after_help = deps::note())]
+    Ci,
+    /// The tests (all, one suite, or those matching FILTER) with the environment ci uses
+    ///
+    /// Runs cargo test on the workspace, with the environment and features of ci (--features
+    /// nccl-rs/bench). nccl_gpu and faults have their own harness: FILTER does not narrow them.
+    #[command(after_help = deps::note())]
+    Test(TestArgs),
+    /// nccl-bench in release mode, nccl-tests style (its options: cargo xtask bench --help)
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// nccl-bench's options, after `--` or not; --help lists them [default: -c all]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "NCCL-BENCH OPTIONS"
+        )]
+        args: Vec<String>,
+    },
+    /// Start N local ranks of CMD with torchrun's variables
+    ///
+    /// Starts N ranks of CMD, prefixes their output with [rank r], and fails if any rank fails.
+    Launch(launch::LaunchPlan),
+    /// Where NCCL, cudart_static and libclang are: what ci, test and bench use
+    ///
+    /// Reports the NCCL that ci, test and bench use (the machine's, as nccl-sys's build script
+    /// finds it, or the pip wheels in target/nccl-deps, or that they would be installed), its
+    /// header and library versions, the link mode nccl-sys would choose, cudart_static, and
+    /// libclang. Exit 1 when NCCL is neither on the machine nor installed in target/nccl-deps.
+    Locate,
+    /// Regenerate (--check: only compare) nccl-sys/bindings/nccl_2_N.rs (every minor from 2.18)
+    /// and nccl-sys/src/since_table.rs from the headers on PyPI
+    ///
+    /// Regenerates nccl-sys/bindings/nccl_2_N.rs for every NCCL minor from 2.18 (each from the
+    /// newest release of that minor) and nccl-sys/src/since_table.rs (the first release of every
+    /// function, config field and result code) from the nccl.h of every release on PyPI, fetched
+    /// by HTTP range reads into target/nccl-headers, with the bindgen configuration of nccl-sys's
+    /// build script.
+    Bindgen {
+        /// Compare only; fail when a committed file differs [default: write them]
+        #[arg(long)]
+        check: bool,
+    },
+    /// Only the NCCL version matrix of ci
+    ///
+    /// The NCCL version matrix of ci alone: cargo check against every supported minor's header
+    /// without bindgen (dynamic and static), the CPU tests of a newest-header build against the
+    /// oldest and newest runtimes (wheels into target/), and the runtime-load tests.
+    VersionMatrix,
+    /// NCCL releases on PyPI that xtask/src/versions.rs does not know yet
+    NcclReleases,
+}
+
+/// `cargo xtask ci --help`.
+const CI_STEPS: &str = "\
+Runs, in this order, and stops at the first failure:
+  fmt            cargo fmt --all --check
+  clippy         cargo clippy --workspace --all-targets --features nccl-rs/bench -- -D warnings
+  bindgen        the committed bindings of every minor and the since table equal what
+                 bindgen and the header scanner make from NVIDIA's headers (fetched from PyPI
+                 by HTTP range reads into target/nccl-headers)
+  docs.rs        cargo doc of nccl-sys and nccl-rs with DOCS_RS=1 and NCCL hidden
+                 (target/docsrs)
+  tests          cargo test --workspace --no-fail-fast --features nccl-rs/bench
+  version matrix cargo check against the header of every supported NCCL minor without bindgen
+                 (dynamic and static); the CPU tests of a build on the newest header run against
+                 the oldest (2.18.3) and newest runtimes; the runtime-load feature's tests
+  publish        cargo package and cargo publish --dry-run (--no-verify) of nccl-sys and nccl-rs,
+                 packaged together (nccl-rs's nccl-sys is not on crates.io yet), into
+                 target/package
+  user project   the two .crate files unpacked into target/user-project, a venv there with only
+                 nvidia-nccl-cu13 (pip), the README's example built against them and run, and
+                 nccl-bench installed from them (cargo install --features bench) and run, both
+                 without LD_LIBRARY_PATH
+A second run on an unchanged tree compiles nothing.
+Variables: NCCL_RS_REQUIRE_GPU=1 makes a missing GPU a failure of the GPU tests (default: they
+say GPU TEST NOT RUN and pass).";
+
+/// `cargo xtask test`'s arguments.
+#[derive(clap::Args, Debug)]
+struct TestArgs {
+    /// Only the tests whose name contains FILTER [default: every test]
+    #[arg(value_name = "FILTER")]
+    filter: Option<String>,
+    /// Only one test target [default: all of them]: sys_cpu, sys_gpu, nccl_cpu, nccl_gpu,
+    /// bootstrap, faults (tests/); bench_cli (nccl/tests/); unit: the unit tests of the libraries
+    /// and programs
+    #[arg(long, value_name = "NAME")]
+    suite: Option<String>,
+    /// Passed on to the test programs (e.g. --nocapture)
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
 
 fn main() -> ExitCode {
     match try_main() {
@@ -51,66 +170,27 @@ fn main() -> ExitCode {
 }
 
 fn try_main() -> Result<ExitCode> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let root = repo_root();
-    let (cmd, rest) = match args.split_first() {
-        Some((c, rest)) => (c.as_str(), rest),
-        None => ("help", &[][..]),
-    };
-    let usage = match cmd {
-        "ci" => help::CI.to_string(),
-        "test" => help::TEST.to_string(),
-        "bench" => help::bench(),
-        "launch" => format!("{}\n", launch::USAGE),
-        "locate" => help::LOCATE.to_string(),
-        "bindgen" => help::BINDGEN.to_string(),
-        "version-matrix" => help::VERSION_MATRIX.to_string(),
-        "nccl-releases" => help::NCCL_RELEASES.to_string(),
-        "-h" | "--help" | "help" => help::usage(),
-        other => return Err(format!("unknown command `{other}`\n\n{}", help::usage())),
-    };
-    // bench's help includes nccl-bench's options: asked for after `--` too
-    let asked = if cmd == "bench" {
-        rest.iter().any(|a| a == "-h" || a == "--help")
-    } else {
-        help::wanted(rest)
-    };
-    if matches!(cmd, "-h" | "--help" | "help") || asked {
-        print!("{usage}");
+    // --help: on stdout, status 0; a usage error: on stderr, status 2
+    let Some(cmd) = Cli::parse().cmd else {
+        let _ = Cli::command().print_help();
         return Ok(ExitCode::SUCCESS);
-    }
-    let no_args = |allowed: &[&str]| match rest.iter().find(|a| !allowed.contains(&a.as_str())) {
-        Some(a) => Err(format!("{cmd}: unknown argument {a:?}\n\n{usage}")),
-        None => Ok(()),
     };
+    let root = repo_root();
     match cmd {
-        "locate" => {
-            no_args(&[])?;
-            locate(&root)
-        }
-        "bindgen" => {
-            no_args(&["--check"])?;
-            bindgen_cmd(&root, !rest.is_empty()).map(|()| ExitCode::SUCCESS)
-        }
-        "nccl-releases" => {
-            no_args(&[])?;
-            versions::list_new_releases(&root).map(|()| ExitCode::SUCCESS)
-        }
-        "version-matrix" => {
-            no_args(&[])?;
+        Cmd::Locate => locate(&root),
+        Cmd::Bindgen { check } => bindgen_cmd(&root, check).map(|()| ExitCode::SUCCESS),
+        Cmd::NcclReleases => versions::list_new_releases(&root).map(|()| ExitCode::SUCCESS),
+        Cmd::VersionMatrix => {
             deps::ensure(&root)?.apply();
             versions::ci(&root).map(|()| ExitCode::SUCCESS)
         }
-        "ci" => {
-            no_args(&[])?;
-            ci(&root).map(|()| ExitCode::SUCCESS)
-        }
-        "test" => test(&root, rest),
-        "bench" => bench(&root, rest),
-        _ => {
+        Cmd::Ci => ci(&root).map(|()| ExitCode::SUCCESS),
+        Cmd::Test(args) => test(&root, &args),
+        Cmd::Bench { args } => bench(&root, &args),
+        Cmd::Launch(plan) => {
             // the ranks find libnccl where bench's does (nothing installed)
             deps::plan(&root).env()?.apply();
-            launch::main(rest)
+            launch::main(&plan)
         }
     }
 }
@@ -381,47 +461,19 @@ fn test_command(root: &Path) -> Command {
 
 /// What `cargo xtask test [FILTER] [--suite NAME] [-- ARGS]` asks for: the
 /// cargo arguments after `cargo test --workspace …` and those after `--`.
-fn test_args(args: &[String]) -> Result<(Vec<String>, Vec<String>)> {
-    let mut cargo_args = Vec::new();
-    let mut filter = None;
-    let mut it = args.iter();
-    let mut passed_on = Vec::new();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--suite" => {
-                let name = it
-                    .next()
-                    .ok_or_else(|| format!("--suite needs a name\n\n{}", help::TEST))?;
-                if name == "unit" {
-                    cargo_args.extend(["--lib".to_string(), "--bins".to_string()]);
-                } else {
-                    cargo_args.extend(["--test".to_string(), name.clone()]);
-                }
-            }
-            "--" => {
-                passed_on.extend(it.by_ref().cloned());
-            }
-            other if other.starts_with('-') => {
-                return Err(format!("test: unknown option {other:?}\n\n{}", help::TEST));
-            }
-            other if filter.is_none() => filter = Some(other.to_string()),
-            other => {
-                return Err(format!(
-                    "test: one FILTER only ({other:?} is a second)\n\n{}",
-                    help::TEST
-                ));
-            }
-        }
-    }
-    let mut after = Vec::new();
-    after.extend(filter);
-    after.extend(passed_on);
-    Ok((cargo_args, after))
+fn test_args(args: &TestArgs) -> (Vec<String>, Vec<String>) {
+    let cargo_args = match args.suite.as_deref() {
+        None => vec![],
+        Some("unit") => vec!["--lib".to_string(), "--bins".to_string()],
+        Some(name) => vec!["--test".to_string(), name.to_string()],
+    };
+    let after = args.filter.iter().chain(&args.args).cloned().collect();
+    (cargo_args, after)
 }
 
 /// `cargo xtask test …`: the tests with ci's environment.
-fn test(root: &Path, args: &[String]) -> Result<ExitCode> {
-    let (cargo_args, after) = test_args(args)?;
+fn test(root: &Path, args: &TestArgs) -> Result<ExitCode> {
+    let (cargo_args, after) = test_args(args);
     deps::ensure(root)?.apply();
     let mut c = test_command(root);
     c.args(cargo_args);
@@ -431,15 +483,46 @@ fn test(root: &Path, args: &[String]) -> Result<ExitCode> {
     run("tests", &mut c).map(|()| ExitCode::SUCCESS)
 }
 
+/// `cargo xtask bench --help` and its usage errors: nccl-bench's own
+/// declaration under this name.
+fn bench_command() -> clap::Command {
+    let cmd = bench_options::command();
+    let after = cmd
+        .get_after_help()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    cmd.name("cargo xtask bench")
+        .bin_name("cargo xtask bench")
+        .about(
+            "Builds nccl-bench (package nccl-rs, feature bench) in release mode and runs it with \
+             these options (with none: -c all, every collective from 8 B to 128 MiB on every \
+             visible GPU). Outside this repository: cargo install nccl-rs --features bench.",
+        )
+        .after_help(format!("{after}\n\n{}", deps::note()))
+}
+
+/// nccl-bench's arguments as `cargo xtask bench [--] ARGS` passes them on:
+/// without the `--`, and `-c all` for none.
+fn bench_args(args: &[String]) -> Vec<String> {
+    let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
+    if args.is_empty() {
+        // every collective, 8 B to 128 MiB, on every visible GPU
+        vec!["-c".into(), "all".into()]
+    } else {
+        args.to_vec()
+    }
+}
+
 /// `cargo xtask bench [ARGS]`: builds and runs `nccl-bench` in release mode
 /// (arguments as nccl-tests', see `--help`). Without a GPU it prints the
 /// capability report and says there is nothing to measure.
 fn bench(root: &Path, args: &[String]) -> Result<ExitCode> {
-    // `cargo xtask bench -- ARGS` means the same as without the `--`
-    let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
-    // no arguments: every collective, 8 B to 128 MiB, on every visible GPU
-    let default = ["-c".to_string(), "all".to_string()];
-    let args = if args.is_empty() { &default[..] } else { args };
+    let args = bench_args(args);
+    // --help, or a usage error, before anything is built
+    let argv = std::iter::once("cargo xtask bench").chain(args.iter().map(String::as_str));
+    if let Err(e) = bench_options::parse_from(bench_command(), argv) {
+        e.exit();
+    }
     deps::ensure(root)?.apply();
     eprintln!("xtask: building nccl-bench (release) and running it");
     let status = cargo()
@@ -456,7 +539,7 @@ fn bench(root: &Path, args: &[String]) -> Result<ExitCode> {
             "nccl-bench",
             "--",
         ])
-        .args(args)
+        .args(&args)
         .status()
         .map_err(|e| format!("bench: could not start cargo: {e}"))?;
     Ok(if status.success() {
@@ -500,73 +583,203 @@ mod tests {
         }
     }
 
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    /// `cargo xtask ARGS`, parsed.
+    fn parse(args: &[&str]) -> std::result::Result<Option<Cmd>, clap::Error> {
+        let args = std::iter::once("cargo xtask").chain(args.iter().copied());
+        Cli::try_parse_from(args).map(|c| c.cmd)
+    }
+
+    fn test_cmd(args: &[&str]) -> (Vec<String>, Vec<String>) {
+        match parse(&[&["test"], args].concat()) {
+            Ok(Some(Cmd::Test(t))) => test_args(&t),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    fn bench_cmd(args: &[&str]) -> Vec<String> {
+        match parse(&[&["bench"], args].concat()) {
+            Ok(Some(Cmd::Bench { args })) => bench_args(&args),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    fn bench_opts(args: &[&str]) -> std::result::Result<bench_options::Opts, clap::Error> {
+        let args = std::iter::once("cargo xtask bench").chain(args.iter().copied());
+        bench_options::parse_from(bench_command(), args)
+    }
+
+    #[test]
+    fn the_declaration_is_consistent() {
+        Cli::command().debug_assert();
+        bench_command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_parses() {
+        assert!(parse(&[]).unwrap().is_none(), "no command: the help");
+        assert!(matches!(parse(&["ci"]), Ok(Some(Cmd::Ci))));
+        assert!(matches!(parse(&["locate"]), Ok(Some(Cmd::Locate))));
+        assert!(matches!(
+            parse(&["bindgen"]),
+            Ok(Some(Cmd::Bindgen { check: false }))
+        ));
+        assert!(matches!(
+            parse(&["bindgen", "--check"]),
+            Ok(Some(Cmd::Bindgen { check: true }))
+        ));
+        assert!(matches!(
+            parse(&["version-matrix"]),
+            Ok(Some(Cmd::VersionMatrix))
+        ));
+        assert!(matches!(
+            parse(&["nccl-releases"]),
+            Ok(Some(Cmd::NcclReleases))
+        ));
+        match parse(&["launch", "-n", "2", "--one-gpu", "--", "prog", "--help"]) {
+            Ok(Some(Cmd::Launch(p))) => {
+                assert!(p.n == 2 && p.one_gpu && p.cmd == ["prog", "--help"])
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors_exit_2_and_say_why() {
+        for (args, why) in [
+            (&["bogus"][..], "unrecognized subcommand 'bogus'"),
+            (&["locate", "extra"], "unexpected argument 'extra'"),
+            (&["ci", "--fast"], "unexpected argument '--fast'"),
+            (&["bindgen", "--chek"], "unexpected argument '--chek'"),
+            (&["test", "a", "b"], "unexpected argument 'b'"),
+            (&["test", "--bogus"], "unexpected argument '--bogus'"),
+            (
+                &["test", "--suite"],
+                "a value is required for '--suite <NAME>'",
+            ),
+            (&["launch", "--", "x"], "--nproc <N>"),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+            assert!(e.to_string().contains(why), "{args:?}: {e}");
+        }
     }
 
     #[test]
     fn test_command_arguments() {
-        let (c, a) = test_args(&strings(&["all_reduce"])).unwrap();
+        let (c, a) = test_cmd(&["all_reduce"]);
         assert!(c.is_empty());
         assert_eq!(a, ["all_reduce"]);
-        let (c, a) = test_args(&strings(&[
-            "--suite",
-            "nccl_cpu",
-            "version",
-            "--",
-            "--nocapture",
-        ]))
-        .unwrap();
+        let (c, a) = test_cmd(&["--suite", "nccl_cpu", "version", "--", "--nocapture"]);
         assert_eq!(c, ["--test", "nccl_cpu"]);
         assert_eq!(a, ["version", "--nocapture"]);
-        let (c, _) = test_args(&strings(&["--suite", "unit"])).unwrap();
+        let (c, a) = test_cmd(&["--suite=unit"]);
         assert_eq!(c, ["--lib", "--bins"]);
-        assert!(test_args(&strings(&["--suite"])).is_err());
-        assert!(test_args(&strings(&["a", "b"])).is_err());
-        assert!(test_args(&strings(&["--bogus"])).is_err());
+        assert!(a.is_empty());
+        // help is asked before the `--` only: after it, the test programs'
+        let (_, a) = test_cmd(&["--", "--help"]);
+        assert_eq!(a, ["--help"]);
+        let e = parse(&["test", "--help"]).unwrap_err();
+        assert_eq!(
+            (e.kind(), e.exit_code()),
+            (clap::error::ErrorKind::DisplayHelp, 0)
+        );
     }
 
     #[test]
-    fn help_is_asked_before_the_double_dash_only() {
-        assert!(help::wanted(&strings(&["--help"])));
-        assert!(help::wanted(&strings(&["-n", "2", "-h", "--", "x"])));
-        assert!(!help::wanted(&strings(&[
-            "-n", "2", "--", "prog", "--help"
-        ])));
+    fn bench_passes_nccl_bench_arguments_on() {
+        assert_eq!(bench_cmd(&[]), ["-c", "all"]);
+        assert_eq!(bench_cmd(&["--"]), ["-c", "all"]);
+        for args in [
+            &["-c", "all_reduce", "-n", "5", "--no-progress"][..],
+            &["--", "-c", "all_reduce", "-n", "5", "--no-progress"],
+        ] {
+            assert_eq!(
+                bench_cmd(args),
+                ["-c", "all_reduce", "-n", "5", "--no-progress"],
+                "{args:?}"
+            );
+        }
+        // --help, before or after `--`, reaches nccl-bench's declaration
+        assert_eq!(bench_cmd(&["--help"]), ["--help"]);
+        assert_eq!(bench_cmd(&["--", "-h"]), ["-h"]);
+        let o = bench_opts(
+            &bench_cmd(&["-b", "1K", "-G"])
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        assert!(o.min == 1024 && o.graph);
+        let e = bench_opts(&["-c", "bogus"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("unknown collective \"bogus\""),
+            "{e}"
+        );
+        let e = bench_opts(&["-b", "1M", "-e", "1K"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("Usage: cargo xtask bench"), "{e}");
     }
 
     /// Every command's help names its options and their defaults.
     #[test]
     fn help_texts_list_options_and_defaults() {
-        let top = help::usage();
-        for cmd in [
-            "ci",
-            "test",
-            "bench",
-            "launch",
-            "locate",
-            "bindgen",
-            "version-matrix",
-            "nccl-releases",
-        ] {
+        let help = |args: &[&str]| {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{args:?}");
+            e.to_string()
+        };
+        let top = help(&["--help"]);
+        assert_eq!(top, help(&["help"]));
+        for cmd in Cli::command().get_subcommands() {
+            let name = cmd.get_name();
             assert!(
-                top.contains(&format!("\n  {cmd}")),
-                "{cmd} missing from the usage"
+                top.contains(&format!("\n  {name} ")),
+                "{name} missing from the usage"
             );
         }
-        assert!(
-            !top.contains("bench -- --help"),
-            "that spelling used to fail"
-        );
-        assert!(
-            help::TEST.contains("--suite NAME") && help::TEST.contains("(default: every test)")
-        );
-        assert!(help::BINDGEN.contains("(default: write them)"));
-        let bench = help::bench();
-        assert!(bench.contains("(default 128M)") && bench.contains("--cudagraph"));
-        for opt in ["-n N", "--one-gpu", "--port", "--grace"] {
-            assert!(launch::USAGE.contains(opt), "{opt}");
+        assert!(top.contains("target/nccl-deps") && top.contains(deps::LIBCLANG_WHEEL));
+        let test = help(&["test", "--help"]);
+        for text in [
+            "--suite <NAME>",
+            "[default: every test]",
+            "bench_cli",
+            "[ARGS]...",
+        ] {
+            assert!(test.contains(text), "{text} missing from {test}");
         }
-        assert!(launch::USAGE.contains("default 30"));
+        let ci = help(&["ci", "--help"]);
+        assert!(
+            ci.contains("user project") && ci.contains("NCCL_RS_REQUIRE_GPU"),
+            "{ci}"
+        );
+        assert!(help(&["bindgen", "--help"]).contains("[default: write them]"));
+        let launch = help(&["launch", "--help"]);
+        for text in [
+            "-n, --nproc <N>",
+            "--one-gpu",
+            "--port <P>",
+            "[default: 30]",
+            "-- <CMD>...",
+            "NCCL_RS_SECRET",
+        ] {
+            assert!(launch.contains(text), "{text} missing from {launch}");
+        }
+        let e = bench_opts(&["--help"]).unwrap_err();
+        assert_eq!(
+            (e.kind(), e.exit_code()),
+            (clap::error::ErrorKind::DisplayHelp, 0)
+        );
+        let bench = e.to_string();
+        for text in [
+            "Usage: cargo xtask bench [OPTIONS]",
+            "[default: 128M]",
+            "--cudagraph",
+            "--nthreads <1>",
+            "cargo install nccl-rs --features bench",
+            "target/nccl-deps",
+        ] {
+            assert!(bench.contains(text), "{text} missing from {bench}");
+        }
     }
 }

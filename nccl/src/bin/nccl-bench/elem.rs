@@ -1,6 +1,6 @@
 //! The element types the benchmark runs (their host conversions through
-//! `f64` are the library's `NcclType::from_f64`/`to_f64`), and the names
-//! `-d` accepts.
+//! `f64` are the library's `NcclType::from_f64`/`to_f64`); the names `-d`
+//! accepts are in `options`.
 
 use nccl::NcclType;
 
@@ -11,34 +11,10 @@ pub trait Elem: NcclType + cudarc::driver::ValidAsZeroBits + Default {}
 
 impl<T: NcclType + cudarc::driver::ValidAsZeroBits + Default> Elem for T {}
 
-/// The datatypes `-d` accepts: our name (the element type's `NAME`, used in
-/// the table and the JSON) first, then nccl-tests' name.
-pub const DATATYPES: &[(&str, &str)] = &[
-    ("f32", "float"),
-    ("f16", "half"),
-    ("bf16", "bfloat16"),
-    ("f64", "double"),
-    ("f8e4m3", "f8e4m3"),
-    ("f8e5m2", "f8e5m2"),
-    ("i8", "int8"),
-    ("u8", "uint8"),
-    ("i32", "int32"),
-    ("u32", "uint32"),
-    ("i64", "int64"),
-    ("u64", "uint64"),
-];
-
-/// Our name for a datatype given in either spelling.
-pub fn canonical(name: &str) -> Option<&'static str> {
-    DATATYPES
-        .iter()
-        .find(|(ours, theirs)| name == *ours || name == *theirs)
-        .map(|(ours, _)| *ours)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::canonical;
     use nccl::{F8E4M3, F8E5M2, bf16, f16};
 
     fn round_trips<T: Elem>() {

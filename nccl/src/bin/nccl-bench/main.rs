@@ -6,13 +6,29 @@
 //! `--one-gpu` ranks for functional runs), or one process driving `-g N` GPUs.
 //! The whole report goes to stdout (the capability report, then one table per
 //! collective); the progress bar goes to stderr. Without a GPU it prints the
-//! capability report and says there is nothing to measure.
+//! capability report and says there is nothing to measure. Its stdout may
+//! be closed early (`nccl-bench | head`): it then ends quietly, status 0.
 //!
 //! - `options`: the command line (ours and nccl-tests' spellings)
 //! - `timing`: the measurement loop, as nccl-tests times it
 //! - `check`: the expected results and the count of wrong elements
 //! - `output`: table, progress bar, JSON and SVG
 //! - `elem`: the element types and their host conversions
+
+/// `print!` for the report: stdout closed early (`nccl-bench | head`) ends
+/// the program quietly with status 0 (`output::stdout`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` through [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        out!("{}\n", format_args!($($arg)*))
+    };
+}
 
 mod check;
 mod elem;
@@ -25,7 +41,7 @@ use std::sync::Arc;
 use cudarc::driver::CudaContext;
 use nccl::{Comm, F8E4M3, F8E5M2, bf16, f16};
 
-use options::{Command, Opts};
+use options::Opts;
 use timing::{Rank, Row};
 
 fn fail(e: impl std::fmt::Display) -> ! {
@@ -124,23 +140,17 @@ fn sweep(o: &Opts, ranks: &[Rank], world: usize, rows: &mut Vec<Row>) -> nccl::R
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let o = match options::parse(&args) {
-        Ok(Command::Run(o)) => o,
-        Ok(Command::Help) => {
-            print!("{}", options::USAGE);
-            return;
-        }
-        Err(e) => fail(e),
-    };
+    // --help: on stdout, status 0; a usage error: on stderr, status 2
+    let o =
+        options::parse_from(options::command(), std::env::args_os()).unwrap_or_else(|e| e.exit());
     match nccl::capabilities() {
-        Ok(c) => print!("{c}"),
+        Ok(c) => out!("{c}"),
         Err(e) => fail(e),
     }
     let gpus = match gpu_count() {
         Ok(n) => n,
         Err(why) => {
-            println!(
+            outln!(
                 "nccl-bench: no GPU to measure on this machine ({why}); the capability report is above."
             );
             return;

@@ -8,9 +8,21 @@ use serde::Serialize;
 use crate::options::Opts;
 use crate::timing::Row;
 
+/// Writes the report to stdout (the `out!` and `outln!` macros). A closed
+/// pipe (`nccl-bench | head`) ends the program quietly with status 0, as
+/// the programs of a shell pipeline do; any other failure is an error.
+pub fn stdout(text: std::fmt::Arguments) {
+    if let Err(e) = std::io::stdout().write_fmt(text) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        crate::fail(format!("writing to stdout: {e}"));
+    }
+}
+
 /// The header of one collective's table.
 pub fn print_header(o: &Opts, coll: &str, world: usize, type_name: &str) {
-    println!(
+    outln!(
         "#\n# {coll}  ({} ranks, {}, op {}, root {}, {} iters, {} warm-up{})",
         world,
         type_name,
@@ -20,7 +32,7 @@ pub fn print_header(o: &Opts, coll: &str, world: usize, type_name: &str) {
         o.warmup,
         if o.graph { ", CUDA graph" } else { "" }
     );
-    println!(
+    outln!(
         "# cudarc event tracking: {}; communicator: {}",
         if o.event_tracking {
             "on (default)"
@@ -33,7 +45,7 @@ pub fn print_header(o: &Opts, coll: &str, world: usize, type_name: &str) {
             "blocking (default)"
         }
     );
-    println!(
+    outln!(
         "# {:>12} {:>12} {:>6} {:>6} {:>5}   {:>9} {:>8} {:>8} {:>6} {:>8}   {:>9} {:>8} {:>8} {:>6} {:>8}",
         "size",
         "count",
@@ -51,7 +63,7 @@ pub fn print_header(o: &Opts, coll: &str, world: usize, type_name: &str) {
         "#wrong",
         "host"
     );
-    println!(
+    outln!(
         "# {:>12} {:>12} {:>6} {:>6} {:>5}   {:>9} {:>8} {:>8} {:>6} {:>8}   {:>9} {:>8} {:>8} {:>6} {:>8}",
         "(B)",
         "(elements)",
@@ -73,7 +85,7 @@ pub fn print_header(o: &Opts, coll: &str, world: usize, type_name: &str) {
 
 /// One size: out of place, then in place.
 pub fn print_row(o: &Opts, size: usize, count: usize, type_name: &str, line: &[Row; 2]) {
-    println!(
+    outln!(
         "  {:>12} {:>12} {:>6} {:>6} {:>5}   {}   {}",
         size,
         count,
@@ -115,12 +127,12 @@ pub fn print_summary(rows: &[Row], wrong: i64) {
         .map(|r| r.busbw)
         .collect();
     if !big.is_empty() {
-        println!(
+        outln!(
             "# avg bus bandwidth at >= 64 MiB (out of place): {:.3} GB/s",
             big.iter().sum::<f64>() / big.len() as f64
         );
     }
-    println!(
+    outln!(
         "# out of bounds values: {wrong} {}",
         if wrong == 0 { "OK" } else { "FAILED" }
     );

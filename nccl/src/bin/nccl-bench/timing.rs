@@ -139,6 +139,22 @@ pub fn issue_all<T: Elem>(
     })
 }
 
+/// The reduction named `-o` (one of `options::OPS`: the parser refused
+/// any other).
+fn op_of(name: &str) -> ReduceOp<'static> {
+    match name {
+        "sum" => ReduceOp::Sum,
+        "prod" => ReduceOp::Prod,
+        "max" => ReduceOp::Max,
+        "min" => ReduceOp::Min,
+        "avg" => ReduceOp::Avg,
+        other => unreachable!(
+            "op {other:?} passed the parser: not one of {:?}",
+            options::OPS
+        ),
+    }
+}
+
 /// `--no-event-tracking`: buffers allocated from now on carry no cudarc events.
 pub fn untrack(ctx: &Arc<CudaContext>) {
     // SAFETY: cudarc leaves cross-stream ordering to us for buffers made after
@@ -155,7 +171,7 @@ pub fn run<T: Elem>(
     world: usize,
     rows: &mut Vec<Row>,
 ) -> nccl::Result<()> {
-    let op = options::op_of(&o.op).expect("checked by the parser");
+    let op = op_of(&o.op);
     let sizes = options::sizes(o);
     let lead = ranks[0].comm.rank() == 0;
     let mut progress = Progress::new(o.progress && lead, o.colls.len() * sizes.len() * 2);
