@@ -777,22 +777,3 @@ fn elastic_apis_are_gated_by_the_header_and_the_runtime() {
         ));
     }
 }
-
-/// The README's "Surviving a lost rank" example is `nccl/examples/survive.rs`
-/// (which `cargo test` and clippy build), character for character.
-#[test]
-fn readme_survival_example_is_the_example_that_builds() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let example = std::fs::read_to_string(root.join("nccl/examples/survive.rs")).unwrap();
-    let section = readme
-        .split("\n## Surviving a lost rank\n")
-        .nth(1)
-        .expect("README has the section");
-    let block = section
-        .split("```rust\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("the section has a rust block");
-    assert_eq!(block, example);
-}

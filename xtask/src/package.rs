@@ -412,6 +412,73 @@ mod tests {
         assert!(lines <= 30, "the example has {lines} lines");
     }
 
+    /// docs/elastic.md shows `nccl/examples/survive.rs` (which `cargo test`
+    /// and clippy build) whole, character for character. A test of xtask,
+    /// not of the test crate: it reads the source tree, which only exists
+    /// where the tests were built.
+    #[test]
+    fn elastic_page_shows_the_survive_example() {
+        let root = crate::repo_root();
+        let page = std::fs::read_to_string(root.join("docs/elastic.md")).unwrap();
+        let example = std::fs::read_to_string(root.join("nccl/examples/survive.rs")).unwrap();
+        let block = page
+            .split("\n## Surviving a lost rank\n")
+            .nth(1)
+            .and_then(|section| section.split("```rust\n").nth(1))
+            .and_then(|b| b.split("```").next())
+            .expect("docs/elastic.md has a rust block under \"## Surviving a lost rank\"");
+        assert_eq!(
+            block, example,
+            "docs/elastic.md does not show nccl/examples/survive.rs as it is"
+        );
+    }
+
+    /// The relative links of every Markdown file at the root and in `docs/`
+    /// (the README is the published crates' readme too) name files that
+    /// exist.
+    #[test]
+    fn markdown_links_name_files_that_exist() {
+        let root = crate::repo_root();
+        let mut pages: Vec<std::path::PathBuf> = Vec::new();
+        for dir in [root.clone(), root.join("docs")] {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "md") {
+                    pages.push(p);
+                }
+            }
+        }
+        assert!(pages.iter().any(|p| p.ends_with("README.md")));
+        let mut broken = Vec::new();
+        for page in &pages {
+            let text = std::fs::read_to_string(page).unwrap();
+            let mut fenced = false;
+            for line in text.lines() {
+                if line.trim_start().starts_with("```") {
+                    fenced = !fenced;
+                }
+                if fenced {
+                    continue;
+                }
+                for target in line.split("](").skip(1).filter_map(|t| t.split(')').next()) {
+                    let file = target.split('#').next().unwrap_or("");
+                    if file.is_empty() || file.contains("://") || file.starts_with("mailto:") {
+                        continue;
+                    }
+                    let dir = page.parent().unwrap();
+                    if !dir.join(file).exists() {
+                        broken.push(format!("{}: {target}", page.display()));
+                    }
+                }
+            }
+        }
+        assert!(
+            broken.is_empty(),
+            "links to missing files:\n{}",
+            broken.join("\n")
+        );
+    }
+
     #[test]
     fn output_check() {
         let id = "ab".repeat(128);
