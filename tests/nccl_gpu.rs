@@ -594,8 +594,44 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     })();
     rep.check("split with no color", r);
 
-    // registered buffers
+    // registered buffers: cudarc's CudaSlice is stream-ordered pool memory,
+    // which NCCL 2.30.3+ refuses to register (a typed error, before NCCL is
+    // called); an NcclBuffer registers on every release
     let r = (|| -> Result<(), String> {
+        let runtime = nccl::version().map_err(e2s)?;
+        if runtime >= nccl::Version::new(2, 30, 3) {
+            return match comm.register(env.up::<f32>(&ins[rank])) {
+                Err(nccl::Error::InvalidArgument {
+                    op: "register",
+                    arg: "buf",
+                    ref expected,
+                    ..
+                }) if expected.contains("NcclBuffer") => {
+                    let mut a = NcclBuffer::<f32>::alloc_zeros(env.stream, n).map_err(e2s)?;
+                    let h: Vec<f32> = ins[rank].iter().map(|&x| x as f32).collect();
+                    env.stream
+                        .memcpy_htod(&h, &mut a)
+                        .map_err(|e| e.to_string())?;
+                    let b = NcclBuffer::<f32>::alloc_zeros(env.stream, n).map_err(e2s)?;
+                    let ra = comm.register(a).map_err(e2s)?;
+                    let mut rb = comm.register(b).map_err(e2s)?;
+                    comm.all_reduce(&ra, &mut rb, ReduceOp::Sum, env.stream)
+                        .map_err(e2s)?;
+                    let out = env.stream.clone_dtoh(rb.get()).map_err(|e| e.to_string())?;
+                    env.stream.synchronize().map_err(|e| e.to_string())?;
+                    close(&out, &sum, false)?;
+                    comm.deregister(rb).map_err(e2s)?;
+                    comm.deregister(ra).map_err(e2s)?;
+                    Ok(())
+                }
+                Err(e) => Err(format!(
+                    "pool memory on {runtime}: expected the typed refusal, got {e}"
+                )),
+                Ok(_) => Err(format!(
+                    "pool memory on {runtime}: registered, expected a refusal"
+                )),
+            };
+        }
         let reg_send = comm.register(env.up::<f32>(&ins[rank])).map_err(e2s)?;
         let mut reg_recv = comm.register(env.zeros::<f32>(n)).map_err(e2s)?;
         comm.all_reduce(&reg_send, &mut reg_recv, ReduceOp::Sum, env.stream)
