@@ -52,10 +52,10 @@ impl Comm {
     }
 
     /// Like [`Comm::settle`](crate::Comm::settle), after an operation on this communicator (a
-    /// collective, a group's end): the communicator is kept, not aborted, so
-    /// an error (other than NCCL refusing the arguments at once) makes it
-    /// [`Failed`](crate::CommState::Failed), and the timeout is
-    /// [`Error::Stalled`].
+    /// collective, a group's end): an error NCCL reports (other than refusing
+    /// the arguments at once) keeps the communicator,
+    /// [`Failed`](crate::CommState::Failed); the timeout or an abort request
+    /// while NCCL still works on the call aborts it (see `unsettled`).
     pub(crate) fn settle_op(&self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
         match NcclCode::from_raw(r) {
             None => Ok(()),
@@ -63,7 +63,7 @@ impl Comm {
                 self.live(api)?;
                 // SAFETY: a live communicator of this thread (Comm is !Sync).
                 unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
-                    .map_err(|e| self.failed_with(e))
+                    .map_err(|e| self.unsettled(api, e))
             }
             // refused at the call: nothing ran
             Some(NcclCode::InvalidArgument | NcclCode::InvalidUsage) => {
@@ -82,7 +82,29 @@ impl Comm {
         }
         // SAFETY: a live communicator of this thread (Comm is !Sync).
         unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
-            .map_err(|e| self.failed_with(e))
+            .map_err(|e| self.unsettled(api, e))
+    }
+
+    /// After polling an operation that NCCL answered `ncclInProgress` for
+    /// ended in `e`. While NCCL still reports it in progress (the timeout, an
+    /// abort request), NCCL's own thread may not have enqueued the kernels
+    /// yet and still holds the call's buffers and stream: the caller's
+    /// borrows end when this returns, so the communicator is aborted first
+    /// (`ncclCommAbort` joins that thread; NCCL 2.23+ launches from it), and
+    /// the error says so ([`Error::Timeout`], [`Error::Aborted`]). An error
+    /// NCCL reported means its thread is done: the communicator is kept,
+    /// [`Failed`](crate::CommState::Failed), for recovery.
+    fn unsettled(&self, api: &'static str, e: Error) -> Error {
+        match e {
+            Error::Timeout { .. } | Error::Aborted { .. } => {
+                let aborted = self.abort_now(api);
+                match e {
+                    Error::Timeout { .. } => e,
+                    _ => aborted,
+                }
+            }
+            e => self.failed_with(e),
+        }
     }
 
     /// Marks a live communicator [`Failed`](crate::CommState::Failed) after error
