@@ -594,6 +594,34 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     })();
     rep.check("split with no color", r);
 
+    // a named communicator keeps its name after its Config is gone (NCCL
+    // keeps the commName pointer), and so does a child split without one
+    let r = (|| -> Result<(), String> {
+        let cfg = nccl::Config::new().comm_name("nccl-rs-named");
+        let named = match comm.split(Some(0), rank as i32, Some(&cfg)) {
+            // commName is NCCL 2.27+
+            Err(nccl::Error::Unsupported { .. })
+                if nccl::version().map_err(e2s)? < nccl::Version::new(2, 27, 0) =>
+            {
+                return Ok(());
+            }
+            r => r.map_err(e2s)?,
+        };
+        drop(cfg);
+        let named = named.ok_or("split with color 0 gave no communicator")?;
+        let mut b = env.zeros::<f32>(n);
+        let a = env.up::<f32>(&ins[rank]);
+        named
+            .all_reduce(&a, &mut b, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        close(&env.down(&b), &sum, false)?;
+        match named.name() {
+            Some("nccl-rs-named") => named.finalize().map_err(e2s),
+            other => Err(format!("name {other:?}")),
+        }
+    })();
+    rep.check("named communicator outlives its Config", r);
+
     // registered buffers: cudarc's CudaSlice is stream-ordered pool memory,
     // which NCCL 2.30.3+ refuses to register (a typed error, before NCCL is
     // called); an NcclBuffer registers on every release

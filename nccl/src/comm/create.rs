@@ -140,7 +140,8 @@ impl Comm {
         r: sys::ncclResult_t,
     ) -> Result<Comm> {
         let (blocking, timeout) = (config.is_blocking(), config.timeout);
-        Comm::adopt_with(raw, ctx, rank, world, blocking, timeout, api, r)
+        let name = config.name_handle();
+        Comm::adopt_with(raw, ctx, rank, world, blocking, timeout, name, api, r)
     }
 
     /// [`Comm::adopt`] with the mode and timeout given. Returns only once
@@ -153,10 +154,14 @@ impl Comm {
         world: usize,
         blocking: bool,
         timeout: Option<Duration>,
+        name: Option<Arc<std::ffi::CString>>,
         api: &'static str,
         r: sys::ncclResult_t,
     ) -> Result<Comm> {
-        let comm = Comm::wrap(raw, ctx.clone(), rank, world, blocking, timeout);
+        let mut comm = Comm::wrap(raw, ctx.clone(), rank, world, blocking, timeout);
+        // before the settle: a failed creation is aborted, and NCCL's
+        // profiler hook may read the name then
+        comm.name = name;
         comm.settle(api, r)?;
         Ok(comm)
     }
@@ -180,6 +185,7 @@ impl Comm {
             timeout,
             state: Cell::new(CommState::Live),
             registry: Arc::default(),
+            name: None,
         }
     }
 
