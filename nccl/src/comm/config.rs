@@ -181,6 +181,11 @@ impl Config {
     /// A blocking creation cannot be aborted before NCCL returns the
     /// communicator: it runs on a thread of its own, the caller gets `Timeout`
     /// at the deadline, and a creation that still succeeds later is aborted.
+    /// Until NCCL returns, that thread and its state stay; at most
+    /// [`MAX_STUCK_CREATIONS`](crate::MAX_STUCK_CREATIONS) such creations are
+    /// left behind, and further ones fail at once with
+    /// [`Error::CreationStuck`]. A non-blocking creation is aborted at the
+    /// deadline and leaves nothing behind.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
         self

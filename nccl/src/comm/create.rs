@@ -110,6 +110,13 @@ impl Comm {
         if ids.is_empty() || ids.len() > i32::MAX as usize {
             return Err(Error::invalid(OP, "ids.len()", "at least 1", ids.len()));
         }
+        if let (true, Some(limit)) = (config.is_blocking(), config.timeout) {
+            // as init_rank_with: a blocking creation waits at most `limit`
+            let (ctx2, ids2, config2) = (ctx.clone(), ids.to_vec(), config.clone().no_timeout());
+            return within(limit, "ncclCommInitRankScalable", move || {
+                Comm::init_rank_scalable(&ctx2, world, &ids2, rank, &config2)
+            });
+        }
         let mut raw_cfg = config.to_raw()?;
         ctx.bind_to_thread()?;
         let mut raw_ids: Vec<sys::ncclUniqueId> = ids.iter().map(|i| *i.as_raw()).collect();

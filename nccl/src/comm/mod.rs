@@ -13,6 +13,7 @@ pub(crate) use close::abort_raw;
 pub use close::{AbortHandle, Watchdog};
 pub use config::Config;
 pub use id::{Bootstrap, UNIQUE_ID_BYTES, UniqueId};
+pub use wait::MAX_STUCK_CREATIONS;
 
 use std::cell::Cell;
 use std::sync::Arc;
