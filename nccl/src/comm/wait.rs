@@ -237,7 +237,7 @@ impl Comm {
 }
 
 /// How many blocking creations may still be stuck inside NCCL after their
-/// timeouts (see [`within`]) before further ones are refused.
+/// timeouts (see [`Config::timeout`](crate::Config::timeout)) before further ones are refused.
 pub const MAX_STUCK_CREATIONS: usize = 2;
 
 /// Blocking creations whose caller gave up and that NCCL still holds.
