@@ -16,8 +16,12 @@
 //!   shrinks to the survivors and runs 100 all_reduces with correct values;
 //!   the time from the kill to the first correct result is printed.
 //!
+//! - a non-blocking collective still in NCCL's hands at its timeout aborts
+//!   the communicator before its buffers are released (`nb-timeout`);
+//!
 //! `FAULTS_ONLY=survive` (a comma-separated list of `allreduce`, `kill`,
-//! `never-join`, `abort-thread`, `cycles`, `survive`) runs only those checks.
+//! `never-join`, `abort-thread`, `nb-timeout`, `cycles`, `survive`) runs only
+//! those checks.
 //!
 //! A custom harness: closes with `N passed, M failed`.
 
@@ -61,10 +65,18 @@ fn rank_main(scenario: &str) -> u8 {
         return OK; // this rank never shows up
     }
     let t0 = Instant::now();
-    let opts = if scenario == "never-join" {
-        LaunchOptions { timeout, ..opts }
-    } else {
-        opts
+    let opts = match scenario {
+        "never-join" => LaunchOptions { timeout, ..opts },
+        // non-blocking, peers not connected: the first collective connects
+        // on NCCL's own thread, which waits for a peer that never comes
+        "nb-timeout" => LaunchOptions {
+            config: nccl::Config::new()
+                .blocking(false)
+                .timeout(Duration::from_secs(3)),
+            connect: false,
+            ..opts
+        },
+        _ => opts,
     };
     let (comm, info) = match nccl::bootstrap::init_from_launcher(&opts) {
         Ok(x) => x,
@@ -155,6 +167,40 @@ fn rank_main(scenario: &str) -> u8 {
                     say(&format!(
                         "rank 0: expected Aborted within 10 s, got {other:?} after {:.1?}",
                         t.elapsed()
+                    ));
+                    Ok(OTHER)
+                }
+            }
+        }
+        "nb-timeout" => {
+            if rank == 1 {
+                // never takes part; stays alive until rank 0 gave up
+                std::thread::sleep(Duration::from_secs(8));
+                return Ok(OK);
+            }
+            // buffers of their own, dropped right after the failed call: NCCL
+            // must be done with them by then (the communicator aborted, which
+            // joins NCCL's thread); compute-sanitizer reports it otherwise
+            let a = stream.clone_htod(&vec![1.0f32; n])?;
+            let mut b = stream.alloc_zeros::<f32>(n)?;
+            let t = Instant::now();
+            let r = comm.all_reduce(&a, &mut b, ReduceOp::Sum, &stream);
+            drop((a, b));
+            let after = t.elapsed();
+            let aborted = comm.is_aborted();
+            // more work on the GPU afterwards, on the freed memory's pool
+            let again = stream.clone_htod(&vec![2.0f32; n])?;
+            let back = stream.clone_dtoh(&again)?;
+            match r {
+                Err(Error::Timeout { .. }) if aborted && back.iter().all(|&x| x == 2.0) => {
+                    say(&format!(
+                        "rank 0: the non-blocking all_reduce timed out after {after:.1?}; the communicator was aborted before its buffers were dropped"
+                    ));
+                    Ok(ABORTED_IN_TIME)
+                }
+                other => {
+                    say(&format!(
+                        "rank 0: expected Timeout with the communicator aborted, got {other:?} (aborted: {aborted}) after {after:.1?}"
                     ));
                     Ok(OTHER)
                 }
@@ -623,11 +669,12 @@ fn main() -> ExitCode {
     if let Ok(s) = std::env::var("FAULTS_SCENARIO") {
         return ExitCode::from(rank_main(&s));
     }
-    const CHECKS: [&str; 6] = [
+    const CHECKS: [&str; 7] = [
         "allreduce",
         "kill",
         "never-join",
         "abort-thread",
+        "nb-timeout",
         "cycles",
         "survive",
     ];
@@ -673,6 +720,24 @@ fn main() -> ExitCode {
         let ok = res.iter().all(|(_, c, _)| *c == Some(OK as i32));
         check(
             &format!("{world} ranks bootstrap from torchrun variables and all-reduce"),
+            if ok {
+                Ok(format!("{res:?}"))
+            } else {
+                Err(format!("{res:?}"))
+            },
+        );
+    }
+
+    // a non-blocking call still in NCCL's hands at its timeout: the
+    // communicator is aborted before the call's buffers are released
+    if run("nb-timeout") {
+        let kids = spawn("nb-timeout", 2, &[0, 1], free_port());
+        let res = reap(kids, Duration::from_secs(60));
+        let ok = res
+            .iter()
+            .all(|(r, c, _)| *c == Some(if *r == 0 { ABORTED_IN_TIME } else { OK } as i32));
+        check(
+            "non-blocking timeout with buffers in flight: aborted before they are dropped",
             if ok {
                 Ok(format!("{res:?}"))
             } else {

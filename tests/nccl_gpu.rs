@@ -594,8 +594,72 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     })();
     rep.check("split with no color", r);
 
-    // registered buffers
+    // a named communicator keeps its name after its Config is gone (NCCL
+    // keeps the commName pointer), and so does a child split without one
     let r = (|| -> Result<(), String> {
+        let cfg = nccl::Config::new().comm_name("nccl-rs-named");
+        let named = match comm.split(Some(0), rank as i32, Some(&cfg)) {
+            // commName is NCCL 2.27+
+            Err(nccl::Error::Unsupported { .. })
+                if nccl::version().map_err(e2s)? < nccl::Version::new(2, 27, 0) =>
+            {
+                return Ok(());
+            }
+            r => r.map_err(e2s)?,
+        };
+        drop(cfg);
+        let named = named.ok_or("split with color 0 gave no communicator")?;
+        let mut b = env.zeros::<f32>(n);
+        let a = env.up::<f32>(&ins[rank]);
+        named
+            .all_reduce(&a, &mut b, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        close(&env.down(&b), &sum, false)?;
+        match named.name() {
+            Some("nccl-rs-named") => named.finalize().map_err(e2s),
+            other => Err(format!("name {other:?}")),
+        }
+    })();
+    rep.check("named communicator outlives its Config", r);
+
+    // registered buffers: cudarc's CudaSlice is stream-ordered pool memory,
+    // which NCCL 2.30.3+ refuses to register (a typed error, before NCCL is
+    // called); an NcclBuffer registers on every release
+    let r = (|| -> Result<(), String> {
+        let runtime = nccl::version().map_err(e2s)?;
+        if runtime >= nccl::Version::new(2, 30, 3) {
+            return match comm.register(env.up::<f32>(&ins[rank])) {
+                Err(nccl::Error::InvalidArgument {
+                    op: "register",
+                    arg: "buf",
+                    ref expected,
+                    ..
+                }) if expected.contains("NcclBuffer") => {
+                    let mut a = NcclBuffer::<f32>::alloc_zeros(env.stream, n).map_err(e2s)?;
+                    let h: Vec<f32> = ins[rank].iter().map(|&x| x as f32).collect();
+                    env.stream
+                        .memcpy_htod(&h, &mut a)
+                        .map_err(|e| e.to_string())?;
+                    let b = NcclBuffer::<f32>::alloc_zeros(env.stream, n).map_err(e2s)?;
+                    let ra = comm.register(a).map_err(e2s)?;
+                    let mut rb = comm.register(b).map_err(e2s)?;
+                    comm.all_reduce(&ra, &mut rb, ReduceOp::Sum, env.stream)
+                        .map_err(e2s)?;
+                    let out = env.stream.clone_dtoh(rb.get()).map_err(|e| e.to_string())?;
+                    env.stream.synchronize().map_err(|e| e.to_string())?;
+                    close(&out, &sum, false)?;
+                    comm.deregister(rb).map_err(e2s)?;
+                    comm.deregister(ra).map_err(e2s)?;
+                    Ok(())
+                }
+                Err(e) => Err(format!(
+                    "pool memory on {runtime}: expected the typed refusal, got {e}"
+                )),
+                Ok(_) => Err(format!(
+                    "pool memory on {runtime}: registered, expected a refusal"
+                )),
+            };
+        }
         let reg_send = comm.register(env.up::<f32>(&ins[rank])).map_err(e2s)?;
         let mut reg_recv = comm.register(env.zeros::<f32>(n)).map_err(e2s)?;
         comm.all_reduce(&reg_send, &mut reg_recv, ReduceOp::Sum, env.stream)

@@ -148,7 +148,9 @@ pub use base::version::{HEADER_VERSION, MIN_VERSION, Version, VersionError};
 pub use caps::{
     Capabilities, Feature, LinkMode, OPTIONAL_APIS, capabilities, is_available, library_error,
 };
-pub use comm::{AbortHandle, Bootstrap, Comm, Config, UNIQUE_ID_BYTES, UniqueId, Watchdog};
+pub use comm::{
+    AbortHandle, Bootstrap, Comm, Config, MAX_STUCK_CREATIONS, UNIQUE_ID_BYTES, UniqueId, Watchdog,
+};
 pub use elastic::{ElasticApi, GrowPlan, MemStats, RankMap, Recovery, Shrunk, elastic_support};
 pub use mem::{DROP_WAIT, Local, NcclBuffer, Registered, Registration, RegistrationKind};
 #[cfg(nccl_fn = "ncclCommWindowRegister")]

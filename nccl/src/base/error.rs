@@ -289,6 +289,18 @@ pub enum Error {
     /// A number or text that is not an NCCL version.
     #[error(transparent)]
     InvalidVersion(#[from] VersionError),
+    /// Earlier blocking creations that timed out are still blocked inside
+    /// NCCL (their peers never came), as many as allowed; no further one is
+    /// started (`nccl::MAX_STUCK_CREATIONS`).
+    #[error(
+        "{op}: {stuck} earlier blocking creations are still stuck inside NCCL after their timeouts; not starting another (use a non-blocking Config to make creation abortable)"
+    )]
+    CreationStuck {
+        /// The creation refused.
+        op: &'static str,
+        /// How many are stuck.
+        stuck: usize,
+    },
     /// The memory is still in use by work queued on the GPU after the wait
     /// allowed; it was left as it was (still registered, not freed).
     #[error(

@@ -700,8 +700,9 @@ pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchIn
         let limit = config.timeout.unwrap_or(opts.timeout);
         let config = config.clone().no_timeout();
         crate::comm::wait::within(limit, "init_from_launcher", move || {
+            let start = std::time::Instant::now();
             let comm = crate::Comm::init_rank_with(&ctx, world, &id, rank, &config)?;
-            connect(&comm, None)?;
+            connect(&comm, Some(limit.saturating_sub(start.elapsed())))?;
             Ok(comm)
         })?
     } else {

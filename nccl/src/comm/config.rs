@@ -30,7 +30,9 @@ pub struct Config {
     net_name: Option<CString>,
     split_share: Option<bool>,
     traffic_class: Option<i32>,
-    comm_name: Option<CString>,
+    /// Shared with every communicator made with it: NCCL keeps the pointer
+    /// (it does not copy the name) for the communicator's life.
+    comm_name: Option<std::sync::Arc<CString>>,
     collnet_enable: Option<bool>,
     cta_policy: Option<i32>,
     shrink_share: Option<bool>,
@@ -165,7 +167,7 @@ impl Config {
     /// `commName` (NCCL 2.27.3+): a name shown in NCCL's logs and profilers.
     pub fn comm_name(mut self, name: &str) -> Self {
         match CString::new(name) {
-            Ok(c) => self.comm_name = Some(c),
+            Ok(c) => self.comm_name = Some(std::sync::Arc::new(c)),
             Err(_) => self.bad_string = Some("comm_name"),
         }
         self
@@ -179,9 +181,22 @@ impl Config {
     /// A blocking creation cannot be aborted before NCCL returns the
     /// communicator: it runs on a thread of its own, the caller gets `Timeout`
     /// at the deadline, and a creation that still succeeds later is aborted.
+    /// Until NCCL returns, that thread and its state stay; at most
+    /// [`MAX_STUCK_CREATIONS`](crate::MAX_STUCK_CREATIONS) such creations are
+    /// left behind, and further ones fail at once with
+    /// [`Error::CreationStuck`]. A non-blocking creation is aborted at the
+    /// deadline and leaves nothing behind.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
         self
+    }
+
+    /// The name's storage, for the communicator made with this config to
+    /// keep (NCCL reads `commName` through the pointer until the
+    /// communicator is destroyed, and copies it into children made with no
+    /// config of their own).
+    pub(crate) fn name_handle(&self) -> Option<std::sync::Arc<CString>> {
+        self.comm_name.clone()
     }
 
     pub(crate) fn no_timeout(mut self) -> Self {
@@ -271,7 +286,7 @@ impl Config {
             c,
             "Config::comm_name",
             commName = "commName",
-            text(&self.comm_name)
+            self.comm_name.as_ref().map(|s| s.as_ptr())
         );
         put!(
             c,

@@ -110,6 +110,13 @@ impl Comm {
         if ids.is_empty() || ids.len() > i32::MAX as usize {
             return Err(Error::invalid(OP, "ids.len()", "at least 1", ids.len()));
         }
+        if let (true, Some(limit)) = (config.is_blocking(), config.timeout) {
+            // as init_rank_with: a blocking creation waits at most `limit`
+            let (ctx2, ids2, config2) = (ctx.clone(), ids.to_vec(), config.clone().no_timeout());
+            return within(limit, "ncclCommInitRankScalable", move || {
+                Comm::init_rank_scalable(&ctx2, world, &ids2, rank, &config2)
+            });
+        }
         let mut raw_cfg = config.to_raw()?;
         ctx.bind_to_thread()?;
         let mut raw_ids: Vec<sys::ncclUniqueId> = ids.iter().map(|i| *i.as_raw()).collect();
@@ -140,7 +147,8 @@ impl Comm {
         r: sys::ncclResult_t,
     ) -> Result<Comm> {
         let (blocking, timeout) = (config.is_blocking(), config.timeout);
-        Comm::adopt_with(raw, ctx, rank, world, blocking, timeout, api, r)
+        let name = config.name_handle();
+        Comm::adopt_with(raw, ctx, rank, world, blocking, timeout, name, api, r)
     }
 
     /// [`Comm::adopt`] with the mode and timeout given. Returns only once
@@ -153,10 +161,14 @@ impl Comm {
         world: usize,
         blocking: bool,
         timeout: Option<Duration>,
+        name: Option<Arc<std::ffi::CString>>,
         api: &'static str,
         r: sys::ncclResult_t,
     ) -> Result<Comm> {
-        let comm = Comm::wrap(raw, ctx.clone(), rank, world, blocking, timeout);
+        let mut comm = Comm::wrap(raw, ctx.clone(), rank, world, blocking, timeout);
+        // before the settle: a failed creation is aborted, and NCCL's
+        // profiler hook may read the name then
+        comm.name = name;
         comm.settle(api, r)?;
         Ok(comm)
     }
@@ -180,6 +192,7 @@ impl Comm {
             timeout,
             state: Cell::new(CommState::Live),
             registry: Arc::default(),
+            name: None,
         }
     }
 

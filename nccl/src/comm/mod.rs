@@ -13,6 +13,7 @@ pub(crate) use close::abort_raw;
 pub use close::{AbortHandle, Watchdog};
 pub use config::Config;
 pub use id::{Bootstrap, UNIQUE_ID_BYTES, UniqueId};
+pub use wait::MAX_STUCK_CREATIONS;
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -74,6 +75,10 @@ pub struct Comm {
     pub(crate) state: Cell<CommState>,
     /// Where dropped registrations wait for this communicator's thread.
     pub(crate) registry: Arc<registry::Registry>,
+    /// The `commName` NCCL points to (it keeps the pointer, does not copy
+    /// the string): freed only after the communicator is (fields drop after
+    /// `Drop::drop` aborted it).
+    pub(crate) name: Option<Arc<std::ffi::CString>>,
 }
 
 // SAFETY: NCCL ties a communicator to a GPU, not to a thread: any thread may
@@ -159,6 +164,13 @@ impl Comm {
     /// NCCL's last error message for this communicator (`ncclGetLastError`).
     pub fn last_error(&self) -> String {
         crate::base::error::last_error(self.raw.get())
+    }
+
+    /// The name given with [`Config::comm_name`](crate::Config::comm_name)
+    /// (or inherited from the parent by a child made without a config), as
+    /// NCCL and its profiler plugins see it.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref().and_then(|n| n.to_str().ok())
     }
 
     /// This rank's index, `0..world_size()`.

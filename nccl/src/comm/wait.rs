@@ -52,10 +52,10 @@ impl Comm {
     }
 
     /// Like [`Comm::settle`](crate::Comm::settle), after an operation on this communicator (a
-    /// collective, a group's end): the communicator is kept, not aborted, so
-    /// an error (other than NCCL refusing the arguments at once) makes it
-    /// [`Failed`](crate::CommState::Failed), and the timeout is
-    /// [`Error::Stalled`].
+    /// collective, a group's end): an error NCCL reports (other than refusing
+    /// the arguments at once) keeps the communicator,
+    /// [`Failed`](crate::CommState::Failed); the timeout or an abort request
+    /// while NCCL still works on the call aborts it (see `unsettled`).
     pub(crate) fn settle_op(&self, api: &'static str, r: sys::ncclResult_t) -> Result<()> {
         match NcclCode::from_raw(r) {
             None => Ok(()),
@@ -63,7 +63,7 @@ impl Comm {
                 self.live(api)?;
                 // SAFETY: a live communicator of this thread (Comm is !Sync).
                 unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
-                    .map_err(|e| self.failed_with(e))
+                    .map_err(|e| self.unsettled(api, e))
             }
             // refused at the call: nothing ran
             Some(NcclCode::InvalidArgument | NcclCode::InvalidUsage) => {
@@ -82,7 +82,29 @@ impl Comm {
         }
         // SAFETY: a live communicator of this thread (Comm is !Sync).
         unsafe { settle_raw(self.raw.get(), &self.abort, self.timeout, api) }
-            .map_err(|e| self.failed_with(e))
+            .map_err(|e| self.unsettled(api, e))
+    }
+
+    /// After polling an operation that NCCL answered `ncclInProgress` for
+    /// ended in `e`. While NCCL still reports it in progress (the timeout, an
+    /// abort request), NCCL's own thread may not have enqueued the kernels
+    /// yet and still holds the call's buffers and stream: the caller's
+    /// borrows end when this returns, so the communicator is aborted first
+    /// (`ncclCommAbort` joins that thread; NCCL 2.23+ launches from it), and
+    /// the error says so ([`Error::Timeout`], [`Error::Aborted`]). An error
+    /// NCCL reported means its thread is done: the communicator is kept,
+    /// [`Failed`](crate::CommState::Failed), for recovery.
+    fn unsettled(&self, api: &'static str, e: Error) -> Error {
+        match e {
+            Error::Timeout { .. } | Error::Aborted { .. } => {
+                let aborted = self.abort_now(api);
+                match e {
+                    Error::Timeout { .. } => e,
+                    _ => aborted,
+                }
+            }
+            e => self.failed_with(e),
+        }
     }
 
     /// Marks a live communicator [`Failed`](crate::CommState::Failed) after error
@@ -214,28 +236,82 @@ impl Comm {
     }
 }
 
+/// How many blocking creations may still be stuck inside NCCL after their
+/// timeouts (see [`Config::timeout`](crate::Config::timeout)) before further ones are refused.
+pub const MAX_STUCK_CREATIONS: usize = 2;
+
+/// Blocking creations whose caller gave up and that NCCL still holds.
+static STUCK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Runs `f` (a blocking init) on a thread of its own and waits at most
 /// `limit` for it: `Timeout` after that, and a communicator that `f` still
 /// returns later is dropped (aborted) on that thread.
+///
+/// NCCL offers no way to abandon a blocking creation from outside (its abort
+/// needs the communicator, which only the blocked call may use), so a
+/// creation whose peers never come keeps its thread, CUDA context and NCCL
+/// state until NCCL gives up. Those are bounded: while
+/// [`MAX_STUCK_CREATIONS`] are still blocked, another is refused at once
+/// ([`Error::CreationStuck`]) instead of piling up in a retry loop. A
+/// non-blocking [`Config`](crate::Config) makes creation abortable instead.
 pub(crate) fn within(
     limit: Duration,
     api: &'static str,
     f: impl FnOnce() -> Result<Comm> + Send + 'static,
 ) -> Result<Comm> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let stuck = STUCK.load(Ordering::Acquire);
+    if stuck >= MAX_STUCK_CREATIONS {
+        return Err(Error::CreationStuck { op: api, stuck });
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<Result<Comm>>();
+    // (finished, abandoned), decided under one lock so that a creation is
+    // counted as stuck exactly while its caller has given up and NCCL still
+    // holds it
+    let state = std::sync::Arc::new(std::sync::Mutex::new((false, false)));
+    let state2 = state.clone();
     std::thread::Builder::new()
         .name("nccl-init".into())
         .spawn(move || {
+            let r = f();
+            {
+                let mut s = state2
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                s.0 = true;
+                if s.1 {
+                    STUCK.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
             // nobody waits any more: the returned Comm drops here (aborts)
-            let _ = tx.send(f());
+            let _ = tx.send(r);
         })
         .map_err(|e| Error::invalid(api, "thread", "a thread for the init", e.to_string()))?;
     match rx.recv_timeout(limit) {
         Ok(r) => r,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout {
-            op: api,
-            after: limit,
-        }),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            {
+                let mut s = state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !s.0 {
+                    s.1 = true;
+                    STUCK.fetch_add(1, Ordering::AcqRel);
+                    return Err(Error::Timeout {
+                        op: api,
+                        after: limit,
+                    });
+                }
+            }
+            // it finished just now: its result is on its way
+            rx.recv().unwrap_or_else(|_| {
+                Err(Error::invalid(
+                    api,
+                    "init thread",
+                    "a result",
+                    "the thread ended without one (panicked)",
+                ))
+            })
+        }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::invalid(
             api,
             "init thread",
@@ -313,5 +389,50 @@ pub(crate) unsafe fn settle_state_raw(
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn late(d: Duration) -> impl FnOnce() -> Result<Comm> + Send + 'static {
+        move || {
+            std::thread::sleep(d);
+            Err(Error::invalid("test", "x", "y", "z"))
+        }
+    }
+
+    /// Creations abandoned at their timeout are counted while NCCL holds
+    /// them, and refused beyond the bound instead of piling up.
+    #[test]
+    fn stuck_creations_are_bounded() {
+        let ms = Duration::from_millis;
+        for _ in 0..MAX_STUCK_CREATIONS {
+            let e = within(ms(20), "test", late(ms(600))).unwrap_err();
+            assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        }
+        assert_eq!(STUCK.load(Ordering::Acquire), MAX_STUCK_CREATIONS);
+        let t = std::time::Instant::now();
+        let e = within(ms(20), "test", late(ms(1))).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::CreationStuck {
+                    stuck: MAX_STUCK_CREATIONS,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(t.elapsed() < ms(20), "refused at once");
+        // once NCCL lets go, creations run again
+        std::thread::sleep(ms(800));
+        assert_eq!(STUCK.load(Ordering::Acquire), 0);
+        let e = within(ms(500), "test", late(ms(1))).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { op: "test", .. }),
+            "{e}"
+        );
     }
 }

@@ -530,6 +530,12 @@ impl Comm {
             return Err(inconsistent(API, "NCCL made no communicator".into()));
         }
         let mut comm = Comm::wrap(raw, self.ctx.clone(), 0, 0, blocking, timeout);
+        // NCCL copies the parent's commName pointer into a child made
+        // without a config
+        comm.name = match config {
+            Some(c) => c.name_handle(),
+            None => self.name.clone(),
+        };
         comm.rank = comm.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
         comm.world = comm.query("ncclCommCount", sys::ncclCommCount)? as usize;
         if Some(comm.rank) != ranks.new_rank(self.rank) || comm.world != ranks.world() {
@@ -750,6 +756,10 @@ impl Comm {
             plan.new_world(),
             blocking,
             timeout,
+            match config {
+                Some(c) => c.name_handle(),
+                None => self.name.clone(),
+            },
             API,
             r,
         )?;
@@ -959,6 +969,7 @@ fn join_with_id(
         plan.new_world(),
         config.is_blocking(),
         config.timeout,
+        config.name_handle(),
         API,
         r,
     )?;

@@ -73,6 +73,7 @@ impl Comm {
             config.is_blocking(),
             config.timeout,
         );
+        child.name = config.name_handle();
         child.rank = child.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
         child.world = child.query("ncclCommCount", sys::ncclCommCount)? as usize;
         Ok(Some(child))

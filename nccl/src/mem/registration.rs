@@ -66,6 +66,9 @@ impl RegistrationKind for Win {
     }
 }
 
+/// The first release whose `ncclCommRegister` refuses pool memory.
+const POOL_REFUSED: crate::Version = crate::Version::new(2, 30, 3);
+
 /// A buffer NCCL knows about, registered with a communicator: it owns the
 /// buffer while registered, so the memory cannot be freed (or reused at the
 /// same address) while NCCL may still map it. Use it in collectives like the
@@ -151,9 +154,16 @@ impl Comm {
     /// registrations of this communicator are released first
     /// ([`Comm::release_parked`]).
     ///
+    /// Which memory: an [`NcclBuffer`](crate::NcclBuffer) (`ncclMemAlloc`)
+    /// is what NCCL's zero-copy paths want (NVLink, NVLS). A cudarc
+    /// `CudaSlice` comes from a stream-ordered pool (`cuMemAllocAsync`):
+    /// NCCL before 2.30.3 registers it but can use it only on network paths
+    /// (its intra-node mappings skip it), and NCCL 2.30.3+ refuses it, which
+    /// this call reports as `InvalidArgument` naming the alternative.
+    ///
     /// # Errors
-    /// `InvalidArgument` for a buffer on another GPU or an empty one;
-    /// `Unsupported` before 2.19; NCCL's error.
+    /// `InvalidArgument` for a buffer on another GPU, an empty one, or pool
+    /// memory on NCCL 2.30.3+; `Unsupported` before 2.19; NCCL's error.
     pub fn register<T: NcclType, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static>(
         &self,
         buf: B,
@@ -165,6 +175,14 @@ impl Comm {
         self.release_parked();
         let bytes = buf.num_bytes();
         let (ptr, _g) = buf.device_ptr(buf.stream());
+        // NCCL 2.30.3+ fails on pool memory inside the call; say why first
+        if pool_memory(ptr) == Some(true) && crate::base::runtime::require(OP, POOL_REFUSED).is_ok()
+        {
+            return Err(pool_refused(
+                OP,
+                "NCCL 2.30.3 and newer cannot register stream-ordered pool memory",
+            ));
+        }
         let mut handle = std::ptr::null_mut();
         // SAFETY: ptr..ptr+bytes is device memory owned by buf, which the
         // returned value keeps until it deregisters; ncclCommRegister writes
@@ -336,6 +354,39 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
     }
 }
 
+/// Whether `ptr` lies in memory from a stream-ordered pool
+/// (`cuMemAllocAsync`, which is how cudarc allocates), which NCCL cannot
+/// map for its peers: from NCCL 2.30.3 on `ncclCommRegister` fails on it
+/// with `ncclUnhandledCudaError` (it probes the allocation with
+/// `cuMemRetainAllocationHandle`), and window registration fails on it in
+/// every release (at the group end, from 2.28 on). `None` when the driver
+/// cannot say.
+fn pool_memory(ptr: cu::CUdeviceptr) -> Option<bool> {
+    let mut pool: cu::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: a valid out-pointer of the attribute's type (a CUmemoryPool
+    // handle); the driver only reads `ptr` as an address.
+    let r = unsafe {
+        cu::cuPointerGetAttribute(
+            (&mut pool as *mut cu::CUmemoryPool).cast(),
+            cu::CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE,
+            ptr,
+        )
+    };
+    (r == cu::CUresult::CUDA_SUCCESS).then_some(!pool.is_null())
+}
+
+/// The refusal of pool memory by `op` (see [`pool_memory`]).
+fn pool_refused(op: &'static str, why: &str) -> Error {
+    Error::invalid(
+        op,
+        "buf",
+        format!(
+            "memory NCCL can map for its peers: an NcclBuffer (ncclMemAlloc) or cuMemCreate/cuMemAlloc memory ({why})"
+        ),
+        "memory of a stream-ordered pool (cuMemAllocAsync, how cudarc allocates a CudaSlice)",
+    )
+}
+
 /// A buffer registered as a window (`ncclCommWindowRegister`, NCCL 2.27+),
 /// which enables NCCL's symmetric-memory kernels. Registration is
 /// collective: every rank registers its window together, in the same order.
@@ -374,6 +425,11 @@ impl Comm {
         let bytes = buf.num_bytes();
         let (ptr, g) = buf.device_ptr(buf.stream());
         drop(g);
+        // NCCL would fail at the group's end, where the error is harder to
+        // place (and a non-blocking communicator is then aborted)
+        if pool_memory(ptr) == Some(true) {
+            return Err(pool_refused(OP, "windows need memory NCCL can map"));
+        }
         // the header states the alignment from 2.28 on (NCCL checks it too)
         #[cfg(nccl_const = "NCCL_WIN_REQUIRED_ALIGNMENT")]
         let align = sys::NCCL_WIN_REQUIRED_ALIGNMENT as u64;
