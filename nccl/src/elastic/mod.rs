@@ -597,15 +597,11 @@ impl Comm {
     fn revoke_now(&self) -> Result<()> {
         const API: &str = "ncclCommRevoke";
         self.ctx.bind_to_thread()?;
-        let stale = self.async_state_now();
         let raw = self.raw.get();
         // SAFETY: a valid communicator used by this thread only, live or
         // failed (checked above: not revoked, finalized or aborted, which
         // NCCL refuses); NCCL_REVOKE_DEFAULT is the only flag NCCL accepts.
         let r = unsafe { sys::ncclCommRevoke(raw, sys::NCCL_REVOKE_DEFAULT as i32) };
-        // a non-blocking revoke answers with the communicator's state, which
-        // may be the old error; a blocking one with the revoke's own result
-        let polled = r == sys::ncclResult_t::ncclInProgress || !self.blocking;
         let end = if r == sys::ncclResult_t::ncclInProgress {
             // SAFETY: as above.
             match unsafe {
@@ -620,10 +616,15 @@ impl Comm {
         } else {
             r
         };
-        if end == sys::ncclResult_t::ncclSuccess || (polled && Some(end) == stale) {
+        if end == sys::ncclResult_t::ncclSuccess {
             self.state.set(crate::base::state::CommState::Revoked);
             return Ok(());
         }
+        // Revoked promises that the communicator's work was stopped. A polled
+        // state equal to the old error cannot tell a revoke that succeeded
+        // from one that failed, so it is not taken as success: the
+        // communicator is aborted (which does stop its work) and the caller
+        // recovers by making a new one (`shrink_or_recreate`).
         let e = crate::base::call::failure(API, end, raw);
         self.abort_now(API);
         Err(e)
@@ -1009,7 +1010,9 @@ impl Comm {
     /// and after a peer's death over the network transport that state keeps
     /// the proxy's `ncclRemoteError` for good, revoke or not (seen with NCCL
     /// 2.28.9, and so in NCCL's source up to 2.30). The old communicator is
-    /// released either way (`ncclCommAbort`).
+    /// released either way (`ncclCommAbort`). A communicator already aborted
+    /// (by [`Comm::revoke`](crate::Comm::revoke) that could not confirm the
+    /// revoke, say) goes straight to the fresh one.
     ///
     /// `survivors` is a [`Bootstrap`] of the survivors under their new ranks
     /// ([`RankMap::excluding`] gives them, new rank 0 shares the id), used
@@ -1032,23 +1035,34 @@ impl Comm {
         let me = ranks
             .new_rank(self.rank())
             .ok_or_else(|| Error::invalid("shrink", "exclude", "not this rank", self.rank()))?;
-        match self.shrink(exclude, mode, config) {
-            Ok(s) => Ok((s, Recovery::Shrunk)),
-            Err(Error::Nccl { .. }) => {
-                let ctx = self.context().clone();
-                drop(self); // ncclCommAbort
-                let world = ranks.survivors().len();
-                let ids = if me == 0 {
-                    survivors.share_ids(Some(vec![crate::UniqueId::new()?]))?
-                } else {
-                    survivors.share_ids(None)?
-                };
-                let default = Config::new();
-                let comm =
-                    Comm::init_rank_with(&ctx, world, &ids[0], me, config.unwrap_or(&default))?;
-                Ok((Shrunk { comm, ranks }, Recovery::Recreated))
+        // an aborted communicator (a revoke that could not be confirmed
+        // aborts it) cannot shrink: go straight to a fresh one
+        if !self.is_aborted() {
+            match self.shrink(exclude, mode, config) {
+                Ok(s) => return Ok((s, Recovery::Shrunk)),
+                Err(Error::Nccl { .. }) => {} // NCCL refused: a fresh one
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
+        let ctx = self.context().clone();
+        drop(self); // ncclCommAbort
+        let world = ranks.survivors().len();
+        let ids = if me == 0 {
+            survivors.share_ids(Some(vec![crate::UniqueId::new()?]))?
+        } else {
+            survivors.share_ids(None)?
+        };
+        // a Bootstrap of the caller's answers with whatever it has
+        let id = ids.first().ok_or_else(|| {
+            Error::invalid(
+                "shrink_or_recreate",
+                "survivors.share_ids()",
+                "at least one unique id",
+                "none",
+            )
+        })?;
+        let default = Config::new();
+        let comm = Comm::init_rank_with(&ctx, world, id, me, config.unwrap_or(&default))?;
+        Ok((Shrunk { comm, ranks }, Recovery::Recreated))
     }
 }

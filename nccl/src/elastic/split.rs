@@ -61,9 +61,31 @@ impl Comm {
         // before that job has ended or been joined, and `slot` lives until then.
         let r =
             unsafe { sys::ncclCommSplit(self.raw.get(), color, key, slot.as_ptr(), &mut raw_cfg) };
+        let nocolor = color == sys::NCCL_SPLIT_NOCOLOR;
         let raw = self.settle_child("ncclCommSplit", r, &slot, self.timeout, stale)?;
-        if raw.is_null() {
-            return Ok(None); // no color
+        match (raw.is_null(), nocolor) {
+            (true, true) => return Ok(None), // no color: no child
+            (true, false) => {
+                // a job that ended in this communicator's old error made no
+                // child: that was its failure, not "no color"
+                self.fail();
+                return Err(failure(
+                    "ncclCommSplit",
+                    stale.unwrap_or(sys::ncclResult_t::ncclInternalError),
+                    self.raw.get(),
+                ));
+            }
+            (false, true) => {
+                // SAFETY: a communicator NCCL made, owned by nobody else
+                // (taken out of the slot), never used again.
+                unsafe { abort_raw(raw) };
+                return Err(Error::Nccl {
+                    api: "ncclCommSplit",
+                    code: crate::NcclCode::InternalError,
+                    last_error: "NCCL made a child for NCCL_SPLIT_NOCOLOR".into(),
+                });
+            }
+            (false, false) => {}
         }
         let mut child = Comm::wrap(
             raw,
