@@ -628,7 +628,9 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     let r = (|| -> Result<(), String> {
         let runtime = nccl::version().map_err(e2s)?;
         if runtime >= nccl::Version::new(2, 30, 3) {
-            return match comm.register(env.up::<f32>(&ins[rank])) {
+            // SAFETY: every rank makes the same calls on buffers registered
+            // the same way (this suite runs the same code on each rank).
+            return match unsafe { comm.register(env.up::<f32>(&ins[rank])) } {
                 Err(nccl::Error::InvalidArgument {
                     op: "register",
                     arg: "buf",
@@ -641,8 +643,11 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
                         .memcpy_htod(&h, &mut a)
                         .map_err(|e| e.to_string())?;
                     let b = NcclBuffer::<f32>::alloc_zeros(env.stream, n).map_err(e2s)?;
-                    let ra = comm.register(a).map_err(e2s)?;
-                    let mut rb = comm.register(b).map_err(e2s)?;
+                    // SAFETY: as above: every rank registers both and
+                    // all-reduces them with the same count.
+                    let ra = unsafe { comm.register(a) }.map_err(e2s)?;
+                    // SAFETY: as above.
+                    let mut rb = unsafe { comm.register(b) }.map_err(e2s)?;
                     comm.all_reduce(&ra, &mut rb, ReduceOp::Sum, env.stream)
                         .map_err(e2s)?;
                     let out = env.stream.clone_dtoh(rb.get()).map_err(|e| e.to_string())?;
@@ -660,8 +665,11 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
                 )),
             };
         }
-        let reg_send = comm.register(env.up::<f32>(&ins[rank])).map_err(e2s)?;
-        let mut reg_recv = comm.register(env.zeros::<f32>(n)).map_err(e2s)?;
+        // SAFETY: every rank registers both buffers and all-reduces them
+        // with the same count (the suite runs the same code on each rank).
+        let reg_send = unsafe { comm.register(env.up::<f32>(&ins[rank])) }.map_err(e2s)?;
+        // SAFETY: as above.
+        let mut reg_recv = unsafe { comm.register(env.zeros::<f32>(n)) }.map_err(e2s)?;
         comm.all_reduce(&reg_send, &mut reg_recv, ReduceOp::Sum, env.stream)
             .map_err(e2s)?;
         let out = comm.deregister(reg_recv).map_err(e2s)?;
@@ -695,8 +703,11 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         // windows: only under a header that has them (2.27+)
         #[cfg(nccl_fn = "ncclCommWindowRegister")]
         {
-            let wa = comm.window_register(a, true).map_err(e2s)?;
-            let mut wb = comm.window_register(b, true).map_err(e2s)?;
+            // SAFETY: every rank registers the same two windows, of the
+            // same size, in the same order, and all-reduces them whole.
+            let wa = unsafe { comm.window_register(a, true) }.map_err(e2s)?;
+            // SAFETY: as above.
+            let mut wb = unsafe { comm.window_register(b, true) }.map_err(e2s)?;
             env.stream
                 .memset_zeros(wb.get_mut())
                 .map_err(|e| e.to_string())?;

@@ -164,7 +164,19 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` for a buffer on another GPU, an empty one, or pool
     /// memory on NCCL 2.30.3+; `Unsupported` before 2.19; NCCL's error.
-    pub fn register<T: NcclType, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static>(
+    ///
+    /// # Safety
+    /// A promise about the other ranks, which this rank cannot check. With a
+    /// registered buffer NCCL may let peers read and write this memory
+    /// directly (zero-copy over NVLink, NVLS, the network), sized by *their*
+    /// arguments. So every call given this registration (or a part of it)
+    /// must be given registered buffers on every rank, as NCCL's user guide
+    /// requires ("mixing registered and non-registered buffers can result in
+    /// undefined behavior"), with the same counts, and, where NVLS is used,
+    /// at the same offset within each rank's registration. A program whose
+    /// ranks make the same calls on buffers registered the same way keeps
+    /// it.
+    pub unsafe fn register<T: NcclType, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static>(
         &self,
         buf: B,
     ) -> Result<Registered<T, B>> {
@@ -408,10 +420,23 @@ impl Comm {
     /// has written the handle.
     ///
     /// # Errors
-    /// `InvalidArgument` for a buffer on another GPU, an empty or misaligned
-    /// one; `InGroup`; `Unsupported` before 2.27; NCCL's error; `Timeout`
-    /// (the communicator is then aborted).
-    pub fn window_register<T: NcclType, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static>(
+    /// `InvalidArgument` for a buffer on another GPU, an empty, misaligned or
+    /// pool-allocated one; `InGroup`; `Unsupported` before 2.27; NCCL's
+    /// error; `Timeout` (the communicator is then aborted).
+    ///
+    /// # Safety
+    /// A promise about the other ranks: every rank registers its window in
+    /// the same order (NCCL exchanges and lays out the windows collectively;
+    /// a rank that skips one hangs the others, one that registers another
+    /// order desynchronizes the layout), with the same size before NCCL 2.30
+    /// (earlier releases size the symmetric space by each rank's own
+    /// buffer), and every call given a window (or part of one) is given
+    /// windows at the same offsets on every rank: peers access this memory
+    /// directly with their own offsets and counts.
+    pub unsafe fn window_register<
+        T: NcclType,
+        B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
+    >(
         &self,
         buf: B,
         symmetric: bool,
