@@ -622,6 +622,27 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     })();
     rep.check("named communicator outlives its Config", r);
 
+    // children that would share their parent's resources are refused (a
+    // parent and such a child must never run at the same time)
+    let r = (|| -> Result<(), String> {
+        let sharing = nccl::Config::new().split_share(true);
+        let parent = comm
+            .split(Some(0), rank as i32, Some(&sharing))
+            .map_err(e2s)?;
+        let parent = parent.ok_or("split with color 0 gave no communicator")?;
+        let refused = match parent.split(Some(0), 0, None) {
+            Err(nccl::Error::InvalidArgument {
+                op: "split",
+                arg: "Config::split_share",
+                ..
+            }) => Ok(()),
+            other => Err(format!("a sharing split: {other:?}")),
+        };
+        parent.finalize().map_err(e2s)?;
+        refused
+    })();
+    rep.check("splits that would share resources are refused", r);
+
     // registered buffers: cudarc's CudaSlice is stream-ordered pool memory,
     // which NCCL 2.30.3+ refuses to register (a typed error, before NCCL is
     // called); an NcclBuffer registers on every release

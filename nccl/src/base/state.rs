@@ -158,8 +158,8 @@ impl fmt::Display for CommState {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ShrinkMode {
     /// `NCCL_SHRINK_DEFAULT`: no operation may be outstanding (NCCL: else it
-    /// may deadlock); with [`Config::shrink_share`](crate::Config::shrink_share) on the parent, the child
-    /// may reuse the parent's resources.
+    /// may deadlock). A parent whose children would share its resources
+    /// ([`Config::shrink_share`](crate::Config::shrink_share)) is refused.
     #[default]
     Default,
     /// `NCCL_SHRINK_ABORT`: for shrinking after a failure: NCCL first aborts

@@ -87,7 +87,11 @@ impl Config {
         max_ctas: i32
     );
     setter!(
-        /// `splitShare` (NCCL 2.18.1+): children of a split share the parent's resources.
+        /// `splitShare` (NCCL 2.18.1+): children of a split share the parent's
+        /// resources. [`Comm::split`](crate::Comm::split) refuses to make such
+        /// children (NCCL forbids using a parent and a sharing child at the
+        /// same time, which two threads could): creating with it on is
+        /// allowed, splitting is `InvalidArgument`.
         split_share: bool
     );
     setter!(
@@ -103,7 +107,9 @@ impl Config {
         cta_policy: i32
     );
     setter!(
-        /// `shrinkShare` (NCCL 2.27.3+).
+        /// `shrinkShare` (NCCL 2.27.3+): [`Comm::shrink`](crate::Comm::shrink)
+        /// with [`ShrinkMode::Default`](crate::ShrinkMode::Default) refuses it,
+        /// as `split_share`.
         shrink_share: bool
     );
     setter!(
@@ -197,6 +203,15 @@ impl Config {
     /// config of their own).
     pub(crate) fn name_handle(&self) -> Option<std::sync::Arc<CString>> {
         self.comm_name.clone()
+    }
+
+    /// Whether this config asks children to share the parent's resources:
+    /// (`split_share`, `shrink_share`).
+    pub(crate) fn sharing(&self) -> (bool, bool) {
+        (
+            self.split_share == Some(true),
+            self.shrink_share == Some(true),
+        )
     }
 
     pub(crate) fn no_timeout(mut self) -> Self {

@@ -148,7 +148,9 @@ impl Comm {
     ) -> Result<Comm> {
         let (blocking, timeout) = (config.is_blocking(), config.timeout);
         let name = config.name_handle();
-        Comm::adopt_with(raw, ctx, rank, world, blocking, timeout, name, api, r)
+        let mut comm = Comm::adopt_with(raw, ctx, rank, world, blocking, timeout, name, api, r)?;
+        comm.share = config.sharing();
+        Ok(comm)
     }
 
     /// [`Comm::adopt`] with the mode and timeout given. Returns only once
@@ -193,6 +195,7 @@ impl Comm {
             state: Cell::new(CommState::Live),
             registry: Arc::default(),
             name: None,
+            share: (false, false),
         }
     }
 

@@ -79,6 +79,8 @@ pub struct Comm {
     /// the string): freed only after the communicator is (fields drop after
     /// `Drop::drop` aborted it).
     pub(crate) name: Option<Arc<std::ffi::CString>>,
+    /// Its config asked children to share its resources: (split, shrink).
+    pub(crate) share: (bool, bool),
 }
 
 // SAFETY: NCCL ties a communicator to a GPU, not to a thread: any thread may

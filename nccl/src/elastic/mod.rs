@@ -471,6 +471,10 @@ impl Comm {
         crate::base::thread::not_in_group(OP)?;
         ElasticApi::Shrink.check()?;
         self.allow(OP, CommOp::Shrink(mode))?;
+        // NCCL_SHRINK_ABORT never shares
+        if mode == ShrinkMode::Default {
+            self.refuse_sharing(OP, true)?;
+        }
         let ranks = RankMap::excluding(self.world, self.rank, exclude)?;
         #[cfg(nccl_fn = "ncclCommShrink")]
         {
@@ -532,9 +536,9 @@ impl Comm {
         let mut comm = Comm::wrap(raw, self.ctx.clone(), 0, 0, blocking, timeout);
         // NCCL copies the parent's commName pointer into a child made
         // without a config
-        comm.name = match config {
-            Some(c) => c.name_handle(),
-            None => self.name.clone(),
+        (comm.name, comm.share) = match config {
+            Some(c) => (c.name_handle(), c.sharing()),
+            None => (self.name.clone(), self.share),
         };
         comm.rank = comm.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
         comm.world = comm.query("ncclCommCount", sys::ncclCommCount)? as usize;
@@ -750,7 +754,7 @@ impl Comm {
             )
         };
         let raw = slot.load(std::sync::atomic::Ordering::Acquire);
-        let comm = Comm::adopt_with(
+        let mut comm = Comm::adopt_with(
             raw,
             &self.ctx,
             self.rank,
@@ -764,6 +768,7 @@ impl Comm {
             API,
             r,
         )?;
+        comm.share = config.map_or(self.share, Config::sharing);
         check_grown(&comm, self.rank, plan.new_world())?;
         Ok(comm)
     }
@@ -963,7 +968,7 @@ fn join_with_id(
         )
     };
     let raw = slot.load(std::sync::atomic::Ordering::Acquire);
-    let comm = Comm::adopt_with(
+    let mut comm = Comm::adopt_with(
         raw,
         ctx,
         rank,
@@ -974,6 +979,7 @@ fn join_with_id(
         API,
         r,
     )?;
+    comm.share = config.sharing();
     check_grown(&comm, rank, plan.new_world())?;
     Ok(comm)
 }

@@ -36,6 +36,7 @@ impl Comm {
     ) -> Result<Option<Comm>> {
         crate::base::thread::not_in_group("split")?;
         self.allow("split", CommOp::Split)?;
+        self.refuse_sharing("split", false)?;
         let color = match color {
             Some(c) if c > i32::MAX as u32 => {
                 return Err(Error::invalid(
@@ -96,6 +97,7 @@ impl Comm {
             config.timeout,
         );
         child.name = config.name_handle();
+        child.share = config.sharing();
         child.rank = child.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
         child.world = child.query("ncclCommCount", sys::ncclCommCount)? as usize;
         Ok(Some(child))
@@ -157,5 +159,43 @@ impl Comm {
         let e = failure(api, end, self.raw.get());
         self.fail();
         Err(e)
+    }
+}
+
+impl Comm {
+    /// Refuses a split (`shrink: false`) or shrink whose child would share
+    /// this communicator's resources, as its config or NCCL's environment
+    /// variable asks (NCCL lets the variable override the config).
+    ///
+    /// NCCL forbids driving a parent and a sharing child at the same time,
+    /// and they share one abort flag, so aborting (dropping) one kills the
+    /// other; a `Comm` is `Send`, so safe code could do both from two
+    /// threads. Rather than a lock on every call of every communicator, the
+    /// sharing is refused.
+    pub(crate) fn refuse_sharing(&self, op: &'static str, shrink: bool) -> Result<()> {
+        let (var, asked) = if shrink {
+            ("NCCL_COMM_SHRINK_SHARE_RESOURCES", self.share.1)
+        } else {
+            ("NCCL_COMM_SPLIT_SHARE_RESOURCES", self.share.0)
+        };
+        let env = std::env::var(var)
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .is_some_and(|v| v != 0);
+        if asked || env {
+            return Err(Error::invalid(
+                op,
+                if env {
+                    var
+                } else if shrink {
+                    "Config::shrink_share"
+                } else {
+                    "Config::split_share"
+                },
+                "off: a child that shares its parent's resources could run at the same time as the parent on another thread, which NCCL forbids",
+                "on",
+            ));
+        }
+        Ok(())
     }
 }
