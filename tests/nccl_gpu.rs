@@ -1131,6 +1131,50 @@ fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
         Ok(())
     })();
     rep.check("init_all (one GPU)", r);
+    // grouped, configured creation: blocking with a deadline, and
+    // non-blocking; a connected communicator
+    for cfg in [
+        Config::new().timeout(Duration::from_secs(60)),
+        Config::new()
+            .blocking(false)
+            .timeout(Duration::from_secs(60)),
+    ] {
+        let r = (|| -> Result<(), String> {
+            let comms = Comm::init_all_with(std::slice::from_ref(ctx), &cfg).map_err(e2s)?;
+            let id = UniqueId::new().map_err(e2s)?;
+            let more = Comm::init_ranks(&[(ctx.clone(), 0)], 1, &id, &cfg).map_err(e2s)?;
+            for c in comms.iter().chain(&more) {
+                c.connect(Duration::from_secs(30)).map_err(e2s)?;
+                let s = ctx.new_stream().map_err(|e| e.to_string())?;
+                let a = s.clone_htod(&[3.0f32, 4.0]).map_err(|e| e.to_string())?;
+                let mut b = s.alloc_zeros::<f32>(2).map_err(|e| e.to_string())?;
+                c.all_reduce(&a, &mut b, ReduceOp::Sum, &s).map_err(e2s)?;
+                c.wait(&s, Duration::from_secs(30)).map_err(e2s)?;
+                let out = s.clone_dtoh(&b).map_err(|e| e.to_string())?;
+                if out != [3.0, 4.0] {
+                    return Err(format!("{out:?}"));
+                }
+            }
+            // a rank twice is refused before NCCL is called
+            match Comm::init_ranks(&[(ctx.clone(), 0), (ctx.clone(), 0)], 2, &id, &cfg) {
+                Err(nccl::Error::InvalidArgument {
+                    op: "init_ranks", ..
+                }) => {}
+                other => return Err(format!("a rank twice: {:?}", other.map(|v| v.len()))),
+            }
+            for c in comms.into_iter().chain(more) {
+                c.finalize().map_err(e2s)?;
+            }
+            Ok(())
+        })();
+        rep.check(
+            &format!(
+                "init_all_with, init_ranks and connect (blocking: {})",
+                cfg_blocking(&cfg)
+            ),
+            r,
+        );
+    }
     let r = (|| -> Result<(), String> {
         let id = UniqueId::new().map_err(e2s)?;
         let cfg = Config::new()

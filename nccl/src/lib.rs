@@ -157,4 +157,4 @@ pub use mem::{DROP_WAIT, Local, NcclBuffer, Registered, Registration, Registrati
 pub use mem::{Win, Window};
 #[cfg(nccl_fn = "ncclGroupSimulateEnd")]
 pub use ops::group_simulate;
-pub use ops::{Enqueue, Group, OnStream, PreMulSum, ReduceOp, group};
+pub use ops::{CONNECT_BYTES, Enqueue, Group, OnStream, PreMulSum, ReduceOp, group};

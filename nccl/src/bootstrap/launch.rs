@@ -613,7 +613,7 @@ pub struct LaunchOptions {
     pub config: crate::Config,
     /// Connect the collectives' peers while the communicator is created
     /// (default `true`), inside creation's deadline: a few all-reduces of
-    /// growing size (scratch memory of [`CONNECT_BYTES`] on the GPU while they
+    /// growing size (scratch memory of [`CONNECT_BYTES`](crate::CONNECT_BYTES) on the GPU while they
     /// run), so that NCCL (which connects lazily, at a collective's first
     /// use) sets up every algorithm it picks then. Afterwards a collective of
     /// a blocking communicator only enqueues work, and a survivor waiting on a
@@ -623,10 +623,6 @@ pub struct LaunchOptions {
     /// non-blocking communicator.
     pub connect: bool,
 }
-
-/// The scratch memory [`LaunchOptions::connect`] uses while the communicator
-/// is created.
-pub const CONNECT_BYTES: usize = 32 << 20;
 
 impl Default for LaunchOptions {
     fn default() -> LaunchOptions {
@@ -685,7 +681,12 @@ pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchIn
             "no GPU is visible to this process",
         ));
     }
-    let ctx = cudarc::driver::CudaContext::new(info.local_rank % gpus)?;
+    let gpu = pick_gpu(
+        info.local_rank,
+        gpus,
+        std::env::var_os("NCCL_HOSTID").is_some(),
+    )?;
+    let ctx = cudarc::driver::CudaContext::new(gpu)?;
     let id = share_launch_id(&info, opts)?;
     let config = opts.config.with_default_deadline(opts.timeout);
     if !opts.connect || info.world == 1 {
@@ -702,7 +703,7 @@ pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchIn
         crate::comm::wait::within(limit, "init_from_launcher", move || {
             let start = std::time::Instant::now();
             let comm = crate::Comm::init_rank_with(&ctx, world, &id, rank, &config)?;
-            connect(&comm, Some(limit.saturating_sub(start.elapsed())))?;
+            comm.connect(limit.saturating_sub(start.elapsed()))?;
             Ok(comm)
         })?
     } else {
@@ -712,28 +713,32 @@ pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchIn
             .timeout
             .unwrap_or(opts.timeout)
             .saturating_sub(start.elapsed());
-        connect(&comm, Some(left))?;
+        comm.connect(left)?;
         comm
     };
     Ok((comm, info))
 }
 
-/// [`LaunchOptions::connect`]: in-place all-reduces of 1 KiB to
-/// [`CONNECT_BYTES`] (×8) on the context's default stream (a new stream would
-/// turn on cudarc's cross-stream event tracking for the whole context), then
-/// a wait for them, at most `limit` when given.
-fn connect(comm: &crate::Comm, limit: Option<Duration>) -> Result<()> {
-    let stream = comm.context().default_stream();
-    let mut scratch = stream.alloc_zeros::<u8>(CONNECT_BYTES)?;
-    let mut n = 1 << 10;
-    while n <= CONNECT_BYTES {
-        let mut part = scratch.slice_mut(0..n);
-        comm.all_reduce_in_place(&mut part, crate::ReduceOp::Max, &stream)?;
-        n *= 8;
+/// The GPU of local rank `local` among `gpus` visible ones. More local ranks
+/// than GPUs put several ranks on one GPU, which NCCL allows only for ranks
+/// with different `NCCL_HOSTID`s (else it fails with "Duplicate GPU
+/// detected"): that is taken as the request to share (`hostid`); without it
+/// it is an error that says so, never a silent doubling up.
+fn pick_gpu(local: usize, gpus: usize, hostid: bool) -> Result<usize> {
+    if local < gpus {
+        return Ok(local);
     }
-    comm.wait(&stream, limit.unwrap_or(Duration::MAX))?;
-    drop(scratch);
-    Ok(())
+    if hostid {
+        return Ok(local % gpus);
+    }
+    Err(env_err(
+        "LOCAL_RANK",
+        format!(
+            "local rank {local}, but {gpus} GPU(s) visible (CUDA_VISIBLE_DEVICES): two ranks would share a GPU; \
+             start at most {gpus} ranks per node, or give each rank its own NCCL_HOSTID to share GPUs on purpose \
+             (as `cargo xtask launch --one-gpu` does)"
+        ),
+    ))
 }
 
 /// The rendezvous of [`init_from_launcher`] alone (no GPU needed): rank 0
@@ -753,4 +758,20 @@ pub fn share_launch_id(info: &LaunchInfo, opts: &LaunchOptions) -> Result<crate:
         b.share_ids(None)?
     };
     Ok(ids[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_share_a_gpu_only_when_asked() {
+        assert_eq!(pick_gpu(1, 2, false).unwrap(), 1);
+        assert_eq!(pick_gpu(3, 2, true).unwrap(), 1);
+        let e = pick_gpu(2, 2, false).unwrap_err();
+        assert!(
+            matches!(&e, Error::LaunchEnv { var, problem } if var == "LOCAL_RANK" && problem.contains("NCCL_HOSTID")),
+            "{e}"
+        );
+    }
 }

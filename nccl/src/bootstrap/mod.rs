@@ -23,8 +23,7 @@ mod slurm;
 mod store;
 
 pub use launch::{
-    CONNECT_BYTES, LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, init_from_launcher,
-    share_launch_id,
+    LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, init_from_launcher, share_launch_id,
 };
 pub use rendezvous::{MAX_IDS, MAX_PENDING, MAX_WORLD, TcpBootstrap};
 pub use slurm::slurm_port;

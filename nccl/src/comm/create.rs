@@ -231,4 +231,167 @@ impl Comm {
             .map(|(rank, (raw, ctx))| Comm::wrap(raw, ctx.clone(), rank, ctxs.len(), true, None))
             .collect())
     }
+
+    /// Every rank of this process in one communicator, created together: a
+    /// group of `ncclCommInitRankConfig`, one per `(context, rank)` of
+    /// `ranks` (NCCL's pattern for several GPUs per process, and the only one
+    /// that works when other processes hold the other ranks: creating them
+    /// one after another would wait for each other). Every process of the
+    /// communicator calls this (or [`Comm::init_rank_with`]) with the same
+    /// `id` and `world`. The communicators come back in the order of `ranks`.
+    ///
+    /// [`Config::timeout`] bounds the whole creation as for
+    /// [`Comm::init_rank_with`].
+    ///
+    /// ```no_run
+    /// # fn demo(id: &nccl::UniqueId) -> nccl::Result<()> {
+    /// // process 1 of 2, GPUs 0 and 1 are ranks 2 and 3 of 4
+    /// let mine = [(nccl::context(0)?, 2), (nccl::context(1)?, 3)];
+    /// let comms = nccl::Comm::init_ranks(&mine, 4, id, &nccl::Config::new())?;
+    /// assert_eq!(comms[1].rank(), 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidArgument` for no ranks, a rank twice or out of range, or the
+    /// same GPU twice; `InGroup`; `Unsupported` for config fields the NCCL in
+    /// use lacks; NCCL's error; `Timeout`. On any error every communicator
+    /// made so far is aborted.
+    pub fn init_ranks(
+        ranks: &[(Arc<CudaContext>, usize)],
+        world: usize,
+        id: &UniqueId,
+        config: &Config,
+    ) -> Result<Vec<Comm>> {
+        const OP: &str = "init_ranks";
+        crate::base::thread::not_in_group(OP)?;
+        let nranks = world_arg(OP, world)?;
+        if ranks.is_empty() {
+            return Err(Error::invalid(OP, "ranks", "at least one", 0));
+        }
+        for (i, (ctx, rank)) in ranks.iter().enumerate() {
+            crate::base::contract::rank_arg(OP, "rank", *rank, world)?;
+            if ranks[..i].iter().any(|(_, r)| r == rank) {
+                return Err(Error::invalid(
+                    OP,
+                    "ranks",
+                    "each rank once",
+                    format!("rank {rank} twice"),
+                ));
+            }
+            if ranks[..i].iter().any(|(c, _)| c.ordinal() == ctx.ordinal()) {
+                return Err(Error::invalid(
+                    OP,
+                    "ranks",
+                    "one rank per GPU",
+                    format!("GPU {} twice", ctx.ordinal()),
+                ));
+            }
+        }
+        checked_runtime()?;
+        if let (true, Some(limit)) = (config.is_blocking(), config.timeout) {
+            let (ranks2, id2, config2) = (ranks.to_vec(), *id, config.clone().no_timeout());
+            return within(limit, "ncclCommInitRankConfig", move || {
+                Comm::init_ranks(&ranks2, world, &id2, &config2)
+            });
+        }
+        let mut raw_cfgs = ranks
+            .iter()
+            .map(|_| config.to_raw())
+            .collect::<Result<Vec<_>>>()?;
+        let mut raws: Vec<sys::ncclComm_t> = vec![std::ptr::null_mut(); ranks.len()];
+        // SAFETY: no arguments; the group is ended below on this thread,
+        // whatever happens in between.
+        unsafe { nccl!(ncclGroupStart()) }?;
+        let mut first_err = None;
+        for (i, (ctx, rank)) in ranks.iter().enumerate() {
+            if let Err(e) = ctx.bind_to_thread() {
+                first_err = Some(e.into());
+                break;
+            }
+            // SAFETY: valid out-pointer (a slot of `raws`, which is not
+            // resized while NCCL may write it: NCCL writes it during this
+            // call) and config (its strings live in `config`); the id is
+            // passed by value; rank < world was checked. NCCL uses the
+            // thread's current device: this rank's, bound above.
+            let r = unsafe {
+                sys::ncclCommInitRankConfig(
+                    &mut raws[i],
+                    nranks,
+                    *id.as_raw(),
+                    *rank as i32,
+                    &mut raw_cfgs[i],
+                )
+            };
+            if r != sys::ncclResult_t::ncclSuccess && r != sys::ncclResult_t::ncclInProgress {
+                first_err = Some(crate::base::call::failure(
+                    "ncclCommInitRankConfig",
+                    r,
+                    raws[i],
+                ));
+                break;
+            }
+        }
+        // SAFETY: closes the group opened above, on this thread.
+        let end = unsafe { sys::ncclGroupEnd() };
+        // own every communicator NCCL made, so that an error drops (aborts) them
+        let comms: Vec<Comm> = raws
+            .iter()
+            .zip(ranks)
+            .filter(|(raw, _)| !raw.is_null())
+            .map(|(&raw, (ctx, rank))| {
+                let mut c = Comm::wrap(
+                    raw,
+                    ctx.clone(),
+                    *rank,
+                    world,
+                    config.is_blocking(),
+                    config.timeout,
+                );
+                c.name = config.name_handle();
+                c.share = config.sharing();
+                c
+            })
+            .collect();
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        if comms.len() != ranks.len() {
+            return Err(Error::Nccl {
+                api: "ncclCommInitRankConfig",
+                code: crate::NcclCode::InternalError,
+                last_error: "NCCL made fewer communicators than asked".into(),
+            });
+        }
+        for c in &comms {
+            // blocking: the group's end returned the result; non-blocking:
+            // each communicator settles (its creation job ran on NCCL's
+            // thread)
+            c.settle(
+                "ncclGroupEnd",
+                if config.is_blocking() {
+                    end
+                } else {
+                    sys::ncclResult_t::ncclInProgress
+                },
+            )?;
+        }
+        Ok(comms)
+    }
+
+    /// [`Comm::init_all`] with a [`Config`]: one communicator per context, all
+    /// in this process, rank `i` on `ctxs[i]` ([`Comm::init_ranks`] with a new
+    /// id).
+    ///
+    /// # Errors
+    /// As [`Comm::init_ranks`].
+    pub fn init_all_with(ctxs: &[Arc<CudaContext>], config: &Config) -> Result<Vec<Comm>> {
+        let ranks: Vec<(Arc<CudaContext>, usize)> = ctxs
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(r, c)| (c, r))
+            .collect();
+        Comm::init_ranks(&ranks, ctxs.len(), &UniqueId::new()?, config)
+    }
 }

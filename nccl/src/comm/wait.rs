@@ -254,16 +254,16 @@ static STUCK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::n
 /// [`MAX_STUCK_CREATIONS`] are still blocked, another is refused at once
 /// ([`Error::CreationStuck`]) instead of piling up in a retry loop. A
 /// non-blocking [`Config`](crate::Config) makes creation abortable instead.
-pub(crate) fn within(
+pub(crate) fn within<T: Send + 'static>(
     limit: Duration,
     api: &'static str,
-    f: impl FnOnce() -> Result<Comm> + Send + 'static,
-) -> Result<Comm> {
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     let stuck = STUCK.load(Ordering::Acquire);
     if stuck >= MAX_STUCK_CREATIONS {
         return Err(Error::CreationStuck { op: api, stuck });
     }
-    let (tx, rx) = std::sync::mpsc::channel::<Result<Comm>>();
+    let (tx, rx) = std::sync::mpsc::channel::<Result<T>>();
     // (finished, abandoned), decided under one lock so that a creation is
     // counted as stuck exactly while its caller has given up and NCCL still
     // holds it

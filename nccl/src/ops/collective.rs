@@ -548,3 +548,42 @@ impl Comm {
         })
     }
 }
+
+/// The scratch memory [`Comm::connect`] uses while it runs.
+pub const CONNECT_BYTES: usize = 32 << 20;
+
+impl Comm {
+    /// Connects this rank to the peers its collectives will use, now rather
+    /// than inside the first collective (NCCL connects lazily, at a
+    /// collective's first use of an algorithm): a few in-place all-reduces
+    /// of 1 KiB to [`CONNECT_BYTES`] (×8) on the context's default stream,
+    /// then [`Comm::wait`] for them, at most `timeout`. Collective over all
+    /// ranks, like an all-reduce.
+    ///
+    /// Afterwards a collective of a blocking communicator only enqueues
+    /// work, so a peer that dies or never comes is seen by
+    /// [`Comm::wait`] (with its deadline) instead of blocking inside NCCL.
+    /// [`bootstrap::init_from_launcher`](crate::bootstrap) does this by
+    /// default. Send and receive still connect to a peer at their first use.
+    ///
+    /// The default stream is used because a new stream would turn on
+    /// cudarc's cross-stream event tracking for the whole context.
+    ///
+    /// # Errors
+    /// As [`Comm::all_reduce_in_place`] and [`Comm::wait`] (which aborts the
+    /// communicator on a failure or at `timeout`); CUDA's error allocating
+    /// the scratch memory.
+    pub fn connect(&self, timeout: std::time::Duration) -> Result<()> {
+        let stream = self.context().default_stream();
+        let mut scratch = stream.alloc_zeros::<u8>(CONNECT_BYTES)?;
+        let mut n = 1 << 10;
+        while n <= CONNECT_BYTES {
+            let mut part = scratch.slice_mut(0..n);
+            self.all_reduce_in_place(&mut part, ReduceOp::Max, &stream)?;
+            n *= 8;
+        }
+        self.wait(&stream, timeout)?;
+        drop(scratch);
+        Ok(())
+    }
+}

@@ -9,6 +9,7 @@ mod group;
 mod p2p;
 mod reduce_op;
 
+pub use collective::CONNECT_BYTES;
 #[cfg(nccl_fn = "ncclGroupSimulateEnd")]
 pub use group::group_simulate;
 pub use group::{Enqueue, Group, OnStream, group};
