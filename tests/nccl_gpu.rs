@@ -1168,10 +1168,7 @@ fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
             Ok(())
         })();
         rep.check(
-            &format!(
-                "init_all_with, init_ranks and connect (blocking: {})",
-                cfg_blocking(&cfg)
-            ),
+            &format!("init_all_with, init_ranks and connect (blocking: {blocking})"),
             r,
         );
     }
