@@ -1133,12 +1133,10 @@ fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
     rep.check("init_all (one GPU)", r);
     // grouped, configured creation: blocking with a deadline, and
     // non-blocking; a connected communicator
-    for cfg in [
-        Config::new().timeout(Duration::from_secs(60)),
-        Config::new()
-            .blocking(false)
-            .timeout(Duration::from_secs(60)),
-    ] {
+    for blocking in [true, false] {
+        let cfg = Config::new()
+            .blocking(blocking)
+            .timeout(Duration::from_secs(60));
         let r = (|| -> Result<(), String> {
             let comms = Comm::init_all_with(std::slice::from_ref(ctx), &cfg).map_err(e2s)?;
             let id = UniqueId::new().map_err(e2s)?;
