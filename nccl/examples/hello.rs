@@ -1,5 +1,4 @@
-use nccl::cudarc::driver::CudaContext;
-use nccl::{Comm, ReduceOp, UniqueId};
+use nccl::prelude::*;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
@@ -11,12 +10,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let id = UniqueId::new()?;
     println!("unique id {id}");
 
-    // SAFETY: only looks for the CUDA driver library (cudarc loads it lazily).
-    if !unsafe { nccl::cudarc::driver::sys::is_culib_present() } {
-        println!("no CUDA driver here: nothing to reduce");
-        return Ok(());
-    }
-    let ctx = CudaContext::new(0)?;
+    // the GPU's context, with the driver checked first (no panic without one)
+    let ctx = match nccl::context(0) {
+        Ok(ctx) => ctx,
+        Err(e @ (nccl::Error::NoDriver { .. } | nccl::Error::NoGpu { .. })) => {
+            println!("nothing to reduce here: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let stream = ctx.new_stream()?;
     let comm = Comm::init_rank(&ctx, 1, &id, 0)?;
     let send = stream.clone_htod(&[1.0f32, 2.0, 3.0])?;

@@ -8,11 +8,10 @@
 //! the [`UniqueId`] and sends it to the others, e.g. as hex text):
 //!
 //! ```no_run
-//! use cudarc::driver::CudaContext;
-//! use nccl::{Comm, ReduceOp, UniqueId};
+//! use nccl::prelude::*;
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let ctx = CudaContext::new(0)?;
+//!     let ctx = nccl::context(0)?; // the driver and the GPU checked first
 //!     let stream = ctx.new_stream()?;
 //!     let id = UniqueId::new()?;
 //!     let comm = Comm::init_rank(&ctx, 1, &id, 0)?;

@@ -19,12 +19,18 @@ pub const CUDA_API_VERSION: i32 = if cfg!(feature = "cuda-13000") {
     12000
 };
 
-/// The file names cudarc tries for the driver library.
+/// The file names cudarc tries for the driver library, each once.
 fn driver_names() -> Vec<String> {
-    ["cuda", "nvcuda"]
+    let mut names: Vec<String> = Vec::new();
+    for n in ["cuda", "nvcuda"]
         .iter()
         .flat_map(|l| cudarc::get_lib_name_candidates(l))
-        .collect()
+    {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
 }
 
 /// Checks that the CUDA driver can be loaded and is new enough; returns its
