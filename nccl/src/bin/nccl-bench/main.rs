@@ -10,10 +10,12 @@
 //!
 //! - `options`: the command line (ours and nccl-tests' spellings)
 //! - `timing`: the measurement loop, as nccl-tests times it
+//! - `buffers`: `--buffers`, the `CudaSlice` or `NcclBuffer` buffers it runs on
 //! - `check`: the expected results and the count of wrong elements
 //! - `output`: table, progress bar, JSON and SVG
 //! - `elem`: the element types and their host conversions
 
+mod buffers;
 mod check;
 mod elem;
 mod options;

@@ -77,6 +77,9 @@ pub struct Opts {
     /// `--no-connect`: under a launcher, no connection of the peers while
     /// the communicator is created (`LaunchOptions::connect`).
     pub no_connect: bool,
+    /// `--buffers slice|nccl`: `CudaSlice` or `NcclBuffer` (the `buffers`
+    /// module; `BufKind` parses the value).
+    pub buffers: crate::buffers::BufKind,
 }
 
 impl Default for Opts {
@@ -102,6 +105,7 @@ impl Default for Opts {
             event_tracking: true,
             nonblocking: false,
             no_connect: false,
+            buffers: crate::buffers::BufKind::Slice,
         }
     }
 }
@@ -265,6 +269,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--no-event-tracking" => o.event_tracking = false,
             "--nonblocking" => o.nonblocking = true,
             "--no-connect" => o.no_connect = true,
+            // the buffers the collectives use (the `buffers` module)
+            "--buffers" => o.buffers = v()?.parse()?,
             "--report_cputime" => {
                 let n = int(name, &v()?)?;
                 if !(0..=1).contains(&n) {
