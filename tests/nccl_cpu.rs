@@ -796,3 +796,19 @@ fn readme_survival_example_is_the_example_that_builds() {
         .expect("the section has a rust block");
     assert_eq!(block, example);
 }
+
+/// `NcclBuffer`'s views are buffers to the collectives (read, or read and
+/// written), and follow the buffer's thread rules.
+#[test]
+fn ncclbuffer_views_are_buffers() {
+    fn send_sync<T: Send + Sync>() {}
+    fn reads<B: cudarc::driver::DevicePtr<f32>>() {}
+    fn writes<B: cudarc::driver::DevicePtrMut<f32>>() {}
+    send_sync::<nccl::NcclView<'static, f32>>();
+    send_sync::<nccl::NcclViewMut<'static, f32>>();
+    reads::<nccl::NcclBuffer<f32>>();
+    writes::<nccl::NcclBuffer<f32>>();
+    reads::<nccl::NcclView<'static, f32>>();
+    reads::<nccl::NcclViewMut<'static, f32>>();
+    writes::<nccl::NcclViewMut<'static, f32>>();
+}
