@@ -72,7 +72,8 @@
 //!    a read event, and a read that reuses the event first makes its stream
 //!    wait for it, so the event keeps covering the earlier reads even if the
 //!    handle now names another stream. Two streams alive at once never share
-//!    a handle, except `0x2`, which never shares an event.
+//!    a handle, except `0x2`, which never shares an event. A buffer made on
+//!    `0x2` has no use on home at all: its zeroing is waited for on the host.
 //! 6. *Events never recorded or made.* Waiting for an event never recorded
 //!    waits for nothing, which is right: a slot is only taken by a use whose
 //!    guard records it. Where an event cannot be made or recorded, the use's
@@ -87,7 +88,9 @@
 //!
 //! Limits. With event tracking off nothing is tracked, as for cudarc's own
 //! buffers: cudarc's unsafe `disable_event_tracking` leaves the ordering to
-//! the program. A guard is cudarc's `SyncOnDrop`, which skips its record when
+//! the program. Before a context makes its first stream it does not track
+//! either; cudarc synchronizes the context when it makes that stream, which
+//! orders the uses made until then. A guard is cudarc's `SyncOnDrop`, which skips its record when
 //! cudarc has an error stored for the context (it reports that error
 //! instead), as for every cudarc buffer. A use on another stream waits for
 //! *all* the work queued on home so far, not only this buffer's: programs
@@ -574,6 +577,7 @@ impl<T> Drop for NcclBuffer<T> {
         // an error cudarc stored for the context would fail the first call
         // below instead of running it: take it now, give it back at the end
         let stored = ctx.check_err();
+        // ncclMemFree may run on another thread than the allocation did
         let _ = ctx.bind_to_thread();
         // Work queued on any stream may still use the buffer: home waits for
         // the uses elsewhere, then the host for home, never without bound (a
@@ -581,8 +585,7 @@ impl<T> Drop for NcclBuffer<T> {
         // leaked rather than freed under a kernel.
         if self.uses.join(WHAT) && quiesce(&self.uses.home.stream, WHAT) {
             // SAFETY: ptr came from ncclMemAlloc and is freed once, after
-            // every use of it has finished (checked above; the context is
-            // current, whichever thread drops it).
+            // every use of it has finished (checked above).
             let r = unsafe {
                 ffi!(
                     "ncclMemFree",
