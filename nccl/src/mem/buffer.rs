@@ -89,8 +89,9 @@
 //! Limits. With event tracking off nothing is tracked, as for cudarc's own
 //! buffers: cudarc's unsafe `disable_event_tracking` leaves the ordering to
 //! the program. Before a context makes its first stream it does not track
-//! either; cudarc synchronizes the context when it makes that stream, which
-//! orders the uses made until then. A guard is cudarc's `SyncOnDrop`, which skips its record when
+//! either; cudarc's `new_stream` synchronizes the context when it makes that
+//! stream, which orders the uses made until then (`fork` only makes the new
+//! stream wait for its parent), as for cudarc's own buffers. A guard is cudarc's `SyncOnDrop`, which skips its record when
 //! cudarc has an error stored for the context (it reports that error
 //! instead), as for every cudarc buffer. A use on another stream waits for
 //! *all* the work queued on home so far, not only this buffer's: programs
