@@ -777,3 +777,19 @@ fn elastic_apis_are_gated_by_the_header_and_the_runtime() {
         ));
     }
 }
+
+/// `NcclBuffer`'s views are buffers to the collectives (read, or read and
+/// written), and follow the buffer's thread rules.
+#[test]
+fn ncclbuffer_views_are_buffers() {
+    fn send_sync<T: Send + Sync>() {}
+    fn reads<B: cudarc::driver::DevicePtr<f32>>() {}
+    fn writes<B: cudarc::driver::DevicePtrMut<f32>>() {}
+    send_sync::<nccl::NcclView<'static, f32>>();
+    send_sync::<nccl::NcclViewMut<'static, f32>>();
+    reads::<nccl::NcclBuffer<f32>>();
+    writes::<nccl::NcclBuffer<f32>>();
+    reads::<nccl::NcclView<'static, f32>>();
+    reads::<nccl::NcclViewMut<'static, f32>>();
+    writes::<nccl::NcclViewMut<'static, f32>>();
+}

@@ -988,6 +988,7 @@ fn run_rank(ctx: &Arc<CudaContext>, world: usize, id: &UniqueId, rank: usize) ->
     suite::<F8E5M2>(&env, &mut rep);
     extras(&env, ctx, &mut rep);
     groups(&env, ctx, &mut rep);
+    ncclbuf_streams(&env, ctx, &mut rep);
     rep.check("finalize", comm.finalize().map_err(e2s));
     rep
 }
@@ -1108,6 +1109,187 @@ fn groups(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         close(&env.down(&b), &input::<f32>(47, prev, n), false)
     })();
     rep.check("a Comm dropped on another thread during a group", r);
+}
+
+/// `NcclBuffer` across streams with cudarc's event tracking on (the context
+/// has several streams): uses on another stream are ordered both ways, a
+/// write waits for readers on two streams, views in collectives (buckets),
+/// and a graph captured with tracking on. Work queued behind long copies of
+/// unrelated memory starts late, so a missing wait shows as wrong values.
+fn ncclbuf_streams(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
+    use cudarc::driver::DeviceSlice;
+    fn cu(e: cudarc::driver::DriverError) -> String {
+        e.to_string()
+    }
+    /// Keeps `s` busy (about a millisecond on an H100) with copies of
+    /// memory of its own, so that what is queued after starts late.
+    struct Stall(CudaSlice<u8>, CudaSlice<u8>);
+    impl Stall {
+        fn new(s: &Arc<CudaStream>) -> Result<Stall, String> {
+            let n = 64 << 20;
+            Ok(Stall(
+                s.alloc_zeros::<u8>(n).map_err(cu)?,
+                s.alloc_zeros::<u8>(n).map_err(cu)?,
+            ))
+        }
+        fn on(&mut self, s: &Arc<CudaStream>) -> Result<(), String> {
+            for _ in 0..8 {
+                s.memcpy_dtod(&self.0, &mut self.1).map_err(cu)?;
+            }
+            Ok(())
+        }
+    }
+    /// `got[i] == want(i)` at a spread of indices and the last.
+    fn sampled(what: &str, got: &[f32], want: impl Fn(usize) -> f32) -> Result<(), String> {
+        for i in (0..got.len()).step_by(4099).chain([got.len() - 1]) {
+            if got[i] != want(i) {
+                return Err(format!("{what}[{i}] = {} (want {})", got[i], want(i)));
+            }
+        }
+        Ok(())
+    }
+    let comm = env.comm;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let big = 1 << 24;
+    let ranks_sum: f32 = (0..world).map(|r| r as f32).sum();
+    let mine = |i: usize| (i % 7) as f32 + rank as f32;
+    let sum = |i: usize| world as f32 * (i % 7) as f32 + ranks_sum;
+    let host: Vec<f32> = (0..big).map(mine).collect();
+
+    // (a) written on its own stream A by a copy, all_reduced on B, read back
+    // on A; then zeroed on A, which must wait for B's read of it
+    let r = (|| -> Result<(), String> {
+        let a = ctx.new_stream().map_err(cu)?;
+        let b = env.stream;
+        if !ctx.is_managing_stream_synchronization() {
+            return Err("expected cudarc to track events with several streams".into());
+        }
+        let (mut stall_a, mut stall_b) = (Stall::new(&a)?, Stall::new(b)?);
+        let src = a.clone_htod(&host).map_err(cu)?;
+        let mut x = NcclBuffer::<f32>::alloc_zeros(&a, big).map_err(e2s)?;
+        let mut y = NcclBuffer::<f32>::alloc_zeros(&a, big).map_err(e2s)?;
+        a.synchronize().map_err(cu)?;
+        stall_a.on(&a)?;
+        a.memcpy_dtod(&src, &mut x).map_err(cu)?;
+        stall_b.on(b)?;
+        comm.all_reduce(&x, &mut y, ReduceOp::Sum, b).map_err(e2s)?;
+        a.memset_zeros(&mut x).map_err(cu)?;
+        let got = a.clone_dtoh(&y).map_err(cu)?;
+        let zeroed = a.clone_dtoh(&x).map_err(cu)?;
+        a.synchronize().map_err(cu)?;
+        sampled(
+            "all_reduce on B of a buffer written on A, read on A",
+            &got,
+            sum,
+        )?;
+        sampled("the buffer zeroed on A", &zeroed, |_| 0.0)?;
+        // dropped with B's uses joined into A
+        drop((x, y));
+        a.synchronize().map_err(cu)
+    })();
+    rep.check("NcclBuffer: written on A, all_reduced on B, read on A", r);
+
+    // (b) reads on two other streams (a long copy on T, an all_reduce on U),
+    // then a write on the buffer's own stream must wait for both: with one
+    // read event (cudarc 0.19's scheme) it would wait for U's read only
+    let r = (|| -> Result<(), String> {
+        let a = ctx.new_stream().map_err(cu)?;
+        let (t, u) = (ctx.new_stream().map_err(cu)?, ctx.new_stream().map_err(cu)?);
+        let mut stall_t = Stall::new(&t)?;
+        let src = a.clone_htod(&host).map_err(cu)?;
+        let mut z = NcclBuffer::<f32>::alloc_zeros(&a, big).map_err(e2s)?;
+        a.memcpy_dtod(&src, &mut z).map_err(cu)?;
+        let mut out_t = t.alloc_zeros::<f32>(big).map_err(cu)?;
+        let mut out_u = u.alloc_zeros::<f32>(big).map_err(cu)?;
+        a.synchronize().map_err(cu)?;
+        t.synchronize().map_err(cu)?;
+        u.synchronize().map_err(cu)?;
+        stall_t.on(&t)?;
+        t.memcpy_dtod(&z, &mut out_t).map_err(cu)?;
+        comm.all_reduce(&z, &mut out_u, ReduceOp::Sum, &u)
+            .map_err(e2s)?;
+        a.memset_zeros(&mut z).map_err(cu)?;
+        let got_t = t.clone_dtoh(&out_t).map_err(cu)?;
+        let got_u = u.clone_dtoh(&out_u).map_err(cu)?;
+        t.synchronize().map_err(cu)?;
+        u.synchronize().map_err(cu)?;
+        sampled("the long copy on T (zeroed under it?)", &got_t, mine)?;
+        sampled("the all_reduce on U", &got_u, sum)?;
+        drop(z);
+        a.synchronize().map_err(cu)
+    })();
+    rep.check(
+        "NcclBuffer: a write waits for readers on two other streams",
+        r,
+    );
+
+    // (c) buckets: views of one buffer in collectives, out of place in a
+    // group, in place half by half (the second half on another stream)
+    let r = (|| -> Result<(), String> {
+        let n = 1000;
+        let m = n / 2;
+        let ins: Vec<Vec<f64>> = (0..world).map(|r| input::<f32>(53, r, n)).collect();
+        let want: Vec<f64> = (0..n).map(|i| ins.iter().map(|v| v[i]).sum()).collect();
+        let h: Vec<f32> = ins[rank].iter().map(|&x| x as f32).collect();
+        let mut g = NcclBuffer::<f32>::alloc_zeros(env.stream, n).map_err(e2s)?;
+        env.stream.memcpy_htod(&h, &mut g).map_err(cu)?;
+        let mut lo = NcclBuffer::<f32>::alloc_zeros(env.stream, m).map_err(e2s)?;
+        let mut hi = NcclBuffer::<f32>::alloc_zeros(env.stream, n - m).map_err(e2s)?;
+        if g.try_slice(..=n).is_some() || g.try_slice(m + 1..m).is_some() {
+            return Err("try_slice accepted a range out of bounds".into());
+        }
+        let inner = g.slice(m..).slice(1..3);
+        if !g.slice(m..m).is_empty()
+            || inner.len() != 2
+            || inner.as_raw() != g.as_raw() + (m as u64 + 1) * 4
+        {
+            return Err(format!("views: {inner:?} of a buffer at {:#x}", g.as_raw()));
+        }
+        // views outlive the group (NCCL launches at its end)
+        let (g_lo, g_hi) = (g.slice(..m), g.slice(m..));
+        nccl::group(|gr| {
+            comm.all_reduce(&g_lo, &mut lo, ReduceOp::Sum, gr.on(env.stream))?;
+            comm.all_reduce(&g_hi, &mut hi, ReduceOp::Sum, gr.on(env.stream))
+        })
+        .map_err(e2s)?;
+        let mut got = env.stream.clone_dtoh(&lo).map_err(cu)?;
+        got.extend(env.stream.clone_dtoh(&hi).map_err(cu)?);
+        env.stream.synchronize().map_err(cu)?;
+        close(&got, &want, false).map_err(|e| format!("grouped halves: {e}"))?;
+        let other = ctx.new_stream().map_err(cu)?;
+        comm.all_reduce_in_place(&mut g.slice_mut(..m), ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        comm.all_reduce_in_place(&mut g.slice_mut(m..), ReduceOp::Sum, &other)
+            .map_err(e2s)?;
+        let got = env.stream.clone_dtoh(&g).map_err(cu)?;
+        env.stream.synchronize().map_err(cu)?;
+        close(&got, &want, false).map_err(|e| format!("in place, half by half: {e}"))
+    })();
+    rep.check("NcclBuffer views: buckets all_reduced separately", r);
+
+    // (d) uses on its own stream record nothing: a graph can capture them
+    // with event tracking on
+    let r = (|| -> Result<(), String> {
+        let gs = ctx.new_stream().map_err(cu)?;
+        let n = 1000;
+        let ins: Vec<Vec<f64>> = (0..world).map(|r| input::<f32>(59, r, n)).collect();
+        let h: Vec<f32> = ins[rank].iter().map(|&x| x as f32).collect();
+        let mut buf = NcclBuffer::<f32>::alloc_zeros(&gs, n).map_err(e2s)?;
+        gs.memcpy_htod(&h, &mut buf).map_err(cu)?;
+        gs.synchronize().map_err(cu)?;
+        gs.begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(cu)?;
+        let captured = comm.all_reduce_in_place(&mut buf, ReduceOp::Sum, &gs);
+        let graph = gs.end_capture(cu::CUgraphInstantiate_flags(0));
+        captured.map_err(e2s)?;
+        let graph = graph.map_err(cu)?.ok_or("empty graph")?;
+        graph.launch().map_err(cu)?;
+        let out = gs.clone_dtoh(&buf).map_err(cu)?;
+        gs.synchronize().map_err(cu)?;
+        let want: Vec<f64> = (0..n).map(|i| ins.iter().map(|v| v[i]).sum()).collect();
+        close(&out, &want, false)
+    })();
+    rep.check("NcclBuffer on its own stream captured with tracking on", r);
 }
 
 /// World 1 extras that need no peers: init_all, a non-blocking communicator.

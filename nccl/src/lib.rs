@@ -151,7 +151,9 @@ pub use comm::{
     AbortHandle, Bootstrap, Comm, Config, MAX_STUCK_CREATIONS, UNIQUE_ID_BYTES, UniqueId, Watchdog,
 };
 pub use elastic::{ElasticApi, GrowPlan, MemStats, RankMap, Recovery, Shrunk, elastic_support};
-pub use mem::{DROP_WAIT, Local, NcclBuffer, Registered, Registration, RegistrationKind};
+pub use mem::{
+    DROP_WAIT, Local, NcclBuffer, NcclView, NcclViewMut, Registered, Registration, RegistrationKind,
+};
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
 pub use mem::{Win, Window};
 #[cfg(nccl_fn = "ncclGroupSimulateEnd")]

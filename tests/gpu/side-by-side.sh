@@ -19,9 +19,26 @@
 # the columns interleaved round by round so that a slow spell of the machine
 # hits all of them; per size the median of the rounds is reported.
 # SKIP_TORCH=1 leaves torch out.
+# Part "tracking": the cost of cross-stream event tracking, host time per
+#   small all_reduce (8 B .. 32 KiB, x4), world 1 (200 iterations) and 2 ranks
+#   on GPU 0 (50), ROUNDS_T rounds (default 10; the order of the columns
+#   turns by one each round):
+#     c           the C loop
+#     nccl-tests  all_reduce_perf -C 1 (its CPU time per call), world 1 only,
+#                 when NT names an nccl-tests tree (built there if needed)
+#     untracked   nccl-bench --no-event-tracking (CudaSlice buffers)
+#     default     nccl-bench as a program gets it: CudaSlice buffers, cudarc's
+#                 event tracking on, two streams in the context
+#     ncclbuf     nccl-bench --buffers nccl: NcclBuffer, tracking on
+#   It needs DYN_BENCH (or TRACK_BENCH) and XTASK only:
+#     PARTS=tracking DYN_BENCH=.gpu/dyn/nccl-bench XTASK=.gpu/dyn/xtask \
+#       [NT=<nccl-tests tree>] bash tests/gpu/side-by-side.sh /tmp/tracking
+# PARTS (default "1 2 tracking") picks the parts.
 set -euo pipefail
 out=${1:-/tmp/side-by-side}; mkdir -p "$out"
-: "${STATIC_BENCH:?}" "${DYN_BENCH:?}" "${XTASK:?}"
+PARTS=${PARTS:-1 2 tracking}
+case " $PARTS " in *" 1 "*|*" 2 "*) : "${STATIC_BENCH:?}" "${DYN_BENCH:?}" "${XTASK:?}" ;; esac
+case " $PARTS " in *" tracking "*) : "${TRACK_BENCH:=${DYN_BENCH:?}}" "${XTASK:?}" ;; esac
 W=10
 export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export NCCL_LIB=/usr/lib/x86_64-linux-gnu/libnccl.so.2
@@ -108,11 +125,67 @@ part() { # WORLD MIN MAX ITERS ROUNDS
   echo "part $p: $rounds rounds of $(ls "$out/$p"-*.r1 | wc -l) columns ($((SECONDS - t0)) s)"
 }
 
-part 1 8 $((256 << 20)) 200 "${ROUNDS1:-5}"
-part 2 8 $((32 << 10)) 50 "${ROUNDS2:-3}"
+# nccl-tests' all_reduce_perf (NT: its source tree), if given
+nt_bin=
+if [[ " $PARTS " == *" tracking "* && -n "${NT:-}" ]]; then
+  if [ ! -x "$NT/build/all_reduce_perf" ]; then
+    make -C "$NT" -j16 MPI=0 CUDA_HOME=/usr/local/cuda \
+      NVCC_GENCODE="${NVCC_GENCODE:--gencode=arch=compute_90,code=sm_90}" > "$out/build-nccl-tests.log" 2>&1 \
+      || echo "nccl-tests build failed (see $out/build-nccl-tests.log): its column is left out"
+  fi
+  [ -x "$NT/build/all_reduce_perf" ] && nt_bin=$NT/build/all_reduce_perf
+fi
+# nccl-tests as such a command: its out-of-place "time" (CPU time with -C 1)
+# as both time and host columns
+nt() { # BIN ARGS...
+  "$@" | python3 -c '
+import sys
+for l in sys.stdin:
+    f = l.split()
+    if len(f) >= 8 and f[0].isdigit():
+        print(f[0], f[5], f[5], f[6], f[7])'
+}
+
+tracking() { # WORLD ITERS ROUNDS
+  local world=$1 n=$2 rounds=$3 p="t$1" launch=() r k cols
+  [ "$world" = 1 ] || launch=("$XTASK" launch -n "$world" --one-gpu --)
+  export NCCL_RS_ID_FILE=$out/id-$p
+  local min=8 max=$((32 << 10))
+  local b=(-c all_reduce -b "$min" -e "$max" -f 4 -n "$n" -w $W -C 1 --no-progress)
+  cols=(c untracked default ncclbuf)
+  [ "$world" != 1 ] || [ -z "$nt_bin" ] || cols+=(nccl-tests)
+  local t0=$SECONDS
+  for r in $(seq 1 "$rounds"); do
+    for k in "${!cols[@]}"; do
+      case ${cols[$(((k + r) % ${#cols[@]}))]} in
+        c) run1 "$p-c" "$r" "${launch[@]}" "$out/c_all_reduce" "$min" "$max" 4 "$n" $W 0 ;;
+        nccl-tests) run1 "$p-nccl-tests" "$r" nt "$nt_bin" -b "$min" -e "$max" -f 4 -n "$n" -w $W -g 1 -c 0 -C 1 ;;
+        untracked) run1 "$p-untracked" "$r" ours "$out/$p-untracked.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" --no-event-tracking ;;
+        default) run1 "$p-default" "$r" ours "$out/$p-default.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" ;;
+        ncclbuf) run1 "$p-ncclbuf" "$r" ours "$out/$p-ncclbuf.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" --buffers nccl ;;
+      esac
+    done
+  done
+  for k in "${cols[@]}"; do
+    local files=("$out/$p-$k".r[0-9]*)
+    [ ! -e "${files[0]}" ] || median "$out/$p-$k.txt" "${files[@]}"
+  done
+  echo "part $p: $rounds rounds of ${#cols[@]} columns ($((SECONDS - t0)) s)"
+}
+
+for part in $PARTS; do
+  case $part in
+    1) part 1 8 $((256 << 20)) 200 "${ROUNDS1:-5}" ;;
+    2) part 2 8 $((32 << 10)) 50 "${ROUNDS2:-3}" ;;
+    tracking)
+      tracking 1 200 "${ROUNDS_T:-10}"
+      tracking 2 50 "${ROUNDS_T:-10}" ;;
+    *) echo "unknown part $part"; exit 2 ;;
+  esac
+done
 
 python3 - "$out" <<'PY'
-import os, sys
+import os, re, sys
 out = sys.argv[1]
 def table(name):
     p = f"{out}/{name}.txt"
@@ -126,6 +199,8 @@ def table(name):
     return rows
 def report(title, base, cols):
     c = table(base)
+    if not c:
+        return
     print(f"\n## {title}\nper size: C time and host us, then each column / C: time, host, algbw")
     tabs = {n: table(f) for n, f in cols}
     for size in sorted(c):
@@ -157,4 +232,25 @@ for w in (1, 2):
            [("ours-dyn-untracked-nonblocking", f"w{w}-ours-dyn-nonblocking")])
 report("world 1, CUDA graph of 100 all_reduces (host = launch cost per op)", "w1-c-graph",
        [(n, f"w1-{n}") for n in ("ours-static-graph", "ours-dyn-graph")])
+
+# the tracking part: host us per small all_reduce, per size and summarized
+cols = ["c", "nccl-tests", "untracked", "default", "ncclbuf"]
+for w in (1, 2):
+    tabs = {n: table(f"t{w}-{n}") for n in cols}
+    tabs = {n: t for n, t in tabs.items() if t}
+    if "c" not in tabs:
+        continue
+    rounds = {n: len([f for f in os.listdir(out) if re.fullmatch(rf"t{w}-{n}\.r\d+", f)]) for n in tabs}
+    c = tabs["c"]
+    print(f"\n## event tracking cost, world {w}: host us per all_reduce (f32 sum, out of place), "
+          "median of the rounds per size")
+    print(f"{'size':>8} " + " ".join(f"{n:>11}" for n in tabs))
+    for size in sorted(c):
+        print(f"{size:>6} B " + " ".join(f"{t[size][1]:>11.2f}" if size in t else f"{'-':>11}" for t in tabs.values()))
+    print("per column: rounds, median over sizes of the host time, mean over sizes of the ratio to C")
+    for n, t in tabs.items():
+        sizes = [s for s in c if s in t]
+        hs = sorted(t[s][1] for s in sizes)
+        ratio = sum(t[s][1] / c[s][1] for s in sizes) / len(sizes)
+        print(f"  {n:>11}: {rounds[n]:>2} rounds, {hs[len(hs) // 2]:6.2f} us, x{ratio:.3f} of C")
 PY

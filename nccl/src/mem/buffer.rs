@@ -1,58 +1,172 @@
-//! Buffers from `ncclMemAlloc` ([`NcclBuffer`]).
+//! Buffers from `ncclMemAlloc` ([`NcclBuffer`]) and views of their ranges
+//! ([`NcclView`], [`NcclViewMut`]).
+//!
+//! # Ordering across streams
+//!
+//! A buffer is allocated on a stream, its *home*, which it keeps (an
+//! `Arc<CudaStream>`) until it is freed. When the context tracks events
+//! (cudarc's `is_managing_stream_synchronization`: event tracking on and at
+//! least one stream made with `new_stream`/`fork`), a use is ordered as
+//! follows, by the rules of the `track` module:
+//!
+//! - **On the home stream**: nothing is recorded or waited, unless a write on
+//!   another stream, or (before a write) reads on other streams, have not been
+//!   waited for yet: then the home stream waits for their events, once.
+//! - **On another stream `T`**: if home has uses that the home event does not
+//!   cover yet (a write since its last record; for a write, a read too), the
+//!   home event is recorded on home; `T` then waits for the home event and the
+//!   last foreign write's event (and, for a write, every foreign read's
+//!   event); the use's guard records its own event on `T` once the use is
+//!   enqueued: the write event, or the read event of `T` (one per reader
+//!   stream, up to four at once; past that, the guard waits on the host for
+//!   `T` instead).
+//! - **Freeing** (drop), and deregistering (which acquires the buffer for a
+//!   write on home): home waits for every event not yet waited for, then the
+//!   host waits for the home stream, at most [`DROP_WAIT`]; past it, the
+//!   memory is leaked (and logged) rather than freed under a kernel.
+//!
+//! Events are made on first need: a buffer used on its home stream only has
+//! none. Views share their buffer's state (the rules are per buffer, not per
+//! range).
+//!
+//! # Why this is sound
+//!
+//! Claim: when a use is enqueued, every earlier use it conflicts with (one of
+//! the two writes) is ordered before it on the GPU, and when the memory is
+//! freed every use is complete.
+//!
+//! 1. *Exclusive writes.* A write needs `&mut` (of the buffer or of its only
+//!    mutable view), so when a write is acquired, or the buffer freed, no
+//!    other use is in flight (acquired but not yet enqueued, or its guard not
+//!    yet dropped: guards borrow the buffer). Reads may be acquired from
+//!    several threads at once; they are serialized on the buffer's lock, and
+//!    every record or wait they cause is enqueued while it is held.
+//! 2. *Every settled use is covered.* A use is settled once its guard has
+//!    dropped. Each settled use is (a) on home, so before everything enqueued
+//!    on home later; or (b) in an event still tracked (the write slot, or a
+//!    read slot), recorded on its stream after it; or (c) waited for by home
+//!    (the slot was *joined*), which marks home as having unrecorded uses; or
+//!    (d) waited for by a later foreign writer before its write, so covered by
+//!    that write's event; or (e) complete, its guard having waited on the
+//!    host. A slot is freed only in (c) or (d), under exclusive access.
+//! 3. *The home event.* It is only recorded on home, so each record covers
+//!    every earlier home use and, transitively, what home waited for. Two
+//!    flags say which home uses may not be covered: writes (`home_w`) and
+//!    reads (`home_r`). A write, or a join of a foreign write, is enqueued by
+//!    the time anything else is acquired (1), so a foreign reader that sees
+//!    `home_w`, records the home event and clears the flag covers it. A home
+//!    *read* may be acquired, then another thread's foreign read records the
+//!    home event, and only then the home read is enqueued: so only an
+//!    exclusive foreign write clears `home_r`.
+//! 4. *The acquiring use waits for the rest.* A home read waits for the write
+//!    slot; a home write joins every slot; a foreign use waits for the home
+//!    event (recorded afresh first if home has uncovered writes, or for a
+//!    write uncovered uses) and the write slot; a foreign write also waits for
+//!    every read slot. With 2 this orders every conflicting settled use.
+//! 5. *Stream identity.* A use counts as on home only if its stream has the
+//!    home stream's handle and context, and the handle is not the per-thread
+//!    default stream (`0x2`, a different stream on each thread): home is kept
+//!    alive, so no other live stream has its handle. Handles of other streams
+//!    are never trusted to skip a wait (a destroyed stream's handle can come
+//!    back while its work still runs). They only let reads on one stream share
+//!    a read event, and a read that reuses the event first makes its stream
+//!    wait for it, so the event keeps covering the earlier reads even if the
+//!    handle now names another stream. Two streams alive at once never share
+//!    a handle, except `0x2`, which never shares an event. A buffer made on
+//!    `0x2` has no use on home at all: its zeroing is waited for on the host.
+//! 6. *Events never recorded or made.* Waiting for an event never recorded
+//!    waits for nothing, which is right: a slot is only taken by a use whose
+//!    guard records it. Where an event cannot be made or recorded, the use's
+//!    guard, or the acquiring thread, waits on the host instead.
+//! 7. *The free.* Drop joins every slot into home (2c), then waits on the host
+//!    for home, so every use is complete before `ncclMemFree`.
+//!
+//! The `track` module's tests check these rules against a model of CUDA's
+//! stream and event ordering on random programs (including in-flight reads
+//! on several threads, handle reuse and more reader streams than slots),
+//! and check that the same model catches cudarc 0.19's single read event.
+//!
+//! Limits. With event tracking off nothing is tracked, as for cudarc's own
+//! buffers: cudarc's unsafe `disable_event_tracking` leaves the ordering to
+//! the program. Before a context makes its first stream it does not track
+//! either; cudarc's `new_stream` synchronizes the context when it makes that
+//! stream, which orders the uses made until then (`fork` only makes the new
+//! stream wait for its parent), as for cudarc's own buffers. A guard is cudarc's `SyncOnDrop`, which skips its record when
+//! cudarc has an error stored for the context (it reports that error
+//! instead), as for every cudarc buffer. A use on another stream waits for
+//! *all* the work queued on home so far, not only this buffer's: programs
+//! that queue unrelated work on home before handing a buffer to another
+//! stream wait longer than they need to. Uses on the home stream record
+//! nothing, so they can be captured into a CUDA graph with event tracking on,
+//! as long as no use on another stream is pending (its wait would reach
+//! outside the capture).
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::ops::{Bound, Range, RangeBounds};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cudarc::driver::{
-    CudaEvent, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, SyncOnDrop, sys as cu,
+    CudaEvent, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, DriverError, SyncOnDrop, sys as cu,
 };
 
 use crate::base::call::check;
 use crate::base::dtype::NcclType;
 use crate::base::error::{Error, Result};
 use crate::base::runtime::require_api;
+use crate::mem::track::{Act, After, Ev, On, Track};
 use crate::sys;
 
 /// How long dropping an [`NcclBuffer`] waits for its stream before leaking it.
 pub const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// CUDA's per-thread default stream handle (`CU_STREAM_PER_THREAD`): the
+/// same handle names a different stream on each thread.
+const PER_THREAD: usize = 0x2;
+
 /// Device memory from `ncclMemAlloc` (NCCL 2.19+): the allocation NCCL's
 /// registration and NVLink optimizations want. Usable in every collective
 /// (it implements cudarc's `DevicePtr`/`DevicePtrMut`) and with cudarc's
-/// copies; freed with `ncclMemFree` on drop.
+/// copies; freed with `ncclMemFree` on drop. [`slice`](NcclBuffer::slice)
+/// and [`slice_mut`](NcclBuffer::slice_mut) give views of a range (buckets).
 ///
-/// Its uses across streams are ordered as cudarc orders a `CudaSlice`'s: when
-/// the context tracks events (cudarc's default once it has several streams),
-/// each use waits for the last write (and a write for the last reads) and
-/// records itself, and dropping the buffer first makes its stream wait for
-/// every recorded use. A context without event tracking (cudarc's unsafe
-/// `disable_event_tracking`, or one stream only) carries no events. Dropping
-/// then waits for the buffer's stream, up to [`DROP_WAIT`]; if that stream is
-/// stuck, the memory is leaked instead of freed under a kernel.
+/// Its uses on the stream it was allocated on cost nothing beyond the call:
+/// no event is recorded or waited. Uses on other streams are ordered both
+/// ways with events, when the context tracks events (cudarc's default once
+/// it has a stream of its own), including several readers on different
+/// streams before a write. The module's source gives the rules and why they
+/// are sound. Dropping it waits for its stream (after every use on other
+/// streams) up to [`DROP_WAIT`]; if that stream is stuck, the memory is
+/// leaked, and logged, instead of freed under a kernel.
+///
+/// It is `Send` and `Sync` (for `T` that is): no host thread ever touches
+/// the memory, reads from several threads are ordered under a lock, and
+/// writes need `&mut`.
 #[derive(Debug)]
 pub struct NcclBuffer<T> {
     ptr: cu::CUdeviceptr,
     len: usize,
-    stream: Arc<CudaStream>,
-    /// Last reads and last write, as cudarc's `CudaSlice` keeps them.
-    read: Option<CudaEvent>,
-    write: Option<CudaEvent>,
+    uses: Uses,
     _t: PhantomData<T>,
 }
 
-// SAFETY: the buffer is device memory owned by this value, not tied to a
-// thread: `ncclMemFree` may run on any thread (Drop binds the buffer's CUDA
-// context first), and the stream it holds is an `Arc<CudaStream>`, which
-// cudarc makes `Send + Sync`. The raw pointer is a device address, never
-// dereferenced on the host.
-unsafe impl<T: Send> Send for NcclBuffer<T> {}
-// SAFETY: `&NcclBuffer` only hands out the device address and the stream
-// (for cudarc's `DevicePtr`, whose device writes need `&mut` through
-// `DevicePtrMut`); it holds no interior mutability.
-unsafe impl<T: Sync> Sync for NcclBuffer<T> {}
+/// The home stream, the tracking state and the events of a buffer.
+#[derive(Debug)]
+struct Uses {
+    home: Home,
+    track: Mutex<Track>,
+}
+
+/// The home stream and the buffer's events (made on first need; their
+/// addresses are stable while the buffer lives, as guards need).
+#[derive(Debug)]
+struct Home {
+    stream: Arc<CudaStream>,
+    events: [OnceLock<CudaEvent>; Ev::COUNT],
+}
 
 impl<T: NcclType> NcclBuffer<T> {
-    /// `len` zeroed elements on the GPU of `stream` (zeroed on `stream`).
+    /// `len` zeroed elements on the GPU of `stream` (zeroed on `stream`,
+    /// which becomes the buffer's home stream).
     ///
     /// # Errors
     /// `InvalidArgument` for `len == 0` or a byte size that overflows;
@@ -72,24 +186,27 @@ impl<T: NcclType> NcclBuffer<T> {
         check("ncclMemAlloc", unsafe {
             ffi!("ncclMemAlloc", ncclMemAlloc(&mut p, bytes))
         })?;
-        let mut buf = NcclBuffer {
+        // from here on, an error frees the memory (drop)
+        let per_thread = stream.cu_stream() as usize == PER_THREAD;
+        let buf = NcclBuffer {
             ptr: p as usize as cu::CUdeviceptr,
             len,
-            stream: stream.clone(),
-            read: None,
-            write: None,
+            uses: Uses {
+                home: Home {
+                    stream: stream.clone(),
+                    events: Default::default(),
+                },
+                // the zeroing is the first write, on home
+                track: Mutex::new(Track::new(!per_thread)),
+            },
             _t: PhantomData,
         };
-        let ctx = stream.context();
-        if ctx.is_event_tracking() {
-            buf.read = Some(ctx.new_event(None)?);
-            buf.write = Some(ctx.new_event(None)?);
-        }
         // SAFETY: the range is the allocation just made, on the stream's GPU.
         unsafe { cudarc::driver::result::memset_d8_async(buf.ptr, 0, bytes, stream.cu_stream()) }?;
-        // the zeroing is the first write
-        if let (true, Some(w)) = (ctx.is_managing_stream_synchronization(), &buf.write) {
-            w.record(stream)?;
+        if per_thread {
+            // no use counts as home on the per-thread stream (rule 5 of the
+            // module's source): the zeroing must be over before any use
+            stream.synchronize()?;
         }
         Ok(buf)
     }
@@ -100,23 +217,343 @@ impl<T> NcclBuffer<T> {
     pub fn as_raw(&self) -> cu::CUdeviceptr {
         self.ptr
     }
+
+    /// A view of the elements in `range`, or `None` when the range is out of
+    /// bounds (as `<[T]>::get`). Its uses are tracked with the buffer's.
+    pub fn try_slice(&self, range: impl RangeBounds<usize>) -> Option<NcclView<'_, T>> {
+        let r = bounds(&range, self.len)?;
+        Some(NcclView {
+            ptr: offset::<T>(self.ptr, r.start),
+            len: r.len(),
+            uses: &self.uses,
+            _t: PhantomData,
+        })
+    }
+
+    /// A view of the elements in `range`.
+    ///
+    /// # Panics
+    /// When the range is out of bounds, as slicing `[T]` does
+    /// ([`try_slice`](NcclBuffer::try_slice) returns `None` instead).
+    pub fn slice(&self, range: impl RangeBounds<usize>) -> NcclView<'_, T> {
+        let len = self.len;
+        self.try_slice((range.start_bound(), range.end_bound()))
+            .unwrap_or_else(|| out_of_bounds(&range, len))
+    }
+
+    /// A mutable view of the elements in `range`, or `None` when the range is
+    /// out of bounds. It borrows the whole buffer: its uses are tracked with
+    /// the buffer's, whose writes must be exclusive.
+    pub fn try_slice_mut(&mut self, range: impl RangeBounds<usize>) -> Option<NcclViewMut<'_, T>> {
+        let r = bounds(&range, self.len)?;
+        Some(NcclViewMut {
+            ptr: offset::<T>(self.ptr, r.start),
+            len: r.len(),
+            uses: &mut self.uses,
+            _t: PhantomData,
+        })
+    }
+
+    /// A mutable view of the elements in `range` (see
+    /// [`try_slice_mut`](NcclBuffer::try_slice_mut)).
+    ///
+    /// # Panics
+    /// When the range is out of bounds.
+    pub fn slice_mut(&mut self, range: impl RangeBounds<usize>) -> NcclViewMut<'_, T> {
+        let len = self.len;
+        self.try_slice_mut((range.start_bound(), range.end_bound()))
+            .unwrap_or_else(|| out_of_bounds(&range, len))
+    }
 }
 
-/// Makes `stream` wait for the tracked uses (`read`, `write`) of a buffer,
-/// then waits on the host until `stream` is idle, at most [`DROP_WAIT`].
-/// `false` when the stream is still busy then (a collective hanging on a
-/// dead peer, say): the caller must not free or deregister the memory.
-pub(super) fn quiesce(stream: &CudaStream, events: [&Option<CudaEvent>; 2], what: &str) -> bool {
-    let ctx = stream.context();
-    let _ = ctx.bind_to_thread();
-    if ctx.is_managing_stream_synchronization() {
-        for e in events.into_iter().flatten() {
-            if let Err(e) = stream.wait(e) {
-                log::error!("{what}: cannot order the buffer's last uses ({e}); leaking it");
-                return false;
+/// `range` within `0..len`, or `None`.
+fn bounds(range: &impl RangeBounds<usize>, len: usize) -> Option<Range<usize>> {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.checked_add(1)?,
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => len,
+    };
+    (start <= end && end <= len).then_some(start..end)
+}
+
+#[cold]
+#[track_caller]
+fn out_of_bounds(range: &impl RangeBounds<usize>, len: usize) -> ! {
+    panic!(
+        "range ({:?}, {:?}) out of bounds for a buffer of {len} elements",
+        range.start_bound(),
+        range.end_bound()
+    )
+}
+
+/// The address `elems` elements of `T` past `p` (within the allocation).
+fn offset<T>(p: cu::CUdeviceptr, elems: usize) -> cu::CUdeviceptr {
+    p + (elems * std::mem::size_of::<T>()) as u64
+}
+
+/// A view of a range of an [`NcclBuffer`] (`&[T]` on the GPU), from
+/// [`NcclBuffer::slice`]: usable wherever a buffer is read, its uses tracked
+/// with the buffer's.
+pub struct NcclView<'a, T> {
+    ptr: cu::CUdeviceptr,
+    len: usize,
+    uses: &'a Uses,
+    _t: PhantomData<&'a [T]>,
+}
+
+/// A mutable view of a range of an [`NcclBuffer`] (`&mut [T]` on the GPU),
+/// from [`NcclBuffer::slice_mut`]: usable wherever a buffer is written (and
+/// read), its uses tracked with the buffer's. It borrows the whole buffer,
+/// since tracking is per buffer: there is no `split_at_mut`, and grouped
+/// calls on several ranges of one buffer take one view each, in turn.
+pub struct NcclViewMut<'a, T> {
+    ptr: cu::CUdeviceptr,
+    len: usize,
+    uses: &'a mut Uses,
+    _t: PhantomData<&'a mut [T]>,
+}
+
+impl<T> Clone for NcclView<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for NcclView<'_, T> {}
+
+impl<T> std::fmt::Debug for NcclView<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NcclView")
+            .field("ptr", &(self.ptr as *const ()))
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<T> std::fmt::Debug for NcclViewMut<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NcclViewMut")
+            .field("ptr", &(self.ptr as *const ()))
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<'a, T> NcclView<'a, T> {
+    /// The raw device address of the view's first element.
+    pub fn as_raw(&self) -> cu::CUdeviceptr {
+        self.ptr
+    }
+    /// A view of `range` within this view, or `None` when out of bounds.
+    pub fn try_slice(&self, range: impl RangeBounds<usize>) -> Option<NcclView<'a, T>> {
+        let r = bounds(&range, self.len)?;
+        Some(NcclView {
+            ptr: offset::<T>(self.ptr, r.start),
+            len: r.len(),
+            uses: self.uses,
+            _t: PhantomData,
+        })
+    }
+    /// A view of `range` within this view.
+    ///
+    /// # Panics
+    /// When the range is out of bounds.
+    pub fn slice(&self, range: impl RangeBounds<usize>) -> NcclView<'a, T> {
+        self.try_slice((range.start_bound(), range.end_bound()))
+            .unwrap_or_else(|| out_of_bounds(&range, self.len))
+    }
+}
+
+impl<T> NcclViewMut<'_, T> {
+    /// The raw device address of the view's first element.
+    pub fn as_raw(&self) -> cu::CUdeviceptr {
+        self.ptr
+    }
+    /// A shared view of `range` within this view, or `None` when out of
+    /// bounds.
+    pub fn try_slice(&self, range: impl RangeBounds<usize>) -> Option<NcclView<'_, T>> {
+        let r = bounds(&range, self.len)?;
+        Some(NcclView {
+            ptr: offset::<T>(self.ptr, r.start),
+            len: r.len(),
+            uses: &*self.uses,
+            _t: PhantomData,
+        })
+    }
+    /// A mutable view of `range` within this view, or `None` when out of
+    /// bounds.
+    pub fn try_slice_mut(&mut self, range: impl RangeBounds<usize>) -> Option<NcclViewMut<'_, T>> {
+        let r = bounds(&range, self.len)?;
+        Some(NcclViewMut {
+            ptr: offset::<T>(self.ptr, r.start),
+            len: r.len(),
+            uses: &mut *self.uses,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl Home {
+    /// Event `ev`, made now if it does not exist yet.
+    fn event(&self, ev: Ev) -> std::result::Result<&CudaEvent, DriverError> {
+        let slot = &self.events[ev.index()];
+        if let Some(e) = slot.get() {
+            return Ok(e);
+        }
+        let made = self.stream.context().new_event(None)?;
+        // made under the buffer's lock or with `&mut`: nobody else sets it
+        // meanwhile; if someone did, theirs is kept and ours destroyed
+        let _ = slot.set(made);
+        slot.get()
+            .ok_or(DriverError(cu::cudaError_enum::CUDA_ERROR_UNKNOWN))
+    }
+
+    /// Makes one driver call of the tracker's.
+    fn act(&self, a: Act, stream: &CudaStream) {
+        match a {
+            Act::RecordHome => self.record_home(),
+            Act::HomeWaits(ev) => self.wait(&self.stream, ev),
+            Act::Waits(ev) => self.wait(stream, ev),
+        }
+    }
+
+    /// Records the home event on home; failing that, waits on the host for
+    /// home, which covers its work as well.
+    fn record_home(&self) {
+        let r = self.event(Ev::Home).and_then(|e| e.record(&self.stream));
+        if let Err(e) = r {
+            let ctx = self.stream.context();
+            // cudarc reports an error stored earlier instead of running a
+            // call: the failed one took it, so this one runs
+            let sync = self.stream.synchronize();
+            log::warn!(
+                "NcclBuffer: cannot record an event on its stream ({e}); waited for the stream instead"
+            );
+            ctx.record_err(Err::<(), _>(e));
+            if let Err(e) = sync {
+                log::error!("NcclBuffer: cannot wait for its stream either ({e})");
+                ctx.record_err(Err::<(), _>(e));
             }
         }
     }
+
+    /// `on` waits for event `ev`; failing that, the host waits for it. An
+    /// event never made was never recorded: there is nothing to wait for.
+    fn wait(&self, on: &CudaStream, ev: Ev) {
+        let Some(e) = self.events[ev.index()].get() else {
+            return;
+        };
+        if let Err(err) = on.wait(e) {
+            let sync = e.synchronize();
+            log::warn!(
+                "NcclBuffer: a stream cannot wait for the buffer's event ({err}); waited on the host instead"
+            );
+            on.context().record_err(Err::<(), _>(err));
+            if let Err(err) = sync {
+                log::error!(
+                    "NcclBuffer: cannot wait for the buffer's event on the host either ({err})"
+                );
+                on.context().record_err(Err::<(), _>(err));
+            }
+        }
+    }
+
+    /// The guard that does what the tracker asks once the use is enqueued.
+    fn guard<'a>(&'a self, after: After, stream: &'a CudaStream) -> SyncOnDrop<'a> {
+        match after {
+            After::Nothing => SyncOnDrop::Record(None),
+            After::Sync => SyncOnDrop::sync_stream(stream),
+            After::Record(ev) => match self.event(ev) {
+                Ok(e) => SyncOnDrop::Record(Some((e, stream))),
+                Err(err) => {
+                    log::warn!(
+                        "NcclBuffer: cannot make an event ({err}); the use waits for its stream on the host"
+                    );
+                    stream.context().record_err(Err::<(), _>(err));
+                    SyncOnDrop::sync_stream(stream)
+                }
+            },
+        }
+    }
+
+    /// How the tracker sees a use on `stream`; `None` when the buffer's
+    /// context does not track events (then nothing is).
+    #[inline(always)]
+    fn on(&self, stream: &CudaStream) -> Option<On> {
+        let ctx = self.stream.context();
+        if !ctx.is_managing_stream_synchronization() {
+            return None;
+        }
+        let same_ctx = Arc::ptr_eq(stream.context(), ctx) || **stream.context() == **ctx;
+        let handle = stream.cu_stream() as usize;
+        if same_ctx && handle == self.stream.cu_stream() as usize && handle != PER_THREAD {
+            return Some(On::Home);
+        }
+        Some(On::Foreign {
+            key: (handle != PER_THREAD).then_some(handle),
+            recordable: same_ctx && stream.context().is_managing_stream_synchronization(),
+        })
+    }
+}
+
+impl Uses {
+    /// Acquires the memory for a read on `stream` (see the module docs).
+    #[inline]
+    fn read<'a>(&'a self, stream: &'a CudaStream) -> SyncOnDrop<'a> {
+        let Some(on) = self.home.on(stream) else {
+            return SyncOnDrop::Record(None);
+        };
+        let mut t = self.track.lock().unwrap_or_else(PoisonError::into_inner);
+        let after = t.read(on, &mut |a| self.home.act(a, stream));
+        // built under the lock: a read sharing the slot finds the event made
+        self.home.guard(after, stream)
+    }
+
+    /// Acquires the memory for a write on `stream`; `&mut`: nothing else is
+    /// in flight, and no lock is taken.
+    #[inline]
+    fn write<'a>(&'a mut self, stream: &'a CudaStream) -> SyncOnDrop<'a> {
+        let Some(on) = self.home.on(stream) else {
+            return SyncOnDrop::Record(None);
+        };
+        let Uses { home, track } = self;
+        let t = track.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let home: &'a Home = home;
+        let after = t.write(on, &mut |a| home.act(a, stream));
+        home.guard(after, stream)
+    }
+
+    /// Home waits for every tracked use on other streams, whatever the
+    /// context's tracking says now; `false` if it cannot (the memory must
+    /// then not be freed).
+    fn join(&mut self, what: &str) -> bool {
+        let Uses { home, track } = self;
+        let t = track.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let mut ok = true;
+        t.join(&mut |a| {
+            if let Act::HomeWaits(ev) = a {
+                if let Some(e) = home.events[ev.index()].get() {
+                    if let Err(err) = home.stream.wait(e) {
+                        log::error!(
+                            "{what}: cannot order the buffer's uses on other streams ({err}); leaking it"
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        });
+        ok
+    }
+}
+
+/// Waits on the host until `stream` is idle, at most [`DROP_WAIT`]. `false`
+/// when it is still busy then (a collective hanging on a dead peer, say): the
+/// caller must not free the memory.
+fn quiesce(stream: &CudaStream, what: &str) -> bool {
     let deadline = std::time::Instant::now() + DROP_WAIT;
     loop {
         // SAFETY: the stream is alive (borrowed).
@@ -136,26 +573,31 @@ pub(super) fn quiesce(stream: &CudaStream, events: [&Option<CudaEvent>; 2], what
 
 impl<T> Drop for NcclBuffer<T> {
     fn drop(&mut self) {
-        // Work queued on any stream may still use the buffer: order its
-        // tracked uses before the buffer's stream and wait for that stream,
-        // never without bound (a collective may hang on a dead peer); past
-        // the limit the memory is leaked rather than freed under a kernel.
-        if !quiesce(&self.stream, [&self.read, &self.write], "NcclBuffer::drop") {
-            return;
-        }
+        const WHAT: &str = "NcclBuffer::drop";
+        let ctx = self.uses.home.stream.context().clone();
+        // an error cudarc stored for the context would fail the first call
+        // below instead of running it: take it now, give it back at the end
+        let stored = ctx.check_err();
         // ncclMemFree may run on another thread than the allocation did
-        let _ = self.stream.context().bind_to_thread();
-        // SAFETY: ptr came from ncclMemAlloc and is freed once, after every
-        // use queued on its stream has finished (checked above).
-        let r = unsafe {
-            ffi!(
-                "ncclMemFree",
-                ncclMemFree(self.ptr as usize as *mut core::ffi::c_void)
-            )
-        };
-        if r != sys::ncclResult_t::ncclSuccess {
-            log::error!("nccl: ncclMemFree failed with code {}", r.0);
+        let _ = ctx.bind_to_thread();
+        // Work queued on any stream may still use the buffer: home waits for
+        // the uses elsewhere, then the host for home, never without bound (a
+        // collective may hang on a dead peer); past the limit the memory is
+        // leaked rather than freed under a kernel.
+        if self.uses.join(WHAT) && quiesce(&self.uses.home.stream, WHAT) {
+            // SAFETY: ptr came from ncclMemAlloc and is freed once, after
+            // every use of it has finished (checked above).
+            let r = unsafe {
+                ffi!(
+                    "ncclMemFree",
+                    ncclMemFree(self.ptr as usize as *mut core::ffi::c_void)
+                )
+            };
+            if r != sys::ncclResult_t::ncclSuccess {
+                log::error!("nccl: ncclMemFree failed with code {}", r.0);
+            }
         }
+        ctx.record_err(stored);
     }
 }
 
@@ -164,35 +606,106 @@ impl<T> DeviceSlice<T> for NcclBuffer<T> {
         self.len
     }
     fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
+        &self.uses.home.stream
     }
 }
 
 impl<T> DevicePtr<T> for NcclBuffer<T> {
-    /// As cudarc's `CudaSlice`: `stream` waits for the last write; the guard
-    /// records this read.
+    /// On the home stream, nothing to wait or record (unless uses on other
+    /// streams are pending); elsewhere, ordered after every write (see the
+    /// module docs).
+    #[inline]
     fn device_ptr<'a>(&'a self, stream: &'a CudaStream) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
-        if stream.context().is_managing_stream_synchronization() {
-            if let Some(w) = &self.write {
-                stream.context().record_err(stream.wait(w));
-            }
-        }
-        (self.ptr, SyncOnDrop::record_event(&self.read, stream))
+        (self.ptr, self.uses.read(stream))
     }
 }
 
 impl<T> DevicePtrMut<T> for NcclBuffer<T> {
-    /// As cudarc's `CudaSlice`: `stream` waits for the last reads and write;
-    /// the guard records this write.
+    /// Ordered after every use; on the home stream, nothing to record.
+    #[inline]
     fn device_ptr_mut<'a>(
         &'a mut self,
         stream: &'a CudaStream,
     ) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
-        if stream.context().is_managing_stream_synchronization() {
-            for e in [&self.read, &self.write].into_iter().flatten() {
-                stream.context().record_err(stream.wait(e));
-            }
-        }
-        (self.ptr, SyncOnDrop::record_event(&self.write, stream))
+        (self.ptr, self.uses.write(stream))
+    }
+}
+
+impl<T> DeviceSlice<T> for NcclView<'_, T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn stream(&self) -> &Arc<CudaStream> {
+        &self.uses.home.stream
+    }
+}
+
+impl<T> DevicePtr<T> for NcclView<'_, T> {
+    #[inline]
+    fn device_ptr<'a>(&'a self, stream: &'a CudaStream) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, self.uses.read(stream))
+    }
+}
+
+impl<T> DeviceSlice<T> for NcclViewMut<'_, T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn stream(&self) -> &Arc<CudaStream> {
+        &self.uses.home.stream
+    }
+}
+
+impl<T> DevicePtr<T> for NcclViewMut<'_, T> {
+    #[inline]
+    fn device_ptr<'a>(&'a self, stream: &'a CudaStream) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, self.uses.read(stream))
+    }
+}
+
+impl<T> DevicePtrMut<T> for NcclViewMut<'_, T> {
+    #[inline]
+    fn device_ptr_mut<'a>(
+        &'a mut self,
+        stream: &'a CudaStream,
+    ) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, self.uses.write(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_as_slices_take_them() {
+        assert_eq!(bounds(&(..), 10), Some(0..10));
+        assert_eq!(bounds(&(2..5), 10), Some(2..5));
+        assert_eq!(bounds(&(2..=5), 10), Some(2..6));
+        assert_eq!(bounds(&(..=9), 10), Some(0..10));
+        assert_eq!(bounds(&(10..), 10), Some(10..10)); // empty, at the end
+        assert_eq!(bounds(&(3..3), 10), Some(3..3));
+        assert_eq!(bounds(&(..=10), 10), None);
+        assert_eq!(bounds(&(11..), 10), None);
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = 5..2;
+        assert_eq!(bounds(&backwards, 10), None);
+        assert_eq!(bounds(&(..=usize::MAX), 10), None);
+        assert_eq!(
+            bounds(&(Bound::Excluded(usize::MAX), Bound::Unbounded), 10),
+            None
+        );
+        assert_eq!(
+            bounds(&(Bound::Excluded(1), Bound::Excluded(4)), 10),
+            Some(2..4)
+        );
+        assert_eq!(offset::<f32>(0x1000, 3), 0x100c);
+        assert_eq!(offset::<u8>(0x1000, 0), 0x1000);
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds for a buffer of 4 elements")]
+    fn out_of_bounds_panics_like_a_slice() {
+        out_of_bounds(&(2..7), 4);
     }
 }

@@ -3,16 +3,20 @@
 //!
 //! Buffers are anything implementing cudarc's [`DevicePtr`] (read) or
 //! [`DevicePtrMut`] (written): `CudaSlice`, `CudaView`, `CudaViewMut`, and
-//! this crate's [`NcclBuffer`](crate::NcclBuffer) and registered buffers. Each
-//! call asks cudarc for the pointers on the given stream, so cudarc's
-//! cross-stream tracking stays correct: when it manages stream
-//! synchronization (its default once a context has several streams), the
-//! stream first waits for pending writes (and, for outputs, reads) of the
-//! buffers, and cudarc records the NCCL call as their latest use once NCCL has
-//! enqueued it: when the call returns, or for a grouped call
-//! ([`Group::on`](crate::Group::on)) at the group's end. That costs one event
-//! wait and one event record per buffer; a program that orders its streams
-//! itself can turn it off with cudarc's `CudaContext::disable_event_tracking`.
+//! this crate's [`NcclBuffer`](crate::NcclBuffer), its views and registered
+//! buffers. Each call asks for the pointers on the given stream, so
+//! cross-stream tracking stays correct: when cudarc manages stream
+//! synchronization (its default once a context has one stream of its own,
+//! from `new_stream` or `fork`), the stream first waits for pending writes
+//! (and, for outputs, reads) of the buffers, and the NCCL call is recorded as
+//! their latest use once NCCL has enqueued it: when the call returns, or for a
+//! grouped call ([`Group::on`](crate::Group::on)) at the group's end. For a
+//! `CudaSlice` that costs, inside cudarc's `device_ptr`, where this crate
+//! cannot skip it, one event wait and one record per input and two waits and
+//! one record per output (an out-of-place all_reduce: three waits, two
+//! records); an `NcclBuffer` used on the stream it was allocated on costs
+//! none. A program that orders its streams itself can turn tracking off with
+//! cudarc's `CudaContext::disable_event_tracking`.
 //!
 //! Every collective goes through one funnel, [`Call`]: the communicator's
 //! state, the stream's GPU and the group rules are checked in
@@ -260,6 +264,8 @@ fn wrong_stream(comm: &Comm, op: &'static str, stream: &CudaStream) -> Error {
 // against the world size) before the call. The buffers, the communicator, a
 // custom op and the stream are borrowed for 'a: until the call returns, or,
 // inside a group, until the group's end has enqueued the kernels (NCCL may
-// defer the enqueue to `ncclGroupEnd`). Cudarc frees a buffer stream-ordered
-// after the events its guards record, and those guards are dropped only after
-// the enqueue, so memory is never freed before the kernel that uses it.
+// defer the enqueue to `ncclGroupEnd`). A buffer is freed only after the uses
+// its guards record (cudarc: stream-ordered after its events; `NcclBuffer`:
+// after its home stream has joined them and gone idle), and those guards are
+// dropped only after the enqueue, so memory is never freed before the kernel
+// that uses it.

@@ -4,6 +4,7 @@
 
 use nccl::ReduceOp;
 
+use crate::buffers::BenchBuf;
 use crate::elem::Elem;
 use crate::options::Opts;
 use crate::timing::{Buffers, Rank, issue_all};
@@ -16,10 +17,10 @@ pub fn contribution(rank: usize) -> f64 {
 /// Refills the inputs, runs the collective once more and counts the wrong
 /// elements over the ranks of this process.
 #[allow(clippy::too_many_arguments)]
-pub fn check_once<T: Elem>(
+pub fn check_once<T: Elem, B: BenchBuf<T>>(
     o: &Opts,
     ranks: &[Rank],
-    bufs: &mut Buffers<T>,
+    bufs: &mut Buffers<B>,
     coll: &str,
     world: usize,
     count: usize,
@@ -34,7 +35,7 @@ pub fn check_once<T: Elem>(
             r.stream.memcpy_htod(&vec![v; recv.len()], recv)?;
         }
     }
-    issue_all(o, ranks, bufs, coll, in_place, op)?;
+    issue_all::<T, B>(o, ranks, bufs, coll, in_place, op)?;
     let mut wrong = 0;
     for (i, r) in ranks.iter().enumerate() {
         let got = r.stream.clone_dtoh(&bufs[i].1)?;

@@ -11,6 +11,7 @@
 //!
 //! - `options`: the command line (ours and nccl-tests' spellings)
 //! - `timing`: the measurement loop, as nccl-tests times it
+//! - `buffers`: `--buffers`, the `CudaSlice` or `NcclBuffer` buffers it runs on
 //! - `check`: the expected results and the count of wrong elements
 //! - `output`: table, progress bar, JSON and SVG
 //! - `elem`: the element types and their host conversions
@@ -30,6 +31,7 @@ macro_rules! outln {
     };
 }
 
+mod buffers;
 mod check;
 mod elem;
 mod options;

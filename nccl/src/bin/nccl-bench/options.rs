@@ -100,6 +100,9 @@ pub struct Opts {
     /// `--no-connect`: under a launcher, no connection of the peers while
     /// the communicator is created (`LaunchOptions::connect`).
     pub no_connect: bool,
+    /// `--buffers slice|nccl`: `CudaSlice` or `NcclBuffer` (the `buffers`
+    /// module; `BufKind` parses the value).
+    pub buffers: BufKind,
 }
 
 impl Default for Opts {
@@ -231,6 +234,10 @@ struct Cli {
     /// would)
     #[arg(long)]
     no_event_tracking: bool,
+    /// Buffers the collectives use: `slice` (cudarc's CudaSlice, what a user gets by default) or
+    /// `nccl` (NcclBuffer, from ncclMemAlloc, tracked against its own stream)
+    #[arg(long, value_name = "slice|nccl", default_value = "slice")]
+    buffers: BufKind,
     /// Non-blocking communicator (default: blocking, as nccl-tests; NCCL then launches each call
     /// from a thread of its own); one GPU per process
     #[arg(long)]
@@ -365,6 +372,7 @@ impl Cli {
             event_tracking: !self.no_event_tracking && !graph,
             nonblocking: self.nonblocking,
             no_connect: self.no_connect,
+            buffers: self.buffers,
         })
     }
 }
@@ -461,6 +469,42 @@ pub fn sizes(o: &Opts) -> Vec<usize> {
         }
     }
     sizes
+}
+
+/// Which buffers the collectives use (`--buffers`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BufKind {
+    /// cudarc's `CudaSlice`.
+    #[default]
+    Slice,
+    /// The library's `NcclBuffer`.
+    Nccl,
+}
+
+impl BufKind {
+    /// The names `--buffers` takes, in the order of the variants.
+    pub const NAMES: [&str; 2] = ["slice", "nccl"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BufKind::Slice => Self::NAMES[0],
+            BufKind::Nccl => Self::NAMES[1],
+        }
+    }
+}
+
+impl std::str::FromStr for BufKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BufKind, String> {
+        match s.trim() {
+            "slice" => Ok(BufKind::Slice),
+            "nccl" => Ok(BufKind::Nccl),
+            other => Err(format!(
+                "--buffers {other:?}: one of {}",
+                Self::NAMES.join(" ")
+            )),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,14 +3,18 @@
 //! mean over iterations and ranks. Graph mode (`-G`) captures the timed loop
 //! once, replays it once untimed, then times `graph_replays` replays (per-op
 //! figures divide by replays × iters). The `host` column is the CPU time
-//! per enqueue.
+//! per enqueue. The buffers are cudarc's `CudaSlice` or the library's
+//! `NcclBuffer` (`--buffers`, the `buffers` module), and each rank's context
+//! has a second, idle stream, as a program with a compute and a
+//! communication stream has: the default path with event tracking on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, sys as cu};
-use nccl::{Comm, ReduceOp};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, sys as cu};
+use nccl::{Comm, NcclBuffer, ReduceOp};
 
+use crate::buffers::{self, BenchBuf, BufKind};
 use crate::check;
 use crate::elem::Elem;
 use crate::options::{self, Opts};
@@ -39,7 +43,7 @@ pub struct Row {
 }
 
 /// Each rank's send and receive buffers.
-pub type Buffers<T> = Vec<(CudaSlice<T>, CudaSlice<T>)>;
+pub type Buffers<B> = Vec<(B, B)>;
 
 /// nccl-tests' bus bandwidth factor.
 pub fn bus_factor(coll: &str, n: usize) -> f64 {
@@ -79,11 +83,11 @@ pub fn lens(coll: &str, count: usize, world: usize, in_place: bool) -> (usize, u
 /// Issues one collective on one rank, on `s` (a stream, or a group's view of
 /// it).
 #[allow(clippy::too_many_arguments)]
-pub fn issue<'a, T: Elem>(
+pub fn issue<'a, T: Elem, B: DevicePtr<T> + DevicePtrMut<T>>(
     coll: &str,
     r: &'a Rank,
-    send: &'a CudaSlice<T>,
-    recv: &'a mut CudaSlice<T>,
+    send: &'a B,
+    recv: &'a mut B,
     in_place: bool,
     op: ReduceOp<'a>,
     root: usize,
@@ -118,22 +122,22 @@ pub fn issue<'a, T: Elem>(
 
 /// Issues the collective once on every rank: inside one group when one
 /// process drives several GPUs (or for a send/recv pair), directly otherwise.
-pub fn issue_all<T: Elem>(
+pub fn issue_all<T: Elem, B: DevicePtr<T> + DevicePtrMut<T>>(
     o: &Opts,
     ranks: &[Rank],
-    bufs: &mut [(CudaSlice<T>, CudaSlice<T>)],
+    bufs: &mut [(B, B)],
     coll: &str,
     in_place: bool,
     op: ReduceOp<'_>,
 ) -> nccl::Result<()> {
     if let ([r], [(s, d)]) = (ranks, &mut *bufs) {
         if coll != "sendrecv" {
-            return issue(coll, r, s, d, in_place, op, o.root, &*r.stream);
+            return issue::<T, B>(coll, r, s, d, in_place, op, o.root, &*r.stream);
         }
     }
     nccl::group(|g| {
         for (r, (s, d)) in ranks.iter().zip(bufs.iter_mut()) {
-            issue(coll, r, s, d, in_place, op, o.root, g.on(&r.stream))?;
+            issue::<T, B>(coll, r, s, d, in_place, op, o.root, g.on(&r.stream))?;
         }
         Ok(())
     })
@@ -171,6 +175,31 @@ pub fn run<T: Elem>(
     world: usize,
     rows: &mut Vec<Row>,
 ) -> nccl::Result<()> {
+    // kept until the sweep is over
+    let _second: Vec<Arc<CudaStream>> = ranks
+        .iter()
+        .map(|r| buffers::second_stream(&r.stream))
+        .collect::<nccl::Result<_>>()?;
+    if ranks[0].comm.rank() == 0 {
+        eprintln!(
+            "nccl-bench: buffers {}, event tracking {}, two streams per context",
+            o.buffers.name(),
+            if o.event_tracking { "on" } else { "off" }
+        );
+    }
+    match o.buffers {
+        BufKind::Slice => sweep::<T, CudaSlice<T>>(o, ranks, world, rows),
+        BufKind::Nccl => sweep::<T, NcclBuffer<T>>(o, ranks, world, rows),
+    }
+}
+
+/// [`run`] on buffers of type `B`.
+fn sweep<T: Elem, B: BenchBuf<T>>(
+    o: &Opts,
+    ranks: &[Rank],
+    world: usize,
+    rows: &mut Vec<Row>,
+) -> nccl::Result<()> {
     let op = op_of(&o.op);
     let sizes = options::sizes(o);
     let lead = ranks[0].comm.rank() == 0;
@@ -192,7 +221,7 @@ pub fn run<T: Elem>(
                     line[k].wrong = -1; // no in-place form
                     continue;
                 }
-                line[k] = measure::<T>(o, ranks, world, coll, size, count, in_place, op)?;
+                line[k] = measure::<T, B>(o, ranks, world, coll, size, count, in_place, op)?;
                 progress.step(coll, size);
             }
             // mean over ranks: times from every rank of a launched job
@@ -209,7 +238,7 @@ pub fn run<T: Elem>(
 
 /// One collective at one size, in or out of place: timed, then checked.
 #[allow(clippy::too_many_arguments)]
-fn measure<T: Elem>(
+fn measure<T: Elem, B: BenchBuf<T>>(
     o: &Opts,
     ranks: &[Rank],
     world: usize,
@@ -220,24 +249,24 @@ fn measure<T: Elem>(
     op: ReduceOp<'_>,
 ) -> nccl::Result<Row> {
     let (sl, rl) = lens(coll, count, world, in_place);
-    let mut bufs: Buffers<T> = Vec::new();
+    let mut bufs: Buffers<B> = Vec::new();
     for r in ranks {
         let v = T::from_f64(check::contribution(r.comm.rank()));
-        let send = r.stream.clone_htod(&vec![v; sl])?;
+        let send = B::filled(&r.stream, v, sl)?;
         let recv = if in_place {
-            r.stream.clone_htod(&vec![v; rl])?
+            B::filled(&r.stream, v, rl)?
         } else {
-            r.stream.alloc_zeros::<T>(rl)?
+            B::zeros(&r.stream, rl)?
         };
         bufs.push((send, recv));
     }
     for _ in 0..o.warmup {
-        issue_all(o, ranks, &mut bufs, coll, in_place, op)?;
+        issue_all::<T, B>(o, ranks, &mut bufs, coll, in_place, op)?;
     }
     for r in ranks {
         r.stream.synchronize()?;
     }
-    let (ms, host) = timed(o, ranks, &mut bufs, coll, in_place, op)?;
+    let (ms, host) = timed::<T, B>(o, ranks, &mut bufs, coll, in_place, op)?;
     // graph mode times `graph_replays` replays of `iters` operations
     let ops = (o.iters * if o.graph { o.graph_replays } else { 1 }) as f64;
     let time_us = ms * 1000.0 / ops;
@@ -270,10 +299,10 @@ fn measure<T: Elem>(
 
 /// The timed part: milliseconds between the two events on rank 0's stream,
 /// and the host time spent enqueueing.
-fn timed<T: Elem>(
+fn timed<T: Elem, B: BenchBuf<T>>(
     o: &Opts,
     ranks: &[Rank],
-    bufs: &mut Buffers<T>,
+    bufs: &mut Buffers<B>,
     coll: &str,
     in_place: bool,
     op: ReduceOp<'_>,
@@ -289,7 +318,7 @@ fn timed<T: Elem>(
                 r.stream
                     .begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
                 for _ in 0..o.iters {
-                    issue_all(
+                    issue_all::<T, B>(
                         o,
                         std::slice::from_ref(r),
                         std::slice::from_mut(&mut bufs[i]),
@@ -324,7 +353,7 @@ fn timed<T: Elem>(
         start.record(&ranks[0].stream)?;
         let t = Instant::now();
         for _ in 0..o.iters {
-            issue_all(o, ranks, bufs, coll, in_place, op)?;
+            issue_all::<T, B>(o, ranks, bufs, coll, in_place, op)?;
         }
         let h = t.elapsed();
         end.record(&ranks[0].stream)?;
