@@ -42,15 +42,17 @@
 //! # Streams, cudarc's event tracking, and CUDA graphs
 //!
 //! Collectives take cudarc buffers through `DevicePtr`/`DevicePtrMut`, so
-//! cudarc's cross-stream tracking stays correct: while a context has several
-//! streams, each buffer waits for its last use on another stream and records
-//! its use by the collective once NCCL has enqueued it (one event wait and one
-//! record per buffer and call). [`NcclBuffer`] follows the same rules.
-//! Programs that order their streams themselves (one stream per GPU, as most
-//! engines) can skip that cost with cudarc's (unsafe)
-//! `CudaContext::disable_event_tracking` before allocating; a context with a
-//! single stream has no cost to skip. `docs/performance.md` gives the
-//! measured cost.
+//! cudarc's cross-stream tracking stays correct: once a context has a stream
+//! of its own (cudarc turns tracking on with the first `new_stream`), each
+//! `CudaSlice` waits for its last uses and records its use by the collective
+//! once NCCL has enqueued it (event waits and records per buffer and call,
+//! even when every use is on one stream). [`NcclBuffer`] orders its uses
+//! against the stream it was allocated on instead: uses there cost no driver
+//! call, uses on other streams are ordered both ways, and it can be sliced
+//! ([`NcclView`], [`NcclViewMut`]) for buckets. Programs that order their
+//! streams themselves can also skip cudarc's cost with its (unsafe)
+//! `CudaContext::disable_event_tracking` before allocating.
+//! `docs/performance.md` gives the measured costs.
 //!
 //! Collectives can be captured into a CUDA graph with cudarc's
 //! `begin_capture`/`end_capture` and replayed. CUDA refuses, inside a
