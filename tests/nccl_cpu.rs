@@ -796,3 +796,247 @@ fn readme_survival_example_is_the_example_that_builds() {
         .expect("the section has a rust block");
     assert_eq!(block, example);
 }
+
+// ---- NCCL's parameters (2.30.4+) ----
+
+/// Whether this build and the libnccl in use have NCCL's parameter registry
+/// (NCCL 2.30.4+); when not, says so on stderr: the parameter tests then
+/// check only the `Unsupported` answer.
+fn param_api_or_say(test: &str) -> bool {
+    let v = nccl::version().unwrap();
+    let since = Version::new(2, 30, 4);
+    let have = v >= since && nccl::sys::declared("ncclParamBind");
+    if !have {
+        nccl_rs_tests::say(&format!(
+            "{test}: libnccl {v} with header {} has no parameter registry (NCCL {since}+): \
+             only the Unsupported answers are checked",
+            nccl::HEADER_VERSION
+        ));
+    }
+    have
+}
+
+/// Every parameter NCCL publishes comes with its type and value; the typed
+/// getter, the listing and the one-key read agree; a wrong type and an
+/// unknown key are typed errors; before 2.30.4 everything is `Unsupported`.
+#[test]
+fn params_have_types_and_values() {
+    let runtime = nccl::version().unwrap();
+    let caps = nccl::capabilities().unwrap();
+    if param_api_or_say("params_have_types_and_values") {
+        #[cfg(nccl_fn = "ncclParamBind")]
+        registry_has_types_and_values(&caps, runtime);
+    } else {
+        params_are_unsupported(&caps, runtime);
+    }
+}
+
+/// Before NCCL 2.30.4 (header or runtime): `Unsupported`, in the report too.
+fn params_are_unsupported(caps: &nccl::Capabilities, runtime: Version) {
+    match &caps.params {
+        Err(Error::Unsupported {
+            api: "ncclParamBind",
+            since,
+            runtime: r,
+        }) => assert_eq!((*since, *r), (Version::new(2, 30, 4), runtime)),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    assert!(caps.tuning.iter().all(|t| t.nccl.is_none()));
+    let text = caps.to_string();
+    assert!(
+        text.contains("parameters: ncclParamBind needs NCCL 2.30.4 or newer"),
+        "{text}"
+    );
+    #[cfg(nccl_fn = "ncclParamBind")]
+    {
+        for r in [
+            nccl::params().map(drop),
+            nccl::param::<u32>("NCCL_DEBUG_TIMESTAMP_LEVELS").map(drop),
+            nccl::Param::read("NCCL_DEBUG").map(drop),
+        ] {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::Unsupported {
+                        api: "ncclParamBind",
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        }
+    }
+}
+
+#[cfg(nccl_fn = "ncclParamBind")]
+fn registry_has_types_and_values(caps: &nccl::Capabilities, runtime: Version) {
+    use nccl::{Param, ParamType, ParamValue};
+    let all = nccl::params().unwrap();
+    assert_eq!(caps.params.as_ref().unwrap(), &all);
+    // published by every release with the registry, with the types
+    // NCCL's source declares them with (src/debug.cc)
+    for (key, ty) in [
+        ("NCCL_DEBUG_SUBSYS", ParamType::U64),
+        ("NCCL_DEBUG_TIMESTAMP_LEVELS", ParamType::U32),
+        ("NCCL_DEBUG_FILE", ParamType::Str),
+        ("NCCL_DEBUG_TIMESTAMP_FORMAT", ParamType::Str),
+        // a bool and an enum: no typed getter in NCCL's C API
+        ("NCCL_SET_THREAD_NAME", ParamType::Untyped),
+        ("NCCL_DEBUG", ParamType::Untyped),
+    ] {
+        let p = all
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from {all}"));
+        assert_eq!(p.value.param_type(), ty, "{p}");
+        assert_eq!(&Param::read(key).unwrap(), p);
+    }
+    let keys: Vec<&str> = all.iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted: {keys:?}");
+    // a bool is one byte and reads TRUE or FALSE
+    let name = all.get("NCCL_SET_THREAD_NAME").unwrap();
+    assert!(matches!(&name.value, ParamValue::Untyped(b) if b.len() == 1));
+    assert!(["TRUE", "FALSE"].contains(&name.text.as_str()), "{name}");
+    // the typed getters give what the listing has
+    let levels: u32 = nccl::param("NCCL_DEBUG_TIMESTAMP_LEVELS").unwrap();
+    assert_eq!(
+        all.get("NCCL_DEBUG_TIMESTAMP_LEVELS").unwrap().value,
+        ParamValue::U32(levels)
+    );
+    let subsys: u64 = nccl::param("NCCL_DEBUG_SUBSYS").unwrap();
+    assert_eq!(
+        all.get("NCCL_DEBUG_SUBSYS").unwrap().value.as_int(),
+        Some(subsys.into())
+    );
+    let format: String = nccl::param("NCCL_DEBUG_TIMESTAMP_FORMAT").unwrap();
+    assert_eq!(all.get("NCCL_DEBUG_TIMESTAMP_FORMAT").unwrap().text, format);
+    if std::env::var_os("NCCL_DEBUG_TIMESTAMP_FORMAT").is_none() {
+        assert_eq!(format, "[%F %T] ", "NCCL's default");
+    }
+    // the wrong type is named, with the right one
+    match nccl::param::<i64>("NCCL_DEBUG_TIMESTAMP_LEVELS") {
+        Err(Error::InvalidArgument {
+            op: "param",
+            arg: "T",
+            expected,
+            actual,
+        }) => {
+            assert!(
+                expected.starts_with("u32, the type NCCL declares"),
+                "{expected}"
+            );
+            assert_eq!(actual, "i64");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        nccl::param::<String>("NCCL_DEBUG"),
+        Err(Error::InvalidArgument { arg: "T", .. })
+    ));
+    // keys NCCL does not register (the tuning ones among them, so far)
+    for key in ["NCCL_NO_SUCH_PARAMETER", "NCCL_DEBUG\0X", ""] {
+        match Param::read(key) {
+            Err(Error::InvalidArgument {
+                op: "param",
+                arg: "key",
+                ..
+            }) => {}
+            other => panic!("{key:?}: {other:?}"),
+        }
+        assert!(matches!(
+            nccl::param::<i32>(key),
+            Err(Error::InvalidArgument { arg: "key", .. })
+        ));
+    }
+    // the report shows the registry, the tuning keys first
+    let text = caps.to_string();
+    assert!(
+        text.contains(&format!(
+            "parameters (NCCL's registry, {} listed",
+            all.len()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("NCCL_DEBUG_TIMESTAMP_LEVELS"), "{text}");
+    assert!(
+        text.find("NCCL_ALGO").unwrap() < text.find("NCCL_DEBUG_SUBSYS").unwrap(),
+        "{text}"
+    );
+    assert_eq!(caps.tuning.len(), nccl::TUNING_PARAMS.len());
+    for t in &caps.tuning {
+        match Param::read(t.key) {
+            Ok(p) => assert_eq!(t.nccl.as_ref(), Some(&p)),
+            Err(_) => assert!(t.nccl.is_none(), "{t:?}"),
+        }
+    }
+    nccl_rs_tests::say(&format!(
+        "libnccl {runtime}: {} published parameters; tuning keys in the registry: {:?}",
+        all.len(),
+        caps.tuning
+            .iter()
+            .filter(|t| t.nccl.is_some())
+            .map(|t| t.key)
+            .collect::<Vec<_>>()
+    ));
+}
+
+/// What the registry reads is what NCCL resolves from the environment, and
+/// `NCCL_PARAM_DUMP_ALL` lists the unpublished parameters too. In a child
+/// process (the variables are read once per process).
+#[test]
+fn params_follow_the_environment() {
+    if std::env::var_os("NCCL_RS_TEST_CHILD").is_some() {
+        #[cfg(nccl_fn = "ncclParamBind")]
+        if param_api_or_say("params_follow_the_environment (child)") {
+            let all = nccl::params().unwrap();
+            for key in [
+                "NCCL_DEBUG_TIMESTAMP_FORMAT",
+                "NCCL_DEBUG_SUBSYS",
+                "NCCL_PARAM_DUMP_ALL",
+                "NCCL_NO_CACHE",
+            ] {
+                match all.get(key) {
+                    Some(p) => println!("child: {key}={}", p.text),
+                    None => println!("child: {key} missing"),
+                }
+            }
+        }
+        let caps = nccl::capabilities().unwrap();
+        println!("child report:\n{caps}");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "params_follow_the_environment", "--nocapture"])
+        .env("NCCL_RS_TEST_CHILD", "1")
+        .env("NCCL_DEBUG_TIMESTAMP_FORMAT", "<rs> ")
+        .env("NCCL_DEBUG_SUBSYS", "COLL")
+        .env("NCCL_PARAM_DUMP_ALL", "1")
+        .env("NCCL_PROTO", "Simple\x1b[31m")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the environment shows in the report, escaped
+    assert!(
+        stdout.contains("environment NCCL_PROTO=Simple\\u{1b}[31m"),
+        "{stdout}"
+    );
+    if !param_api_or_say("params_follow_the_environment") {
+        assert!(
+            stdout.contains("parameters: ncclParamBind needs NCCL 2.30.4"),
+            "{stdout}"
+        );
+        return;
+    }
+    for line in [
+        "child: NCCL_DEBUG_TIMESTAMP_FORMAT=<rs> ",
+        "child: NCCL_DEBUG_SUBSYS=COLL\n",
+        "child: NCCL_NO_CACHE=",
+        "child: NCCL_PARAM_DUMP_ALL=",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
+}
