@@ -1040,3 +1040,197 @@ fn params_follow_the_environment() {
         assert!(stdout.contains(line), "{line:?} in {stdout}");
     }
 }
+
+// ---- per-call configuration (2.31.2+) ----
+
+/// The `nccl*Config` collectives are available exactly when the header
+/// declares them and the runtime is 2.31.2 or newer; otherwise
+/// `Unsupported` names 2.31.2.
+#[test]
+fn configured_collectives_are_gated_by_header_and_runtime() {
+    let runtime = nccl::version().unwrap();
+    let since = Version::new(2, 31, 2);
+    for api in [
+        "ncclAllReduceConfig",
+        "ncclBroadcastConfig",
+        "ncclReduceConfig",
+        "ncclAllGatherConfig",
+        "ncclReduceScatterConfig",
+        "ncclAlltoAllConfig",
+        "ncclGatherConfig",
+        "ncclScatterConfig",
+    ] {
+        let header_has = nccl::sys::declared(api);
+        assert_eq!(header_has, nccl::HEADER_VERSION >= since, "{api}");
+        match nccl::require_api(api) {
+            Ok(()) => assert!(header_has && runtime >= since, "{api}"),
+            Err(Error::Unsupported {
+                api: a,
+                since: s,
+                runtime: r,
+            }) => {
+                assert_eq!((a, s, r), (api, since, runtime));
+                assert!(!header_has || runtime < since, "{api}");
+            }
+            Err(e) => panic!("{api}: {e:?}"),
+        }
+    }
+    if nccl::require_api("ncclAllReduceConfig").is_err() {
+        nccl_rs_tests::say(&format!(
+            "configured collectives: libnccl {runtime} with header {}: Unsupported (NCCL {since}+)",
+            nccl::HEADER_VERSION
+        ));
+    }
+}
+
+/// `CollConfig` makes the struct of each release: its size and version, the
+/// defaults of its `NCCL_COLLCONFIG_INITIALIZER`, the fields set; bad values
+/// are refused before NCCL; and the libnccl in use (2.31.2+) accepts the
+/// struct made for it: it parses the config before it looks at the
+/// communicator, so with a null communicator its complaint says whether the
+/// config passed.
+#[cfg(nccl_fn = "ncclAllReduceConfig")]
+#[test]
+fn coll_config_is_the_struct_each_release_expects() {
+    use nccl::CollConfig;
+    use nccl::sys;
+    let header = nccl::HEADER_VERSION;
+    let undef = sys::NCCL_CONFIG_UNDEF_INT;
+    let full = std::mem::size_of::<sys::ncclCollConfig_t>();
+    let cfg = CollConfig::new()
+        .min_ctas(2)
+        .max_ctas(8)
+        .alg_selection("ring")
+        .force_alg_selection(false)
+        .cta_policy(1)
+        .user_profiler_tag(42);
+    // 2.31.2's struct: 64 bytes, up to userProfilerTag
+    let r = cfg.raw_for(Version::new(2, 31, 2)).unwrap();
+    assert_eq!((r.size, r.magic, r.version), (64, 0xcafe_beef, 23102));
+    assert_eq!((r.minCTAs, r.maxCTAs), (2, 8));
+    assert_eq!((r.nvlsCTAs, r.cgaClusterSize), (undef, undef));
+    assert_eq!((r.forceAlgSelection, r.CTAPolicy), (0, 1));
+    assert_eq!(r.userProfilerTag, 42);
+    assert!(r.ext.is_null());
+    // SAFETY: algSelection points to cfg's NUL-terminated string.
+    let alg = unsafe { std::ffi::CStr::from_ptr(r.algSelection) };
+    assert_eq!(alg.to_str().unwrap(), "ring");
+    // 2.32's adds launchCompletionEvent: 72 bytes
+    if header >= Version::new(2, 32, 0) {
+        let r = cfg.raw_for(Version::new(2, 32, 6)).unwrap();
+        let v = Version::new(2, 32, 6).min(header);
+        assert_eq!((r.size, r.version as i32), (72, v.code().unwrap()));
+        assert_eq!(full, 72);
+    } else {
+        assert_eq!(full, 64);
+    }
+    // a runtime newer than the header gets the header's struct
+    let r = cfg.raw_for(Version::new(2, 99, 0)).unwrap();
+    assert_eq!((r.size, r.version), (full, sys::NCCL_VERSION_CODE as _));
+    // nothing set: NCCL_COLLCONFIG_INITIALIZER
+    let d = CollConfig::new().raw_for(header).unwrap();
+    assert_eq!(
+        (
+            d.minCTAs,
+            d.maxCTAs,
+            d.nvlsCTAs,
+            d.cgaClusterSize,
+            d.CTAPolicy
+        ),
+        (undef, undef, undef, undef, undef)
+    );
+    assert_eq!((d.forceAlgSelection, d.userProfilerTag), (1, 0));
+    assert!(d.algSelection.is_null());
+    // before 2.31.2 there is no such struct
+    match cfg.raw_for(Version::new(2, 30, 7)) {
+        Err(Error::Unsupported {
+            api: "ncclCollConfig_t",
+            since,
+            ..
+        }) => assert_eq!(since, Version::new(2, 31, 2)),
+        other => panic!("{other:?}"),
+    }
+    // bad values, before NCCL
+    for (bad, arg) in [
+        (CollConfig::new().min_ctas(0), "min_ctas"),
+        (CollConfig::new().max_ctas(-3), "max_ctas"),
+        (CollConfig::new().nvls_ctas(0), "nvls_ctas"),
+        (CollConfig::new().min_ctas(9).max_ctas(8), "min_ctas"),
+        (CollConfig::new().cga_cluster_size(9), "cga_cluster_size"),
+        (CollConfig::new().cta_policy(4), "cta_policy"),
+        (
+            CollConfig::new().user_profiler_tag(1 << 63),
+            "user_profiler_tag",
+        ),
+        (CollConfig::new().alg_selection("ri\0ng"), "alg_selection"),
+    ] {
+        match bad.raw_for(header) {
+            Err(Error::InvalidArgument {
+                op: "CollConfig",
+                arg: a,
+                ..
+            }) => assert_eq!(a, arg),
+            other => panic!("{arg}: {other:?}"),
+        }
+    }
+    assert!(
+        CollConfig::new()
+            .cga_cluster_size(0)
+            .raw_for(header)
+            .is_ok()
+    );
+    assert!(
+        CollConfig::new()
+            .alg_selection("ri\0ng")
+            .alg_selection("ring")
+            .raw_for(header)
+            .is_ok()
+    );
+
+    // the libnccl in use accepts the struct made for it
+    let runtime = nccl::version().unwrap();
+    if nccl::require_api("ncclAllReduceConfig").is_err() {
+        nccl_rs_tests::say(&format!(
+            "coll_config: libnccl {runtime} has no nccl*Config: NCCL's own check not run"
+        ));
+        return;
+    }
+    let nccl_says = |c: &sys::ncclCollConfig_t| -> String {
+        // SAFETY: null buffers of 0 elements and a null communicator and
+        // stream: NCCL parses the config (a valid struct, borrowed for the
+        // call) and then refuses the null communicator before touching
+        // anything else (2.31.2, 2.32.6).
+        let r = unsafe {
+            sys::ncclAllReduceConfig(
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                0,
+                sys::ncclDataType_t::ncclFloat32,
+                sys::ncclRedOp_t::ncclSum,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                c,
+            )
+        };
+        assert_ne!(r, sys::ncclResult_t::ncclSuccess);
+        // SAFETY: a static or thread-local string of NCCL's (or null).
+        let p = unsafe { sys::ncclGetLastError(std::ptr::null_mut()) };
+        assert!(!p.is_null());
+        // SAFETY: non-null, NUL-terminated.
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let ours = cfg.raw_for(runtime).unwrap();
+    let said = nccl_says(&ours);
+    assert!(said.contains("comm argument is NULL"), "{said}");
+    // the check can fail: NCCL names a broken struct
+    let mut broken = ours;
+    broken.forceAlgSelection = 5;
+    let said = nccl_says(&broken);
+    assert!(said.contains("forceAlgSelection=5"), "{said}");
+    let mut broken = ours;
+    broken.magic = 0xdead;
+    let said = nccl_says(&broken);
+    assert!(said.contains("magic mismatch"), "{said}");
+}

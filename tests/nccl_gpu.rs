@@ -891,6 +891,7 @@ fn run_rank(ctx: &Arc<CudaContext>, world: usize, id: &UniqueId, rank: usize) ->
     suite::<F8E4M3>(&env, &mut rep);
     suite::<F8E5M2>(&env, &mut rep);
     extras(&env, ctx, &mut rep);
+    beyond_bindings(&env, &mut rep);
     groups(&env, ctx, &mut rep);
     rep.check("finalize", comm.finalize().map_err(e2s));
     rep
@@ -1015,6 +1016,114 @@ fn groups(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
 }
 
 /// World 1 extras that need no peers: init_all, a non-blocking communicator.
+/// APIs of the newest NCCL releases: collectives with a per-call
+/// configuration (2.31.2+). On an older libnccl, what can be checked there:
+/// the argument checks and `Unsupported`.
+fn beyond_bindings(env: &Env, rep: &mut Report) {
+    #[cfg(nccl_fn = "ncclAllReduceConfig")]
+    configured_collectives(env, rep);
+    let _ = (env, rep);
+}
+
+#[cfg(nccl_fn = "ncclAllReduceConfig")]
+fn configured_collectives(env: &Env, rep: &mut Report) {
+    use nccl::CollConfig;
+    let comm = env.comm;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let n = 96 * world;
+    let ins: Vec<Vec<f64>> = (0..world).map(|r| input::<f32>(41, r, n)).collect();
+    let sum: Vec<f64> = (0..n).map(|i| ins.iter().map(|v| v[i]).sum()).collect();
+    let send = env.up::<f32>(&ins[rank]);
+    let cfg = CollConfig::new().max_ctas(2).force_alg_selection(false);
+    let on = comm.configured(&cfg);
+
+    // checked before NCCL, whatever the runtime
+    let r = match on.all_reduce(
+        &send,
+        &mut env.zeros::<f32>(n - 1),
+        ReduceOp::Sum,
+        env.stream,
+    ) {
+        Err(Error::InvalidArgument {
+            op: "all_reduce",
+            arg: "recv.len()",
+            ..
+        }) => Ok(()),
+        other => Err(format!("{other:?}")),
+    };
+    rep.check("configured all_reduce: length checked", r);
+    let bad = CollConfig::new().min_ctas(0);
+    let r = match comm.configured(&bad).all_reduce(
+        &send,
+        &mut env.zeros::<f32>(n),
+        ReduceOp::Sum,
+        env.stream,
+    ) {
+        Err(Error::InvalidArgument {
+            op: "CollConfig",
+            arg: "min_ctas",
+            ..
+        }) => Ok(()),
+        other => Err(format!("{other:?}")),
+    };
+    rep.check("configured all_reduce: config checked", r);
+
+    let runtime = nccl::version().unwrap();
+    if nccl::require_api("ncclAllReduceConfig").is_err() {
+        let r = match on.all_reduce(&send, &mut env.zeros::<f32>(n), ReduceOp::Sum, env.stream) {
+            Err(Error::Unsupported {
+                api: "ncclAllReduceConfig",
+                since,
+                ..
+            }) if since == nccl::Version::new(2, 31, 2) => Ok(()),
+            other => Err(format!("{other:?}")),
+        };
+        rep.check("configured all_reduce: Unsupported before 2.31.2", r);
+        if rank == 0 {
+            say(&format!(
+                "configured collectives NOT RUN on libnccl {runtime} (NCCL 2.31.2+): \
+                 only their argument checks and Unsupported were checked"
+            ));
+        }
+        return;
+    }
+    let r = (|| -> Result<(), String> {
+        let mut recv = env.zeros::<f32>(n);
+        on.all_reduce(&send, &mut recv, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        close(&env.down(&recv), &sum, false)
+    })();
+    rep.check("configured all_reduce", r);
+    let r = (|| -> Result<(), String> {
+        let mut gathered = env.zeros::<f32>(n * world);
+        let mut buf = env.up::<f32>(&ins[rank]);
+        nccl::group(|g| {
+            on.all_gather(&send, &mut gathered, g.on(env.stream))?;
+            on.all_reduce_in_place(&mut buf, ReduceOp::Sum, g.on(env.stream))
+        })
+        .map_err(e2s)?;
+        let want: Vec<f64> = ins.iter().flatten().copied().collect();
+        close(&env.down(&gathered), &want, false)?;
+        close(&env.down(&buf), &sum, false)
+    })();
+    rep.check(
+        "configured all_gather and all_reduce_in_place in a group",
+        r,
+    );
+    let r = (|| -> Result<(), String> {
+        let ring = CollConfig::new()
+            .alg_selection("ring")
+            .force_alg_selection(false)
+            .user_profiler_tag(7);
+        let mut out = env.zeros::<f32>(n);
+        comm.configured(&ring)
+            .broadcast(&send, &mut out, world - 1, env.stream)
+            .map_err(e2s)?;
+        close(&env.down(&out), &ins[world - 1], false)
+    })();
+    rep.check("configured broadcast with an algorithm selection", r);
+}
+
 fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
     let r = (|| -> Result<(), String> {
         let comms = Comm::init_all(std::slice::from_ref(ctx)).map_err(e2s)?;

@@ -160,6 +160,8 @@ pub use mem::{DROP_WAIT, Local, NcclBuffer, Registered, Registration, Registrati
 pub use mem::{Win, Window};
 #[cfg(nccl_fn = "ncclGroupSimulateEnd")]
 pub use ops::group_simulate;
+#[cfg(nccl_fn = "ncclAllReduceConfig")]
+pub use ops::{CollConfig, Configured};
 pub use ops::{Enqueue, Group, OnStream, PreMulSum, ReduceOp, group};
 pub use params::{Param, ParamGet, ParamType, ParamValue, Params};
 #[cfg(nccl_fn = "ncclParamBind")]

@@ -1,14 +1,19 @@
 //! Operations on a communicator, bound to a stream: collectives
 //! ([`collective`]), point-to-point ([`p2p`]), reduction operators
-//! ([`reduce_op`]) and groups ([`group`]), all through one funnel
+//! ([`reduce_op`]), groups ([`group`]) and collectives with a per-call
+//! configuration (`configured`, NCCL 2.31.2+), all through one funnel
 //! ([`call`]).
 
 pub(crate) mod call;
 mod collective;
+#[cfg(nccl_fn = "ncclAllReduceConfig")]
+mod configured;
 mod group;
 mod p2p;
 mod reduce_op;
 
+#[cfg(nccl_fn = "ncclAllReduceConfig")]
+pub use configured::{CollConfig, Configured};
 #[cfg(nccl_fn = "ncclGroupSimulateEnd")]
 pub use group::group_simulate;
 pub use group::{Enqueue, Group, OnStream, group};
