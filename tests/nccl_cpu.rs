@@ -1234,3 +1234,41 @@ fn coll_config_is_the_struct_each_release_expects() {
     let said = nccl_says(&broken);
     assert!(said.contains("magic mismatch"), "{said}");
 }
+
+// ---- one-sided communication (2.29.2+) ----
+
+/// The one-sided calls exist when the header declares them (2.29.2+) and
+/// work when the runtime has them; otherwise `Unsupported` names 2.29.2.
+/// (Their argument checks need a communicator: tests/nccl_gpu.rs.)
+#[test]
+fn one_sided_apis_are_gated_by_header_and_runtime() {
+    let runtime = nccl::version().unwrap();
+    let since = Version::new(2, 29, 2);
+    for api in ["ncclPutSignal", "ncclSignal", "ncclWaitSignal"] {
+        let header_has = nccl::sys::declared(api);
+        assert_eq!(header_has, nccl::HEADER_VERSION >= since, "{api}");
+        match nccl::require_api(api) {
+            Ok(()) => assert!(header_has && runtime >= since, "{api}"),
+            Err(Error::Unsupported {
+                api: a,
+                since: s,
+                runtime: r,
+            }) => {
+                assert_eq!((a, s, r), (api, since, runtime));
+                assert!(!header_has || runtime < since, "{api}");
+            }
+            Err(e) => panic!("{api}: {e:?}"),
+        }
+    }
+    #[cfg(nccl_fn = "ncclPutSignal")]
+    {
+        let s = nccl::Signal::default();
+        assert_eq!((s.index, s.ctx), (0, 0));
+        let w = nccl::SignalWait {
+            peer: 1,
+            count: 2,
+            signal: s,
+        };
+        assert_ne!(w, nccl::SignalWait { count: 1, ..w });
+    }
+}

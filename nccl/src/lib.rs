@@ -163,6 +163,8 @@ pub use ops::group_simulate;
 #[cfg(nccl_fn = "ncclAllReduceConfig")]
 pub use ops::{CollConfig, Configured};
 pub use ops::{Enqueue, Group, OnStream, PreMulSum, ReduceOp, group};
+#[cfg(nccl_fn = "ncclPutSignal")]
+pub use ops::{Signal, SignalWait};
 pub use params::{Param, ParamGet, ParamType, ParamValue, Params};
 #[cfg(nccl_fn = "ncclParamBind")]
 pub use params::{param, params};
