@@ -793,3 +793,479 @@ fn ncclbuffer_views_are_buffers() {
     reads::<nccl::NcclViewMut<'static, f32>>();
     writes::<nccl::NcclViewMut<'static, f32>>();
 }
+
+// ---- NCCL's parameters (2.30.4+) ----
+
+/// Whether this build and the libnccl in use have NCCL's parameter registry
+/// (NCCL 2.30.4+); when not, says so on stderr: the parameter tests then
+/// check only the `Unsupported` answer.
+fn param_api_or_say(test: &str) -> bool {
+    let v = nccl::version().unwrap();
+    let since = Version::new(2, 30, 4);
+    let have = v >= since && nccl::sys::declared("ncclParamBind");
+    if !have {
+        nccl_rs_tests::say(&format!(
+            "{test}: libnccl {v} with header {} has no parameter registry (NCCL {since}+): \
+             only the Unsupported answers are checked",
+            nccl::HEADER_VERSION
+        ));
+    }
+    have
+}
+
+/// Every parameter NCCL publishes comes with its type and value; the typed
+/// getter, the listing and the one-key read agree; a wrong type and an
+/// unknown key are typed errors; before 2.30.4 everything is `Unsupported`.
+#[test]
+fn params_have_types_and_values() {
+    let runtime = nccl::version().unwrap();
+    let caps = nccl::capabilities().unwrap();
+    if param_api_or_say("params_have_types_and_values") {
+        #[cfg(nccl_fn = "ncclParamBind")]
+        registry_has_types_and_values(&caps, runtime);
+    } else {
+        params_are_unsupported(&caps, runtime);
+    }
+}
+
+/// Before NCCL 2.30.4 (header or runtime): `Unsupported`, in the report too.
+fn params_are_unsupported(caps: &nccl::Capabilities, runtime: Version) {
+    match &caps.params {
+        Err(Error::Unsupported {
+            api: "ncclParamBind",
+            since,
+            runtime: r,
+        }) => assert_eq!((*since, *r), (Version::new(2, 30, 4), runtime)),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    assert!(caps.tuning.iter().all(|t| t.nccl.is_none()));
+    let text = caps.to_string();
+    assert!(
+        text.contains("parameters: ncclParamBind needs NCCL 2.30.4 or newer"),
+        "{text}"
+    );
+    #[cfg(nccl_fn = "ncclParamBind")]
+    {
+        for r in [
+            nccl::params().map(drop),
+            nccl::param::<u32>("NCCL_DEBUG_TIMESTAMP_LEVELS").map(drop),
+            nccl::Param::read("NCCL_DEBUG").map(drop),
+        ] {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::Unsupported {
+                        api: "ncclParamBind",
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        }
+    }
+}
+
+#[cfg(nccl_fn = "ncclParamBind")]
+fn registry_has_types_and_values(caps: &nccl::Capabilities, runtime: Version) {
+    use nccl::{Param, ParamType, ParamValue};
+    let all = nccl::params().unwrap();
+    assert_eq!(caps.params.as_ref().unwrap(), &all);
+    // published by every release with the registry, with the types
+    // NCCL's source declares them with (src/debug.cc)
+    for (key, ty) in [
+        ("NCCL_DEBUG_SUBSYS", ParamType::U64),
+        ("NCCL_DEBUG_TIMESTAMP_LEVELS", ParamType::U32),
+        ("NCCL_DEBUG_FILE", ParamType::Str),
+        ("NCCL_DEBUG_TIMESTAMP_FORMAT", ParamType::Str),
+        // a bool and an enum: no typed getter in NCCL's C API
+        ("NCCL_SET_THREAD_NAME", ParamType::Untyped),
+        ("NCCL_DEBUG", ParamType::Untyped),
+    ] {
+        let p = all
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from {all}"));
+        assert_eq!(p.value.param_type(), ty, "{p}");
+        assert_eq!(&Param::read(key).unwrap(), p);
+    }
+    let keys: Vec<&str> = all.iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted: {keys:?}");
+    // a bool is one byte and reads TRUE or FALSE
+    let name = all.get("NCCL_SET_THREAD_NAME").unwrap();
+    assert!(matches!(&name.value, ParamValue::Untyped(b) if b.len() == 1));
+    assert!(["TRUE", "FALSE"].contains(&name.text.as_str()), "{name}");
+    // the typed getters give what the listing has
+    let levels: u32 = nccl::param("NCCL_DEBUG_TIMESTAMP_LEVELS").unwrap();
+    assert_eq!(
+        all.get("NCCL_DEBUG_TIMESTAMP_LEVELS").unwrap().value,
+        ParamValue::U32(levels)
+    );
+    let subsys: u64 = nccl::param("NCCL_DEBUG_SUBSYS").unwrap();
+    assert_eq!(
+        all.get("NCCL_DEBUG_SUBSYS").unwrap().value.as_int(),
+        Some(subsys.into())
+    );
+    let format: String = nccl::param("NCCL_DEBUG_TIMESTAMP_FORMAT").unwrap();
+    assert_eq!(all.get("NCCL_DEBUG_TIMESTAMP_FORMAT").unwrap().text, format);
+    if std::env::var_os("NCCL_DEBUG_TIMESTAMP_FORMAT").is_none() {
+        assert_eq!(format, "[%F %T] ", "NCCL's default");
+    }
+    // the wrong type is named, with the right one
+    match nccl::param::<i64>("NCCL_DEBUG_TIMESTAMP_LEVELS") {
+        Err(Error::InvalidArgument {
+            op: "param",
+            arg: "T",
+            expected,
+            actual,
+        }) => {
+            assert!(
+                expected.starts_with("u32, the type NCCL declares"),
+                "{expected}"
+            );
+            assert_eq!(actual, "i64");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        nccl::param::<String>("NCCL_DEBUG"),
+        Err(Error::InvalidArgument { arg: "T", .. })
+    ));
+    // keys NCCL does not register (the tuning ones among them, so far)
+    for key in ["NCCL_NO_SUCH_PARAMETER", "NCCL_DEBUG\0X", ""] {
+        match Param::read(key) {
+            Err(Error::InvalidArgument {
+                op: "param",
+                arg: "key",
+                ..
+            }) => {}
+            other => panic!("{key:?}: {other:?}"),
+        }
+        assert!(matches!(
+            nccl::param::<i32>(key),
+            Err(Error::InvalidArgument { arg: "key", .. })
+        ));
+    }
+    // the report shows the registry, the tuning keys first
+    let text = caps.to_string();
+    assert!(
+        text.contains(&format!(
+            "parameters (NCCL's registry, {} listed",
+            all.len()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("NCCL_DEBUG_TIMESTAMP_LEVELS"), "{text}");
+    assert!(
+        text.find("NCCL_ALGO").unwrap() < text.find("NCCL_DEBUG_SUBSYS").unwrap(),
+        "{text}"
+    );
+    assert_eq!(caps.tuning.len(), nccl::TUNING_PARAMS.len());
+    for t in &caps.tuning {
+        match Param::read(t.key) {
+            Ok(p) => assert_eq!(t.nccl.as_ref(), Some(&p)),
+            Err(_) => assert!(t.nccl.is_none(), "{t:?}"),
+        }
+    }
+    nccl_rs_tests::say(&format!(
+        "libnccl {runtime}: {} published parameters; tuning keys in the registry: {:?}",
+        all.len(),
+        caps.tuning
+            .iter()
+            .filter(|t| t.nccl.is_some())
+            .map(|t| t.key)
+            .collect::<Vec<_>>()
+    ));
+}
+
+/// What the registry reads is what NCCL resolves from the environment, and
+/// `NCCL_PARAM_DUMP_ALL` lists the unpublished parameters too. In a child
+/// process (the variables are read once per process).
+#[test]
+fn params_follow_the_environment() {
+    if std::env::var_os("NCCL_RS_TEST_CHILD").is_some() {
+        #[cfg(nccl_fn = "ncclParamBind")]
+        if param_api_or_say("params_follow_the_environment (child)") {
+            let all = nccl::params().unwrap();
+            for key in [
+                "NCCL_DEBUG_TIMESTAMP_FORMAT",
+                "NCCL_DEBUG_SUBSYS",
+                "NCCL_PARAM_DUMP_ALL",
+                "NCCL_NO_CACHE",
+            ] {
+                match all.get(key) {
+                    Some(p) => println!("child: {key}={}", p.text),
+                    None => println!("child: {key} missing"),
+                }
+            }
+        }
+        let caps = nccl::capabilities().unwrap();
+        println!("child report:\n{caps}");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "params_follow_the_environment", "--nocapture"])
+        .env("NCCL_RS_TEST_CHILD", "1")
+        .env("NCCL_DEBUG_TIMESTAMP_FORMAT", "<rs> ")
+        .env("NCCL_DEBUG_SUBSYS", "COLL")
+        .env("NCCL_PARAM_DUMP_ALL", "1")
+        .env("NCCL_PROTO", "Simple\x1b[31m")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the environment shows in the report, escaped
+    assert!(
+        stdout.contains("environment NCCL_PROTO=Simple\\u{1b}[31m"),
+        "{stdout}"
+    );
+    if !param_api_or_say("params_follow_the_environment") {
+        assert!(
+            stdout.contains("parameters: ncclParamBind needs NCCL 2.30.4"),
+            "{stdout}"
+        );
+        return;
+    }
+    for line in [
+        "child: NCCL_DEBUG_TIMESTAMP_FORMAT=<rs> ",
+        "child: NCCL_DEBUG_SUBSYS=COLL\n",
+        "child: NCCL_NO_CACHE=",
+        "child: NCCL_PARAM_DUMP_ALL=",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
+}
+
+// ---- per-call configuration (2.31.2+) ----
+
+/// The `nccl*Config` collectives are available exactly when the header
+/// declares them and the runtime is 2.31.2 or newer; otherwise
+/// `Unsupported` names 2.31.2.
+#[test]
+fn configured_collectives_are_gated_by_header_and_runtime() {
+    let runtime = nccl::version().unwrap();
+    let since = Version::new(2, 31, 2);
+    for api in [
+        "ncclAllReduceConfig",
+        "ncclBroadcastConfig",
+        "ncclReduceConfig",
+        "ncclAllGatherConfig",
+        "ncclReduceScatterConfig",
+        "ncclAlltoAllConfig",
+        "ncclGatherConfig",
+        "ncclScatterConfig",
+    ] {
+        let header_has = nccl::sys::declared(api);
+        assert_eq!(header_has, nccl::HEADER_VERSION >= since, "{api}");
+        match nccl::require_api(api) {
+            Ok(()) => assert!(header_has && runtime >= since, "{api}"),
+            Err(Error::Unsupported {
+                api: a,
+                since: s,
+                runtime: r,
+            }) => {
+                assert_eq!((a, s, r), (api, since, runtime));
+                assert!(!header_has || runtime < since, "{api}");
+            }
+            Err(e) => panic!("{api}: {e:?}"),
+        }
+    }
+    if nccl::require_api("ncclAllReduceConfig").is_err() {
+        nccl_rs_tests::say(&format!(
+            "configured collectives: libnccl {runtime} with header {}: Unsupported (NCCL {since}+)",
+            nccl::HEADER_VERSION
+        ));
+    }
+}
+
+/// `CollConfig` makes the struct of each release: its size and version, the
+/// defaults of its `NCCL_COLLCONFIG_INITIALIZER`, the fields set; bad values
+/// are refused before NCCL; and the libnccl in use (2.31.2+) accepts the
+/// struct made for it: it parses the config before it looks at the
+/// communicator, so with a null communicator its complaint says whether the
+/// config passed.
+#[cfg(nccl_fn = "ncclAllReduceConfig")]
+#[test]
+fn coll_config_is_the_struct_each_release_expects() {
+    use nccl::CollConfig;
+    use nccl::sys;
+    let header = nccl::HEADER_VERSION;
+    let undef = sys::NCCL_CONFIG_UNDEF_INT;
+    let full = std::mem::size_of::<sys::ncclCollConfig_t>();
+    let cfg = CollConfig::new()
+        .min_ctas(2)
+        .max_ctas(8)
+        .alg_selection("ring")
+        .force_alg_selection(false)
+        .cta_policy(1)
+        .user_profiler_tag(42);
+    // 2.31.2's struct: 64 bytes, up to userProfilerTag
+    let r = cfg.raw_for(Version::new(2, 31, 2)).unwrap();
+    assert_eq!((r.size, r.magic, r.version), (64, 0xcafe_beef, 23102));
+    assert_eq!((r.minCTAs, r.maxCTAs), (2, 8));
+    assert_eq!((r.nvlsCTAs, r.cgaClusterSize), (undef, undef));
+    assert_eq!((r.forceAlgSelection, r.CTAPolicy), (0, 1));
+    assert_eq!(r.userProfilerTag, 42);
+    assert!(r.ext.is_null());
+    // SAFETY: algSelection points to cfg's NUL-terminated string.
+    let alg = unsafe { std::ffi::CStr::from_ptr(r.algSelection) };
+    assert_eq!(alg.to_str().unwrap(), "ring");
+    // 2.32's adds launchCompletionEvent: 72 bytes
+    if header >= Version::new(2, 32, 0) {
+        let r = cfg.raw_for(Version::new(2, 32, 6)).unwrap();
+        let v = Version::new(2, 32, 6).min(header);
+        assert_eq!((r.size, r.version as i32), (72, v.code().unwrap()));
+        assert_eq!(full, 72);
+    } else {
+        assert_eq!(full, 64);
+    }
+    // a runtime newer than the header gets the header's struct
+    let r = cfg.raw_for(Version::new(2, 99, 0)).unwrap();
+    assert_eq!((r.size, r.version), (full, sys::NCCL_VERSION_CODE as _));
+    // nothing set: NCCL_COLLCONFIG_INITIALIZER
+    let d = CollConfig::new().raw_for(header).unwrap();
+    assert_eq!(
+        (
+            d.minCTAs,
+            d.maxCTAs,
+            d.nvlsCTAs,
+            d.cgaClusterSize,
+            d.CTAPolicy
+        ),
+        (undef, undef, undef, undef, undef)
+    );
+    assert_eq!((d.forceAlgSelection, d.userProfilerTag), (1, 0));
+    assert!(d.algSelection.is_null());
+    // before 2.31.2 there is no such struct
+    match cfg.raw_for(Version::new(2, 30, 7)) {
+        Err(Error::Unsupported {
+            api: "ncclCollConfig_t",
+            since,
+            ..
+        }) => assert_eq!(since, Version::new(2, 31, 2)),
+        other => panic!("{other:?}"),
+    }
+    // bad values, before NCCL
+    for (bad, arg) in [
+        (CollConfig::new().min_ctas(0), "min_ctas"),
+        (CollConfig::new().max_ctas(-3), "max_ctas"),
+        (CollConfig::new().nvls_ctas(0), "nvls_ctas"),
+        (CollConfig::new().min_ctas(9).max_ctas(8), "min_ctas"),
+        (CollConfig::new().cga_cluster_size(9), "cga_cluster_size"),
+        (CollConfig::new().cta_policy(4), "cta_policy"),
+        (
+            CollConfig::new().user_profiler_tag(1 << 63),
+            "user_profiler_tag",
+        ),
+        (CollConfig::new().alg_selection("ri\0ng"), "alg_selection"),
+    ] {
+        match bad.raw_for(header) {
+            Err(Error::InvalidArgument {
+                op: "CollConfig",
+                arg: a,
+                ..
+            }) => assert_eq!(a, arg),
+            other => panic!("{arg}: {other:?}"),
+        }
+    }
+    assert!(
+        CollConfig::new()
+            .cga_cluster_size(0)
+            .raw_for(header)
+            .is_ok()
+    );
+    assert!(
+        CollConfig::new()
+            .alg_selection("ri\0ng")
+            .alg_selection("ring")
+            .raw_for(header)
+            .is_ok()
+    );
+
+    // the libnccl in use accepts the struct made for it
+    let runtime = nccl::version().unwrap();
+    if nccl::require_api("ncclAllReduceConfig").is_err() {
+        nccl_rs_tests::say(&format!(
+            "coll_config: libnccl {runtime} has no nccl*Config: NCCL's own check not run"
+        ));
+        return;
+    }
+    let nccl_says = |c: &sys::ncclCollConfig_t| -> String {
+        // SAFETY: null buffers of 0 elements and a null communicator and
+        // stream: NCCL parses the config (a valid struct, borrowed for the
+        // call) and then refuses the null communicator before touching
+        // anything else (2.31.2, 2.32.6).
+        let r = unsafe {
+            sys::ncclAllReduceConfig(
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                0,
+                sys::ncclDataType_t::ncclFloat32,
+                sys::ncclRedOp_t::ncclSum,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                c,
+            )
+        };
+        assert_ne!(r, sys::ncclResult_t::ncclSuccess);
+        // SAFETY: a static or thread-local string of NCCL's (or null).
+        let p = unsafe { sys::ncclGetLastError(std::ptr::null_mut()) };
+        assert!(!p.is_null());
+        // SAFETY: non-null, NUL-terminated.
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let ours = cfg.raw_for(runtime).unwrap();
+    let said = nccl_says(&ours);
+    assert!(said.contains("comm argument is NULL"), "{said}");
+    // the check can fail: NCCL names a broken struct
+    let mut broken = ours;
+    broken.forceAlgSelection = 5;
+    let said = nccl_says(&broken);
+    assert!(said.contains("forceAlgSelection=5"), "{said}");
+    let mut broken = ours;
+    broken.magic = 0xdead;
+    let said = nccl_says(&broken);
+    assert!(said.contains("magic mismatch"), "{said}");
+}
+
+// ---- one-sided communication (2.29.2+) ----
+
+/// The one-sided calls exist when the header declares them (2.29.2+) and
+/// work when the runtime has them; otherwise `Unsupported` names 2.29.2.
+/// (Their argument checks need a communicator: tests/nccl_gpu.rs.)
+#[test]
+fn one_sided_apis_are_gated_by_header_and_runtime() {
+    let runtime = nccl::version().unwrap();
+    let since = Version::new(2, 29, 2);
+    for api in ["ncclPutSignal", "ncclSignal", "ncclWaitSignal"] {
+        let header_has = nccl::sys::declared(api);
+        assert_eq!(header_has, nccl::HEADER_VERSION >= since, "{api}");
+        match nccl::require_api(api) {
+            Ok(()) => assert!(header_has && runtime >= since, "{api}"),
+            Err(Error::Unsupported {
+                api: a,
+                since: s,
+                runtime: r,
+            }) => {
+                assert_eq!((a, s, r), (api, since, runtime));
+                assert!(!header_has || runtime < since, "{api}");
+            }
+            Err(e) => panic!("{api}: {e:?}"),
+        }
+    }
+    #[cfg(nccl_fn = "ncclPutSignal")]
+    {
+        let s = nccl::Signal::default();
+        assert_eq!((s.index, s.ctx), (0, 0));
+        let w = nccl::SignalWait {
+            peer: 1,
+            count: 2,
+            signal: s,
+        };
+        assert_ne!(w, nccl::SignalWait { count: 1, ..w });
+    }
+}

@@ -987,6 +987,7 @@ fn run_rank(ctx: &Arc<CudaContext>, world: usize, id: &UniqueId, rank: usize) ->
     suite::<F8E4M3>(&env, &mut rep);
     suite::<F8E5M2>(&env, &mut rep);
     extras(&env, ctx, &mut rep);
+    beyond_bindings(&env, &mut rep);
     groups(&env, ctx, &mut rep);
     ncclbuf_streams(&env, ctx, &mut rep);
     rep.check("finalize", comm.finalize().map_err(e2s));
@@ -1293,6 +1294,280 @@ fn ncclbuf_streams(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
 }
 
 /// World 1 extras that need no peers: init_all, a non-blocking communicator.
+/// APIs of the newest NCCL releases: collectives with a per-call
+/// configuration (2.31.2+) and one-sided puts (2.29.2+). On an older
+/// libnccl, what can be checked there: the argument checks and
+/// `Unsupported`.
+fn beyond_bindings(env: &Env, rep: &mut Report) {
+    #[cfg(nccl_fn = "ncclAllReduceConfig")]
+    configured_collectives(env, rep);
+    #[cfg(nccl_fn = "ncclPutSignal")]
+    one_sided(env, rep);
+    let _ = (env, rep);
+}
+
+/// One-sided puts and signals (2.29.2+): argument checks on every world;
+/// with 2 ranks or more, a ring of puts (each rank writes its data into the
+/// next rank's window and waits for the previous rank's), grouped puts to
+/// every peer, and a barrier of bare signals.
+#[cfg(nccl_fn = "ncclPutSignal")]
+fn one_sided(env: &Env, rep: &mut Report) {
+    use nccl::{Signal, SignalWait};
+    let comm = env.comm;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let runtime = nccl::version().unwrap();
+    if nccl::require_api("ncclPutSignal").is_err() {
+        let r = match comm.signal(0, Signal::default(), env.stream) {
+            Err(Error::Unsupported {
+                api: "ncclSignal", ..
+            }) => Ok(()),
+            other => Err(format!("{other:?}")),
+        };
+        rep.check("one-sided: Unsupported before 2.29.2", r);
+        if rank == 0 {
+            say(&format!(
+                "one-sided puts NOT RUN on libnccl {runtime} (NCCL 2.29.2+)"
+            ));
+        }
+        return;
+    }
+    let n = 256;
+    let data = |r: usize| -> Vec<f64> { input::<f32>(53, r, n * world) };
+    let r = (|| -> Result<(), String> {
+        let mut a = NcclBuffer::<f32>::alloc_zeros(env.stream, n * world).map_err(e2s)?;
+        let h: Vec<f32> = data(rank).iter().map(|&x| x as f32).collect();
+        env.stream
+            .memcpy_htod(&h, &mut a)
+            .map_err(|e| e.to_string())?;
+        let b = NcclBuffer::<f32>::alloc_zeros(env.stream, n * world).map_err(e2s)?;
+        // every rank's windows are filled before any peer can put into them:
+        // registering is collective and comes after this
+        env.stream.synchronize().map_err(|e| e.to_string())?;
+        let src = comm.window_register(a, true).map_err(e2s)?;
+        let dst = comm.window_register(b, true).map_err(e2s)?;
+
+        // checked before NCCL
+        let expect = |what: &str, r: Result<(), Error>, arg: &str| -> Result<(), String> {
+            match r {
+                Err(Error::InvalidArgument { arg: a, .. }) if a == arg => Ok(()),
+                other => Err(format!(
+                    "{what}: expected InvalidArgument {{ {arg} }}, got {other:?}"
+                )),
+            }
+        };
+        let sig = Signal::default();
+        let s = env.stream;
+        expect(
+            "peer",
+            comm.put_signal(&src, 0..n, world, &dst, 0, sig, s),
+            "peer",
+        )?;
+        expect(
+            "src range",
+            comm.put_signal(&src, 0..n * world + 1, 0, &dst, 0, sig, s),
+            "src_range",
+        )?;
+        expect(
+            "empty",
+            comm.put_signal(&src, 3..3, 0, &dst, 0, sig, s),
+            "src_range",
+        )?;
+        expect(
+            "dst bounds",
+            comm.put_signal(&src, 0..n, 0, &dst, n * world - n + 1, sig, s),
+            "dst_offset",
+        )?;
+        expect("no waits", comm.wait_signal(&[], s), "waits")?;
+        let zero = SignalWait {
+            peer: 0,
+            count: 0,
+            signal: sig,
+        };
+        expect("zero count", comm.wait_signal(&[zero], s), "waits.count")?;
+        expect("signal peer", comm.signal(world, sig, s), "peer")?;
+        if runtime < nccl::Version::new(2, 31, 2) {
+            let other = Signal { index: 1, ctx: 0 };
+            expect("signal index", comm.signal(0, other, s), "signal.index")?;
+        }
+        if world == 1 {
+            comm.deregister(dst).map_err(e2s)?;
+            comm.deregister(src).map_err(e2s)?;
+            return Ok(());
+        }
+
+        // a ring: my chunk `rank` into the next rank's window, at `rank`
+        let (next, prev) = ((rank + 1) % world, (rank + world - 1) % world);
+        let mine = rank * n..(rank + 1) * n;
+        comm.put_signal(&src, mine.clone(), next, &dst, rank * n, sig, s)
+            .map_err(e2s)?;
+        let from_prev = SignalWait {
+            peer: prev,
+            count: 1,
+            signal: sig,
+        };
+        comm.wait_signal(&[from_prev], s).map_err(e2s)?;
+        let got = s.clone_dtoh(dst.get()).map_err(|e| e.to_string())?;
+        s.synchronize().map_err(|e| e.to_string())?;
+        let want = &data(prev)[prev * n..(prev + 1) * n];
+        close(&got[prev * n..(prev + 1) * n], want, false)
+            .map_err(|e| format!("ring put from rank {prev}: {e}"))?;
+        // no rank puts again before every rank has read this round
+        let barrier = || -> Result<(), String> {
+            comm.all_reduce_in_place(&mut env.zeros::<f32>(1), ReduceOp::Sum, s)
+                .map_err(e2s)?;
+            s.synchronize().map_err(|e| e.to_string())
+        };
+        barrier()?;
+
+        // grouped: chunk `p` of my data to every other peer p, at `rank`;
+        // then wait for one signal of each
+        nccl::group(|g| {
+            for p in (0..world).filter(|&p| p != rank) {
+                comm.put_signal(&src, p * n..(p + 1) * n, p, &dst, rank * n, sig, g.on(s))?;
+            }
+            Ok::<_, Error>(())
+        })
+        .map_err(e2s)?;
+        let waits: Vec<SignalWait> = (0..world)
+            .filter(|&p| p != rank)
+            .map(|p| SignalWait {
+                peer: p,
+                count: 1,
+                signal: sig,
+            })
+            .collect();
+        comm.wait_signal(&waits, s).map_err(e2s)?;
+        let got = s.clone_dtoh(dst.get()).map_err(|e| e.to_string())?;
+        s.synchronize().map_err(|e| e.to_string())?;
+        for p in (0..world).filter(|&p| p != rank) {
+            close(
+                &got[p * n..(p + 1) * n],
+                &data(p)[rank * n..(rank + 1) * n],
+                false,
+            )
+            .map_err(|e| format!("grouped put from rank {p}: {e}"))?;
+        }
+
+        // a barrier of bare signals: every rank signals every other
+        nccl::group(|g| {
+            for p in (0..world).filter(|&p| p != rank) {
+                comm.signal(p, sig, g.on(s))?;
+            }
+            Ok::<_, Error>(())
+        })
+        .map_err(e2s)?;
+        comm.wait_signal(&waits, s).map_err(e2s)?;
+        s.synchronize().map_err(|e| e.to_string())?;
+
+        comm.deregister(dst).map_err(e2s)?;
+        comm.deregister(src).map_err(e2s)?;
+        Ok(())
+    })();
+    rep.check(
+        "one-sided: argument checks, a ring of puts, grouped puts, a signal barrier",
+        r,
+    );
+}
+
+#[cfg(nccl_fn = "ncclAllReduceConfig")]
+fn configured_collectives(env: &Env, rep: &mut Report) {
+    use nccl::CollConfig;
+    let comm = env.comm;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let n = 96 * world;
+    let ins: Vec<Vec<f64>> = (0..world).map(|r| input::<f32>(41, r, n)).collect();
+    let sum: Vec<f64> = (0..n).map(|i| ins.iter().map(|v| v[i]).sum()).collect();
+    let send = env.up::<f32>(&ins[rank]);
+    let cfg = CollConfig::new().max_ctas(2).force_alg_selection(false);
+    let on = comm.configured(&cfg);
+
+    // checked before NCCL, whatever the runtime
+    let r = match on.all_reduce(
+        &send,
+        &mut env.zeros::<f32>(n - 1),
+        ReduceOp::Sum,
+        env.stream,
+    ) {
+        Err(Error::InvalidArgument {
+            op: "all_reduce",
+            arg: "recv.len()",
+            ..
+        }) => Ok(()),
+        other => Err(format!("{other:?}")),
+    };
+    rep.check("configured all_reduce: length checked", r);
+    let bad = CollConfig::new().min_ctas(0);
+    let r = match comm.configured(&bad).all_reduce(
+        &send,
+        &mut env.zeros::<f32>(n),
+        ReduceOp::Sum,
+        env.stream,
+    ) {
+        Err(Error::InvalidArgument {
+            op: "CollConfig",
+            arg: "min_ctas",
+            ..
+        }) => Ok(()),
+        other => Err(format!("{other:?}")),
+    };
+    rep.check("configured all_reduce: config checked", r);
+
+    let runtime = nccl::version().unwrap();
+    if nccl::require_api("ncclAllReduceConfig").is_err() {
+        let r = match on.all_reduce(&send, &mut env.zeros::<f32>(n), ReduceOp::Sum, env.stream) {
+            Err(Error::Unsupported {
+                api: "ncclAllReduceConfig",
+                since,
+                ..
+            }) if since == nccl::Version::new(2, 31, 2) => Ok(()),
+            other => Err(format!("{other:?}")),
+        };
+        rep.check("configured all_reduce: Unsupported before 2.31.2", r);
+        if rank == 0 {
+            say(&format!(
+                "configured collectives NOT RUN on libnccl {runtime} (NCCL 2.31.2+): \
+                 only their argument checks and Unsupported were checked"
+            ));
+        }
+        return;
+    }
+    let r = (|| -> Result<(), String> {
+        let mut recv = env.zeros::<f32>(n);
+        on.all_reduce(&send, &mut recv, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        close(&env.down(&recv), &sum, false)
+    })();
+    rep.check("configured all_reduce", r);
+    let r = (|| -> Result<(), String> {
+        let mut gathered = env.zeros::<f32>(n * world);
+        let mut buf = env.up::<f32>(&ins[rank]);
+        nccl::group(|g| {
+            on.all_gather(&send, &mut gathered, g.on(env.stream))?;
+            on.all_reduce_in_place(&mut buf, ReduceOp::Sum, g.on(env.stream))
+        })
+        .map_err(e2s)?;
+        let want: Vec<f64> = ins.iter().flatten().copied().collect();
+        close(&env.down(&gathered), &want, false)?;
+        close(&env.down(&buf), &sum, false)
+    })();
+    rep.check(
+        "configured all_gather and all_reduce_in_place in a group",
+        r,
+    );
+    let r = (|| -> Result<(), String> {
+        let ring = CollConfig::new()
+            .alg_selection("ring")
+            .force_alg_selection(false)
+            .user_profiler_tag(7);
+        let mut out = env.zeros::<f32>(n);
+        comm.configured(&ring)
+            .broadcast(&send, &mut out, world - 1, env.stream)
+            .map_err(e2s)?;
+        close(&env.down(&out), &ins[world - 1], false)
+    })();
+    rep.check("configured broadcast with an algorithm selection", r);
+}
+
 fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
     let r = (|| -> Result<(), String> {
         let comms = Comm::init_all(std::slice::from_ref(ctx)).map_err(e2s)?;

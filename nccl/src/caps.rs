@@ -1,11 +1,14 @@
-//! What this build and the NCCL it runs with can do.
+//! What this build and the NCCL it runs with can do, and the parameters
+//! NCCL runs with.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use crate::base::error::{Error, Result};
 use crate::base::runtime::{checked_runtime, has_api, since};
+use crate::base::text::quote;
 use crate::base::version::{HEADER_VERSION, Version};
+use crate::params::{Param, Params};
 use crate::sys;
 
 /// How libnccl reaches this build.
@@ -22,8 +25,8 @@ pub struct Feature {
     pub available: bool,
 }
 
-/// The capability report: versions, link mode, the library file and
-/// optional APIs.
+/// The capability report: versions, link mode, the library file, optional
+/// APIs and NCCL's parameters (NCCL 2.30.4+).
 #[derive(Clone, Debug)]
 pub struct Capabilities {
     /// The libnccl in use (`ncclGetVersion`).
@@ -41,6 +44,41 @@ pub struct Capabilities {
     pub bindings: &'static str,
     /// Optional APIs.
     pub features: Vec<Feature>,
+    /// NCCL's published parameters, from its registry (`nccl::params()`);
+    /// `Err(Unsupported)` before NCCL 2.30.4 (header or runtime).
+    pub params: Result<Params>,
+    /// The tuning parameters of [`TUNING_PARAMS`] (algorithms, protocols,
+    /// channels, CTAs, threads, buffer size).
+    pub tuning: Vec<Tuning>,
+}
+
+/// The parameters that decide how NCCL runs collectives: algorithms,
+/// protocols, channels, CTAs, threads, buffer size.
+pub const TUNING_PARAMS: &[&str] = &[
+    "NCCL_ALGO",
+    "NCCL_PROTO",
+    "NCCL_MIN_NCHANNELS",
+    "NCCL_MAX_NCHANNELS",
+    "NCCL_MIN_CTAS",
+    "NCCL_MAX_CTAS",
+    "NCCL_NTHREADS",
+    "NCCL_BUFFSIZE",
+];
+
+/// One of [`TUNING_PARAMS`]: NCCL's value where its parameter registry has
+/// the key, and the process environment's setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// The key (`NCCL_PROTO`).
+    pub key: &'static str,
+    /// The parameter as NCCL's registry has it; `None` when the registry
+    /// does not have the key, or the libnccl has no parameter API (before
+    /// 2.30.4). NCCL then reads the variable itself, out of reach of its C
+    /// API.
+    pub nccl: Option<Param>,
+    /// The variable's value in this process's environment, if set (NCCL
+    /// also reads `nccl.conf` files, which this does not).
+    pub env: Option<String>,
 }
 
 /// Optional APIs of the safe layer and of NCCL worth knowing about; their
@@ -91,6 +129,15 @@ pub fn capabilities() -> Result<Capabilities> {
                 available: has_api(api),
             })
             .collect(),
+        params: crate::params::all(),
+        tuning: TUNING_PARAMS
+            .iter()
+            .map(|&key| Tuning {
+                key,
+                nccl: crate::params::lookup(key).ok().flatten(),
+                env: std::env::var_os(key).map(|v| v.to_string_lossy().into_owned()),
+            })
+            .collect(),
     })
 }
 
@@ -126,6 +173,48 @@ impl fmt::Display for Capabilities {
                 format!("{}+", feat.since),
                 if feat.available { "yes" } else { "no" }
             )?;
+        }
+        match &self.params {
+            Ok(p) => writeln!(
+                f,
+                "  parameters (NCCL's registry, {} listed; tuning first):",
+                p.len()
+            )?,
+            Err(e) => writeln!(f, "  parameters: {e}")?,
+        }
+        let registry = self.params.is_ok();
+        for t in &self.tuning {
+            let env = match &t.env {
+                Some(v) => format!("environment {}={}", t.key, quote(v)),
+                None => "not set in the environment".to_string(),
+            };
+            match &t.nccl {
+                Some(p) => writeln!(
+                    f,
+                    "    {:<36} {:<8} {}  ({env})",
+                    t.key,
+                    p.value.param_type(),
+                    p.shown()
+                )?,
+                None if registry => {
+                    writeln!(f, "    {:<36} {:<8} not in the registry; {env}", t.key, "-")?
+                }
+                None => writeln!(f, "    {:<36} {:<8} {env}", t.key, "-")?,
+            }
+        }
+        if let Ok(p) = &self.params {
+            for p in p
+                .iter()
+                .filter(|p| !TUNING_PARAMS.contains(&p.key.as_str()))
+            {
+                writeln!(
+                    f,
+                    "    {:<36} {:<8} {}",
+                    p.key,
+                    p.value.param_type(),
+                    p.shown()
+                )?;
+            }
         }
         Ok(())
     }

@@ -100,7 +100,9 @@
 //! and runs on every libnccl from 2.18 on, whatever header it was built
 //! against. [`version()`] is the libnccl in use, [`HEADER_VERSION`] the
 //! `nccl.h` this was built against; [`capabilities()`] reports both, the link
-//! mode, the library file and the optional APIs.
+//! mode, the library file, the optional APIs and NCCL's parameters (from
+//! NCCL 2.30.4, whose parameter registry `params()` and `param()` read with
+//! their types: [`Params`]).
 //!
 //! An API exists in this crate when the header declares it (cfgs from
 //! nccl-sys), and works when the libnccl in use has it too; otherwise it
@@ -126,8 +128,9 @@
 pub use cudarc;
 pub use nccl_sys as sys;
 
-// The layers, bottom up; each uses only those above it in this list
-// (docs/architecture.md).
+// The layers, bottom up (docs/architecture.md): base; comm; mem; ops;
+// elastic; caps, params and library on base; bootstrap on top. No module
+// imports one above it.
 #[macro_use]
 mod base;
 #[cfg(feature = "bootstrap")]
@@ -138,6 +141,7 @@ mod elastic;
 pub mod library;
 mod mem;
 mod ops;
+mod params;
 pub mod prelude;
 
 pub use base::driver::{CUDA_API_VERSION, context, device_count, driver_version};
@@ -147,7 +151,8 @@ pub use base::runtime::{require_api, version};
 pub use base::state::{CommOp, CommState, ShrinkMode};
 pub use base::version::{HEADER_VERSION, MIN_VERSION, Version, VersionError};
 pub use caps::{
-    Capabilities, Feature, LinkMode, OPTIONAL_APIS, capabilities, is_available, library_error,
+    Capabilities, Feature, LinkMode, OPTIONAL_APIS, TUNING_PARAMS, Tuning, capabilities,
+    is_available, library_error,
 };
 pub use comm::{
     AbortHandle, Bootstrap, Comm, Config, MAX_STUCK_CREATIONS, UNIQUE_ID_BYTES, UniqueId, Watchdog,
@@ -161,3 +166,10 @@ pub use mem::{Win, Window};
 #[cfg(nccl_fn = "ncclGroupSimulateEnd")]
 pub use ops::group_simulate;
 pub use ops::{CONNECT_BYTES, Enqueue, Group, OnStream, PreMulSum, ReduceOp, group};
+#[cfg(nccl_fn = "ncclAllReduceConfig")]
+pub use ops::{CollConfig, Configured};
+#[cfg(nccl_fn = "ncclPutSignal")]
+pub use ops::{Signal, SignalWait};
+pub use params::{Param, ParamGet, ParamType, ParamValue, Params};
+#[cfg(nccl_fn = "ncclParamBind")]
+pub use params::{param, params};

@@ -299,6 +299,17 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
     }
 }
 
+#[cfg(nccl_fn = "ncclPutSignal")]
+impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
+    Registration<T, B, K>
+{
+    /// NCCL's handle (a window's `ncclWindow_t`), when this is a
+    /// registration of `comm`; `None` for another communicator's.
+    pub(crate) fn handle_of(&self, comm: &Comm) -> Option<usize> {
+        Arc::ptr_eq(&self.registry, &comm.registry).then_some(self.handle)
+    }
+}
+
 /// A registered buffer, type-erased for its communicator's registry.
 struct Held<T, B>(B, PhantomData<fn() -> T>);
 
