@@ -10,6 +10,7 @@
 #                      (../shared/gpu/bundle; tests/gpu/static-link.sh unpacks it
 #                      and links them there, against the system's libnccl_static.a
 #                      or that of another folder, e.g. NCCL built from source)
+#   .gpu/static-nccl_gpu.tar.gz  the part of it that links nccl_gpu alone
 # and lists what is carried to the GPU machine, with .gpu/src (NCCL source
 # tarballs for tests/gpu/nccl-from-source.sh, made by hand: docs/validation.md).
 # Needs the NCCL wheel that `cargo xtask ci` installs (run `cargo xtask bindgen
@@ -55,10 +56,19 @@ if [ -x ../shared/gpu/bundle ]; then
     NCCL_LIB_DIR=/usr/lib/x86_64-linux-gnu CUDA_HOME=/usr/local/cuda \
     ../shared/gpu/bundle .gpu/static cargo test --release --no-run -p nccl-rs-tests \
     -p nccl-rs --features nccl-rs/bench
+  # the part of the bundle that links nccl_gpu alone (what
+  # tests/gpu/nccl-from-source.sh links), a third smaller to carry
+  link=$(ls .gpu/static/link-nccl_gpu-*.sh)
+  { echo static/replay; echo "static/${link##*/}"
+    tr ' ' '\n' < "$link" | grep '^files/' | sed 's/\\//g; s#^#static/#'; } | sort -u > .gpu/static-nccl_gpu.list
+  tar -C .gpu -czf .gpu/static-nccl_gpu.tar.gz -T .gpu/static-nccl_gpu.list
+  rm .gpu/static-nccl_gpu.list
 else
   echo "no ../shared/gpu/bundle: static bundle not made" >&2
 fi
-ls -la .gpu/dyn .gpu/rl .gpu/static.tar.gz .gpu/src 2>/dev/null
-# what a run there carries (the device tool's limit: 64 MiB with the working tree)
-echo "to carry: $(du -cb .gpu/dyn .gpu/rl .gpu/static.tar.gz .gpu/src 2>/dev/null | tail -1 | cut -f1) bytes"
-du -sh .gpu/dyn .gpu/rl .gpu/static.tar.gz .gpu/src 2>/dev/null
+carried=(.gpu/dyn .gpu/rl .gpu/static.tar.gz .gpu/static-nccl_gpu.tar.gz)
+[ -d .gpu/src ] && carried+=(.gpu/src)
+ls -la "${carried[@]}"
+# what a run there may carry: the device tool's limit is 64 MiB with the
+# working tree, so carry single files where all of it is too much
+du -b "${carried[@]}"

@@ -7,7 +7,8 @@
 # Run from the repository root on the GPU machine (CUDA in /usr/local/cuda,
 # no Rust, no network), with what tests/gpu/build.sh made on the Rust
 # machine: .gpu/rl (runtime-load build), .gpu/dyn (dynamic build on the
-# 2.28.3 header), .gpu/static.tar.gz (static links to replay), and the
+# 2.28.3 header), .gpu/static-nccl_gpu.tar.gz or .gpu/static.tar.gz (static
+# links to replay; STATIC_TGZ chooses), and the
 # source: .gpu/src/nccl-VERSION.tar.gz (`git archive --prefix=nccl-VERSION/
 # vVERSION-1` of NVIDIA/nccl; docs/validation.md says how).
 #
@@ -31,7 +32,7 @@
 #                    (runtime-load build), invalid accesses only
 # Each run checks that the library it reports is VERSION (the suite prints it).
 #
-# Environment: WORK (build folder, default /tmp/nccl-src), LOG (logs, default
+# Environment: STATIC_TGZ, WORK (build folder, default /tmp/nccl-src), LOG (logs, default
 # $WORK/log-VERSION), JOBS (16), GENCODE, REBUILD=1 (build again although a
 # build of VERSION is there), SANITIZE=1, FAULTS_QUICK (default
 # allreduce,kill,never-join,abort-thread,survive), ONLY (names of the steps
@@ -47,6 +48,8 @@ BUDGET=${BUDGET:-560}
 FAULTS_QUICK=${FAULTS_QUICK:-allreduce,kill,never-join,abort-thread,survive}
 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 TGZ=.gpu/src/nccl-$VERSION.tar.gz
+# the static bundle: nccl_gpu's part (build.sh) if carried, else the whole
+STATIC_TGZ=${STATIC_TGZ:-$( [ -f .gpu/static-nccl_gpu.tar.gz ] && echo .gpu/static-nccl_gpu.tar.gz || echo .gpu/static.tar.gz)}
 SRC=$WORK/nccl-$VERSION
 LIB=$SRC/build/lib
 export NCCL_RS_REQUIRE_GPU=1
@@ -163,7 +166,7 @@ if wanted rl-cpu; then
     NCCL_RS_LIBRARY=$SO NCCL_RS_EXPECT_RUNTIME=$VERSION run rl-cpu 60 10 "$LOG/rl-cpu.log" \
       bash -c '.gpu/rl/sys_cpu && .gpu/rl/nccl_cpu --skip readme_survival_example_is_the_example_that_builds'
     if ((rc != -1)); then
-      tally=$(grep -E "^test result" "$LOG/rl-cpu.log" | sed -E 's/; [0-9]+ ignored.*//; s/test result: //' | tr '\n' ' ')
+      tally=$(grep -E "^test result" "$LOG/rl-cpu.log" | sed -E 's/; [0-9]+ ignored.*//; s/test result: ok. //' | paste -sd, -)
       if ((rc == 0)); then report rl-cpu passed "$tally" $((SECONDS - t0))
       else report rl-cpu FAILED "exit $rc; $tally; $(why "$LOG/rl-cpu.log")" $((SECONDS - t0)); fi
     fi
@@ -194,12 +197,12 @@ else skip dyn-nccl_gpu "not in ONLY"; fi
 # 7. the static build, linked here against the new libnccl_static.a
 sbin=
 if wanted static-link || wanted static-nccl_gpu; then
-  if [ ! -f .gpu/static.tar.gz ]; then skip static-link "no .gpu/static.tar.gz"; else
+  if [ ! -f "$STATIC_TGZ" ]; then skip static-link "no $STATIC_TGZ"; else
     rm -rf "$WORK/static-$VERSION"
-    run static-link 120 20 "$LOG/static-link.log" bash tests/gpu/static-link.sh .gpu/static.tar.gz "$WORK/static-$VERSION" "$LIB" nccl_gpu
+    run static-link 120 20 "$LOG/static-link.log" bash tests/gpu/static-link.sh "$STATIC_TGZ" "$WORK/static-$VERSION" "$LIB" nccl_gpu
     if ((rc != -1)); then
       sbin=$(ls "$WORK/static-$VERSION"/*/bin/nccl_gpu-* 2>/dev/null | head -1)
-      deps=$( [ -n "$sbin" ] && ldd "$sbin" | grep -E "libnccl|libcudart" | tr -s ' \t' ' ')
+      deps=$( [ -n "$sbin" ] && ldd "$sbin" 2>/dev/null | grep -E "libnccl|libcudart" | tr -s ' \t' ' ')
       if ((rc != 0)) || [ -z "$sbin" ]; then report static-link FAILED "exit $rc; $(tail -3 "$LOG/static-link.log" | tr '\n' ' ' | cut -c1-300)" $((SECONDS - t0)); sbin=
       elif [ -n "$deps" ]; then report static-link FAILED "the static nccl_gpu depends on: $deps" $((SECONDS - t0)); sbin=
       else report static-link passed "$(basename "$sbin"), $(stat -c %s "$sbin") B, no libnccl or libcudart in ldd" $((SECONDS - t0)); fi
