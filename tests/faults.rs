@@ -1263,7 +1263,7 @@ fn api29_run(
 /// The 2.29+ checks that `run` selects, reported through `check`; those
 /// this build or libnccl lacks the API for say `NOT RUN` with the versions.
 fn api29_checks(run: &dyn Fn(&str) -> bool, check: &mut dyn FnMut(&str, Result<String, String>)) {
-    let limit = Duration::from_secs(120);
+    let limit = Duration::from_secs(90);
     let gate = |apis: &[&'static str]| -> Result<(), String> {
         for api in apis {
             if let Err(e) = nccl::require_api(api) {
