@@ -67,7 +67,7 @@ wanted() { [ -z "${ONLY:-}" ] || [[ " ${ONLY//,/ } " == *" $1 "* ]]; }
 left() { echo $((BUDGET - SECONDS)); }
 # the first lines of a log that say what failed, on one line
 why() {
-  grep -E "FAIL|WATCHDOG|panicked|error|Error|NOT RUN|did not|refused" "$1" 2>/dev/null \
+  grep -E "killed by timeout|FAIL|WATCHDOG|panicked|error|Error|NOT RUN|did not|refused" "$1" 2>/dev/null \
     | grep -v "^ok " | head -3 | tr '\n' ' ' | tr -s ' ' | cut -c1-300
 }
 # run NAME LIMIT NEED LOGFILE CMD...: runs CMD under `timeout` (which ends its
@@ -83,7 +83,8 @@ run() {
   echo "=== $name: $*" > "$log"
   timeout -k 5 "$limit" "$@" >> "$log" 2>&1
   rc=$?
-  ((rc == 124 || rc == 137)) && echo "(killed by timeout after $limit s)" >> "$log"
+  # first in the log, so that the reason shown starts with it
+  ((rc == 124 || rc == 137)) && sed -i "1a (killed by timeout after $limit s)" "$log"
 }
 # the runtime a suite reports: "NCCL runtime X (header H), linked M"
 runtime_of() { grep -m1 -oE "NCCL runtime [0-9.]+ \(header [0-9.]+\), linked [A-Za-z]+" "$1"; }
