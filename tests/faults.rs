@@ -18,10 +18,17 @@
 //!
 //! - a non-blocking collective still in NCCL's hands at its timeout aborts
 //!   the communicator before its buffers are released (`nb-timeout`);
+//! - NCCL 2.29+ (each says `NOT RUN` with the versions where this build's
+//!   header or the libnccl in use lacks the API): 2 ranks grow to 3 with a
+//!   joiner process (`Comm::grow`, `Comm::join`); suspend and resume with
+//!   `mem_stats` and the GPU's free memory; rank 2 of 3 leaves and the others
+//!   revoke and shrink with `ShrinkMode::Default`; a communicator made with
+//!   `Config::graph_usage_mode(1)` captures and replays a graph; each ends
+//!   with correct all_reduces.
 //!
 //! `FAULTS_ONLY=survive` (a comma-separated list of `allreduce`, `kill`,
-//! `never-join`, `abort-thread`, `nb-timeout`, `cycles`, `survive`) runs only
-//! those checks.
+//! `never-join`, `abort-thread`, `nb-timeout`, `cycles`, `survive`, `grow`,
+//! `suspend`, `shrink-default`, `graph-mode`) runs only those checks.
 //!
 //! A custom harness: closes with `N passed, M failed`.
 
@@ -671,10 +678,13 @@ fn survive_check(world: usize, victim: usize, how: &str) -> Result<String, Strin
 
 fn main() -> ExitCode {
     nccl_rs_tests::log_to_stderr();
+    if let Some(code) = api29_rank() {
+        return ExitCode::from(code);
+    }
     if let Ok(s) = std::env::var("FAULTS_SCENARIO") {
         return ExitCode::from(rank_main(&s));
     }
-    const CHECKS: [&str; 7] = [
+    const CHECKS: [&str; 11] = [
         "allreduce",
         "kill",
         "never-join",
@@ -682,6 +692,10 @@ fn main() -> ExitCode {
         "nb-timeout",
         "cycles",
         "survive",
+        "grow",
+        "suspend",
+        "shrink-default",
+        "graph-mode",
     ];
     let only: Option<Vec<String>> = std::env::var("FAULTS_ONLY")
         .ok()
@@ -845,6 +859,10 @@ fn main() -> ExitCode {
         }
     }
 
+    // the APIs of NCCL 2.29+: grow/join, suspend/resume, a voluntary leave
+    // (revoke + ShrinkMode::Default), Config::graph_usage_mode
+    api29_checks(&run, &mut check);
+
     // 1 000 init→finalize cycles, world 1
     if run("cycles") {
         let n: usize = std::env::var("FAULTS_CYCLES")
@@ -866,5 +884,530 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The APIs of NCCL 2.29+ (grow/join, suspend/resume/mem_stats, revoke then a
+// `ShrinkMode::Default` shrink without a dead rank, `Config::graph_usage_mode`)
+// with ranks as processes on GPU 0. Each check runs when this build's header
+// and the libnccl in use have what it needs, and says `NOT RUN` with both
+// versions otherwise.
+// ---------------------------------------------------------------------------
+
+/// The rank scenarios of the 2.29+ checks.
+const API29_SCENARIOS: [&str; 5] = [
+    "grow",
+    "grow-join",
+    "suspend",
+    "shrink-default",
+    "graph-mode",
+];
+
+/// A rank process of one of the 2.29+ checks (`FAULTS_SCENARIO` one of
+/// [`API29_SCENARIOS`]): its exit code; `None` for any other process.
+fn api29_rank() -> Option<u8> {
+    let scenario = std::env::var("FAULTS_SCENARIO").ok()?;
+    if !API29_SCENARIOS.contains(&scenario.as_str()) {
+        return None;
+    }
+    let r = match scenario.as_str() {
+        "grow" => grow_rank(),
+        "grow-join" => join_rank(),
+        "suspend" => suspend_rank(),
+        "shrink-default" => shrink_default_rank(),
+        _ => graph_mode_rank(),
+    };
+    Some(r.unwrap_or_else(|e| {
+        say(&format!(
+            "rank {}: {scenario}: {e}",
+            std::env::var("RANK").unwrap_or_default()
+        ));
+        code(&e)
+    }))
+}
+
+/// The launcher options of these ranks: 60 s for the rendezvous and creation.
+fn api29_launch(config: nccl::Config, connect: bool) -> LaunchOptions {
+    LaunchOptions {
+        timeout: Duration::from_secs(60),
+        config,
+        connect,
+        ..LaunchOptions::default()
+    }
+}
+
+/// `times` all_reduces of `rank + 1` over `comm`, each checked against the
+/// sum over its ranks; `false` (after saying so) on a wrong value. The
+/// buffers are freed and the stream synchronized before it returns, so that
+/// no cudarc memory comes or goes afterwards.
+fn all_reduce_ok(comm: &Comm, what: &str, times: usize) -> Result<bool, Error> {
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let n = 1 << 16;
+    let stream = comm.context().new_stream()?;
+    let send = stream.clone_htod(&vec![(rank + 1) as f32; n])?;
+    let mut recv = stream.alloc_zeros::<f32>(n)?;
+    let want = (world * (world + 1) / 2) as f32;
+    for i in 0..times {
+        stream.memset_zeros(&mut recv)?;
+        comm.all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)?;
+        comm.wait(&stream, Duration::from_secs(20))?;
+        let out = stream.clone_dtoh(&recv)?;
+        if let Some(bad) = out.iter().find(|&&x| x != want) {
+            say(&format!(
+                "rank {rank} of {world}: all_reduce {i} {what}: {bad} != {want}"
+            ));
+            return Ok(false);
+        }
+    }
+    drop((send, recv));
+    stream.synchronize()?;
+    Ok(true)
+}
+
+fn env_usize(name: &str) -> Result<usize, Error> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or(Error::Aborted {
+            op: "a rank variable of the faults test is missing",
+        })
+}
+
+/// The address of the grow's joiner bootstrap: the port after the launch's.
+fn grow_addr() -> Result<String, Error> {
+    Ok(format!("127.0.0.1:{}", env_usize("MASTER_PORT")? + 1))
+}
+
+/// An existing rank of the grow check: bootstraps from the launcher's
+/// variables, checks an all_reduce, grows to `FAULTS_GROW_TO` ranks (rank 0
+/// hands the grow id to the joiners through a `TcpBootstrap` of its own),
+/// keeps its rank, and checks 10 all_reduces of the grown communicator.
+fn grow_rank() -> Result<u8, Error> {
+    let (comm, _) = nccl::bootstrap::init_from_launcher(&api29_launch(nccl::Config::new(), true))?;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let new_world = env_usize("FAULTS_GROW_TO")?;
+    if !all_reduce_ok(&comm, "before the grow", 1)? {
+        return Ok(WRONG_RESULT);
+    }
+    let t = Instant::now();
+    let grown = if rank == 0 {
+        let secret = std::env::var("NCCL_RS_SECRET").unwrap_or_default();
+        let mut joiners = nccl::bootstrap::TcpBootstrap::new(
+            &grow_addr()?,
+            0,
+            new_world - world + 1,
+            Some(secret.as_bytes()),
+            Duration::from_secs(60),
+        )?;
+        comm.grow(new_world, Some(&mut joiners), None)?
+    } else {
+        comm.grow(new_world, None, None)?
+    };
+    if (grown.rank(), grown.world_size(), grown.state()) != (rank, new_world, CommState::Live) {
+        say(&format!(
+            "rank {rank}: grown to rank {} of {} ({}), expected rank {rank} of {new_world}",
+            grown.rank(),
+            grown.world_size(),
+            grown.state()
+        ));
+        return Ok(OTHER);
+    }
+    let took = t.elapsed();
+    if !all_reduce_ok(&grown, "after the grow", 10)? {
+        return Ok(WRONG_RESULT);
+    }
+    comm.finalize()?;
+    grown.finalize()?;
+    say(&format!(
+        "rank {rank}: grew from {world} to {new_world} ranks in {took:.2?}; 10 all_reduces correct"
+    ));
+    Ok(OK)
+}
+
+/// A joiner of the grow check: rank `RANK` of `WORLD_SIZE` after the grow,
+/// member `RANK - FAULTS_GROW_FROM + 1` of the joiners' bootstrap.
+fn join_rank() -> Result<u8, Error> {
+    let rank = env_usize("RANK")?;
+    let new_world = env_usize("WORLD_SIZE")?;
+    let old_world = env_usize("FAULTS_GROW_FROM")?;
+    let ctx = CudaContext::new(0)?;
+    let secret = std::env::var("NCCL_RS_SECRET").unwrap_or_default();
+    let mut boot = nccl::bootstrap::TcpBootstrap::new(
+        &grow_addr()?,
+        rank - old_world + 1,
+        new_world - old_world + 1,
+        Some(secret.as_bytes()),
+        Duration::from_secs(60),
+    )?;
+    let t = Instant::now();
+    let comm = Comm::join(
+        &ctx,
+        new_world,
+        &mut boot,
+        &nccl::Config::new().timeout(Duration::from_secs(60)),
+    )?;
+    if (comm.rank(), comm.world_size()) != (rank, new_world) {
+        say(&format!(
+            "joiner: rank {} of {}, expected rank {rank} of {new_world}",
+            comm.rank(),
+            comm.world_size()
+        ));
+        return Ok(OTHER);
+    }
+    let took = t.elapsed();
+    if !all_reduce_ok(&comm, "after joining", 10)? {
+        return Ok(WRONG_RESULT);
+    }
+    comm.finalize()?;
+    say(&format!(
+        "rank {rank}: joined as rank {rank} of {new_world} in {took:.2?}; 10 all_reduces correct"
+    ));
+    Ok(OK)
+}
+
+/// A rank of the suspend check: mem_stats before, while suspended and after
+/// resume; the GPU's free memory grows by what NCCL says it can release
+/// when suspended and shrinks by as much on resume; collectives are refused
+/// while suspended; 10 correct all_reduces after resume.
+fn suspend_rank() -> Result<u8, Error> {
+    let (comm, _) = nccl::bootstrap::init_from_launcher(&api29_launch(nccl::Config::new(), true))?;
+    let rank = comm.rank();
+    let ctx = comm.context().clone();
+    // what the refused all_reduce uses is made first: no memory of this
+    // process comes or goes between the measurements below but NCCL's (and
+    // the all_reduce, a barrier of sorts, makes every rank's come before)
+    let stream = ctx.new_stream()?;
+    let send = stream.alloc_zeros::<f32>(4)?;
+    let mut recv = stream.alloc_zeros::<f32>(4)?;
+    stream.synchronize()?;
+    if !all_reduce_ok(&comm, "before suspend", 1)? {
+        return Ok(WRONG_RESULT);
+    }
+    let before = comm.mem_stats()?;
+    let (free0, _) = ctx.mem_get_info()?;
+    comm.suspend()?;
+    let (free1, _) = ctx.mem_get_info()?;
+    let during = comm.mem_stats()?;
+    let state_during = comm.state();
+    let refused = comm.all_reduce(&send, &mut recv, ReduceOp::Sum, &stream);
+    let (free_before_resume, _) = ctx.mem_get_info()?;
+    comm.resume()?;
+    let (free2, _) = ctx.mem_get_info()?;
+    let after = comm.mem_stats()?;
+    let state_after = comm.state();
+    let mut problems = Vec::new();
+    for (when, s, suspended) in [
+        ("before", &before, false),
+        ("suspended", &during, true),
+        ("resumed", &after, false),
+    ] {
+        if s.suspended != suspended {
+            problems.push(format!(
+                "{when}: mem_stats says suspended = {}",
+                s.suspended
+            ));
+        }
+        if s.total != s.persistent + s.suspendable {
+            problems.push(format!(
+                "{when}: total {} != persistent {} + suspendable {}",
+                s.total, s.persistent, s.suspendable
+            ));
+        }
+    }
+    if state_during != CommState::Suspended || state_after != CommState::Live {
+        problems.push(format!(
+            "states {state_during} while suspended, {state_after} after resume"
+        ));
+    }
+    if !matches!(refused, Err(Error::WrongState { .. })) {
+        problems.push(format!(
+            "all_reduce while suspended: {refused:?}, expected WrongState"
+        ));
+    }
+    // NCCL unmaps and releases what it can suspend (other ranks on this GPU
+    // release theirs too, which only adds to the free memory); resume maps it
+    // again. 10 % slack for rounding to the allocation granularity.
+    let s = before.suspendable as i64;
+    let (released, restored) = (
+        free1 as i64 - free0 as i64,
+        free_before_resume as i64 - free2 as i64,
+    );
+    if s > 0 && released < s * 9 / 10 {
+        problems.push(format!(
+            "suspend released {released} bytes of the GPU's memory, NCCL said {s} could be"
+        ));
+    }
+    if s > 0 && restored < s * 9 / 10 {
+        problems.push(format!(
+            "resume took {restored} bytes of the GPU's memory, NCCL said {s} were suspended"
+        ));
+    }
+    drop((send, recv));
+    stream.synchronize()?;
+    let ok_after = all_reduce_ok(&comm, "after resume", 10)?;
+    comm.finalize()?;
+    say(&format!(
+        "rank {rank}: mem_stats before {before:?}, suspended {during:?}, resumed {after:?}; GPU free memory {free0} → {free1} (suspended, {released:+} bytes) → {free2} (resumed, {:+} bytes){}",
+        -restored,
+        if s == 0 {
+            "; NCCL tracks no suspendable memory for this communicator, so the release is not measured"
+        } else {
+            ""
+        }
+    ));
+    if !problems.is_empty() {
+        say(&format!("rank {rank}: suspend: {}", problems.join("; ")));
+        return Ok(OTHER);
+    }
+    Ok(if ok_after { OK } else { WRONG_RESULT })
+}
+
+/// Waits until every rank in `ranks` has marked `what` (see [`mark`]), up to
+/// `limit`.
+fn wait_marks(what: &str, ranks: std::ops::Range<usize>, limit: Duration) -> bool {
+    let Ok(dir) = std::env::var("FAULTS_OUT") else {
+        return false;
+    };
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if ranks.clone().all(|r| {
+            std::path::Path::new(&dir)
+                .join(format!("{what}-rank{r}"))
+                .exists()
+        }) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A rank of the voluntary-leave check: the last rank leaves (it closes its
+/// communicator once the others are done with the old one); the others
+/// revoke, shrink with `ShrinkMode::Default` without it, and check 10
+/// all_reduces of the smaller communicator.
+fn shrink_default_rank() -> Result<u8, Error> {
+    let (comm, _) = nccl::bootstrap::init_from_launcher(&api29_launch(nccl::Config::new(), true))?;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    if !all_reduce_ok(&comm, "before the shrink", 1)? {
+        return Ok(WRONG_RESULT);
+    }
+    let leaver = world - 1;
+    if rank == leaver {
+        // stays until the others have their new communicator, so that its
+        // leaving cannot reach their old one before they shrank it
+        let done = wait_marks("shrunk", 0..leaver, Duration::from_secs(60));
+        drop(comm); // ncclCommAbort
+        say(&format!("rank {rank}: left the communicator"));
+        return Ok(if done { OK } else { OTHER });
+    }
+    let t = Instant::now();
+    comm.revoke()?;
+    let revoked = comm.state();
+    let nccl::Shrunk { comm: small, ranks } = comm.shrink(&[leaver], ShrinkMode::Default, None)?;
+    let took = t.elapsed();
+    mark("shrunk", rank, "");
+    let survivors: Vec<usize> = (0..leaver).collect();
+    if revoked != CommState::Revoked
+        || (small.rank(), small.world_size()) != (rank, world - 1)
+        || ranks.survivors() != survivors
+    {
+        say(&format!(
+            "rank {rank}: state {revoked} after revoke; shrunk to rank {} of {} (old ranks {:?})",
+            small.rank(),
+            small.world_size(),
+            ranks.survivors()
+        ));
+        return Ok(OTHER);
+    }
+    if !all_reduce_ok(&small, "after the shrink", 10)? {
+        return Ok(WRONG_RESULT);
+    }
+    small.finalize()?;
+    comm.finalize()?; // revoked: released with ncclCommAbort
+    say(&format!(
+        "rank {rank}: revoked and shrank to rank {rank} of {} (ShrinkMode::Default) in {took:.2?}; 10 all_reduces correct",
+        world - 1
+    ));
+    Ok(OK)
+}
+
+/// A rank of the graph-usage check: a communicator made with
+/// `Config::graph_usage_mode(1)` (one graph) captures 3 in-place
+/// all_reduces and replays them twice, with the right values each time.
+/// Its peers are connected at creation (the launcher's all_reduces,
+/// finished before the capture), so that the capture connects nothing.
+fn graph_mode_rank() -> Result<u8, Error> {
+    let config = nccl::Config::new().graph_usage_mode(1);
+    let (comm, _) = nccl::bootstrap::init_from_launcher(&api29_launch(config, true))?;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let ctx = comm.context().clone();
+    let stream = ctx.new_stream()?;
+    let n = 4099;
+    // cudarc's cross-stream events cannot be waited on inside a capture:
+    // the captured buffer is made while event tracking is off.
+    // SAFETY: `buf` is used on `stream` alone, which is synchronized before
+    // `buf` is dropped.
+    unsafe { ctx.disable_event_tracking() };
+    let buf = stream.clone_htod(&vec![(rank + 1) as f32; n]);
+    // SAFETY: buffers made from here on are tracked again.
+    unsafe { ctx.enable_event_tracking() };
+    let mut buf = buf?;
+    stream.synchronize()?;
+    stream.begin_capture(
+        cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+    )?;
+    let steps = 3;
+    let captured =
+        (0..steps).try_for_each(|_| comm.all_reduce_in_place(&mut buf, ReduceOp::Sum, &stream));
+    // the capture always ends, so that a failure leaves no stream capturing
+    let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
+    captured?;
+    let Some(graph) = graph? else {
+        say(&format!("rank {rank}: the capture gave no graph"));
+        return Ok(OTHER);
+    };
+    let unchanged = stream.clone_dtoh(&buf)?;
+    if unchanged.iter().any(|&x| x != (rank + 1) as f32) {
+        say(&format!(
+            "rank {rank}: the buffer changed during the capture"
+        ));
+        return Ok(WRONG_RESULT);
+    }
+    // every all_reduce after the first multiplies by the world size
+    let mut want = (world * (world + 1) / 2) as f32 / world as f32;
+    for replay in 0..2 {
+        graph.launch()?;
+        want *= (world as f32).powi(steps);
+        let out = stream.clone_dtoh(&buf)?;
+        if let Some(bad) = out.iter().find(|&&x| x != want) {
+            say(&format!("rank {rank}: replay {replay}: {bad} != {want}"));
+            return Ok(WRONG_RESULT);
+        }
+    }
+    drop(graph);
+    stream.synchronize()?;
+    drop(buf);
+    comm.finalize()?;
+    say(&format!(
+        "rank {rank}: graph_usage_mode(1): 3 all_reduces captured, 2 replays correct ({want} everywhere)"
+    ));
+    Ok(OK)
+}
+
+/// Starts `ranks` of `world` for `scenario` (with `extra` variables) and
+/// `joiners` more as `joiner_scenario` ranks of the grown world, and waits
+/// up to `limit` for them to exit 0.
+fn api29_run(
+    scenario: &str,
+    world: usize,
+    joiners: usize,
+    extra: &[(&str, String)],
+    limit: Duration,
+) -> Result<String, String> {
+    let port = free_port();
+    let mut kids = spawn_with(
+        scenario,
+        world,
+        &(0..world).collect::<Vec<_>>(),
+        port,
+        extra,
+    );
+    if joiners > 0 {
+        let new: Vec<usize> = (world..world + joiners).collect();
+        kids.extend(spawn_with("grow-join", world + joiners, &new, port, extra));
+    }
+    let t = Instant::now();
+    let res = reap(kids, limit);
+    let took = t.elapsed();
+    if res.iter().all(|(_, c, _)| *c == Some(OK as i32)) {
+        Ok(format!("{res:?} ({took:.1?})"))
+    } else {
+        Err(format!("{res:?} ({took:.1?})"))
+    }
+}
+
+/// The 2.29+ checks that `run` selects, reported through `check`; those
+/// this build or libnccl lacks the API for say `NOT RUN` with the versions.
+fn api29_checks(run: &dyn Fn(&str) -> bool, check: &mut dyn FnMut(&str, Result<String, String>)) {
+    let limit = Duration::from_secs(90);
+    let gate = |apis: &[&'static str]| -> Result<(), String> {
+        for api in apis {
+            if let Err(e) = nccl::require_api(api) {
+                return Err(match e {
+                    Error::Unsupported { since, runtime, .. } => format!(
+                        "needs NCCL {since}+ ({api}), have libnccl {runtime} and nccl.h {}",
+                        nccl::HEADER_VERSION
+                    ),
+                    e => e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    };
+    let checks: [(&str, &str, &[&'static str]); 4] = [
+        (
+            "grow",
+            "grow: 2 ranks grow to 3 with a joiner process, all_reduce on the grown communicator",
+            &["ncclCommGrow", "ncclCommGetUniqueId"],
+        ),
+        (
+            "suspend",
+            "suspend/resume: mem_stats, GPU memory released and restored, all_reduce after resume",
+            &["ncclCommSuspend", "ncclCommResume", "ncclCommMemStats"],
+        ),
+        (
+            "shrink-default",
+            "revoke, then shrink with ShrinkMode::Default: rank 2 of 3 leaves, all_reduce on the rest",
+            &["ncclCommRevoke", "ncclCommShrink"],
+        ),
+        (
+            "graph-mode",
+            "Config::graph_usage_mode(1): 2 ranks capture and replay a graph of all_reduces",
+            &["graphUsageMode"],
+        ),
+    ];
+    for (name, what, apis) in checks {
+        if !run(name) {
+            continue;
+        }
+        if let Err(why) = gate(apis) {
+            say(&format!("NOT RUN: {what}: {why}"));
+            continue;
+        }
+        let r = match name {
+            "grow" => api29_run(
+                "grow",
+                2,
+                1,
+                &[
+                    ("FAULTS_GROW_FROM", "2".into()),
+                    ("FAULTS_GROW_TO", "3".into()),
+                ],
+                limit,
+            ),
+            "shrink-default" => {
+                let dir = std::env::temp_dir()
+                    .join(format!("nccl-rs-faults-shrink-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                match std::fs::create_dir_all(&dir) {
+                    Ok(()) => {
+                        let r = api29_run(
+                            "shrink-default",
+                            3,
+                            0,
+                            &[("FAULTS_OUT", dir.display().to_string())],
+                            limit,
+                        );
+                        let _ = std::fs::remove_dir_all(&dir);
+                        r
+                    }
+                    Err(e) => Err(format!("{}: {e}", dir.display())),
+                }
+            }
+            other => api29_run(other, 2, 0, &[], limit),
+        };
+        check(what, r);
     }
 }

@@ -1824,6 +1824,7 @@ fn main() -> ExitCode {
     total.passed += rep.passed;
     total.failed.extend(rep.failed);
     world_one_extras(&ctx, &mut total);
+    api_surface(&ctx, &mut total);
 
     for (world, kids) in started {
         let r = kids.and_then(|kids| wait_all(kids, Duration::from_secs(300)));
@@ -1860,4 +1861,250 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// World 1, in the parent process: the public API the suite above leaves
+/// out. A communicator made with each `Config` setter that this build's
+/// header and the libnccl in use have (the others say `NOT RUN` with both
+/// versions) all-reduces correctly; raw handles round-trip through
+/// nccl-sys; an abort requested by a watchdog stops the communicator;
+/// `init_rank_scalable` and `device_count`.
+fn api_surface(ctx: &Arc<CudaContext>, rep: &mut Report) {
+    // a world-1 communicator made with `cfg` all-reduces [1, -2, 3]
+    let works = |cfg: &Config| -> Result<(), String> {
+        let comm =
+            Comm::init_rank_with(ctx, 1, &UniqueId::new().map_err(e2s)?, 0, cfg).map_err(e2s)?;
+        let s = ctx.new_stream().map_err(|e| e.to_string())?;
+        let a = s
+            .clone_htod(&[1.0f32, -2.0, 3.0])
+            .map_err(|e| e.to_string())?;
+        let mut b = s.alloc_zeros::<f32>(3).map_err(|e| e.to_string())?;
+        comm.all_reduce(&a, &mut b, ReduceOp::Sum, &s)
+            .map_err(e2s)?;
+        let out = s.clone_dtoh(&b).map_err(|e| e.to_string())?;
+        s.synchronize().map_err(|e| e.to_string())?;
+        if out != [1.0, -2.0, 3.0] {
+            return Err(format!("all_reduce gave {out:?}"));
+        }
+        comm.finalize().map_err(e2s)
+    };
+    // NCCL_CTA_POLICY_EFFICIENCY (2.27.3+; not a name in older headers)
+    let policy = 1;
+    // (setter, ncclConfig_t field, the config): values NCCL accepts on one GPU
+    let setters: Vec<(&str, &'static str, Config)> = vec![
+        (
+            "cga_cluster_size",
+            "cgaClusterSize",
+            Config::new().cga_cluster_size(2),
+        ),
+        ("min_ctas", "minCTAs", Config::new().min_ctas(2)),
+        ("max_ctas", "maxCTAs", Config::new().max_ctas(8)),
+        ("net_name", "netName", Config::new().net_name("Socket")),
+        ("split_share", "splitShare", Config::new().split_share(true)),
+        (
+            "traffic_class",
+            "trafficClass",
+            Config::new().traffic_class(0),
+        ),
+        (
+            "collnet_enable",
+            "collnetEnable",
+            Config::new().collnet_enable(false),
+        ),
+        ("cta_policy", "CTAPolicy", Config::new().cta_policy(policy)),
+        (
+            "shrink_share",
+            "shrinkShare",
+            Config::new().shrink_share(true),
+        ),
+        ("nvls_ctas", "nvlsCTAs", Config::new().nvls_ctas(4)),
+        (
+            "n_channels_per_net_peer",
+            "nChannelsPerNetPeer",
+            Config::new().n_channels_per_net_peer(2),
+        ),
+        (
+            "nvlink_centric_sched",
+            "nvlinkCentricSched",
+            Config::new().nvlink_centric_sched(false),
+        ),
+        (
+            "graph_usage_mode",
+            "graphUsageMode",
+            Config::new().graph_usage_mode(2),
+        ),
+        ("num_rma_ctx", "numRmaCtx", Config::new().num_rma_ctx(1)),
+        (
+            "max_p2p_peers",
+            "maxP2pPeers",
+            Config::new().max_p2p_peers(1),
+        ),
+        (
+            "graph_stream_ordering",
+            "graphStreamOrdering",
+            Config::new().graph_stream_ordering(0),
+        ),
+        (
+            "launch_order_implicit",
+            "launchOrderImplicit",
+            Config::new().launch_order_implicit(0),
+        ),
+        ("num_rma_sig", "numRmaSig", Config::new().num_rma_sig(1)),
+        (
+            "rma_eager_init",
+            "rmaEagerInit",
+            Config::new().rma_eager_init(0),
+        ),
+        // ncclHostCftDisable
+        (
+            "host_cft_mode",
+            "hostCftMode",
+            Config::new().host_cft_mode(2),
+        ),
+        // ncclNvlsHostModeDisable: no NVLS on one GPU anyway
+        (
+            "nvls_host_mode",
+            "nvlsHostMode",
+            Config::new().nvls_host_mode(i32::MAX),
+        ),
+    ];
+    for (setter, field, cfg) in setters {
+        let what = format!("Config::{setter}: a communicator made with it all-reduces");
+        match nccl::require_api(field) {
+            Ok(()) => rep.check(&what, works(&cfg)),
+            Err(Error::Unsupported { since, runtime, .. }) => say(&format!(
+                "NOT RUN: {what}: needs NCCL {since}+ ({field}), have libnccl {runtime} and nccl.h {}",
+                nccl::HEADER_VERSION
+            )),
+            Err(e) => rep.check(&what, Err(e2s(e))),
+        }
+    }
+
+    // raw handles: nccl-sys calls on them, and back
+    let r = (|| -> Result<(), String> {
+        let id = UniqueId::new().map_err(e2s)?;
+        if UniqueId::from_raw(*id.as_raw()) != id {
+            return Err("UniqueId::from_raw(*as_raw()) is another id".into());
+        }
+        let comm = Comm::init_rank(ctx, 1, &id, 0).map_err(e2s)?;
+        let mut count = 0;
+        // SAFETY: a valid communicator (owned by `comm`, alive), a valid
+        // out-pointer; ncclCommCount only reads it.
+        let r = unsafe { nccl::sys::ncclCommCount(comm.as_raw(), &mut count) };
+        if r != nccl::sys::ncclResult_t::ncclSuccess || count != 1 {
+            return Err(format!("ncclCommCount on as_raw(): {r:?}, {count}"));
+        }
+        let op = comm.pre_mul_sum(2.0f32).map_err(e2s)?;
+        if op.as_raw().0 < nccl::sys::ncclRedOp_t::ncclNumOps.0 {
+            return Err(format!(
+                "PreMulSum::as_raw() is a built-in op: {:?}",
+                op.as_raw()
+            ));
+        }
+        drop(op);
+        let s = ctx.new_stream().map_err(|e| e.to_string())?;
+        let buf = NcclBuffer::<f32>::alloc_zeros(&s, 16).map_err(e2s)?;
+        if buf.as_raw() == 0 {
+            return Err("NcclBuffer::as_raw() is null".into());
+        }
+        drop(buf);
+        let raw = comm.into_raw();
+        // SAFETY: `raw` is the valid communicator into_raw gave up, on the
+        // GPU of `ctx`, owned by nothing else now.
+        let back = unsafe { Comm::from_raw(raw, ctx.clone()) }.map_err(e2s)?;
+        if (back.rank(), back.world_size()) != (0, 1) {
+            return Err(format!(
+                "from_raw: rank {} of {}",
+                back.rank(),
+                back.world_size()
+            ));
+        }
+        let a = s.clone_htod(&[5.0f64]).map_err(|e| e.to_string())?;
+        let mut b = s.alloc_zeros::<f64>(1).map_err(|e| e.to_string())?;
+        back.all_reduce(&a, &mut b, ReduceOp::Sum, &s)
+            .map_err(e2s)?;
+        let out = s.clone_dtoh(&b).map_err(|e| e.to_string())?;
+        s.synchronize().map_err(|e| e.to_string())?;
+        if out != [5.0] {
+            return Err(format!("all_reduce after from_raw: {out:?}"));
+        }
+        back.finalize().map_err(e2s)
+    })();
+    rep.check(
+        "raw handles: as_raw, into_raw → from_raw, UniqueId, NcclBuffer, PreMulSum",
+        r,
+    );
+
+    // a watchdog that is disarmed does nothing; one that fires aborts
+    let r = (|| -> Result<(), String> {
+        let comm = Comm::init_rank(ctx, 1, &UniqueId::new().map_err(e2s)?, 0).map_err(e2s)?;
+        let h = comm.abort_handle();
+        h.abort_after(Duration::from_secs(3600)).disarm();
+        std::thread::sleep(Duration::from_millis(50));
+        if h.is_requested() || comm.is_aborted() {
+            return Err("a disarmed watchdog requested the abort".into());
+        }
+        let s = ctx.new_stream().map_err(|e| e.to_string())?;
+        let a = s.clone_htod(&[1.0f32]).map_err(|e| e.to_string())?;
+        let mut b = s.alloc_zeros::<f32>(1).map_err(|e| e.to_string())?;
+        comm.all_reduce(&a, &mut b, ReduceOp::Sum, &s)
+            .map_err(e2s)?;
+        s.synchronize().map_err(|e| e.to_string())?;
+        let fired = h.abort_after(Duration::from_millis(20));
+        let t = Instant::now();
+        while !h.is_requested() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !h.is_requested() {
+            return Err("the watchdog did not request the abort within 5 s".into());
+        }
+        match comm.all_reduce(&a, &mut b, ReduceOp::Sum, &s) {
+            Err(Error::Aborted { .. }) if comm.is_aborted() => {}
+            other => {
+                return Err(format!(
+                    "after the watchdog fired: {other:?}, is_aborted {}",
+                    comm.is_aborted()
+                ));
+            }
+        }
+        drop(fired);
+        Ok(())
+    })();
+    rep.check(
+        "AbortHandle::abort_after: disarmed does nothing, fired aborts (is_aborted)",
+        r,
+    );
+
+    #[cfg(nccl_fn = "ncclCommInitRankScalable")]
+    {
+        let what = "init_rank_scalable (one id, world 1) all-reduces";
+        match nccl::require_api("ncclCommInitRankScalable") {
+            Ok(()) => {
+                let r = (|| -> Result<(), String> {
+                    let ids = [UniqueId::new().map_err(e2s)?];
+                    let comm =
+                        Comm::init_rank_scalable(ctx, 1, &ids, 0, &Config::new()).map_err(e2s)?;
+                    let s = ctx.new_stream().map_err(|e| e.to_string())?;
+                    let a = s.clone_htod(&[7i32]).map_err(|e| e.to_string())?;
+                    let mut b = s.alloc_zeros::<i32>(1).map_err(|e| e.to_string())?;
+                    comm.all_reduce(&a, &mut b, ReduceOp::Max, &s)
+                        .map_err(e2s)?;
+                    let out = s.clone_dtoh(&b).map_err(|e| e.to_string())?;
+                    s.synchronize().map_err(|e| e.to_string())?;
+                    if out != [7] {
+                        return Err(format!("{out:?}"));
+                    }
+                    comm.finalize().map_err(e2s)
+                })();
+                rep.check(what, r);
+            }
+            Err(e) => say(&format!("NOT RUN: {what}: {e}")),
+        }
+    }
+
+    let r = match (nccl::device_count(), nccl_rs_tests::gpu_count()) {
+        (Ok(n), Ok(m)) if n == m => Ok(()),
+        other => Err(format!("nccl::device_count vs the CUDA driver: {other:?}")),
+    };
+    rep.check("device_count is the CUDA driver's count", r);
 }

@@ -3,6 +3,7 @@
 # repository root, with binaries built elsewhere (docs/validation.md says how):
 #   DYN=<folder of dynamically linked test binaries: sys_cpu sys_gpu nccl_cpu nccl_gpu faults>
 #   STATIC_TGZ=<bundle made by ../shared/gpu/bundle with NCCL_STATIC=1>
+#   STATIC_NCCL_LIB=<folder of another libnccl_static.a to link them with (default: as recorded)>
 #   XTASK=<the xtask binary, for `xtask launch`>
 #   LOG=<folder for logs>  WORLDS=<rank counts for the process runs, default 2,4>
 #   STEPS=<which steps, default "quick suites launch faults"; "bench" adds the benchmarks;
@@ -34,8 +35,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 ls -la /usr/lib/x86_64-linux-gnu/libnccl* 2>/dev/null | head -5
 export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
-tmp=$(mktemp -d); tar -C "$tmp" -xzf "$STATIC_TGZ"; b=$(ls -d "$tmp"/*/ | head -1)
-t0=$SECONDS; (cd "$b" && ./replay > "$LOG/static-replay.log" 2>&1) || { echo "replay FAILED"; tail -20 "$LOG/static-replay.log"; fails=$((fails+1)); }
+tmp=$(mktemp -d)
+# STATIC_NCCL_LIB: link the static programs against that folder's
+# libnccl_static.a instead of the recorded one (tests/gpu/static-link.sh)
+t0=$SECONDS; b=$(bash tests/gpu/static-link.sh "$STATIC_TGZ" "$tmp" "${STATIC_NCCL_LIB:-}" 2> "$LOG/static-replay.log") || { echo "replay FAILED"; tail -20 "$LOG/static-replay.log"; fails=$((fails+1)); b=$(ls -d "$tmp"/*/ | head -1); }
 echo "static link (replay) of $(ls "$b"/bin | wc -l) programs took $((SECONDS-t0)) s"
 sbin() { ls "$b"/bin/$1-* "$b"/bin/$1 2>/dev/null | head -1; }
 # the nccl-bench program (its unit-test harness has the same name but links libtest)
@@ -97,7 +100,7 @@ if has launchers; then
   mkdir -p target/release/examples
   cp "$DYN/nccl-bench" target/release/; cp "$DYN/weight_sync" target/release/examples/
   export PATH=/opt/torch/.venv/bin:$PATH LD_LIBRARY_PATH=$SYS_LIB
-  export NCCL_RS_SECRET=$(head -c 32 /dev/urandom | base64)
+  NCCL_RS_SECRET=$(head -c 32 /dev/urandom | base64); export NCCL_RS_SECRET
   run torchrun-2 timeout 120 torchrun --nproc-per-node 2 --master-port 29611 --no-python sh -c 'NCCL_HOSTID=h$LOCAL_RANK NCCL_SOCKET_IFNAME=lo exec target/release/nccl-bench -c all_reduce -b 8 -e 1K'
   run torchrun-standalone-4 timeout 120 torchrun --standalone --nproc-per-node 4 --no-python sh -c 'NCCL_HOSTID=h$LOCAL_RANK NCCL_SOCKET_IFNAME=lo exec target/release/nccl-bench -c all_reduce -b 8 -e 1K'
   run mpirun-2 timeout 120 mpirun --allow-run-as-root -np 2 -x NCCL_RS_SECRET -x LD_LIBRARY_PATH sh -c 'NCCL_HOSTID=h$OMPI_COMM_WORLD_RANK NCCL_SOCKET_IFNAME=lo exec target/release/nccl-bench -c all_reduce -b 8 -e 1K'

@@ -1,5 +1,6 @@
 //! Every NCCL release from the floor (2.18) to the newest: headers fetched
-//! from NVIDIA's wheels on PyPI (one file each, by HTTP Range requests, see
+//! from NVIDIA's wheels on PyPI (`nvidia-nccl-cu12`, or `nvidia-nccl-cu13`
+//! for a release only it has; one file each, by HTTP Range requests, see
 //! `pypi_files.py`), the committed bindings of each minor
 //! (`nccl-sys/bindings/nccl_2_N.rs`, from that minor's newest release) and the
 //! `since` table (`nccl-sys/src/since_table.rs`: the first release whose header
@@ -19,23 +20,44 @@ use crate::scan::{self, Declarations};
 use crate::version;
 
 /// The package the headers come from (`nvidia-nccl-cu12` has every release
-/// since 2.16; `-cu13` starts at 2.27.7).
+/// since 2.16 but the ones in [`CU13_ONLY`]; `-cu13` starts at 2.27.7).
 pub const PACKAGE: &str = "nvidia-nccl-cu12";
 
-/// Every release of [`PACKAGE`] from the floor on (`.postN` rebuilds left
-/// out: same header). A new NCCL release is added here, then `cargo xtask
+/// The other wheel: NVIDIA publishes some releases for CUDA 13 only.
+pub const PACKAGE_CU13: &str = "nvidia-nccl-cu13";
+
+/// Both wheels, the one headers come from first.
+pub const PACKAGES: [&str; 2] = [PACKAGE, PACKAGE_CU13];
+
+/// Every release on PyPI from the floor on, in either wheel (`.postN`
+/// rebuilds left out: same header). A new NCCL release is added here (and to
+/// [`CU13_ONLY`] when only [`PACKAGE_CU13`] has it), then `cargo xtask
 /// bindgen` regenerates the bindings and the table; `cargo xtask
-/// nccl-releases` lists what PyPI has that this list lacks.
+/// nccl-releases` lists what PyPI has, in either wheel, that this list lacks.
 pub const RELEASES: &[&str] = &[
     "2.18.1", "2.18.3", "2.19.3", "2.20.3", "2.20.5", "2.21.5", "2.22.3", "2.23.4", "2.24.3",
     "2.25.1", "2.26.2", "2.26.5", "2.27.3", "2.27.5", "2.27.6", "2.27.7", "2.28.3", "2.28.7",
     "2.28.9", "2.29.2", "2.29.3", "2.29.7", "2.30.3", "2.30.4", "2.30.7", "2.31.2", "2.32.3",
+    "2.32.6",
 ];
+
+/// The releases of [`RELEASES`] that only [`PACKAGE_CU13`] has: their
+/// headers come from that wheel.
+pub const CU13_ONLY: &[&str] = &["2.32.6"];
+
+/// The wheel the header of `release` comes from.
+pub fn package_of(release: &str) -> &'static str {
+    if CU13_ONLY.contains(&release) {
+        PACKAGE_CU13
+    } else {
+        PACKAGE
+    }
+}
 
 /// The oldest runtime CI tests against (cu12: the floor's newest on PyPI).
 pub const OLDEST_RUNTIME: (&str, &str) = ("nvidia-nccl-cu12", "2.18.3");
 /// The newest runtime CI tests against.
-pub const NEWEST_RUNTIME: (&str, &str) = ("nvidia-nccl-cu12", "2.32.3");
+pub const NEWEST_RUNTIME: (&str, &str) = ("nvidia-nccl-cu13", "2.32.6");
 
 /// The since table, relative to the repository root.
 pub const SINCE_TABLE: &str = "nccl-sys/src/since_table.rs";
@@ -90,8 +112,9 @@ pub fn header(root: &Path, release: &str) -> Result<PathBuf> {
     let dir = root.join("target").join("nccl-headers").join(release);
     let file = dir.join("nccl.h");
     if !file.is_file() {
-        eprintln!("xtask: fetching nccl.h of {PACKAGE} {release} from PyPI");
-        python(root, &["header", PACKAGE, release, &file.to_string_lossy()])?;
+        let package = package_of(release);
+        eprintln!("xtask: fetching nccl.h of {package} {release} from PyPI");
+        python(root, &["header", package, release, &file.to_string_lossy()])?;
     }
     Ok(dir)
 }
@@ -110,36 +133,68 @@ pub fn runtime(root: &Path, (package, release): (&str, &str)) -> Result<PathBuf>
     Ok(dir)
 }
 
-/// `cargo xtask nccl-releases`: PyPI's releases of [`PACKAGE`] from the floor
-/// on that [`RELEASES`] lacks.
+/// `cargo xtask nccl-releases`: the releases from the floor on that either
+/// wheel ([`PACKAGES`]) has on PyPI and [`RELEASES`] lacks.
 pub fn list_new_releases(root: &Path) -> Result<()> {
     let script = script(root)?;
-    let out = Command::new("python3")
-        .arg(&script)
-        .args(["releases", PACKAGE])
-        .output()
-        .map_err(|e| format!("could not run python3: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "listing releases failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+    let mut listed = Vec::new();
+    for package in PACKAGES {
+        let out = Command::new("python3")
+            .arg(&script)
+            .args(["releases", package])
+            .output()
+            .map_err(|e| format!("could not run python3: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "listing the releases of {package} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        listed.push((package, String::from_utf8_lossy(&out.stdout).into_owned()));
     }
     let floor = parse_release(RELEASES[0])?;
-    let mut missing: Vec<Release> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| parse_release(l.trim()).ok())
-        .filter(|r| *r >= floor && !RELEASES.contains(&show(*r).as_str()))
-        .collect();
-    missing.sort();
+    let missing = missing_releases(&listed, floor);
     if missing.is_empty() {
-        println!("every {PACKAGE} release since {} is listed", RELEASES[0]);
+        println!(
+            "every release since {} of {} is listed",
+            RELEASES[0],
+            PACKAGES.join(" and ")
+        );
     } else {
-        for r in missing {
-            println!("{} (add it to RELEASES in xtask/src/versions.rs)", show(r));
+        for (r, packages) in missing {
+            let only13 = packages == [PACKAGE_CU13];
+            println!(
+                "{} ({}): add it to RELEASES{} in xtask/src/versions.rs",
+                show(r),
+                packages.join(", "),
+                if only13 { " and CU13_ONLY" } else { "" }
+            );
         }
     }
     Ok(())
+}
+
+/// The releases from `floor` on in the lists `listed` (each a package and
+/// its releases, one a line, as `pypi_files.py releases` prints them) that
+/// [`RELEASES`] lacks, oldest first, each with the packages that have it.
+/// `.postN` rebuilds and other versions that are not `major.minor.patch` are
+/// left out.
+fn missing_releases<'a>(
+    listed: &[(&'a str, String)],
+    floor: Release,
+) -> Vec<(Release, Vec<&'a str>)> {
+    let mut missing: BTreeMap<Release, Vec<&str>> = BTreeMap::new();
+    for (package, text) in listed {
+        for r in text.lines().filter_map(|l| parse_release(l.trim()).ok()) {
+            if r >= floor && !RELEASES.contains(&show(r).as_str()) {
+                let p = missing.entry(r).or_default();
+                if !p.contains(package) {
+                    p.push(package);
+                }
+            }
+        }
+    }
+    missing.into_iter().collect()
 }
 
 /// One release's header, read.
@@ -310,12 +365,18 @@ fn since_table(reads: &[Read], bindings_from: &[Release]) -> Result<String> {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "// Generated by `cargo xtask bindgen` from the nccl.h of every {PACKAGE} release on PyPI\n\
-         // from {} to {} (xtask/src/versions.rs). Do not edit: regenerate instead.\n\
+        "// Generated by `cargo xtask bindgen` from the nccl.h of every release on PyPI from {} to {}\n\
+         // ({PACKAGE}, or {PACKAGE_CU13} for {}; xtask/src/versions.rs). Do not edit: regenerate\n\
+         // instead.\n\
          // A release is (major, minor, patch); \"since\" is the first release on PyPI whose header\n\
          // declares the name (NVIDIA published some patch releases on GitHub only).\n",
         RELEASES[0],
-        RELEASES[RELEASES.len() - 1]
+        RELEASES[RELEASES.len() - 1],
+        if CU13_ONLY.is_empty() {
+            "none".to_string()
+        } else {
+            CU13_ONLY.join(", ")
+        }
     );
     let _ = writeln!(s, "/// An NCCL release: (major, minor, patch).");
     let _ = writeln!(s, "pub type Release = (u32, u32, u32);\n");
@@ -381,7 +442,10 @@ fn bindings_text(root: &Path, release: Release, include_dir: &Path) -> Result<St
     let crate_dir = root.join("nccl-sys");
     let fallback = bindings::compiler_include_dir(&crate::cc_build());
     let body = bindings::generate(&crate_dir, include_dir, fallback.as_deref())?;
-    Ok(format!("{}\n{body}", bindings::preamble(release, PACKAGE)))
+    Ok(format!(
+        "{}\n{body}",
+        bindings::preamble(release, package_of(&show(release)))
+    ))
 }
 
 /// Every generated file: (path relative to the repository root, text).
@@ -719,4 +783,57 @@ pub fn ci(root: &Path) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_only_one_wheel_has_is_missing_with_that_wheel() {
+        // the lists as `pypi_files.py releases` prints them (PyPI's order)
+        let cu12 = "2.16.2\n2.32.3\n2.26.2.post1\n2.18.1\n2.99.1\n".to_string();
+        let cu13 = "2.27.7\n2.32.3\n2.99.2\n2.99.1\n".to_string();
+        let listed = [(PACKAGE, cu12), (PACKAGE_CU13, cu13)];
+        let missing = missing_releases(&listed, (2, 18, 1));
+        assert_eq!(
+            missing,
+            vec![
+                ((2, 99, 1), vec![PACKAGE, PACKAGE_CU13]),
+                ((2, 99, 2), vec![PACKAGE_CU13]),
+            ]
+        );
+        // below the floor and `.postN` rebuilds never count
+        assert!(
+            missing_releases(&[(PACKAGE, "2.16.5\n2.25.1.post1\n".into())], (2, 18, 1)).is_empty()
+        );
+    }
+
+    #[test]
+    fn nothing_is_missing_when_every_listed_release_is_known() {
+        let all = RELEASES.join("\n");
+        let cu13: String = RELEASES
+            .iter()
+            .filter(|r| parse_release(r).is_ok_and(|v| v >= (2, 27, 7)))
+            .map(|r| format!("{r}\n"))
+            .collect();
+        assert!(missing_releases(&[(PACKAGE, all), (PACKAGE_CU13, cu13)], (2, 18, 1)).is_empty());
+    }
+
+    #[test]
+    fn headers_of_cu13_only_releases_come_from_the_cu13_wheel() {
+        for r in CU13_ONLY {
+            assert!(
+                RELEASES.contains(r),
+                "{r} is in CU13_ONLY but not in RELEASES"
+            );
+            assert_eq!(package_of(r), PACKAGE_CU13);
+        }
+        assert_eq!(package_of("2.32.6"), PACKAGE_CU13);
+        assert_eq!(package_of("2.32.3"), PACKAGE);
+        assert_eq!(package_of(RELEASES[0]), PACKAGE);
+        // the newest release is the last, so the since table's range is right
+        let parsed: Vec<Release> = RELEASES.iter().map(|r| parse_release(r).unwrap()).collect();
+        assert!(parsed.windows(2).all(|w| w[0] < w[1]), "RELEASES is sorted");
+    }
 }

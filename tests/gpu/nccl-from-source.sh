@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# NCCL built from source on the GPU machine, and this repository's GPU checks
+# against it, in one command of at most BUDGET seconds (default 560):
+#
+#   bash tests/gpu/nccl-from-source.sh VERSION          # e.g. 2.29.7, 2.30.7
+#
+# Run from the repository root on the GPU machine (CUDA in /usr/local/cuda,
+# no Rust, no network), with what tests/gpu/build.sh made on the Rust
+# machine: .gpu/rl (runtime-load build), .gpu/dyn (dynamic build on the
+# 2.28.3 header), .gpu/static-nccl_gpu.tar.gz or .gpu/static.tar.gz (static
+# links to replay; STATIC_TGZ chooses), and the
+# source: .gpu/src/nccl-VERSION.tar.gz (`git archive --prefix=nccl-VERSION/
+# vVERSION-1` of NVIDIA/nccl; docs/validation.md says how).
+#
+# Steps, each one line `CHECK <name>: passed|FAILED (<reason>)|NOT RUN (<why>)
+# [<seconds> s]`:
+#   build            unpack, `make -j$JOBS src.build` for $GENCODE (sm_90)
+#   api-2.29         faults' NCCL 2.29+ checks (grow/join, suspend/resume,
+#                    revoke + ShrinkMode::Default, graph_usage_mode), runtime-load
+#                    build; a check that says NOT RUN fails here
+#   rl-nccl_gpu      the GPU suite, runtime-load build, NCCL_RS_LIBRARY = the new
+#                    libnccl.so.2, world 1 and 2 ranks
+#   rl-cpu           sys_cpu and nccl_cpu of the runtime-load build on it
+#                    (NCCL_RS_EXPECT_RUNTIME=VERSION)
+#   faults           faults' FAULTS_QUICK subset, runtime-load build
+#   dyn-nccl_gpu     the GPU suite, dynamic build (2.28.3 header) on the new
+#                    library through LD_LIBRARY_PATH, world 1 and 2 ranks
+#   static-link      nccl_gpu of the static bundle linked against the new
+#                    libnccl_static.a (tests/gpu/static-link.sh); no libnccl.so
+#   static-nccl_gpu  that program, world 1 and 2 ranks
+#   sanitize         SANITIZE=1: compute-sanitizer memcheck of the world-1 suite
+#                    (runtime-load build), invalid accesses only
+# Each run checks that the library it reports is VERSION (the suite prints it).
+#
+# Environment: STATIC_TGZ, WORK (build folder, default /tmp/nccl-src), LOG (logs, default
+# $WORK/log-VERSION), JOBS (16), GENCODE, REBUILD=1 (build again although a
+# build of VERSION is there), SANITIZE=1, FAULTS_QUICK (default
+# allreduce,kill,never-join,abort-thread,survive), ONLY (names of the steps
+# to run; the others say NOT RUN), BUDGET (seconds for the whole run; a step
+# that would not fit says NOT RUN).
+set -uo pipefail
+VERSION=${1:?usage: bash tests/gpu/nccl-from-source.sh VERSION}
+WORK=${WORK:-/tmp/nccl-src}
+LOG=${LOG:-$WORK/log-$VERSION}
+JOBS=${JOBS:-16}
+GENCODE=${GENCODE:--gencode=arch=compute_90,code=sm_90}
+BUDGET=${BUDGET:-560}
+FAULTS_QUICK=${FAULTS_QUICK:-allreduce,kill,never-join,abort-thread,survive}
+CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+TGZ=.gpu/src/nccl-$VERSION.tar.gz
+# the static bundle: nccl_gpu's part (build.sh) if carried, else the whole
+STATIC_TGZ=${STATIC_TGZ:-$( [ -f .gpu/static-nccl_gpu.tar.gz ] && echo .gpu/static-nccl_gpu.tar.gz || echo .gpu/static.tar.gz)}
+SRC=$WORK/nccl-$VERSION
+LIB=$SRC/build/lib
+export NCCL_RS_REQUIRE_GPU=1
+mkdir -p "$WORK" "$LOG"
+LOG=$(cd "$LOG" && pwd)
+
+passed=0 failed=0 notrun=0
+report() { # name, passed|FAILED|NOT RUN, reason, seconds
+  local line="CHECK $1: $2"
+  [ -n "$3" ] && line+=" ($3)"
+  echo "$line [$4 s]"
+  case $2 in passed) passed=$((passed + 1)) ;; FAILED) failed=$((failed + 1)) ;; *) notrun=$((notrun + 1)) ;; esac
+}
+wanted() { [ -z "${ONLY:-}" ] || [[ " ${ONLY//,/ } " == *" $1 "* ]]; }
+left() { echo $((BUDGET - SECONDS)); }
+# the first lines of a log that say what failed, on one line
+why() {
+  grep -E "killed by timeout|FAIL|WATCHDOG|panicked|error|Error|NOT RUN|did not|refused" "$1" 2>/dev/null \
+    | grep -v "^ok " | head -3 | tr '\n' ' ' | tr -s ' ' | cut -c1-300
+}
+# run NAME LIMIT NEED LOGFILE CMD...: runs CMD under `timeout` (which ends its
+# whole process group: rank processes too) for at most LIMIT seconds, or the
+# time left; says NOT RUN when less than NEED seconds are left. Sets rc.
+rc=0 t0=0
+run() {
+  local name=$1 limit=$2 need=$3 log=$4; shift 4
+  local l; l=$(left)
+  t0=$SECONDS
+  if ((l - 5 < need)); then rc=-1; report "$name" "NOT RUN" "time budget: ${l} s left of $BUDGET" 0; return; fi
+  ((limit > l - 5)) && limit=$((l - 5))
+  echo "=== $name: $*" > "$log"
+  timeout -k 5 "$limit" "$@" >> "$log" 2>&1
+  rc=$?
+  # first in the log, so that the reason shown starts with it
+  ((rc == 124 || rc == 137)) && sed -i "1a (killed by timeout after $limit s)" "$log"
+}
+# the runtime a suite reports: "NCCL runtime X (header H), linked M"
+runtime_of() { grep -m1 -oE "NCCL runtime [0-9.]+ \(header [0-9.]+\), linked [A-Za-z]+" "$1"; }
+# the verdict of a suite run: exit code, the library it ran with, its tally
+suite_verdict() { # name log expected-link-mode
+  local name=$1 log=$2 mode=$3 rt tally
+  rt=$(runtime_of "$log")
+  tally=$(grep -E "^nccl_gpu: [0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
+  if ((rc == -1)); then return; fi
+  if ((rc != 0)); then
+    report "$name" FAILED "exit $rc; ${tally:-no tally}; $(why "$log")" $((SECONDS - t0))
+  elif [[ "$rt" != "NCCL runtime $VERSION "*"linked $mode" ]]; then
+    report "$name" FAILED "ran with '${rt:-no runtime line}', expected NCCL $VERSION linked $mode" $((SECONDS - t0))
+  else
+    report "$name" passed "$tally; $rt" $((SECONDS - t0))
+  fi
+}
+skip() { report "$1" "NOT RUN" "$2" 0; }
+
+echo "nccl-from-source $VERSION: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1); $("$CUDA_HOME/bin/nvcc" --version 2>/dev/null | grep -o 'release [0-9.]*' | head -1); logs in $LOG"
+
+# 1. build
+built=0
+if ! wanted build && [ -f "$LIB/libnccl_static.a" ]; then
+  skip build "not asked for (ONLY); using the build in $SRC"
+  built=1
+elif [ -f "$LIB/libnccl_static.a" ] && [ -e "$LIB/libnccl.so.2" ] && [ "${REBUILD:-0}" != 1 ]; then
+  report build passed "reused $SRC/build (REBUILD=1 builds again)" 0
+  built=1
+elif [ ! -f "$TGZ" ]; then
+  report build FAILED "no $TGZ" 0
+else
+  rm -rf "$SRC"
+  tar -C "$WORK" -xzf "$TGZ"
+  run build 480 60 "$LOG/build.log" make -C "$SRC" -j"$JOBS" src.build CUDA_HOME="$CUDA_HOME" NVCC_GENCODE="$GENCODE"
+  if ((rc == -1)); then :
+  elif ((rc == 0)) && [ -f "$LIB/libnccl_static.a" ] && [ -e "$LIB/libnccl.so.2" ]; then
+    report build passed "$(basename "$(readlink -f "$LIB/libnccl.so.2")") $(stat -c %s "$(readlink -f "$LIB/libnccl.so.2")") B, libnccl_static.a $(stat -c %s "$LIB/libnccl_static.a") B" $((SECONDS - t0))
+    built=1
+  else
+    report build FAILED "exit $rc; $(grep -m2 -E "error|Error" "$LOG/build.log" | tr '\n' ' ' | cut -c1-300)" $((SECONDS - t0))
+  fi
+fi
+if [ $built = 0 ]; then
+  for s in api-2.29 rl-nccl_gpu rl-cpu faults dyn-nccl_gpu static-link static-nccl_gpu sanitize; do skip "$s" "no library: the build failed"; done
+  echo "nccl-from-source $VERSION: $passed passed, $failed failed, $notrun not run ($SECONDS s)"
+  exit 1
+fi
+SO=$LIB/libnccl.so.2
+
+# 2. the 2.29+ API (faults: grow, suspend, shrink-default, graph-mode)
+if wanted api-2.29; then
+  if [ ! -x .gpu/rl/faults ]; then skip api-2.29 "no .gpu/rl/faults (tests/gpu/build.sh)"; else
+    NCCL_RS_LIBRARY=$SO FAULTS_ONLY=grow,suspend,shrink-default,graph-mode \
+      run api-2.29 240 60 "$LOG/api-2.29.log" .gpu/rl/faults
+    if ((rc != -1)); then
+      tally=$(grep -E "^faults: [0-9]+ passed" "$LOG/api-2.29.log" | tail -1)
+      nr=$(grep -c "^NOT RUN" "$LOG/api-2.29.log")
+      if ((rc == 0 && nr == 0)) && [[ "$tally" == "faults: 4 passed, 0 failed" ]]; then
+        report api-2.29 passed "$tally" $((SECONDS - t0))
+      else
+        report api-2.29 FAILED "exit $rc; ${tally:-no tally}; $nr not run; $(why "$LOG/api-2.29.log")" $((SECONDS - t0))
+      fi
+    fi
+  fi
+else skip api-2.29 "not in ONLY"; fi
+
+# 3. the GPU suite, runtime-load build
+if wanted rl-nccl_gpu; then
+  if [ ! -x .gpu/rl/nccl_gpu ]; then skip rl-nccl_gpu "no .gpu/rl/nccl_gpu"; else
+    NCCL_RS_LIBRARY=$SO NCCL_RS_TEST_WORLDS=2 run rl-nccl_gpu 200 40 "$LOG/rl-nccl_gpu.log" .gpu/rl/nccl_gpu
+    suite_verdict rl-nccl_gpu "$LOG/rl-nccl_gpu.log" Runtime
+  fi
+else skip rl-nccl_gpu "not in ONLY"; fi
+
+# 4. the CPU tests of the runtime-load build on this library (the README
+#    check reads files of the repository it was built in: skipped by name)
+if wanted rl-cpu; then
+  if [ ! -x .gpu/rl/sys_cpu ] || [ ! -x .gpu/rl/nccl_cpu ]; then skip rl-cpu "no .gpu/rl/sys_cpu or nccl_cpu"; else
+    NCCL_RS_LIBRARY=$SO NCCL_RS_EXPECT_RUNTIME=$VERSION run rl-cpu 60 10 "$LOG/rl-cpu.log" \
+      bash -c '.gpu/rl/sys_cpu && .gpu/rl/nccl_cpu --skip readme_survival_example_is_the_example_that_builds'
+    if ((rc != -1)); then
+      tally=$(grep -E "^test result" "$LOG/rl-cpu.log" | sed -E 's/; [0-9]+ ignored.*//; s/test result: ok. //' | paste -sd, -)
+      if ((rc == 0)); then report rl-cpu passed "$tally" $((SECONDS - t0))
+      else report rl-cpu FAILED "exit $rc; $tally; $(why "$LOG/rl-cpu.log")" $((SECONDS - t0)); fi
+    fi
+  fi
+else skip rl-cpu "not in ONLY"; fi
+
+# 5. faults, a quick subset (alone on the GPU)
+if wanted faults; then
+  if [ ! -x .gpu/rl/faults ]; then skip faults "no .gpu/rl/faults"; else
+    NCCL_RS_LIBRARY=$SO FAULTS_ONLY=$FAULTS_QUICK run faults 200 40 "$LOG/faults.log" .gpu/rl/faults
+    if ((rc != -1)); then
+      tally=$(grep -E "^faults: [0-9]+ passed" "$LOG/faults.log" | tail -1)
+      if ((rc == 0)); then report faults passed "$FAULTS_QUICK: $tally" $((SECONDS - t0))
+      else report faults FAILED "exit $rc; ${tally:-no tally}; $(why "$LOG/faults.log")" $((SECONDS - t0)); fi
+    fi
+  fi
+else skip faults "not in ONLY"; fi
+
+# 6. the dynamic build (2.28.3 header) on the newer library
+if wanted dyn-nccl_gpu; then
+  if [ ! -x .gpu/dyn/nccl_gpu ]; then skip dyn-nccl_gpu "no .gpu/dyn/nccl_gpu"; else
+    LD_LIBRARY_PATH=$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} NCCL_RS_TEST_WORLDS=2 \
+      run dyn-nccl_gpu 200 40 "$LOG/dyn-nccl_gpu.log" .gpu/dyn/nccl_gpu
+    suite_verdict dyn-nccl_gpu "$LOG/dyn-nccl_gpu.log" Dynamic
+  fi
+else skip dyn-nccl_gpu "not in ONLY"; fi
+
+# 7. the static build, linked here against the new libnccl_static.a
+sbin=
+if wanted static-link || wanted static-nccl_gpu; then
+  if [ ! -f "$STATIC_TGZ" ]; then skip static-link "no $STATIC_TGZ"; else
+    rm -rf "$WORK/static-$VERSION"
+    run static-link 120 20 "$LOG/static-link.log" bash tests/gpu/static-link.sh "$STATIC_TGZ" "$WORK/static-$VERSION" "$LIB" nccl_gpu
+    if ((rc != -1)); then
+      sbin=$(ls "$WORK/static-$VERSION"/*/bin/nccl_gpu-* 2>/dev/null | head -1)
+      deps=$( [ -n "$sbin" ] && ldd "$sbin" 2>/dev/null | grep -E "libnccl|libcudart" | tr -s ' \t' ' ')
+      if ((rc != 0)) || [ -z "$sbin" ]; then report static-link FAILED "exit $rc; $(tail -3 "$LOG/static-link.log" | tr '\n' ' ' | cut -c1-300)" $((SECONDS - t0)); sbin=
+      elif [ -n "$deps" ]; then report static-link FAILED "the static nccl_gpu depends on: $deps" $((SECONDS - t0)); sbin=
+      else report static-link passed "$(basename "$sbin"), $(stat -c %s "$sbin") B, no libnccl or libcudart in ldd" $((SECONDS - t0)); fi
+    fi
+  fi
+else skip static-link "not in ONLY"; fi
+if wanted static-nccl_gpu; then
+  if [ -z "$sbin" ]; then skip static-nccl_gpu "not linked"; else
+    NCCL_RS_TEST_WORLDS=2 run static-nccl_gpu 200 40 "$LOG/static-nccl_gpu.log" "$sbin"
+    suite_verdict static-nccl_gpu "$LOG/static-nccl_gpu.log" Static
+  fi
+else skip static-nccl_gpu "not in ONLY"; fi
+
+# 8. compute-sanitizer memcheck of the world-1 suite: invalid accesses only.
+#    NCCL probes CUDA calls that may fail (and handles their errors), so
+#    failing API calls are not reported (--report-api-errors no).
+if [ "${SANITIZE:-0}" != 1 ]; then skip sanitize "SANITIZE=1 not set"
+elif ! wanted sanitize; then skip sanitize "not in ONLY"
+elif [ ! -x "$CUDA_HOME/bin/compute-sanitizer" ]; then skip sanitize "no $CUDA_HOME/bin/compute-sanitizer"
+else
+  NCCL_RS_LIBRARY=$SO NCCL_RS_TEST_WORLDS='' NCCL_RS_TEST_WATCHDOG_S=300 \
+    run sanitize 400 60 "$LOG/sanitize.log" "$CUDA_HOME/bin/compute-sanitizer" --tool memcheck \
+      --error-exitcode 99 --report-api-errors no .gpu/rl/nccl_gpu
+  if ((rc != -1)); then
+    errs=$(grep -m1 -oE "ERROR SUMMARY: [0-9]+ errors?" "$LOG/sanitize.log")
+    tally=$(grep -E "^nccl_gpu: [0-9]+ passed" "$LOG/sanitize.log" | tail -1)
+    if ((rc == 0)) && [[ "$errs" == "ERROR SUMMARY: 0 errors" ]]; then report sanitize passed "$errs; $tally" $((SECONDS - t0))
+    else report sanitize FAILED "exit $rc; ${errs:-no error summary}; ${tally:-no tally}; $(grep -m2 "Invalid" "$LOG/sanitize.log" | tr '\n' ' ' | cut -c1-200)" $((SECONDS - t0)); fi
+  fi
+fi
+
+echo "nccl-from-source $VERSION: $passed passed, $failed failed, $notrun not run ($SECONDS s)"
+exit $((failed > 0))
