@@ -1451,3 +1451,136 @@ fn mpirun_ranks_meet_through_the_launcher() {
         assert!(ids.iter().all(|i| i == &ids[0]), "{stdout}");
     }
 }
+
+// ---------------------------------------------------------------- store memory
+
+/// `VmRSS` or `VmHWM` (peak) of process `pid`, in bytes.
+fn mem_of(pid: u32, field: &str) -> usize {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|v| v.strip_prefix(':')))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb << 10)
+}
+
+/// A `TcpStoreServer` in a process of its own, its heap limited to
+/// `data_mb` (past it the server dies rather than take the machine's
+/// memory); the process and its address.
+fn store_process(data_mb: u64) -> (Child, String) {
+    let mut c = Command::new(PEER)
+        .args(["--store-server", "127.0.0.1:0", &data_mb.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(c.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .strip_prefix("LISTEN ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .trim()
+        .to_string();
+    (c, addr)
+}
+
+/// A raw, validated connection to a store.
+fn validated(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("the store is gone (did it run out of memory?): {e}"));
+    let mut q = vec![0u8];
+    q.extend_from_slice(&0x3C85_F7CEu32.to_le_bytes());
+    s.write_all(&q).unwrap();
+    s
+}
+
+fn put(q: &mut Vec<u8>, b: &[u8]) {
+    q.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    q.extend_from_slice(b);
+}
+
+/// A query of `op` over `keys` (`WAIT`, `MULTI_GET`, `CHECK`).
+fn keys_query(op: u8, keys: &[Vec<u8>]) -> Vec<u8> {
+    let mut q = vec![op];
+    q.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+    for k in keys {
+        put(&mut q, k);
+    }
+    q
+}
+
+/// Writes `q` as far as the peer takes it within a second (a server that
+/// closed the connection takes no more).
+fn shove(s: &mut TcpStream, q: &[u8]) {
+    s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let _ = s.write_all(q);
+}
+
+#[test]
+fn the_store_servers_memory_is_bounded_whatever_its_clients_ask() {
+    // 1 GiB of heap at most: today's limits are far below; a server that
+    // builds answers or wait lists without bound dies there
+    let (mut server, addr) = store_process(1024);
+    let pid = server.id();
+    std::thread::sleep(Duration::from_millis(200));
+    let base = mem_of(pid, "VmRSS");
+    // 1. a 1 MiB value, then six MULTI_GETs of 1024 times its key in one
+    //    segment, never read: 6 GiB of answers if they were built
+    let mut s = validated(&addr);
+    let mut q = vec![1u8];
+    put(&mut q, b"/k");
+    put(&mut q, &vec![7u8; 1 << 20]);
+    for _ in 0..6 {
+        q.extend(keys_query(10, &vec![b"/k".to_vec(); 1024]));
+    }
+    shove(&mut s, &q);
+    // 2. WAITs on fresh 4 KiB keys, 1024 a query, in a loop on one
+    //    connection, and one such WAIT on each of 100 more connections
+    let fresh = |i: usize| -> Vec<Vec<u8>> {
+        (0..1024)
+            .map(|j| {
+                let mut k = format!("/{i}/{j}/").into_bytes();
+                k.resize(4000, b'x');
+                k
+            })
+            .collect()
+    };
+    let mut w = validated(&addr);
+    for i in 0..50 {
+        shove(&mut w, &keys_query(6, &fresh(i)));
+    }
+    let mut many = Vec::new();
+    for i in 0..100 {
+        let mut c = validated(&addr);
+        shove(&mut c, &keys_query(6, &fresh(1000 + i)));
+        many.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let alive = matches!(server.try_wait(), Ok(None));
+    let peak = mem_of(pid, "VmHWM");
+    // the store still serves a real client
+    let served = alive && {
+        let mut c = TcpStore::connect(&addr, Duration::from_secs(5)).unwrap();
+        c.get("k").map(|v| v.len()).ok() == Some(1 << 20)
+    };
+    drop(server.stdin.take());
+    let _ = server.kill();
+    let o = server.wait_with_output().unwrap();
+    assert!(
+        alive,
+        "the server died (ran out of its 1 GiB): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let grew = peak.saturating_sub(base);
+    let budget = nccl::bootstrap::MAX_CLIENT_BYTES + (64 << 20);
+    assert!(
+        grew < budget,
+        "the server grew by {} MiB (bound {} MiB)",
+        grew >> 20,
+        budget >> 20
+    );
+    assert!(served, "the server no longer serves");
+    drop((s, w, many));
+}

@@ -8,8 +8,11 @@
 //! - `rendezvous-peer --launcher TIMEOUT_MS`: what `init_from_launcher` does
 //!   before creating a communicator (launcher variables, then torchrun's store,
 //!   `NCCL_RS_STORE` or the TCP rendezvous); prints `SOURCE <launcher> RANK r WORLD w`.
-//! - `rendezvous-peer --store-server ADDR`: a `TcpStoreServer`; prints
-//!   `LISTEN <addr>`, serves until standard input closes.
+//! - `rendezvous-peer --store-server ADDR [DATA_MB]`: a `TcpStoreServer`;
+//!   prints `LISTEN <addr>`, serves until standard input closes. With
+//!   `DATA_MB`, the process's data segment (`RLIMIT_DATA`: heap and private
+//!   memory) is limited to that: a server that grows past it dies instead
+//!   of taking the machine's memory.
 //! - `rendezvous-peer --store-basic ADDR`: the client script of
 //!   `tests/fixtures/tcpstore/harness.cpp` (`basic`), printing the same lines.
 //!
@@ -76,14 +79,14 @@ fn store_basic(addr: &str) -> nccl::Result<()> {
     Ok(())
 }
 
-fn nofile(n: u64) {
+fn limit(what: libc::__rlimit_resource_t, n: u64) {
     let lim = libc::rlimit {
         rlim_cur: n,
         rlim_max: n,
     };
     // SAFETY: setrlimit reads the struct it is given; lowering a limit of
     // this process only.
-    let r = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    let r = unsafe { libc::setrlimit(what, &lim) };
     assert_eq!(r, 0, "setrlimit");
 }
 
@@ -106,6 +109,10 @@ fn main() -> std::process::ExitCode {
             nccl::bootstrap::share_launch_id(&info, &opts).map(|id| vec![id])
         })(),
         Some("--store-server") => {
+            if let Some(mb) = a.get(2) {
+                let mb: u64 = text(mb).parse().expect("DATA_MB");
+                limit(libc::RLIMIT_DATA, mb << 20);
+            }
             let s = match TcpStoreServer::bind(&text(&a[1])) {
                 Ok(s) => s,
                 Err(e) => {
@@ -127,7 +134,7 @@ fn main() -> std::process::ExitCode {
                 let flag = text(&a.remove(0));
                 let v: u64 = text(&a.remove(0)).parse().expect("a number");
                 match flag.as_str() {
-                    "--nofile" => nofile(v),
+                    "--nofile" => limit(libc::RLIMIT_NOFILE, v),
                     "--handshake-ms" => handshake = Some(Duration::from_millis(v)),
                     f => panic!("unknown flag {f}"),
                 }

@@ -29,6 +29,6 @@ pub use launch::{
 pub use rendezvous::{MAX_IDS, MAX_PENDING, MAX_WORLD, TcpBootstrap};
 pub use slurm::slurm_port;
 pub use store::{
-    MAX_CONNECTIONS, MAX_KEY_LEN, MAX_KEYS_PER_QUERY, MAX_REPLY_LEN, MAX_STORE_BYTES,
-    MAX_VALUE_LEN, StoreBootstrap, TcpStore, TcpStoreServer, store_id_key,
+    MAX_CLIENT_BYTES, MAX_CONNECTIONS, MAX_KEY_LEN, MAX_KEYS_PER_QUERY, MAX_REPLY_LEN,
+    MAX_STORE_BYTES, MAX_VALUE_LEN, StoreBootstrap, TcpStore, TcpStoreServer, store_id_key,
 };
