@@ -362,7 +362,7 @@ fn spawn_with(
                 .env("LOCAL_RANK", r.to_string())
                 .env("MASTER_ADDR", "127.0.0.1")
                 .env("MASTER_PORT", port.to_string())
-                .env("NCCL_RS_SECRET", "faults-test")
+                .env("NCCL_RS_SECRET", "faults-test-0123456789")
                 .env("NCCL_HOSTID", format!("nccl-rs-rank{r}"))
                 .env("NCCL_SOCKET_IFNAME", "lo")
                 .spawn()

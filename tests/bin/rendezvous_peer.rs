@@ -1,10 +1,11 @@
 //! One rank of a rendezvous, as its own process, for the bootstrap tests (no
 //! GPU needed):
 //!
-//! - `rendezvous-peer [--nofile N] [--handshake-ms M] ADDR RANK WORLD SECRET TIMEOUT_MS NIDS`:
+//! - `rendezvous-peer [--nofile N] [--handshake-ms M] [--job ID] ADDR RANK WORLD SECRET TIMEOUT_MS NIDS`:
 //!   the TCP rendezvous; an empty SECRET means none (any bytes work, also
 //!   not UTF-8). Rank 0 makes the ids and prints `LISTEN <addr>` first.
-//!   `--nofile` lowers this process's file descriptor limit first.
+//!   `--nofile` lowers this process's file descriptor limit first; `--job`
+//!   sets the job id.
 //! - `rendezvous-peer --launcher TIMEOUT_MS`: what `init_from_launcher` does
 //!   before creating a communicator (launcher variables, then torchrun's store,
 //!   `NCCL_RS_STORE` or the TCP rendezvous); prints `SOURCE <launcher> RANK r WORLD w`.
@@ -130,18 +131,21 @@ fn main() -> std::process::ExitCode {
         },
         _ => {
             let mut handshake = None;
+            let mut job = String::new();
             while a.first().is_some_and(|x| text(x).starts_with("--")) {
                 let flag = text(&a.remove(0));
-                let v: u64 = text(&a.remove(0)).parse().expect("a number");
+                let v = text(&a.remove(0));
+                let n = || -> u64 { v.parse().expect("a number") };
                 match flag.as_str() {
-                    "--nofile" => limit(libc::RLIMIT_NOFILE, v),
-                    "--handshake-ms" => handshake = Some(Duration::from_millis(v)),
+                    "--nofile" => limit(libc::RLIMIT_NOFILE, n()),
+                    "--handshake-ms" => handshake = Some(Duration::from_millis(n())),
+                    "--job" => job = v.clone(),
                     f => panic!("unknown flag {f}"),
                 }
             }
             if a.len() != 6 {
                 eprintln!(
-                    "usage: rendezvous-peer [--nofile N] [--handshake-ms M] ADDR RANK WORLD SECRET TIMEOUT_MS NIDS"
+                    "usage: rendezvous-peer [--nofile N] [--handshake-ms M] [--job ID] ADDR RANK WORLD SECRET TIMEOUT_MS NIDS"
                 );
                 return std::process::ExitCode::from(2);
             }
@@ -160,7 +164,8 @@ fn main() -> std::process::ExitCode {
                     world,
                     (!secret.is_empty()).then_some(&secret[..]),
                     Duration::from_millis(ms),
-                )?;
+                )?
+                .job_id(&job);
                 if let Some(h) = handshake {
                     b = b.handshake_timeout(h);
                 }

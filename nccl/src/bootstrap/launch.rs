@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use crate::base::error::{Error, Result};
 use crate::bootstrap::rendezvous::{MAX_WORLD, TcpBootstrap};
+use crate::bootstrap::secret::{MIN_SECRET_LEN, Secret};
 use crate::bootstrap::slurm;
 use crate::bootstrap::store::{StoreBootstrap, TcpStore, store_id_key};
 use crate::comm::Bootstrap;
@@ -143,6 +144,16 @@ pub struct LaunchInfo {
     pub source: LaunchSource,
     /// Outer launchers whose variables were present too and ignored.
     pub ignored: Vec<LaunchSource>,
+    /// The job's identity, the same on every rank of one launch and
+    /// different from other jobs': the run id (`NCCL_RS_RUN_ID`, else
+    /// `TORCHELASTIC_RUN_ID`, else `default`), the restart count
+    /// (`TORCHELASTIC_RESTART_COUNT`), and the launcher's own job id (Slurm's
+    /// job and step ids for ranks started by `srun`, Open MPI's job id for
+    /// ranks started by `mpirun`). The TCP rendezvous binds it into its keys
+    /// ([`TcpBootstrap::job_id`]): a rank of another job cannot join.
+    pub job: String,
+    /// Run id and restart count, for the store keys.
+    run: (String, String),
     /// With a root derived from Slurm's node list: the node rank 0 must run
     /// on, and the node this process runs on (`SLURMD_NODENAME`).
     slurm_nodes: Option<(String, Option<String>)>,
@@ -337,7 +348,9 @@ impl LaunchInfo {
             (None, LaunchSource::Explicit) => 0,
             (None, _) => return Err(env_err(local_var, format!("missing ({rank_var} is set)"))),
         };
-        let (rendezvous, slurm_nodes) = rendezvous(&v, source)?;
+        let run = run_id(&v)?;
+        let (rendezvous, slurm_nodes) = rendezvous(&v, source, &run)?;
+        let job = job_identity(&v, source, &run)?;
         Ok(LaunchInfo {
             rank: rank as usize,
             world: world as usize,
@@ -345,6 +358,8 @@ impl LaunchInfo {
             rendezvous,
             source,
             ignored,
+            job,
+            run,
             slurm_nodes,
         })
     }
@@ -352,12 +367,14 @@ impl LaunchInfo {
     /// The channel for the id this launch asks for: a [`StoreBootstrap`]
     /// connected to the store, or a [`TcpBootstrap`] (rank 0 already
     /// listening, on all interfaces unless the root is a loopback address),
-    /// with `opts.timeout` and the secret of `opts` (or `NCCL_RS_SECRET`).
+    /// with `opts.timeout`, the secret of `opts` (or `NCCL_RS_SECRET`) and
+    /// [`LaunchInfo::job`] as its job id.
     ///
     /// # Errors
     /// `LaunchEnv` for no rendezvous with more than one rank, an empty
-    /// secret, or (Slurm) rank 0 on another node than the one the root was
-    /// derived from; `AddrInUse`; `Store` when the store cannot be reached.
+    /// secret or one shorter than [`MIN_SECRET_LEN`] bytes, or (Slurm) rank 0
+    /// on another node than the one the root was derived from; `AddrInUse`;
+    /// `Store` when the store cannot be reached.
     pub fn bootstrap(&self, opts: &LaunchOptions) -> Result<Box<dyn Bootstrap + Send>> {
         if self.world == 1 {
             return Ok(Box::new(TcpBootstrap::new(
@@ -384,13 +401,9 @@ impl LaunchInfo {
             }
             Rendezvous::Tcp { addr, .. } => {
                 let secret = opts.secret()?;
-                let mut b = TcpBootstrap::new(
-                    addr,
-                    self.rank,
-                    self.world,
-                    secret.as_deref(),
-                    opts.timeout,
-                )?;
+                let mut b =
+                    TcpBootstrap::with_secret(addr, self.rank, self.world, secret, opts.timeout)?
+                        .job_id(&self.job);
                 if self.rank == 0 {
                     if let Some((root, Some(here))) = &self.slurm_nodes {
                         if root != here {
@@ -430,7 +443,9 @@ fn wildcard(addr: &str) -> Option<String> {
 
 type Found = (Rendezvous, Option<(String, Option<String>)>);
 
-fn rendezvous(v: &Vars<'_>, source: LaunchSource) -> Result<Found> {
+/// The run id (`NCCL_RS_RUN_ID`, `TORCHELASTIC_RUN_ID`, `default`) and the
+/// restart count (`TORCHELASTIC_RESTART_COUNT`, `0`).
+fn run_id(v: &Vars<'_>) -> Result<(String, String)> {
     let run = match v.first_text(&["NCCL_RS_RUN_ID", "TORCHELASTIC_RUN_ID"])? {
         Some((var, r)) if r.len() > 256 || r.chars().any(char::is_control) => {
             return Err(env_err(
@@ -445,7 +460,53 @@ fn rendezvous(v: &Vars<'_>, source: LaunchSource) -> Result<Found> {
         Some(n) => n.to_string(),
         None => "0".into(),
     };
-    let key = store_id_key(&run, &restart);
+    Ok((run, restart))
+}
+
+/// [`LaunchInfo::job`]: run id, restart count, and the id the launcher gave
+/// the job (only the launcher that started the ranks: every rank sees the
+/// same).
+fn job_identity(
+    v: &Vars<'_>,
+    source: LaunchSource,
+    (run, restart): &(String, String),
+) -> Result<String> {
+    let mut job = format!("run={run};restart={restart}");
+    let launcher = match source {
+        LaunchSource::Slurm => v
+            .first_text(&["SLURM_JOB_ID", "SLURM_JOBID"])?
+            .map(|(_, j)| {
+                let step = v
+                    .first_text(&["SLURM_STEP_ID", "SLURM_STEPID"])
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| "0".to_string(), |(_, s)| s);
+                format!("slurm={}.{}", j.trim(), step.trim())
+            }),
+        LaunchSource::OpenMpi => v
+            .first_text(&["PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"])?
+            .map(|(_, j)| format!("ompi={}", j.trim())),
+        LaunchSource::Explicit | LaunchSource::Torchrun => None,
+    };
+    if let Some(l) = launcher {
+        if l.len() > 256 || l.chars().any(char::is_control) {
+            return Err(env_err(
+                "SLURM_JOB_ID/PMIX_NAMESPACE",
+                "the launcher's job id is longer than 256 characters or has control characters",
+            ));
+        }
+        job.push(';');
+        job.push_str(&l);
+    }
+    Ok(job)
+}
+
+fn rendezvous(
+    v: &Vars<'_>,
+    source: LaunchSource,
+    (run, restart): &(String, String),
+) -> Result<Found> {
+    let key = store_id_key(run, restart);
     if let Some(s) = v.text("NCCL_RS_STORE")? {
         let addr = host_port("NCCL_RS_STORE", &s)?;
         return Ok((
@@ -596,13 +657,14 @@ pub struct LaunchOptions {
     /// Deadline for the rendezvous and for communicator creation
     /// (`Duration::MAX`: no practical limit).
     pub timeout: Duration,
-    /// Shared secret of the TCP rendezvous, as bytes. `None` (the default):
-    /// `NCCL_RS_SECRET` when set (read as bytes, so any value works), else no
-    /// secret, with a logged warning: the unique id is a bearer token, and
-    /// without a secret anyone who reaches rank 0's port can take a rank and
-    /// the id. An empty secret is an error. A store rendezvous has no
-    /// authentication of its own (see [`TcpStore`]).
-    pub secret: Option<Vec<u8>>,
+    /// Shared secret of the TCP rendezvous, at least [`MIN_SECRET_LEN`]
+    /// bytes (any bytes). `None` (the default): `NCCL_RS_SECRET` when set
+    /// (read as bytes, so any value works), else no secret, with a logged
+    /// warning: the unique id is a bearer token, and without a secret anyone
+    /// who reaches rank 0's port can take a rank and the id. An empty or
+    /// shorter secret is an error. A store rendezvous has no authentication
+    /// of its own (see [`TcpStore`]). `Debug` does not show it.
+    pub secret: Option<Secret>,
     /// Communicator configuration; unless it sets its own timeout, creation
     /// has `timeout` as its deadline. The default is blocking: each call costs
     /// the host time it costs in C. A non-blocking communicator
@@ -641,15 +703,25 @@ impl Default for LaunchOptions {
 
 impl LaunchOptions {
     /// The secret to use: `secret`, else `NCCL_RS_SECRET`'s bytes.
-    fn secret(&self) -> Result<Option<Vec<u8>>> {
-        let s = match &self.secret {
-            Some(s) => Some(s.clone()),
-            None => std::env::var_os("NCCL_RS_SECRET").map(|v| v.into_encoded_bytes()),
+    fn secret(&self) -> Result<Option<Secret>> {
+        let (s, var) = match &self.secret {
+            Some(s) => (Some(s.clone()), "LaunchOptions::secret"),
+            None => (Secret::from_env(), "NCCL_RS_SECRET"),
         };
         match s {
             Some(s) if s.is_empty() => Err(env_err(
-                "NCCL_RS_SECRET",
-                "is set but empty: give every rank the same non-empty value, or unset it",
+                var,
+                "is set but empty: give every rank the same random value of at least 16 bytes \
+                 (`head -c 32 /dev/urandom | base64`), or unset it",
+            )),
+            Some(s) if s.len() < MIN_SECRET_LEN => Err(env_err(
+                var,
+                format!(
+                    "is {} bytes; at least {MIN_SECRET_LEN} are needed, as a captured handshake \
+                     lets anyone guess a short secret offline: give every rank the same random \
+                     value (`head -c 32 /dev/urandom | base64`)",
+                    s.len()
+                ),
             )),
             s => Ok(s),
         }

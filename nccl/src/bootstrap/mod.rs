@@ -19,6 +19,7 @@
 mod launch;
 mod net;
 mod rendezvous;
+mod secret;
 mod slurm;
 mod store;
 
@@ -27,6 +28,7 @@ pub use launch::{
     share_launch_id,
 };
 pub use rendezvous::{MAX_IDS, MAX_PENDING, MAX_WORLD, TcpBootstrap};
+pub use secret::{MIN_SECRET_LEN, Secret};
 pub use slurm::slurm_port;
 pub use store::{
     MAX_CLIENT_BYTES, MAX_CONNECTIONS, MAX_KEY_LEN, MAX_KEYS_PER_QUERY, MAX_REPLY_LEN,

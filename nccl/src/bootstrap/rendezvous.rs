@@ -2,17 +2,28 @@
 //! trait, and [`TcpBootstrap`], an authenticated and encrypted TCP
 //! rendezvous.
 //!
-//! # Protocol (version 2; integers big-endian; every message of bounded size)
+//! # Protocol (version 3; integers big-endian; every message of bounded size)
 //!
-//! 1. rank r → rank 0, `HELLO`: magic `NCCLRS02`, a 32-byte random nonce `cn`.
+//! Before any connection, every rank computes the job's identity `J`, the
+//! SHA-256 of `nccl-rs rendezvous v3` ‖ world size (u64) ‖ the job id
+//! ([`TcpBootstrap::job_id`]; from [`LaunchInfo`](crate::bootstrap::LaunchInfo):
+//! the run id, restart count and launcher's job id) ‖ the rendezvous address
+//! (the `addr` every rank is given, each of the last two as a u64 length and
+//! the bytes), and the rendezvous key `M` = Argon2id(secret, salt `J`; 19 MiB,
+//! 2 passes, 1 lane; 32 bytes). Each guess at the secret from a captured
+//! handshake costs that much, and a rank of another job (another world size,
+//! run, or address) holds another key even with the same secret.
+//!
+//! 1. rank r → rank 0, `HELLO`: magic `NCCLRS03`, a 32-byte random nonce `cn`.
 //! 2. rank 0 → r, `CHALLENGE`: magic, a 32-byte random nonce `rn`.
-//! 3. Both derive two keys with HKDF-SHA256 from the shared secret (salt
-//!    `nccl-rs rendezvous v2`, info `client to root` or `root to client` ‖
-//!    `cn` ‖ `rn`): fresh keys for every connection, one per direction.
+//! 3. Both derive two keys with HKDF-SHA256 from `M` (salt `J`, info
+//!    `client to root` or `root to client` ‖ `cn` ‖ `rn`): fresh keys for
+//!    every connection, one per direction. Every sealed message below has
+//!    magic ‖ `cn` ‖ `rn` ‖ `J` as associated data.
 //! 4. r → rank 0, `JOIN`: XChaCha20-Poly1305 under the client key, a fresh
 //!    random 24-byte nonce, of rank (u64), world size (u64) and number of ids
-//!    (u32). Only a holder of the secret can make one that opens: it proves the
-//!    secret, bound to this connection's nonces (no replay).
+//!    (u32). Only a holder of the secret, of this job, can make one that
+//!    opens: it proves both, bound to this connection's nonces (no replay).
 //! 5. rank 0, once every rank has joined, → r, `RESULT`: length (u32), then a
 //!    sealed message under the root key: status 0, the number of ids (u32) and
 //!    the ids (128 bytes each); or status 1 and a reason. That it opens proves
@@ -44,13 +55,20 @@ use std::time::{Duration, Instant};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::base::error::{Error, Result};
 use crate::bootstrap::net::{self, IoFail};
+use crate::bootstrap::secret::{MIN_SECRET_LEN, Secret};
 use crate::comm::{Bootstrap, UNIQUE_ID_BYTES, UniqueId};
 
-const MAGIC: &[u8; 8] = b"NCCLRS02";
+const MAGIC: &[u8; 8] = b"NCCLRS03";
+/// Argon2id's memory (KiB), passes and lanes for the rendezvous key: the
+/// first of OWASP's recommended settings.
+const KDF_MEMORY_KIB: u32 = 19 * 1024;
+const KDF_PASSES: u32 = 2;
+const KDF_LANES: u32 = 1;
 const NONCE: usize = 32;
 const HELLO_LEN: usize = 8 + NONCE;
 const CHALLENGE_LEN: usize = 8 + NONCE;
@@ -109,7 +127,8 @@ pub struct TcpBootstrap {
     bind: Option<String>,
     rank: usize,
     world: usize,
-    secret: Option<Vec<u8>>,
+    secret: Option<Secret>,
+    job: String,
     timeout: Duration,
     handshake: Duration,
     listener: Option<Arc<TcpListener>>,
@@ -122,14 +141,8 @@ impl std::fmt::Debug for TcpBootstrap {
             .field("bind", &self.bind)
             .field("rank", &self.rank)
             .field("world", &self.world)
-            .field(
-                "secret",
-                &if self.secret.is_some() {
-                    "set (hidden)"
-                } else {
-                    "none"
-                },
-            )
+            .field("secret", &self.secret)
+            .field("job", &self.job)
             .field("timeout", &self.timeout)
             .field("handshake", &self.handshake)
             .finish()
@@ -143,6 +156,42 @@ fn peer_err(peer: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// The job's identity `J` (module docs): what every rank of one rendezvous
+/// must agree on.
+fn job_hash(world: usize, job: &str, addr: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"nccl-rs rendezvous v3");
+    h.update((world as u64).to_be_bytes());
+    for part in [job.as_bytes(), addr.as_bytes()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+/// The rendezvous key `M` and the identity `J` it was made for.
+struct Master {
+    key: Zeroizing<[u8; 32]>,
+    job: [u8; 32],
+}
+
+impl Master {
+    /// Argon2id of the secret salted with `job` (module docs); without a
+    /// secret, a key everyone can make.
+    fn derive(secret: Option<&Secret>, job: [u8; 32]) -> Result<Master> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        if let Some(s) = secret {
+            let kdf = |e: argon2::Error| peer_err("local", format!("key derivation: {e}"));
+            let params = argon2::Params::new(KDF_MEMORY_KIB, KDF_PASSES, KDF_LANES, Some(32))
+                .map_err(kdf)?;
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password_into(s.expose(), &job, &mut key[..])
+                .map_err(kdf)?;
+        }
+        Ok(Master { key, job })
+    }
+}
+
 /// The two ciphers of one connection.
 struct Keys {
     c2r: XChaCha20Poly1305,
@@ -151,17 +200,18 @@ struct Keys {
 }
 
 impl Keys {
-    fn derive(secret: &[u8], cn: &[u8; NONCE], rn: &[u8; NONCE]) -> Keys {
-        let hk = Hkdf::<Sha256>::new(Some(b"nccl-rs rendezvous v2"), secret);
+    fn derive(m: &Master, cn: &[u8; NONCE], rn: &[u8; NONCE]) -> Keys {
+        let hk = Hkdf::<Sha256>::new(Some(&m.job), &m.key[..]);
         let key = |label: &[u8]| {
-            let mut k = [0u8; 32];
+            let mut k = Zeroizing::new([0u8; 32]);
             // 32 bytes is far below HKDF-SHA256's limit of 255 * 32.
-            let _ = hk.expand_multi_info(&[label, cn, rn], &mut k);
-            XChaCha20Poly1305::new(&k.into())
+            let _ = hk.expand_multi_info(&[label, cn, rn], &mut k[..]);
+            XChaCha20Poly1305::new(&(*k).into())
         };
         let mut aad = MAGIC.to_vec();
         aad.extend_from_slice(cn);
         aad.extend_from_slice(rn);
+        aad.extend_from_slice(&m.job);
         Keys {
             c2r: key(b"client to root"),
             r2c: key(b"root to client"),
@@ -255,11 +305,16 @@ impl TcpBootstrap {
     /// secret, rank 0 only admits peers that prove they hold it, and peers
     /// only accept ids from a rank 0 that proves it; the ids travel
     /// encrypted. Without one (`None`), see the module docs: a warning is
-    /// printed once.
+    /// logged once.
+    ///
+    /// Every rank must give the same `addr` (the address the others connect
+    /// to, as text: it is part of the job's identity), and the same
+    /// [`job_id`](TcpBootstrap::job_id). Rank 0 may give port 0 (its
+    /// [`listen`](TcpBootstrap::listen) picks one): the port it gets counts.
     ///
     /// # Errors
     /// `InvalidArgument` for `rank >= world`, `world == 0`, `world` above
-    /// [`MAX_WORLD`], or an empty secret.
+    /// [`MAX_WORLD`], or a secret shorter than [`MIN_SECRET_LEN`] bytes.
     pub fn new(
         addr: &str,
         rank: usize,
@@ -267,13 +322,30 @@ impl TcpBootstrap {
         secret: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<TcpBootstrap> {
+        TcpBootstrap::with_secret(addr, rank, world, secret.map(Secret::from), timeout)
+    }
+
+    /// [`TcpBootstrap::new`] with a [`Secret`] (taken, not copied).
+    ///
+    /// # Errors
+    /// As [`TcpBootstrap::new`].
+    pub fn with_secret(
+        addr: &str,
+        rank: usize,
+        world: usize,
+        secret: Option<Secret>,
+        timeout: Duration,
+    ) -> Result<TcpBootstrap> {
         check_rank_world("TcpBootstrap::new", rank, world)?;
-        if secret.is_some_and(<[u8]>::is_empty) {
+        if let Some(s) = secret.as_ref().filter(|s| s.len() < MIN_SECRET_LEN) {
             return Err(Error::invalid(
                 "TcpBootstrap::new",
                 "secret",
-                "None or at least one byte",
-                "an empty secret",
+                format!(
+                    "None or at least {MIN_SECRET_LEN} bytes (random ones: \
+                     `head -c 32 /dev/urandom | base64`)"
+                ),
+                format!("{} bytes", s.len()),
             ));
         }
         Ok(TcpBootstrap {
@@ -281,7 +353,8 @@ impl TcpBootstrap {
             bind: None,
             rank,
             world,
-            secret: secret.map(<[u8]>::to_vec),
+            secret,
+            job: String::new(),
             timeout,
             handshake: HANDSHAKE_LIMIT,
             listener: None,
@@ -292,6 +365,16 @@ impl TcpBootstrap {
     /// which stays the address the other ranks connect to.
     pub fn bind_to(mut self, bind: &str) -> TcpBootstrap {
         self.bind = Some(bind.to_string());
+        self
+    }
+
+    /// The job this rendezvous belongs to (default empty): bound into every
+    /// key, so that a rank of another job (a leftover process on a reused
+    /// port) cannot join even with the same secret. Every rank must give the
+    /// same; [`LaunchInfo::bootstrap`](crate::bootstrap::LaunchInfo::bootstrap)
+    /// gives [`LaunchInfo::job`](crate::bootstrap::LaunchInfo::job).
+    pub fn job_id(mut self, job: &str) -> TcpBootstrap {
+        self.job = job.to_string();
         self
     }
 
@@ -321,14 +404,31 @@ impl TcpBootstrap {
         Ok(a)
     }
 
-    fn secret(&self) -> &[u8] {
-        self.secret.as_deref().unwrap_or_default()
+    /// The address in the job's identity: `addr`, with the port rank 0's
+    /// listener got when `addr` asks for port 0.
+    fn identity_addr(&self) -> String {
+        if let (Some(host), None, Some(l)) =
+            (self.addr.strip_suffix(":0"), &self.bind, &self.listener)
+        {
+            if let Ok(a) = l.local_addr() {
+                return format!("{host}:{}", a.port());
+            }
+        }
+        self.addr.clone()
+    }
+
+    /// The rendezvous key of this job (the slow step: once per rendezvous).
+    fn master(&self) -> Result<Master> {
+        Master::derive(
+            self.secret.as_ref(),
+            job_hash(self.world, &self.job, &self.identity_addr()),
+        )
     }
 
     /// Rank 0's side of one connection after `poll` said it is readable:
     /// reads what the stage needs (never more), and acts on a complete
     /// message.
-    fn advance(&self, c: &mut Conn, nids: usize) -> Step {
+    fn advance(&self, m: &Master, c: &mut Conn, nids: usize) -> Step {
         use std::io::Read;
         if let Stage::Joined(..) = c.stage {
             // anything, or the end, from a joined rank ends it
@@ -375,7 +475,7 @@ impl TcpBootstrap {
                 if !matches!(std::io::Write::write(&mut c.s, &ch), Ok(n) if n == ch.len()) {
                     return Step::Drop;
                 }
-                c.stage = Stage::Join(Keys::derive(self.secret(), &cn, &rn));
+                c.stage = Stage::Join(Keys::derive(m, &cn, &rn));
                 Step::Keep
             }
             Stage::Join(k) => {
@@ -428,6 +528,7 @@ impl TcpBootstrap {
         self.listen()?;
         let listener = self.listener.clone().expect("listening");
         let here = self.bind.clone().unwrap_or_else(|| self.addr.clone());
+        let master = self.master()?;
         listener
             .set_nonblocking(true)
             .map_err(|e| peer_err(&here, e.to_string()))?;
@@ -479,7 +580,7 @@ impl TcpBootstrap {
                 if !(r.readable || r.closed) {
                     continue;
                 }
-                match self.advance(&mut conns[i], nids) {
+                match self.advance(&master, &mut conns[i], nids) {
                     Step::Keep => {}
                     Step::Drop => {
                         let c = conns.swap_remove(i);
@@ -536,7 +637,7 @@ impl TcpBootstrap {
                                 stage: Stage::Hello,
                             };
                             // its hello is often there already
-                            if !matches!(self.advance(&mut c, nids), Step::Drop) {
+                            if !matches!(self.advance(&master, &mut c, nids), Step::Drop) {
                                 conns.push(c);
                             }
                         }
@@ -593,6 +694,7 @@ impl TcpBootstrap {
         let deadline = net::deadline_after(self.timeout);
         let peer = self.addr.clone();
         let addrs = net::resolve(&self.addr).map_err(|e| peer_err(&peer, e))?;
+        let master = self.master()?;
         let unreachable = |last: String| Error::RootUnreachable {
             addr: peer.clone(),
             waited: start.elapsed(),
@@ -636,7 +738,7 @@ impl TcpBootstrap {
             }
             let mut rn = [0u8; NONCE];
             rn.copy_from_slice(&ch[8..]);
-            break (s, Keys::derive(self.secret(), &cn, &rn));
+            break (s, Keys::derive(&master, &cn, &rn));
         };
         let mut plain = (self.rank as u64).to_be_bytes().to_vec();
         plain.extend_from_slice(&(self.world as u64).to_be_bytes());
@@ -651,8 +753,10 @@ impl TcpBootstrap {
                 return Err(peer_err(
                     &peer,
                     "rank 0 closed the connection without an answer: it did not accept our \
-                     proof of the secret (NCCL_RS_SECRET differs from rank 0's, or is set on \
-                     only one side)",
+                     proof of the secret and job (NCCL_RS_SECRET differs from rank 0's, or is \
+                     set on only one side; or this rank belongs to another job: the world size, \
+                     the run id (NCCL_RS_RUN_ID, TORCHELASTIC_RUN_ID, the launcher's job id) and \
+                     the rendezvous address must be the same on every rank)",
                 ));
             }
             Err(e) => {
@@ -764,5 +868,50 @@ impl TcpBootstrap {
             )),
             (_, None) => self.join(n),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_argon2id_of_the_secret_salted_with_the_job() {
+        let secret = Secret::from("0123456789abcdef");
+        let job = job_hash(4, "run=a", "h:1");
+        let m = Master::derive(Some(&secret), job).unwrap();
+        let mut want = [0u8; 32];
+        argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(19 * 1024, 2, 1, Some(32)).unwrap(),
+        )
+        .hash_password_into(b"0123456789abcdef", &job, &mut want)
+        .unwrap();
+        assert_eq!(*m.key, want);
+        // every part of the identity changes it, and the parts do not run
+        // into each other
+        for other in [
+            job_hash(5, "run=a", "h:1"),
+            job_hash(4, "run=b", "h:1"),
+            job_hash(4, "run=a", "h:2"),
+            job_hash(4, "", "run=ah:1"),
+            job_hash(4, "run=ah:1", ""),
+        ] {
+            assert_ne!(other, job);
+        }
+        // a JOIN sealed with another job's keys does not open, one of this
+        // job's does
+        let (cn, rn) = ([1u8; NONCE], [2u8; NONCE]);
+        let mine = Keys::derive(&m, &cn, &rn);
+        let other = Master::derive(Some(&secret), job_hash(4, "run=b", "h:1")).unwrap();
+        let theirs = Keys::derive(&other, &cn, &rn);
+        let join = seal(&theirs.c2r, &theirs.aad, b"join").unwrap();
+        assert!(open(&mine.c2r, &mine.aad, &join).is_none());
+        let join = seal(&mine.c2r, &mine.aad, b"join").unwrap();
+        assert_eq!(
+            open(&mine.c2r, &mine.aad, &join).as_deref(),
+            Some(&b"join"[..])
+        );
     }
 }
