@@ -1719,3 +1719,126 @@ fn the_store_servers_memory_is_bounded_whatever_its_clients_ask() {
     assert!(served, "the server no longer serves");
     drop((s, w, many));
 }
+
+// ---------------------------------------------------------------- survivors
+
+/// `rendezvous-peer --survivors LOST 1 TIMEOUT` with exactly these variables.
+fn survivor(env: &[(&str, String)], lost: &str) -> Child {
+    let mut c = Command::new(PEER);
+    c.args(["--survivors", lost, "1", "40000"])
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for k in ["PATH", "LD_LIBRARY_PATH"] {
+        if let Some(v) = std::env::var_os(k) {
+            c.env(k, v);
+        }
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+/// The `NEW r/w` and `IDS …` lines of finished survivors.
+fn survivors_out(kids: Vec<Child>) -> Vec<(String, String)> {
+    kids.into_iter()
+        .map(|k| {
+            let o = out(k.wait_with_output().unwrap());
+            let new = o.lines().find(|l| l.starts_with("NEW ")).unwrap_or("");
+            let ids = o.lines().last().unwrap_or("");
+            (new.to_string(), ids.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn survivors_meet_though_the_ports_after_the_jobs_own_are_taken() {
+    // the job's port P is held by a listener that never answers, P + 1 by
+    // one that answers garbage: the survivors' rank 0 listens further on,
+    // and the others find it
+    let (silent, garbage, port) = loop {
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p > 65000 {
+            continue;
+        }
+        if let Ok(b) = TcpListener::bind(("127.0.0.1", p + 1)) {
+            break (a, b, p);
+        }
+    };
+    std::thread::spawn(move || {
+        for s in garbage.incoming() {
+            let Ok(mut s) = s else { break };
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let t = Instant::now();
+    for (lost, old) in [("1", [0, 2, 3]), ("0", [1, 2, 3])] {
+        let kids: Vec<Child> = old
+            .iter()
+            .map(|r| {
+                survivor(
+                    &[
+                        ("RANK", r.to_string()),
+                        ("LOCAL_RANK", r.to_string()),
+                        ("WORLD_SIZE", "4".into()),
+                        ("MASTER_ADDR", "127.0.0.1".into()),
+                        ("MASTER_PORT", port.to_string()),
+                        ("NCCL_RS_SECRET", "survivors-secret-0123".into()),
+                    ],
+                    lost,
+                )
+            })
+            .collect();
+        let outs = survivors_out(kids);
+        for (i, (new, _)) in outs.iter().enumerate() {
+            assert_eq!(new, &format!("NEW {i}/3"), "lost {lost}: {outs:?}");
+        }
+        assert!(
+            outs[0].1.starts_with("IDS ") && outs.iter().all(|o| o.1 == outs[0].1),
+            "lost {lost}: {outs:?}"
+        );
+    }
+    assert!(t.elapsed() < Duration::from_secs(40), "{:?}", t.elapsed());
+    drop(silent);
+}
+
+#[test]
+fn survivors_meet_in_the_jobs_store_under_a_fresh_key() {
+    let server = TcpStoreServer::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().to_string();
+    // the first rendezvous's id is still there
+    let mut c = TcpStore::connect(&addr, Duration::from_secs(5)).unwrap();
+    let first = UniqueId::new().unwrap();
+    c.set("nccl-rs/r9/0/uid", first.as_bytes()).unwrap();
+    let kids: Vec<Child> = [0, 1, 3]
+        .iter()
+        .map(|r| {
+            survivor(
+                &[
+                    ("NCCL_RS_RANK", r.to_string()),
+                    ("NCCL_RS_WORLD_SIZE", "4".into()),
+                    ("NCCL_RS_STORE", addr.clone()),
+                    ("NCCL_RS_RUN_ID", "r9".into()),
+                ],
+                "2",
+            )
+        })
+        .collect();
+    let outs = survivors_out(kids);
+    for (i, (new, _)) in outs.iter().enumerate() {
+        assert_eq!(new, &format!("NEW {i}/3"), "{outs:?}");
+    }
+    let ids = &outs[0].1;
+    assert!(
+        ids.starts_with("IDS ") && outs.iter().all(|o| &o.1 == ids),
+        "{outs:?}"
+    );
+    assert_ne!(ids, &format!("IDS {first}"));
+    assert_eq!(
+        c.get("nccl-rs/r9/0/uid").unwrap(),
+        first.as_bytes(),
+        "the first key is left alone"
+    );
+}

@@ -9,6 +9,10 @@
 //! - `rendezvous-peer --launcher TIMEOUT_MS`: what `init_from_launcher` does
 //!   before creating a communicator (launcher variables, then torchrun's store,
 //!   `NCCL_RS_STORE` or the TCP rendezvous); prints `SOURCE <launcher> RANK r WORLD w`.
+//! - `rendezvous-peer --survivors LOST EPOCH TIMEOUT_MS`: the survivors of
+//!   the launch in the environment after losing the ranks LOST (`1,3`)
+//!   meet ([`LaunchInfo::survivors_bootstrap`]); prints `NEW <rank>/<world>`
+//!   and new rank 0 makes the id.
 //! - `rendezvous-peer --store-server ADDR [DATA_MB]`: a `TcpStoreServer`;
 //!   prints `LISTEN <addr>`, serves until standard input closes. With
 //!   `DATA_MB`, the process's data segment (`RLIMIT_DATA`: heap and private
@@ -108,6 +112,23 @@ fn main() -> std::process::ExitCode {
                 ..LaunchOptions::default()
             };
             nccl::bootstrap::share_launch_id(&info, &opts).map(|id| vec![id])
+        })(),
+        Some("--survivors") => (|| {
+            let lost: Vec<usize> = text(&a[1])
+                .split(',')
+                .map(|r| r.parse().expect("LOST"))
+                .collect();
+            let epoch: u64 = text(&a[2]).parse().expect("EPOCH");
+            let ms: u64 = text(&a[3]).parse().expect("TIMEOUT_MS");
+            let info = LaunchInfo::from_env()?;
+            let opts = LaunchOptions {
+                timeout: Duration::from_millis(ms),
+                ..LaunchOptions::default()
+            };
+            let mut b = info.survivors_bootstrap(&lost, epoch, &opts)?;
+            say(&format!("NEW {}/{}", b.rank(), b.world_size()));
+            let ids = (b.rank() == 0).then(UniqueId::new).transpose()?;
+            b.share_ids(ids.map(|i| vec![i]))
         })(),
         Some("--store-server") => {
             if let Some(mb) = a.get(2) {

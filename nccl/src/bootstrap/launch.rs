@@ -428,6 +428,123 @@ impl LaunchInfo {
     }
 }
 
+/// How many ports from the job's own the survivors' TCP rendezvous tries
+/// ([`LaunchInfo::survivors_bootstrap`]).
+pub const SURVIVOR_PORTS: u16 = 16;
+
+impl LaunchInfo {
+    /// The channel through which the survivors of this launch meet after
+    /// losing the ranks `lost` (as [`Comm::shrink_or_recreate`](crate::Comm::shrink_or_recreate)
+    /// needs: this rank under its new rank, [`RankMap::excluding`](crate::RankMap::excluding),
+    /// of the survivors' world), for their `epoch`-th recovery (1, 2, …: each
+    /// recovery of one job meets apart from the earlier ones). Every survivor
+    /// calls it with the same `lost` and `epoch`; it needs no port or key but
+    /// the job's own:
+    ///
+    /// - a store rendezvous: the same store, under
+    ///   `nccl-rs/<run>/<restart>/survivors/<epoch>/<lost>/uid` (`<lost>`: 16
+    ///   hex digits from the lost ranks);
+    /// - the TCP rendezvous: the job's address, its port or one of the next
+    ///   [`SURVIVOR_PORTS`]` - 1` ([`TcpBootstrap::port_range`]): the new rank 0
+    ///   listens on the first free one, the others find it by its proof of
+    ///   the secret; the job id says `survivors`, the epoch and the lost
+    ///   ranks, so no rank of the first rendezvous or of another recovery is
+    ///   mistaken for one of these. The new rank 0 must run on the
+    ///   rendezvous's host: if the lost ranks include rank 0 and the new one
+    ///   runs elsewhere, this is an error there (a job that must survive the
+    ///   loss of rank 0's host meets through a store).
+    ///
+    /// With `opts.timeout`, and the secret of `opts` (or `NCCL_RS_SECRET`).
+    /// The new rank 0 listens at once.
+    ///
+    /// # Errors
+    /// `InvalidArgument` (as [`RankMap::excluding`](crate::RankMap::excluding))
+    /// for a `lost` that names this rank, a rank twice, or every rank; as
+    /// [`LaunchInfo::bootstrap`]; `Rendezvous` when the new rank 0 is not on
+    /// the rendezvous's host; `AddrInUse` when every port of the range is.
+    pub fn survivors_bootstrap(
+        &self,
+        lost: &[usize],
+        epoch: u64,
+        opts: &LaunchOptions,
+    ) -> Result<Box<dyn Bootstrap + Send>> {
+        let map = crate::RankMap::excluding(self.world, self.rank, lost)?;
+        let me = map.new_rank(self.rank).expect("excluding keeps this rank");
+        let world = map.world();
+        let tag = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            for r in map.excluded() {
+                h.update((*r as u64).to_be_bytes());
+            }
+            let h = h.finalize();
+            let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+            format!("survivors/{epoch}/{hex}")
+        };
+        if world == 1 {
+            return Ok(Box::new(TcpBootstrap::new(
+                "127.0.0.1:1",
+                0,
+                1,
+                None,
+                opts.timeout,
+            )?));
+        }
+        match &self.rendezvous {
+            Rendezvous::Unset => Err(env_err(
+                "MASTER_ADDR/MASTER_PORT",
+                format!(
+                    "needed for the {world} survivors to meet: set them, or NCCL_RS_ROOT, or \
+                     NCCL_RS_STORE"
+                ),
+            )),
+            Rendezvous::Store { addr, .. } => {
+                let (run, restart) = &self.run;
+                let key = format!("nccl-rs/{run}/{restart}/{tag}/uid");
+                let store = TcpStore::connect(addr, opts.timeout)?;
+                Ok(Box::new(StoreBootstrap::new(store, me, world, &key)?))
+            }
+            Rendezvous::Tcp { addr, .. } => {
+                let secret = opts.secret()?;
+                let mut b = TcpBootstrap::with_secret(addr, me, world, secret, opts.timeout)?
+                    .job_id(&format!("{};{tag}", self.job))
+                    .port_range(SURVIVOR_PORTS);
+                if me == 0 {
+                    if self.rank != 0 {
+                        check_local(addr, self.rank)?;
+                    }
+                    if let Some(bind) = wildcard(addr) {
+                        b = b.bind_to(&bind);
+                    }
+                    b.listen()?;
+                }
+                Ok(Box::new(b))
+            }
+        }
+    }
+}
+
+/// That the host of `addr` is this machine (one of its addresses binds),
+/// for survivor `rank` that became rank 0.
+fn check_local(addr: &str, rank: usize) -> Result<()> {
+    let ips = crate::bootstrap::net::resolve(addr)
+        .map_err(|e| crate::bootstrap::rendezvous::peer_err(addr, e))?;
+    let here = ips
+        .iter()
+        .any(|a| a.ip().is_loopback() || std::net::TcpListener::bind((a.ip(), 0)).is_ok());
+    if here {
+        return Ok(());
+    }
+    Err(crate::bootstrap::rendezvous::peer_err(
+        addr,
+        format!(
+            "rank {rank}, rank 0 of the survivors, does not run on the rendezvous's host, where \
+             the others look for it (the lost rank 0 ran there): a job that must survive the \
+             loss of rank 0's host meets through a store (NCCL_RS_STORE, torchrun's agent store)"
+        ),
+    ))
+}
+
 /// Where rank 0 listens for `addr`: all interfaces of its port, unless the
 /// host is a loopback address (then `addr` itself).
 fn wildcard(addr: &str) -> Option<String> {

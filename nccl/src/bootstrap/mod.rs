@@ -24,8 +24,8 @@ mod slurm;
 mod store;
 
 pub use launch::{
-    CONNECT_BYTES, LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, init_from_launcher,
-    share_launch_id,
+    CONNECT_BYTES, LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, SURVIVOR_PORTS,
+    init_from_launcher, share_launch_id,
 };
 pub use rendezvous::{MAX_IDS, MAX_PENDING, MAX_WORLD, TcpBootstrap};
 pub use secret::{MIN_SECRET_LEN, Secret};

@@ -133,6 +133,25 @@ pub(crate) fn connect_by(addrs: &[SocketAddr], deadline: Instant) -> Result<TcpS
     }
 }
 
+/// One pass over `addrs`, each given what is left until `until` (at most 2
+/// s): the first connection made, or the last error.
+pub(crate) fn connect_once(addrs: &[SocketAddr], until: Instant) -> Result<TcpStream, String> {
+    let mut last = String::from("no address to try");
+    for a in addrs {
+        let Some(l) = left(until) else {
+            break;
+        };
+        match TcpStream::connect_timeout(a, l.min(Duration::from_secs(2))) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = format!("{a}: {e}"),
+        }
+    }
+    Err(last)
+}
+
 /// `count` random bytes from the kernel (`getrandom(2)`: no file descriptor,
 /// so it works when descriptors run out).
 pub(crate) fn random<const N: usize>() -> io::Result<[u8; N]> {

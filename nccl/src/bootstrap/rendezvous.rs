@@ -24,10 +24,19 @@
 //!    random 24-byte nonce, of rank (u64), world size (u64) and number of ids
 //!    (u32). Only a holder of the secret, of this job, can make one that
 //!    opens: it proves both, bound to this connection's nonces (no replay).
-//! 5. rank 0, once every rank has joined, → r, `RESULT`: length (u32), then a
+//! 5. rank 0 → r, at once, `ACK` (or a refusal, below): length (u32), then a
+//!    sealed message under the root key: status 2. That it opens proves rank
+//!    0 holds the secret and belongs to this job.
+//! 6. rank 0, once every rank has joined, → r, `RESULT`: length (u32), then a
 //!    sealed message under the root key: status 0, the number of ids (u32) and
-//!    the ids (128 bytes each); or status 1 and a reason. That it opens proves
-//!    rank 0 holds the secret; the ids never travel in clear.
+//!    the ids (128 bytes each); or status 1 and a reason. The ids never
+//!    travel in clear.
+//!
+//! With [`TcpBootstrap::port_range`], rank 0 listens on the first free port
+//! of a range, and the other ranks try each in turn, a few seconds each,
+//! until one acknowledges their join: no port but the job's own needs to be
+//! free (the survivors of a lost rank meet this way,
+//! [`LaunchInfo::survivors_bootstrap`](crate::bootstrap::LaunchInfo::survivors_bootstrap)).
 //!
 //! Rank 0 serves every connection from the calling thread (no thread per
 //! connection) with non-blocking sockets and `poll(2)`: at most
@@ -88,6 +97,11 @@ pub const MAX_PENDING: usize = 128;
 pub const MAX_WORLD: usize = i32::MAX as usize;
 /// Default limit for one connection's handshake at rank 0.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// With several ports, how long a rank gives one of them to answer before
+/// it tries the next.
+const CANDIDATE_LIMIT: Duration = Duration::from_secs(3);
+/// Status of rank 0's acknowledgement of a join.
+const ACK: u8 = 2;
 /// Accepts per turn of rank 0's loop, so that connections already accepted
 /// are served between bursts.
 const ACCEPTS_PER_TURN: usize = 16;
@@ -129,6 +143,7 @@ pub struct TcpBootstrap {
     world: usize,
     secret: Option<Secret>,
     job: String,
+    ports: u16,
     timeout: Duration,
     handshake: Duration,
     listener: Option<Arc<TcpListener>>,
@@ -143,13 +158,14 @@ impl std::fmt::Debug for TcpBootstrap {
             .field("world", &self.world)
             .field("secret", &self.secret)
             .field("job", &self.job)
+            .field("ports", &self.ports)
             .field("timeout", &self.timeout)
             .field("handshake", &self.handshake)
             .finish()
     }
 }
 
-fn peer_err(peer: &str, reason: impl Into<String>) -> Error {
+pub(crate) fn peer_err(peer: &str, reason: impl Into<String>) -> Error {
     Error::Rendezvous {
         peer: peer.to_string(),
         reason: reason.into(),
@@ -355,6 +371,7 @@ impl TcpBootstrap {
             world,
             secret,
             job: String::new(),
+            ports: 1,
             timeout,
             handshake: HANDSHAKE_LIMIT,
             listener: None,
@@ -378,6 +395,17 @@ impl TcpBootstrap {
         self
     }
 
+    /// Meet at the first free port of `tries` (at least 1) from `addr`'s:
+    /// rank 0 listens on the first of them it can bind, the other ranks try
+    /// each in turn (a few seconds each) until one acknowledges their join
+    /// with this rendezvous's keys. So no port but `addr`'s own needs to be
+    /// free; every rank must give the same `tries`. `addr` then needs a port
+    /// other than 0, with room for the range below 65536.
+    pub fn port_range(mut self, tries: u16) -> TcpBootstrap {
+        self.ports = tries.max(1);
+        self
+    }
+
     /// How long rank 0 gives one connection to prove itself (default 10 s,
     /// never past the rendezvous deadline).
     pub fn handshake_timeout(mut self, limit: Duration) -> TcpBootstrap {
@@ -387,21 +415,47 @@ impl TcpBootstrap {
 
     /// For rank 0: binds the listening socket now (so a port in use is
     /// reported at once, and peers can connect before [`Bootstrap::share_ids`]).
+    /// With [`port_range`](TcpBootstrap::port_range), the first free port of
+    /// the range.
     ///
     /// # Errors
-    /// [`Error::AddrInUse`], or `Rendezvous` for other bind failures.
+    /// [`Error::AddrInUse`] (every port of the range in use), or `Rendezvous`
+    /// for other bind failures; `InvalidArgument` for a range without room.
     pub fn listen(&mut self) -> Result<SocketAddr> {
         let at = self.bind.clone().unwrap_or_else(|| self.addr.clone());
         if let Some(l) = &self.listener {
             return l.local_addr().map_err(|e| peer_err(&at, e.to_string()));
         }
-        let l = TcpListener::bind(&at).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => Error::AddrInUse { addr: at.clone() },
-            _ => peer_err(&at, format!("cannot listen: {e}")),
-        })?;
-        let a = l.local_addr().map_err(|e| peer_err(&at, e.to_string()))?;
-        self.listener = Some(Arc::new(l));
-        Ok(a)
+        let ports = self.candidates()?;
+        let host = at.rsplit_once(':').map_or(at.as_str(), |(h, _)| h);
+        for (i, port) in ports.iter().enumerate() {
+            let here = if ports.len() == 1 {
+                at.clone()
+            } else {
+                format!("{host}:{port}")
+            };
+            match TcpListener::bind(&here) {
+                Ok(l) => {
+                    let a = l.local_addr().map_err(|e| peer_err(&here, e.to_string()))?;
+                    if i > 0 {
+                        log::info!(
+                            "rendezvous of {} ranks at {here}: the ports before it are in use",
+                            self.world
+                        );
+                    }
+                    self.listener = Some(Arc::new(l));
+                    return Ok(a);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+                Err(e) => return Err(peer_err(&here, format!("cannot listen: {e}"))),
+            }
+        }
+        Err(Error::AddrInUse {
+            addr: match ports[..] {
+                [_] => at,
+                _ => format!("{host}:{}-{}", ports[0], ports[ports.len() - 1]),
+            },
+        })
     }
 
     /// The address in the job's identity: `addr`, with the port rank 0's
@@ -590,6 +644,19 @@ impl TcpBootstrap {
                     }
                     Step::Claims(rank) => {
                         if joined.insert(rank) {
+                            // acknowledged at once: 45 bytes into a socket
+                            // whose peer waits for them, all or nothing
+                            let ack = match &conns[i].stage {
+                                Stage::Joined(_, k) => frame(k, &[ACK]).ok(),
+                                _ => None,
+                            };
+                            let sent = ack.is_some_and(|f| {
+                                matches!(std::io::Write::write(&mut conns[i].s, &f), Ok(n) if n == f.len())
+                            });
+                            if !sent {
+                                joined.remove(&rank);
+                                conns.swap_remove(i);
+                            }
                             continue;
                         }
                         if self.secret.is_none() {
@@ -693,6 +760,7 @@ impl TcpBootstrap {
         let start = Instant::now();
         let deadline = net::deadline_after(self.timeout);
         let peer = self.addr.clone();
+        let candidates = self.candidates()?;
         let addrs = net::resolve(&self.addr).map_err(|e| peer_err(&peer, e))?;
         let master = self.master()?;
         let unreachable = |last: String| Error::RootUnreachable {
@@ -700,93 +768,66 @@ impl TcpBootstrap {
             waited: start.elapsed(),
             last,
         };
-        let io = |what: &str, e: IoFail| match e {
-            IoFail::Deadline => peer_err(
-                &peer,
-                format!("no complete {what} within {:?}", self.timeout),
-            ),
-            e => peer_err(&peer, format!("{what}: {e}")),
-        };
         let mut pause = Duration::from_millis(10);
-        // a busy rank 0 may drop a connection before its challenge: retry
-        let (mut s, keys) = loop {
-            let mut s = net::connect_by(&addrs, deadline).map_err(unreachable)?;
-            let cn = net::random::<NONCE>()
-                .map_err(|e| peer_err("local", format!("no random bytes: {e}")))?;
-            let mut hello = MAGIC.to_vec();
-            hello.extend_from_slice(&cn);
-            let mut ch = [0u8; CHALLENGE_LEN];
-            let r = net::write_all_by(&mut s, &hello, deadline)
-                .and_then(|()| net::read_exact_by(&mut s, &mut ch, deadline));
-            match r {
-                Ok(()) => {}
-                Err(IoFail::Deadline) => return Err(io("challenge", IoFail::Deadline)),
-                Err(e) => {
-                    if net::left(deadline).is_some_and(|l| l > pause) {
-                        std::thread::sleep(pause);
-                        pause = (pause * 2).min(Duration::from_millis(500));
-                        continue;
+        let (mut s, keys) = if candidates.len() == 1 {
+            // a busy rank 0 may drop a connection before its challenge: retry
+            loop {
+                let s = net::connect_by(&addrs, deadline).map_err(unreachable)?;
+                match self.attempt(s, &master, nids, deadline, deadline) {
+                    Ok(x) => break x,
+                    Err(Attempt::Retry(e)) => {
+                        if net::left(deadline).is_some_and(|l| l > pause) {
+                            std::thread::sleep(pause);
+                            pause = (pause * 2).min(Duration::from_millis(500));
+                            continue;
+                        }
+                        return Err(unreachable(e));
                     }
-                    return Err(unreachable(format!("dropped before the challenge: {e}")));
+                    Err(Attempt::NotHere(e) | Attempt::Fail(e)) => return Err(e),
                 }
             }
-            if &ch[..8] != MAGIC {
-                return Err(peer_err(
-                    &peer,
-                    "not an nccl-rs rendezvous of this version (bad magic in the challenge)",
-                ));
+        } else {
+            // each port in turn, a few seconds each, until one is this
+            // rendezvous's rank 0 (it proves it by acknowledging our proof)
+            let per = self.handshake.min(CANDIDATE_LIMIT);
+            let mut last = vec![String::from("not tried"); candidates.len()];
+            'found: loop {
+                for (i, port) in candidates.iter().enumerate() {
+                    if net::left(deadline).is_none() {
+                        return Err(unreachable(summary(&candidates, &last)));
+                    }
+                    let until = deadline.min(Instant::now() + per);
+                    let at: Vec<SocketAddr> = addrs
+                        .iter()
+                        .map(|a| SocketAddr::new(a.ip(), *port))
+                        .collect();
+                    let s = match net::connect_once(&at, until) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            last[i] = e;
+                            continue;
+                        }
+                    };
+                    match self.attempt(s, &master, nids, until, deadline) {
+                        Ok(x) => break 'found x,
+                        Err(Attempt::Retry(e)) => last[i] = e,
+                        Err(Attempt::NotHere(e)) => last[i] = e.to_string(),
+                        Err(Attempt::Fail(e)) => return Err(e),
+                    }
+                }
+                match net::left(deadline) {
+                    Some(l) if l > pause => std::thread::sleep(pause),
+                    _ => return Err(unreachable(summary(&candidates, &last))),
+                }
+                pause = (pause * 2).min(Duration::from_millis(500));
             }
-            let mut rn = [0u8; NONCE];
-            rn.copy_from_slice(&ch[8..]);
-            break (s, Keys::derive(&master, &cn, &rn));
         };
-        let mut plain = (self.rank as u64).to_be_bytes().to_vec();
-        plain.extend_from_slice(&(self.world as u64).to_be_bytes());
-        plain.extend_from_slice(&(nids as u32).to_be_bytes());
-        let join = seal(&keys.c2r, &keys.aad, &plain)?;
-        net::write_all_by(&mut s, &join, deadline).map_err(|e| io("join", e))?;
         // the answer comes once every rank has joined
-        let mut len = [0u8; 4];
-        match net::read_exact_by(&mut s, &mut len, deadline) {
-            Ok(()) => {}
-            Err(IoFail::Eof { .. }) => {
-                return Err(peer_err(
-                    &peer,
-                    "rank 0 closed the connection without an answer: it did not accept our \
-                     proof of the secret and job (NCCL_RS_SECRET differs from rank 0's, or is \
-                     set on only one side; or this rank belongs to another job: the world size, \
-                     the run id (NCCL_RS_RUN_ID, TORCHELASTIC_RUN_ID, the launcher's job id) and \
-                     the rendezvous address must be the same on every rank)",
-                ));
-            }
-            Err(e) => {
-                return Err(io("answer (rank 0 answers once every rank has joined)", e));
-            }
-        }
-        let len = u32::from_be_bytes(len) as usize;
-        if !(SEAL..=MAX_FRAME).contains(&len) {
-            return Err(peer_err(&peer, format!("malformed answer of {len} bytes")));
-        }
-        let mut sealed = vec![0u8; len];
-        net::read_exact_by(&mut s, &mut sealed, deadline).map_err(|e| io("answer", e))?;
-        let Some(p) = open(&keys.r2c, &keys.aad, &sealed) else {
-            return Err(peer_err(
-                &peer,
-                "rank 0 could not prove it holds the shared secret",
-            ));
-        };
+        let p = read_frame(&mut s, &keys, deadline)
+            .map_err(|e| self.frame_err(e, "answer (rank 0 answers once every rank has joined)"))?;
         match p.first() {
             Some(0) if p.len() >= 5 => {}
-            Some(1) => {
-                return Err(peer_err(
-                    &peer,
-                    format!(
-                        "rank 0 refused rank {}: {}",
-                        self.rank,
-                        crate::base::text::printable(&p[1..], MAX_REASON)
-                    ),
-                ));
-            }
+            Some(1) => return Err(self.refused(&p)),
             _ => return Err(peer_err(&peer, "malformed answer")),
         }
         let n = u32::from_be_bytes(p[1..5].try_into().expect("4 bytes")) as usize;
@@ -801,6 +842,177 @@ impl TcpBootstrap {
             .map(UniqueId::from_bytes)
             .collect()
     }
+
+    /// The ports to meet at: `addr`'s, and the next ones with
+    /// [`TcpBootstrap::port_range`].
+    fn candidates(&self) -> Result<Vec<u16>> {
+        let port = self
+            .addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok());
+        match (port, self.ports) {
+            (_, 1) => Ok(vec![port.unwrap_or(0)]),
+            (Some(p), n) if p != 0 && u32::from(p) + u32::from(n) - 1 <= 65535 => {
+                Ok((0..n).map(|i| p + i).collect())
+            }
+            _ => Err(Error::invalid(
+                "TcpBootstrap::port_range",
+                "addr",
+                format!(
+                    "host:port with a port from 1 to {}",
+                    65536 - u32::from(self.ports)
+                ),
+                crate::base::text::quote(&self.addr),
+            )),
+        }
+    }
+
+    /// One try at rank 0 over `s`, until `until` (`deadline`: the
+    /// rendezvous's): hello, challenge, the sealed join, and rank 0's
+    /// acknowledgement of it.
+    fn attempt(
+        &self,
+        mut s: TcpStream,
+        master: &Master,
+        nids: usize,
+        until: Instant,
+        deadline: Instant,
+    ) -> std::result::Result<(TcpStream, Keys), Attempt> {
+        let peer = &self.addr;
+        let timed_out = |what: &str| {
+            if until < deadline {
+                Attempt::NotHere(peer_err(
+                    peer,
+                    format!("no {what} within {:?}", CANDIDATE_LIMIT),
+                ))
+            } else {
+                Attempt::Fail(peer_err(
+                    peer,
+                    format!("no complete {what} within {:?}", self.timeout),
+                ))
+            }
+        };
+        let cn = net::random::<NONCE>()
+            .map_err(|e| Attempt::Fail(peer_err("local", format!("no random bytes: {e}"))))?;
+        let mut hello = MAGIC.to_vec();
+        hello.extend_from_slice(&cn);
+        let mut ch = [0u8; CHALLENGE_LEN];
+        match net::write_all_by(&mut s, &hello, until)
+            .and_then(|()| net::read_exact_by(&mut s, &mut ch, until))
+        {
+            Ok(()) => {}
+            Err(IoFail::Deadline) => return Err(timed_out("challenge")),
+            Err(e) => return Err(Attempt::Retry(format!("dropped before the challenge: {e}"))),
+        }
+        if &ch[..8] != MAGIC {
+            return Err(Attempt::NotHere(peer_err(
+                peer,
+                "not an nccl-rs rendezvous of this version (bad magic in the challenge)",
+            )));
+        }
+        let mut rn = [0u8; NONCE];
+        rn.copy_from_slice(&ch[8..]);
+        let keys = Keys::derive(master, &cn, &rn);
+        let mut plain = (self.rank as u64).to_be_bytes().to_vec();
+        plain.extend_from_slice(&(self.world as u64).to_be_bytes());
+        plain.extend_from_slice(&(nids as u32).to_be_bytes());
+        let join = seal(&keys.c2r, &keys.aad, &plain).map_err(Attempt::Fail)?;
+        match net::write_all_by(&mut s, &join, until) {
+            Ok(()) => {}
+            Err(IoFail::Deadline) => return Err(timed_out("room for our join")),
+            Err(e) => return Err(Attempt::Retry(format!("join: {e}"))),
+        }
+        match read_frame(&mut s, &keys, until) {
+            Ok(p) if p == [ACK] => Ok((s, keys)),
+            Ok(p) if p.first() == Some(&1) => Err(Attempt::Fail(self.refused(&p))),
+            Ok(_) => Err(Attempt::Fail(peer_err(peer, "malformed answer"))),
+            Err(FrameFail::Io(IoFail::Deadline)) => Err(timed_out("acknowledgement of our join")),
+            Err(e @ FrameFail::Io(IoFail::Eof { .. })) => {
+                Err(Attempt::NotHere(self.frame_err(e, "acknowledgement")))
+            }
+            Err(e) => Err(Attempt::Fail(self.frame_err(e, "acknowledgement"))),
+        }
+    }
+
+    /// Rank 0's refusal `p` (status 1, reason) as an error.
+    fn refused(&self, p: &[u8]) -> Error {
+        peer_err(
+            &self.addr,
+            format!(
+                "rank 0 refused rank {}: {}",
+                self.rank,
+                crate::base::text::printable(&p[1..], MAX_REASON)
+            ),
+        )
+    }
+
+    fn frame_err(&self, e: FrameFail, what: &str) -> Error {
+        let peer = &self.addr;
+        match e {
+            FrameFail::Io(IoFail::Eof { .. }) => peer_err(
+                peer,
+                "rank 0 closed the connection without an answer: it did not accept our \
+                 proof of the secret and job (NCCL_RS_SECRET differs from rank 0's, or is \
+                 set on only one side; or this rank belongs to another job: the world size, \
+                 the run id (NCCL_RS_RUN_ID, TORCHELASTIC_RUN_ID, the launcher's job id) and \
+                 the rendezvous address must be the same on every rank)",
+            ),
+            FrameFail::Io(IoFail::Deadline) => peer_err(
+                peer,
+                format!("no complete {what} within {:?}", self.timeout),
+            ),
+            FrameFail::Io(e) => peer_err(peer, format!("{what}: {e}")),
+            FrameFail::Length(n) => peer_err(peer, format!("malformed answer of {n} bytes")),
+            FrameFail::Forged => {
+                peer_err(peer, "rank 0 could not prove it holds the shared secret")
+            }
+        }
+    }
+}
+
+/// How one try at one port ended without reaching rank 0.
+enum Attempt {
+    /// Dropped before the challenge (a busy rank 0): try again.
+    Retry(String),
+    /// Not this rendezvous's rank 0 there (another program, another job, or
+    /// no answer in time): with several ports, try the next.
+    NotHere(Error),
+    /// An end: rank 0 refused us, the deadline passed, a local failure.
+    Fail(Error),
+}
+
+/// Why a sealed frame could not be read.
+enum FrameFail {
+    Io(IoFail),
+    Length(usize),
+    Forged,
+}
+
+/// One sealed frame from rank 0 (length, sealed message), opened.
+fn read_frame(
+    s: &mut TcpStream,
+    keys: &Keys,
+    until: Instant,
+) -> std::result::Result<Vec<u8>, FrameFail> {
+    let mut len = [0u8; 4];
+    net::read_exact_by(s, &mut len, until).map_err(FrameFail::Io)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if !(SEAL..=MAX_FRAME).contains(&len) {
+        return Err(FrameFail::Length(len));
+    }
+    let mut sealed = vec![0u8; len];
+    net::read_exact_by(s, &mut sealed, until).map_err(FrameFail::Io)?;
+    open(&keys.r2c, &keys.aad, &sealed).ok_or(FrameFail::Forged)
+}
+
+/// What happened at each port, for the error once none answered.
+fn summary(ports: &[u16], last: &[String]) -> String {
+    ports
+        .iter()
+        .zip(last)
+        .map(|(p, l)| format!("port {p}: {l}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Drops the pending connection that has made the least progress, the
