@@ -1842,3 +1842,37 @@ fn survivors_meet_in_the_jobs_store_under_a_fresh_key() {
         "the first key is left alone"
     );
 }
+
+// ---------------------------------------------------------------- bounds
+
+#[test]
+fn a_refused_thread_is_a_typed_error_not_a_panic() {
+    let o = Command::new(PEER).arg("--no-threads").output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("LOOKUP Err(Store") && stdout.contains("no thread for the lookup"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("SERVER Err(Store") && stdout.contains("cannot start its thread"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_huge_slurm_hostlist_is_refused_in_few_words() {
+    let long = format!("{}[0-1048575]", "x".repeat(130_000));
+    let mut env = SRUN.to_vec();
+    env.retain(|(k, _)| !k.ends_with("NODELIST"));
+    env.push(("SLURM_STEP_NODELIST", &long));
+    match vars(&env) {
+        Err(Error::LaunchEnv { var, problem }) => {
+            assert_eq!(var, "SLURM_STEP_NODELIST");
+            assert!(problem.contains("longer than 255"), "{problem}");
+            assert!(problem.len() < 400, "{} bytes of error", problem.len());
+        }
+        other => panic!("{:?}", other.map(|i| i.rank)),
+    }
+}

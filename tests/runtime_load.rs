@@ -506,3 +506,80 @@ fn a_python_that_hangs_is_cut_off_and_blocks_no_other_thread() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Builds a shared library from C `source` into `dir/name` with `cc`; `None`
+/// when there is no C compiler.
+fn c_library(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
+    let c = dir.join(format!("{name}.c"));
+    let so = dir.join(format!("{name}.so"));
+    std::fs::write(&c, source).unwrap();
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&c)
+        .output()
+        .ok()?;
+    assert!(out.status.success(), "{out:?}");
+    Some(so)
+}
+
+/// Whether the library at `path` is loaded in this process.
+fn is_loaded(path: &Path) -> bool {
+    let c = CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: RTLD_NOLOAD only looks the library up; a handle found takes a
+    // reference that is given back at once.
+    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+    if h.is_null() {
+        return false;
+    }
+    // SAFETY: h is the live handle just taken.
+    unsafe { libc::dlclose(h) };
+    true
+}
+
+#[test]
+fn a_library_that_fails_its_checks_is_not_left_loaded() {
+    const CASE: &str = "a_library_that_fails_its_checks_is_not_left_loaded";
+    if is_child(CASE) {
+        let dir = PathBuf::from(std::env::var_os("NCCL_RS_TEST_DIR").unwrap());
+        let (failing, foreign) = (dir.join("failing.so"), dir.join("foreign.so"));
+        // through the variable: its ncclGetVersion fails
+        assert!(!nccl::is_available());
+        let last = attempts().pop().unwrap();
+        assert!(
+            last.outcome.contains("ncclGetVersion failed with code 1"),
+            "{last:?}"
+        );
+        assert!(
+            !is_loaded(&failing),
+            "a library that failed is still loaded"
+        );
+        // given in code: not NCCL at all
+        let e = nccl::library::load(&foreign).unwrap_err();
+        assert!(e.to_string().contains("not an NCCL library"), "{e}");
+        assert!(
+            !is_loaded(&foreign),
+            "a library that failed is still loaded"
+        );
+        return;
+    }
+    let dir = scratch("fake-libs");
+    let failing = c_library(
+        &dir,
+        "failing",
+        "int ncclGetVersion(int *v) { *v = 0; return 1; }\n",
+    );
+    let Some(failing) = failing else {
+        eprintln!("{CASE}: NOT RUN here: no C compiler (cc) to build the fake libraries");
+        return;
+    };
+    c_library(&dir, "foreign", "int not_nccl(void) { return 0; }\n").unwrap();
+    in_child(
+        CASE,
+        &[
+            ("NCCL_RS_LIBRARY", failing.as_os_str()),
+            ("NCCL_RS_TEST_DIR", dir.as_os_str()),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -157,8 +157,16 @@ impl Library {
     }
 
     /// Wraps a handle: checks that it is NCCL, asks its version and its
-    /// file name. On failure the handle is closed again.
+    /// file name. On every failure the handle is closed again (a library
+    /// that is not the one in use is not left loaded).
     fn from_handle(handle: *mut c_void, source: Source, what: &str) -> Result<Library, String> {
+        let close = |why: String| {
+            // SAFETY: handle came from a successful dlopen, is closed once
+            // (here, on the way out), and nothing of the library is kept: no
+            // Library holding it is returned.
+            unsafe { libc::dlclose(handle) };
+            why
+        };
         let mut lib = Library {
             handle: handle as usize,
             path: PathBuf::from(what),
@@ -166,10 +174,7 @@ impl Library {
             version_code: 0,
         };
         let Some(get_version) = lib.sym(c"ncclGetVersion") else {
-            // SAFETY: handle came from a successful dlopen and nothing of the
-            // library has been used.
-            unsafe { libc::dlclose(handle) };
-            return Err("no ncclGetVersion in it: not an NCCL library".into());
+            return Err(close("no ncclGetVersion in it: not an NCCL library".into()));
         };
         // SAFETY: ncclGetVersion has this C signature in every NCCL release.
         let get_version: unsafe extern "C" fn(*mut i32) -> crate::ncclResult_t =
@@ -178,7 +183,10 @@ impl Library {
         // SAFETY: ncclGetVersion writes one int through a valid pointer.
         let r = unsafe { get_version(&mut code) };
         if r != crate::ncclResult_t::ncclSuccess {
-            return Err(format!("its ncclGetVersion failed with code {}", r.0));
+            return Err(close(format!(
+                "its ncclGetVersion failed with code {}",
+                r.0
+            )));
         }
         lib.version_code = code;
         if let Some(p) = file_of(get_version as *const c_void) {

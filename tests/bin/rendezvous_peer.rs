@@ -13,6 +13,10 @@
 //!   the launch in the environment after losing the ranks LOST (`1,3`)
 //!   meet ([`LaunchInfo::survivors_bootstrap`]); prints `NEW <rank>/<world>`
 //!   and new rank 0 makes the id.
+//! - `rendezvous-peer --no-threads`: with this process's address space
+//!   limited so that no thread can start, a store client for a host name
+//!   (its lookup runs on a thread) and a store server; prints `LOOKUP <error>`
+//!   and `SERVER <error>`.
 //! - `rendezvous-peer --store-server ADDR [DATA_MB]`: a `TcpStoreServer`;
 //!   prints `LISTEN <addr>`, serves until standard input closes. With
 //!   `DATA_MB`, the process's data segment (`RLIMIT_DATA`: heap and private
@@ -130,6 +134,22 @@ fn main() -> std::process::ExitCode {
             let ids = (b.rank() == 0).then(UniqueId::new).transpose()?;
             b.share_ids(ids.map(|i| vec![i]))
         })(),
+        Some("--no-threads") => {
+            // what the process maps now, and 1 MiB more: a thread's stack
+            // (2 MiB) does not fit
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let kb: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmSize:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap();
+            limit(libc::RLIMIT_AS, (kb + 1024) << 10);
+            let lookup = TcpStore::connect("localhost:1", Duration::from_secs(2)).map(|_| ());
+            let server = TcpStoreServer::bind("127.0.0.1:0").map(|_| ());
+            say(&format!("LOOKUP {lookup:?}"));
+            say(&format!("SERVER {server:?}"));
+            return std::process::ExitCode::SUCCESS;
+        }
         Some("--store-server") => {
             if let Some(mb) = a.get(2) {
                 let mb: u64 = text(mb).parse().expect("DATA_MB");

@@ -43,6 +43,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::base::error::{Error, Result};
+use crate::base::text::quote;
 use crate::bootstrap::rendezvous::{MAX_WORLD, TcpBootstrap};
 use crate::bootstrap::secret::{MIN_SECRET_LEN, Secret};
 use crate::bootstrap::slurm;
@@ -265,16 +266,19 @@ fn host_port(var: &str, text: &str) -> Result<String> {
     let (host, p) = if let Some(rest) = t.strip_prefix('[') {
         let (h, p) = rest
             .split_once("]:")
-            .ok_or_else(|| env_err(var, format!("{t:?} is not [address]:port")))?;
+            .ok_or_else(|| env_err(var, format!("{} is not [address]:port", quote(t))))?;
         (h, p)
     } else {
         let (h, p) = t
             .rsplit_once(':')
-            .ok_or_else(|| env_err(var, format!("{t:?} is not host:port")))?;
+            .ok_or_else(|| env_err(var, format!("{} is not host:port", quote(t))))?;
         if h.contains(':') {
             return Err(env_err(
                 var,
-                format!("{t:?}: an IPv6 address needs brackets, as in [::1]:29500"),
+                format!(
+                    "{}: an IPv6 address needs brackets, as in [::1]:29500",
+                    quote(t)
+                ),
             ));
         }
         (h, p)
@@ -511,7 +515,7 @@ impl LaunchInfo {
                     .port_range(SURVIVOR_PORTS);
                 if me == 0 {
                     if self.rank != 0 {
-                        check_local(addr, self.rank)?;
+                        check_local(addr, self.rank, opts.timeout)?;
                     }
                     if let Some(bind) = wildcard(addr) {
                         b = b.bind_to(&bind);
@@ -526,8 +530,9 @@ impl LaunchInfo {
 
 /// That the host of `addr` is this machine (one of its addresses binds),
 /// for survivor `rank` that became rank 0.
-fn check_local(addr: &str, rank: usize) -> Result<()> {
-    let ips = crate::bootstrap::net::resolve(addr)
+fn check_local(addr: &str, rank: usize, timeout: Duration) -> Result<()> {
+    let deadline = crate::bootstrap::net::deadline_after(timeout.min(Duration::from_secs(10)));
+    let ips = crate::bootstrap::net::resolve_by(addr, deadline)
         .map_err(|e| crate::bootstrap::rendezvous::peer_err(addr, e))?;
     let here = ips
         .iter()
@@ -754,16 +759,20 @@ fn slurm_root(v: &Vars<'_>) -> Result<Option<(String, u16, Option<String>)>> {
     let job: u64 = job
         .trim()
         .parse()
-        .map_err(|_| env_err(job_var, format!("{job:?} is not a job id")))?;
+        .map_err(|_| env_err(job_var, format!("{} is not a job id", quote(&job))))?;
     let step = match v.first_text(&["SLURM_STEP_ID", "SLURM_STEPID"])? {
         Some((var, s)) => s
             .trim()
             .parse::<u64>()
-            .map_err(|_| env_err(var, format!("{s:?} is not a step id")))?,
+            .map_err(|_| env_err(var, format!("{} is not a step id", quote(&s))))?,
         None => 0,
     };
-    let first = slurm::hostlist_first(&list)
-        .map_err(|e| env_err(list_var, format!("{list:?} is not a Slurm hostlist: {e}")))?;
+    let first = slurm::hostlist_first(&list).map_err(|e| {
+        env_err(
+            list_var,
+            format!("{} is not a Slurm hostlist: {e}", quote(&list)),
+        )
+    })?;
     let here = v.text("SLURMD_NODENAME")?.map(|s| s.trim().to_string());
     Ok(Some((first, slurm::slurm_port(job, step), here)))
 }

@@ -428,13 +428,17 @@ impl TcpBootstrap {
         }
         let ports = self.candidates()?;
         let host = at.rsplit_once(':').map_or(at.as_str(), |(h, _)| h);
+        // a name is looked up once, within the rendezvous's deadline
+        let addrs = net::resolve_by(&at, net::deadline_after(self.timeout))
+            .map_err(|e| peer_err(&at, e))?;
         for (i, port) in ports.iter().enumerate() {
-            let here = if ports.len() == 1 {
-                at.clone()
+            let (here, at_port) = if ports.len() == 1 {
+                (at.clone(), addrs.clone())
             } else {
-                format!("{host}:{port}")
+                let v = addrs.iter().map(|a| SocketAddr::new(a.ip(), *port));
+                (format!("{host}:{port}"), v.collect())
             };
-            match TcpListener::bind(&here) {
+            match TcpListener::bind(&at_port[..]) {
                 Ok(l) => {
                     let a = l.local_addr().map_err(|e| peer_err(&here, e.to_string()))?;
                     if i > 0 {
@@ -761,7 +765,7 @@ impl TcpBootstrap {
         let deadline = net::deadline_after(self.timeout);
         let peer = self.addr.clone();
         let candidates = self.candidates()?;
-        let addrs = net::resolve(&self.addr).map_err(|e| peer_err(&peer, e))?;
+        let addrs = net::resolve_by(&self.addr, deadline).map_err(|e| peer_err(&peer, e))?;
         let master = self.master()?;
         let unreachable = |last: String| Error::RootUnreachable {
             addr: peer.clone(),

@@ -92,6 +92,8 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// most is closed. With [`MAX_STORE_BYTES`] of data, this bounds the
 /// server's memory whatever its clients do.
 pub const MAX_CLIENT_BYTES: usize = 64 << 20;
+/// How long [`TcpStoreServer::bind`] waits for a host name's lookup.
+const BIND_RESOLVE_LIMIT: Duration = Duration::from_secs(10);
 /// How long the server waits for a new connection's `VALIDATE`.
 const VALIDATE_LIMIT: Duration = Duration::from_secs(10);
 /// Most answer bytes queued for one client that does not read them: an
@@ -193,11 +195,12 @@ impl TcpStore {
     /// # Errors
     /// [`Error::Store`] when no store answers in time.
     pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStore> {
-        let addrs = net::resolve(addr).map_err(|e| Error::Store {
-            addr: addr.into(),
-            op: "connect".into(),
-            reason: e,
-        })?;
+        let addrs =
+            net::resolve_by(addr, net::deadline_after(timeout)).map_err(|e| Error::Store {
+                addr: addr.into(),
+                op: "connect".into(),
+                reason: e,
+            })?;
         let mut s = TcpStore {
             addr: addr.into(),
             addrs,
@@ -595,18 +598,21 @@ pub struct TcpStoreServer {
 }
 
 impl TcpStoreServer {
-    /// Listens on `addr` (`0.0.0.0:29500`; port 0 picks a free one) and
-    /// starts serving.
+    /// Listens on `addr` (`0.0.0.0:29500`; port 0 picks a free one; a host
+    /// name is looked up within 10 s) and starts serving on a thread of its
+    /// own.
     ///
     /// # Errors
-    /// [`Error::AddrInUse`]; [`Error::Store`] for other failures.
+    /// [`Error::AddrInUse`]; [`Error::Store`] for other failures, among them
+    /// a lookup that takes too long and no thread to be had.
     pub fn bind(addr: &str) -> Result<TcpStoreServer> {
         let err = |reason: String| Error::Store {
             addr: addr.into(),
             op: "bind".into(),
             reason,
         };
-        let l = TcpListener::bind(addr).map_err(|e| match e.kind() {
+        let addrs = net::resolve_by(addr, net::deadline_after(BIND_RESOLVE_LIMIT)).map_err(&err)?;
+        let l = TcpListener::bind(&addrs[..]).map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => Error::AddrInUse { addr: addr.into() },
             _ => err(e.to_string()),
         })?;
