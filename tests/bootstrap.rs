@@ -12,7 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nccl::bootstrap::{
-    LaunchInfo, LaunchSource, Rendezvous, StoreBootstrap, TcpBootstrap, TcpStore, TcpStoreServer,
+    LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, Secret, StoreBootstrap, TcpBootstrap,
+    TcpStore, TcpStoreServer,
 };
 use nccl::{Bootstrap, Error, UniqueId};
 
@@ -588,8 +589,10 @@ fn root_with(
 #[test]
 fn ranks_as_processes_all_receive_the_same_ids() {
     // a secret of random bytes that are not UTF-8, as `head -c16 /dev/urandom` gives
-    let binary = [0xffu8, 0xfe, 0x01, 0x80, b'x', 0xc3];
-    for (world, n, secret) in [(4, 1, &b"s3cret"[..]), (3, 3, &binary[..])] {
+    let binary = [
+        0xffu8, 0xfe, 0x01, 0x80, b'x', 0xc3, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xfd,
+    ];
+    for (world, n, secret) in [(4, 1, &b"s3cret-0123456789abcdef"[..]), (3, 3, &binary[..])] {
         let addr = free_addr();
         let kids: Vec<_> = (0..world)
             .map(|r| peer_secret(&addr, r, world, secret, 20_000, n))
@@ -616,11 +619,11 @@ fn poke(addr: &str, bytes: &[u8], close_write: bool) -> Vec<u8> {
 
 #[test]
 fn a_wrong_secret_is_refused_without_a_word() {
-    let (addr, h) = root(2, Some("right"), 1500);
+    let (addr, h) = root(2, Some("right-0123456789abcdef"), 1500);
     let t = Instant::now();
     // a stranger without the secret comes first, then one with a wrong one
     let none = ids_of(peer(&addr, 1, 2, "", 5000, 1));
-    let wrong = ids_of(peer(&addr, 1, 2, "wrong", 5000, 1));
+    let wrong = ids_of(peer(&addr, 1, 2, "wrong-0123456789abcdef", 5000, 1));
     for o in [&none, &wrong] {
         assert!(
             o.starts_with("ERR Rendezvous") && o.contains("did not accept our proof"),
@@ -641,22 +644,22 @@ fn a_wrong_secret_is_refused_without_a_word() {
 
 #[test]
 fn a_stranger_without_the_secret_cannot_take_a_rank() {
-    let (addr, h) = root(2, Some("right"), 10_000);
+    let (addr, h) = root(2, Some("right-0123456789abcdef"), 10_000);
     let stranger = ids_of(peer(&addr, 1, 2, "", 5000, 1));
     assert!(stranger.starts_with("ERR"), "{stranger}");
-    let real = ids_of(peer(&addr, 1, 2, "right", 5000, 1));
+    let real = ids_of(peer(&addr, 1, 2, "right-0123456789abcdef", 5000, 1));
     let ids = h.join().unwrap().unwrap();
     assert_eq!(real, format!("IDS {}", ids[0]));
 }
 
 #[test]
 fn garbage_and_truncated_messages_get_no_answer_and_do_not_stop_rank_0() {
-    let (addr, h) = root(2, Some("s"), 20_000);
+    let (addr, h) = root(2, Some("s-secret-0123456789"), 20_000);
     let t = Instant::now();
     for junk in [
         &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\n\r\n\r\n"[..],
         &b"NCCLRS01\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x01"[..],
-        &b"NCCLRS02\x00\x00"[..],
+        &b"NCCLRS03\x00\x00"[..],
         &[0xAB; 1 << 20][..],
     ] {
         let a = poke(&addr, junk, true);
@@ -667,39 +670,38 @@ fn garbage_and_truncated_messages_get_no_answer_and_do_not_stop_rank_0() {
         );
     }
     // a well-formed hello and garbage instead of a sealed join
-    let mut hello = b"NCCLRS02".to_vec();
+    let mut hello = b"NCCLRS03".to_vec();
     hello.extend_from_slice(&[7; 32]);
     hello.extend_from_slice(&[0; 60]);
     let a = poke(&addr, &hello, true);
     assert_eq!(a.len(), 40, "only the challenge");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-    let real = ids_of(peer(&addr, 1, 2, "s", 5000, 1));
+    let real = ids_of(peer(&addr, 1, 2, "s-secret-0123456789", 5000, 1));
     assert_eq!(real, format!("IDS {}", h.join().unwrap().unwrap()[0]));
 }
 
 #[test]
 fn refusals_reach_only_authenticated_peers_and_never_state_rank_0s_values() {
-    let (addr, h) = root(3, Some("s"), 20_000);
-    let other_world = ids_of(peer(&addr, 1, 9, "s", 5000, 1));
+    let (addr, h) = root(3, Some("s-secret-0123456789"), 20_000);
+    // another world size is another job: its keys do not open
+    let other_world = ids_of(peer(&addr, 1, 9, "s-secret-0123456789", 5000, 1));
     assert!(
-        other_world.contains("world size 9 differs from rank 0's"),
+        other_world.contains("did not accept our proof") && other_world.contains("world size"),
         "{other_world}"
     );
-    let bad_rank = ids_of(peer(&addr, 7, 9, "s", 5000, 1));
-    assert!(bad_rank.contains("world size 9"), "{bad_rank}");
-    let many = ids_of(peer(&addr, 1, 3, "s", 5000, 2));
+    let many = ids_of(peer(&addr, 1, 3, "s-secret-0123456789", 5000, 2));
     assert!(many.contains("asks for 2 ids"), "{many}");
-    for o in [&other_world, &bad_rank, &many] {
+    for o in [&other_world, &many] {
         let reason = o.split("reason: ").nth(1).unwrap_or(o);
         assert!(!reason.contains('3'), "leaks the world size: {o}");
     }
     // two processes claim rank 1 (both hold the secret): one is refused, the
     // real ranks finish
-    let a1 = peer(&addr, 1, 3, "s", 20_000, 1);
+    let a1 = peer(&addr, 1, 3, "s-secret-0123456789", 20_000, 1);
     std::thread::sleep(Duration::from_millis(300));
-    let dup = ids_of(peer(&addr, 1, 3, "s", 20_000, 1));
+    let dup = ids_of(peer(&addr, 1, 3, "s-secret-0123456789", 20_000, 1));
     assert!(dup.contains("rank 1 has already joined"), "{dup}");
-    let r2 = peer(&addr, 2, 3, "s", 20_000, 1);
+    let r2 = peer(&addr, 2, 3, "s-secret-0123456789", 20_000, 1);
     let ids = h.join().unwrap().unwrap();
     for k in [a1, r2] {
         assert_eq!(ids_of(k), format!("IDS {}", ids[0]));
@@ -727,11 +729,9 @@ fn without_a_secret_a_second_claim_of_a_rank_ends_the_rendezvous_loudly() {
     }
 }
 
-/// A relay between rank 1 and rank 0 that records every byte.
-fn relay(to: String) -> (String, std::thread::JoinHandle<Vec<u8>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let h = std::thread::spawn(move || {
+/// A relay from `l` to rank 0 at `to` that records every byte.
+fn relay(l: TcpListener, to: String) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
         let (mut a, _) = l.accept().unwrap();
         let mut b = TcpStream::connect(to).unwrap();
         let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
@@ -758,15 +758,28 @@ fn relay(to: String) -> (String, std::thread::JoinHandle<Vec<u8>>) {
         let _ = a.shutdown(std::net::Shutdown::Write);
         seen.extend(up.join().unwrap());
         seen
-    });
-    (addr, h)
+    })
 }
 
 #[test]
 fn the_id_never_travels_in_clear() {
-    let (addr, h) = root(2, Some("s"), 10_000);
-    let (via, seen) = relay(addr);
-    let r1 = ids_of(peer(&via, 1, 2, "s", 10_000, 1));
+    // rank 0 is reached through the relay: the relay's address is the one
+    // every rank is given, rank 0 listens elsewhere
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let via = l.local_addr().unwrap().to_string();
+    let mut b = TcpBootstrap::new(
+        &via,
+        0,
+        2,
+        Some(b"s-secret-0123456789"),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .bind_to("127.0.0.1:0");
+    let addr = b.listen().unwrap().to_string();
+    let h = std::thread::spawn(move || b.share_ids(Some(vec![UniqueId::new()?])));
+    let seen = relay(l, addr);
+    let r1 = ids_of(peer(&via, 1, 2, "s-secret-0123456789", 10_000, 1));
     let ids = h.join().unwrap().unwrap();
     assert_eq!(r1, format!("IDS {}", ids[0]));
     let seen = seen.join().unwrap();
@@ -788,7 +801,7 @@ fn a_dripping_root_cannot_hold_a_rank_past_its_deadline() {
         let addr = l.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            for b in b"NCCLRS02NCCLRS02" {
+            for b in b"NCCLRS03NCCLRS03" {
                 if drip && s.write_all(&[*b]).is_err() {
                     break;
                 }
@@ -796,7 +809,14 @@ fn a_dripping_root_cannot_hold_a_rank_past_its_deadline() {
             }
         });
         let t = Instant::now();
-        let mut b = TcpBootstrap::new(&addr, 1, 2, Some(b"s"), Duration::from_secs(2)).unwrap();
+        let mut b = TcpBootstrap::new(
+            &addr,
+            1,
+            2,
+            Some(b"s-secret-0123456789"),
+            Duration::from_secs(2),
+        )
+        .unwrap();
         let e = b.share_ids(None).unwrap_err();
         assert!(matches!(e, Error::Rendezvous { .. }), "{e:?}");
         assert!(
@@ -809,9 +829,12 @@ fn a_dripping_root_cannot_hold_a_rank_past_its_deadline() {
 
 #[test]
 fn rank_0_drops_a_dripping_connection_at_its_handshake_deadline() {
-    let (addr, h) = root_with(2, Some("s"), Duration::from_secs(20), |b| {
-        b.handshake_timeout(Duration::from_secs(1))
-    });
+    let (addr, h) = root_with(
+        2,
+        Some("s-secret-0123456789"),
+        Duration::from_secs(20),
+        |b| b.handshake_timeout(Duration::from_secs(1)),
+    );
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let t = Instant::now();
@@ -833,7 +856,7 @@ fn rank_0_drops_a_dripping_connection_at_its_handshake_deadline() {
         (Duration::from_millis(900)..Duration::from_millis(1800)).contains(&closed_after),
         "{closed_after:?}"
     );
-    let real = ids_of(peer(&addr, 1, 2, "s", 5000, 1));
+    let real = ids_of(peer(&addr, 1, 2, "s-secret-0123456789", 5000, 1));
     assert_eq!(real, format!("IDS {}", h.join().unwrap().unwrap()[0]));
 }
 
@@ -856,7 +879,7 @@ fn a_thousand_dripping_connections_and_few_descriptors_do_not_stop_rank_0() {
     let (root, addr) = root_process(
         &["--nofile", "64", "--handshake-ms", "3000"],
         3,
-        b"s",
+        b"s-secret-0123456789",
         60_000,
     );
     let pid = root.id();
@@ -889,8 +912,8 @@ fn a_thousand_dripping_connections_and_few_descriptors_do_not_stop_rank_0() {
             max_threads = max_threads.max(threads_of(pid));
         }
         if i == 500 {
-            ranks.push(peer(&addr, 1, 3, "s", 40_000, 1));
-            ranks.push(peer(&addr, 2, 3, "s", 40_000, 1));
+            ranks.push(peer(&addr, 1, 3, "s-secret-0123456789", 40_000, 1));
+            ranks.push(peer(&addr, 2, 3, "s-secret-0123456789", 40_000, 1));
         }
         assert!(t.elapsed() < Duration::from_secs(40), "flood took too long");
     }
@@ -905,8 +928,9 @@ fn a_thousand_dripping_connections_and_few_descriptors_do_not_stop_rank_0() {
 
 #[test]
 fn duration_max_timeouts_work() {
-    let (addr, h) = root_with(2, Some("s"), Duration::MAX, |b| b);
-    let mut b = TcpBootstrap::new(&addr, 1, 2, Some(b"s"), Duration::MAX).unwrap();
+    let (addr, h) = root_with(2, Some("s-secret-0123456789"), Duration::MAX, |b| b);
+    let mut b =
+        TcpBootstrap::new(&addr, 1, 2, Some(b"s-secret-0123456789"), Duration::MAX).unwrap();
     let got = b.share_ids(None).unwrap();
     assert_eq!(got, h.join().unwrap().unwrap());
 }
@@ -944,7 +968,14 @@ fn a_refusal_from_a_stranger_is_not_printed_raw() {
             let _ = s.write_all(&m);
         }
     });
-    let mut b = TcpBootstrap::new(&addr, 1, 2, Some(b"s"), Duration::from_secs(2)).unwrap();
+    let mut b = TcpBootstrap::new(
+        &addr,
+        1,
+        2,
+        Some(b"s-secret-0123456789"),
+        Duration::from_secs(2),
+    )
+    .unwrap();
     let e = b.share_ids(None).unwrap_err().to_string();
     assert!(!e.chars().any(char::is_control), "{e:?}");
     assert!(!e.contains("EVIL"), "{e}");
@@ -954,7 +985,14 @@ fn a_refusal_from_a_stranger_is_not_printed_raw() {
 fn a_missing_root_fails_within_the_deadline() {
     let addr = free_addr(); // nobody listens there
     let t = Instant::now();
-    let mut b = TcpBootstrap::new(&addr, 1, 2, Some(b"s"), Duration::from_millis(800)).unwrap();
+    let mut b = TcpBootstrap::new(
+        &addr,
+        1,
+        2,
+        Some(b"s-secret-0123456789"),
+        Duration::from_millis(800),
+    )
+    .unwrap();
     match b.share_ids(None) {
         Err(Error::RootUnreachable {
             addr: a, waited, ..
@@ -973,8 +1011,8 @@ fn a_missing_root_fails_within_the_deadline() {
 
 #[test]
 fn ranks_missing_at_the_deadline_are_named() {
-    let (addr, h) = root(4, Some("s"), 800);
-    let p = peer(&addr, 2, 4, "s", 5000, 1);
+    let (addr, h) = root(4, Some("s-secret-0123456789"), 800);
+    let p = peer(&addr, 2, 4, "s-secret-0123456789", 5000, 1);
     let t = Instant::now();
     match h.join().unwrap() {
         Err(Error::RanksMissing {
@@ -1007,12 +1045,100 @@ fn debug_hides_the_secret() {
         "127.0.0.1:1",
         0,
         2,
-        Some(b"hunter2"),
+        Some(b"hunter2-hunter2-hunter2"),
         Duration::from_secs(1),
     )
     .unwrap();
-    let d = format!("{b:?}");
-    assert!(!d.contains("hunter2") && d.contains("hidden"), "{d}");
+    let opts = LaunchOptions {
+        secret: Some(Secret::from("hunter2-hunter2-hunter2")),
+        ..LaunchOptions::default()
+    };
+    for d in [format!("{b:?}"), format!("{opts:?}"), format!("{opts:#?}")] {
+        assert!(!d.contains("hunter2") && d.contains("<redacted>"), "{d}");
+        // nor as the bytes' numbers (a derived Debug of a Vec<u8>)
+        assert!(!d.contains("104, 117, 110"), "{d}");
+    }
+}
+
+#[test]
+fn short_secrets_are_refused_and_say_why() {
+    let e = TcpBootstrap::new(
+        "127.0.0.1:1",
+        1,
+        2,
+        Some(b"fifteen bytes!!"),
+        Duration::from_secs(1),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument { arg: "secret", .. }) && e.to_string().contains("16"),
+        "{e}"
+    );
+    let info = vars(&[
+        ("NCCL_RS_RANK", "1"),
+        ("NCCL_RS_WORLD_SIZE", "2"),
+        ("NCCL_RS_ROOT", "127.0.0.1:1"),
+    ])
+    .unwrap();
+    let opts = LaunchOptions {
+        secret: Some(Secret::from("short")),
+        ..LaunchOptions::default()
+    };
+    match info.bootstrap(&opts) {
+        Err(Error::LaunchEnv { problem, .. }) => {
+            assert!(problem.contains("at least 16"), "{problem}")
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_rank_of_another_job_cannot_join_even_with_the_secret() {
+    const S: &str = "s-secret-0123456789";
+    let (addr, h) = root_with(2, Some(S), Duration::from_secs(20), |b| {
+        b.job_id("run=a;restart=0")
+    });
+    let port = addr.rsplit_once(':').unwrap().1;
+    // another job's rank: same secret, world and address, another job id
+    let other = ids_of(peer_os(&[
+        "--job".into(),
+        "run=b;restart=0".into(),
+        addr.clone().into(),
+        "1".into(),
+        "2".into(),
+        S.into(),
+        "5000".into(),
+        "1".into(),
+    ]));
+    // the right job, meeting at another address (the job's identity
+    // includes the address every rank is given)
+    let elsewhere = ids_of(peer_os(&[
+        "--job".into(),
+        "run=a;restart=0".into(),
+        format!("localhost:{port}").into(),
+        "1".into(),
+        "2".into(),
+        S.into(),
+        "5000".into(),
+        "1".into(),
+    ]));
+    for o in [&other, &elsewhere] {
+        assert!(
+            o.starts_with("ERR Rendezvous") && o.contains("another job"),
+            "{o}"
+        );
+    }
+    let real = ids_of(peer_os(&[
+        "--job".into(),
+        "run=a;restart=0".into(),
+        addr.clone().into(),
+        "1".into(),
+        "2".into(),
+        S.into(),
+        "5000".into(),
+        "1".into(),
+    ]));
+    assert_eq!(real, format!("IDS {}", h.join().unwrap().unwrap()[0]));
 }
 
 // ---------------------------------------------------------------- TCPStore
@@ -1391,13 +1517,22 @@ fn launched_ranks_with_a_binary_secret_meet_and_an_empty_secret_is_an_error() {
         c.spawn().unwrap()
     };
     let _ = secret;
-    let bin = || Some(OsString::from_vec(vec![0xff, 0xfe, b'k', 0x80]));
+    let bin = || {
+        let mut v = vec![0xff, 0xfe, b'k', 0x80];
+        v.extend_from_slice(b"0123456789abcdef");
+        Some(OsString::from_vec(v))
+    };
     let a = mk(0, bin());
     let b = mk(1, bin());
     let (a, b) = (ids_of(a), ids_of(b));
     assert!(a.starts_with("IDS ") && a == b, "{a} / {b}");
     let e = ids_of(mk(1, Some(OsString::new())));
     assert!(e.contains("NCCL_RS_SECRET") && e.contains("empty"), "{e}");
+    let e = ids_of(mk(1, Some("fifteen bytes!!".into())));
+    assert!(
+        e.contains("NCCL_RS_SECRET") && e.contains("is 15 bytes; at least 16"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------- mpirun
@@ -1428,7 +1563,7 @@ fn mpirun_ranks_meet_through_the_launcher() {
         let mut c = Command::new("mpirun");
         c.args(["--allow-run-as-root", "--oversubscribe", "-np", "3"])
             .args(extra)
-            .args(["-x", "NCCL_RS_SECRET=mpi-test"])
+            .args(["-x", "NCCL_RS_SECRET=mpi-test-0123456789"])
             .args(["-x", "LD_LIBRARY_PATH"])
             .args([PEER, "--launcher", "30000"])
             // Open MPI inside a container: no remote agent, loopback only
@@ -1449,5 +1584,295 @@ fn mpirun_ranks_meet_through_the_launcher() {
         let ids: Vec<&str> = stdout.lines().filter(|l| l.starts_with("IDS ")).collect();
         assert_eq!(ids.len(), 3, "{stdout}");
         assert!(ids.iter().all(|i| i == &ids[0]), "{stdout}");
+    }
+}
+
+// ---------------------------------------------------------------- store memory
+
+/// `VmRSS` or `VmHWM` (peak) of process `pid`, in bytes.
+fn mem_of(pid: u32, field: &str) -> usize {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|v| v.strip_prefix(':')))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb << 10)
+}
+
+/// A `TcpStoreServer` in a process of its own, its heap limited to
+/// `data_mb` (past it the server dies rather than take the machine's
+/// memory); the process and its address.
+fn store_process(data_mb: u64) -> (Child, String) {
+    let mut c = Command::new(PEER)
+        .args(["--store-server", "127.0.0.1:0", &data_mb.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(c.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .strip_prefix("LISTEN ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .trim()
+        .to_string();
+    (c, addr)
+}
+
+/// A raw, validated connection to a store.
+fn validated(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("the store is gone (did it run out of memory?): {e}"));
+    let mut q = vec![0u8];
+    q.extend_from_slice(&0x3C85_F7CEu32.to_le_bytes());
+    s.write_all(&q).unwrap();
+    s
+}
+
+fn put(q: &mut Vec<u8>, b: &[u8]) {
+    q.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    q.extend_from_slice(b);
+}
+
+/// A query of `op` over `keys` (`WAIT`, `MULTI_GET`, `CHECK`).
+fn keys_query(op: u8, keys: &[Vec<u8>]) -> Vec<u8> {
+    let mut q = vec![op];
+    q.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+    for k in keys {
+        put(&mut q, k);
+    }
+    q
+}
+
+/// Writes `q` as far as the peer takes it within a second (a server that
+/// closed the connection takes no more).
+fn shove(s: &mut TcpStream, q: &[u8]) {
+    s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let _ = s.write_all(q);
+}
+
+#[test]
+fn the_store_servers_memory_is_bounded_whatever_its_clients_ask() {
+    // 1 GiB of heap at most: today's limits are far below; a server that
+    // builds answers or wait lists without bound dies there
+    let (mut server, addr) = store_process(1024);
+    let pid = server.id();
+    std::thread::sleep(Duration::from_millis(200));
+    let base = mem_of(pid, "VmRSS");
+    // 1. a 1 MiB value, then six MULTI_GETs of 1024 times its key in one
+    //    segment, never read: 6 GiB of answers if they were built
+    let mut s = validated(&addr);
+    let mut q = vec![1u8];
+    put(&mut q, b"/k");
+    put(&mut q, &vec![7u8; 1 << 20]);
+    for _ in 0..6 {
+        q.extend(keys_query(10, &vec![b"/k".to_vec(); 1024]));
+    }
+    shove(&mut s, &q);
+    // 2. WAITs on fresh 4 KiB keys, 1024 a query, in a loop on one
+    //    connection, and one such WAIT on each of 100 more connections
+    let fresh = |i: usize| -> Vec<Vec<u8>> {
+        (0..1024)
+            .map(|j| {
+                let mut k = format!("/{i}/{j}/").into_bytes();
+                k.resize(4000, b'x');
+                k
+            })
+            .collect()
+    };
+    let mut w = validated(&addr);
+    for i in 0..50 {
+        shove(&mut w, &keys_query(6, &fresh(i)));
+    }
+    let mut many = Vec::new();
+    for i in 0..100 {
+        let mut c = validated(&addr);
+        shove(&mut c, &keys_query(6, &fresh(1000 + i)));
+        many.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let alive = matches!(server.try_wait(), Ok(None));
+    let peak = mem_of(pid, "VmHWM");
+    // the store still serves a real client
+    let served = alive && {
+        let mut c = TcpStore::connect(&addr, Duration::from_secs(5)).unwrap();
+        c.get("k").map(|v| v.len()).ok() == Some(1 << 20)
+    };
+    drop(server.stdin.take());
+    let _ = server.kill();
+    let o = server.wait_with_output().unwrap();
+    assert!(
+        alive,
+        "the server died (ran out of its 1 GiB): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let grew = peak.saturating_sub(base);
+    let budget = nccl::bootstrap::MAX_CLIENT_BYTES + (64 << 20);
+    assert!(
+        grew < budget,
+        "the server grew by {} MiB (bound {} MiB)",
+        grew >> 20,
+        budget >> 20
+    );
+    assert!(served, "the server no longer serves");
+    drop((s, w, many));
+}
+
+// ---------------------------------------------------------------- survivors
+
+/// `rendezvous-peer --survivors LOST 1 TIMEOUT` with exactly these variables.
+fn survivor(env: &[(&str, String)], lost: &str) -> Child {
+    let mut c = Command::new(PEER);
+    c.args(["--survivors", lost, "1", "40000"])
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for k in ["PATH", "LD_LIBRARY_PATH"] {
+        if let Some(v) = std::env::var_os(k) {
+            c.env(k, v);
+        }
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+/// The `NEW r/w` and `IDS …` lines of finished survivors.
+fn survivors_out(kids: Vec<Child>) -> Vec<(String, String)> {
+    kids.into_iter()
+        .map(|k| {
+            let o = out(k.wait_with_output().unwrap());
+            let new = o.lines().find(|l| l.starts_with("NEW ")).unwrap_or("");
+            let ids = o.lines().last().unwrap_or("");
+            (new.to_string(), ids.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn survivors_meet_though_the_ports_after_the_jobs_own_are_taken() {
+    // the job's port P is held by a listener that never answers, P + 1 by
+    // one that answers garbage: the survivors' rank 0 listens further on,
+    // and the others find it
+    let (silent, garbage, port) = loop {
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p > 65000 {
+            continue;
+        }
+        if let Ok(b) = TcpListener::bind(("127.0.0.1", p + 1)) {
+            break (a, b, p);
+        }
+    };
+    std::thread::spawn(move || {
+        for s in garbage.incoming() {
+            let Ok(mut s) = s else { break };
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let t = Instant::now();
+    for (lost, old) in [("1", [0, 2, 3]), ("0", [1, 2, 3])] {
+        let kids: Vec<Child> = old
+            .iter()
+            .map(|r| {
+                survivor(
+                    &[
+                        ("RANK", r.to_string()),
+                        ("LOCAL_RANK", r.to_string()),
+                        ("WORLD_SIZE", "4".into()),
+                        ("MASTER_ADDR", "127.0.0.1".into()),
+                        ("MASTER_PORT", port.to_string()),
+                        ("NCCL_RS_SECRET", "survivors-secret-0123".into()),
+                    ],
+                    lost,
+                )
+            })
+            .collect();
+        let outs = survivors_out(kids);
+        for (i, (new, _)) in outs.iter().enumerate() {
+            assert_eq!(new, &format!("NEW {i}/3"), "lost {lost}: {outs:?}");
+        }
+        assert!(
+            outs[0].1.starts_with("IDS ") && outs.iter().all(|o| o.1 == outs[0].1),
+            "lost {lost}: {outs:?}"
+        );
+    }
+    assert!(t.elapsed() < Duration::from_secs(40), "{:?}", t.elapsed());
+    drop(silent);
+}
+
+#[test]
+fn survivors_meet_in_the_jobs_store_under_a_fresh_key() {
+    let server = TcpStoreServer::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().to_string();
+    // the first rendezvous's id is still there
+    let mut c = TcpStore::connect(&addr, Duration::from_secs(5)).unwrap();
+    let first = UniqueId::new().unwrap();
+    c.set("nccl-rs/r9/0/uid", first.as_bytes()).unwrap();
+    let kids: Vec<Child> = [0, 1, 3]
+        .iter()
+        .map(|r| {
+            survivor(
+                &[
+                    ("NCCL_RS_RANK", r.to_string()),
+                    ("NCCL_RS_WORLD_SIZE", "4".into()),
+                    ("NCCL_RS_STORE", addr.clone()),
+                    ("NCCL_RS_RUN_ID", "r9".into()),
+                ],
+                "2",
+            )
+        })
+        .collect();
+    let outs = survivors_out(kids);
+    for (i, (new, _)) in outs.iter().enumerate() {
+        assert_eq!(new, &format!("NEW {i}/3"), "{outs:?}");
+    }
+    let ids = &outs[0].1;
+    assert!(
+        ids.starts_with("IDS ") && outs.iter().all(|o| &o.1 == ids),
+        "{outs:?}"
+    );
+    assert_ne!(ids, &format!("IDS {first}"));
+    assert_eq!(
+        c.get("nccl-rs/r9/0/uid").unwrap(),
+        first.as_bytes(),
+        "the first key is left alone"
+    );
+}
+
+// ---------------------------------------------------------------- bounds
+
+#[test]
+fn a_refused_thread_is_a_typed_error_not_a_panic() {
+    let o = Command::new(PEER).arg("--no-threads").output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("LOOKUP Err(Store") && stdout.contains("no thread for the lookup"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("SERVER Err(Store") && stdout.contains("cannot start its thread"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_huge_slurm_hostlist_is_refused_in_few_words() {
+    let long = format!("{}[0-1048575]", "x".repeat(130_000));
+    let mut env = SRUN.to_vec();
+    env.retain(|(k, _)| !k.ends_with("NODELIST"));
+    env.push(("SLURM_STEP_NODELIST", &long));
+    match vars(&env) {
+        Err(Error::LaunchEnv { var, problem }) => {
+            assert_eq!(var, "SLURM_STEP_NODELIST");
+            assert!(problem.contains("longer than 255"), "{problem}");
+            assert!(problem.len() < 400, "{} bytes of error", problem.len());
+        }
+        other => panic!("{:?}", other.map(|i| i.rank)),
     }
 }

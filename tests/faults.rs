@@ -96,7 +96,7 @@ fn rank_main(scenario: &str) -> u8 {
         }
     };
     if scenario == "survive" {
-        return match survive(comm, info.rank, info.world) {
+        return match survive(comm, &info) {
             Ok(c) => c,
             Err(e) => {
                 say(&format!("rank {rank}: survive: {e}"));
@@ -251,7 +251,8 @@ fn mark(what: &str, rank: usize, note: &str) {
 /// "Surviving a lost rank" does: revoke (or, with `FAULTS_HOW=abort` or
 /// without NCCL 2.28.7, shrink with `ShrinkMode::Abort`), shrink to the
 /// survivors, and 100 all_reduces that must be correct.
-fn survive(comm: Comm, rank: usize, world: usize) -> Result<u8, Error> {
+fn survive(comm: Comm, info: &nccl::bootstrap::LaunchInfo) -> Result<u8, Error> {
+    let (rank, world) = (info.rank, info.world);
     let victim: usize = std::env::var("FAULTS_VICTIM").unwrap().parse().unwrap();
     let how = std::env::var("FAULTS_HOW").unwrap_or_default();
     let timeout = Duration::from_secs(5);
@@ -332,23 +333,16 @@ fn survive(comm: Comm, rank: usize, world: usize) -> Result<u8, Error> {
     } else {
         ShrinkMode::Abort
     };
-    // the survivors' own rendezvous, used if NCCL refuses the shrink
-    let map = nccl::RankMap::excluding(world, rank, &[victim])?;
-    let port: u16 = std::env::var("MASTER_PORT")
-        .unwrap()
-        .parse::<u16>()
-        .unwrap()
-        + 1;
-    let secret = std::env::var("NCCL_RS_SECRET").unwrap();
-    let mut survivors = nccl::bootstrap::TcpBootstrap::new(
-        &format!("127.0.0.1:{port}"),
-        map.new_rank(rank).unwrap(),
-        world - 1,
-        Some(secret.as_bytes()),
-        Duration::from_secs(30),
-    )?;
+    // the survivors' own rendezvous, used if NCCL refuses the shrink: the
+    // job's (the new rank 0 listens on the first free port from
+    // MASTER_PORT, which NCCL's own sockets may hold)
+    let opts = LaunchOptions {
+        timeout: Duration::from_secs(30),
+        ..LaunchOptions::default()
+    };
+    let mut survivors = info.survivors_bootstrap(&[victim], 1, &opts)?;
     let (nccl::Shrunk { comm: small, ranks }, how_done) =
-        comm.shrink_or_recreate(&[victim], mode, None, &mut survivors)?;
+        comm.shrink_or_recreate(&[victim], mode, None, &mut *survivors)?;
     let t_shrink = t.elapsed() - t_revoke;
     let expect_new = ranks.new_rank(rank);
     if Some(small.rank()) != expect_new || small.world_size() != world - 1 {
@@ -420,7 +414,7 @@ fn spawn_with(
                 .env("LOCAL_RANK", r.to_string())
                 .env("MASTER_ADDR", "127.0.0.1")
                 .env("MASTER_PORT", port.to_string())
-                .env("NCCL_RS_SECRET", "faults-test")
+                .env("NCCL_RS_SECRET", "faults-test-0123456789")
                 .env("NCCL_HOSTID", format!("nccl-rs-rank{r}"))
                 .env("NCCL_SOCKET_IFNAME", "lo")
                 .spawn()

@@ -2039,7 +2039,9 @@ fn api_surface(ctx: &Arc<CudaContext>, rep: &mut Report) {
     let r = (|| -> Result<(), String> {
         let comm = Comm::init_rank(ctx, 1, &UniqueId::new().map_err(e2s)?, 0).map_err(e2s)?;
         let h = comm.abort_handle();
-        h.abort_after(Duration::from_secs(3600)).disarm();
+        h.abort_after(Duration::from_secs(3600))
+            .map_err(e2s)?
+            .disarm();
         std::thread::sleep(Duration::from_millis(50));
         if h.is_requested() || comm.is_aborted() {
             return Err("a disarmed watchdog requested the abort".into());
@@ -2050,7 +2052,7 @@ fn api_surface(ctx: &Arc<CudaContext>, rep: &mut Report) {
         comm.all_reduce(&a, &mut b, ReduceOp::Sum, &s)
             .map_err(e2s)?;
         s.synchronize().map_err(|e| e.to_string())?;
-        let fired = h.abort_after(Duration::from_millis(20));
+        let fired = h.abort_after(Duration::from_millis(20)).map_err(e2s)?;
         let t = Instant::now();
         while !h.is_requested() && t.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(5));

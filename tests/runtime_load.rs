@@ -13,6 +13,7 @@
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use nccl::library::{LoadError, Source};
 use nccl::{Error, UniqueId};
@@ -55,7 +56,15 @@ fn is_child(case: &str) -> bool {
 
 /// Runs `case` in a child with the search variables cleared, then `env`.
 fn in_child(case: &str, env: &[(&str, &std::ffi::OsStr)]) {
+    in_child_at(case, env, None);
+}
+
+/// Like [`in_child`], in the working directory `cwd` when given.
+fn in_child_at(case: &str, env: &[(&str, &std::ffi::OsStr)], cwd: Option<&Path>) {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
     cmd.args(["--exact", case, "--nocapture", "--test-threads=1"])
         .env(CHILD, case)
         .env("NCCL_RS_TEST_LIB", test_lib());
@@ -324,4 +333,253 @@ fn a_bad_path_in_the_variable_stops_the_search() {
         ],
     );
     let _ = std::fs::remove_dir_all(venv);
+}
+
+/// A fresh folder for one case's files.
+fn scratch(case: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nccl-rs-{case}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// An executable shell script.
+fn script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The `python3` of an absolute directory of `PATH`.
+fn real_python() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join("python3"))
+        .find(|f| f.is_file())
+}
+
+/// The search's attempts, in a child where none succeeded.
+fn attempts() -> Vec<nccl::library::Attempt> {
+    match nccl::library_error() {
+        Some(Error::Library(LoadError::NotFound { tried })) => tried,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_python_probe_runs_nothing_from_the_working_directory() {
+    const CASE: &str = "the_python_probe_runs_nothing_from_the_working_directory";
+    if is_child(CASE) {
+        let dir = PathBuf::from(std::env::var_os("NCCL_RS_TEST_DIR").unwrap());
+        assert!(!nccl::is_available());
+        let tried = attempts();
+        // the real interpreter answered (its folders were looked at)
+        assert!(
+            tried.iter().any(|a| a.place.ends_with("(python3 on PATH)")),
+            "{tried:?}"
+        );
+        assert!(!dir.join("marker").exists());
+        return;
+    }
+    if on_loader_path() {
+        eprintln!("{CASE}: NOT RUN here: a libnccl.so.2 on the loader path ends the search first");
+        return;
+    }
+    let Some(python) = real_python() else {
+        eprintln!("{CASE}: NOT RUN here: no python3 on PATH");
+        return;
+    };
+    // what a hostile working directory holds: modules the probe imports, and
+    // a `python3` that `.` or an empty entry of PATH would find
+    let dir = scratch("cwd");
+    let marker = dir.join("marker");
+    for m in ["sysconfig", "site", "os", "encodings"] {
+        std::fs::write(
+            dir.join(format!("{m}.py")),
+            format!(
+                "open({:?}, 'a').write('{m}.py ran\\n')\nprint({:?})\n",
+                marker.display().to_string(),
+                dir.display().to_string()
+            ),
+        )
+        .unwrap();
+    }
+    script(
+        &dir.join("python3"),
+        &format!(
+            "#!/bin/sh\necho './python3 ran' >> {:?}\necho {:?}\n",
+            marker.display().to_string(),
+            dir.display().to_string()
+        ),
+    );
+    let mut path = std::ffi::OsString::from(".::");
+    path.push(python.parent().unwrap());
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap());
+    in_child_at(
+        CASE,
+        &[("PATH", &path), ("NCCL_RS_TEST_DIR", dir.as_os_str())],
+        Some(&dir),
+    );
+    let ran = std::fs::read_to_string(&marker).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        ran.is_empty(),
+        "the search ran code from the working directory: {ran}"
+    );
+}
+
+#[test]
+fn a_python_that_hangs_is_cut_off_and_blocks_no_other_thread() {
+    const CASE: &str = "a_python_that_hangs_is_cut_off_and_blocks_no_other_thread";
+    let part = std::env::var("NCCL_RS_TEST_PART").unwrap_or_default();
+    if is_child(CASE) && part == "cut" {
+        let t = Instant::now();
+        assert!(!nccl::is_available());
+        let took = t.elapsed();
+        assert!(
+            (Duration::from_millis(4500)..Duration::from_secs(8)).contains(&took),
+            "{took:?}"
+        );
+        let tried = attempts();
+        let py = tried.iter().find(|a| a.place == "python3 on PATH").unwrap();
+        assert!(py.outcome.contains("no answer within 5s"), "{py:?}");
+        // what it started was killed with it
+        let dir = PathBuf::from(std::env::var_os("NCCL_RS_TEST_DIR").unwrap());
+        let pid = std::fs::read_to_string(dir.join("pid")).unwrap();
+        // SIGKILL takes effect soon after kill(2) returns: gone or a zombie
+        let t = Instant::now();
+        while let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+            let state = stat.rsplit(')').next().unwrap().split_whitespace().next();
+            if state == Some("Z") {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "still running: {stat}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        return;
+    }
+    if is_child(CASE) && part == "load" {
+        let searching = std::thread::spawn(|| {
+            let t = Instant::now();
+            (nccl::is_available(), t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let lib = test_lib();
+        let t = Instant::now();
+        nccl::library::load(&lib).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let (found, took) = searching.join().unwrap();
+        assert!(found, "the search sees the library loaded meanwhile");
+        assert!(took < Duration::from_secs(8), "{took:?}");
+        return check_loaded(&lib, Source::Explicit);
+    }
+    if is_child(CASE) {
+        panic!("NCCL_RS_TEST_PART={part:?}");
+    }
+    if on_loader_path() {
+        eprintln!("{CASE}: NOT RUN here: a libnccl.so.2 on the loader path ends the search first");
+        return;
+    }
+    let dir = scratch("hang");
+    script(
+        &dir.join("python3"),
+        &format!(
+            "#!/bin/sh\nsleep 60 &\necho $! > {:?}\nwait\n",
+            dir.join("pid").display().to_string()
+        ),
+    );
+    let mut path = dir.clone().into_os_string();
+    path.push(":/usr/bin:/bin");
+    for part in ["cut", "load"] {
+        in_child(
+            CASE,
+            &[
+                ("PATH", &path),
+                ("NCCL_RS_TEST_DIR", dir.as_os_str()),
+                ("NCCL_RS_TEST_PART", part.as_ref()),
+            ],
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Builds a shared library from C `source` into `dir/name` with `cc`; `None`
+/// when there is no C compiler.
+fn c_library(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
+    let c = dir.join(format!("{name}.c"));
+    let so = dir.join(format!("{name}.so"));
+    std::fs::write(&c, source).unwrap();
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&c)
+        .output()
+        .ok()?;
+    assert!(out.status.success(), "{out:?}");
+    Some(so)
+}
+
+/// Whether the library at `path` is loaded in this process.
+fn is_loaded(path: &Path) -> bool {
+    let c = CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: RTLD_NOLOAD only looks the library up; a handle found takes a
+    // reference that is given back at once.
+    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+    if h.is_null() {
+        return false;
+    }
+    // SAFETY: h is the live handle just taken.
+    unsafe { libc::dlclose(h) };
+    true
+}
+
+#[test]
+fn a_library_that_fails_its_checks_is_not_left_loaded() {
+    const CASE: &str = "a_library_that_fails_its_checks_is_not_left_loaded";
+    if is_child(CASE) {
+        let dir = PathBuf::from(std::env::var_os("NCCL_RS_TEST_DIR").unwrap());
+        let (failing, foreign) = (dir.join("failing.so"), dir.join("foreign.so"));
+        // through the variable: its ncclGetVersion fails
+        assert!(!nccl::is_available());
+        let last = attempts().pop().unwrap();
+        assert!(
+            last.outcome.contains("ncclGetVersion failed with code 1"),
+            "{last:?}"
+        );
+        assert!(
+            !is_loaded(&failing),
+            "a library that failed is still loaded"
+        );
+        // given in code: not NCCL at all
+        let e = nccl::library::load(&foreign).unwrap_err();
+        assert!(e.to_string().contains("not an NCCL library"), "{e}");
+        assert!(
+            !is_loaded(&foreign),
+            "a library that failed is still loaded"
+        );
+        return;
+    }
+    let dir = scratch("fake-libs");
+    let failing = c_library(
+        &dir,
+        "failing",
+        "int ncclGetVersion(int *v) { *v = 0; return 1; }\n",
+    );
+    let Some(failing) = failing else {
+        eprintln!("{CASE}: NOT RUN here: no C compiler (cc) to build the fake libraries");
+        return;
+    };
+    c_library(&dir, "foreign", "int not_nccl(void) { return 0; }\n").unwrap();
+    in_child(
+        CASE,
+        &[
+            ("NCCL_RS_LIBRARY", failing.as_os_str()),
+            ("NCCL_RS_TEST_DIR", dir.as_os_str()),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -157,8 +157,16 @@ impl Library {
     }
 
     /// Wraps a handle: checks that it is NCCL, asks its version and its
-    /// file name. On failure the handle is closed again.
+    /// file name. On every failure the handle is closed again (a library
+    /// that is not the one in use is not left loaded).
     fn from_handle(handle: *mut c_void, source: Source, what: &str) -> Result<Library, String> {
+        let close = |why: String| {
+            // SAFETY: handle came from a successful dlopen, is closed once
+            // (here, on the way out), and nothing of the library is kept: no
+            // Library holding it is returned.
+            unsafe { libc::dlclose(handle) };
+            why
+        };
         let mut lib = Library {
             handle: handle as usize,
             path: PathBuf::from(what),
@@ -166,10 +174,7 @@ impl Library {
             version_code: 0,
         };
         let Some(get_version) = lib.sym(c"ncclGetVersion") else {
-            // SAFETY: handle came from a successful dlopen and nothing of the
-            // library has been used.
-            unsafe { libc::dlclose(handle) };
-            return Err("no ncclGetVersion in it: not an NCCL library".into());
+            return Err(close("no ncclGetVersion in it: not an NCCL library".into()));
         };
         // SAFETY: ncclGetVersion has this C signature in every NCCL release.
         let get_version: unsafe extern "C" fn(*mut i32) -> crate::ncclResult_t =
@@ -178,7 +183,10 @@ impl Library {
         // SAFETY: ncclGetVersion writes one int through a valid pointer.
         let r = unsafe { get_version(&mut code) };
         if r != crate::ncclResult_t::ncclSuccess {
-            return Err(format!("its ncclGetVersion failed with code {}", r.0));
+            return Err(close(format!(
+                "its ncclGetVersion failed with code {}",
+                r.0
+            )));
         }
         lib.version_code = code;
         if let Some(p) = file_of(get_version as *const c_void) {
@@ -294,6 +302,14 @@ impl std::error::Error for LoadError {}
 ///   place tried; that outcome is kept, so the search runs once, but a later
 ///   [`load`](crate::load) may still succeed.
 ///
+///   The `python3` asked for its site-packages is the first in an absolute
+///   directory of `PATH` (never one found through `.` or an empty entry),
+///   run isolated (`-I -S`: no module from the working directory, the user's
+///   folder or `PYTHON*` variables, no `.pth` hooks) from `/`, and killed
+///   with what it started if it has not answered within 5 seconds. It runs
+///   once per process, without the lock that [`load`](crate::load) takes:
+///   other threads' first NCCL calls wait for its answer at most that long.
+///
 /// # Errors
 /// As above.
 pub fn library() -> Result<&'static Library, LoadError> {
@@ -393,33 +409,75 @@ mod imp {
 mod imp {
     use super::*;
     use std::ffi::{CString, OsStr};
+    use std::io::Read;
     use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
 
     /// The sonames tried, newest first.
     const NAMES: [&CStr; 2] = [c"libnccl.so.2", c"libnccl.so"];
+    /// How long the `python3` on `PATH` may take to name its site-packages.
+    pub(super) const PYTHON_LIMIT: Duration = Duration::from_secs(5);
+    /// Most bytes of the interpreter's answer read.
+    const PYTHON_OUTPUT: u64 = 64 * 1024;
 
     static LOADED: OnceLock<Library> = OnceLock::new();
-    /// The outcome of the search, once it has run and failed.
+    /// The outcome of the search, once it has run and failed. Held only for
+    /// the quick steps (environment variables, dlopen), never while the
+    /// Python interpreter runs.
     static FAILED: Mutex<Option<LoadError>> = Mutex::new(None);
+    /// What the interpreter answered (or why not), asked once: callers that
+    /// come while it runs wait for it, at most [`PYTHON_LIMIT`].
+    static PROBE: Mutex<Option<Probe>> = Mutex::new(None);
+
+    /// site-packages folders the interpreter named, and what went wrong.
+    #[derive(Clone)]
+    struct Probe {
+        sites: Vec<(String, PathBuf)>,
+        tried: Vec<Attempt>,
+    }
 
     pub(super) fn library() -> Result<&'static Library, LoadError> {
         if let Some(l) = LOADED.get() {
             return Ok(l);
         }
-        let mut failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tried = Vec::new();
+        {
+            let failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(l) = LOADED.get() {
+                return Ok(l);
+            }
+            if let Some(e) = &*failed {
+                return Err(e.clone());
+            }
+            match quick_search(&mut tried) {
+                Ok(Some(lib)) => return Ok(LOADED.get_or_init(|| lib)),
+                Ok(None) => {}
+                Err(e) => return Err(remember(failed, e)),
+            }
+        }
+        // the interpreter runs with no lock held that `load` or a loaded
+        // library's users need
+        let probe = python_probe();
+        let failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = LOADED.get() {
             return Ok(l);
         }
         if let Some(e) = &*failed {
             return Err(e.clone());
         }
-        match search() {
-            Ok(lib) => Ok(LOADED.get_or_init(|| lib)),
-            Err(e) => {
-                *failed = Some(e.clone());
-                Err(e)
-            }
+        tried.extend(probe.tried);
+        match open_in_sites(&probe.sites, &mut tried) {
+            Some(lib) => Ok(LOADED.get_or_init(|| lib)),
+            None => Err(remember(failed, LoadError::NotFound { tried })),
         }
+    }
+
+    fn remember(
+        mut failed: std::sync::MutexGuard<'_, Option<LoadError>>,
+        e: LoadError,
+    ) -> LoadError {
+        *failed = Some(e.clone());
+        e
     }
 
     pub(super) fn load(path: &Path) -> Result<&'static Library, LoadError> {
@@ -456,8 +514,9 @@ mod imp {
         dlopen(&c, libc::RTLD_NOW | libc::RTLD_LOCAL, source)
     }
 
-    fn search() -> Result<Library, LoadError> {
-        let mut tried = Vec::new();
+    /// Every step but the Python interpreter: `Ok(None)` to go on to it,
+    /// `Err` when a variable names a path that does not open.
+    fn quick_search(tried: &mut Vec<Attempt>) -> Result<Option<Library>, LoadError> {
         for var in ENV_VARS {
             let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) else {
                 tried.push(Attempt {
@@ -468,13 +527,18 @@ mod imp {
             };
             // an explicit path wins: a bad one is an error, not a reason to
             // look elsewhere
-            return open(&path, Source::Env(var)).map_err(|outcome| {
-                tried.push(Attempt {
-                    place: format!("${var}={}", path.to_string_lossy()),
-                    outcome,
-                });
-                LoadError::NotFound { tried }
-            });
+            return match open(&path, Source::Env(var)) {
+                Ok(l) => Ok(Some(l)),
+                Err(outcome) => {
+                    tried.push(Attempt {
+                        place: format!("${var}={}", path.to_string_lossy()),
+                        outcome,
+                    });
+                    Err(LoadError::NotFound {
+                        tried: std::mem::take(tried),
+                    })
+                }
+            };
         }
         for name in NAMES {
             match dlopen(
@@ -482,7 +546,7 @@ mod imp {
                 libc::RTLD_LAZY | libc::RTLD_NOLOAD,
                 Source::AlreadyLoaded,
             ) {
-                Ok(l) => return Ok(l),
+                Ok(l) => return Ok(Some(l)),
                 Err(_) => tried.push(Attempt {
                     place: format!("{} already loaded in this process", name.to_string_lossy()),
                     outcome: "no".into(),
@@ -491,14 +555,20 @@ mod imp {
         }
         for name in NAMES {
             match dlopen(name, libc::RTLD_NOW | libc::RTLD_LOCAL, Source::LoaderPath) {
-                Ok(l) => return Ok(l),
+                Ok(l) => return Ok(Some(l)),
                 Err(e) => tried.push(Attempt {
                     place: format!("{} on the loader path", name.to_string_lossy()),
                     outcome: e,
                 }),
             }
         }
-        for (origin, site) in python_site_packages(&mut tried) {
+        let sites = env_site_packages(tried);
+        Ok(open_in_sites(&sites, tried))
+    }
+
+    /// The first `nvidia/nccl/lib/libnccl.so.2` of `sites` that opens.
+    fn open_in_sites(sites: &[(String, PathBuf)], tried: &mut Vec<Attempt>) -> Option<Library> {
+        for (origin, site) in sites {
             let file = site
                 .join("nvidia")
                 .join("nccl")
@@ -512,19 +582,19 @@ mod imp {
                 continue;
             }
             match open(file.as_os_str(), Source::PythonEnv(origin.clone())) {
-                Ok(l) => return Ok(l),
+                Ok(l) => return Some(l),
                 Err(e) => tried.push(Attempt {
                     place: format!("{} ({origin})", file.display()),
                     outcome: e,
                 }),
             }
         }
-        Err(LoadError::NotFound { tried })
+        None
     }
 
-    /// site-packages folders of `$VIRTUAL_ENV`, `$CONDA_PREFIX` and the
-    /// `python3` on `PATH`, with what led to each.
-    fn python_site_packages(tried: &mut Vec<Attempt>) -> Vec<(String, PathBuf)> {
+    /// site-packages folders of `$VIRTUAL_ENV` and `$CONDA_PREFIX`, with the
+    /// variable that led to each.
+    fn env_site_packages(tried: &mut Vec<Attempt>) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
         for var in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
             let Some(prefix) = std::env::var_os(var).filter(|v| !v.is_empty()) else {
@@ -553,33 +623,132 @@ mod imp {
             }
             out.extend(found.into_iter().map(|p| (format!("${var}"), p)));
         }
+        out
+    }
+
+    /// The interpreter's answer, asked once per process (callers arriving
+    /// while it runs wait for it).
+    fn python_probe() -> Probe {
+        let mut p = PROBE.lock().unwrap_or_else(|p| p.into_inner());
+        p.get_or_insert_with(ask_python).clone()
+    }
+
+    /// The `python3` of the first absolute directory of `PATH` that has one:
+    /// never a relative entry (`.`, an empty one), which would run a
+    /// `python3` from the working directory.
+    fn python_on_path() -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .filter(|d| d.is_absolute())
+            .map(|d| d.join("python3"))
+            .find(|f| {
+                std::fs::metadata(f)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    }
+
+    /// Asks the `python3` on `PATH` for its site-packages folders: isolated
+    /// (`-I`: no working directory or user folder on its module path, no
+    /// `PYTHON*` variables; `-S`: no `site` hooks such as `.pth` files run at
+    /// start), from `/`, in a process group of its own that is killed after
+    /// [`PYTHON_LIMIT`].
+    fn ask_python() -> Probe {
+        use std::os::unix::process::CommandExt;
+        const PLACE: &str = "python3 on PATH";
+        let fail = |outcome: String| Probe {
+            sites: Vec::new(),
+            tried: vec![Attempt {
+                place: PLACE.into(),
+                outcome,
+            }],
+        };
+        let Some(python) = python_on_path() else {
+            return fail("no python3 in PATH's absolute directories".into());
+        };
         let script = "import sysconfig,site\n\
                       p=[sysconfig.get_paths()['purelib'],sysconfig.get_paths()['platlib']]\n\
                       try:\n  p+=site.getsitepackages()+[site.getusersitepackages()]\n\
                       except Exception:\n  pass\n\
                       print('\\n'.join(dict.fromkeys(p)))";
-        match std::process::Command::new("python3")
-            .args(["-c", script])
+        let start = Instant::now();
+        let mut child = match std::process::Command::new(&python)
+            .args(["-I", "-S", "-c", script])
+            .current_dir("/")
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
-            .output()
+            .process_group(0)
+            .spawn()
         {
-            Ok(o) if o.status.success() => out.extend(
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .map(PathBuf::from)
-                    .filter(|p| p.is_dir())
-                    .map(|p| ("python3 on PATH".to_string(), p)),
-            ),
-            Ok(o) => tried.push(Attempt {
-                place: "python3 on PATH".into(),
-                outcome: format!("failed ({})", o.status),
-            }),
-            Err(e) => tried.push(Attempt {
-                place: "python3 on PATH".into(),
-                outcome: format!("could not run: {e}"),
-            }),
+            Ok(c) => c,
+            Err(e) => return fail(format!("could not run {}: {e}", python.display())),
+        };
+        // the answer is read on a thread of its own, so that a child that
+        // never ends (or never closes its output) is still cut off here
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = child.stdout.take().map(|out| {
+            std::thread::Builder::new()
+                .name("nccl-sys-python".into())
+                .spawn(move || {
+                    let mut text = Vec::new();
+                    let _ = out.take(PYTHON_OUTPUT).read_to_end(&mut text);
+                    let _ = tx.send(text);
+                })
+        });
+        if let Some(Err(e)) = reader {
+            kill_group(&mut child);
+            return fail(format!("no thread to read its answer: {e}"));
         }
-        out
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break Ok(s),
+                Ok(None) if start.elapsed() >= PYTHON_LIMIT => break Err(None),
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => break Err(Some(e)),
+            }
+        };
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                kill_group(&mut child);
+                return fail(match e {
+                    None => format!(
+                        "{} gave no answer within {PYTHON_LIMIT:?}: killed",
+                        python.display()
+                    ),
+                    Some(e) => format!("{}: {e}", python.display()),
+                });
+            }
+        };
+        if !status.success() {
+            return fail(format!("{} failed ({status})", python.display()));
+        }
+        let Ok(text) = rx.recv_timeout(Duration::from_millis(500)) else {
+            return fail(format!("{} kept its output open", python.display()));
+        };
+        Probe {
+            sites: String::from_utf8_lossy(&text)
+                .lines()
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute() && p.is_dir())
+                .map(|p| (PLACE.to_string(), p))
+                .collect(),
+            tried: Vec::new(),
+        }
+    }
+
+    /// Kills the process group of a child not yet reaped (it leads the
+    /// group), then reaps it.
+    fn kill_group(child: &mut std::process::Child) {
+        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+            // SAFETY: kill(2) with a negative pid signals the process group
+            // the child leads (`process_group(0)`); the child is not reaped
+            // yet (every caller's try_wait said it runs, or failed), so its
+            // id, and the group's, cannot have been reused.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

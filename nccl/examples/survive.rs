@@ -6,12 +6,8 @@
 // refuses, they make a new one. (`launch` then reports the crashed rank.)
 use std::time::Duration;
 
-use nccl::bootstrap::{LaunchOptions, TcpBootstrap};
-use nccl::{Error, RankMap, ReduceOp, ShrinkMode, Shrunk};
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (run under a launcher)"))
-}
+use nccl::bootstrap::LaunchOptions;
+use nccl::{Error, ReduceOp, ShrinkMode, Shrunk};
 
 fn main() -> Result<(), Error> {
     let (comm, info) = nccl::bootstrap::init_from_launcher(&LaunchOptions::default())?;
@@ -45,23 +41,16 @@ fn main() -> Result<(), Error> {
         Err(_) => ShrinkMode::Abort,
     };
     // where NCCL refuses to shrink (its parent keeps the peer's error), the
-    // survivors make a fresh communicator, meeting at the next port
-    let me = RankMap::excluding(info.world, info.rank, &[lost])?.new_rank(info.rank);
-    let addr = format!(
-        "{}:{}",
-        env("MASTER_ADDR"),
-        env("MASTER_PORT").parse::<u16>().unwrap() + 1
-    );
-    let secret = std::env::var("NCCL_RS_SECRET").ok();
-    let mut survivors = TcpBootstrap::new(
-        &addr,
-        me.unwrap(),
-        info.world - 1,
-        secret.as_deref().map(str::as_bytes),
-        timeout * 6,
-    )?;
+    // survivors make a fresh communicator: they meet through the job's own
+    // rendezvous (its store under a new key, or its TCP address: the new
+    // rank 0 listens on the first free port from the job's)
+    let opts = LaunchOptions {
+        timeout: timeout * 6,
+        ..LaunchOptions::default()
+    };
+    let mut survivors = info.survivors_bootstrap(&[lost], 1, &opts)?;
     let (Shrunk { comm: small, ranks }, how) =
-        comm.shrink_or_recreate(&[lost], mode, None, &mut survivors)?;
+        comm.shrink_or_recreate(&[lost], mode, None, &mut *survivors)?;
     eprintln!("rank {}: {how:?}", info.rank);
 
     // 3. go on with the survivors, on a fresh stream

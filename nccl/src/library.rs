@@ -13,7 +13,10 @@
 //!    (`LD_LIBRARY_PATH`, the loader cache, rpaths);
 //! 4. `nvidia/nccl/lib/libnccl.so.2` in the site-packages of `$VIRTUAL_ENV`,
 //!    of `$CONDA_PREFIX`, then of the `python3` on `PATH` (NVIDIA's
-//!    `nvidia-nccl-cu12`/`-cu13` wheels).
+//!    `nvidia-nccl-cu12`/`-cu13` wheels). That interpreter is the first in
+//!    an absolute directory of `PATH`, run isolated (`python3 -I -S`, from
+//!    `/`: nothing of the working directory is run) and killed after 5
+//!    seconds without an answer.
 //!
 //! Finding none is [`Error::Library`] listing every place tried;
 //! [`is_available`](crate::is_available) asks without failing.

@@ -1,15 +1,27 @@
 //! One rank of a rendezvous, as its own process, for the bootstrap tests (no
 //! GPU needed):
 //!
-//! - `rendezvous-peer [--nofile N] [--handshake-ms M] ADDR RANK WORLD SECRET TIMEOUT_MS NIDS`:
+//! - `rendezvous-peer [--nofile N] [--handshake-ms M] [--job ID] ADDR RANK WORLD SECRET TIMEOUT_MS NIDS`:
 //!   the TCP rendezvous; an empty SECRET means none (any bytes work, also
 //!   not UTF-8). Rank 0 makes the ids and prints `LISTEN <addr>` first.
-//!   `--nofile` lowers this process's file descriptor limit first.
+//!   `--nofile` lowers this process's file descriptor limit first; `--job`
+//!   sets the job id.
 //! - `rendezvous-peer --launcher TIMEOUT_MS`: what `init_from_launcher` does
 //!   before creating a communicator (launcher variables, then torchrun's store,
 //!   `NCCL_RS_STORE` or the TCP rendezvous); prints `SOURCE <launcher> RANK r WORLD w`.
-//! - `rendezvous-peer --store-server ADDR`: a `TcpStoreServer`; prints
-//!   `LISTEN <addr>`, serves until standard input closes.
+//! - `rendezvous-peer --survivors LOST EPOCH TIMEOUT_MS`: the survivors of
+//!   the launch in the environment after losing the ranks LOST (`1,3`)
+//!   meet ([`LaunchInfo::survivors_bootstrap`]); prints `NEW <rank>/<world>`
+//!   and new rank 0 makes the id.
+//! - `rendezvous-peer --no-threads`: with this process's address space
+//!   limited so that no thread can start, a store client for a host name
+//!   (its lookup runs on a thread) and a store server; prints `LOOKUP <error>`
+//!   and `SERVER <error>`.
+//! - `rendezvous-peer --store-server ADDR [DATA_MB]`: a `TcpStoreServer`;
+//!   prints `LISTEN <addr>`, serves until standard input closes. With
+//!   `DATA_MB`, the process's data segment (`RLIMIT_DATA`: heap and private
+//!   memory) is limited to that: a server that grows past it dies instead
+//!   of taking the machine's memory.
 //! - `rendezvous-peer --store-basic ADDR`: the client script of
 //!   `tests/fixtures/tcpstore/harness.cpp` (`basic`), printing the same lines.
 //!
@@ -76,14 +88,14 @@ fn store_basic(addr: &str) -> nccl::Result<()> {
     Ok(())
 }
 
-fn nofile(n: u64) {
+fn limit(what: libc::__rlimit_resource_t, n: u64) {
     let lim = libc::rlimit {
         rlim_cur: n,
         rlim_max: n,
     };
     // SAFETY: setrlimit reads the struct it is given; lowering a limit of
     // this process only.
-    let r = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    let r = unsafe { libc::setrlimit(what, &lim) };
     assert_eq!(r, 0, "setrlimit");
 }
 
@@ -105,7 +117,44 @@ fn main() -> std::process::ExitCode {
             };
             nccl::bootstrap::share_launch_id(&info, &opts).map(|id| vec![id])
         })(),
+        Some("--survivors") => (|| {
+            let lost: Vec<usize> = text(&a[1])
+                .split(',')
+                .map(|r| r.parse().expect("LOST"))
+                .collect();
+            let epoch: u64 = text(&a[2]).parse().expect("EPOCH");
+            let ms: u64 = text(&a[3]).parse().expect("TIMEOUT_MS");
+            let info = LaunchInfo::from_env()?;
+            let opts = LaunchOptions {
+                timeout: Duration::from_millis(ms),
+                ..LaunchOptions::default()
+            };
+            let mut b = info.survivors_bootstrap(&lost, epoch, &opts)?;
+            say(&format!("NEW {}/{}", b.rank(), b.world_size()));
+            let ids = (b.rank() == 0).then(UniqueId::new).transpose()?;
+            b.share_ids(ids.map(|i| vec![i]))
+        })(),
+        Some("--no-threads") => {
+            // what the process maps now, and 1 MiB more: a thread's stack
+            // (2 MiB) does not fit
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let kb: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmSize:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap();
+            limit(libc::RLIMIT_AS, (kb + 1024) << 10);
+            let lookup = TcpStore::connect("localhost:1", Duration::from_secs(2)).map(|_| ());
+            let server = TcpStoreServer::bind("127.0.0.1:0").map(|_| ());
+            say(&format!("LOOKUP {lookup:?}"));
+            say(&format!("SERVER {server:?}"));
+            return std::process::ExitCode::SUCCESS;
+        }
         Some("--store-server") => {
+            if let Some(mb) = a.get(2) {
+                let mb: u64 = text(mb).parse().expect("DATA_MB");
+                limit(libc::RLIMIT_DATA, mb << 20);
+            }
             let s = match TcpStoreServer::bind(&text(&a[1])) {
                 Ok(s) => s,
                 Err(e) => {
@@ -123,18 +172,21 @@ fn main() -> std::process::ExitCode {
         },
         _ => {
             let mut handshake = None;
+            let mut job = String::new();
             while a.first().is_some_and(|x| text(x).starts_with("--")) {
                 let flag = text(&a.remove(0));
-                let v: u64 = text(&a.remove(0)).parse().expect("a number");
+                let v = text(&a.remove(0));
+                let n = || -> u64 { v.parse().expect("a number") };
                 match flag.as_str() {
-                    "--nofile" => nofile(v),
-                    "--handshake-ms" => handshake = Some(Duration::from_millis(v)),
+                    "--nofile" => limit(libc::RLIMIT_NOFILE, n()),
+                    "--handshake-ms" => handshake = Some(Duration::from_millis(n())),
+                    "--job" => job = v.clone(),
                     f => panic!("unknown flag {f}"),
                 }
             }
             if a.len() != 6 {
                 eprintln!(
-                    "usage: rendezvous-peer [--nofile N] [--handshake-ms M] ADDR RANK WORLD SECRET TIMEOUT_MS NIDS"
+                    "usage: rendezvous-peer [--nofile N] [--handshake-ms M] [--job ID] ADDR RANK WORLD SECRET TIMEOUT_MS NIDS"
                 );
                 return std::process::ExitCode::from(2);
             }
@@ -153,7 +205,8 @@ fn main() -> std::process::ExitCode {
                     world,
                     (!secret.is_empty()).then_some(&secret[..]),
                     Duration::from_millis(ms),
-                )?;
+                )?
+                .job_id(&job);
                 if let Some(h) = handshake {
                     b = b.handshake_timeout(h);
                 }

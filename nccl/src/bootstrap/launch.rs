@@ -43,7 +43,9 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::base::error::{Error, Result};
+use crate::base::text::quote;
 use crate::bootstrap::rendezvous::{MAX_WORLD, TcpBootstrap};
+use crate::bootstrap::secret::{MIN_SECRET_LEN, Secret};
 use crate::bootstrap::slurm;
 use crate::bootstrap::store::{StoreBootstrap, TcpStore, store_id_key};
 use crate::comm::Bootstrap;
@@ -143,6 +145,16 @@ pub struct LaunchInfo {
     pub source: LaunchSource,
     /// Outer launchers whose variables were present too and ignored.
     pub ignored: Vec<LaunchSource>,
+    /// The job's identity, the same on every rank of one launch and
+    /// different from other jobs': the run id (`NCCL_RS_RUN_ID`, else
+    /// `TORCHELASTIC_RUN_ID`, else `default`), the restart count
+    /// (`TORCHELASTIC_RESTART_COUNT`), and the launcher's own job id (Slurm's
+    /// job and step ids for ranks started by `srun`, Open MPI's job id for
+    /// ranks started by `mpirun`). The TCP rendezvous binds it into its keys
+    /// ([`TcpBootstrap::job_id`]): a rank of another job cannot join.
+    pub job: String,
+    /// Run id and restart count, for the store keys.
+    run: (String, String),
     /// With a root derived from Slurm's node list: the node rank 0 must run
     /// on, and the node this process runs on (`SLURMD_NODENAME`).
     slurm_nodes: Option<(String, Option<String>)>,
@@ -254,16 +266,19 @@ fn host_port(var: &str, text: &str) -> Result<String> {
     let (host, p) = if let Some(rest) = t.strip_prefix('[') {
         let (h, p) = rest
             .split_once("]:")
-            .ok_or_else(|| env_err(var, format!("{t:?} is not [address]:port")))?;
+            .ok_or_else(|| env_err(var, format!("{} is not [address]:port", quote(t))))?;
         (h, p)
     } else {
         let (h, p) = t
             .rsplit_once(':')
-            .ok_or_else(|| env_err(var, format!("{t:?} is not host:port")))?;
+            .ok_or_else(|| env_err(var, format!("{} is not host:port", quote(t))))?;
         if h.contains(':') {
             return Err(env_err(
                 var,
-                format!("{t:?}: an IPv6 address needs brackets, as in [::1]:29500"),
+                format!(
+                    "{}: an IPv6 address needs brackets, as in [::1]:29500",
+                    quote(t)
+                ),
             ));
         }
         (h, p)
@@ -337,7 +352,9 @@ impl LaunchInfo {
             (None, LaunchSource::Explicit) => 0,
             (None, _) => return Err(env_err(local_var, format!("missing ({rank_var} is set)"))),
         };
-        let (rendezvous, slurm_nodes) = rendezvous(&v, source)?;
+        let run = run_id(&v)?;
+        let (rendezvous, slurm_nodes) = rendezvous(&v, source, &run)?;
+        let job = job_identity(&v, source, &run)?;
         Ok(LaunchInfo {
             rank: rank as usize,
             world: world as usize,
@@ -345,6 +362,8 @@ impl LaunchInfo {
             rendezvous,
             source,
             ignored,
+            job,
+            run,
             slurm_nodes,
         })
     }
@@ -352,12 +371,14 @@ impl LaunchInfo {
     /// The channel for the id this launch asks for: a [`StoreBootstrap`]
     /// connected to the store, or a [`TcpBootstrap`] (rank 0 already
     /// listening, on all interfaces unless the root is a loopback address),
-    /// with `opts.timeout` and the secret of `opts` (or `NCCL_RS_SECRET`).
+    /// with `opts.timeout`, the secret of `opts` (or `NCCL_RS_SECRET`) and
+    /// [`LaunchInfo::job`] as its job id.
     ///
     /// # Errors
     /// `LaunchEnv` for no rendezvous with more than one rank, an empty
-    /// secret, or (Slurm) rank 0 on another node than the one the root was
-    /// derived from; `AddrInUse`; `Store` when the store cannot be reached.
+    /// secret or one shorter than [`MIN_SECRET_LEN`] bytes, or (Slurm) rank 0
+    /// on another node than the one the root was derived from; `AddrInUse`;
+    /// `Store` when the store cannot be reached.
     pub fn bootstrap(&self, opts: &LaunchOptions) -> Result<Box<dyn Bootstrap + Send>> {
         if self.world == 1 {
             return Ok(Box::new(TcpBootstrap::new(
@@ -384,13 +405,9 @@ impl LaunchInfo {
             }
             Rendezvous::Tcp { addr, .. } => {
                 let secret = opts.secret()?;
-                let mut b = TcpBootstrap::new(
-                    addr,
-                    self.rank,
-                    self.world,
-                    secret.as_deref(),
-                    opts.timeout,
-                )?;
+                let mut b =
+                    TcpBootstrap::with_secret(addr, self.rank, self.world, secret, opts.timeout)?
+                        .job_id(&self.job);
                 if self.rank == 0 {
                     if let Some((root, Some(here))) = &self.slurm_nodes {
                         if root != here {
@@ -415,6 +432,124 @@ impl LaunchInfo {
     }
 }
 
+/// How many ports from the job's own the survivors' TCP rendezvous tries
+/// ([`LaunchInfo::survivors_bootstrap`]).
+pub const SURVIVOR_PORTS: u16 = 16;
+
+impl LaunchInfo {
+    /// The channel through which the survivors of this launch meet after
+    /// losing the ranks `lost` (as [`Comm::shrink_or_recreate`](crate::Comm::shrink_or_recreate)
+    /// needs: this rank under its new rank, [`RankMap::excluding`](crate::RankMap::excluding),
+    /// of the survivors' world), for their `epoch`-th recovery (1, 2, …: each
+    /// recovery of one job meets apart from the earlier ones). Every survivor
+    /// calls it with the same `lost` and `epoch`; it needs no port or key but
+    /// the job's own:
+    ///
+    /// - a store rendezvous: the same store, under
+    ///   `nccl-rs/<run>/<restart>/survivors/<epoch>/<lost>/uid` (`<lost>`: 16
+    ///   hex digits from the lost ranks);
+    /// - the TCP rendezvous: the job's address, its port or one of the next
+    ///   [`SURVIVOR_PORTS`]` - 1` ([`TcpBootstrap::port_range`]): the new rank 0
+    ///   listens on the first free one, the others find it by its proof of
+    ///   the secret; the job id says `survivors`, the epoch and the lost
+    ///   ranks, so no rank of the first rendezvous or of another recovery is
+    ///   mistaken for one of these. The new rank 0 must run on the
+    ///   rendezvous's host: if the lost ranks include rank 0 and the new one
+    ///   runs elsewhere, this is an error there (a job that must survive the
+    ///   loss of rank 0's host meets through a store).
+    ///
+    /// With `opts.timeout`, and the secret of `opts` (or `NCCL_RS_SECRET`).
+    /// The new rank 0 listens at once.
+    ///
+    /// # Errors
+    /// `InvalidArgument` (as [`RankMap::excluding`](crate::RankMap::excluding))
+    /// for a `lost` that names this rank, a rank twice, or every rank; as
+    /// [`LaunchInfo::bootstrap`]; `Rendezvous` when the new rank 0 is not on
+    /// the rendezvous's host; `AddrInUse` when every port of the range is.
+    pub fn survivors_bootstrap(
+        &self,
+        lost: &[usize],
+        epoch: u64,
+        opts: &LaunchOptions,
+    ) -> Result<Box<dyn Bootstrap + Send>> {
+        let map = crate::RankMap::excluding(self.world, self.rank, lost)?;
+        let me = map.new_rank(self.rank).expect("excluding keeps this rank");
+        let world = map.world();
+        let tag = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            for r in map.excluded() {
+                h.update((*r as u64).to_be_bytes());
+            }
+            let h = h.finalize();
+            let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+            format!("survivors/{epoch}/{hex}")
+        };
+        if world == 1 {
+            return Ok(Box::new(TcpBootstrap::new(
+                "127.0.0.1:1",
+                0,
+                1,
+                None,
+                opts.timeout,
+            )?));
+        }
+        match &self.rendezvous {
+            Rendezvous::Unset => Err(env_err(
+                "MASTER_ADDR/MASTER_PORT",
+                format!(
+                    "needed for the {world} survivors to meet: set them, or NCCL_RS_ROOT, or \
+                     NCCL_RS_STORE"
+                ),
+            )),
+            Rendezvous::Store { addr, .. } => {
+                let (run, restart) = &self.run;
+                let key = format!("nccl-rs/{run}/{restart}/{tag}/uid");
+                let store = TcpStore::connect(addr, opts.timeout)?;
+                Ok(Box::new(StoreBootstrap::new(store, me, world, &key)?))
+            }
+            Rendezvous::Tcp { addr, .. } => {
+                let secret = opts.secret()?;
+                let mut b = TcpBootstrap::with_secret(addr, me, world, secret, opts.timeout)?
+                    .job_id(&format!("{};{tag}", self.job))
+                    .port_range(SURVIVOR_PORTS);
+                if me == 0 {
+                    if self.rank != 0 {
+                        check_local(addr, self.rank, opts.timeout)?;
+                    }
+                    if let Some(bind) = wildcard(addr) {
+                        b = b.bind_to(&bind);
+                    }
+                    b.listen()?;
+                }
+                Ok(Box::new(b))
+            }
+        }
+    }
+}
+
+/// That the host of `addr` is this machine (one of its addresses binds),
+/// for survivor `rank` that became rank 0.
+fn check_local(addr: &str, rank: usize, timeout: Duration) -> Result<()> {
+    let deadline = crate::bootstrap::net::deadline_after(timeout.min(Duration::from_secs(10)));
+    let ips = crate::bootstrap::net::resolve_by(addr, deadline)
+        .map_err(|e| crate::bootstrap::rendezvous::peer_err(addr, e))?;
+    let here = ips
+        .iter()
+        .any(|a| a.ip().is_loopback() || std::net::TcpListener::bind((a.ip(), 0)).is_ok());
+    if here {
+        return Ok(());
+    }
+    Err(crate::bootstrap::rendezvous::peer_err(
+        addr,
+        format!(
+            "rank {rank}, rank 0 of the survivors, does not run on the rendezvous's host, where \
+             the others look for it (the lost rank 0 ran there): a job that must survive the \
+             loss of rank 0's host meets through a store (NCCL_RS_STORE, torchrun's agent store)"
+        ),
+    ))
+}
+
 /// Where rank 0 listens for `addr`: all interfaces of its port, unless the
 /// host is a loopback address (then `addr` itself).
 fn wildcard(addr: &str) -> Option<String> {
@@ -430,7 +565,9 @@ fn wildcard(addr: &str) -> Option<String> {
 
 type Found = (Rendezvous, Option<(String, Option<String>)>);
 
-fn rendezvous(v: &Vars<'_>, source: LaunchSource) -> Result<Found> {
+/// The run id (`NCCL_RS_RUN_ID`, `TORCHELASTIC_RUN_ID`, `default`) and the
+/// restart count (`TORCHELASTIC_RESTART_COUNT`, `0`).
+fn run_id(v: &Vars<'_>) -> Result<(String, String)> {
     let run = match v.first_text(&["NCCL_RS_RUN_ID", "TORCHELASTIC_RUN_ID"])? {
         Some((var, r)) if r.len() > 256 || r.chars().any(char::is_control) => {
             return Err(env_err(
@@ -445,7 +582,53 @@ fn rendezvous(v: &Vars<'_>, source: LaunchSource) -> Result<Found> {
         Some(n) => n.to_string(),
         None => "0".into(),
     };
-    let key = store_id_key(&run, &restart);
+    Ok((run, restart))
+}
+
+/// [`LaunchInfo::job`]: run id, restart count, and the id the launcher gave
+/// the job (only the launcher that started the ranks: every rank sees the
+/// same).
+fn job_identity(
+    v: &Vars<'_>,
+    source: LaunchSource,
+    (run, restart): &(String, String),
+) -> Result<String> {
+    let mut job = format!("run={run};restart={restart}");
+    let launcher = match source {
+        LaunchSource::Slurm => v
+            .first_text(&["SLURM_JOB_ID", "SLURM_JOBID"])?
+            .map(|(_, j)| {
+                let step = v
+                    .first_text(&["SLURM_STEP_ID", "SLURM_STEPID"])
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| "0".to_string(), |(_, s)| s);
+                format!("slurm={}.{}", j.trim(), step.trim())
+            }),
+        LaunchSource::OpenMpi => v
+            .first_text(&["PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"])?
+            .map(|(_, j)| format!("ompi={}", j.trim())),
+        LaunchSource::Explicit | LaunchSource::Torchrun => None,
+    };
+    if let Some(l) = launcher {
+        if l.len() > 256 || l.chars().any(char::is_control) {
+            return Err(env_err(
+                "SLURM_JOB_ID/PMIX_NAMESPACE",
+                "the launcher's job id is longer than 256 characters or has control characters",
+            ));
+        }
+        job.push(';');
+        job.push_str(&l);
+    }
+    Ok(job)
+}
+
+fn rendezvous(
+    v: &Vars<'_>,
+    source: LaunchSource,
+    (run, restart): &(String, String),
+) -> Result<Found> {
+    let key = store_id_key(run, restart);
     if let Some(s) = v.text("NCCL_RS_STORE")? {
         let addr = host_port("NCCL_RS_STORE", &s)?;
         return Ok((
@@ -576,16 +759,20 @@ fn slurm_root(v: &Vars<'_>) -> Result<Option<(String, u16, Option<String>)>> {
     let job: u64 = job
         .trim()
         .parse()
-        .map_err(|_| env_err(job_var, format!("{job:?} is not a job id")))?;
+        .map_err(|_| env_err(job_var, format!("{} is not a job id", quote(&job))))?;
     let step = match v.first_text(&["SLURM_STEP_ID", "SLURM_STEPID"])? {
         Some((var, s)) => s
             .trim()
             .parse::<u64>()
-            .map_err(|_| env_err(var, format!("{s:?} is not a step id")))?,
+            .map_err(|_| env_err(var, format!("{} is not a step id", quote(&s))))?,
         None => 0,
     };
-    let first = slurm::hostlist_first(&list)
-        .map_err(|e| env_err(list_var, format!("{list:?} is not a Slurm hostlist: {e}")))?;
+    let first = slurm::hostlist_first(&list).map_err(|e| {
+        env_err(
+            list_var,
+            format!("{} is not a Slurm hostlist: {e}", quote(&list)),
+        )
+    })?;
     let here = v.text("SLURMD_NODENAME")?.map(|s| s.trim().to_string());
     Ok(Some((first, slurm::slurm_port(job, step), here)))
 }
@@ -596,13 +783,14 @@ pub struct LaunchOptions {
     /// Deadline for the rendezvous and for communicator creation
     /// (`Duration::MAX`: no practical limit).
     pub timeout: Duration,
-    /// Shared secret of the TCP rendezvous, as bytes. `None` (the default):
-    /// `NCCL_RS_SECRET` when set (read as bytes, so any value works), else no
-    /// secret, with a logged warning: the unique id is a bearer token, and
-    /// without a secret anyone who reaches rank 0's port can take a rank and
-    /// the id. An empty secret is an error. A store rendezvous has no
-    /// authentication of its own (see [`TcpStore`]).
-    pub secret: Option<Vec<u8>>,
+    /// Shared secret of the TCP rendezvous, at least [`MIN_SECRET_LEN`]
+    /// bytes (any bytes). `None` (the default): `NCCL_RS_SECRET` when set
+    /// (read as bytes, so any value works), else no secret, with a logged
+    /// warning: the unique id is a bearer token, and without a secret anyone
+    /// who reaches rank 0's port can take a rank and the id. An empty or
+    /// shorter secret is an error. A store rendezvous has no authentication
+    /// of its own (see [`TcpStore`]). `Debug` does not show it.
+    pub secret: Option<Secret>,
     /// Communicator configuration; unless it sets its own timeout, creation
     /// has `timeout` as its deadline. The default is blocking: each call costs
     /// the host time it costs in C. A non-blocking communicator
@@ -637,15 +825,25 @@ impl Default for LaunchOptions {
 
 impl LaunchOptions {
     /// The secret to use: `secret`, else `NCCL_RS_SECRET`'s bytes.
-    fn secret(&self) -> Result<Option<Vec<u8>>> {
-        let s = match &self.secret {
-            Some(s) => Some(s.clone()),
-            None => std::env::var_os("NCCL_RS_SECRET").map(|v| v.into_encoded_bytes()),
+    fn secret(&self) -> Result<Option<Secret>> {
+        let (s, var) = match &self.secret {
+            Some(s) => (Some(s.clone()), "LaunchOptions::secret"),
+            None => (Secret::from_env(), "NCCL_RS_SECRET"),
         };
         match s {
             Some(s) if s.is_empty() => Err(env_err(
-                "NCCL_RS_SECRET",
-                "is set but empty: give every rank the same non-empty value, or unset it",
+                var,
+                "is set but empty: give every rank the same random value of at least 16 bytes \
+                 (`head -c 32 /dev/urandom | base64`), or unset it",
+            )),
+            Some(s) if s.len() < MIN_SECRET_LEN => Err(env_err(
+                var,
+                format!(
+                    "is {} bytes; at least {MIN_SECRET_LEN} are needed, as a captured handshake \
+                     lets anyone guess a short secret offline: give every rank the same random \
+                     value (`head -c 32 /dev/urandom | base64`)",
+                    s.len()
+                ),
             )),
             s => Ok(s),
         }

@@ -19,15 +19,18 @@
 mod launch;
 mod net;
 mod rendezvous;
+mod secret;
 mod slurm;
 mod store;
 
 pub use launch::{
-    LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, init_from_launcher, share_launch_id,
+    LaunchInfo, LaunchOptions, LaunchSource, Rendezvous, SURVIVOR_PORTS, init_from_launcher,
+    share_launch_id,
 };
 pub use rendezvous::{MAX_IDS, MAX_PENDING, MAX_WORLD, TcpBootstrap};
+pub use secret::{MIN_SECRET_LEN, Secret};
 pub use slurm::slurm_port;
 pub use store::{
-    MAX_CONNECTIONS, MAX_KEY_LEN, MAX_KEYS_PER_QUERY, MAX_REPLY_LEN, MAX_STORE_BYTES,
-    MAX_VALUE_LEN, StoreBootstrap, TcpStore, TcpStoreServer, store_id_key,
+    MAX_CLIENT_BYTES, MAX_CONNECTIONS, MAX_KEY_LEN, MAX_KEYS_PER_QUERY, MAX_REPLY_LEN,
+    MAX_STORE_BYTES, MAX_VALUE_LEN, StoreBootstrap, TcpStore, TcpStoreServer, store_id_key,
 };

@@ -1,10 +1,12 @@
 //! Small pieces shared by the rendezvous and the TCPStore client and server:
-//! deadlines that hold for a whole exchange (not for each read), `poll(2)`,
-//! random bytes without a file descriptor, and escaping of untrusted text.
+//! deadlines that hold for a whole exchange (not for each read), name
+//! lookups with a deadline, `poll(2)`, random bytes without a file
+//! descriptor, and escaping of untrusted text.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// `now + d`, saturating far in the future instead of panicking on overflow
@@ -95,8 +97,9 @@ pub(crate) fn write_all_by(s: &mut TcpStream, buf: &[u8], deadline: Instant) -> 
     Ok(())
 }
 
-/// Resolves `addr` (`host:port`), failing with the resolver's words.
-pub(crate) fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
+/// Resolves `addr` (`host:port`), failing with the resolver's words. Blocks
+/// for as long as the system's resolver takes: see [`resolve_by`].
+fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
     let v: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {addr}: {e}"))?
@@ -105,6 +108,64 @@ pub(crate) fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(format!("{addr} resolves to no address"));
     }
     Ok(v)
+}
+
+/// Most name lookups waiting for the system's resolver on helper threads at
+/// once: a lookup past its caller's deadline goes on until the resolver
+/// answers, and callers that retry must not pile up threads.
+const MAX_LOOKUPS: usize = 8;
+static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Resolves `addr` (`host:port`, `[v6]:port`) before `deadline`: a numeric
+/// address at once; a name on a helper thread, given up at the deadline (the
+/// system's resolver cannot be interrupted, so the thread ends when it
+/// answers; at most [`MAX_LOOKUPS`] wait at once).
+pub(crate) fn resolve_by(addr: &str, deadline: Instant) -> Result<Vec<SocketAddr>, String> {
+    lookup_by(addr, deadline, resolve)
+}
+
+/// [`resolve_by`] with the blocking `lookup` given.
+fn lookup_by(
+    addr: &str,
+    deadline: Instant,
+    lookup: fn(&str) -> Result<Vec<SocketAddr>, String>,
+) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    if LOOKUPS.fetch_add(1, Ordering::AcqRel) >= MAX_LOOKUPS {
+        LOOKUPS.fetch_sub(1, Ordering::AcqRel);
+        return Err(format!(
+            "cannot resolve {addr}: {MAX_LOOKUPS} earlier lookups still wait for the system's \
+             resolver"
+        ));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = addr.to_string();
+    let started = std::thread::Builder::new()
+        .name("nccl-rs-resolve".into())
+        .spawn(move || {
+            let r = lookup(&name);
+            LOOKUPS.fetch_sub(1, Ordering::AcqRel);
+            let _ = tx.send(r);
+        });
+    if let Err(e) = started {
+        // the closure never ran
+        LOOKUPS.fetch_sub(1, Ordering::AcqRel);
+        return Err(format!(
+            "cannot resolve {addr}: no thread for the lookup: {e}"
+        ));
+    }
+    let wait = left(deadline).unwrap_or(Duration::ZERO);
+    match rx.recv_timeout(wait) {
+        Ok(r) => r,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "cannot resolve {addr}: no answer from the system's resolver within {wait:.1?}"
+        )),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(format!(
+            "cannot resolve {addr}: the lookup ended without an answer"
+        )),
+    }
 }
 
 /// Connects to one of `addrs`, retrying with backoff until `deadline`.
@@ -131,6 +192,25 @@ pub(crate) fn connect_by(addrs: &[SocketAddr], deadline: Instant) -> Result<TcpS
         }
         pause = (pause * 2).min(Duration::from_millis(500));
     }
+}
+
+/// One pass over `addrs`, each given what is left until `until` (at most 2
+/// s): the first connection made, or the last error.
+pub(crate) fn connect_once(addrs: &[SocketAddr], until: Instant) -> Result<TcpStream, String> {
+    let mut last = String::from("no address to try");
+    for a in addrs {
+        let Some(l) = left(until) else {
+            break;
+        };
+        match TcpStream::connect_timeout(a, l.min(Duration::from_secs(2))) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = format!("{a}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 /// `count` random bytes from the kernel (`getrandom(2)`: no file descriptor,
@@ -211,6 +291,56 @@ mod tests {
         let d = deadline_after(Duration::MAX);
         assert!(d > Instant::now() + Duration::from_secs(1000 * 24 * 3600));
         assert!(left(deadline_after(Duration::ZERO)).is_none());
+    }
+
+    /// A system resolver that takes 2 s.
+    fn slow(addr: &str) -> Result<Vec<SocketAddr>, String> {
+        std::thread::sleep(Duration::from_secs(2));
+        resolve(addr)
+    }
+
+    #[test]
+    fn lookups_end_at_their_deadline_and_do_not_pile_up() {
+        // a numeric address needs no lookup, however late
+        let past = Instant::now();
+        assert_eq!(
+            resolve_by("127.0.0.1:5", past).unwrap(),
+            ["127.0.0.1:5".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(resolve_by("[::1]:5", past).is_ok());
+        // a name whose lookup hangs: given up at the deadline
+        let t = Instant::now();
+        let e = lookup_by(
+            "localhost:5",
+            deadline_after(Duration::from_millis(200)),
+            slow,
+        )
+        .unwrap_err();
+        assert!(e.contains("no answer") && e.contains("localhost"), "{e}");
+        assert!(
+            t.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            t.elapsed()
+        );
+        // the hung lookups still running are bounded: past MAX_LOOKUPS, a
+        // lookup is refused at once instead of starting one more thread
+        let t = Instant::now();
+        let refused = (0..=MAX_LOOKUPS)
+            .map(|_| {
+                lookup_by(
+                    "localhost:5",
+                    deadline_after(Duration::from_millis(1)),
+                    slow,
+                )
+            })
+            .filter_map(Result::err)
+            .find(|e| e.contains("earlier lookups"));
+        assert!(refused.is_some());
+        assert!(LOOKUPS.load(Ordering::Acquire) <= MAX_LOOKUPS);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // and the slots come back when the resolver answers
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(resolve_by("localhost:5", deadline_after(Duration::from_secs(5))).is_ok());
     }
 
     #[test]

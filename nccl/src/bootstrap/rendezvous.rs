@@ -2,21 +2,41 @@
 //! trait, and [`TcpBootstrap`], an authenticated and encrypted TCP
 //! rendezvous.
 //!
-//! # Protocol (version 2; integers big-endian; every message of bounded size)
+//! # Protocol (version 3; integers big-endian; every message of bounded size)
 //!
-//! 1. rank r → rank 0, `HELLO`: magic `NCCLRS02`, a 32-byte random nonce `cn`.
+//! Before any connection, every rank computes the job's identity `J`, the
+//! SHA-256 of `nccl-rs rendezvous v3` ‖ world size (u64) ‖ the job id
+//! ([`TcpBootstrap::job_id`]; from [`LaunchInfo`](crate::bootstrap::LaunchInfo):
+//! the run id, restart count and launcher's job id) ‖ the rendezvous address
+//! (the `addr` every rank is given, each of the last two as a u64 length and
+//! the bytes), and the rendezvous key `M` = Argon2id(secret, salt `J`; 19 MiB,
+//! 2 passes, 1 lane; 32 bytes). Each guess at the secret from a captured
+//! handshake costs that much, and a rank of another job (another world size,
+//! run, or address) holds another key even with the same secret.
+//!
+//! 1. rank r → rank 0, `HELLO`: magic `NCCLRS03`, a 32-byte random nonce `cn`.
 //! 2. rank 0 → r, `CHALLENGE`: magic, a 32-byte random nonce `rn`.
-//! 3. Both derive two keys with HKDF-SHA256 from the shared secret (salt
-//!    `nccl-rs rendezvous v2`, info `client to root` or `root to client` ‖
-//!    `cn` ‖ `rn`): fresh keys for every connection, one per direction.
+//! 3. Both derive two keys with HKDF-SHA256 from `M` (salt `J`, info
+//!    `client to root` or `root to client` ‖ `cn` ‖ `rn`): fresh keys for
+//!    every connection, one per direction. Every sealed message below has
+//!    magic ‖ `cn` ‖ `rn` ‖ `J` as associated data.
 //! 4. r → rank 0, `JOIN`: XChaCha20-Poly1305 under the client key, a fresh
 //!    random 24-byte nonce, of rank (u64), world size (u64) and number of ids
-//!    (u32). Only a holder of the secret can make one that opens: it proves the
-//!    secret, bound to this connection's nonces (no replay).
-//! 5. rank 0, once every rank has joined, → r, `RESULT`: length (u32), then a
+//!    (u32). Only a holder of the secret, of this job, can make one that
+//!    opens: it proves both, bound to this connection's nonces (no replay).
+//! 5. rank 0 → r, at once, `ACK` (or a refusal, below): length (u32), then a
+//!    sealed message under the root key: status 2. That it opens proves rank
+//!    0 holds the secret and belongs to this job.
+//! 6. rank 0, once every rank has joined, → r, `RESULT`: length (u32), then a
 //!    sealed message under the root key: status 0, the number of ids (u32) and
-//!    the ids (128 bytes each); or status 1 and a reason. That it opens proves
-//!    rank 0 holds the secret; the ids never travel in clear.
+//!    the ids (128 bytes each); or status 1 and a reason. The ids never
+//!    travel in clear.
+//!
+//! With [`TcpBootstrap::port_range`], rank 0 listens on the first free port
+//! of a range, and the other ranks try each in turn, a few seconds each,
+//! until one acknowledges their join: no port but the job's own needs to be
+//! free (the survivors of a lost rank meet this way,
+//! [`LaunchInfo::survivors_bootstrap`](crate::bootstrap::LaunchInfo::survivors_bootstrap)).
 //!
 //! Rank 0 serves every connection from the calling thread (no thread per
 //! connection) with non-blocking sockets and `poll(2)`: at most
@@ -44,13 +64,20 @@ use std::time::{Duration, Instant};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::base::error::{Error, Result};
 use crate::bootstrap::net::{self, IoFail};
+use crate::bootstrap::secret::{MIN_SECRET_LEN, Secret};
 use crate::comm::{Bootstrap, UNIQUE_ID_BYTES, UniqueId};
 
-const MAGIC: &[u8; 8] = b"NCCLRS02";
+const MAGIC: &[u8; 8] = b"NCCLRS03";
+/// Argon2id's memory (KiB), passes and lanes for the rendezvous key: the
+/// first of OWASP's recommended settings.
+const KDF_MEMORY_KIB: u32 = 19 * 1024;
+const KDF_PASSES: u32 = 2;
+const KDF_LANES: u32 = 1;
 const NONCE: usize = 32;
 const HELLO_LEN: usize = 8 + NONCE;
 const CHALLENGE_LEN: usize = 8 + NONCE;
@@ -70,6 +97,11 @@ pub const MAX_PENDING: usize = 128;
 pub const MAX_WORLD: usize = i32::MAX as usize;
 /// Default limit for one connection's handshake at rank 0.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// With several ports, how long a rank gives one of them to answer before
+/// it tries the next.
+const CANDIDATE_LIMIT: Duration = Duration::from_secs(3);
+/// Status of rank 0's acknowledgement of a join.
+const ACK: u8 = 2;
 /// Accepts per turn of rank 0's loop, so that connections already accepted
 /// are served between bursts.
 const ACCEPTS_PER_TURN: usize = 16;
@@ -109,7 +141,9 @@ pub struct TcpBootstrap {
     bind: Option<String>,
     rank: usize,
     world: usize,
-    secret: Option<Vec<u8>>,
+    secret: Option<Secret>,
+    job: String,
+    ports: u16,
     timeout: Duration,
     handshake: Duration,
     listener: Option<Arc<TcpListener>>,
@@ -122,24 +156,55 @@ impl std::fmt::Debug for TcpBootstrap {
             .field("bind", &self.bind)
             .field("rank", &self.rank)
             .field("world", &self.world)
-            .field(
-                "secret",
-                &if self.secret.is_some() {
-                    "set (hidden)"
-                } else {
-                    "none"
-                },
-            )
+            .field("secret", &self.secret)
+            .field("job", &self.job)
+            .field("ports", &self.ports)
             .field("timeout", &self.timeout)
             .field("handshake", &self.handshake)
             .finish()
     }
 }
 
-fn peer_err(peer: &str, reason: impl Into<String>) -> Error {
+pub(crate) fn peer_err(peer: &str, reason: impl Into<String>) -> Error {
     Error::Rendezvous {
         peer: peer.to_string(),
         reason: reason.into(),
+    }
+}
+
+/// The job's identity `J` (module docs): what every rank of one rendezvous
+/// must agree on.
+fn job_hash(world: usize, job: &str, addr: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"nccl-rs rendezvous v3");
+    h.update((world as u64).to_be_bytes());
+    for part in [job.as_bytes(), addr.as_bytes()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+/// The rendezvous key `M` and the identity `J` it was made for.
+struct Master {
+    key: Zeroizing<[u8; 32]>,
+    job: [u8; 32],
+}
+
+impl Master {
+    /// Argon2id of the secret salted with `job` (module docs); without a
+    /// secret, a key everyone can make.
+    fn derive(secret: Option<&Secret>, job: [u8; 32]) -> Result<Master> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        if let Some(s) = secret {
+            let kdf = |e: argon2::Error| peer_err("local", format!("key derivation: {e}"));
+            let params = argon2::Params::new(KDF_MEMORY_KIB, KDF_PASSES, KDF_LANES, Some(32))
+                .map_err(kdf)?;
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password_into(s.expose(), &job, &mut key[..])
+                .map_err(kdf)?;
+        }
+        Ok(Master { key, job })
     }
 }
 
@@ -151,17 +216,18 @@ struct Keys {
 }
 
 impl Keys {
-    fn derive(secret: &[u8], cn: &[u8; NONCE], rn: &[u8; NONCE]) -> Keys {
-        let hk = Hkdf::<Sha256>::new(Some(b"nccl-rs rendezvous v2"), secret);
+    fn derive(m: &Master, cn: &[u8; NONCE], rn: &[u8; NONCE]) -> Keys {
+        let hk = Hkdf::<Sha256>::new(Some(&m.job), &m.key[..]);
         let key = |label: &[u8]| {
-            let mut k = [0u8; 32];
+            let mut k = Zeroizing::new([0u8; 32]);
             // 32 bytes is far below HKDF-SHA256's limit of 255 * 32.
-            let _ = hk.expand_multi_info(&[label, cn, rn], &mut k);
-            XChaCha20Poly1305::new(&k.into())
+            let _ = hk.expand_multi_info(&[label, cn, rn], &mut k[..]);
+            XChaCha20Poly1305::new(&(*k).into())
         };
         let mut aad = MAGIC.to_vec();
         aad.extend_from_slice(cn);
         aad.extend_from_slice(rn);
+        aad.extend_from_slice(&m.job);
         Keys {
             c2r: key(b"client to root"),
             r2c: key(b"root to client"),
@@ -255,11 +321,16 @@ impl TcpBootstrap {
     /// secret, rank 0 only admits peers that prove they hold it, and peers
     /// only accept ids from a rank 0 that proves it; the ids travel
     /// encrypted. Without one (`None`), see the module docs: a warning is
-    /// printed once.
+    /// logged once.
+    ///
+    /// Every rank must give the same `addr` (the address the others connect
+    /// to, as text: it is part of the job's identity), and the same
+    /// [`job_id`](TcpBootstrap::job_id). Rank 0 may give port 0 (its
+    /// [`listen`](TcpBootstrap::listen) picks one): the port it gets counts.
     ///
     /// # Errors
     /// `InvalidArgument` for `rank >= world`, `world == 0`, `world` above
-    /// [`MAX_WORLD`], or an empty secret.
+    /// [`MAX_WORLD`], or a secret shorter than [`MIN_SECRET_LEN`] bytes.
     pub fn new(
         addr: &str,
         rank: usize,
@@ -267,13 +338,30 @@ impl TcpBootstrap {
         secret: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<TcpBootstrap> {
+        TcpBootstrap::with_secret(addr, rank, world, secret.map(Secret::from), timeout)
+    }
+
+    /// [`TcpBootstrap::new`] with a [`Secret`] (taken, not copied).
+    ///
+    /// # Errors
+    /// As [`TcpBootstrap::new`].
+    pub fn with_secret(
+        addr: &str,
+        rank: usize,
+        world: usize,
+        secret: Option<Secret>,
+        timeout: Duration,
+    ) -> Result<TcpBootstrap> {
         check_rank_world("TcpBootstrap::new", rank, world)?;
-        if secret.is_some_and(<[u8]>::is_empty) {
+        if let Some(s) = secret.as_ref().filter(|s| s.len() < MIN_SECRET_LEN) {
             return Err(Error::invalid(
                 "TcpBootstrap::new",
                 "secret",
-                "None or at least one byte",
-                "an empty secret",
+                format!(
+                    "None or at least {MIN_SECRET_LEN} bytes (random ones: \
+                     `head -c 32 /dev/urandom | base64`)"
+                ),
+                format!("{} bytes", s.len()),
             ));
         }
         Ok(TcpBootstrap {
@@ -281,7 +369,9 @@ impl TcpBootstrap {
             bind: None,
             rank,
             world,
-            secret: secret.map(<[u8]>::to_vec),
+            secret,
+            job: String::new(),
+            ports: 1,
             timeout,
             handshake: HANDSHAKE_LIMIT,
             listener: None,
@@ -295,6 +385,27 @@ impl TcpBootstrap {
         self
     }
 
+    /// The job this rendezvous belongs to (default empty): bound into every
+    /// key, so that a rank of another job (a leftover process on a reused
+    /// port) cannot join even with the same secret. Every rank must give the
+    /// same; [`LaunchInfo::bootstrap`](crate::bootstrap::LaunchInfo::bootstrap)
+    /// gives [`LaunchInfo::job`](crate::bootstrap::LaunchInfo::job).
+    pub fn job_id(mut self, job: &str) -> TcpBootstrap {
+        self.job = job.to_string();
+        self
+    }
+
+    /// Meet at the first free port of `tries` (at least 1) from `addr`'s:
+    /// rank 0 listens on the first of them it can bind, the other ranks try
+    /// each in turn (a few seconds each) until one acknowledges their join
+    /// with this rendezvous's keys. So no port but `addr`'s own needs to be
+    /// free; every rank must give the same `tries`. `addr` then needs a port
+    /// other than 0, with room for the range below 65536.
+    pub fn port_range(mut self, tries: u16) -> TcpBootstrap {
+        self.ports = tries.max(1);
+        self
+    }
+
     /// How long rank 0 gives one connection to prove itself (default 10 s,
     /// never past the rendezvous deadline).
     pub fn handshake_timeout(mut self, limit: Duration) -> TcpBootstrap {
@@ -304,31 +415,78 @@ impl TcpBootstrap {
 
     /// For rank 0: binds the listening socket now (so a port in use is
     /// reported at once, and peers can connect before [`Bootstrap::share_ids`]).
+    /// With [`port_range`](TcpBootstrap::port_range), the first free port of
+    /// the range.
     ///
     /// # Errors
-    /// [`Error::AddrInUse`], or `Rendezvous` for other bind failures.
+    /// [`Error::AddrInUse`] (every port of the range in use), or `Rendezvous`
+    /// for other bind failures; `InvalidArgument` for a range without room.
     pub fn listen(&mut self) -> Result<SocketAddr> {
         let at = self.bind.clone().unwrap_or_else(|| self.addr.clone());
         if let Some(l) = &self.listener {
             return l.local_addr().map_err(|e| peer_err(&at, e.to_string()));
         }
-        let l = TcpListener::bind(&at).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => Error::AddrInUse { addr: at.clone() },
-            _ => peer_err(&at, format!("cannot listen: {e}")),
-        })?;
-        let a = l.local_addr().map_err(|e| peer_err(&at, e.to_string()))?;
-        self.listener = Some(Arc::new(l));
-        Ok(a)
+        let ports = self.candidates()?;
+        let host = at.rsplit_once(':').map_or(at.as_str(), |(h, _)| h);
+        // a name is looked up once, within the rendezvous's deadline
+        let addrs = net::resolve_by(&at, net::deadline_after(self.timeout))
+            .map_err(|e| peer_err(&at, e))?;
+        for (i, port) in ports.iter().enumerate() {
+            let (here, at_port) = if ports.len() == 1 {
+                (at.clone(), addrs.clone())
+            } else {
+                let v = addrs.iter().map(|a| SocketAddr::new(a.ip(), *port));
+                (format!("{host}:{port}"), v.collect())
+            };
+            match TcpListener::bind(&at_port[..]) {
+                Ok(l) => {
+                    let a = l.local_addr().map_err(|e| peer_err(&here, e.to_string()))?;
+                    if i > 0 {
+                        log::info!(
+                            "rendezvous of {} ranks at {here}: the ports before it are in use",
+                            self.world
+                        );
+                    }
+                    self.listener = Some(Arc::new(l));
+                    return Ok(a);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+                Err(e) => return Err(peer_err(&here, format!("cannot listen: {e}"))),
+            }
+        }
+        Err(Error::AddrInUse {
+            addr: match ports[..] {
+                [_] => at,
+                _ => format!("{host}:{}-{}", ports[0], ports[ports.len() - 1]),
+            },
+        })
     }
 
-    fn secret(&self) -> &[u8] {
-        self.secret.as_deref().unwrap_or_default()
+    /// The address in the job's identity: `addr`, with the port rank 0's
+    /// listener got when `addr` asks for port 0.
+    fn identity_addr(&self) -> String {
+        if let (Some(host), None, Some(l)) =
+            (self.addr.strip_suffix(":0"), &self.bind, &self.listener)
+        {
+            if let Ok(a) = l.local_addr() {
+                return format!("{host}:{}", a.port());
+            }
+        }
+        self.addr.clone()
+    }
+
+    /// The rendezvous key of this job (the slow step: once per rendezvous).
+    fn master(&self) -> Result<Master> {
+        Master::derive(
+            self.secret.as_ref(),
+            job_hash(self.world, &self.job, &self.identity_addr()),
+        )
     }
 
     /// Rank 0's side of one connection after `poll` said it is readable:
     /// reads what the stage needs (never more), and acts on a complete
     /// message.
-    fn advance(&self, c: &mut Conn, nids: usize) -> Step {
+    fn advance(&self, m: &Master, c: &mut Conn, nids: usize) -> Step {
         use std::io::Read;
         if let Stage::Joined(..) = c.stage {
             // anything, or the end, from a joined rank ends it
@@ -375,7 +533,7 @@ impl TcpBootstrap {
                 if !matches!(std::io::Write::write(&mut c.s, &ch), Ok(n) if n == ch.len()) {
                     return Step::Drop;
                 }
-                c.stage = Stage::Join(Keys::derive(self.secret(), &cn, &rn));
+                c.stage = Stage::Join(Keys::derive(m, &cn, &rn));
                 Step::Keep
             }
             Stage::Join(k) => {
@@ -428,6 +586,7 @@ impl TcpBootstrap {
         self.listen()?;
         let listener = self.listener.clone().expect("listening");
         let here = self.bind.clone().unwrap_or_else(|| self.addr.clone());
+        let master = self.master()?;
         listener
             .set_nonblocking(true)
             .map_err(|e| peer_err(&here, e.to_string()))?;
@@ -479,7 +638,7 @@ impl TcpBootstrap {
                 if !(r.readable || r.closed) {
                     continue;
                 }
-                match self.advance(&mut conns[i], nids) {
+                match self.advance(&master, &mut conns[i], nids) {
                     Step::Keep => {}
                     Step::Drop => {
                         let c = conns.swap_remove(i);
@@ -489,6 +648,19 @@ impl TcpBootstrap {
                     }
                     Step::Claims(rank) => {
                         if joined.insert(rank) {
+                            // acknowledged at once: 45 bytes into a socket
+                            // whose peer waits for them, all or nothing
+                            let ack = match &conns[i].stage {
+                                Stage::Joined(_, k) => frame(k, &[ACK]).ok(),
+                                _ => None,
+                            };
+                            let sent = ack.is_some_and(|f| {
+                                matches!(std::io::Write::write(&mut conns[i].s, &f), Ok(n) if n == f.len())
+                            });
+                            if !sent {
+                                joined.remove(&rank);
+                                conns.swap_remove(i);
+                            }
                             continue;
                         }
                         if self.secret.is_none() {
@@ -536,7 +708,7 @@ impl TcpBootstrap {
                                 stage: Stage::Hello,
                             };
                             // its hello is often there already
-                            if !matches!(self.advance(&mut c, nids), Step::Drop) {
+                            if !matches!(self.advance(&master, &mut c, nids), Step::Drop) {
                                 conns.push(c);
                             }
                         }
@@ -592,97 +764,74 @@ impl TcpBootstrap {
         let start = Instant::now();
         let deadline = net::deadline_after(self.timeout);
         let peer = self.addr.clone();
-        let addrs = net::resolve(&self.addr).map_err(|e| peer_err(&peer, e))?;
+        let candidates = self.candidates()?;
+        let addrs = net::resolve_by(&self.addr, deadline).map_err(|e| peer_err(&peer, e))?;
+        let master = self.master()?;
         let unreachable = |last: String| Error::RootUnreachable {
             addr: peer.clone(),
             waited: start.elapsed(),
             last,
         };
-        let io = |what: &str, e: IoFail| match e {
-            IoFail::Deadline => peer_err(
-                &peer,
-                format!("no complete {what} within {:?}", self.timeout),
-            ),
-            e => peer_err(&peer, format!("{what}: {e}")),
-        };
         let mut pause = Duration::from_millis(10);
-        // a busy rank 0 may drop a connection before its challenge: retry
-        let (mut s, keys) = loop {
-            let mut s = net::connect_by(&addrs, deadline).map_err(unreachable)?;
-            let cn = net::random::<NONCE>()
-                .map_err(|e| peer_err("local", format!("no random bytes: {e}")))?;
-            let mut hello = MAGIC.to_vec();
-            hello.extend_from_slice(&cn);
-            let mut ch = [0u8; CHALLENGE_LEN];
-            let r = net::write_all_by(&mut s, &hello, deadline)
-                .and_then(|()| net::read_exact_by(&mut s, &mut ch, deadline));
-            match r {
-                Ok(()) => {}
-                Err(IoFail::Deadline) => return Err(io("challenge", IoFail::Deadline)),
-                Err(e) => {
-                    if net::left(deadline).is_some_and(|l| l > pause) {
-                        std::thread::sleep(pause);
-                        pause = (pause * 2).min(Duration::from_millis(500));
-                        continue;
+        let (mut s, keys) = if candidates.len() == 1 {
+            // a busy rank 0 may drop a connection before its challenge: retry
+            loop {
+                let s = net::connect_by(&addrs, deadline).map_err(unreachable)?;
+                match self.attempt(s, &master, nids, deadline, deadline) {
+                    Ok(x) => break x,
+                    Err(Attempt::Retry(e)) => {
+                        if net::left(deadline).is_some_and(|l| l > pause) {
+                            std::thread::sleep(pause);
+                            pause = (pause * 2).min(Duration::from_millis(500));
+                            continue;
+                        }
+                        return Err(unreachable(e));
                     }
-                    return Err(unreachable(format!("dropped before the challenge: {e}")));
+                    Err(Attempt::NotHere(e) | Attempt::Fail(e)) => return Err(e),
                 }
             }
-            if &ch[..8] != MAGIC {
-                return Err(peer_err(
-                    &peer,
-                    "not an nccl-rs rendezvous of this version (bad magic in the challenge)",
-                ));
+        } else {
+            // each port in turn, a few seconds each, until one is this
+            // rendezvous's rank 0 (it proves it by acknowledging our proof)
+            let per = self.handshake.min(CANDIDATE_LIMIT);
+            let mut last = vec![String::from("not tried"); candidates.len()];
+            'found: loop {
+                for (i, port) in candidates.iter().enumerate() {
+                    if net::left(deadline).is_none() {
+                        return Err(unreachable(summary(&candidates, &last)));
+                    }
+                    let until = deadline.min(Instant::now() + per);
+                    let at: Vec<SocketAddr> = addrs
+                        .iter()
+                        .map(|a| SocketAddr::new(a.ip(), *port))
+                        .collect();
+                    let s = match net::connect_once(&at, until) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            last[i] = e;
+                            continue;
+                        }
+                    };
+                    match self.attempt(s, &master, nids, until, deadline) {
+                        Ok(x) => break 'found x,
+                        Err(Attempt::Retry(e)) => last[i] = e,
+                        Err(Attempt::NotHere(e)) => last[i] = e.to_string(),
+                        Err(Attempt::Fail(e)) => return Err(e),
+                    }
+                }
+                match net::left(deadline) {
+                    Some(l) if l > pause => std::thread::sleep(pause),
+                    _ => return Err(unreachable(summary(&candidates, &last))),
+                }
+                pause = (pause * 2).min(Duration::from_millis(500));
             }
-            let mut rn = [0u8; NONCE];
-            rn.copy_from_slice(&ch[8..]);
-            break (s, Keys::derive(self.secret(), &cn, &rn));
         };
-        let mut plain = (self.rank as u64).to_be_bytes().to_vec();
-        plain.extend_from_slice(&(self.world as u64).to_be_bytes());
-        plain.extend_from_slice(&(nids as u32).to_be_bytes());
-        let join = seal(&keys.c2r, &keys.aad, &plain)?;
-        net::write_all_by(&mut s, &join, deadline).map_err(|e| io("join", e))?;
         // the answer comes once every rank has joined
-        let mut len = [0u8; 4];
-        match net::read_exact_by(&mut s, &mut len, deadline) {
-            Ok(()) => {}
-            Err(IoFail::Eof { .. }) => {
-                return Err(peer_err(
-                    &peer,
-                    "rank 0 closed the connection without an answer: it did not accept our \
-                     proof of the secret (NCCL_RS_SECRET differs from rank 0's, or is set on \
-                     only one side)",
-                ));
-            }
-            Err(e) => {
-                return Err(io("answer (rank 0 answers once every rank has joined)", e));
-            }
-        }
-        let len = u32::from_be_bytes(len) as usize;
-        if !(SEAL..=MAX_FRAME).contains(&len) {
-            return Err(peer_err(&peer, format!("malformed answer of {len} bytes")));
-        }
-        let mut sealed = vec![0u8; len];
-        net::read_exact_by(&mut s, &mut sealed, deadline).map_err(|e| io("answer", e))?;
-        let Some(p) = open(&keys.r2c, &keys.aad, &sealed) else {
-            return Err(peer_err(
-                &peer,
-                "rank 0 could not prove it holds the shared secret",
-            ));
-        };
+        let p = read_frame(&mut s, &keys, deadline)
+            .map_err(|e| self.frame_err(e, "answer (rank 0 answers once every rank has joined)"))?;
         match p.first() {
             Some(0) if p.len() >= 5 => {}
-            Some(1) => {
-                return Err(peer_err(
-                    &peer,
-                    format!(
-                        "rank 0 refused rank {}: {}",
-                        self.rank,
-                        crate::base::text::printable(&p[1..], MAX_REASON)
-                    ),
-                ));
-            }
+            Some(1) => return Err(self.refused(&p)),
             _ => return Err(peer_err(&peer, "malformed answer")),
         }
         let n = u32::from_be_bytes(p[1..5].try_into().expect("4 bytes")) as usize;
@@ -697,6 +846,177 @@ impl TcpBootstrap {
             .map(UniqueId::from_bytes)
             .collect()
     }
+
+    /// The ports to meet at: `addr`'s, and the next ones with
+    /// [`TcpBootstrap::port_range`].
+    fn candidates(&self) -> Result<Vec<u16>> {
+        let port = self
+            .addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok());
+        match (port, self.ports) {
+            (_, 1) => Ok(vec![port.unwrap_or(0)]),
+            (Some(p), n) if p != 0 && u32::from(p) + u32::from(n) - 1 <= 65535 => {
+                Ok((0..n).map(|i| p + i).collect())
+            }
+            _ => Err(Error::invalid(
+                "TcpBootstrap::port_range",
+                "addr",
+                format!(
+                    "host:port with a port from 1 to {}",
+                    65536 - u32::from(self.ports)
+                ),
+                crate::base::text::quote(&self.addr),
+            )),
+        }
+    }
+
+    /// One try at rank 0 over `s`, until `until` (`deadline`: the
+    /// rendezvous's): hello, challenge, the sealed join, and rank 0's
+    /// acknowledgement of it.
+    fn attempt(
+        &self,
+        mut s: TcpStream,
+        master: &Master,
+        nids: usize,
+        until: Instant,
+        deadline: Instant,
+    ) -> std::result::Result<(TcpStream, Keys), Attempt> {
+        let peer = &self.addr;
+        let timed_out = |what: &str| {
+            if until < deadline {
+                Attempt::NotHere(peer_err(
+                    peer,
+                    format!("no {what} within {:?}", CANDIDATE_LIMIT),
+                ))
+            } else {
+                Attempt::Fail(peer_err(
+                    peer,
+                    format!("no complete {what} within {:?}", self.timeout),
+                ))
+            }
+        };
+        let cn = net::random::<NONCE>()
+            .map_err(|e| Attempt::Fail(peer_err("local", format!("no random bytes: {e}"))))?;
+        let mut hello = MAGIC.to_vec();
+        hello.extend_from_slice(&cn);
+        let mut ch = [0u8; CHALLENGE_LEN];
+        match net::write_all_by(&mut s, &hello, until)
+            .and_then(|()| net::read_exact_by(&mut s, &mut ch, until))
+        {
+            Ok(()) => {}
+            Err(IoFail::Deadline) => return Err(timed_out("challenge")),
+            Err(e) => return Err(Attempt::Retry(format!("dropped before the challenge: {e}"))),
+        }
+        if &ch[..8] != MAGIC {
+            return Err(Attempt::NotHere(peer_err(
+                peer,
+                "not an nccl-rs rendezvous of this version (bad magic in the challenge)",
+            )));
+        }
+        let mut rn = [0u8; NONCE];
+        rn.copy_from_slice(&ch[8..]);
+        let keys = Keys::derive(master, &cn, &rn);
+        let mut plain = (self.rank as u64).to_be_bytes().to_vec();
+        plain.extend_from_slice(&(self.world as u64).to_be_bytes());
+        plain.extend_from_slice(&(nids as u32).to_be_bytes());
+        let join = seal(&keys.c2r, &keys.aad, &plain).map_err(Attempt::Fail)?;
+        match net::write_all_by(&mut s, &join, until) {
+            Ok(()) => {}
+            Err(IoFail::Deadline) => return Err(timed_out("room for our join")),
+            Err(e) => return Err(Attempt::Retry(format!("join: {e}"))),
+        }
+        match read_frame(&mut s, &keys, until) {
+            Ok(p) if p == [ACK] => Ok((s, keys)),
+            Ok(p) if p.first() == Some(&1) => Err(Attempt::Fail(self.refused(&p))),
+            Ok(_) => Err(Attempt::Fail(peer_err(peer, "malformed answer"))),
+            Err(FrameFail::Io(IoFail::Deadline)) => Err(timed_out("acknowledgement of our join")),
+            Err(e @ FrameFail::Io(IoFail::Eof { .. })) => {
+                Err(Attempt::NotHere(self.frame_err(e, "acknowledgement")))
+            }
+            Err(e) => Err(Attempt::Fail(self.frame_err(e, "acknowledgement"))),
+        }
+    }
+
+    /// Rank 0's refusal `p` (status 1, reason) as an error.
+    fn refused(&self, p: &[u8]) -> Error {
+        peer_err(
+            &self.addr,
+            format!(
+                "rank 0 refused rank {}: {}",
+                self.rank,
+                crate::base::text::printable(&p[1..], MAX_REASON)
+            ),
+        )
+    }
+
+    fn frame_err(&self, e: FrameFail, what: &str) -> Error {
+        let peer = &self.addr;
+        match e {
+            FrameFail::Io(IoFail::Eof { .. }) => peer_err(
+                peer,
+                "rank 0 closed the connection without an answer: it did not accept our \
+                 proof of the secret and job (NCCL_RS_SECRET differs from rank 0's, or is \
+                 set on only one side; or this rank belongs to another job: the world size, \
+                 the run id (NCCL_RS_RUN_ID, TORCHELASTIC_RUN_ID, the launcher's job id) and \
+                 the rendezvous address must be the same on every rank)",
+            ),
+            FrameFail::Io(IoFail::Deadline) => peer_err(
+                peer,
+                format!("no complete {what} within {:?}", self.timeout),
+            ),
+            FrameFail::Io(e) => peer_err(peer, format!("{what}: {e}")),
+            FrameFail::Length(n) => peer_err(peer, format!("malformed answer of {n} bytes")),
+            FrameFail::Forged => {
+                peer_err(peer, "rank 0 could not prove it holds the shared secret")
+            }
+        }
+    }
+}
+
+/// How one try at one port ended without reaching rank 0.
+enum Attempt {
+    /// Dropped before the challenge (a busy rank 0): try again.
+    Retry(String),
+    /// Not this rendezvous's rank 0 there (another program, another job, or
+    /// no answer in time): with several ports, try the next.
+    NotHere(Error),
+    /// An end: rank 0 refused us, the deadline passed, a local failure.
+    Fail(Error),
+}
+
+/// Why a sealed frame could not be read.
+enum FrameFail {
+    Io(IoFail),
+    Length(usize),
+    Forged,
+}
+
+/// One sealed frame from rank 0 (length, sealed message), opened.
+fn read_frame(
+    s: &mut TcpStream,
+    keys: &Keys,
+    until: Instant,
+) -> std::result::Result<Vec<u8>, FrameFail> {
+    let mut len = [0u8; 4];
+    net::read_exact_by(s, &mut len, until).map_err(FrameFail::Io)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if !(SEAL..=MAX_FRAME).contains(&len) {
+        return Err(FrameFail::Length(len));
+    }
+    let mut sealed = vec![0u8; len];
+    net::read_exact_by(s, &mut sealed, until).map_err(FrameFail::Io)?;
+    open(&keys.r2c, &keys.aad, &sealed).ok_or(FrameFail::Forged)
+}
+
+/// What happened at each port, for the error once none answered.
+fn summary(ports: &[u16], last: &[String]) -> String {
+    ports
+        .iter()
+        .zip(last)
+        .map(|(p, l)| format!("port {p}: {l}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Drops the pending connection that has made the least progress, the
@@ -764,5 +1084,50 @@ impl TcpBootstrap {
             )),
             (_, None) => self.join(n),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_argon2id_of_the_secret_salted_with_the_job() {
+        let secret = Secret::from("0123456789abcdef");
+        let job = job_hash(4, "run=a", "h:1");
+        let m = Master::derive(Some(&secret), job).unwrap();
+        let mut want = [0u8; 32];
+        argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(19 * 1024, 2, 1, Some(32)).unwrap(),
+        )
+        .hash_password_into(b"0123456789abcdef", &job, &mut want)
+        .unwrap();
+        assert_eq!(*m.key, want);
+        // every part of the identity changes it, and the parts do not run
+        // into each other
+        for other in [
+            job_hash(5, "run=a", "h:1"),
+            job_hash(4, "run=b", "h:1"),
+            job_hash(4, "run=a", "h:2"),
+            job_hash(4, "", "run=ah:1"),
+            job_hash(4, "run=ah:1", ""),
+        ] {
+            assert_ne!(other, job);
+        }
+        // a JOIN sealed with another job's keys does not open, one of this
+        // job's does
+        let (cn, rn) = ([1u8; NONCE], [2u8; NONCE]);
+        let mine = Keys::derive(&m, &cn, &rn);
+        let other = Master::derive(Some(&secret), job_hash(4, "run=b", "h:1")).unwrap();
+        let theirs = Keys::derive(&other, &cn, &rn);
+        let join = seal(&theirs.c2r, &theirs.aad, b"join").unwrap();
+        assert!(open(&mine.c2r, &mine.aad, &join).is_none());
+        let join = seal(&mine.c2r, &mine.aad, b"join").unwrap();
+        assert_eq!(
+            open(&mine.c2r, &mine.aad, &join).as_deref(),
+            Some(&b"join"[..])
+        );
     }
 }

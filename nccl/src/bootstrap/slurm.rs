@@ -1,6 +1,12 @@
 //! Slurm's hostlist expressions (`gpu[01-04,07]`, `a[1-2]-ib,b3`) and the
 //! rendezvous port derived from the job and step ids.
 
+use crate::base::text::quote;
+
+/// Longest host name a hostlist may produce (DNS names have at most 253
+/// characters).
+pub(crate) const MAX_HOST_LEN: usize = 255;
+
 /// Port of the rendezvous of Slurm job `job` step `step` when none is given:
 /// `20000 + (job * 97 + step) mod 10000`, so in 20000–29999, below Linux's
 /// default ephemeral range (32768–60999) where the kernel picks ports for
@@ -61,13 +67,14 @@ fn parts(entry: &str) -> Result<Vec<Part<'_>>, String> {
             let (lo, hi) = item.split_once('-').unwrap_or((item, item));
             let num = |s: &str| -> Result<u64, String> {
                 if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(format!("{item:?} is not a number or a range N-M"));
+                    return Err(format!("{} is not a number or a range N-M", quote(item)));
                 }
-                s.parse().map_err(|_| format!("{s:?} is not a number"))
+                s.parse()
+                    .map_err(|_| format!("{} is not a number", quote(s)))
             };
             let (l, h) = (num(lo)?, num(hi)?);
             if l > h {
-                return Err(format!("range {item:?} runs backwards"));
+                return Err(format!("range {} runs backwards", quote(item)));
             }
             ranges.push((l, h, lo.len()));
         }
@@ -88,7 +95,8 @@ fn padded(v: u64, width: usize) -> String {
 /// where it starts task 0 of a block distribution).
 ///
 /// # Errors
-/// Why the expression is malformed.
+/// Why the expression is malformed, or that the host name would be longer
+/// than [`MAX_HOST_LEN`].
 pub(crate) fn hostlist_first(expr: &str) -> Result<String, String> {
     let first = entries(expr)?[0];
     let mut host = String::new();
@@ -100,31 +108,68 @@ pub(crate) fn hostlist_first(expr: &str) -> Result<String, String> {
                 host.push_str(&padded(l, w));
             }
         }
+        if host.len() > MAX_HOST_LEN {
+            return Err(format!(
+                "its first host name is longer than {MAX_HOST_LEN} characters"
+            ));
+        }
     }
     Ok(host)
 }
 
-/// Every host of a hostlist expression, in Slurm's order, at most `max`.
+/// Every host of a hostlist expression, in Slurm's order: at most
+/// `max_hosts` of them, at most `max_bytes` of host names in all, each at
+/// most [`MAX_HOST_LEN`]; the bounds hold before anything is allocated
+/// beyond them.
 ///
 /// # Errors
-/// Why the expression is malformed, or that it names more than `max` hosts.
+/// Why the expression is malformed, or which bound it exceeds.
 #[cfg(test)]
-pub(crate) fn hostlist_expand(expr: &str, max: usize) -> Result<Vec<String>, String> {
+pub(crate) fn hostlist_expand(
+    expr: &str,
+    max_hosts: usize,
+    max_bytes: usize,
+) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     for e in entries(expr)? {
         let mut hosts = vec![String::new()];
         for p in parts(e)? {
+            // the bytes of `hosts` once this part is added
+            let mut held = 0usize;
+            let mut add = |h: &str| -> Result<(), String> {
+                if h.len() > MAX_HOST_LEN {
+                    return Err(format!("a host name longer than {MAX_HOST_LEN} characters"));
+                }
+                held += h.len();
+                if bytes + held > max_bytes {
+                    return Err(format!("more than {max_bytes} bytes of host names"));
+                }
+                Ok(())
+            };
             match p {
-                Part::Text(t) => hosts.iter_mut().for_each(|h| h.push_str(t)),
+                Part::Text(t) => {
+                    for h in &mut hosts {
+                        if h.len() + t.len() > MAX_HOST_LEN {
+                            return Err(format!(
+                                "a host name longer than {MAX_HOST_LEN} characters"
+                            ));
+                        }
+                        h.push_str(t);
+                        add(h)?;
+                    }
+                }
                 Part::Ranges(r) => {
                     let mut next = Vec::new();
                     for h in &hosts {
                         for &(l, hi, w) in &r {
                             for v in l..=hi {
-                                if out.len() + next.len() >= max {
-                                    return Err(format!("more than {max} hosts"));
+                                if out.len() + next.len() >= max_hosts {
+                                    return Err(format!("more than {max_hosts} hosts"));
                                 }
-                                next.push(format!("{h}{}", padded(v, w)));
+                                let n = format!("{h}{}", padded(v, w));
+                                add(&n)?;
+                                next.push(n);
                             }
                         }
                     }
@@ -132,9 +177,10 @@ pub(crate) fn hostlist_expand(expr: &str, max: usize) -> Result<Vec<String>, Str
                 }
             }
         }
-        if out.len() + hosts.len() > max {
-            return Err(format!("more than {max} hosts"));
+        if out.len() + hosts.len() > max_hosts {
+            return Err(format!("more than {max_hosts} hosts"));
         }
+        bytes += hosts.iter().map(String::len).sum::<usize>();
         out.extend(hosts);
     }
     Ok(out)
@@ -160,7 +206,7 @@ mod tests {
             ("[1-2]", &["1", "2"]),
         ];
         for (e, want) in cases {
-            assert_eq!(hostlist_expand(e, 100).unwrap(), *want, "{e}");
+            assert_eq!(hostlist_expand(e, 100, 10_000).unwrap(), *want, "{e}");
             assert_eq!(hostlist_first(e).unwrap(), want[0], "{e}");
         }
     }
@@ -173,8 +219,30 @@ mod tests {
         ] {
             assert!(hostlist_first(e).is_err(), "{e:?}");
         }
-        assert!(hostlist_expand("n[0-99999999]", 1000).is_err());
+        assert!(hostlist_expand("n[0-99999999]", 1000, 1 << 20).is_err());
         assert_eq!(hostlist_first("n[0-99999999]").unwrap(), "n0");
+    }
+
+    #[test]
+    fn output_bytes_are_bounded_not_only_hosts() {
+        // a million hosts of 130 KB each: refused before 130 GB are made,
+        // with an error that does not quote the expression
+        let long = format!("{}[0-1048575]", "x".repeat(130_000));
+        for e in [
+            hostlist_expand(&long, 1 << 20, 1 << 20).unwrap_err(),
+            hostlist_first(&long).unwrap_err(),
+        ] {
+            assert!(e.contains("longer than 255"), "{e}");
+            assert!(e.len() < 200, "{} bytes of error", e.len());
+        }
+        // names within the limit, but too many bytes in all
+        let wide = format!("{}[0-1048575]", "y".repeat(200));
+        let e = hostlist_expand(&wide, 1 << 20, 1 << 20).unwrap_err();
+        assert!(e.contains("more than 1048576 bytes"), "{e}");
+        // a bad item quotes a bounded piece of itself
+        let bad = format!("n[{}]", "9".repeat(100_000));
+        let e = hostlist_first(&bad).unwrap_err();
+        assert!(e.len() < 200, "{} bytes of error", e.len());
     }
 
     #[test]

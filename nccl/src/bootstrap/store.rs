@@ -86,10 +86,23 @@ pub const MAX_KEYS_PER_QUERY: usize = 1024;
 pub const MAX_STORE_BYTES: usize = 64 << 20;
 /// Most connections the server keeps open.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Most bytes the server holds for all its connections together: requests
+/// not yet complete, answers not yet read, and what pending `WAIT`s wait for
+/// (their keys, and 64 bytes per key). Past it, the connection holding the
+/// most is closed. With [`MAX_STORE_BYTES`] of data, this bounds the
+/// server's memory whatever its clients do.
+pub const MAX_CLIENT_BYTES: usize = 64 << 20;
+/// How long [`TcpStoreServer::bind`] waits for a host name's lookup.
+const BIND_RESOLVE_LIMIT: Duration = Duration::from_secs(10);
 /// How long the server waits for a new connection's `VALIDATE`.
 const VALIDATE_LIMIT: Duration = Duration::from_secs(10);
-/// Most answer bytes queued for a client that does not read them.
+/// Most answer bytes queued for one client that does not read them: an
+/// answer that would queue more closes the connection before it is made.
 const MAX_OUTPUT: usize = 4 * MAX_VALUE_LEN;
+/// What a pending `WAIT` costs the server per key, besides the key.
+const WAIT_ENTRY: usize = 64;
+/// Buffers larger than this are given back once empty.
+const KEEP_BUFFER: usize = 64 * 1024;
 
 fn wire_key(key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
@@ -182,11 +195,12 @@ impl TcpStore {
     /// # Errors
     /// [`Error::Store`] when no store answers in time.
     pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStore> {
-        let addrs = net::resolve(addr).map_err(|e| Error::Store {
-            addr: addr.into(),
-            op: "connect".into(),
-            reason: e,
-        })?;
+        let addrs =
+            net::resolve_by(addr, net::deadline_after(timeout)).map_err(|e| Error::Store {
+                addr: addr.into(),
+                op: "connect".into(),
+                reason: e,
+            })?;
         let mut s = TcpStore {
             addr: addr.into(),
             addrs,
@@ -567,8 +581,14 @@ impl Bootstrap for StoreBootstrap {
 ///
 /// Bounded in everything: one thread whatever the number of clients,
 /// [`MAX_CONNECTIONS`], keys of [`MAX_KEY_LEN`], values of
-/// [`MAX_VALUE_LEN`], [`MAX_STORE_BYTES`] in all; a connection that does not
-/// validate within 10 s, breaks the protocol or exceeds a bound is closed.
+/// [`MAX_VALUE_LEN`], [`MAX_STORE_BYTES`] of data in all, and
+/// [`MAX_CLIENT_BYTES`] held for the clients (unread answers, partial
+/// requests, pending waits). An answer is sized before it is made: one that
+/// would queue more than 4 MiB for a client that does not read closes that
+/// client. A client has one `WAIT` pending at a time (as PyTorch's client):
+/// a second one is a protocol error. A connection that does not validate
+/// within 10 s, breaks the protocol or exceeds a bound is closed; when the
+/// clients together hold too much, the one holding the most is closed.
 /// Stops when dropped.
 #[derive(Debug)]
 pub struct TcpStoreServer {
@@ -578,18 +598,21 @@ pub struct TcpStoreServer {
 }
 
 impl TcpStoreServer {
-    /// Listens on `addr` (`0.0.0.0:29500`; port 0 picks a free one) and
-    /// starts serving.
+    /// Listens on `addr` (`0.0.0.0:29500`; port 0 picks a free one; a host
+    /// name is looked up within 10 s) and starts serving on a thread of its
+    /// own.
     ///
     /// # Errors
-    /// [`Error::AddrInUse`]; [`Error::Store`] for other failures.
+    /// [`Error::AddrInUse`]; [`Error::Store`] for other failures, among them
+    /// a lookup that takes too long and no thread to be had.
     pub fn bind(addr: &str) -> Result<TcpStoreServer> {
         let err = |reason: String| Error::Store {
             addr: addr.into(),
             op: "bind".into(),
             reason,
         };
-        let l = TcpListener::bind(addr).map_err(|e| match e.kind() {
+        let addrs = net::resolve_by(addr, net::deadline_after(BIND_RESOLVE_LIMIT)).map_err(&err)?;
+        let l = TcpListener::bind(&addrs[..]).map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => Error::AddrInUse { addr: addr.into() },
             _ => err(e.to_string()),
         })?;
@@ -632,6 +655,17 @@ struct Client {
     output: Vec<u8>,
     /// Keys of a pending WAIT that are still absent.
     awaiting: usize,
+    /// What the pending WAIT costs (its absent keys and [`WAIT_ENTRY`] each).
+    wait_bytes: usize,
+    /// What this client counts for in [`Server::held`]: its buffers'
+    /// capacity and `wait_bytes`.
+    held: usize,
+}
+
+impl Client {
+    fn holds(&self) -> usize {
+        self.input.capacity() + self.output.capacity() + self.wait_bytes
+    }
 }
 
 #[derive(Default)]
@@ -641,6 +675,8 @@ struct Server {
     clients: HashMap<u64, Client>,
     next: u64,
     waiters: HashMap<Vec<u8>, Vec<u64>>,
+    /// Bytes held for all clients together (at most [`MAX_CLIENT_BYTES`]).
+    held: usize,
 }
 
 /// Why a request could not be taken from the input yet.
@@ -815,6 +851,8 @@ impl Server {
                                     input: Vec::new(),
                                     output: Vec::new(),
                                     awaiting: 0,
+                                    wait_bytes: 0,
+                                    held: 0,
                                 },
                             );
                         }
@@ -850,12 +888,70 @@ impl Server {
     }
 
     fn close(&mut self, id: u64) {
-        if self.clients.remove(&id).is_some() {
-            self.waiters.retain(|_, v| {
-                v.retain(|&w| w != id);
-                !v.is_empty()
-            });
+        if let Some(c) = self.clients.remove(&id) {
+            self.held -= c.held;
+            if c.awaiting > 0 {
+                self.unwait(id);
+            }
         }
+    }
+
+    /// Forgets the pending WAIT of client `id` in the waiter lists.
+    fn unwait(&mut self, id: u64) {
+        self.waiters.retain(|_, v| {
+            v.retain(|&w| w != id);
+            !v.is_empty()
+        });
+    }
+
+    /// Brings [`Server::held`] up to date with client `id`'s buffers, giving
+    /// back empty buffers that grew large.
+    fn reaccount(&mut self, id: u64) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.input.is_empty() && c.input.capacity() > KEEP_BUFFER {
+            c.input = Vec::new();
+        }
+        if c.output.is_empty() && c.output.capacity() > KEEP_BUFFER {
+            c.output = Vec::new();
+        }
+        let now = c.holds();
+        self.held = self.held - c.held + now;
+        c.held = now;
+    }
+
+    /// Makes room for `need` more bytes held for client `id`, closing the
+    /// clients that hold the most while all together would exceed
+    /// [`MAX_CLIENT_BYTES`]; `false` when `id` itself is the one to close.
+    fn room(&mut self, id: u64, need: usize) -> bool {
+        while self.held.saturating_add(need) > MAX_CLIENT_BYTES {
+            let Some(biggest) = self
+                .clients
+                .iter()
+                .max_by_key(|(_, c)| c.held)
+                .map(|(i, _)| *i)
+            else {
+                return false;
+            };
+            if biggest == id {
+                return false;
+            }
+            self.close(biggest);
+        }
+        true
+    }
+
+    /// Room in client `id`'s answer queue and in the server's budget for an
+    /// answer of `need` bytes, reserved; `false` closes the client.
+    fn answer_room(&mut self, id: u64, need: usize) -> bool {
+        let queued = self.clients.get(&id).map_or(0, |c| c.output.len());
+        if queued.saturating_add(need) > MAX_OUTPUT || !self.room(id, need) {
+            return false;
+        }
+        let c = self.clients.get_mut(&id).expect("live client");
+        c.output.reserve(need);
+        true
     }
 
     fn read(&mut self, id: u64) {
@@ -879,6 +975,15 @@ impl Server {
         if c.input.len() > MAX_INPUT {
             return self.close(id);
         }
+        self.reaccount(id);
+        if !self.room(id, 0) {
+            return self.close(id);
+        }
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        // while parsed, the input (one client's, at most MAX_INPUT) is out
+        // of the count
         let mut input = std::mem::take(&mut c.input);
         let mut used = 0;
         loop {
@@ -898,9 +1003,7 @@ impl Server {
             return;
         };
         c.input = input;
-        if c.output.len() > MAX_OUTPUT {
-            return self.close(id);
-        }
+        self.reaccount(id);
         self.flush(id);
     }
 
@@ -914,11 +1017,12 @@ impl Server {
                 Ok(n) => {
                     c.output.drain(..n);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return self.close(id),
             }
         }
+        self.reaccount(id);
     }
 
     fn out(&mut self, id: u64) -> &mut Vec<u8> {
@@ -942,7 +1046,10 @@ impl Server {
             if let Some(c) = self.clients.get_mut(&w) {
                 c.awaiting = c.awaiting.saturating_sub(1);
                 if c.awaiting == 0 {
+                    c.wait_bytes = 0;
+                    // one byte past the budget at most, given back at once
                     c.output.push(STOP_WAITING);
+                    self.reaccount(w);
                 }
             }
         }
@@ -964,9 +1071,20 @@ impl Server {
         }
         match q {
             Query::Validate(_) => unreachable!("handled above"),
-            Query::Ping(n) => self.out(id).extend_from_slice(&n.to_le_bytes()),
+            Query::Ping(n) => {
+                if !self.answer_room(id, 4) {
+                    return false;
+                }
+                self.out(id).extend_from_slice(&n.to_le_bytes());
+            }
             Query::Set(k, v) => return self.store(k, v.to_vec()),
             Query::CompareSet(k, expected, desired) => {
+                // the answer is `expected`, `desired` or the value stored
+                let longest = self.data.get(k).map_or(0, Vec::len);
+                let need = 8 + longest.max(expected.len()).max(desired.len());
+                if !self.answer_room(id, need) {
+                    return false;
+                }
                 let now = match self.data.get(k) {
                     None if expected.is_empty() => {
                         if !self.store(k, desired.to_vec()) {
@@ -986,8 +1104,13 @@ impl Server {
                 put_bytes(self.out(id), &now);
             }
             Query::Get(k) => {
-                let v = self.data.get(k).cloned().unwrap_or_default();
-                put_bytes(self.out(id), &v);
+                let need = 8 + self.data.get(k).map_or(0, Vec::len);
+                if !self.answer_room(id, need) {
+                    return false;
+                }
+                let v = self.data.get(k).map_or(&[][..], Vec::as_slice);
+                let c = self.clients.get_mut(&id).expect("live client");
+                put_bytes(&mut c.output, v);
             }
             Query::Add(k, delta) => {
                 let cur = match self.data.get(k) {
@@ -1003,34 +1126,58 @@ impl Server {
                 let Some(sum) = cur.checked_add(delta) else {
                     return false;
                 };
-                if !self.store(k, sum.to_string().into_bytes()) {
+                if !self.answer_room(id, 8) || !self.store(k, sum.to_string().into_bytes()) {
                     return false;
                 }
                 self.out(id).extend_from_slice(&sum.to_le_bytes());
             }
             Query::Check(keys) => {
+                if !self.answer_room(id, 1) {
+                    return false;
+                }
                 let all = keys.iter().all(|k| self.data.contains_key(*k));
                 self.out(id).push(if all { 0 } else { 1 });
             }
             Query::Wait(keys) => {
+                if self.clients.get(&id).is_some_and(|c| c.awaiting > 0) {
+                    // PyTorch's client waits for (or cancels) one WAIT before
+                    // it sends another
+                    return false;
+                }
                 let absent: HashSet<&[u8]> = keys
                     .into_iter()
                     .filter(|k| !self.data.contains_key(*k))
                     .collect();
                 if absent.is_empty() {
+                    if !self.answer_room(id, 1) {
+                        return false;
+                    }
                     self.out(id).push(STOP_WAITING);
                 } else {
-                    self.clients.get_mut(&id).expect("live client").awaiting = absent.len();
+                    let cost: usize = absent.iter().map(|k| k.len() + WAIT_ENTRY).sum();
+                    if !self.answer_room(id, 1) || !self.room(id, cost) {
+                        return false;
+                    }
+                    let c = self.clients.get_mut(&id).expect("live client");
+                    c.awaiting = absent.len();
+                    c.wait_bytes = cost;
                     for k in absent {
                         self.waiters.entry(k.to_vec()).or_default().push(id);
                     }
+                    self.reaccount(id);
                 }
             }
             Query::NumKeys => {
+                if !self.answer_room(id, 8) {
+                    return false;
+                }
                 let n = self.data.len() as i64;
                 self.out(id).extend_from_slice(&n.to_le_bytes());
             }
             Query::Delete(k) => {
+                if !self.answer_room(id, 8) {
+                    return false;
+                }
                 let n: i64 = match self.data.remove(k) {
                     Some(v) => {
                         self.bytes -= v.len() + k.len() + 64;
@@ -1049,9 +1196,21 @@ impl Server {
                 return self.store(k, cur);
             }
             Query::MultiGet(keys) => {
+                // sized before it is made: 1024 keys of one 1 MiB value
+                // would be a 1 GiB answer
+                let need = keys
+                    .iter()
+                    .map(|k| 8 + self.data.get(*k).map_or(0, Vec::len))
+                    .fold(0usize, usize::saturating_add);
+                if !self.answer_room(id, need) {
+                    return false;
+                }
+                let c = self.clients.get_mut(&id).expect("live client");
                 for k in keys {
-                    let v = self.data.get(k).cloned().unwrap_or_default();
-                    put_bytes(self.out(id), &v);
+                    put_bytes(
+                        &mut c.output,
+                        self.data.get(k).map_or(&[][..], Vec::as_slice),
+                    );
                 }
             }
             Query::MultiSet(kv) => {
@@ -1062,14 +1221,20 @@ impl Server {
                 }
             }
             Query::CancelWait => {
-                self.clients.get_mut(&id).expect("live client").awaiting = 0;
-                self.waiters.retain(|_, v| {
-                    v.retain(|&w| w != id);
-                    !v.is_empty()
-                });
+                if !self.answer_room(id, 1) {
+                    return false;
+                }
+                let c = self.clients.get_mut(&id).expect("live client");
+                let waiting = c.awaiting > 0;
+                c.awaiting = 0;
+                c.wait_bytes = 0;
+                if waiting {
+                    self.unwait(id);
+                }
                 self.out(id).push(WAIT_CANCELED);
             }
         }
+        self.reaccount(id);
         true
     }
 }

@@ -175,26 +175,39 @@ impl AbortHandle {
 
     /// A watchdog: requests the abort after `deadline` unless the returned
     /// guard is dropped (or [`Watchdog::disarm`]ed) first.
-    pub fn abort_after(&self, deadline: Duration) -> Watchdog {
+    ///
+    /// # Errors
+    /// `InvalidArgument` (arg `thread`) when the system refuses a thread for it.
+    pub fn abort_after(&self, deadline: Duration) -> Result<Watchdog> {
         let handle = self.clone();
         let cancel = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let c = cancel.clone();
-        let thread = std::thread::spawn(move || {
-            let (lock, cv) = &*c;
-            let Ok(guard) = lock.lock() else { return };
-            let Ok((cancelled, _)) =
-                cv.wait_timeout_while(guard, deadline, |cancelled| !*cancelled)
-            else {
-                return;
-            };
-            if !*cancelled {
-                handle.abort();
-            }
-        });
-        Watchdog {
+        let thread = std::thread::Builder::new()
+            .name("nccl-rs-watchdog".into())
+            .spawn(move || {
+                let (lock, cv) = &*c;
+                let Ok(guard) = lock.lock() else { return };
+                let Ok((cancelled, _)) =
+                    cv.wait_timeout_while(guard, deadline, |cancelled| !*cancelled)
+                else {
+                    return;
+                };
+                if !*cancelled {
+                    handle.abort();
+                }
+            })
+            .map_err(|e| {
+                Error::invalid(
+                    "abort_after",
+                    "thread",
+                    "a thread for the watchdog",
+                    e.to_string(),
+                )
+            })?;
+        Ok(Watchdog {
             cancel,
             thread: Some(thread),
-        }
+        })
     }
 }
 
