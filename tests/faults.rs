@@ -113,7 +113,7 @@ fn rank_main(scenario: &str) -> u8 {
     let r: Result<u8, Error> = (|| match scenario {
         "allreduce" => {
             comm.all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)?;
-            comm.wait(&stream, timeout)?;
+            comm.wait_or_abort(&stream, timeout)?;
             let out = stream.clone_dtoh(&recv)?;
             if out.iter().any(|&x| x != want) {
                 say(&format!("rank {rank}: wrong result {} != {want}", out[0]));
@@ -134,7 +134,7 @@ fn rank_main(scenario: &str) -> u8 {
                 let t = Instant::now();
                 if let Err(e) = comm
                     .all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)
-                    .and_then(|()| comm.wait(&stream, timeout))
+                    .and_then(|()| comm.wait_or_abort(&stream, timeout))
                 {
                     say(&format!(
                         "rank {rank}: typed error {:.1?} after the last good step: {e}",
@@ -160,7 +160,7 @@ fn rank_main(scenario: &str) -> u8 {
             // the enqueue itself may wait (non-blocking: in our polling loop)
             let r = comm
                 .all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)
-                .and_then(|()| comm.wait(&stream, Duration::from_secs(60)));
+                .and_then(|()| comm.wait_or_abort(&stream, Duration::from_secs(60)));
             killer.join().unwrap();
             match r {
                 Err(Error::Aborted { op }) if t.elapsed() < Duration::from_secs(10) => {
@@ -371,7 +371,7 @@ fn survive(comm: Comm, info: &nccl::bootstrap::LaunchInfo) -> Result<u8, Error> 
     for i in 0..100 {
         stream.memset_zeros(&mut recv)?;
         small.all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)?;
-        small.wait(&stream, timeout)?;
+        small.wait_or_abort(&stream, timeout)?;
         let out = stream.clone_dtoh(&recv)?;
         if out.iter().any(|&x| x != want as f32) {
             say(&format!(
@@ -945,7 +945,7 @@ fn all_reduce_ok(comm: &Comm, what: &str, times: usize) -> Result<bool, Error> {
     for i in 0..times {
         stream.memset_zeros(&mut recv)?;
         comm.all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)?;
-        comm.wait(&stream, Duration::from_secs(20))?;
+        comm.wait_or_abort(&stream, Duration::from_secs(20))?;
         let out = stream.clone_dtoh(&recv)?;
         if let Some(bad) = out.iter().find(|&&x| x != want) {
             say(&format!(

@@ -1604,7 +1604,7 @@ fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
                 let a = s.clone_htod(&[3.0f32, 4.0]).map_err(|e| e.to_string())?;
                 let mut b = s.alloc_zeros::<f32>(2).map_err(|e| e.to_string())?;
                 c.all_reduce(&a, &mut b, ReduceOp::Sum, &s).map_err(e2s)?;
-                c.wait(&s, Duration::from_secs(30)).map_err(e2s)?;
+                c.wait_or_abort(&s, Duration::from_secs(30)).map_err(e2s)?;
                 let out = s.clone_dtoh(&b).map_err(|e| e.to_string())?;
                 if out != [3.0, 4.0] {
                     return Err(format!("{out:?}"));
@@ -1650,7 +1650,8 @@ fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
             comm.recv(&mut c, 0, g.on(&s))
         })
         .map_err(e2s)?;
-        comm.wait(&s, Duration::from_secs(30)).map_err(e2s)?;
+        comm.wait_or_abort(&s, Duration::from_secs(30))
+            .map_err(e2s)?;
         let (bo, co) = (
             s.clone_dtoh(&b).map_err(|e| e.to_string())?,
             s.clone_dtoh(&c).map_err(|e| e.to_string())?,

@@ -58,7 +58,7 @@ fn main() -> Result<(), Error> {
     let send = stream.clone_htod(&vec![(info.rank + 1) as f32; 1 << 16])?;
     let mut recv = stream.alloc_zeros::<f32>(1 << 16)?;
     small.all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)?;
-    small.wait(&stream, timeout)?;
+    small.wait_or_abort(&stream, timeout)?;
     let want: usize = ranks.survivors().iter().map(|r| r + 1).sum();
     let ok = stream.clone_dtoh(&recv)?.iter().all(|&x| x == want as f32);
     eprintln!(

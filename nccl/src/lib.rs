@@ -60,6 +60,19 @@
 //! tracking does: capture collectives on buffers made while event tracking
 //! was off (as for any cudarc work in a graph).
 //!
+//! # Deadlines: every wait ends
+//!
+//! | deadline | bounds | at the deadline |
+//! | --- | --- | --- |
+//! | [`Config::timeout`] | creation, split, shrink, grow, finalize; each non-blocking call | [`Error::Timeout`]; the communicator is aborted (a blocking creation is left to NCCL, at most [`MAX_STUCK_CREATIONS`]) |
+//! | the `timeout` of [`Comm::wait_or_abort`] | the work queued on a stream | [`Error::Timeout`]; the communicator is aborted |
+//! | the `timeout` of [`Comm::wait_recoverable`] | the same | [`Error::Stalled`]; the communicator is kept, [`Failed`](CommState::Failed), for revoke or shrink |
+//! | the `timeout` of [`Comm::connect`] | pre-connecting the peers | as `wait_or_abort` |
+//! | [`DROP_WAIT`] | dropping a buffer or deregistering one whose stream is still busy | the memory is leaked (logged), never freed under a kernel |
+//! | `bootstrap::LaunchOptions::timeout` | the rendezvous and creation under a launcher | a typed rendezvous error or `Timeout` |
+//!
+//! An [`AbortHandle`] ends any of these waits from another thread.
+//!
 //! # Groups
 //!
 //! [`group()`] runs a closure between `ncclGroupStart` and `ncclGroupEnd`;

@@ -215,7 +215,7 @@ pub enum Error {
         /// The calls the state allows.
         allowed: String,
     },
-    /// The communicator was aborted (by [`Comm::wait`](crate::Comm::wait) after
+    /// The communicator was aborted (by [`Comm::wait_or_abort`](crate::Comm::wait_or_abort) after
     /// an error or timeout, or at an [`AbortHandle`](crate::AbortHandle)'s
     /// request); it cannot be used again.
     #[error("{op}: the communicator was aborted; create a new one")]

@@ -805,7 +805,7 @@ pub struct LaunchOptions {
     /// run), so that NCCL (which connects lazily, at a collective's first
     /// use) sets up every algorithm it picks then. Afterwards a collective of
     /// a blocking communicator only enqueues work, and a survivor waiting on a
-    /// dead or absent peer in [`Comm::wait`](crate::Comm::wait) gets a typed
+    /// dead or absent peer in [`Comm::wait_or_abort`](crate::Comm::wait_or_abort) gets a typed
     /// error or an abort at its deadline. Send/recv still connect to a peer at
     /// their first use: where a peer may be absent at that moment, use a
     /// non-blocking communicator.

@@ -101,7 +101,7 @@ impl Comm {
         Error::Aborted { op }
     }
 
-    /// Whether the communicator has been aborted (by [`Comm::wait`], a
+    /// Whether the communicator has been aborted (by [`Comm::wait_or_abort`], a
     /// watchdog or an [`AbortHandle`] whose request this thread has acted on).
     pub fn is_aborted(&self) -> bool {
         self.raw.get().is_null()
@@ -151,10 +151,10 @@ impl Drop for Comm {
 ///
 /// [`AbortHandle::abort`] only *requests* the abort; the thread that owns the
 /// [`Comm`] carries it out (`ncclCommAbort`) in its next call, or within about
-/// a millisecond while it waits in [`Comm::wait`] or for a non-blocking
+/// a millisecond while it waits in [`Comm::wait_or_abort`] or for a non-blocking
 /// operation. Aborting from the owning thread alone keeps the communicator
 /// from being freed under a call in progress. A thread blocked elsewhere (in
-/// cudarc's `synchronize`, say) is not reached: wait with [`Comm::wait`]
+/// cudarc's `synchronize`, say) is not reached: wait with [`Comm::wait_or_abort`]
 /// where a peer may die, and use non-blocking communicators where creation,
 /// split and finalize must be abortable too.
 #[derive(Clone, Debug)]

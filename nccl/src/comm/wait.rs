@@ -1,5 +1,5 @@
 //! Waiting for what NCCL finishes on its own thread: non-blocking
-//! operations that answer `ncclInProgress`, and [`Comm::wait`](crate::Comm::wait).
+//! operations that answer `ncclInProgress`, and [`Comm::wait_or_abort`](crate::Comm::wait_or_abort).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -141,11 +141,15 @@ impl Comm {
     /// # Errors
     /// [`Error::Nccl`] (e.g. `ncclRemoteError`) for an asynchronous error,
     /// [`Error::Aborted`], [`Error::Timeout`], or a CUDA error.
-    pub fn wait(&self, stream: &cudarc::driver::CudaStream, timeout: Duration) -> Result<()> {
-        self.wait_impl("wait", stream, timeout, false)
+    pub fn wait_or_abort(
+        &self,
+        stream: &cudarc::driver::CudaStream,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.wait_impl("wait_or_abort", stream, timeout, false)
     }
 
-    /// Like [`Comm::wait`](crate::Comm::wait), but a failure keeps the communicator for
+    /// Like [`Comm::wait_or_abort`](crate::Comm::wait_or_abort), but a failure keeps the communicator for
     /// recovery instead of aborting it: after an asynchronous error (a dead
     /// peer), a CUDA error or `timeout`, the communicator is
     /// [`Failed`](crate::CommState::Failed) and its work may still be stuck on the
@@ -169,7 +173,7 @@ impl Comm {
         self.wait_impl(OP, stream, timeout, true)
     }
 
-    /// The loop of [`Comm::wait`](crate::Comm::wait); `keep`: on failure mark the communicator
+    /// The loop of [`Comm::wait_or_abort`](crate::Comm::wait_or_abort); `keep`: on failure mark the communicator
     /// `Failed` instead of aborting it.
     fn wait_impl(
         &self,

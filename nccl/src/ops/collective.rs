@@ -557,12 +557,12 @@ impl Comm {
     /// than inside the first collective (NCCL connects lazily, at a
     /// collective's first use of an algorithm): a few in-place all-reduces
     /// of 1 KiB to [`CONNECT_BYTES`] (×8) on the context's default stream,
-    /// then [`Comm::wait`] for them, at most `timeout`. Collective over all
+    /// then [`Comm::wait_or_abort`] for them, at most `timeout`. Collective over all
     /// ranks, like an all-reduce.
     ///
     /// Afterwards a collective of a blocking communicator only enqueues
     /// work, so a peer that dies or never comes is seen by
-    /// [`Comm::wait`] (with its deadline) instead of blocking inside NCCL.
+    /// [`Comm::wait_or_abort`] (with its deadline) instead of blocking inside NCCL.
     /// [`bootstrap::init_from_launcher`](crate::bootstrap) does this by
     /// default. Send and receive still connect to a peer at their first use.
     ///
@@ -570,7 +570,7 @@ impl Comm {
     /// cudarc's cross-stream event tracking for the whole context.
     ///
     /// # Errors
-    /// As [`Comm::all_reduce_in_place`] and [`Comm::wait`] (which aborts the
+    /// As [`Comm::all_reduce_in_place`] and [`Comm::wait_or_abort`] (which aborts the
     /// communicator on a failure or at `timeout`); CUDA's error allocating
     /// the scratch memory.
     pub fn connect(&self, timeout: std::time::Duration) -> Result<()> {
@@ -582,7 +582,7 @@ impl Comm {
             self.all_reduce_in_place(&mut part, ReduceOp::Max, &stream)?;
             n *= 8;
         }
-        self.wait(&stream, timeout)?;
+        self.wait_or_abort(&stream, timeout)?;
         drop(scratch);
         Ok(())
     }
