@@ -1348,6 +1348,29 @@ fn one_sided(env: &Env, rep: &mut Report) {
         let src = unsafe { comm.window_register(a, true) }.map_err(e2s)?;
         // SAFETY: as above.
         let dst = unsafe { comm.window_register(b, true) }.map_err(e2s)?;
+        if !src.is_mapped() || !dst.is_mapped() {
+            // NCCL made no windows (no symmetric memory support between
+            // these ranks, e.g. processes of one GPU under different host
+            // ids): a put is refused before NCCL is called
+            let r = comm.put_signal(
+                &src,
+                0..1,
+                (rank + 1) % world,
+                &dst,
+                0,
+                Signal::default(),
+                env.stream,
+            );
+            return match r {
+                Err(Error::InvalidArgument { .. }) => {
+                    say(&format!(
+                        "rank {rank}: one-sided puts NOT RUN: NCCL made no windows here (no symmetric memory support); the refusal was checked"
+                    ));
+                    Ok(())
+                }
+                other => Err(format!("a put on a window NCCL did not make: {other:?}")),
+            };
+        }
 
         // checked before NCCL
         let expect = |what: &str, r: Result<(), Error>, arg: &str| -> Result<(), String> {
@@ -1901,7 +1924,14 @@ fn api_surface(ctx: &Arc<CudaContext>, rep: &mut Report) {
             "cgaClusterSize",
             Config::new().cga_cluster_size(2),
         ),
-        ("min_ctas", "minCTAs", Config::new().min_ctas(2)),
+        // with a maximum: NCCL 2.28.3 compares the minimum with an unset
+        // maximum on more than one rank ("Invalid config min/max channels
+        // attribute value 2/-2147483648", seen on an H200)
+        (
+            "min_ctas",
+            "minCTAs",
+            Config::new().min_ctas(2).max_ctas(32),
+        ),
         ("max_ctas", "maxCTAs", Config::new().max_ctas(8)),
         ("net_name", "netName", Config::new().net_name("Socket")),
         ("split_share", "splitShare", Config::new().split_share(true)),

@@ -269,6 +269,9 @@ impl Comm {
             }
             std::thread::sleep(std::time::Duration::from_micros(100));
         }
+        if reg.handle == 0 {
+            return Ok(held.0); // NCCL made no window: nothing to release
+        }
         // SAFETY: the handle came from K's registration on this communicator
         // (same registry), which is live and used by this thread only; it is
         // released once (the buffer left `reg`, whose drop then parks
@@ -296,6 +299,15 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
         self.buf
             .as_mut()
             .expect("a live registration holds its buffer")
+    }
+
+    /// Whether NCCL made a window (or a registration handle). A window
+    /// registration answers success without one where the communicator has
+    /// no symmetric memory support (NCCL 2.29+; ranks that cannot map each
+    /// other's memory): the buffer then works in collectives as a plain one,
+    /// and one-sided puts refuse it.
+    pub fn is_mapped(&self) -> bool {
+        self.handle != 0
     }
 }
 
@@ -335,6 +347,9 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
         let Some(buf) = self.buf.take() else {
             return; // given back
         };
+        if self.handle == 0 {
+            return; // NCCL made no window: nothing to release, the buffer drops
+        }
         let parked = Pending {
             api: K::RELEASE,
             release: K::release,
@@ -423,6 +438,12 @@ pub type Window<T, B> = Registration<T, B, Win>;
 impl Comm {
     /// Registers `buf` as a window (collective). `symmetric` asks for
     /// `NCCL_WIN_COLL_SYMMETRIC` (every rank's buffer the same size).
+    ///
+    /// Where the communicator has no symmetric memory support (ranks that
+    /// cannot map each other's memory), NCCL 2.29+ answers success without
+    /// a window: the registration then holds none
+    /// ([`Registration::is_mapped`] is `false`), the buffer acts as a plain
+    /// one in collectives, and one-sided puts refuse it.
     ///
     /// Not inside a [`group`](crate::group()): from NCCL 2.28 on, the window
     /// handle is written when the outermost group ends, and a grouped
@@ -515,11 +536,11 @@ impl Comm {
         // Box::into_raw and is reclaimed once.
         let win = *unsafe { Box::from_raw(slot) };
         if win.is_null() {
-            return Err(Error::Nccl {
-                api: "ncclCommWindowRegister",
-                code: crate::NcclCode::InternalError,
-                last_error: "NCCL reported success but wrote no window handle".into(),
-            });
+            // NCCL answers success and no window when the communicator has
+            // no symmetric memory support (2.29+: `*win = nullptr` then
+            // `if (!comm->symmetricSupport) return ncclSuccess`; seen on
+            // 2.30.7 with ranks of one GPU under different host ids)
+            log::debug!("ncclCommWindowRegister made no window: no symmetric memory support");
         }
         Ok(self.adopt_registration(buf, win as *mut core::ffi::c_void))
     }

@@ -90,6 +90,12 @@ fn window_handle<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static>
     win: &Window<T, B>,
 ) -> Result<sys::ncclWindow_t> {
     match win.handle_of(comm) {
+        Some(0) => Err(Error::invalid(
+            op,
+            arg,
+            "a window NCCL made (Registration::is_mapped)",
+            "a registration without a window: this communicator has no symmetric memory support",
+        )),
         Some(h) => Ok(h as sys::ncclWindow_t),
         None => Err(Error::invalid(
             op,
