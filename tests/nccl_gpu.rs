@@ -1692,6 +1692,54 @@ fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
         "non-blocking: init, all_reduce, a send/recv group, finalize",
         r,
     );
+    // windows: refused inside a group (NCCL 2.28+ writes the handle at the
+    // group's end); on a non-blocking communicator the handle is read only
+    // once NCCL's thread is done, and the window works
+    #[cfg(nccl_fn = "ncclCommWindowRegister")]
+    {
+        let r = (|| -> Result<(), String> {
+            if nccl::require_api("ncclCommWindowRegister").is_err() {
+                say("windows in a group / non-blocking NOT RUN: NCCL older than 2.27");
+                return Ok(());
+            }
+            let s = ctx.new_stream().map_err(|e| e.to_string())?;
+            for blocking in [true, false] {
+                let cfg = Config::new()
+                    .blocking(blocking)
+                    .timeout(Duration::from_secs(60));
+                let comm = Comm::init_rank_with(ctx, 1, &UniqueId::new().map_err(e2s)?, 0, &cfg)
+                    .map_err(e2s)?;
+                let a = NcclBuffer::<f32>::alloc_zeros(&s, 1024).map_err(e2s)?;
+                let mut b = NcclBuffer::<f32>::alloc_zeros(&s, 1024).map_err(e2s)?;
+                let x = NcclBuffer::<f32>::alloc_zeros(&s, 1024).map_err(e2s)?;
+                let grouped = nccl::group(|_g| {
+                    // SAFETY: one rank: no other rank to agree with.
+                    unsafe { comm.window_register(x, true) }.map(|_| ())
+                });
+                if !matches!(
+                    grouped,
+                    Err(Error::InGroup {
+                        op: "window_register"
+                    })
+                ) {
+                    return Err(format!("window_register in a group: {grouped:?}"));
+                }
+                // SAFETY: one rank: no other rank to agree with.
+                let w = unsafe { comm.window_register(a, true) }.map_err(e2s)?;
+                comm.all_reduce(&w, &mut b, ReduceOp::Sum, &s)
+                    .map_err(e2s)?;
+                comm.wait_or_abort(&s, Duration::from_secs(30))
+                    .map_err(e2s)?;
+                comm.deregister(w).map_err(e2s)?;
+                comm.finalize().map_err(e2s)?;
+            }
+            Ok(())
+        })();
+        rep.check(
+            "windows: refused in a group; registered on a non-blocking communicator",
+            r,
+        );
+    }
     // a blocking init with a deadline: rank 1 of 2 never comes
     let r = (|| -> Result<(), String> {
         let cfg = Config::new().timeout(Duration::from_secs(2));
