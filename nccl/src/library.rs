@@ -25,7 +25,7 @@
 //! # fn main() -> nccl::Result<()> {
 //! // before any other NCCL call (runtime-load); elsewhere: checks it is the one linked
 //! let lib = nccl::library::load("/opt/torch/lib/python3.12/site-packages/nvidia/nccl/lib/libnccl.so.2")?;
-//! println!("NCCL {} from {} ({})", lib.version, lib.path.display(), lib.source);
+//! log::info!("NCCL {} from {} ({})", lib.version, lib.path.display(), lib.source);
 //! # Ok(()) }
 //! ```
 

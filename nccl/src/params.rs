@@ -276,9 +276,9 @@ fn unknown_key(key: &str) -> Error {
 /// # fn main() -> nccl::Result<()> {
 /// let all = nccl::params()?; // Unsupported before NCCL 2.30.4
 /// for p in &all {
-///     println!("{} ({}) = {}", p.key, p.value.param_type(), p.text);
+///     log::info!("{} ({}) = {}", p.key, p.value.param_type(), p.text);
 /// }
-/// print!("{all}"); // the same, one line each
+/// let text = all.to_string(); // the same, one line each
 /// # Ok(()) }
 /// ```
 ///

@@ -83,7 +83,7 @@ pub fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
 ///
 /// ```no_run
 /// let gpus = nccl::device_count()?;
-/// println!("{gpus} GPUs");
+/// let ctxs = (0..gpus).map(nccl::context).collect::<nccl::Result<Vec<_>>>()?;
 /// # Ok::<(), nccl::Error>(())
 /// ```
 ///

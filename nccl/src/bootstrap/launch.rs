@@ -858,7 +858,7 @@ impl LaunchOptions {
 ///
 /// ```no_run
 /// let (comm, info) = nccl::bootstrap::init_from_launcher(&nccl::bootstrap::LaunchOptions::default())?;
-/// eprintln!("rank {} of {} on GPU {} ({})", comm.rank(), comm.world_size(), comm.device(), info.source);
+/// log::info!("rank {} of {} on GPU {} ({})", comm.rank(), comm.world_size(), comm.device(), info.source);
 /// comm.finalize()?;
 /// # Ok::<(), nccl::Error>(())
 /// ```

@@ -415,9 +415,11 @@ impl ElasticApi {
 /// (`Ok`) or the [`Error::Unsupported`] its calls would return.
 ///
 /// ```
-/// for (api, ok) in nccl::elastic_support() {
-///     println!("{} ({}+): {}", api.name(), api.since(), if ok.is_ok() { "yes" } else { "no" });
-/// }
+/// let report: Vec<String> = nccl::elastic_support()
+///     .into_iter()
+///     .map(|(api, ok)| format!("{} ({}+): {}", api.name(), api.since(), ok.is_ok()))
+///     .collect();
+/// assert_eq!(report.len(), nccl::elastic_support().len());
 /// ```
 pub fn elastic_support() -> Vec<(ElasticApi, Result<()>)> {
     ElasticApi::ALL.iter().map(|&a| (a, a.check())).collect()
