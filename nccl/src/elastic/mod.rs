@@ -840,8 +840,10 @@ impl Comm {
     /// [`Config::split_share`](crate::Config::split_share) (NCCL refuses).
     ///
     /// States: allowed while `Live`; afterwards `Suspended`: collectives are
-    /// refused (no NCCL call) until [`Comm::resume`](crate::Comm::resume). If NCCL fails, the
-    /// state is kept.
+    /// refused (no NCCL call) until [`Comm::resume`](crate::Comm::resume). If NCCL refuses it
+    /// (invalid usage), the state is kept; another failure, or its timeout on
+    /// a non-blocking communicator, is that of any operation (`Failed`, or
+    /// aborted).
     ///
     /// # Errors
     /// `Unsupported` before NCCL 2.29.7 (build or runtime); `WrongState`;
@@ -858,9 +860,10 @@ impl Comm {
             // SAFETY: a valid live communicator used by this thread only;
             // NCCL_SUSPEND_MEM is the flag the header defines. NCCL itself
             // waits for the device and every rank before it unmaps memory.
-            unsafe {
-                nccl!(self.raw.get() => ncclCommSuspend(self.raw.get(), sys::NCCL_SUSPEND_MEM as i32))
-            }?;
+            let r = unsafe { sys::ncclCommSuspend(self.raw.get(), sys::NCCL_SUSPEND_MEM as i32) };
+            // NCCL 2.30.3+ queues it as a group task: a non-blocking
+            // communicator answers ncclInProgress, settled here
+            self.settle_op("ncclCommSuspend", r)?;
             self.state.set(crate::base::state::CommState::Suspended);
             Ok(())
         }
@@ -874,8 +877,8 @@ impl Comm {
     /// 2.29.7). Collective: every rank calls it (NCCL exchanges the new
     /// memory handles over its bootstrap network, without a deadline).
     ///
-    /// States: allowed while `Suspended`; afterwards `Live`. If NCCL fails,
-    /// it stays `Suspended` (abort or drop it, or try again).
+    /// States: allowed while `Suspended`; afterwards `Live`. If NCCL refuses
+    /// it, it stays `Suspended` (abort or drop it, or try again).
     ///
     /// # Errors
     /// `Unsupported` before NCCL 2.29.7 (build or runtime); `WrongState`;
@@ -889,7 +892,9 @@ impl Comm {
         {
             self.ctx.bind_to_thread()?;
             // SAFETY: a valid, suspended communicator used by this thread only.
-            unsafe { nccl!(self.raw.get() => ncclCommResume(self.raw.get())) }?;
+            let r = unsafe { sys::ncclCommResume(self.raw.get()) };
+            // as suspend: ncclInProgress on a non-blocking communicator
+            self.settle_op("ncclCommResume", r)?;
             self.state.set(crate::base::state::CommState::Live);
             Ok(())
         }
