@@ -11,6 +11,10 @@
  * NONBLOCKING=1 makes the communicator non-blocking (config.blocking = 0):
  * every call that answers ncclInProgress is then polled with
  * ncclCommGetAsyncError until it is done, without sleeping.
+ * ALLOC picks where the buffers live: "malloc" (cudaMalloc, the default),
+ * "async" (cudaMallocAsync on the stream: the stream-ordered pool cudarc's
+ * CudaSlice comes from) or "nccl" (ncclMemAlloc: what NcclBuffer holds), so
+ * that each of our columns has a C loop on the same kind of memory.
  * Prints, per size: bytes time_us host_us algbw busbw (rank 0 only).
  */
 #include <cuda_runtime.h>
@@ -76,8 +80,21 @@ int main(int argc, char **argv) {
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   float *buf, *out;
-  CK(cudaMalloc((void **)&buf, maxb));
-  CK(cudaMalloc((void **)&out, maxb));
+  const char *alloc = getenv("ALLOC") ? getenv("ALLOC") : "malloc";
+  if (!strcmp(alloc, "async")) {
+    CK(cudaMallocAsync((void **)&buf, maxb, s));
+    CK(cudaMallocAsync((void **)&out, maxb, s));
+    CK(cudaStreamSynchronize(s));
+  } else if (!strcmp(alloc, "nccl")) {
+    NK(ncclMemAlloc((void **)&buf, maxb));
+    NK(ncclMemAlloc((void **)&out, maxb));
+  } else if (!strcmp(alloc, "malloc")) {
+    CK(cudaMalloc((void **)&buf, maxb));
+    CK(cudaMalloc((void **)&out, maxb));
+  } else {
+    fprintf(stderr, "ALLOC=%s: one of malloc async nccl\n", alloc);
+    return 2;
+  }
   CK(cudaMemset(buf, 0, maxb));
   cudaEvent_t a, b;
   CK(cudaEventCreate(&a));

@@ -23,7 +23,11 @@
 #   small all_reduce (8 B .. 32 KiB, x4), world 1 (200 iterations) and 2 ranks
 #   on GPU 0 (50), ROUNDS_T rounds (default 10; the order of the columns
 #   turns by one each round):
-#     c           the C loop
+#     c           the C loop (cudaMalloc buffers)
+#     c-async     the C loop on cudaMallocAsync buffers (the stream-ordered
+#                 pool cudarc allocates CudaSlice from): the baseline of
+#                 untracked and default
+#     c-nccl      the C loop on ncclMemAlloc buffers: the baseline of ncclbuf
 #     nccl-tests  all_reduce_perf -C 1 (its CPU time per call), world 1 only,
 #                 when NT names an nccl-tests tree (built there if needed)
 #     untracked   nccl-bench --no-event-tracking (CudaSlice buffers)
@@ -152,13 +156,15 @@ tracking() { # WORLD ITERS ROUNDS
   export NCCL_RS_ID_FILE=$out/id-$p
   local min=8 max=$((32 << 10))
   local b=(-c all_reduce -b "$min" -e "$max" -f 4 -n "$n" -w $W -C 1 --no-progress)
-  cols=(c untracked default ncclbuf)
+  cols=(c c-async c-nccl untracked default ncclbuf)
   [ "$world" != 1 ] || [ -z "$nt_bin" ] || cols+=(nccl-tests)
   local t0=$SECONDS
   for r in $(seq 1 "$rounds"); do
     for k in "${!cols[@]}"; do
       case ${cols[$(((k + r) % ${#cols[@]}))]} in
         c) run1 "$p-c" "$r" "${launch[@]}" "$out/c_all_reduce" "$min" "$max" 4 "$n" $W 0 ;;
+        c-async) ALLOC=async run1 "$p-c-async" "$r" "${launch[@]}" "$out/c_all_reduce" "$min" "$max" 4 "$n" $W 0 ;;
+        c-nccl) ALLOC=nccl run1 "$p-c-nccl" "$r" "${launch[@]}" "$out/c_all_reduce" "$min" "$max" 4 "$n" $W 0 ;;
         nccl-tests) run1 "$p-nccl-tests" "$r" nt "$nt_bin" -b "$min" -e "$max" -f 4 -n "$n" -w $W -g 1 -c 0 -C 1 ;;
         untracked) run1 "$p-untracked" "$r" ours "$out/$p-untracked.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" --no-event-tracking ;;
         default) run1 "$p-default" "$r" ours "$out/$p-default.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" ;;
@@ -234,7 +240,9 @@ report("world 1, CUDA graph of 100 all_reduces (host = launch cost per op)", "w1
        [(n, f"w1-{n}") for n in ("ours-static-graph", "ours-dyn-graph")])
 
 # the tracking part: host us per small all_reduce, per size and summarized
-cols = ["c", "nccl-tests", "untracked", "default", "ncclbuf"]
+cols = ["c", "c-async", "c-nccl", "nccl-tests", "untracked", "default", "ncclbuf"]
+# each of ours beside the C loop on the same kind of memory
+same_memory = {"untracked": "c-async", "default": "c-async", "ncclbuf": "c-nccl"}
 for w in (1, 2):
     tabs = {n: table(f"t{w}-{n}") for n in cols}
     tabs = {n: t for n, t in tabs.items() if t}
@@ -247,10 +255,17 @@ for w in (1, 2):
     print(f"{'size':>8} " + " ".join(f"{n:>11}" for n in tabs))
     for size in sorted(c):
         print(f"{size:>6} B " + " ".join(f"{t[size][1]:>11.2f}" if size in t else f"{'-':>11}" for t in tabs.values()))
-    print("per column: rounds, median over sizes of the host time, mean over sizes of the ratio to C")
+    print("per column: rounds, median over sizes of the host time, mean over sizes of the ratio to C"
+          " (and to the C loop on the same kind of memory)")
+    def ratio(t, base):
+        sizes = [s for s in base if s in t]
+        return sum(t[s][1] / base[s][1] for s in sizes) / len(sizes) if sizes else float("nan")
     for n, t in tabs.items():
         sizes = [s for s in c if s in t]
         hs = sorted(t[s][1] for s in sizes)
-        ratio = sum(t[s][1] / c[s][1] for s in sizes) / len(sizes)
-        print(f"  {n:>11}: {rounds[n]:>2} rounds, {hs[len(hs) // 2]:6.2f} us, x{ratio:.3f} of C")
+        line = f"  {n:>11}: {rounds[n]:>2} rounds, {hs[len(hs) // 2]:6.2f} us, x{ratio(t, c):.3f} of C"
+        base = same_memory.get(n)
+        if base in tabs:
+            line += f", x{ratio(t, tabs[base]):.3f} of {base}"
+        print(line)
 PY
