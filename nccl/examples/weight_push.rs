@@ -89,9 +89,9 @@ impl Stop {
 impl From<nccl::Error> for Stop {
     fn from(e: nccl::Error) -> Stop {
         match e {
-            nccl::Error::Unsupported { .. } => Stop::Unsupported(format!(
-                "put_signal is Unsupported: {e} (one-sided puts need NCCL 2.29.2 or newer, at run time and in the nccl.h built against)"
-            )),
+            nccl::Error::Unsupported { .. } => {
+                Stop::Unsupported(format!("put_signal is Unsupported: {e}"))
+            }
             nccl::Error::NoDriver { .. } | nccl::Error::NoGpu { .. } => Stop::NoGpu(e.to_string()),
             nccl::Error::LaunchEnv { .. } => Stop::Usage(e.to_string()),
             e => Stop::Failed(e.to_string()),
