@@ -4,15 +4,15 @@
 //!
 //! Every rank runs this program under a launcher (`cargo xtask launch -n
 //! N`, torchrun, `mpirun`, Slurm; docs/launchers.md), one GPU per rank
-//! (`LOCAL_RANK`): rank 0 is the trainer, ranks 1..N the engines. For each
-//! size every rank registers one window of that size (collectively, in the
-//! same order), the trainer's source and each engine's destination. Each
-//! step the trainer writes new weights (deterministic values that depend on
-//! the step), puts them into every engine's window (one group of puts, in
-//! `WEIGHT_PUSH_CHUNKS` pieces per engine, each raising the engine's
-//! signal), and each engine waits on its stream for that many signals from
-//! rank 0, then copies the window to the host and checks every value. Then
-//! the same steps again with `broadcast_in_place` from rank 0.
+//! (`LOCAL_RANK`): rank 0 is the trainer, the other ranks are engines. For
+//! each size every rank registers one window of that size (collectively, in
+//! the same order), the trainer's source and each engine's destination.
+//! Each step the trainer writes new weights (deterministic values that
+//! depend on the step), puts them into every engine's window (one group of
+//! puts, in `WEIGHT_PUSH_CHUNKS` pieces per engine, each raising the
+//! engine's signal), and each engine waits on its stream for that many
+//! signals from rank 0, then copies the window to the host and checks every
+//! value. Then the same steps again with `broadcast_in_place` from rank 0.
 //!
 //! Ordering. The engine's check is queued on the stream its wait is on, so
 //! it cannot read before the data is there. The trainer writes its next
@@ -32,8 +32,12 @@
 //! only for ranks that map each other's memory: GPUs of one host (NVLink or
 //! PCIe peer access), one GPU per rank. Ranks sharing one GPU under
 //! different `NCCL_HOSTID`s (`cargo xtask launch --one-gpu`) get no windows.
-//! Run `tests/gpu/weight-push.sh`, or e.g.
-//! `NCCL_NVLS_ENABLE=0 cargo xtask launch -n 3 -- target/release/examples/weight_push`.
+//! NCCL 2.29.2+ is needed twice: the libnccl run on, and the `nccl.h` the
+//! program is built against (built on an older one, `put_signal` is not
+//! compiled in and the program reports it Unsupported; tests/gpu/build.sh
+//! makes its runtime-load build on the 2.32.3 header). Run `tests/gpu/weight-push.sh`, or
+//! e.g. `NCCL_NVLS_ENABLE=0 cargo xtask launch -n 3 --
+//! target/release/examples/weight_push`.
 //!
 //! Environment: `WEIGHT_PUSH_SIZES` (bytes, a comma-separated list with
 //! optional K/M/G suffixes of 1024; default `1M,64M,512M`),
@@ -43,7 +47,7 @@
 //! Exit codes: 0 every value checked; 1 a wrong value or an error; 2 bad
 //! settings (fewer than 2 ranks, an unreadable variable); 3 `put_signal` is
 //! Unsupported (a libnccl older than 2.29.2, or a build against an older
-//! `nccl.h`: the runtime-load build knows the newest header); 4 NCCL made
+//! `nccl.h`); 4 NCCL made
 //! no windows (no symmetric memory support between these ranks); 5 no CUDA
 //! driver or no GPU.
 
@@ -116,14 +120,14 @@ struct Settings {
     chunks: usize,
 }
 
-fn count(name: &str, default: usize, min: usize) -> Result<usize, Stop> {
+fn count(name: &str, default: usize, min: usize, max: usize) -> Result<usize, Stop> {
     match std::env::var(name) {
         Err(std::env::VarError::NotPresent) => Ok(default),
         Err(e) => Err(Stop::Usage(format!("{name}: {e}"))),
         Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n >= min => Ok(n),
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
             _ => Err(Stop::Usage(format!(
-                "{name}={v:?}: expected a whole number of at least {min}"
+                "{name}={v:?}: expected a whole number from {min} to {max}"
             ))),
         },
     }
@@ -174,9 +178,10 @@ impl Settings {
         }
         Ok(Settings {
             sizes,
-            steps: count("WEIGHT_PUSH_STEPS", 20, 1)?,
-            warmup: count("WEIGHT_PUSH_WARMUP", 3, 0)?,
-            chunks: count("WEIGHT_PUSH_CHUNKS", 1, 1)?,
+            steps: count("WEIGHT_PUSH_STEPS", 20, 1, 1_000_000)?,
+            warmup: count("WEIGHT_PUSH_WARMUP", 3, 0, 1_000_000)?,
+            // a step's signals are counted in one u32 (SignalWait::count)
+            chunks: count("WEIGHT_PUSH_CHUNKS", 1, 1, 65_536)?,
         })
     }
 }
