@@ -262,10 +262,11 @@ mod push {
             self.comm.rank() == 0
         }
 
-        /// Every rank has reached this point of its stream.
+        /// Every rank has reached this point of its stream (the token
+        /// stays 0).
         fn barrier(&mut self) -> Result<(), Stop> {
             self.comm
-                .all_reduce_in_place(&mut self.token, ReduceOp::Sum, &self.stream)?;
+                .all_reduce_in_place(&mut self.token, ReduceOp::Max, &self.stream)?;
             Ok(())
         }
 
