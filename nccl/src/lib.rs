@@ -175,7 +175,7 @@ pub use mem::{
     DROP_WAIT, Local, NcclBuffer, NcclView, NcclViewMut, Registered, Registration, RegistrationKind,
 };
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
-pub use mem::{Win, Window};
+pub use mem::{PoolStats, SymmetricBuffer, SymmetricPool, Win, Window};
 #[cfg(nccl_fn = "ncclGroupSimulateEnd")]
 pub use ops::group_simulate;
 pub use ops::{CONNECT_BYTES, Enqueue, Group, OnStream, PreMulSum, ReduceOp, group};
