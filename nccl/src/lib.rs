@@ -182,7 +182,7 @@ pub use ops::{CONNECT_BYTES, Enqueue, Group, OnStream, PreMulSum, ReduceOp, grou
 #[cfg(nccl_fn = "ncclAllReduceConfig")]
 pub use ops::{CollConfig, Configured};
 #[cfg(nccl_fn = "ncclPutSignal")]
-pub use ops::{Signal, SignalWait};
+pub use ops::{Signal, SignalWait, WindowMemory};
 pub use params::{Param, ParamGet, ParamType, ParamValue, Params};
 #[cfg(nccl_fn = "ncclParamBind")]
 pub use params::{param, params};

@@ -345,6 +345,12 @@ impl<T> SymmetricBuffer<'_, T> {
         self.slot().win.get()
     }
 
+    /// Its window (one-sided operations read its handle).
+    #[cfg_attr(not(nccl_fn = "ncclPutSignal"), allow(dead_code))]
+    pub(crate) fn window(&self) -> &Window<u8, NcclBuffer<u8>> {
+        &self.slot().win
+    }
+
     /// The pool's registration number of its window (0 for the first the
     /// pool registered): on every rank that follows the pool's rules, the
     /// same at each step.
