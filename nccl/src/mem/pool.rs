@@ -84,6 +84,9 @@ struct Inner {
 /// communicator's thread once their buffers are idle (at its next
 /// registration, [`Comm::release_parked`], or close); it never blocks.
 ///
+/// A pool and its buffers stay on the thread of their communicator (which
+/// is not `Sync`); they are neither `Send` nor `Sync`.
+///
 /// The pool borrows its communicator and its buffers borrow the pool, so a
 /// pooled buffer can never outlive its window's communicator, and, not
 /// being `'static`, can never be registered again, with this communicator
@@ -155,7 +158,9 @@ impl<'c> SymmetricPool<'c> {
     /// `ncclMemAlloc` on `stream` (its home stream, see
     /// [`NcclBuffer`](crate::NcclBuffer)) and registered as a symmetric
     /// window (collective: see [`SymmetricPool::new`]). A new buffer is
-    /// zeroed; a reused one holds what its last user left.
+    /// zeroed; a reused one holds what its last user left, and keeps the
+    /// home stream it was made on (`DeviceSlice::stream`): uses on another
+    /// stream are ordered with events, as for any `NcclBuffer`.
     ///
     /// While `stream` captures a CUDA graph (or the legacy default stream
     /// would wait for a capture), nothing is registered: a free window is
