@@ -1306,9 +1306,7 @@ fn ncclbuf_streams(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
 fn symmetric_pool(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     use nccl::SymmetricPool;
-    fn cu(e: cudarc::driver::DriverError) -> String {
-        e.to_string()
-    }
+    let cu = |e: cudarc::driver::DriverError| e.to_string();
     let comm = env.comm;
     let (rank, world) = (comm.rank(), comm.world_size());
     let runtime = nccl::version().unwrap();
@@ -1341,7 +1339,17 @@ fn symmetric_pool(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         if pool.is_symmetric().is_some() {
             return Err("is_symmetric answered before any registration".into());
         }
+        if pool.comm().rank() != rank {
+            return Err("the pool's communicator".into());
+        }
         let mut a = pool.alloc::<f32>(n, env.stream).map_err(e2s)?;
+        if a.capacity_bytes() != class || a.as_raw() % 4096 != 0 || a.try_slice(..=n).is_some() {
+            return Err(format!(
+                "capacity {} (want {class}), address {:#x}, or a view past the end",
+                a.capacity_bytes(),
+                a.as_raw()
+            ));
+        }
         env.stream.memcpy_htod(&h, &mut a).map_err(cu)?;
         let mut b = pool.alloc::<f32>(n, env.stream).map_err(e2s)?;
         comm.all_reduce(&a, &mut b, ReduceOp::Sum, env.stream)
@@ -1382,12 +1390,25 @@ fn symmetric_pool(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
             return Err(format!("reused window {}, expected {ob}", c.ordinal()));
         }
         drop(c);
+        // two buckets, views of the reused window (same offsets on every rank)
         let mut c = pool.alloc::<f32>(n, env.stream).map_err(e2s)?;
-        comm.all_reduce(&a, &mut c, ReduceOp::Sum, env.stream)
+        let half = n / 2;
+        comm.all_reduce(
+            &a.slice(..half),
+            &mut c.slice_mut(..half),
+            ReduceOp::Sum,
+            env.stream,
+        )
+        .map_err(e2s)?;
+        let (tail, mut tail_out) = (a.try_slice(half..), c.try_slice_mut(half..));
+        let (Some(tail), Some(tail_out)) = (tail, tail_out.as_mut()) else {
+            return Err("views of the second bucket".into());
+        };
+        comm.all_reduce(&tail, tail_out, ReduceOp::Sum, env.stream)
             .map_err(e2s)?;
         let out = env.stream.clone_dtoh(&c).map_err(cu)?;
         env.stream.synchronize().map_err(cu)?;
-        close(&out, &sum, false).map_err(|e| format!("reused window: {e}"))?;
+        close(&out, &sum, false).map_err(|e| format!("reused window, two buckets: {e}"))?;
         let s = pool.stats();
         if (s.registrations, s.reuses, s.in_use) != (2, 2, 2) {
             return Err(format!("registered once, reused twice: {s:?}"));
@@ -1471,6 +1492,58 @@ fn symmetric_pool(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         "symmetric pool: reserve, capture with pooled buffers, replay",
         r,
     );
+
+    // one-sided puts on pooled windows (2.29.2+, windows NCCL made, 2 ranks
+    // or more): a ring, each rank's data into the next rank's buffer
+    #[cfg(nccl_fn = "ncclPutSignal")]
+    if nccl::require_api("ncclPutSignal").is_ok() && world > 1 {
+        use nccl::{Signal, SignalWait};
+        let r = (|| -> Result<(), String> {
+            // SAFETY: as above (same sequence on every rank).
+            let pool = unsafe { SymmetricPool::new(comm) }.map_err(e2s)?;
+            let mut src = pool.alloc::<f32>(n, env.stream).map_err(e2s)?;
+            env.stream.memcpy_htod(&h, &mut src).map_err(cu)?;
+            let dst = pool.alloc::<f32>(n, env.stream).map_err(e2s)?;
+            // every rank's buffers are ready before any peer puts into them
+            env.stream.synchronize().map_err(cu)?;
+            comm.all_reduce_in_place(&mut env.zeros::<f32>(1), ReduceOp::Sum, env.stream)
+                .map_err(e2s)?;
+            env.stream.synchronize().map_err(cu)?;
+            let (next, prev) = ((rank + 1) % world, (rank + world - 1) % world);
+            let sig = Signal::default();
+            let put = comm.put_signal(&src, 0..n, next, &dst, 0, sig, env.stream);
+            if !src.is_mapped() {
+                return match put {
+                    Err(Error::InvalidArgument { .. }) => {
+                        if rank == 0 {
+                            say(
+                                "symmetric pool: one-sided puts NOT RUN: NCCL made no windows here; the refusal was checked",
+                            );
+                        }
+                        Ok(())
+                    }
+                    other => Err(format!(
+                        "a put on a pooled buffer without a window: {other:?}"
+                    )),
+                };
+            }
+            put.map_err(e2s)?;
+            let from_prev = SignalWait {
+                peer: prev,
+                count: 1,
+                signal: sig,
+            };
+            comm.wait_signal(&[from_prev], env.stream).map_err(e2s)?;
+            let got = env.stream.clone_dtoh(&dst).map_err(cu)?;
+            env.stream.synchronize().map_err(cu)?;
+            close(&got, &ins[prev], false).map_err(|e| format!("put from rank {prev}: {e}"))?;
+            // no rank frees its windows before every rank has read
+            comm.all_reduce_in_place(&mut env.zeros::<f32>(1), ReduceOp::Sum, env.stream)
+                .map_err(e2s)?;
+            env.stream.synchronize().map_err(cu)
+        })();
+        rep.check("symmetric pool: one-sided puts between pooled buffers", r);
+    }
 }
 
 /// World 1 extras that need no peers: init_all, a non-blocking communicator.
