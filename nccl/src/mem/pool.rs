@@ -104,9 +104,11 @@ struct Inner {
 /// [`reserve`](SymmetricPool::reserve) on the capturing stream (a buffer's
 /// uses on its own stream record no event, so they can be captured; a use
 /// on another stream would wait for an event outside the capture, which
-/// CUDA refuses). A capture on *another* stream, in CUDA's global mode (its
-/// default), cannot be seen from `stream`: registering then invalidates
-/// that capture, as any allocation does; allocate on the capturing stream.
+/// CUDA refuses). A capture on another *non-blocking* stream (as cudarc
+/// makes them), in CUDA's global mode (its default), cannot be seen from
+/// `stream`: registering then invalidates that capture, as any allocation
+/// does; allocate on the capturing stream. (A capture on a blocking stream
+/// is seen through the legacy default stream, and counts.)
 pub struct SymmetricPool<'c> {
     comm: &'c Comm,
     inner: RefCell<Inner>,
@@ -162,10 +164,10 @@ impl<'c> SymmetricPool<'c> {
     /// home stream it was made on (`DeviceSlice::stream`): uses on another
     /// stream are ordered with events, as for any `NcclBuffer`.
     ///
-    /// While `stream` captures a CUDA graph (or the legacy default stream
-    /// would wait for a capture), nothing is registered: a free window is
-    /// served, or the call fails with [`Error::Capturing`] and the capture
-    /// goes on untouched.
+    /// While `stream` captures a CUDA graph (or a blocking stream does,
+    /// which the legacy default stream reports), nothing is registered: a
+    /// free window is served, or the call fails with [`Error::Capturing`]
+    /// and the capture goes on untouched.
     ///
     /// # Errors
     /// `InvalidArgument` for `len == 0`, a size that overflows, or a stream
@@ -476,17 +478,27 @@ impl<T> DevicePtrMut<T> for SymmetricBuffer<'_, T> {
     }
 }
 
-/// Whether `stream` captures a CUDA graph, in any capture mode (the driver
-/// answers for the stream itself), or is the legacy default stream while
-/// another stream captures (`CUDA_ERROR_STREAM_CAPTURE_IMPLICIT`): in both
-/// cases registering now would fail and invalidate the capture.
+/// Whether registering now could run into a CUDA graph capture: `stream`
+/// captures, in any capture mode (the driver answers for the stream
+/// itself), or the legacy default stream reports a capture it would have
+/// to wait for (`CUDA_ERROR_STREAM_CAPTURE_IMPLICIT`: a blocking stream of
+/// the context captures, on any thread). Registering then would fail, or
+/// invalidate that capture. Captures on non-blocking streams other than
+/// `stream` cannot be seen from here (CUDA has no query for them).
 fn capturing(stream: &CudaStream) -> Result<bool> {
     stream.context().bind_to_thread()?;
-    let mut status = cu::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
-    // SAFETY: the stream is alive (borrowed); `status` is a valid
-    // out-pointer of the type the driver writes.
-    let r = unsafe { cu::cuStreamIsCapturing(stream.cu_stream(), &mut status) };
-    capture_answer(r, status)
+    let query = |handle: cu::CUstream| -> Result<bool> {
+        let mut status = cu::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+        // SAFETY: `handle` is the borrowed, live stream or the legacy
+        // default stream (a constant handle, always valid in the current
+        // context, which is bound above); `status` is a valid out-pointer
+        // of the type the driver writes. The query is allowed during any
+        // capture.
+        let r = unsafe { cu::cuStreamIsCapturing(handle, &mut status) };
+        capture_answer(r, status)
+    };
+    const LEGACY: usize = 0x1; // CU_STREAM_LEGACY
+    Ok(query(stream.cu_stream())? || query(LEGACY as cu::CUstream)?)
 }
 
 /// [`capturing`]'s reading of the driver's answer.
