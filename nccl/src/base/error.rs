@@ -325,10 +325,10 @@ pub enum Error {
     },
     /// Memory would have to be registered while the stream captures a CUDA
     /// graph, where registering is not allowed (it would invalidate the
-    /// capture): [`SymmetricPool::alloc`](crate::SymmetricPool::alloc) had
-    /// no free buffer of the size asked for. Nothing was called; the capture
+    /// capture): `SymmetricPool::alloc` (a header of NCCL 2.27+) had no
+    /// free buffer of the size asked for. Nothing was called; the capture
     /// goes on. Reserve the buffers before the capture
-    /// ([`SymmetricPool::reserve`](crate::SymmetricPool::reserve)).
+    /// (`SymmetricPool::reserve`).
     #[error(
         "{op}: the stream is capturing a CUDA graph and the pool has no free buffer of {bytes} bytes; windows cannot be registered inside a capture: call SymmetricPool::reserve before the capture"
     )]
