@@ -104,7 +104,8 @@ struct Inner {
 /// [`reserve`](SymmetricPool::reserve) on the capturing stream (a buffer's
 /// uses on its own stream record no event, so they can be captured; a use
 /// on another stream would wait for an event outside the capture, which
-/// CUDA refuses). A capture on another *non-blocking* stream (as cudarc
+/// CUDA refuses: during a capture, use pooled buffers on their home stream
+/// only). A capture on another *non-blocking* stream (as cudarc
 /// makes them), in CUDA's global mode (its default), cannot be seen from
 /// `stream`: registering then invalidates that capture, as any allocation
 /// does; allocate on the capturing stream. (A capture on a blocking stream
@@ -191,13 +192,7 @@ impl<'c> SymmetricPool<'c> {
         }
         let slot = self.register(class, stream)?;
         self.inner.borrow_mut().stats.in_use += 1;
-        Ok(SymmetricBuffer {
-            slot: Some(slot),
-            len,
-            class,
-            inner: &self.inner,
-            _t: PhantomData,
-        })
+        Ok(self.hand_out(slot, len, class))
     }
 
     /// Makes sure `count` windows of the size class of `len` elements of
@@ -279,6 +274,7 @@ impl<'c> SymmetricPool<'c> {
         Some(slot)
     }
 
+    /// `slot` as a buffer of `len` elements (counted in use by the caller).
     fn hand_out<T>(&self, slot: Slot, len: usize, class: usize) -> SymmetricBuffer<'_, T> {
         SymmetricBuffer {
             slot: Some(slot),
