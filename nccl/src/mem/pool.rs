@@ -67,12 +67,66 @@ pub struct PoolStats {
     pub free: usize,
 }
 
-#[derive(Default)]
-struct Inner {
-    /// Free windows by size class, each a stack (last freed first).
-    free: BTreeMap<usize, Vec<Slot>>,
+/// The pool's bookkeeping, over any kind of slot (windows here, plain
+/// numbers in the tests): free slots by size class, each a stack (last
+/// freed first), and the counts.
+struct Shelf<S> {
+    free: BTreeMap<usize, Vec<S>>,
     stats: PoolStats,
 }
+
+impl<S> Default for Shelf<S> {
+    fn default() -> Self {
+        Shelf {
+            free: BTreeMap::new(),
+            stats: PoolStats::default(),
+        }
+    }
+}
+
+impl<S> Shelf<S> {
+    /// How many slots of `class` are free.
+    fn free_in(&self, class: usize) -> usize {
+        self.free.get(&class).map_or(0, Vec::len)
+    }
+
+    /// The last freed slot of `class`, now lent out.
+    fn take(&mut self, class: usize) -> Option<S> {
+        let slot = self.free.get_mut(&class)?.pop()?;
+        self.stats.free -= 1;
+        self.stats.reuses += 1;
+        self.stats.in_use += 1;
+        Some(slot)
+    }
+
+    /// Counts a new registration of `class` bytes; its ordinal.
+    fn registered(&mut self, class: usize, mapped: bool) -> usize {
+        let ordinal = self.stats.registrations;
+        self.stats.registrations += 1;
+        self.stats.unmapped += usize::from(!mapped);
+        self.stats.bytes_held += class;
+        ordinal
+    }
+
+    /// A new slot, lent out at once.
+    fn lend_new(&mut self) {
+        self.stats.in_use += 1;
+    }
+
+    /// A new slot, put on the shelf (reserved).
+    fn shelve_new(&mut self, class: usize, slot: S) {
+        self.stats.free += 1;
+        self.free.entry(class).or_default().push(slot);
+    }
+
+    /// A lent slot, back.
+    fn give_back(&mut self, class: usize, slot: S) {
+        self.stats.in_use -= 1;
+        self.shelve_new(class, slot);
+    }
+}
+
+type Inner = Shelf<Slot>;
 
 /// A pool of symmetric windows of one communicator (NCCL 2.27+; see the
 /// module's source for the rules). [`alloc`](SymmetricPool::alloc) returns
@@ -191,7 +245,7 @@ impl<'c> SymmetricPool<'c> {
             });
         }
         let slot = self.register(class, stream)?;
-        self.inner.borrow_mut().stats.in_use += 1;
+        self.inner.borrow_mut().lend_new();
         Ok(self.hand_out(slot, len, class))
     }
 
@@ -212,7 +266,7 @@ impl<'c> SymmetricPool<'c> {
     ) -> Result<usize> {
         const OP: &str = "SymmetricPool::reserve";
         let class = self.class_of::<T>(OP, len, stream)?;
-        let have = self.inner.borrow().free.get(&class).map_or(0, Vec::len);
+        let have = self.inner.borrow().free_in(class);
         let missing = count.saturating_sub(have);
         if missing > 0 && capturing(stream)? {
             return Err(Error::Capturing {
@@ -222,9 +276,7 @@ impl<'c> SymmetricPool<'c> {
         }
         for _ in 0..missing {
             let slot = self.register(class, stream)?;
-            let mut inner = self.inner.borrow_mut();
-            inner.free.entry(class).or_default().push(slot);
-            inner.stats.free += 1;
+            self.inner.borrow_mut().shelve_new(class, slot);
         }
         Ok(missing)
     }
@@ -266,12 +318,7 @@ impl<'c> SymmetricPool<'c> {
 
     /// The last freed window of `class`, if any.
     fn take_free(&self, class: usize) -> Option<Slot> {
-        let mut inner = self.inner.borrow_mut();
-        let slot = inner.free.get_mut(&class)?.pop()?;
-        inner.stats.free -= 1;
-        inner.stats.reuses += 1;
-        inner.stats.in_use += 1;
-        Some(slot)
+        self.inner.borrow_mut().take(class)
     }
 
     /// `slot` as a buffer of `len` elements (counted in use by the caller).
@@ -293,11 +340,7 @@ impl<'c> SymmetricPool<'c> {
         // same step of the same sequence, with the same size (the class is a
         // function of the requested size), and uses it at the same offsets.
         let win = unsafe { self.comm.window_register(buf, true) }?;
-        let mut inner = self.inner.borrow_mut();
-        let ordinal = inner.stats.registrations;
-        inner.stats.registrations += 1;
-        inner.stats.unmapped += usize::from(!win.is_mapped());
-        inner.stats.bytes_held += class;
+        let ordinal = self.inner.borrow_mut().registered(class, win.is_mapped());
         Ok(Slot { win, ordinal })
     }
 }
@@ -436,9 +479,7 @@ impl<T> Drop for SymmetricBuffer<'_, T> {
         // across a call that could drop a buffer; if it were borrowed, the
         // window would drop and park with its communicator instead
         if let Ok(mut inner) = self.inner.try_borrow_mut() {
-            inner.stats.in_use -= 1;
-            inner.stats.free += 1;
-            inner.free.entry(self.class).or_default().push(slot);
+            inner.give_back(self.class, slot);
         }
     }
 }
@@ -518,6 +559,80 @@ mod tests {
         assert_eq!(size_class(4097), Some(8192));
         assert_eq!(size_class(3 << 20), Some(4 << 20));
         assert_eq!(size_class(usize::MAX), None);
+    }
+
+    /// One rank's pool, with numbers for windows: `alloc` registers (the
+    /// next ordinal) only when nothing of the class is free.
+    fn alloc(shelf: &mut Shelf<usize>, bytes: usize) -> usize {
+        let class = size_class(bytes).unwrap();
+        match shelf.take(class) {
+            Some(o) => o,
+            None => {
+                let o = shelf.registered(class, true);
+                shelf.lend_new();
+                o
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_sequence_gives_the_same_windows_and_registers_once() {
+        // a program's allocations and frees, as every rank makes them
+        let run = |shelf: &mut Shelf<usize>| -> Vec<usize> {
+            let mut seen = Vec::new();
+            let mut live: Vec<(usize, usize)> = Vec::new(); // (bytes, ordinal)
+            for step in 0..200usize {
+                let bytes = [100, 4096, 5000, 1 << 20][step * 7 % 4];
+                let o = alloc(shelf, bytes);
+                seen.push(o);
+                live.push((bytes, o));
+                if step % 3 != 0 {
+                    // free the one allocated `step % 5` allocations ago
+                    let k = live.len().saturating_sub(1 + step % 5);
+                    let (b, o) = live.remove(k);
+                    shelf.give_back(size_class(b).unwrap(), o);
+                }
+            }
+            seen
+        };
+        let (mut a, mut b) = (Shelf::default(), Shelf::default());
+        let (sa, sb) = (run(&mut a), run(&mut b));
+        assert_eq!(sa, sb, "two ranks, the same windows at every step");
+        assert_eq!(a.stats, b.stats);
+        let s = a.stats;
+        assert_eq!(s.registrations + s.reuses, 200, "{s:?}");
+        assert_eq!(s.in_use + s.free, s.registrations, "{s:?}");
+        // 200 allocations, at most ~70 live at once: most are reuses
+        assert!(s.reuses > 100 && s.registrations < 100, "{s:?}");
+        // ordinals are the registrations, each made once
+        assert_eq!(*sa.iter().max().unwrap() + 1, s.registrations);
+    }
+
+    #[test]
+    fn reuse_is_last_freed_first_within_a_class_only() {
+        let mut shelf = Shelf::default();
+        let (x, y) = (alloc(&mut shelf, 4096), alloc(&mut shelf, 4096));
+        let z = alloc(&mut shelf, 8192);
+        assert_eq!((x, y, z), (0, 1, 2));
+        shelf.give_back(4096, x);
+        shelf.give_back(4096, y);
+        shelf.give_back(8192, z);
+        // 4000 bytes: class 4096, the last freed there (y), not z
+        assert_eq!(alloc(&mut shelf, 4000), y);
+        assert_eq!(alloc(&mut shelf, 1), x);
+        // class 4096 is empty now: a new registration
+        assert_eq!(alloc(&mut shelf, 10), 3);
+        assert_eq!(alloc(&mut shelf, 8000), z);
+        let s = shelf.stats;
+        assert_eq!(
+            (s.registrations, s.reuses, s.in_use, s.free, s.bytes_held),
+            (4, 3, 4, 0, 3 * 4096 + 8192)
+        );
+        // reserved slots are served like freed ones
+        shelf.shelve_new(16384, 9);
+        assert_eq!(shelf.free_in(16384), 1);
+        assert_eq!(shelf.take(16384), Some(9));
+        assert_eq!(shelf.take(16384), None);
     }
 
     #[test]
