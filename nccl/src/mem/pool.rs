@@ -17,7 +17,7 @@
 //! the same registrations, as the collective registration and NCCL's
 //! symmetric kernels (the same window and offset on every rank) need.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::ops::RangeBounds;
@@ -139,13 +139,16 @@ type Inner = Shelf<Slot>;
 /// registration, [`Comm::release_parked`], or close); it never blocks.
 ///
 /// A pool and its buffers stay on the thread of their communicator (which
-/// is not `Sync`); they are neither `Send` nor `Sync`.
+/// is not `Sync`): they are neither `Send` nor `Sync`. That, with the
+/// borrow, keeps a pooled buffer out of every registration call, even of a
+/// pool and communicator leaked for `'static`.
 ///
 /// The pool borrows its communicator and its buffers borrow the pool, so a
 /// pooled buffer can never outlive its window's communicator, and, not
-/// being `'static`, can never be registered again, with this communicator
-/// or another ([`Comm::register`], [`Comm::window_register`] take owned
-/// `'static` buffers): one registration per buffer, by construction.
+/// being `'static` (nor `Send`), can never be registered again, with this
+/// communicator or another ([`Comm::register`], [`Comm::window_register`]
+/// take owned `Send + 'static` buffers): one registration per buffer, which
+/// the compiler enforces.
 ///
 /// Where NCCL makes no window (a communicator without symmetric memory
 /// support: [`Registration::is_mapped`](crate::Registration::is_mapped) is
@@ -245,7 +248,7 @@ impl<'c> SymmetricPool<'c> {
             });
         }
         let slot = self.register(class, stream)?;
-        self.inner.borrow_mut().lend_new();
+        self.shelf().lend_new();
         Ok(self.hand_out(slot, len, class))
     }
 
@@ -266,7 +269,7 @@ impl<'c> SymmetricPool<'c> {
     ) -> Result<usize> {
         const OP: &str = "SymmetricPool::reserve";
         let class = self.class_of::<T>(OP, len, stream)?;
-        let have = self.inner.borrow().free_in(class);
+        let have = self.shelf().free_in(class);
         let missing = count.saturating_sub(have);
         if missing > 0 && capturing(stream)? {
             return Err(Error::Capturing {
@@ -276,14 +279,20 @@ impl<'c> SymmetricPool<'c> {
         }
         for _ in 0..missing {
             let slot = self.register(class, stream)?;
-            self.inner.borrow_mut().shelve_new(class, slot);
+            self.shelf().shelve_new(class, slot);
         }
         Ok(missing)
     }
 
     /// What the pool has done and holds.
     pub fn stats(&self) -> PoolStats {
-        self.inner.borrow().stats
+        self.shelf().stats
+    }
+
+    /// The bookkeeping, borrowed for a moment: never across a call of NCCL
+    /// or CUDA, nor a buffer's drop, so this borrow never fails.
+    fn shelf(&self) -> RefMut<'_, Inner> {
+        self.inner.borrow_mut()
     }
 
     /// Whether the pool's windows are symmetric windows NCCL made: `None`
@@ -318,7 +327,7 @@ impl<'c> SymmetricPool<'c> {
 
     /// The last freed window of `class`, if any.
     fn take_free(&self, class: usize) -> Option<Slot> {
-        self.inner.borrow_mut().take(class)
+        self.shelf().take(class)
     }
 
     /// `slot` as a buffer of `len` elements (counted in use by the caller).
@@ -340,7 +349,7 @@ impl<'c> SymmetricPool<'c> {
         // same step of the same sequence, with the same size (the class is a
         // function of the requested size), and uses it at the same offsets.
         let win = unsafe { self.comm.window_register(buf, true) }?;
-        let ordinal = self.inner.borrow_mut().registered(class, win.is_mapped());
+        let ordinal = self.shelf().registered(class, win.is_mapped());
         Ok(Slot { win, ordinal })
     }
 }
@@ -365,6 +374,9 @@ pub struct SymmetricBuffer<'p, T> {
     slot: Option<Slot>,
     len: usize,
     class: usize,
+    /// A `RefCell`'s: it makes the buffer neither `Send` nor `Sync`, which
+    /// keeps it out of registration calls (they take `Send` buffers) even
+    /// when the pool is `'static`; keep it so.
     inner: &'p RefCell<Inner>,
     _t: PhantomData<T>,
 }
@@ -475,9 +487,9 @@ impl<T> Drop for SymmetricBuffer<'_, T> {
         let Some(slot) = self.slot.take() else {
             return;
         };
-        // the pool's state is borrowed only for short bookkeeping, never
-        // across a call that could drop a buffer; if it were borrowed, the
-        // window would drop and park with its communicator instead
+        // the pool's state is borrowed only for short bookkeeping (see
+        // `SymmetricPool::shelf`); were it borrowed, the window would drop
+        // and park with its communicator instead of coming back
         if let Ok(mut inner) = self.inner.try_borrow_mut() {
             inner.give_back(self.class, slot);
         }
