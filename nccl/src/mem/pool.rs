@@ -136,7 +136,10 @@ type Inner = Shelf<Slot>;
 /// ends its windows through the communicator's registry, as a dropped
 /// [`Window`](crate::Window) does: parked, then deregistered by the
 /// communicator's thread once their buffers are idle (at its next
-/// registration, [`Comm::release_parked`], or close); it never blocks.
+/// registration, [`Comm::release_parked`], or close); it never calls NCCL.
+/// (Memory NCCL made no window for is freed there, as an `NcclBuffer` is:
+/// after the work queued on it, waited for at most
+/// [`DROP_WAIT`](crate::DROP_WAIT).)
 ///
 /// A pool and its buffers stay on the thread of their communicator (which
 /// is not `Sync`): they are neither `Send` nor `Sync`. That, with the
