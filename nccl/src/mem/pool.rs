@@ -301,7 +301,9 @@ impl<'c> SymmetricPool<'c> {
     /// Whether the pool's windows are symmetric windows NCCL made: `None`
     /// before the first registration, `Some(false)` when NCCL made none
     /// (no symmetric memory support: the buffers are plain `ncclMemAlloc`
-    /// memory, and NCCL's symmetric kernels are not used).
+    /// memory, and NCCL's symmetric kernels are not used). NCCL 2.27 and
+    /// 2.28 answer a communicator without symmetric memory support with a
+    /// plain registration's handle instead of none: `Some(true)` there.
     pub fn is_symmetric(&self) -> Option<bool> {
         let s = self.stats();
         (s.registrations > 0).then_some(s.unmapped == 0)
