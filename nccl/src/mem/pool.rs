@@ -302,8 +302,8 @@ impl<'c> SymmetricPool<'c> {
     /// before the first registration, `Some(false)` when NCCL made none
     /// (no symmetric memory support: the buffers are plain `ncclMemAlloc`
     /// memory, and NCCL's symmetric kernels are not used). NCCL 2.27 and
-    /// 2.28 answer a communicator without symmetric memory support with a
-    /// plain registration's handle instead of none: `Some(true)` there.
+    /// 2.28 hand back a handle even without symmetric memory support (2.28:
+    /// a plain registration's): `Some(true)` there says only that.
     pub fn is_symmetric(&self) -> Option<bool> {
         let s = self.stats();
         (s.registrations > 0).then_some(s.unmapped == 0)
