@@ -794,6 +794,54 @@ fn ncclbuffer_views_are_buffers() {
     writes::<nccl::NcclViewMut<'static, f32>>();
 }
 
+/// The symmetric pool: gated like windows (NCCL 2.27.3), its buffers are
+/// buffers and one-sided memory, and the refusal inside a capture names the
+/// way out. (Making a pool needs a communicator: tests/nccl_gpu.rs.)
+#[test]
+fn symmetric_pool_is_gated_and_its_buffers_are_buffers() {
+    let runtime = nccl::version().unwrap();
+    let since = Version::new(2, 27, 3);
+    let api = "ncclCommWindowRegister";
+    let header_has = nccl::sys::declared(api);
+    assert_eq!(header_has, nccl::HEADER_VERSION >= since);
+    match nccl::require_api(api) {
+        Ok(()) => assert!(header_has && runtime >= since),
+        Err(Error::Unsupported {
+            api: a,
+            since: s,
+            runtime: r,
+        }) => {
+            assert_eq!((a, s, r), (api, since, runtime));
+            assert!(!header_has || runtime < since);
+        }
+        Err(e) => panic!("{e:?}"),
+    }
+    #[cfg(nccl_fn = "ncclCommWindowRegister")]
+    {
+        fn reads<B: cudarc::driver::DevicePtr<f32>>() {}
+        fn writes<B: cudarc::driver::DevicePtrMut<f32>>() {}
+        reads::<nccl::SymmetricBuffer<'static, f32>>();
+        writes::<nccl::SymmetricBuffer<'static, f32>>();
+        let s = nccl::PoolStats::default();
+        assert_eq!((s.registrations, s.reuses, s.bytes_held), (0, 0, 0));
+    }
+    #[cfg(nccl_fn = "ncclPutSignal")]
+    {
+        fn one_sided<B: nccl::WindowMemory<f32>>() {}
+        one_sided::<nccl::SymmetricBuffer<'static, f32>>();
+        one_sided::<nccl::Window<f32, nccl::NcclBuffer<f32>>>();
+    }
+    let e = Error::Capturing {
+        op: "SymmetricPool::alloc",
+        bytes: 8192,
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("8192 bytes") && text.contains("SymmetricPool::reserve"),
+        "{text}"
+    );
+}
+
 // ---- NCCL's parameters (2.30.4+) ----
 
 /// Whether this build and the libnccl in use have NCCL's parameter registry

@@ -990,6 +990,8 @@ fn run_rank(ctx: &Arc<CudaContext>, world: usize, id: &UniqueId, rank: usize) ->
     beyond_bindings(&env, &mut rep);
     groups(&env, ctx, &mut rep);
     ncclbuf_streams(&env, ctx, &mut rep);
+    #[cfg(nccl_fn = "ncclCommWindowRegister")]
+    symmetric_pool(&env, ctx, &mut rep);
     rep.check("finalize", comm.finalize().map_err(e2s));
     rep
 }
@@ -1291,6 +1293,257 @@ fn ncclbuf_streams(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         close(&out, &want, false)
     })();
     rep.check("NcclBuffer on its own stream captured with tracking on", r);
+}
+
+/// The symmetric-memory pool (NCCL 2.27+): all_reduce on pooled windows
+/// beside a plain buffer, reuse without a second registration (stats), a
+/// CUDA graph whose buffers come from the pool inside the capture (after
+/// `reserve`) replayed several times, the typed refusal of an allocation
+/// the capture would have to register (in thread-local and global capture
+/// modes; the capture completes), and the pool's windows released when it
+/// goes. Where NCCL makes no windows (ranks of one GPU under different host
+/// ids), the pool must say so, and everything else still holds.
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
+fn symmetric_pool(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
+    use nccl::SymmetricPool;
+    let cu = |e: cudarc::driver::DriverError| e.to_string();
+    let comm = env.comm;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let runtime = nccl::version().unwrap();
+    if nccl::require_api("ncclCommWindowRegister").is_err() {
+        // SAFETY: nothing is registered: the pool is refused
+        let r = match unsafe { SymmetricPool::new(comm) } {
+            Err(Error::Unsupported { .. }) => Ok(()),
+            other => Err(format!("{other:?}")),
+        };
+        rep.check("symmetric pool: Unsupported before 2.27", r);
+        if rank == 0 {
+            say(&format!(
+                "symmetric pool NOT RUN on libnccl {runtime} (windows: NCCL 2.27+)"
+            ));
+        }
+        return;
+    }
+    let n = 1000;
+    let ins: Vec<Vec<f64>> = (0..world).map(|r| input::<f32>(61, r, n)).collect();
+    let sum: Vec<f64> = (0..n).map(|i| ins.iter().map(|v| v[i]).sum()).collect();
+    let h: Vec<f32> = ins[rank].iter().map(|&x| x as f32).collect();
+    let class = (n * 4).next_power_of_two().max(4096);
+
+    // alloc, all_reduce between pooled windows and beside a plain buffer;
+    // free and alloc again: reused, not registered again
+    let r = (|| -> Result<(), String> {
+        // SAFETY: every rank runs this same sequence of allocations and
+        // drops, with the same sizes, and uses the buffers whole.
+        let pool = unsafe { SymmetricPool::new(comm) }.map_err(e2s)?;
+        if pool.is_symmetric().is_some() {
+            return Err("is_symmetric answered before any registration".into());
+        }
+        if pool.comm().rank() != rank {
+            return Err("the pool's communicator".into());
+        }
+        let mut a = pool.alloc::<f32>(n, env.stream).map_err(e2s)?;
+        if a.capacity_bytes() != class || a.as_raw() % 4096 != 0 || a.try_slice(..=n).is_some() {
+            return Err(format!(
+                "capacity {} (want {class}), address {:#x}, or a view past the end",
+                a.capacity_bytes(),
+                a.as_raw()
+            ));
+        }
+        env.stream.memcpy_htod(&h, &mut a).map_err(cu)?;
+        let mut b = pool.alloc::<f32>(n, env.stream).map_err(e2s)?;
+        comm.all_reduce(&a, &mut b, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        let out = env.stream.clone_dtoh(&b).map_err(cu)?;
+        env.stream.synchronize().map_err(cu)?;
+        close(&out, &sum, false).map_err(|e| format!("pooled windows: {e}"))?;
+        // the same small all_reduce on a plain buffer, side by side
+        let mut plain = env.zeros::<f32>(n);
+        comm.all_reduce(&a, &mut plain, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        close(&env.down(&plain), &sum, false).map_err(|e| format!("into a plain buffer: {e}"))?;
+        let s = pool.stats();
+        if (s.registrations, s.reuses, s.in_use, s.free, s.bytes_held) != (2, 0, 2, 0, 2 * class) {
+            return Err(format!("after two allocations: {s:?}"));
+        }
+        let mapped = a.is_mapped();
+        if pool.is_symmetric() != Some(mapped) || b.is_mapped() != mapped {
+            return Err(format!(
+                "is_symmetric {:?}, windows mapped {mapped} and {}, {s:?}",
+                pool.is_symmetric(),
+                b.is_mapped()
+            ));
+        }
+        if !mapped && rank == 0 {
+            say(&format!(
+                "symmetric pool on world {world}: NCCL made no windows (no symmetric memory support); the pool serves plain ncclMemAlloc memory and says so"
+            ));
+        }
+        let (oa, ob) = (a.ordinal(), b.ordinal());
+        if (oa, ob) != (0, 1) {
+            return Err(format!("ordinals {oa} and {ob}, expected 0 and 1"));
+        }
+        drop(b);
+        // another element type of the same size class reuses the window
+        let c = pool.alloc::<i32>(n, env.stream).map_err(e2s)?;
+        if c.ordinal() != ob {
+            return Err(format!("reused window {}, expected {ob}", c.ordinal()));
+        }
+        drop(c);
+        // two buckets, views of the reused window (same offsets on every rank)
+        let mut c = pool.alloc::<f32>(n, env.stream).map_err(e2s)?;
+        let half = n / 2;
+        comm.all_reduce(
+            &a.slice(..half),
+            &mut c.slice_mut(..half),
+            ReduceOp::Sum,
+            env.stream,
+        )
+        .map_err(e2s)?;
+        let (tail, mut tail_out) = (a.try_slice(half..), c.try_slice_mut(half..));
+        let (Some(tail), Some(tail_out)) = (tail, tail_out.as_mut()) else {
+            return Err("views of the second bucket".into());
+        };
+        comm.all_reduce(&tail, tail_out, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        let out = env.stream.clone_dtoh(&c).map_err(cu)?;
+        env.stream.synchronize().map_err(cu)?;
+        close(&out, &sum, false).map_err(|e| format!("reused window, two buckets: {e}"))?;
+        let s = pool.stats();
+        if (s.registrations, s.reuses, s.in_use) != (2, 2, 2) {
+            return Err(format!("registered once, reused twice: {s:?}"));
+        }
+        drop((a, c));
+        drop(pool);
+        // the pool's windows parked with the communicator: released once idle
+        env.stream.synchronize().map_err(cu)?;
+        match comm.release_parked() {
+            0 => Ok(()),
+            k => Err(format!("{k} windows still parked after the pool went")),
+        }
+    })();
+    rep.check(
+        "symmetric pool: all_reduce, reuse without registering again",
+        r,
+    );
+
+    // reserve, then a graph whose buffer comes from the pool inside the
+    // capture; an allocation the capture would have to register is refused
+    let r = (|| -> Result<(), String> {
+        let gs = ctx.new_stream().map_err(cu)?;
+        // SAFETY: as above (same sequence on every rank).
+        let pool = unsafe { SymmetricPool::new(comm) }.map_err(e2s)?;
+        let made = pool.reserve::<f32>(n, 2, &gs).map_err(e2s)?;
+        if made != 2 || pool.reserve::<f32>(n, 2, &gs).map_err(e2s)? != 0 {
+            return Err(format!("reserve made {made}, then {:?}", pool.stats()));
+        }
+        let mut x = pool.alloc::<f32>(n, &gs).map_err(e2s)?;
+        gs.memcpy_htod(&h, &mut x).map_err(cu)?;
+        gs.synchronize().map_err(cu)?;
+        gs.begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(cu)?;
+        let captured = (|| -> Result<_, String> {
+            let mut y = pool.alloc::<f32>(n, &gs).map_err(e2s)?;
+            comm.all_reduce(&x, &mut y, ReduceOp::Sum, &gs)
+                .map_err(e2s)?;
+            // nothing free of this class: refused, nothing registered
+            match pool.alloc::<f32>(n, &gs) {
+                Err(Error::Capturing { bytes, .. }) if bytes == class => Ok(y),
+                other => Err(format!(
+                    "an allocation needing a registration inside a capture: {other:?}"
+                )),
+            }
+        })();
+        // the capture always ends, so that a failure leaves no stream capturing
+        let graph = gs.end_capture(cu::CUgraphInstantiate_flags(0));
+        let mut y = captured?;
+        let graph = graph.map_err(cu)?.ok_or("empty graph")?;
+        let s = pool.stats();
+        if (s.registrations, s.reuses) != (2, 2) {
+            return Err(format!("registered during the capture: {s:?}"));
+        }
+        for replay in 0..3 {
+            gs.memset_zeros(&mut y).map_err(cu)?;
+            graph.launch().map_err(cu)?;
+            let out = gs.clone_dtoh(&y).map_err(cu)?;
+            gs.synchronize().map_err(cu)?;
+            close(&out, &sum, false).map_err(|e| format!("replay {replay}: {e}"))?;
+        }
+        drop(graph);
+        // global capture mode: the refusal neither calls CUDA nor breaks it
+        gs.begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL)
+            .map_err(cu)?;
+        let refused = pool.alloc::<f32>(4 * n, &gs).map(|_| ());
+        let graph = gs.end_capture(cu::CUgraphInstantiate_flags(0));
+        match refused {
+            Err(Error::Capturing { .. }) => {}
+            other => return Err(format!("global mode: {other:?}")),
+        }
+        graph.map_err(|e| format!("the capture after the refusal: {e}"))?;
+        drop((x, y));
+        drop(pool);
+        gs.synchronize().map_err(cu)?;
+        match comm.release_parked() {
+            0 => Ok(()),
+            k => Err(format!("{k} windows still parked after the pool went")),
+        }
+    })();
+    rep.check(
+        "symmetric pool: reserve, capture with pooled buffers, replay",
+        r,
+    );
+
+    // one-sided puts on pooled windows (2.29.2+, windows NCCL made, 2 ranks
+    // or more): a ring, each rank's data into the next rank's buffer
+    #[cfg(nccl_fn = "ncclPutSignal")]
+    if nccl::require_api("ncclPutSignal").is_ok() && world > 1 {
+        use nccl::{Signal, SignalWait};
+        let r = (|| -> Result<(), String> {
+            // SAFETY: as above (same sequence on every rank).
+            let pool = unsafe { SymmetricPool::new(comm) }.map_err(e2s)?;
+            let mut src = pool.alloc::<f32>(n, env.stream).map_err(e2s)?;
+            env.stream.memcpy_htod(&h, &mut src).map_err(cu)?;
+            let dst = pool.alloc::<f32>(n, env.stream).map_err(e2s)?;
+            // every rank's buffers are ready before any peer puts into them
+            env.stream.synchronize().map_err(cu)?;
+            comm.all_reduce_in_place(&mut env.zeros::<f32>(1), ReduceOp::Sum, env.stream)
+                .map_err(e2s)?;
+            env.stream.synchronize().map_err(cu)?;
+            let (next, prev) = ((rank + 1) % world, (rank + world - 1) % world);
+            let sig = Signal::default();
+            let put = comm.put_signal(&src, 0..n, next, &dst, 0, sig, env.stream);
+            if !src.is_mapped() {
+                return match put {
+                    Err(Error::InvalidArgument { .. }) => {
+                        if rank == 0 {
+                            say(
+                                "symmetric pool: one-sided puts NOT RUN: NCCL made no windows here; the refusal was checked",
+                            );
+                        }
+                        Ok(())
+                    }
+                    other => Err(format!(
+                        "a put on a pooled buffer without a window: {other:?}"
+                    )),
+                };
+            }
+            put.map_err(e2s)?;
+            let from_prev = SignalWait {
+                peer: prev,
+                count: 1,
+                signal: sig,
+            };
+            comm.wait_signal(&[from_prev], env.stream).map_err(e2s)?;
+            let got = env.stream.clone_dtoh(&dst).map_err(cu)?;
+            env.stream.synchronize().map_err(cu)?;
+            close(&got, &ins[prev], false).map_err(|e| format!("put from rank {prev}: {e}"))?;
+            // no rank frees its windows before every rank has read
+            comm.all_reduce_in_place(&mut env.zeros::<f32>(1), ReduceOp::Sum, env.stream)
+                .map_err(e2s)?;
+            env.stream.synchronize().map_err(cu)
+        })();
+        rep.check("symmetric pool: one-sided puts between pooled buffers", r);
+    }
 }
 
 /// World 1 extras that need no peers: init_all, a non-blocking communicator.

@@ -60,6 +60,24 @@
 //! tracking does: capture collectives on buffers made while event tracking
 //! was off (as for any cudarc work in a graph).
 //!
+//! # Symmetric memory
+//!
+//! NCCL's symmetric-memory kernels (small messages, NCCL 2.27+) run on
+//! *windows*: memory from `ncclMemAlloc` registered with every rank at once
+//! (`Comm::window_register`). Registering is collective, slow next to a
+//! small collective, and impossible inside a CUDA graph capture. A
+//! `SymmetricPool` (a header of 2.27+) registers each window once, per size
+//! class, and hands it out again after its buffer drops; `reserve` registers
+//! ahead of a capture, and an allocation while its stream captures is served
+//! from the pool or refused (`Error::Capturing`), never registered. Its
+//! buffers borrow the pool, which borrows the communicator: one
+//! registration per buffer, which the compiler enforces. Every rank makes
+//! the same sequence of allocations and drops, which gives every rank the
+//! same windows (`SymmetricPool::new` is `unsafe` for that promise).
+//! `stats()` counts registrations and reuses; `is_symmetric()` says whether
+//! NCCL made windows at all (without symmetric memory support, the pool is
+//! a cache of plain `ncclMemAlloc` memory).
+//!
 //! # Deadlines: every wait ends
 //!
 //! | deadline | bounds | at the deadline |
@@ -175,14 +193,14 @@ pub use mem::{
     DROP_WAIT, Local, NcclBuffer, NcclView, NcclViewMut, Registered, Registration, RegistrationKind,
 };
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
-pub use mem::{Win, Window};
+pub use mem::{PoolStats, SymmetricBuffer, SymmetricPool, Win, Window};
 #[cfg(nccl_fn = "ncclGroupSimulateEnd")]
 pub use ops::group_simulate;
 pub use ops::{CONNECT_BYTES, Enqueue, Group, OnStream, PreMulSum, ReduceOp, group};
 #[cfg(nccl_fn = "ncclAllReduceConfig")]
 pub use ops::{CollConfig, Configured};
 #[cfg(nccl_fn = "ncclPutSignal")]
-pub use ops::{Signal, SignalWait};
+pub use ops::{Signal, SignalWait, WindowMemory};
 pub use params::{Param, ParamGet, ParamType, ParamValue, Params};
 #[cfg(nccl_fn = "ncclParamBind")]
 pub use params::{param, params};

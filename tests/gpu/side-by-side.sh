@@ -34,6 +34,9 @@
 #     default     nccl-bench as a program gets it: CudaSlice buffers, cudarc's
 #                 event tracking on, two streams in the context
 #     ncclbuf     nccl-bench --buffers nccl: NcclBuffer, tracking on
+#     sym         nccl-bench --buffers symmetric: a SymmetricPool's windows
+#                 (NCCL 2.27+; NCCL's symmetric kernels where it makes
+#                 windows), tracking on; the time per call is printed too
 #   It needs DYN_BENCH (or TRACK_BENCH) and XTASK only:
 #     PARTS=tracking DYN_BENCH=.gpu/dyn/nccl-bench XTASK=.gpu/dyn/xtask \
 #       [NT=<nccl-tests tree>] bash tests/gpu/side-by-side.sh /tmp/tracking
@@ -156,7 +159,7 @@ tracking() { # WORLD ITERS ROUNDS
   export NCCL_RS_ID_FILE=$out/id-$p
   local min=8 max=$((32 << 10))
   local b=(-c all_reduce -b "$min" -e "$max" -f 4 -n "$n" -w $W -C 1 --no-progress)
-  cols=(c c-async c-nccl untracked default ncclbuf)
+  cols=(c c-async c-nccl untracked default ncclbuf sym)
   [ "$world" != 1 ] || [ -z "$nt_bin" ] || cols+=(nccl-tests)
   local t0=$SECONDS
   for r in $(seq 1 "$rounds"); do
@@ -169,6 +172,7 @@ tracking() { # WORLD ITERS ROUNDS
         untracked) run1 "$p-untracked" "$r" ours "$out/$p-untracked.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" --no-event-tracking ;;
         default) run1 "$p-default" "$r" ours "$out/$p-default.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" ;;
         ncclbuf) run1 "$p-ncclbuf" "$r" ours "$out/$p-ncclbuf.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" --buffers nccl ;;
+        sym) run1 "$p-sym" "$r" ours "$out/$p-sym.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" --buffers symmetric ;;
       esac
     done
   done
@@ -240,9 +244,9 @@ report("world 1, CUDA graph of 100 all_reduces (host = launch cost per op)", "w1
        [(n, f"w1-{n}") for n in ("ours-static-graph", "ours-dyn-graph")])
 
 # the tracking part: host us per small all_reduce, per size and summarized
-cols = ["c", "c-async", "c-nccl", "nccl-tests", "untracked", "default", "ncclbuf"]
+cols = ["c", "c-async", "c-nccl", "nccl-tests", "untracked", "default", "ncclbuf", "sym"]
 # each of ours beside the C loop on the same kind of memory
-same_memory = {"untracked": "c-async", "default": "c-async", "ncclbuf": "c-nccl"}
+same_memory = {"untracked": "c-async", "default": "c-async", "ncclbuf": "c-nccl", "sym": "c-nccl"}
 for w in (1, 2):
     tabs = {n: table(f"t{w}-{n}") for n in cols}
     tabs = {n: t for n, t in tabs.items() if t}
@@ -268,4 +272,9 @@ for w in (1, 2):
         if base in tabs:
             line += f", x{ratio(t, tabs[base]):.3f} of {base}"
         print(line)
+    # symmetric windows change the kernels, not the host path: the GPU time
+    print(f"time us per all_reduce (between events), world {w}, median of the rounds per size")
+    print(f"{'size':>8} " + " ".join(f"{n:>11}" for n in tabs))
+    for size in sorted(c):
+        print(f"{size:>6} B " + " ".join(f"{t[size][0]:>11.2f}" if size in t else f"{'-':>11}" for t in tabs.values()))
 PY

@@ -15,7 +15,9 @@
 # `xtask launch --one-gpu` bootstrap from its torchrun-style variables and
 # all-reduce; faults = the faults suite (alone: it measures GPU memory);
 # bench = nccl-bench's default sweep of every
-# collective (world 1 and 2 ranks) and tests/gpu/side-by-side.sh.
+# collective (world 1 and 2 ranks), small all_reduces on a symmetric pool's
+# windows (--buffers symmetric, checked, world 1 and 2 ranks) and
+# tests/gpu/side-by-side.sh.
 set -uo pipefail
 : "${DYN:?}" "${STATIC_TGZ:?}" "${LOG:=.}"
 STEPS=${STEPS:-quick suites launch faults}
@@ -130,6 +132,10 @@ if has bench; then
   # the default sweep of every collective (what `cargo xtask bench` runs), world 1 and 2 ranks
   run bench-all-w1 timeout 240 "$DYN/nccl-bench" -c all -b 8 -e 128M -f 2 --no-progress --json "$LOG/bench-all-w1.json" --plot "$LOG/bench-all-w1.svg"
   run bench-all-w2 timeout 240 "$XTASK" launch -n 2 --one-gpu -- "$DYN/nccl-bench" -c all -b 8 -e 64K -f 8 -n 10 -w 2 --no-progress --json "$LOG/bench-all-w2.json"
+  # small all_reduces on symmetric windows (registered once per size class, reused), checked
+  run bench-sym-w1 timeout 120 "$DYN/nccl-bench" -c all_reduce -b 8 -e 1M -f 4 -C 1 --no-progress --buffers symmetric
+  run bench-sym-w2 timeout 120 "$XTASK" launch -n 2 --one-gpu -- "$DYN/nccl-bench" -c all_reduce -b 8 -e 64K -f 8 -n 10 -w 2 -C 1 --no-progress --buffers symmetric
+  grep -h "symmetric pool" "$LOG"/bench-sym-w*.log
   STATIC_BENCH=$(sbench) DYN_BENCH=$DYN/nccl-bench run side-by-side timeout 420 bash tests/gpu/side-by-side.sh "$LOG/sbs"
   cat "$LOG/side-by-side.log"
 fi

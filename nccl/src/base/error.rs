@@ -323,6 +323,21 @@ pub enum Error {
         /// The call refused.
         op: &'static str,
     },
+    /// Memory would have to be registered while the stream captures a CUDA
+    /// graph, where registering is not allowed (it would invalidate the
+    /// capture): `SymmetricPool::alloc` (a header of NCCL 2.27+) had no
+    /// free buffer of the size asked for. Nothing was called; the capture
+    /// goes on. Reserve the buffers before the capture
+    /// (`SymmetricPool::reserve`).
+    #[error(
+        "{op}: the stream is capturing a CUDA graph and the pool has no free buffer of {bytes} bytes; windows cannot be registered inside a capture: call SymmetricPool::reserve before the capture"
+    )]
+    Capturing {
+        /// The call refused.
+        op: &'static str,
+        /// The size class asked for, in bytes.
+        bytes: usize,
+    },
     /// The CUDA driver library (`libcuda.so.1`) cannot be loaded.
     #[error(
         "no CUDA driver: cannot load {}; install the NVIDIA driver, or check LD_LIBRARY_PATH", tried.join(", ")

@@ -266,8 +266,38 @@ impl<T> NcclBuffer<T> {
     }
 }
 
+impl NcclBuffer<u8> {
+    /// A view of the elements `elems` of `U` laid from byte 0 of this byte
+    /// buffer, or `None` when they do not fit: the typed views of the
+    /// symmetric pool's byte buffers. Its uses are tracked with the
+    /// buffer's, which are per buffer, whatever the element type.
+    #[cfg_attr(not(nccl_fn = "ncclCommWindowRegister"), allow(dead_code))]
+    pub(crate) fn typed<U>(&self, elems: Range<usize>) -> Option<NcclView<'_, U>> {
+        let fits = elems.end.checked_mul(std::mem::size_of::<U>())? <= self.len;
+        (fits && elems.start <= elems.end).then(|| NcclView {
+            ptr: offset::<U>(self.ptr, elems.start),
+            len: elems.len(),
+            uses: &self.uses,
+            _t: PhantomData,
+        })
+    }
+
+    /// A mutable view of the elements `elems` of `U` from byte 0 (see
+    /// [`typed`](NcclBuffer::typed)).
+    #[cfg_attr(not(nccl_fn = "ncclCommWindowRegister"), allow(dead_code))]
+    pub(crate) fn typed_mut<U>(&mut self, elems: Range<usize>) -> Option<NcclViewMut<'_, U>> {
+        let fits = elems.end.checked_mul(std::mem::size_of::<U>())? <= self.len;
+        (fits && elems.start <= elems.end).then(|| NcclViewMut {
+            ptr: offset::<U>(self.ptr, elems.start),
+            len: elems.len(),
+            uses: &mut self.uses,
+            _t: PhantomData,
+        })
+    }
+}
+
 /// `range` within `0..len`, or `None`.
-fn bounds(range: &impl RangeBounds<usize>, len: usize) -> Option<Range<usize>> {
+pub(super) fn bounds(range: &impl RangeBounds<usize>, len: usize) -> Option<Range<usize>> {
     let start = match range.start_bound() {
         Bound::Included(&s) => s,
         Bound::Excluded(&s) => s.checked_add(1)?,

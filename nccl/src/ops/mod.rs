@@ -23,4 +23,4 @@ pub use group::{Enqueue, Group, OnStream, group};
 pub(crate) use group::{GroupRef, calls_as_one};
 pub use reduce_op::{PreMulSum, ReduceOp};
 #[cfg(nccl_fn = "ncclPutSignal")]
-pub use rma::{Signal, SignalWait};
+pub use rma::{Signal, SignalWait, WindowMemory};

@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 
-use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceSlice};
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use crate::base::contract;
 use crate::base::dtype::NcclType;
@@ -25,7 +25,7 @@ use crate::base::error::{Error, Result};
 use crate::base::runtime::{checked_runtime, require_api};
 use crate::base::version::Version;
 use crate::comm::Comm;
-use crate::mem::Window;
+use crate::mem::{SymmetricBuffer, Window};
 use crate::ops::Enqueue;
 use crate::ops::call::{Call, at};
 use crate::sys;
@@ -82,14 +82,46 @@ fn raw_signal(op: &'static str, signal: Signal) -> Result<(i32, i32)> {
     ))
 }
 
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Memory one-sided operations take: a [`Window`] or a buffer of a
+/// [`SymmetricPool`](crate::SymmetricPool) (whose window it is). Sealed.
+pub trait WindowMemory<T>: DevicePtr<T> + sealed::Sealed {
+    /// NCCL's handle of the window, when it is one of `comm`'s (0 when NCCL
+    /// made none); `None` for another communicator's.
+    #[doc(hidden)]
+    fn window_of(&self, comm: &Comm) -> Option<usize>;
+}
+
+impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static> sealed::Sealed
+    for Window<T, B>
+{
+}
+impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static> WindowMemory<T>
+    for Window<T, B>
+{
+    fn window_of(&self, comm: &Comm) -> Option<usize> {
+        self.handle_of(comm)
+    }
+}
+
+impl<T> sealed::Sealed for SymmetricBuffer<'_, T> {}
+impl<T> WindowMemory<T> for SymmetricBuffer<'_, T> {
+    fn window_of(&self, comm: &Comm) -> Option<usize> {
+        self.window().handle_of(comm)
+    }
+}
+
 /// NCCL's handle of `win`, which must be a window of `comm`.
-fn window_handle<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static>(
+fn window_handle<T>(
     comm: &Comm,
     op: &'static str,
     arg: &'static str,
-    win: &Window<T, B>,
+    win: &impl WindowMemory<T>,
 ) -> Result<sys::ncclWindow_t> {
-    match win.handle_of(comm) {
+    match win.window_of(comm) {
         Some(0) => Err(Error::invalid(
             op,
             arg,
@@ -120,7 +152,8 @@ impl Comm {
     /// peer takes no part in the call.
     ///
     /// Both windows must be registered with `symmetric = true`
-    /// ([`Comm::window_register`]), `src` may be `dst`, and `dst` must have
+    /// ([`Comm::window_register`]; a [`SymmetricPool`](crate::SymmetricPool)'s
+    /// buffers are), `src` may be `dst`, and `dst` must have
     /// the same length on every rank: the range is checked against this
     /// rank's part of `dst`, which NCCL does not do (a peer's part cannot be
     /// seen from here). `src` may be reused once the put has completed on
@@ -139,18 +172,18 @@ impl Comm {
     #[allow(clippy::too_many_arguments)]
     pub fn put_signal<'a, T, S, D>(
         &'a self,
-        src: &'a Window<T, S>,
+        src: &'a S,
         src_range: Range<usize>,
         peer: usize,
-        dst: &'a Window<T, D>,
+        dst: &'a D,
         dst_offset: usize,
         signal: Signal,
         stream: impl Enqueue<'a> + Copy,
     ) -> Result<()>
     where
         T: NcclType,
-        S: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
-        D: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
+        S: WindowMemory<T>,
+        D: WindowMemory<T>,
     {
         const OP: &str = "put_signal";
         const API: &str = "ncclPutSignal";

@@ -1,4 +1,4 @@
-//! `--buffers slice|nccl`: the buffers the collectives run on.
+//! `--buffers slice|nccl|symmetric`: the buffers the collectives run on.
 //!
 //! - `slice` (the default): cudarc's `CudaSlice`, as a program gets them
 //!   from `stream.alloc_zeros`/`clone_htod`. With event tracking on (the
@@ -8,8 +8,15 @@
 //!   the rank's stream: uses on that stream record and wait for no event,
 //!   tracking on or off.
 //!
-//! With `--no-event-tracking` (cudarc's tracking off) the two differ only
-//! in the allocator.
+//! - `symmetric`: buffers of a `SymmetricPool` (NCCL 2.27+): `ncclMemAlloc`
+//!   memory registered once per size class as symmetric windows and reused
+//!   from one size to the next, which lets NCCL pick its symmetric-memory
+//!   kernels (small messages). One GPU per process (registering is
+//!   collective); where NCCL makes no windows it runs on plain
+//!   `ncclMemAlloc` memory and says so.
+//!
+//! With `--no-event-tracking` (cudarc's tracking off) `slice` and `nccl`
+//! differ only in the allocator.
 
 pub use crate::options::BufKind;
 use std::sync::Arc;
@@ -18,6 +25,67 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use nccl::NcclBuffer;
 
 use crate::elem::Elem;
+
+/// How a sweep makes the buffers of the ranks of this process (`i` is the
+/// rank's index in this process).
+pub trait Make<T: Elem> {
+    /// The buffers it makes.
+    type Buf: DevicePtr<T> + DevicePtrMut<T>;
+    /// `len` elements equal to `v`, on `stream`.
+    fn filled(
+        &self,
+        i: usize,
+        stream: &Arc<CudaStream>,
+        v: T,
+        len: usize,
+    ) -> nccl::Result<Self::Buf>;
+    /// `len` zeros, on `stream`.
+    fn zeros(&self, i: usize, stream: &Arc<CudaStream>, len: usize) -> nccl::Result<Self::Buf>;
+}
+
+/// Buffers of type `B`, each allocated on its own.
+pub struct Plain<B>(std::marker::PhantomData<fn() -> B>);
+
+impl<B> Default for Plain<B> {
+    fn default() -> Self {
+        Plain(std::marker::PhantomData)
+    }
+}
+
+impl<T: Elem, B: BenchBuf<T>> Make<T> for Plain<B> {
+    type Buf = B;
+    fn filled(&self, _: usize, stream: &Arc<CudaStream>, v: T, len: usize) -> nccl::Result<B> {
+        B::filled(stream, v, len)
+    }
+    fn zeros(&self, _: usize, stream: &Arc<CudaStream>, len: usize) -> nccl::Result<B> {
+        B::zeros(stream, len)
+    }
+}
+
+/// Buffers from each rank's symmetric pool (one pool per rank of this
+/// process); a reused buffer is filled or zeroed again.
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
+impl<'p, T: Elem> Make<T> for &'p [nccl::SymmetricPool<'_>] {
+    type Buf = nccl::SymmetricBuffer<'p, T>;
+    fn filled(
+        &self,
+        i: usize,
+        stream: &Arc<CudaStream>,
+        v: T,
+        len: usize,
+    ) -> nccl::Result<Self::Buf> {
+        let pools: &'p [nccl::SymmetricPool<'_>] = self;
+        let mut b = pools[i].alloc::<T>(len, stream)?;
+        stream.memcpy_htod(&vec![v; len], &mut b)?;
+        Ok(b)
+    }
+    fn zeros(&self, i: usize, stream: &Arc<CudaStream>, len: usize) -> nccl::Result<Self::Buf> {
+        let pools: &'p [nccl::SymmetricPool<'_>] = self;
+        let mut b = pools[i].alloc::<T>(len, stream)?;
+        stream.memset_zeros(&mut b)?;
+        Ok(b)
+    }
+}
 
 /// A buffer the benchmark can make, fill and hand to the collectives.
 pub trait BenchBuf<T: Elem>: DevicePtr<T> + DevicePtrMut<T> + Sized {
@@ -61,11 +129,11 @@ mod tests {
 
     #[test]
     fn names_parse_back() {
-        for k in [BufKind::Slice, BufKind::Nccl] {
+        for k in [BufKind::Slice, BufKind::Nccl, BufKind::Symmetric] {
             assert_eq!(k.name().parse::<BufKind>(), Ok(k));
         }
         assert_eq!(BufKind::default(), BufKind::Slice);
         let e = "cuda".parse::<BufKind>().unwrap_err();
-        assert!(e.contains("slice nccl"), "{e}");
+        assert!(e.contains("slice nccl symmetric"), "{e}");
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! - `options`: the command line (ours and nccl-tests' spellings)
 //! - `timing`: the measurement loop, as nccl-tests times it
-//! - `buffers`: `--buffers`, the `CudaSlice` or `NcclBuffer` buffers it runs on
+//! - `buffers`: `--buffers`, the `CudaSlice`, `NcclBuffer` or symmetric pool
+//!   buffers it runs on
 //! - `check`: the expected results and the count of wrong elements
 //! - `output`: table, progress bar, JSON and SVG
 //! - `elem`: the element types and their host conversions
@@ -162,6 +163,10 @@ fn main() {
     let world = ranks[0].comm.world_size();
     if o.graph && ranks.len() > 1 {
         fail("--graph needs one GPU per process (run under a launcher)");
+    }
+    if o.buffers == options::BufKind::Symmetric && ranks.len() > 1 {
+        // every rank registers its windows together, each from its process
+        fail("--buffers symmetric needs one GPU per process (run under a launcher)");
     }
     if o.root >= world {
         fail(format!("--root {} but only {world} ranks", o.root));

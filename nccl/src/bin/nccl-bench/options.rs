@@ -100,7 +100,8 @@ pub struct Opts {
     /// `--no-connect`: under a launcher, no connection of the peers while
     /// the communicator is created (`LaunchOptions::connect`).
     pub no_connect: bool,
-    /// `--buffers slice|nccl`: `CudaSlice` or `NcclBuffer` (the `buffers`
+    /// `--buffers slice|nccl|symmetric`: `CudaSlice`, `NcclBuffer` or a
+    /// symmetric pool's buffers (the `buffers`
     /// module; `BufKind` parses the value).
     pub buffers: BufKind,
 }
@@ -234,9 +235,11 @@ struct Cli {
     /// would)
     #[arg(long)]
     no_event_tracking: bool,
-    /// Buffers the collectives use: `slice` (cudarc's CudaSlice, what a user gets by default) or
-    /// `nccl` (NcclBuffer, from ncclMemAlloc, tracked against its own stream)
-    #[arg(long, value_name = "slice|nccl", default_value = "slice")]
+    /// Buffers the collectives use: `slice` (cudarc's CudaSlice, what a user gets by default),
+    /// `nccl` (NcclBuffer, from ncclMemAlloc, tracked against its own stream) or `symmetric`
+    /// (a SymmetricPool's windows, NCCL 2.27+: registered once per size class and reused; one GPU
+    /// per process)
+    #[arg(long, value_name = "slice|nccl|symmetric", default_value = "slice")]
     buffers: BufKind,
     /// Non-blocking communicator (default: blocking, as nccl-tests; NCCL then launches each call
     /// from a thread of its own); one GPU per process
@@ -479,16 +482,19 @@ pub enum BufKind {
     Slice,
     /// The library's `NcclBuffer`.
     Nccl,
+    /// Buffers of the library's `SymmetricPool` (symmetric windows).
+    Symmetric,
 }
 
 impl BufKind {
     /// The names `--buffers` takes, in the order of the variants.
-    pub const NAMES: [&str; 2] = ["slice", "nccl"];
+    pub const NAMES: [&str; 3] = ["slice", "nccl", "symmetric"];
 
     pub fn name(self) -> &'static str {
         match self {
             BufKind::Slice => Self::NAMES[0],
             BufKind::Nccl => Self::NAMES[1],
+            BufKind::Symmetric => Self::NAMES[2],
         }
     }
 }
@@ -499,6 +505,7 @@ impl std::str::FromStr for BufKind {
         match s.trim() {
             "slice" => Ok(BufKind::Slice),
             "nccl" => Ok(BufKind::Nccl),
+            "symmetric" => Ok(BufKind::Symmetric),
             other => Err(format!(
                 "--buffers {other:?}: one of {}",
                 Self::NAMES.join(" ")

@@ -3,8 +3,9 @@
 //! mean over iterations and ranks. Graph mode (`-G`) captures the timed loop
 //! once, replays it once untimed, then times `graph_replays` replays (per-op
 //! figures divide by replays × iters). The `host` column is the CPU time
-//! per enqueue. The buffers are cudarc's `CudaSlice` or the library's
-//! `NcclBuffer` (`--buffers`, the `buffers` module), and each rank's context
+//! per enqueue. The buffers are cudarc's `CudaSlice`, the library's
+//! `NcclBuffer` or a `SymmetricPool`'s (`--buffers`, the `buffers` module),
+//! and each rank's context
 //! has a second, idle stream, as a program with a compute and a
 //! communication stream has: the default path with event tracking on.
 
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, sys as cu};
 use nccl::{Comm, NcclBuffer, ReduceOp};
 
-use crate::buffers::{self, BenchBuf, BufKind};
+use crate::buffers::{self, BufKind, Make, Plain};
 use crate::check;
 use crate::elem::Elem;
 use crate::options::{self, Opts};
@@ -188,17 +189,61 @@ pub fn run<T: Elem>(
         );
     }
     match o.buffers {
-        BufKind::Slice => sweep::<T, CudaSlice<T>>(o, ranks, world, rows),
-        BufKind::Nccl => sweep::<T, NcclBuffer<T>>(o, ranks, world, rows),
+        BufKind::Slice => sweep::<T, _>(o, ranks, world, rows, &Plain::<CudaSlice<T>>::default()),
+        BufKind::Nccl => sweep::<T, _>(o, ranks, world, rows, &Plain::<NcclBuffer<T>>::default()),
+        BufKind::Symmetric => symmetric::<T>(o, ranks, world, rows),
     }
 }
 
-/// [`run`] on buffers of type `B`.
-fn sweep<T: Elem, B: BenchBuf<T>>(
+/// [`run`] on buffers of each rank's symmetric pool; says what the pools
+/// did (registrations, reuses, whether NCCL made windows).
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
+fn symmetric<T: Elem>(
     o: &Opts,
     ranks: &[Rank],
     world: usize,
     rows: &mut Vec<Row>,
+) -> nccl::Result<()> {
+    let pools = ranks
+        .iter()
+        // SAFETY: every rank of the job runs this same sweep: the same
+        // allocations and drops, of the same sizes, in the same order, each
+        // buffer used whole by the same collective on every rank.
+        .map(|r| unsafe { nccl::SymmetricPool::new(&r.comm) })
+        .collect::<nccl::Result<Vec<_>>>()?;
+    let swept = sweep::<T, _>(o, ranks, world, rows, &pools.as_slice());
+    if ranks[0].comm.rank() == 0 {
+        let s = pools[0].stats();
+        let kind = match pools[0].is_symmetric() {
+            Some(true) => "symmetric windows",
+            Some(false) => "NO windows (no symmetric memory support): plain ncclMemAlloc memory",
+            None => "nothing registered",
+        };
+        eprintln!(
+            "nccl-bench: symmetric pool of rank 0: {kind}; {} registrations, {} reuses, {} MiB held",
+            s.registrations,
+            s.reuses,
+            s.bytes_held >> 20
+        );
+    }
+    swept
+}
+
+/// `--buffers symmetric` under a header without windows: refused.
+#[cfg(not(nccl_fn = "ncclCommWindowRegister"))]
+fn symmetric<T: Elem>(_: &Opts, _: &[Rank], _: usize, _: &mut Vec<Row>) -> nccl::Result<()> {
+    crate::fail(
+        "--buffers symmetric: this nccl-bench was built against an nccl.h without windows (NCCL 2.27+)",
+    )
+}
+
+/// [`run`] on the buffers `make` makes.
+fn sweep<T: Elem, M: Make<T>>(
+    o: &Opts,
+    ranks: &[Rank],
+    world: usize,
+    rows: &mut Vec<Row>,
+    make: &M,
 ) -> nccl::Result<()> {
     let op = op_of(&o.op);
     let sizes = options::sizes(o);
@@ -221,7 +266,7 @@ fn sweep<T: Elem, B: BenchBuf<T>>(
                     line[k].wrong = -1; // no in-place form
                     continue;
                 }
-                line[k] = measure::<T, B>(o, ranks, world, coll, size, count, in_place, op)?;
+                line[k] = measure::<T, M>(o, ranks, world, coll, size, count, in_place, op, make)?;
                 progress.step(coll, size);
             }
             // mean over ranks: times from every rank of a launched job
@@ -238,7 +283,7 @@ fn sweep<T: Elem, B: BenchBuf<T>>(
 
 /// One collective at one size, in or out of place: timed, then checked.
 #[allow(clippy::too_many_arguments)]
-fn measure<T: Elem, B: BenchBuf<T>>(
+fn measure<T: Elem, M: Make<T>>(
     o: &Opts,
     ranks: &[Rank],
     world: usize,
@@ -247,26 +292,27 @@ fn measure<T: Elem, B: BenchBuf<T>>(
     count: usize,
     in_place: bool,
     op: ReduceOp<'_>,
+    make: &M,
 ) -> nccl::Result<Row> {
     let (sl, rl) = lens(coll, count, world, in_place);
-    let mut bufs: Buffers<B> = Vec::new();
-    for r in ranks {
+    let mut bufs: Buffers<M::Buf> = Vec::new();
+    for (i, r) in ranks.iter().enumerate() {
         let v = T::from_f64(check::contribution(r.comm.rank()));
-        let send = B::filled(&r.stream, v, sl)?;
+        let send = make.filled(i, &r.stream, v, sl)?;
         let recv = if in_place {
-            B::filled(&r.stream, v, rl)?
+            make.filled(i, &r.stream, v, rl)?
         } else {
-            B::zeros(&r.stream, rl)?
+            make.zeros(i, &r.stream, rl)?
         };
         bufs.push((send, recv));
     }
     for _ in 0..o.warmup {
-        issue_all::<T, B>(o, ranks, &mut bufs, coll, in_place, op)?;
+        issue_all::<T, M::Buf>(o, ranks, &mut bufs, coll, in_place, op)?;
     }
     for r in ranks {
         r.stream.synchronize()?;
     }
-    let (ms, host) = timed::<T, B>(o, ranks, &mut bufs, coll, in_place, op)?;
+    let (ms, host) = timed::<T, M::Buf>(o, ranks, &mut bufs, coll, in_place, op)?;
     // graph mode times `graph_replays` replays of `iters` operations
     let ops = (o.iters * if o.graph { o.graph_replays } else { 1 }) as f64;
     let time_us = ms * 1000.0 / ops;
@@ -299,7 +345,7 @@ fn measure<T: Elem, B: BenchBuf<T>>(
 
 /// The timed part: milliseconds between the two events on rank 0's stream,
 /// and the host time spent enqueueing.
-fn timed<T: Elem, B: BenchBuf<T>>(
+fn timed<T: Elem, B: DevicePtr<T> + DevicePtrMut<T>>(
     o: &Opts,
     ranks: &[Rank],
     bufs: &mut Buffers<B>,
