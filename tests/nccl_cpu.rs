@@ -1269,3 +1269,108 @@ fn one_sided_apis_are_gated_by_header_and_runtime() {
         assert_ne!(w, nccl::SignalWait { count: 1, ..w });
     }
 }
+
+/// The device API's host functions follow the libnccl in use (2.28.3+, the
+/// queries 2.29.2+), and a release's layout is known or refused.
+#[test]
+fn device_api_follows_the_library() {
+    use nccl::sys::device;
+    let runtime = nccl::version().unwrap();
+    let code = runtime.code().unwrap() as u32;
+    let has_dev = runtime >= Version::new(2, 28, 3);
+    let has_queries = runtime >= Version::new(2, 29, 2);
+    for name in [
+        "ncclDevCommCreate",
+        "ncclDevCommDestroy",
+        "ncclTeamWorld",
+        "ncclTeamLsa",
+        "ncclTeamRail",
+        "ncclTeamRankToWorld",
+        "ncclTeamRankToLsa",
+        "ncclLsaBarrierCreateRequirement",
+    ] {
+        assert_eq!(nccl::sys::available(name), has_dev, "{name} on {runtime}");
+        assert_eq!(device::since(name), Some((2, 28, 3)));
+    }
+    for name in [
+        "ncclCommQueryProperties",
+        "ncclGetLsaDevicePointer",
+        "ncclGetPeerDevicePointer",
+        "ncclGetLsaMultimemDevicePointer",
+        "ncclGetMultimemDevicePointer",
+    ] {
+        assert_eq!(
+            nccl::sys::available(name),
+            has_queries,
+            "{name} on {runtime}"
+        );
+    }
+    // the wheels this is tested with are releases whose headers were read
+    if has_dev {
+        let l = device::layout_of(code).expect("a layout for the libnccl under test");
+        assert_eq!(l.version_code, code);
+    }
+    assert!(device::layout_of(22804).is_none());
+}
+
+/// Requirements a release cannot take are refused before NCCL; the rest
+/// pass the check.
+#[test]
+fn dev_comm_requirements_are_checked_against_the_library() {
+    use nccl::DevCommRequirements;
+    let runtime = nccl::version().unwrap();
+    let base = DevCommRequirements::new()
+        .lsa_barrier_count(4)
+        .lsa_multimem(false);
+    match base.check() {
+        Ok(()) => assert!(runtime >= Version::new(2, 28, 3)),
+        Err(Error::Unsupported { since, .. }) => {
+            assert!(runtime < Version::new(2, 28, 3));
+            assert_eq!(since, Version::new(2, 28, 3));
+        }
+        Err(e) => panic!("{e}"),
+    }
+    let barriers = base.clone().barrier_count(2).check();
+    if runtime >= Version::new(2, 28, 7) {
+        barriers.unwrap();
+    } else {
+        assert!(
+            matches!(barriers, Err(Error::Unsupported { .. })),
+            "{barriers:?}"
+        );
+    }
+    let world_gin = base.clone().world_gin_barrier_count(1).check();
+    assert_eq!(
+        world_gin.is_ok(),
+        runtime >= Version::new(2, 30, 3),
+        "{world_gin:?}"
+    );
+    if runtime >= Version::new(2, 28, 3) {
+        let too_many = base.lsa_barrier_count(u32::MAX).check();
+        assert!(
+            matches!(
+                too_many,
+                Err(Error::InvalidArgument {
+                    arg: "lsa_barrier_count",
+                    ..
+                })
+            ),
+            "{too_many:?}"
+        );
+    }
+    let e = Error::UnknownLayout {
+        api: "ncclDevCommCreate",
+        runtime: Version::new(2, 28, 4),
+        known: "2.28.3".into(),
+    };
+    assert!(e.to_string().contains("2.28.4") && e.to_string().contains("known: 2.28.3"));
+}
+
+#[test]
+fn device_types_are_send_and_sync() {
+    fn both<T: Send + Sync>() {}
+    both::<nccl::DevCommRequirements>();
+    both::<nccl::Team>();
+    both::<nccl::CommProperties>();
+    both::<nccl::DevCommBytes>();
+}

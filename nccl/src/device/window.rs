@@ -133,6 +133,10 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static> Registratio
     /// window on the LSA team (`ncclGetLsaMultimemDevicePointer`, NCCL
     /// 2.29.2+), or `None` where the system has no multimem.
     ///
+    /// Collective over the LSA team the first time on a system with
+    /// multimem: NCCL then creates the team's multicast object with a
+    /// broadcast among its ranks, so every rank of the LSA team calls it.
+    ///
     /// # Errors
     /// As [`Registration::lsa_device_ptr`].
     pub fn lsa_multimem_device_ptr(&self, comm: &Comm, offset: usize) -> Result<Option<u64>> {
