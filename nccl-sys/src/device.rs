@@ -29,7 +29,11 @@
 use core::ffi::{CStr, c_int, c_void};
 use core::sync::atomic::AtomicPtr;
 
-use crate::{ncclComm_t, ncclResult_t, ncclWindow_t};
+use crate::{ncclComm_t, ncclResult_t};
+
+/// `ncclWindow_t` (a pointer to NCCL's window; `nccl.h` declares it from
+/// 2.27, and these functions exist from 2.28.3 on whatever the header).
+pub type Window = *mut c_void;
 
 /// `NCCL_API_MAGIC` (`0xcafebeef`), the magic number of the versioned
 /// structs of NCCL 2.29+.
@@ -375,24 +379,24 @@ mod linked {
     unsafe extern "C" {
         fn ncclCommQueryProperties(c: ncclComm_t, p: *mut c_void) -> ncclResult_t;
         fn ncclGetLsaDevicePointer(
-            w: ncclWindow_t,
+            w: Window,
             o: usize,
             r: c_int,
             p: *mut *mut c_void,
         ) -> ncclResult_t;
         fn ncclGetPeerDevicePointer(
-            w: ncclWindow_t,
+            w: Window,
             o: usize,
             r: c_int,
             p: *mut *mut c_void,
         ) -> ncclResult_t;
         fn ncclGetLsaMultimemDevicePointer(
-            w: ncclWindow_t,
+            w: Window,
             o: usize,
             p: *mut *mut c_void,
         ) -> ncclResult_t;
         fn ncclGetMultimemDevicePointer(
-            w: ncclWindow_t,
+            w: Window,
             o: usize,
             m: ncclMultimemHandle,
             p: *mut *mut c_void,
@@ -501,24 +505,24 @@ device_fn!(
 );
 device_fn!(
     /// `ncclGetLsaDevicePointer` (2.29.2+). Missing: `ncclInvalidUsage`.
-    3 ncclGetLsaDevicePointer(window: ncclWindow_t, offset: usize, lsa_rank: c_int, out: *mut *mut c_void) -> ncclResult_t,
+    3 ncclGetLsaDevicePointer(window: Window, offset: usize, lsa_rank: c_int, out: *mut *mut c_void) -> ncclResult_t,
     missing ncclResult_t::ncclInvalidUsage
 );
 device_fn!(
     /// `ncclGetLsaMultimemDevicePointer` (2.29.2+). Missing:
     /// `ncclInvalidUsage`.
-    4 ncclGetLsaMultimemDevicePointer(window: ncclWindow_t, offset: usize, out: *mut *mut c_void) -> ncclResult_t,
+    4 ncclGetLsaMultimemDevicePointer(window: Window, offset: usize, out: *mut *mut c_void) -> ncclResult_t,
     missing ncclResult_t::ncclInvalidUsage
 );
 device_fn!(
     /// `ncclGetMultimemDevicePointer` (2.29.2+). Missing:
     /// `ncclInvalidUsage`.
-    5 ncclGetMultimemDevicePointer(window: ncclWindow_t, offset: usize, multimem: ncclMultimemHandle, out: *mut *mut c_void) -> ncclResult_t,
+    5 ncclGetMultimemDevicePointer(window: Window, offset: usize, multimem: ncclMultimemHandle, out: *mut *mut c_void) -> ncclResult_t,
     missing ncclResult_t::ncclInvalidUsage
 );
 device_fn!(
     /// `ncclGetPeerDevicePointer` (2.29.2+). Missing: `ncclInvalidUsage`.
-    6 ncclGetPeerDevicePointer(window: ncclWindow_t, offset: usize, peer: c_int, out: *mut *mut c_void) -> ncclResult_t,
+    6 ncclGetPeerDevicePointer(window: Window, offset: usize, peer: c_int, out: *mut *mut c_void) -> ncclResult_t,
     missing ncclResult_t::ncclInvalidUsage
 );
 device_fn!(

@@ -76,12 +76,12 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static> Registratio
         op: &'static str,
         api: &'static str,
         offset: usize,
-    ) -> Result<(sys::ncclWindow_t, usize)> {
+    ) -> Result<(sys::device::Window, usize)> {
         require_device(api, DEVICE_QUERIES)?;
         comm.live(op)?;
         let h = self.mapped_handle(comm, op)?;
         let bytes = self.byte_offset(op, offset)?;
-        Ok((h as sys::ncclWindow_t, bytes))
+        Ok((h as sys::device::Window, bytes))
     }
 
     /// The device address of element `offset` of member `lsa_rank`'s part
