@@ -13,7 +13,6 @@
 
 use cudarc::driver::DeviceRepr;
 
-use crate::base::call::check_comm;
 use crate::base::error::Result;
 use crate::comm::Comm;
 use crate::sys;
@@ -96,8 +95,11 @@ impl Comm {
     /// `Unsupported` before NCCL 2.28.3 or for a requirement the running
     /// release lacks; `UnknownLayout` for a release whose structures this
     /// build does not know; `InvalidArgument` for a count above `i32::MAX`;
-    /// `InGroup`; NCCL's error; `Timeout` (the communicator is then
-    /// aborted).
+    /// `InGroup`; NCCL's error: `ncclInvalidUsage` without symmetric memory
+    /// support (the communicator stays usable), or one NCCL reports at the
+    /// group's end (the communicator is then
+    /// [`Failed`](crate::CommState::Failed)); `Timeout` (the communicator
+    /// is then aborted).
     pub fn dev_comm(&self, reqs: &DevCommRequirements) -> Result<DevComm<'_>> {
         const OP: &str = "dev_comm";
         const API: &str = "ncclDevCommCreate";
@@ -125,16 +127,17 @@ impl Comm {
         } else {
             r
         };
-        let settled = if r == sys::ncclResult_t::ncclInProgress {
-            self.settle(API, r)
-        } else {
-            check_comm(API, r, self.as_raw())
-        };
+        // as after a collective: a refusal at the call keeps the
+        // communicator; an error NCCL reports later leaves it Failed; the
+        // timeout aborts it (NCCL's thread still holds the call)
+        let settled = self.settle_op(API, r);
         if let Err(e) = settled {
-            // a queued task of a failed group may run at a later group end
-            // and write the slot: abort (which joins NCCL's thread), and
-            // never free the slot
-            let _ = self.abort_now(OP);
+            // NCCL may still hold the slot: a task of a failed group stays
+            // queued and runs at a later group end. The slot is never freed
+            // (256 bytes), so such a write stays harmless. NCCL's refusals
+            // at the call (no symmetric memory support) are the same on
+            // every rank and leave the communicator usable.
+            log::debug!("ncclDevCommCreate failed; its output slot is kept: {e}");
             return Err(e);
         }
         Ok(DevComm {
