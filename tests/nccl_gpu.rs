@@ -4,8 +4,10 @@
 //! sharing GPU 0 (each its own NCCL_HOSTID, NCCL_SOCKET_IFNAME=lo; this
 //! program starts them and hands them the unique id). Plus split, buffer
 //! registration, windows, ncclMemAlloc buffers, PreMulSum, a send/recv ring,
-//! graph capture and replay, group simulation, non-blocking init, and every
-//! bad-input error on a live communicator that must keep working.
+//! graph capture and replay, group simulation, non-blocking init, the device
+//! API's host half (teams, device communicators, properties, a window's
+//! peer addresses), and every bad-input error on a live communicator that
+//! must keep working.
 //!
 //! A custom harness (no libtest): it prints one line per check and closes
 //! with `N passed, M failed`.
@@ -2011,6 +2013,46 @@ fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
             r,
         );
     }
+    // device communicators (2.28.3+): refused in a group; on a non-blocking
+    // communicator NCCL writes it on its own thread, read once it is done
+    let r = (|| -> Result<(), String> {
+        if nccl::version().map_err(e2s)? < nccl::Version::new(2, 28, 3) {
+            say("device communicators in a group / non-blocking NOT RUN: NCCL older than 2.28.3");
+            return Ok(());
+        }
+        let reqs = nccl::DevCommRequirements::new().lsa_barrier_count(2);
+        for blocking in [true, false] {
+            let cfg = Config::new()
+                .blocking(blocking)
+                .timeout(Duration::from_secs(60));
+            let comm = Comm::init_rank_with(ctx, 1, &UniqueId::new().map_err(e2s)?, 0, &cfg)
+                .map_err(e2s)?;
+            let grouped = nccl::group(|_g| comm.dev_comm(&reqs).map(|_| ()));
+            if !matches!(grouped, Err(Error::InGroup { op: "dev_comm" })) {
+                return Err(format!("dev_comm in a group: {grouped:?}"));
+            }
+            let dc = comm.dev_comm(&reqs).map_err(e2s)?;
+            let got = (dc.rank(), dc.world_size(), dc.lsa_rank(), dc.lsa_size());
+            if got != (0, 1, 0, 1) {
+                return Err(format!("blocking {blocking}: NCCL wrote {got:?}"));
+            }
+            drop(dc);
+            // the communicator still works after the device communicator
+            let s = ctx.new_stream().map_err(|e| e.to_string())?;
+            let a = s.clone_htod(&[2.0f32]).map_err(|e| e.to_string())?;
+            let mut b = s.alloc_zeros::<f32>(1).map_err(|e| e.to_string())?;
+            comm.all_reduce(&a, &mut b, ReduceOp::Sum, &s)
+                .map_err(e2s)?;
+            comm.wait_or_abort(&s, Duration::from_secs(30))
+                .map_err(e2s)?;
+            comm.finalize().map_err(e2s)?;
+        }
+        Ok(())
+    })();
+    rep.check(
+        "device communicators: refused in a group; made on a non-blocking communicator",
+        r,
+    );
     // a blocking init with a deadline: rank 1 of 2 never comes
     let r = (|| -> Result<(), String> {
         let cfg = Config::new().timeout(Duration::from_secs(2));

@@ -479,6 +479,7 @@ fn run() -> Result<String, Failure> {
 
     let mut got = vec![0f32; n];
     stream.memcpy_dtoh(recv.get(), &mut got)?;
+    stream.synchronize()?;
     let expect = |i: usize| members.iter().map(|&r| input(r, i)).sum::<f32>();
     if let Some(i) = (0..n).find(|&i| got[i] != expect(i)) {
         return Err(Failure::Failed(format!(
@@ -493,6 +494,7 @@ fn run() -> Result<String, Failure> {
         comm.all_reduce(send.get(), &mut reference, ReduceOp::Sum, &stream)?;
         let mut r = vec![0f32; n];
         stream.memcpy_dtoh(&reference, &mut r)?;
+        stream.synchronize()?;
         if let Some(i) = (0..n).find(|&i| got[i] != r[i]) {
             return Err(Failure::Failed(format!(
                 "element {i}: the kernel wrote {}, all_reduce {}",
