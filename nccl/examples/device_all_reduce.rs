@@ -31,6 +31,13 @@
 //! compiled against; the program checks it against the device
 //! communicator's size for the running libnccl before launching.
 
+// built against an nccl.h older than 2.27 (no windows), only the compiler
+// part is used
+#![cfg_attr(
+    not(nccl_fn = "ncclCommWindowRegister"),
+    allow(dead_code, unused_imports)
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -110,6 +117,9 @@ const STAND_INS: &[(&str, &str)] = &[
          typedef uint64_t __le64;\n",
     ),
 ];
+
+/// Makes or reads the kernel's PTX for an architecture; says how.
+type LoadPtx<'a> = dyn Fn(&str) -> Result<(Ptx, String), Failure> + 'a;
 
 /// The failures, by exit code.
 enum Failure {
@@ -392,6 +402,13 @@ fn run() -> Result<String, Failure> {
         ));
     }
 
+    on_gpu(&args, n, &load_ptx)
+}
+
+/// Creates the communicator and device communicator, launches the kernel
+/// and checks its result.
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
+fn on_gpu(args: &Args, n: usize, load_ptx: &LoadPtx) -> Result<String, Failure> {
     let (comm, stream) = communicator()?;
     let (rank, world) = (comm.rank(), comm.world_size());
     let arch = match &args.arch {
@@ -513,6 +530,14 @@ fn run() -> Result<String, Failure> {
         lsa.rank,
         lsa.n_ranks,
         nccl::version()?
+    ))
+}
+
+/// Windows need an `nccl.h` of NCCL 2.27 or newer at build time.
+#[cfg(not(nccl_fn = "ncclCommWindowRegister"))]
+fn on_gpu(_: &Args, _: usize, _: &LoadPtx) -> Result<String, Failure> {
+    Err(Failure::NotHere(
+        "this program was built against an nccl.h older than 2.27 (no windows)".into(),
     ))
 }
 

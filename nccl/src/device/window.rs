@@ -25,7 +25,11 @@ use super::{DEVICE_QUERIES, require_device};
 impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static> Registration<T, B, Win> {
     /// The window's handle (`ncclWindow_t`, a device address) for a kernel
     /// parameter of that type (`launch_builder(..).arg(&handle)`), when this
-    /// is a window of `comm` that NCCL made.
+    /// is a window of `comm` that NCCL made. A kernel reaches it only with a
+    /// device communicator of the same communicator ([`Comm::dev_comm`]):
+    /// without symmetric memory support NCCL 2.28 hands back a plain
+    /// registration handle here (2.29+ none), and refuses the device
+    /// communicator.
     ///
     /// # Errors
     /// `InvalidArgument` for a window of another communicator, or one NCCL
