@@ -404,42 +404,43 @@ mod linked {
     }
 
     pub(super) fn address(name: &CStr) -> Option<*mut c_void> {
-        let p: *mut c_void = match name.to_bytes() {
+        match name.to_bytes() {
             #[cfg(nccl_2_28)]
-            b"ncclDevCommCreate" => ncclDevCommCreate as *const () as *mut c_void,
+            b"ncclDevCommCreate" => Some(ncclDevCommCreate as *const () as *mut c_void),
             #[cfg(nccl_2_28)]
-            b"ncclDevCommDestroy" => ncclDevCommDestroy as *const () as *mut c_void,
+            b"ncclDevCommDestroy" => Some(ncclDevCommDestroy as *const () as *mut c_void),
             #[cfg(nccl_2_28)]
-            b"ncclTeamWorld" => ncclTeamWorld as *const () as *mut c_void,
+            b"ncclTeamWorld" => Some(ncclTeamWorld as *const () as *mut c_void),
             #[cfg(nccl_2_28)]
-            b"ncclTeamLsa" => ncclTeamLsa as *const () as *mut c_void,
+            b"ncclTeamLsa" => Some(ncclTeamLsa as *const () as *mut c_void),
             #[cfg(nccl_2_28)]
-            b"ncclTeamRail" => ncclTeamRail as *const () as *mut c_void,
+            b"ncclTeamRail" => Some(ncclTeamRail as *const () as *mut c_void),
             #[cfg(nccl_2_28)]
-            b"ncclTeamRankToWorld" => ncclTeamRankToWorld as *const () as *mut c_void,
+            b"ncclTeamRankToWorld" => Some(ncclTeamRankToWorld as *const () as *mut c_void),
             #[cfg(nccl_2_28)]
-            b"ncclTeamRankToLsa" => ncclTeamRankToLsa as *const () as *mut c_void,
+            b"ncclTeamRankToLsa" => Some(ncclTeamRankToLsa as *const () as *mut c_void),
             #[cfg(nccl_2_28)]
             b"ncclLsaBarrierCreateRequirement" => {
-                ncclLsaBarrierCreateRequirement as *const () as *mut c_void
+                Some(ncclLsaBarrierCreateRequirement as *const () as *mut c_void)
             }
             #[cfg(nccl_2_29)]
-            b"ncclCommQueryProperties" => ncclCommQueryProperties as *const () as *mut c_void,
+            b"ncclCommQueryProperties" => Some(ncclCommQueryProperties as *const () as *mut c_void),
             #[cfg(nccl_2_29)]
-            b"ncclGetLsaDevicePointer" => ncclGetLsaDevicePointer as *const () as *mut c_void,
+            b"ncclGetLsaDevicePointer" => Some(ncclGetLsaDevicePointer as *const () as *mut c_void),
             #[cfg(nccl_2_29)]
-            b"ncclGetPeerDevicePointer" => ncclGetPeerDevicePointer as *const () as *mut c_void,
+            b"ncclGetPeerDevicePointer" => {
+                Some(ncclGetPeerDevicePointer as *const () as *mut c_void)
+            }
             #[cfg(nccl_2_29)]
             b"ncclGetLsaMultimemDevicePointer" => {
-                ncclGetLsaMultimemDevicePointer as *const () as *mut c_void
+                Some(ncclGetLsaMultimemDevicePointer as *const () as *mut c_void)
             }
             #[cfg(nccl_2_29)]
             b"ncclGetMultimemDevicePointer" => {
-                ncclGetMultimemDevicePointer as *const () as *mut c_void
+                Some(ncclGetMultimemDevicePointer as *const () as *mut c_void)
             }
-            _ => return None,
-        };
-        Some(p)
+            _ => None,
+        }
     }
 }
 
