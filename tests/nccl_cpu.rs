@@ -1317,3 +1317,230 @@ fn one_sided_apis_are_gated_by_header_and_runtime() {
         assert_ne!(w, nccl::SignalWait { count: 1, ..w });
     }
 }
+
+/// The device API's host functions follow the libnccl in use (2.28.3+, the
+/// queries 2.29.2+), and a release's layout is known or refused.
+#[test]
+fn device_api_follows_the_library() {
+    use nccl::sys::device;
+    let runtime = nccl::version().unwrap();
+    let code = runtime.code().unwrap() as u32;
+    let has_dev = runtime >= Version::new(2, 28, 3);
+    let has_queries = runtime >= Version::new(2, 29, 2);
+    for name in [
+        "ncclDevCommCreate",
+        "ncclDevCommDestroy",
+        "ncclTeamWorld",
+        "ncclTeamLsa",
+        "ncclTeamRail",
+        "ncclTeamRankToWorld",
+        "ncclTeamRankToLsa",
+        "ncclLsaBarrierCreateRequirement",
+    ] {
+        assert_eq!(nccl::sys::available(name), has_dev, "{name} on {runtime}");
+        assert_eq!(device::since(name), Some((2, 28, 3)));
+    }
+    for name in [
+        "ncclCommQueryProperties",
+        "ncclGetLsaDevicePointer",
+        "ncclGetPeerDevicePointer",
+        "ncclGetLsaMultimemDevicePointer",
+        "ncclGetMultimemDevicePointer",
+    ] {
+        assert_eq!(
+            nccl::sys::available(name),
+            has_queries,
+            "{name} on {runtime}"
+        );
+    }
+    // the wheels this is tested with are releases whose headers were read
+    if has_dev {
+        let l = device::layout_of(code).expect("a layout for the libnccl under test");
+        assert_eq!(l.version_code, code);
+    }
+    assert!(device::layout_of(22804).is_none());
+}
+
+/// Requirements a release cannot take are refused before NCCL; the rest
+/// pass the check.
+#[test]
+fn dev_comm_requirements_are_checked_against_the_library() {
+    use nccl::DevCommRequirements;
+    let runtime = nccl::version().unwrap();
+    let base = DevCommRequirements::new()
+        .lsa_barrier_count(4)
+        .lsa_multimem(false);
+    match base.check() {
+        Ok(()) => assert!(runtime >= Version::new(2, 28, 3)),
+        Err(Error::Unsupported { since, .. }) => {
+            assert!(runtime < Version::new(2, 28, 3));
+            assert_eq!(since, Version::new(2, 28, 3));
+        }
+        Err(e) => panic!("{e}"),
+    }
+    let barriers = base.clone().barrier_count(2).check();
+    if runtime >= Version::new(2, 28, 7) {
+        barriers.unwrap();
+    } else {
+        assert!(
+            matches!(barriers, Err(Error::Unsupported { .. })),
+            "{barriers:?}"
+        );
+    }
+    let world_gin = base.clone().world_gin_barrier_count(1).check();
+    assert_eq!(
+        world_gin.is_ok(),
+        runtime >= Version::new(2, 30, 3),
+        "{world_gin:?}"
+    );
+    if runtime >= Version::new(2, 28, 3) {
+        let too_many = base.lsa_barrier_count(u32::MAX).check();
+        assert!(
+            matches!(
+                too_many,
+                Err(Error::InvalidArgument {
+                    arg: "lsa_barrier_count",
+                    ..
+                })
+            ),
+            "{too_many:?}"
+        );
+    }
+    let e = Error::UnknownLayout {
+        api: "ncclDevCommCreate",
+        runtime: Version::new(2, 28, 4),
+        known: "2.28.3".into(),
+    };
+    assert!(e.to_string().contains("2.28.4") && e.to_string().contains("known: 2.28.3"));
+}
+
+#[test]
+fn device_types_are_send_and_sync() {
+    fn both<T: Send + Sync>() {}
+    both::<nccl::DevCommRequirements>();
+    both::<nccl::Team>();
+    both::<nccl::CommProperties>();
+    both::<nccl::DevCommBytes>();
+}
+
+/// The device-API layout table against the header this build used: a C++
+/// probe, compiled with the system's C++ compiler (`CXX`, else `c++`) on
+/// that header (CUDA's runtime headers replaced by nccl-sys's stand-ins),
+/// prints `sizeof` and `offsetof`, which must be the table's.
+#[test]
+fn device_layout_matches_the_build_header() {
+    use std::path::{Path, PathBuf};
+    let inc = Path::new(nccl::sys::BUILD_INCLUDE_DIR);
+    if !inc.join("nccl_device.h").is_file() {
+        nccl_rs_tests::say(&format!(
+            "device layout vs header NOT RUN: no nccl_device.h in {inc:?} (NCCL older than 2.28, or no header)"
+        ));
+        return;
+    }
+    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nccl-sys/shim");
+    // 2.28.7+ include cuda.h (GIN): CUDA's, or the runtime wheel's beside NCCL's
+    let cuda: Vec<PathBuf> = [
+        std::env::var_os("CUDA_HOME").map(|h| PathBuf::from(h).join("include")),
+        Some(PathBuf::from("/usr/local/cuda/include")),
+        inc.parent()
+            .and_then(Path::parent)
+            .map(|nvidia| nvidia.join("cu13/include")),
+        inc.parent()
+            .and_then(Path::parent)
+            .map(|nvidia| nvidia.join("cuda_runtime/include")),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|d| d.join("cuda.h").is_file())
+    .collect();
+    let dir = std::env::temp_dir().join(format!("nccl-rs-layout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // only cuda.h from CUDA's folder: its cuda_runtime.h would need the rest
+    if let Some(c) = cuda.first() {
+        std::fs::copy(c.join("cuda.h"), dir.join("cuda.h")).unwrap();
+    }
+    let probe = r#"
+#include <cstdio>
+#include <cstddef>
+#include <nccl.h>
+struct half { unsigned short x; };
+struct __nv_bfloat16 { unsigned short x; };
+#if NCCL_VERSION_CODE >= 23200
+struct int4 { int x, y, z, w; };
+#endif
+#include <nccl_device.h>
+int main() {
+  std::printf("version %d\n", NCCL_VERSION_CODE);
+  std::printf("devcomm %zu\n", sizeof(ncclDevComm));
+  std::printf("reqs %zu\n", sizeof(ncclDevCommRequirements));
+  std::printf("ranks %zu %zu %zu %zu\n", offsetof(ncclDevComm, rank), offsetof(ncclDevComm, nRanks),
+              offsetof(ncclDevComm, lsaRank), offsetof(ncclDevComm, lsaSize));
+#if NCCL_VERSION_CODE >= 22902
+  std::printf("props %zu\n", sizeof(ncclCommProperties));
+#else
+  std::printf("props 0\n");
+#endif
+  return 0;
+}
+"#;
+    std::fs::write(dir.join("probe.cc"), probe).unwrap();
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let out = std::process::Command::new(&cxx)
+        .args([
+            "-std=c++17",
+            "-D__host__=",
+            "-D__device__=",
+            "-D__forceinline__=inline",
+        ])
+        .arg(format!("-I{}", shim.display()))
+        .arg(format!("-I{}", dir.display()))
+        .arg(format!("-I{}", inc.display()))
+        .arg(dir.join("probe.cc"))
+        .arg("-o")
+        .arg(dir.join("probe"))
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            nccl_rs_tests::say(&format!(
+                "device layout vs header NOT RUN: no C++ compiler ({cxx}: {e})"
+            ));
+            return;
+        }
+    };
+    if !out.status.success() && cuda.is_empty() && inc.join("nccl_device/gin").is_dir() {
+        nccl_rs_tests::say(
+            "device layout vs header NOT RUN: the header needs cuda.h, and no CUDA headers were found (CUDA_HOME)",
+        );
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "the probe did not compile: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = std::process::Command::new(dir.join("probe"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(run.stdout).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let nums = |key: &str| -> Vec<usize> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in {text}"));
+        line[key.len()..]
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    // the header's own version (with runtime-load, the bindings' version
+    // may be another release's)
+    let code = nums("version")[0] as u32;
+    let layout = nccl::sys::device::layout_of(code)
+        .unwrap_or_else(|| panic!("the build's nccl_device.h ({code}) has no layout in the table"));
+    assert_eq!(nums("devcomm"), [layout.dev_comm_size], "{code}");
+    assert_eq!(nums("reqs"), [layout.requirements_size], "{code}");
+    assert_eq!(nums("ranks"), layout.dev_comm_ranks, "{code}");
+    assert_eq!(nums("props"), [layout.properties_size], "{code}");
+}

@@ -4,8 +4,10 @@
 //! sharing GPU 0 (each its own NCCL_HOSTID, NCCL_SOCKET_IFNAME=lo; this
 //! program starts them and hands them the unique id). Plus split, buffer
 //! registration, windows, ncclMemAlloc buffers, PreMulSum, a send/recv ring,
-//! graph capture and replay, group simulation, non-blocking init, and every
-//! bad-input error on a live communicator that must keep working.
+//! graph capture and replay, group simulation, non-blocking init, the device
+//! API's host half (teams, device communicators, properties, a window's
+//! peer addresses), and every bad-input error on a live communicator that
+//! must keep working.
 //!
 //! A custom harness (no libtest): it prints one line per check and closes
 //! with `N passed, M failed`.
@@ -1552,11 +1554,282 @@ fn symmetric_pool(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
 /// libnccl, what can be checked there: the argument checks and
 /// `Unsupported`.
 fn beyond_bindings(env: &Env, rep: &mut Report) {
+    device_api(env, rep);
     #[cfg(nccl_fn = "ncclAllReduceConfig")]
     configured_collectives(env, rep);
     #[cfg(nccl_fn = "ncclPutSignal")]
     one_sided(env, rep);
     let _ = (env, rep);
+}
+
+/// The device API's host half (2.28.3+): teams against rank and world, a
+/// device communicator created and dropped twice (its ranks as NCCL wrote
+/// them, its size against the layout table), the properties and a window's
+/// addresses in the peers' memory (2.29.2+, `Unsupported` before), read
+/// back through those addresses; bounds refused before NCCL.
+fn device_api(env: &Env, rep: &mut Report) {
+    use nccl::{DevCommRequirements, NcclCode, Team, Version};
+    let comm = env.comm;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let runtime = nccl::version().unwrap();
+    if runtime < Version::new(2, 28, 3) {
+        let r = match (
+            comm.team_world(),
+            comm.dev_comm(&DevCommRequirements::new()),
+        ) {
+            (Err(Error::Unsupported { .. }), Err(Error::Unsupported { .. })) => Ok(()),
+            (a, b) => Err(format!("{a:?} / {:?}", b.map(|_| ()))),
+        };
+        rep.check("device API: Unsupported before 2.28.3", r);
+        say(&format!(
+            "rank {rank}: device API NOT RUN on libnccl {runtime} (NCCL 2.28.3+)"
+        ));
+        return;
+    }
+    let layout = nccl::sys::device::layout_of(runtime.code().unwrap() as u32);
+    let lsa = match comm.team_lsa() {
+        Ok(t) => t,
+        Err(e) => {
+            rep.check("device API: team_lsa", Err(e2s(e)));
+            return;
+        }
+    };
+    let r = (|| -> Result<(), String> {
+        let w = comm.team_world().map_err(e2s)?;
+        if w != (Team {
+            n_ranks: world,
+            rank,
+            stride: 1,
+        }) {
+            return Err(format!("team_world {w:?}"));
+        }
+        if lsa.n_ranks == 0 || world % lsa.n_ranks != 0 || lsa.rank >= lsa.n_ranks {
+            return Err(format!("team_lsa {lsa:?} in a world of {world}"));
+        }
+        if world == 1
+            && lsa
+                != (Team {
+                    n_ranks: 1,
+                    rank: 0,
+                    stride: 1,
+                })
+        {
+            return Err(format!("team_lsa {lsa:?} in world 1"));
+        }
+        let me = comm.team_rank_to_world(lsa, lsa.rank).map_err(e2s)?;
+        if me != rank {
+            return Err(format!(
+                "LSA member {} is world rank {me}, not {rank}",
+                lsa.rank
+            ));
+        }
+        if comm.team_rank_to_lsa(lsa, lsa.rank).map_err(e2s)? != Some(lsa.rank) {
+            return Err("team_rank_to_lsa of this rank".into());
+        }
+        let rail = comm.team_rail().map_err(e2s)?;
+        if rail.n_ranks * lsa.n_ranks != world {
+            return Err(format!("rail {rail:?} x LSA {lsa:?} != world {world}"));
+        }
+        match comm.team_rank_to_world(w, world) {
+            Err(Error::InvalidArgument { arg: "rank", .. }) => Ok(()),
+            other => Err(format!("a rank past the team: {other:?}")),
+        }
+    })();
+    rep.check("device API: teams", r);
+
+    let r = (|| -> Result<(), String> {
+        let reqs = DevCommRequirements::new().lsa_barrier_count(4);
+        for round in 0..2 {
+            let dc = match comm.dev_comm(&reqs) {
+                Ok(d) => d,
+                Err(Error::UnknownLayout { .. }) if layout.is_none() => {
+                    say(&format!(
+                        "rank {rank}: device communicator NOT RUN: libnccl {runtime} has no known layout (refusal checked)"
+                    ));
+                    return Ok(());
+                }
+                Err(
+                    e @ Error::Nccl {
+                        code: NcclCode::InvalidUsage,
+                        ..
+                    },
+                ) if world > 1 => {
+                    say(&format!(
+                        "rank {rank}: device communicator refused by NCCL (no symmetric memory support between these ranks): {e}"
+                    ));
+                    return Ok(());
+                }
+                Err(e) => return Err(format!("round {round}: {}", e2s(e))),
+            };
+            let l = layout.ok_or("a device communicator on a release without a layout")?;
+            let got = (dc.rank(), dc.world_size(), dc.lsa_rank(), dc.lsa_size());
+            let want = (
+                rank as i32,
+                world as i32,
+                lsa.rank as i32,
+                lsa.n_ranks as i32,
+            );
+            if got != want {
+                return Err(format!(
+                    "round {round}: NCCL wrote (rank, world, lsa rank, lsa size) {got:?}, want {want:?}"
+                ));
+            }
+            if dc.size() != l.dev_comm_size || dc.as_bytes().len() != l.dev_comm_size {
+                return Err(format!("size {}", dc.size()));
+            }
+            drop(dc);
+        }
+        Ok(())
+    })();
+    rep.check("device API: dev_comm created and dropped twice", r);
+
+    let queries = runtime >= Version::new(2, 29, 2);
+    let r = match comm.properties() {
+        Err(Error::Unsupported { .. }) if !queries => Ok(()),
+        Err(Error::UnknownLayout { .. }) if layout.is_none() => Ok(()),
+        Ok(p) if queries => {
+            if (p.rank, p.world_size) != (rank, world) {
+                Err(format!("properties {p:?}"))
+            } else if p.n_lsa_teams.is_some_and(|n| n != world / lsa.n_ranks) {
+                Err(format!("{:?} LSA teams, LSA team {lsa:?}", p.n_lsa_teams))
+            } else if p.dev_comm_runtime_size.is_some()
+                && p.dev_comm_runtime_size != layout.map(|l| l.dev_comm_size)
+            {
+                Err(format!(
+                    "NCCL's devCommRuntimeVersionSize {:?}",
+                    p.dev_comm_runtime_size
+                ))
+            } else {
+                say(&format!("rank {rank}: properties {p:?}"));
+                Ok(())
+            }
+        }
+        other => Err(format!("{other:?}")),
+    };
+    rep.check("device API: properties (Unsupported before 2.29.2)", r);
+
+    #[cfg(nccl_fn = "ncclCommWindowRegister")]
+    device_window(env, rep, lsa, queries);
+}
+
+/// A window's addresses (2.29.2+): this rank's part read back through its
+/// LSA address, a peer's too where there is one; bounds refused.
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
+fn device_window(env: &Env, rep: &mut Report, lsa: nccl::Team, queries: bool) {
+    let comm = env.comm;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    if nccl::require_api("ncclCommWindowRegister").is_err() {
+        return;
+    }
+    let n = 1024;
+    let value = |r: usize, i: usize| (r * 10_000 + i) as f32;
+    let r = (|| -> Result<(), String> {
+        let mut a = NcclBuffer::<f32>::alloc_zeros(env.stream, n).map_err(e2s)?;
+        let h: Vec<f32> = (0..n).map(|i| value(rank, i)).collect();
+        env.stream
+            .memcpy_htod(&h, &mut a)
+            .map_err(|e| e.to_string())?;
+        env.stream.synchronize().map_err(|e| e.to_string())?;
+        // SAFETY: every rank registers this one window, of the same size,
+        // and only reads it.
+        let w = unsafe { comm.window_register(a, true) }.map_err(e2s)?;
+        let first = w.lsa_device_ptr(comm, 0, lsa.rank);
+        if !queries {
+            return match first {
+                Err(Error::Unsupported {
+                    api: "ncclGetLsaDevicePointer",
+                    ..
+                }) => Ok(()),
+                other => Err(format!("before 2.29.2: {other:?}")),
+            };
+        }
+        if !w.is_mapped() {
+            return match first {
+                Err(Error::InvalidArgument { arg: "window", .. }) => {
+                    say(&format!(
+                        "rank {rank}: window addresses NOT RUN: NCCL made no window (no symmetric memory support); the refusal was checked"
+                    ));
+                    Ok(())
+                }
+                other => Err(format!("an unmapped window: {other:?}")),
+            };
+        }
+        let p0 = first.map_err(e2s)?;
+        let p1 = w.lsa_device_ptr(comm, 1, lsa.rank).map_err(e2s)?;
+        if p1 != p0 + 4 {
+            return Err(format!("element 1 at {p1:#x}, element 0 at {p0:#x}"));
+        }
+        if w.peer_device_ptr(comm, 0, rank).map_err(e2s)? != Some(p0) {
+            return Err("peer_device_ptr of this rank != lsa_device_ptr".into());
+        }
+        let mut back = [0f32; 4];
+        // SAFETY: p0 + 8 .. p0 + 24 lies inside this rank's part of a
+        // registered window of n floats, mapped into this context by NCCL.
+        unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut back, p0 + 8) }
+            .map_err(|e| e.to_string())?;
+        if back
+            != [
+                value(rank, 2),
+                value(rank, 3),
+                value(rank, 4),
+                value(rank, 5),
+            ]
+        {
+            return Err(format!("read through the LSA address: {back:?}"));
+        }
+        if lsa.n_ranks > 1 {
+            let peer_lsa = (lsa.rank + 1) % lsa.n_ranks;
+            let peer = comm.team_rank_to_world(lsa, peer_lsa).map_err(e2s)?;
+            let pp = w.lsa_device_ptr(comm, n - 1, peer_lsa).map_err(e2s)?;
+            let mut last = [0f32; 1];
+            // SAFETY: the last float of the peer's part of the window,
+            // mapped here by NCCL; the peer filled it before registering.
+            unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut last, pp) }
+                .map_err(|e| e.to_string())?;
+            if last[0] != value(peer, n - 1) {
+                return Err(format!("peer {peer}'s last float read as {}", last[0]));
+            }
+        }
+        let refused = |what: &str, r: Result<Option<u64>, Error>, arg: &str| match r {
+            Err(Error::InvalidArgument { arg: a, .. }) if a == arg => Ok(()),
+            other => Err(format!("{what}: {other:?}")),
+        };
+        refused(
+            "offset n",
+            w.lsa_device_ptr(comm, n, lsa.rank).map(Some),
+            "offset",
+        )?;
+        refused(
+            "lsa rank past the team",
+            w.lsa_device_ptr(comm, 0, lsa.n_ranks).map(Some),
+            "lsa_rank",
+        )?;
+        refused(
+            "peer past the world",
+            w.peer_device_ptr(comm, 0, world),
+            "peer",
+        )?;
+        refused(
+            "multimem offset n",
+            w.lsa_multimem_device_ptr(comm, n),
+            "offset",
+        )?;
+        // NCCL gives null without multimem, or refuses where it cannot make
+        // the team's multicast object: either is reported
+        let mm = match w.lsa_multimem_device_ptr(comm, 0) {
+            Ok(p) => format!("{p:?}"),
+            Err(e @ Error::Nccl { .. }) => format!("refused by NCCL: {e}"),
+            Err(e) => return Err(e2s(e)),
+        };
+        say(&format!(
+            "rank {rank}: window at LSA address {p0:#x}, multimem {mm}"
+        ));
+        Ok(())
+    })();
+    rep.check(
+        "device API: window addresses (Unsupported before 2.29.2), bounds",
+        r,
+    );
 }
 
 /// One-sided puts and signals (2.29.2+): argument checks on every world;
@@ -1993,6 +2266,46 @@ fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
             r,
         );
     }
+    // device communicators (2.28.3+): refused in a group; on a non-blocking
+    // communicator NCCL writes it on its own thread, read once it is done
+    let r = (|| -> Result<(), String> {
+        if nccl::version().map_err(e2s)? < nccl::Version::new(2, 28, 3) {
+            say("device communicators in a group / non-blocking NOT RUN: NCCL older than 2.28.3");
+            return Ok(());
+        }
+        let reqs = nccl::DevCommRequirements::new().lsa_barrier_count(2);
+        for blocking in [true, false] {
+            let cfg = Config::new()
+                .blocking(blocking)
+                .timeout(Duration::from_secs(60));
+            let comm = Comm::init_rank_with(ctx, 1, &UniqueId::new().map_err(e2s)?, 0, &cfg)
+                .map_err(e2s)?;
+            let grouped = nccl::group(|_g| comm.dev_comm(&reqs).map(|_| ()));
+            if !matches!(grouped, Err(Error::InGroup { op: "dev_comm" })) {
+                return Err(format!("dev_comm in a group: {grouped:?}"));
+            }
+            let dc = comm.dev_comm(&reqs).map_err(e2s)?;
+            let got = (dc.rank(), dc.world_size(), dc.lsa_rank(), dc.lsa_size());
+            if got != (0, 1, 0, 1) {
+                return Err(format!("blocking {blocking}: NCCL wrote {got:?}"));
+            }
+            drop(dc);
+            // the communicator still works after the device communicator
+            let s = ctx.new_stream().map_err(|e| e.to_string())?;
+            let a = s.clone_htod(&[2.0f32]).map_err(|e| e.to_string())?;
+            let mut b = s.alloc_zeros::<f32>(1).map_err(|e| e.to_string())?;
+            comm.all_reduce(&a, &mut b, ReduceOp::Sum, &s)
+                .map_err(e2s)?;
+            comm.wait_or_abort(&s, Duration::from_secs(30))
+                .map_err(e2s)?;
+            comm.finalize().map_err(e2s)?;
+        }
+        Ok(())
+    })();
+    rep.check(
+        "device communicators: refused in a group; made on a non-blocking communicator",
+        r,
+    );
     // a blocking init with a deadline: rank 1 of 2 never comes
     let r = (|| -> Result<(), String> {
         let cfg = Config::new().timeout(Duration::from_secs(2));

@@ -127,6 +127,7 @@
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
 mod config;
+pub mod device;
 mod loader;
 pub mod since;
 

@@ -70,9 +70,28 @@ fn resolve(slot: usize) -> Option<*mut c_void> {
     p
 }
 
+/// The address of `name` in the libnccl in use, remembered in `slot` (null
+/// until first use, then the address or the "missing" mark): for functions
+/// declared by hand ([`crate::device`]) rather than generated. `None` when
+/// the library lacks it, or no shared library is in use (static linking).
+pub(crate) fn named_symbol(slot: &AtomicPtr<c_void>, name: &CStr) -> Option<*mut c_void> {
+    let p = slot.load(Ordering::Acquire);
+    if p == missing() {
+        return None;
+    }
+    if !p.is_null() {
+        return Some(p);
+    }
+    let lib = library().ok()?;
+    let p = lib.sym(name);
+    slot.store(p.unwrap_or_else(missing), Ordering::Release);
+    p
+}
+
 /// Whether function `name` can be called and reach libnccl: it is declared
 /// by this build's header and linked (static, or dynamic for functions of
-/// NCCL 2.18.1), or the loaded library has it. `false` for names this build
+/// NCCL 2.18.1), or the loaded library has it. The host functions of the
+/// device API ([`crate::device`]) count when the library has them. `false` for names this build
 /// does not declare, and (`runtime-load`) when no library can be found.
 ///
 /// ```
@@ -80,6 +99,9 @@ fn resolve(slot: usize) -> Option<*mut c_void> {
 /// assert!(!nccl_sys::available("ncclNoSuchFunction"));
 /// ```
 pub fn available(name: &str) -> bool {
+    if let Some(have) = crate::device::available(name) {
+        return have;
+    }
     match crate::lookup(name) {
         Lookup::Linked => true,
         Lookup::Lazy(slot) => symbol(slot).is_some(),

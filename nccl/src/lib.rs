@@ -160,7 +160,7 @@ pub use cudarc;
 pub use nccl_sys as sys;
 
 // The layers, bottom up (docs/architecture.md): base; comm; mem; ops;
-// elastic; caps, params and library on base; bootstrap on top. No module
+// device; elastic; caps, params and library on base; bootstrap on top. No module
 // imports one above it.
 #[macro_use]
 mod base;
@@ -168,6 +168,7 @@ mod base;
 pub mod bootstrap;
 mod caps;
 mod comm;
+mod device;
 mod elastic;
 pub mod library;
 mod mem;
@@ -188,6 +189,7 @@ pub use caps::{
 pub use comm::{
     AbortHandle, Bootstrap, Comm, Config, MAX_STUCK_CREATIONS, UNIQUE_ID_BYTES, UniqueId, Watchdog,
 };
+pub use device::{CommProperties, DevComm, DevCommBytes, DevCommRequirements, Team};
 pub use elastic::{ElasticApi, GrowPlan, MemStats, RankMap, Recovery, Shrunk, elastic_support};
 pub use mem::{
     DROP_WAIT, Local, NcclBuffer, NcclView, NcclViewMut, Registered, Registration, RegistrationKind,

@@ -2,12 +2,13 @@
 # Builds, on a machine with Rust but without a GPU, what tests/gpu/validate.sh
 # and tests/gpu/side-by-side.sh run on the GPU machine, into .gpu/ (ignored):
 #   .gpu/dyn/          dynamically linked: sys_cpu sys_gpu nccl_cpu nccl_gpu faults nccl-bench xtask,
-#                      the examples weight_sync, survive and weight_push (which, on this header,
-#                      can only report put_signal Unsupported)
+#                      the examples weight_sync, survive, device_all_reduce and weight_push
+#                      (which, on this header, can only report put_signal Unsupported)
 #   .gpu/rl/           feature runtime-load (nothing linked), bindings of NCCL 2.32.3's header
 #                      (target/nccl-headers, fetched by `cargo xtask bindgen --check`):
-#                      sys_cpu nccl_cpu nccl_gpu faults runtime_load, the examples survive and
-#                      weight_push (tests/gpu/weight-push.sh runs it on NCCL 2.29.2+)
+#                      sys_cpu nccl_cpu nccl_gpu faults runtime_load, the examples survive,
+#                      device_all_reduce and weight_push (tests/gpu/weight-push.sh runs it on
+#                      NCCL 2.29.2+)
 #   .gpu/static.tar.gz the same programs, recorded for a static link there
 #                      (../shared/gpu/bundle; tests/gpu/static-link.sh unpacks it
 #                      and links them there, against the system's libnccl_static.a
@@ -24,7 +25,7 @@ deps=$PWD/target/nccl-deps
 export LIBCLANG_PATH=${LIBCLANG_PATH:-$deps/libclang/clang/native}
 NCCL_DIR=$deps/nvidia/nccl cargo test --release --no-run -p nccl-rs-tests
 NCCL_DIR=$deps/nvidia/nccl cargo build --release -p nccl-rs --features bench --bin nccl-bench \
-  --example weight_sync --example survive --example weight_push
+  --example weight_sync --example survive --example weight_push --example device_all_reduce
 cargo build --release -p xtask
 # the newest test program NAME-<hash> in cargo's deps folder DIR (not its .d)
 newest() {
@@ -41,18 +42,21 @@ for t in sys_cpu sys_gpu nccl_cpu nccl_gpu faults; do
   cp "$(newest target/release/deps "$t")" ".gpu/dyn/$t"
 done
 cp target/release/nccl-bench target/release/xtask target/release/examples/weight_sync \
-  target/release/examples/survive target/release/examples/weight_push .gpu/dyn/
+  target/release/examples/survive target/release/examples/weight_push \
+  target/release/examples/device_all_reduce .gpu/dyn/
 # runtime-load, on the newest header, in a target folder of its own
 rl=$PWD/target/gpu-rl
 env -u NCCL_DIR CARGO_TARGET_DIR=$rl NCCL_INCLUDE_DIR=$PWD/target/nccl-headers/2.32.3 \
   cargo test --release --no-run -p nccl-rs-tests --features runtime-load
 env -u NCCL_DIR CARGO_TARGET_DIR=$rl NCCL_INCLUDE_DIR=$PWD/target/nccl-headers/2.32.3 \
-  cargo build --release -p nccl-rs --features runtime-load --example survive --example weight_push
+  cargo build --release -p nccl-rs --features runtime-load --example survive --example weight_push \
+  --example device_all_reduce
 rm -rf .gpu/rl && mkdir -p .gpu/rl
 for t in sys_cpu nccl_cpu nccl_gpu faults runtime_load; do
   cp "$(newest "$rl/release/deps" "$t")" ".gpu/rl/$t"
 done
-cp "$rl/release/examples/survive" "$rl/release/examples/weight_push" .gpu/rl/
+cp "$rl/release/examples/survive" "$rl/release/examples/weight_push" \
+  "$rl/release/examples/device_all_reduce" .gpu/rl/
 if [ -x ../shared/gpu/bundle ]; then
   env -u NCCL_DIR NCCL_STATIC=1 NCCL_INCLUDE_DIR=$deps/nvidia/nccl/include \
     NCCL_LIB_DIR=/usr/lib/x86_64-linux-gnu CUDA_HOME=/usr/local/cuda \

@@ -8,7 +8,8 @@
 #   LOG=<folder for logs>  WORLDS=<rank counts for the process runs, default 2,4>
 #   STEPS=<which steps, default "quick suites launch faults"; "bench" adds the benchmarks;
 #          "versions", "launchers", "elastic" (RL=<the runtime-load build, .gpu/rl>) and "vs"
-#          (NT=<nccl-tests source tree>) the checks of the later issues, below>
+#          (NT=<nccl-tests source tree>) the checks of the later issues, below; "device"
+#          the device-API example, tests/gpu/device-example.sh>
 # Steps: quick = nccl-sys and CPU tests in both builds, ldd of the static ones;
 # suites = the dynamic and static nccl_gpu suites side by side (world 1, then
 # WORLDS as processes on the one GPU); launch = 2 and 4 ranks started by
@@ -126,6 +127,14 @@ if has vs; then
   : "${NT:?}"
   BENCH=$DYN/nccl-bench run vs-nccl-tests timeout 560 bash tests/gpu/vs-nccl-tests.sh "$LOG/vs"
   cat "$LOG/vs/ratios.md" 2>/dev/null
+fi
+
+if has device; then
+  # the device-API example (a kernel on nccl_device.h): NVRTC, then nvcc -ptx;
+  # world 1, then 2 ranks on the one GPU (which have no symmetric memory:
+  # reported as not available)
+  run device-example bash tests/gpu/device-example.sh "$DYN/device_all_reduce" "${XTASK:-}"
+  grep "^device-example:" "$LOG/device-example.log"
 fi
 
 if has bench; then

@@ -168,6 +168,21 @@ pub enum Error {
         /// The version of the libnccl loaded.
         runtime: Version,
     },
+    /// The libnccl in use is a release whose device-API structures this
+    /// crate does not know (NCCL changes them between releases): it would
+    /// not know how many bytes NCCL writes, or how to lay out its
+    /// requirements.
+    #[error(
+        "{api}: the device API's structures of libnccl {runtime} are not known to this build (known: {known}); run with one of those releases or update nccl-rs"
+    )]
+    UnknownLayout {
+        /// The call refused (`ncclDevCommCreate`).
+        api: &'static str,
+        /// The version of the libnccl loaded.
+        runtime: Version,
+        /// The releases this build knows.
+        known: String,
+    },
     /// The libnccl loaded is older than the oldest this crate supports.
     #[error(
         "libnccl {runtime} is older than NCCL {minimum}, the oldest this crate supports: run with a newer libnccl (LD_LIBRARY_PATH, or pip install nvidia-nccl-cu12)"

@@ -311,7 +311,7 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
     }
 }
 
-#[cfg(nccl_fn = "ncclPutSignal")]
+#[cfg(nccl_fn = "ncclCommWindowRegister")]
 impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
     Registration<T, B, K>
 {
