@@ -14,7 +14,9 @@
 #
 # Steps, each one line `CHECK <name>: passed|FAILED (<reason>)|NOT RUN (<why>)
 # [<seconds> s]`:
-#   build            unpack, `make -j$JOBS src.build` for $GENCODE (sm_90)
+#   build            unpack, for 2.18 - 2.26 apply the CUDA 13 shims
+#                    (tests/gpu/nccl-compat/apply.sh; the line says so), then
+#                    `make -j$JOBS src.build` for $GENCODE (sm_90)
 #   api-2.29         faults' NCCL 2.29+ checks (grow/join, suspend/resume,
 #                    revoke + ShrinkMode::Default, graph_usage_mode), runtime-load
 #                    build; a check that says NOT RUN fails here
@@ -112,20 +114,33 @@ if ! wanted build && [ -f "$LIB/libnccl_static.a" ]; then
   skip build "not asked for (ONLY); using the build in $SRC"
   built=1
 elif [ -f "$LIB/libnccl_static.a" ] && [ -e "$LIB/libnccl.so.2" ] && [ "${REBUILD:-0}" != 1 ]; then
-  report build passed "reused $SRC/build (REBUILD=1 builds again)" 0
+  report build passed "reused $SRC/build$(grep -qs compat-cuda13 "$SRC/makefiles/common.mk" && echo ", CUDA 13 shims applied") (REBUILD=1 builds again)" 0
   built=1
 elif [ ! -f "$TGZ" ]; then
   report build FAILED "no $TGZ" 0
 else
   rm -rf "$SRC"
   tar -C "$WORK" -xzf "$TGZ"
+  # 2.18 - 2.26 do not build with CUDA 13 as they are: tests/gpu/nccl-compat
+  # shims them (docs/versions.md, "Building 2.18-2.26 with CUDA 13")
+  shims=
+  IFS=. read -r vmaj vmin _ <<< "$VERSION"
+  if ((vmaj == 2 && vmin >= 18 && vmin < 27)); then
+    if bash tests/gpu/nccl-compat/apply.sh "$SRC" "$VERSION" > "$LOG/compat.log" 2>&1; then
+      cat "$LOG/compat.log"
+      shims="CUDA 13 shims applied (tests/gpu/nccl-compat, $LOG/compat.log); "
+    else
+      cat "$LOG/compat.log"
+      shims="CUDA 13 shims FAILED to apply (see $LOG/compat.log); "
+    fi
+  fi
   run build 480 60 "$LOG/build.log" make -C "$SRC" -j"$JOBS" src.build CUDA_HOME="$CUDA_HOME" NVCC_GENCODE="$GENCODE"
   if ((rc == -1)); then :
   elif ((rc == 0)) && [ -f "$LIB/libnccl_static.a" ] && [ -e "$LIB/libnccl.so.2" ]; then
-    report build passed "$(basename "$(readlink -f "$LIB/libnccl.so.2")") $(stat -c %s "$(readlink -f "$LIB/libnccl.so.2")") B, libnccl_static.a $(stat -c %s "$LIB/libnccl_static.a") B" $((SECONDS - t0))
+    report build passed "${shims}$(basename "$(readlink -f "$LIB/libnccl.so.2")") $(stat -c %s "$(readlink -f "$LIB/libnccl.so.2")") B, libnccl_static.a $(stat -c %s "$LIB/libnccl_static.a") B" $((SECONDS - t0))
     built=1
   else
-    report build FAILED "exit $rc; $(grep -m2 -E "error|Error" "$LOG/build.log" | tr '\n' ' ' | cut -c1-300)" $((SECONDS - t0))
+    report build FAILED "${shims}exit $rc; $(grep -m2 -E "error|Error" "$LOG/build.log" | tr '\n' ' ' | cut -c1-300)" $((SECONDS - t0))
   fi
 fi
 if [ $built = 0 ]; then
