@@ -22,6 +22,9 @@
 #                    build; a check that says NOT RUN fails here
 #   rl-nccl_gpu      the GPU suite, runtime-load build, NCCL_RS_LIBRARY = the new
 #                    libnccl.so.2, world 1 and 2 ranks
+#   device           the device-API example (tests/gpu/device-example.sh, world 1)
+#                    on the runtime-load build, its kernel compiled against
+#                    this release's nccl_device.h (build/include)
 #   rl-cpu           sys_cpu and nccl_cpu of the runtime-load build on it
 #                    (NCCL_RS_EXPECT_RUNTIME=VERSION)
 #   faults           faults' FAULTS_QUICK subset, runtime-load build
@@ -144,7 +147,7 @@ else
   fi
 fi
 if [ $built = 0 ]; then
-  for s in api-2.29 rl-nccl_gpu rl-cpu faults dyn-nccl_gpu static-link static-nccl_gpu sanitize; do skip "$s" "no library: the build failed"; done
+  for s in api-2.29 rl-nccl_gpu device rl-cpu faults dyn-nccl_gpu static-link static-nccl_gpu sanitize; do skip "$s" "no library: the build failed"; done
   echo "nccl-from-source $VERSION: $passed passed, $failed failed, $notrun not run ($SECONDS s)"
   exit 1
 fi
@@ -174,6 +177,19 @@ if wanted rl-nccl_gpu; then
     suite_verdict rl-nccl_gpu "$LOG/rl-nccl_gpu.log" Runtime
   fi
 else skip rl-nccl_gpu "not in ONLY"; fi
+
+# 3b. the device-API example (a kernel on this release's nccl_device.h), world 1
+if wanted device; then
+  if [ ! -x .gpu/rl/device_all_reduce ]; then skip device "no .gpu/rl/device_all_reduce"; else
+    NCCL_RS_LIBRARY=$SO NCCL_INCLUDE_DIR=$SRC/build/include WORLDS=1 \
+      run device 150 30 "$LOG/device.log" bash tests/gpu/device-example.sh .gpu/rl/device_all_reduce
+    if ((rc != -1)); then
+      lines=$(grep "^device-example:" "$LOG/device.log" | tr '\n' ' ' | cut -c1-300)
+      if ((rc == 0)); then report device passed "$lines" $((SECONDS - t0))
+      else report device FAILED "exit $rc; $lines $(why "$LOG/device.log")" $((SECONDS - t0)); fi
+    fi
+  fi
+else skip device "not in ONLY"; fi
 
 # 4. the CPU tests of the runtime-load build on this library (the README
 #    check reads files of the repository it was built in: skipped by name)

@@ -40,6 +40,8 @@
 #   It needs DYN_BENCH (or TRACK_BENCH) and XTASK only:
 #     PARTS=tracking DYN_BENCH=.gpu/dyn/nccl-bench XTASK=.gpu/dyn/xtask \
 #       [NT=<nccl-tests tree>] bash tests/gpu/side-by-side.sh /tmp/tracking
+#   TRACK_WORLDS (default "1 2") picks its worlds, TRACK_COLS (default all
+#   the columns above) its columns.
 # PARTS (default "1 2 tracking") picks the parts.
 set -euo pipefail
 out=${1:-/tmp/side-by-side}; mkdir -p "$out"
@@ -159,7 +161,7 @@ tracking() { # WORLD ITERS ROUNDS
   export NCCL_RS_ID_FILE=$out/id-$p
   local min=8 max=$((32 << 10))
   local b=(-c all_reduce -b "$min" -e "$max" -f 4 -n "$n" -w $W -C 1 --no-progress)
-  cols=(c c-async c-nccl untracked default ncclbuf sym)
+  read -ra cols <<< "${TRACK_COLS:-c c-async c-nccl untracked default ncclbuf sym}"
   [ "$world" != 1 ] || [ -z "$nt_bin" ] || cols+=(nccl-tests)
   local t0=$SECONDS
   for r in $(seq 1 "$rounds"); do
@@ -188,8 +190,9 @@ for part in $PARTS; do
     1) part 1 8 $((256 << 20)) 200 "${ROUNDS1:-5}" ;;
     2) part 2 8 $((32 << 10)) 50 "${ROUNDS2:-3}" ;;
     tracking)
-      tracking 1 200 "${ROUNDS_T:-10}"
-      tracking 2 50 "${ROUNDS_T:-10}" ;;
+      for w in ${TRACK_WORLDS:-1 2}; do
+        case $w in 1) tracking 1 200 "${ROUNDS_T:-10}" ;; 2) tracking 2 50 "${ROUNDS_T:-10}" ;; esac
+      done ;;
     *) echo "unknown part $part"; exit 2 ;;
   esac
 done
