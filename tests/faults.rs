@@ -77,9 +77,7 @@ fn rank_main(scenario: &str) -> u8 {
         // non-blocking, peers not connected: the first collective connects
         // on NCCL's own thread, which waits for a peer that never comes
         "nb-timeout" => LaunchOptions {
-            config: nccl::Config::new()
-                .blocking(false)
-                .timeout(Duration::from_secs(3)),
+            config: nccl::Config::new().blocking(false).timeout(nb_timeout()),
             connect: false,
             ..opts
         },
@@ -148,7 +146,7 @@ fn rank_main(scenario: &str) -> u8 {
         "abort-thread" => {
             if rank == 1 {
                 // never takes part; stays alive until rank 0 gave up
-                std::thread::sleep(Duration::from_secs(8));
+                std::thread::sleep(nb_timeout() + Duration::from_secs(5));
                 return Ok(OK);
             }
             let h = comm.abort_handle();
@@ -182,7 +180,7 @@ fn rank_main(scenario: &str) -> u8 {
         "nb-timeout" => {
             if rank == 1 {
                 // never takes part; stays alive until rank 0 gave up
-                std::thread::sleep(Duration::from_secs(8));
+                std::thread::sleep(nb_timeout() + Duration::from_secs(5));
                 return Ok(OK);
             }
             // buffers of their own, dropped right after the failed call: NCCL
@@ -227,6 +225,17 @@ fn rank_main(scenario: &str) -> u8 {
         }
         Err(e) => code(&e),
     }
+}
+
+/// The non-blocking communicator's timeout in `nb-timeout`: 3 s, or
+/// `FAULTS_NB_TIMEOUT_S` seconds (longer under compute-sanitizer, which
+/// slows the creation itself past 3 s).
+fn nb_timeout() -> Duration {
+    let s = std::env::var("FAULTS_NB_TIMEOUT_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    Duration::from_secs(s)
 }
 
 /// Now, as nanoseconds since the Unix epoch: a clock the rank processes and
@@ -745,7 +754,7 @@ fn main() -> ExitCode {
     // communicator is aborted before the call's buffers are released
     if run("nb-timeout") {
         let kids = spawn("nb-timeout", 2, &[0, 1], free_port());
-        let res = reap(kids, Duration::from_secs(60));
+        let res = reap(kids, Duration::from_secs(60).max(nb_timeout() * 4));
         // rank 1 only waits; its finalize after rank 0's abort may fail
         let ok = res
             .iter()

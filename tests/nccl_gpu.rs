@@ -132,6 +132,17 @@ struct Report {
 static PROGRESS: std::sync::Mutex<(String, Option<Instant>)> =
     std::sync::Mutex::new((String::new(), None));
 
+/// A panic (a sticky CUDA error surfacing in a read-back, say) names the
+/// last check that finished, so that the check after it is the suspect.
+fn name_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let last = PROGRESS.lock().map(|p| p.0.clone()).unwrap_or_default();
+        say(&format!("PANIC after the check {last:?} finished: {info}"));
+        default(info);
+    }));
+}
+
 fn progress(what: &str) {
     if let Ok(mut p) = PROGRESS.lock() {
         *p = (what.to_string(), Some(Instant::now()));
@@ -172,8 +183,16 @@ impl Report {
                 if r.is_ok() { "ok" } else { "FAIL" }
             ));
         }
+        let too_old = LAST_TOO_OLD.with(|l| l.borrow_mut().take());
         match r {
             Ok(()) => self.passed += 1,
+            // the library refused, typed, an API this libnccl lacks: the
+            // check cannot run on this release; say so
+            Err(e) if too_old.as_ref().is_some_and(|(api, _)| e.contains(api)) => {
+                let (_, why) = too_old.unwrap_or_default();
+                say(&format!("rank {}: NOT RUN {what}: {why}", self.rank));
+                TOO_OLD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(e) => {
                 say(&format!("rank {}: FAIL {what}: {e}", self.rank));
                 self.failed.push(format!("{what}: {e}"));
@@ -244,7 +263,31 @@ fn refusal_ok(r: Result<(), String>, refusable: bool) -> Result<(), String> {
 /// How many checks NCCL refused as [`refusal_ok`] allows.
 static REFUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// How many checks met this crate's typed refusal of an API the running
+/// libnccl is too old for: reported as NOT RUN with the reason (neither
+/// passed nor failed).
+static TOO_OLD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    /// The last refusal `e2s` formatted of an API newer than the running
+    /// libnccl (`Unsupported` with `runtime` < `since`, `runtime` the
+    /// library in use): its API and why, read and cleared by each check.
+    static LAST_TOO_OLD: std::cell::RefCell<Option<(&'static str, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn e2s(e: Error) -> String {
+    if let Error::Unsupported {
+        api,
+        since,
+        runtime,
+    } = &e
+    {
+        if runtime < since && nccl::version().ok().as_ref() == Some(runtime) {
+            let why = format!("{api} needs NCCL {since}+, the library is {runtime}");
+            LAST_TOO_OLD.with(|l| *l.borrow_mut() = Some((api, why)));
+        }
+    }
     format!("{e} [{e:?}]")
 }
 
@@ -1567,6 +1610,14 @@ fn beyond_bindings(env: &Env, rep: &mut Report) {
 /// them, its size against the layout table), the properties and a window's
 /// addresses in the peers' memory (2.29.2+, `Unsupported` before), read
 /// back through those addresses; bounds refused before NCCL.
+/// Whether NCCL gives a communicator with one local rank symmetric memory
+/// support (what a device communicator needs): not before 2.29
+/// (`ncclTransportCheckP2pType` of 2.28 answers no P2P for one local rank,
+/// and `symmetricSupport` requires it).
+fn single_rank_symmetric(runtime: nccl::Version) -> bool {
+    runtime >= nccl::Version::new(2, 29, 0)
+}
+
 fn device_api(env: &Env, rep: &mut Report) {
     use nccl::{DevCommRequirements, NcclCode, Team, Version};
     let comm = env.comm;
@@ -1653,9 +1704,14 @@ fn device_api(env: &Env, rep: &mut Report) {
                         code: NcclCode::InvalidUsage,
                         ..
                     },
-                ) if world > 1 => {
+                ) if world > 1 || !single_rank_symmetric(runtime) => {
                     say(&format!(
-                        "rank {rank}: device communicator refused by NCCL (no symmetric memory support between these ranks): {e}"
+                        "rank {rank}: device communicator NOT AVAILABLE: refused by NCCL {runtime} (no symmetric memory support{}): {e}",
+                        if world > 1 {
+                            " between these ranks"
+                        } else {
+                            " for a communicator of one local rank before 2.29"
+                        }
                     ));
                     return Ok(());
                 }
@@ -1683,7 +1739,9 @@ fn device_api(env: &Env, rep: &mut Report) {
     })();
     rep.check("device API: dev_comm created and dropped twice", r);
 
-    let queries = runtime >= Version::new(2, 29, 2);
+    // the build must have them too (a static link on an older header does not)
+    let queries =
+        runtime >= Version::new(2, 29, 2) && nccl::sys::available("ncclCommQueryProperties");
     let r = match comm.properties() {
         Err(Error::Unsupported { .. }) if !queries => Ok(()),
         Err(Error::UnknownLayout { .. }) if layout.is_none() => Ok(()),
@@ -2284,7 +2342,28 @@ fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
             if !matches!(grouped, Err(Error::InGroup { op: "dev_comm" })) {
                 return Err(format!("dev_comm in a group: {grouped:?}"));
             }
-            let dc = comm.dev_comm(&reqs).map_err(e2s)?;
+            let runtime = nccl::version().map_err(e2s)?;
+            let made = match comm.dev_comm(&reqs) {
+                Ok(dc) => Some(dc),
+                Err(
+                    e @ Error::Nccl {
+                        code: nccl::NcclCode::InvalidUsage,
+                        ..
+                    },
+                ) if !single_rank_symmetric(runtime) => {
+                    say(&format!(
+                        "device communicator (blocking {blocking}) NOT AVAILABLE: refused by NCCL {runtime} for a communicator of one local rank (the refusal in a group was checked): {e}"
+                    ));
+                    None
+                }
+                Err(e) => return Err(e2s(e)),
+            };
+            if made.is_none() {
+                drop(made);
+                comm.finalize().map_err(e2s)?;
+                continue;
+            }
+            let dc = made.ok_or("checked above")?;
             let got = (dc.rank(), dc.world_size(), dc.lsa_rank(), dc.lsa_size());
             if got != (0, 1, 0, 1) {
                 return Err(format!("blocking {blocking}: NCCL wrote {got:?}"));
@@ -2403,6 +2482,7 @@ fn main() -> ExitCode {
             .unwrap();
         let id: UniqueId = std::env::var("NCCL_RS_TEST_ID").unwrap().parse().unwrap();
         watchdog(Duration::from_secs(60));
+        name_panics();
         let gpu = if per_gpu() {
             rank % nccl_rs_tests::gpu_count().unwrap()
         } else {
@@ -2412,10 +2492,11 @@ fn main() -> ExitCode {
         ctx.bind_to_thread().unwrap();
         let rep = run_rank(&ctx, world, &id, rank);
         say(&format!(
-            "rank {rank}/{world}: {} passed ({} of them refused by NCCL as allowed), {} failed",
+            "rank {rank}/{world}: {} passed ({} of them refused by NCCL as allowed), {} failed, {} not run (NCCL too old)",
             rep.passed,
             REFUSED.load(std::sync::atomic::Ordering::Relaxed),
-            rep.failed.len()
+            rep.failed.len(),
+            TOO_OLD.load(std::sync::atomic::Ordering::Relaxed)
         ));
         return if rep.failed.is_empty() {
             ExitCode::SUCCESS
@@ -2441,6 +2522,7 @@ fn main() -> ExitCode {
     };
 
     watchdog(Duration::from_secs(60));
+    name_panics();
 
     // (b) 2 and 4 ranks as processes on GPU 0 (or the worlds in
     // NCCL_RS_TEST_WORLDS), all started now so that they run while (a) does
@@ -2490,9 +2572,10 @@ fn main() -> ExitCode {
     }
 
     println!(
-        "nccl_gpu: {} passed, {} failed",
+        "nccl_gpu: {} passed, {} failed, {} not run in world 1 (NCCL too old for them)",
         total.passed,
-        total.failed.len()
+        total.failed.len(),
+        TOO_OLD.load(std::sync::atomic::Ordering::Relaxed)
     );
     for f in &total.failed {
         println!("  FAILED {f}");
