@@ -20,7 +20,7 @@ examples and nccl-bench (feature runtime-load, so nothing of NCCL is needed
 and every API is compiled in; target folder target/coverage), and reads
 each "use of deprecated" warning's place. GPU programs: tests/nccl_gpu.rs
 and tests/faults.rs (tests/gpu/validate.sh, tests/gpu/nccl-from-source.sh),
-the examples survive and weight_sync and nccl-bench (validate.sh's elastic,
+the examples survive, weight_sync and device_all_reduce and nccl-bench (validate.sh's elastic,
 launchers and bench steps). Items no GPU program calls are exceptions: the
 reason comes from REASONS below, from the NCCL release the item's
 documentation names, or says which CPU tests call it; "NOT TESTED" where
@@ -40,6 +40,7 @@ GPU_PROGRAMS = [
     "tests/faults.rs",
     "nccl/examples/survive.rs",
     "nccl/examples/weight_sync.rs",
+    "nccl/examples/device_all_reduce.rs",
     "nccl/src/bin/nccl-bench",
 ]
 CPU_TESTS = [
