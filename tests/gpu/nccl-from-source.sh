@@ -25,6 +25,8 @@
 #   device           the device-API example (tests/gpu/device-example.sh, world 1)
 #                    on the runtime-load build, its kernel compiled against
 #                    this release's nccl_device.h (build/include)
+#   group-mix        tests/gpu/group_mix.c on the built library, 2 ranks on GPU 0:
+#                    broadcasts alone, send/recv alone, both in one group
 #   rl-cpu           sys_cpu and nccl_cpu of the runtime-load build on it
 #                    (NCCL_RS_EXPECT_RUNTIME=VERSION)
 #   faults           faults' FAULTS_QUICK subset, runtime-load build
@@ -147,7 +149,7 @@ else
   fi
 fi
 if [ $built = 0 ]; then
-  for s in api-2.29 rl-nccl_gpu device rl-cpu faults dyn-nccl_gpu static-link static-nccl_gpu sanitize; do skip "$s" "no library: the build failed"; done
+  for s in api-2.29 rl-nccl_gpu device group-mix rl-cpu faults dyn-nccl_gpu static-link static-nccl_gpu sanitize; do skip "$s" "no library: the build failed"; done
   echo "nccl-from-source $VERSION: $passed passed, $failed failed, $notrun not run ($SECONDS s)"
   exit 1
 fi
@@ -190,6 +192,36 @@ if wanted device; then
     fi
   fi
 else skip device "not in ONLY"; fi
+
+# 3c. a group mixing broadcasts and send/recv, in C (tests/gpu/group_mix.c),
+#     2 ranks on GPU 0: each part alone, then both in one group
+if wanted group-mix; then
+  gm=$WORK/group_mix-$VERSION
+  if ! cc -O2 -o "$gm" tests/gpu/group_mix.c -I"$SRC/build/include" -I"$CUDA_HOME/include" \
+      -L"$LIB" -L"$CUDA_HOME/lib64" -lnccl -lcudart > "$LOG/group-mix.log" 2>&1; then
+    report group-mix FAILED "does not compile: $(head -2 "$LOG/group-mix.log" | tr '\n' ' ')" 0
+  else
+    t0=$SECONDS gm_out=
+    for mode in bcast p2p mix; do
+      rm -f "$WORK/gm-id"
+      pids=()
+      for r in 0 1; do
+        LD_LIBRARY_PATH=$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} RANK=$r WORLD_SIZE=2 MODE=$mode \
+          NCCL_RS_ID_FILE=$WORK/gm-id NCCL_HOSTID=group-mix-$r NCCL_SOCKET_IFNAME=lo \
+          timeout 60 "$gm" >> "$LOG/group-mix.log" 2>&1 &
+        pids+=($!)
+      done
+      codes=
+      for p in "${pids[@]}"; do wait "$p"; codes+=" $?"; done
+      gm_out+="$mode:$codes; "
+    done
+    if [[ "$gm_out" == "bcast: 0 0; p2p: 0 0; mix: 0 0; " ]]; then
+      report group-mix passed "exit codes $gm_out" $((SECONDS - t0))
+    else
+      report group-mix FAILED "exit codes $gm_out$(grep -m2 -E "rank [01]:|WRONG" "$LOG/group-mix.log" | tr '\n' ' ' | cut -c1-200)" $((SECONDS - t0))
+    fi
+  fi
+else skip group-mix "not in ONLY"; fi
 
 # 4. the CPU tests of the runtime-load build on this library (the README
 #    check reads files of the repository it was built in: skipped by name)
