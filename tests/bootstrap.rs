@@ -1915,14 +1915,17 @@ fn secret_from_env_takes_the_variables_bytes() {
             .to_string()
     };
     assert_eq!(
-        child(Some(&[0xff, b'a', 0x00 + 1, 0x80])),
+        child(Some(&[0xff, b'a', 1, 0x80])),
         "SECRET len=4 empty=false hex=ff610180"
     );
     assert_eq!(child(Some(b"")), "SECRET len=0 empty=true hex=");
     assert_eq!(child(None), "SECRET none");
     // the same accessors on secrets made here
     let s = Secret::from(vec![1u8, 2, 3]);
-    assert_eq!((s.expose(), s.len(), s.is_empty()), (&[1u8, 2, 3][..], 3, false));
+    assert_eq!(
+        (s.expose(), s.len(), s.is_empty()),
+        (&[1u8, 2, 3][..], 3, false)
+    );
     let e = Secret::from("");
     assert_eq!((e.expose(), e.len(), e.is_empty()), (&[][..], 0, true));
 }
@@ -1958,7 +1961,14 @@ fn with_secret_admits_only_the_holder_of_the_secret() {
     .unwrap();
     let addr = b.listen().unwrap().to_string();
     let h = std::thread::spawn(move || b.share_ids(Some(vec![UniqueId::new()?])));
-    let wrong = ids_of(peer_secret(&addr, 1, 2, b"\xfewith-secret-0123456789", 5000, 1));
+    let wrong = ids_of(peer_secret(
+        &addr,
+        1,
+        2,
+        b"\xfewith-secret-0123456789",
+        5000,
+        1,
+    ));
     assert!(
         wrong.starts_with("ERR Rendezvous") && wrong.contains("did not accept our proof"),
         "{wrong}"
@@ -2047,7 +2057,10 @@ fn store_bootstrap_shares_several_ids_and_lends_its_store() {
             let mine = (r == 0).then(|| ids.clone());
             std::thread::spawn(move || {
                 let s = TcpStore::connect(&addr, Duration::from_secs(7))?;
-                assert_eq!((s.addr(), s.timeout()), (addr.as_str(), Duration::from_secs(7)));
+                assert_eq!(
+                    (s.addr(), s.timeout()),
+                    (addr.as_str(), Duration::from_secs(7))
+                );
                 let mut b = StoreBootstrap::new(s, r, 3, &key)?;
                 assert_eq!(b.key(), key);
                 let got = b.share_n_ids(3, mine)?;
@@ -2087,7 +2100,9 @@ fn store_bootstrap_shares_several_ids_and_lends_its_store() {
     assert_eq!(b.store().timeout(), Duration::from_millis(400));
     let t = Instant::now();
     match b.store().wait(&["never-set"]) {
-        Err(Error::Store { addr: a, op, .. }) => assert_eq!((a.as_str(), op.as_str()), (addr.as_str(), "wait")),
+        Err(Error::Store { addr: a, op, .. }) => {
+            assert_eq!((a.as_str(), op.as_str()), (addr.as_str(), "wait"))
+        }
         other => panic!("{other:?}"),
     }
     let took = t.elapsed();
