@@ -1876,3 +1876,241 @@ fn a_huge_slurm_hostlist_is_refused_in_few_words() {
         other => panic!("{:?}", other.map(|i| i.rank)),
     }
 }
+
+// ------------------------------------------------- secrets, ranges, stores
+
+/// `Secret::from_env` reads `NCCL_RS_SECRET` as bytes (not UTF-8 too); an
+/// unset variable is `None`, an empty one an empty secret. In child
+/// processes, so that this process's environment is left alone.
+#[test]
+fn secret_from_env_takes_the_variables_bytes() {
+    if std::env::var_os("NCCL_RS_TEST_SECRET_CHILD").is_some() {
+        match Secret::from_env() {
+            None => println!("SECRET none"),
+            Some(s) => {
+                let hex: String = s.expose().iter().map(|b| format!("{b:02x}")).collect();
+                println!("SECRET len={} empty={} hex={hex}", s.len(), s.is_empty());
+            }
+        }
+        return;
+    }
+    let child = |value: Option<&[u8]>| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args([
+            "--exact",
+            "secret_from_env_takes_the_variables_bytes",
+            "--nocapture",
+        ])
+        .env("NCCL_RS_TEST_SECRET_CHILD", "1");
+        match value {
+            Some(v) => c.env("NCCL_RS_SECRET", OsString::from_vec(v.to_vec())),
+            None => c.env_remove("NCCL_RS_SECRET"),
+        };
+        let o = c.output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(o.status.success(), "{text}");
+        text.lines()
+            .find(|l| l.starts_with("SECRET "))
+            .unwrap_or_else(|| panic!("no SECRET line in {text}"))
+            .to_string()
+    };
+    assert_eq!(
+        child(Some(&[0xff, b'a', 1, 0x80])),
+        "SECRET len=4 empty=false hex=ff610180"
+    );
+    assert_eq!(child(Some(b"")), "SECRET len=0 empty=true hex=");
+    assert_eq!(child(None), "SECRET none");
+    // the same accessors on secrets made here
+    let s = Secret::from(vec![1u8, 2, 3]);
+    assert_eq!(
+        (s.expose(), s.len(), s.is_empty()),
+        (&[1u8, 2, 3][..], 3, false)
+    );
+    let e = Secret::from("");
+    assert_eq!((e.expose(), e.len(), e.is_empty()), (&[][..], 0, true));
+}
+
+/// `TcpBootstrap::with_secret`: rank 0 made with a `Secret` admits only a
+/// peer holding the same bytes; a short secret is refused before anything
+/// listens.
+#[test]
+fn with_secret_admits_only_the_holder_of_the_secret() {
+    let bytes = b"\xffwith-secret-0123456789".to_vec();
+    match TcpBootstrap::with_secret(
+        "127.0.0.1:0",
+        0,
+        2,
+        Some(Secret::from(&bytes[..8])),
+        Duration::from_secs(1),
+    ) {
+        Err(Error::InvalidArgument {
+            op: "TcpBootstrap::new",
+            arg: "secret",
+            actual,
+            ..
+        }) => assert_eq!(actual, "8 bytes"),
+        other => panic!("{other:?}"),
+    }
+    let mut b = TcpBootstrap::with_secret(
+        "127.0.0.1:0",
+        0,
+        2,
+        Some(Secret::from(bytes.clone())),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let addr = b.listen().unwrap().to_string();
+    let h = std::thread::spawn(move || b.share_ids(Some(vec![UniqueId::new()?])));
+    let wrong = ids_of(peer_secret(
+        &addr,
+        1,
+        2,
+        b"\xfewith-secret-0123456789",
+        5000,
+        1,
+    ));
+    assert!(
+        wrong.starts_with("ERR Rendezvous") && wrong.contains("did not accept our proof"),
+        "{wrong}"
+    );
+    let right = ids_of(peer_secret(&addr, 1, 2, &bytes, 5000, 1));
+    let ids = h.join().unwrap().unwrap();
+    assert_eq!(right, format!("IDS {}", ids[0]));
+}
+
+/// A loopback port `p` held by the listener returned, with `p + 1` and
+/// `p + 2` free when looked at.
+fn held_port_before_two_free() -> (TcpListener, u16) {
+    for _ in 0..100 {
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = holder.local_addr().unwrap().port();
+        if p < 65000
+            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 2)).is_ok()
+        {
+            return (holder, p);
+        }
+    }
+    panic!("no loopback port with two free ones after it");
+}
+
+/// `port_range(n)`: rank 0 takes the first free port of the `n` from
+/// `addr`'s and no other (all `n` in use is `AddrInUse` naming the range);
+/// another rank with the same range finds it there.
+#[test]
+fn port_range_moves_to_the_next_free_port_and_no_further() {
+    const SECRET: &[u8] = b"range-secret-0123456789";
+    let secret = || Some(Secret::from(SECRET));
+    let (holder, p) = held_port_before_two_free();
+    let addr = format!("127.0.0.1:{p}");
+    let rank0 = |tries: u16| {
+        TcpBootstrap::with_secret(&addr, 0, 2, secret(), Duration::from_secs(15))
+            .unwrap()
+            .port_range(tries)
+    };
+    // p and p + 1 in use: a range of 2 does not go on to the free p + 2
+    let next = TcpListener::bind(("127.0.0.1", p + 1)).unwrap();
+    match rank0(2).listen() {
+        Err(Error::AddrInUse { addr: a }) => assert_eq!(a, format!("127.0.0.1:{p}-{}", p + 1)),
+        other => panic!("{other:?}"),
+    }
+    // without a range (and port_range(0), taken as 1), only p
+    for tries in [1, 0] {
+        match rank0(tries).listen() {
+            Err(Error::AddrInUse { addr: a }) => assert_eq!(a, addr),
+            other => panic!("{tries}: {other:?}"),
+        }
+    }
+    drop(next);
+    let mut b = rank0(3);
+    // p + 1, unless another test took it meanwhile: then p + 2
+    let got = b.listen().unwrap().port();
+    assert!(got == p + 1 || got == p + 2, "{got} for {p}");
+    let h = std::thread::spawn(move || b.share_ids(Some(vec![UniqueId::new()?])));
+    // nothing listens at p now: a rank without the range does not find rank 0
+    drop(holder);
+    let alone = TcpBootstrap::with_secret(&addr, 1, 2, secret(), Duration::from_millis(1200))
+        .unwrap()
+        .share_ids(None);
+    assert!(alone.is_err(), "{alone:?}");
+    // with it, rank 1 tries p, then meets rank 0 at p + 1
+    let got = TcpBootstrap::with_secret(&addr, 1, 2, secret(), Duration::from_secs(10))
+        .unwrap()
+        .port_range(3)
+        .share_ids(None)
+        .unwrap();
+    assert_eq!(got, h.join().unwrap().unwrap());
+}
+
+/// `StoreBootstrap::share_n_ids` gives every rank the same several ids;
+/// `key` and `store` are the ones it was made with; `TcpStore::addr` and
+/// `timeout` are what `connect` and `set_timeout` were given, and the
+/// timeout is each operation's deadline.
+#[test]
+fn store_bootstrap_shares_several_ids_and_lends_its_store() {
+    let server = TcpStoreServer::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().to_string();
+    let key = nccl::bootstrap::store_id_key("run9", "0");
+    let ids: Vec<UniqueId> = (0..3).map(|_| UniqueId::new().unwrap()).collect();
+    assert!(ids[0] != ids[1] && ids[1] != ids[2], "{ids:?}");
+    let handles: Vec<_> = (0..3)
+        .map(|r| {
+            let (addr, key) = (addr.clone(), key.clone());
+            let mine = (r == 0).then(|| ids.clone());
+            std::thread::spawn(move || {
+                let s = TcpStore::connect(&addr, Duration::from_secs(7))?;
+                assert_eq!(
+                    (s.addr(), s.timeout()),
+                    (addr.as_str(), Duration::from_secs(7))
+                );
+                let mut b = StoreBootstrap::new(s, r, 3, &key)?;
+                assert_eq!(b.key(), key);
+                let got = b.share_n_ids(3, mine)?;
+                // the same connection, for a key of the caller's own
+                b.store().add("joined", 1)?;
+                Ok::<_, Error>(got)
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().unwrap(), ids);
+    }
+    let c = TcpStore::connect(&addr, Duration::from_secs(5)).unwrap();
+    let mut b = StoreBootstrap::new(c, 1, 3, &key).unwrap();
+    assert_eq!(b.store().add("joined", 0).unwrap(), 3);
+    assert_eq!(b.store().get(&key).unwrap().len(), 3 * 128);
+    // a count that is not what rank 0 stored, or none, or a wrong-sized list
+    assert!(matches!(
+        b.share_n_ids(2, None),
+        Err(Error::InvalidUniqueId { .. })
+    ));
+    assert!(matches!(
+        b.share_n_ids(0, None),
+        Err(Error::InvalidArgument { arg: "n", .. })
+    ));
+    let c0 = TcpStore::connect(&addr, Duration::from_secs(5)).unwrap();
+    let mut b0 = StoreBootstrap::new(c0, 0, 3, "nccl-rs/other/0/uid").unwrap();
+    assert!(matches!(
+        b0.share_n_ids(2, Some(ids.clone())),
+        Err(Error::InvalidArgument {
+            arg: "ids.len()",
+            ..
+        })
+    ));
+    // the timeout is the deadline of the store's next operation
+    b.store().set_timeout(Duration::from_millis(400));
+    assert_eq!(b.store().timeout(), Duration::from_millis(400));
+    let t = Instant::now();
+    match b.store().wait(&["never-set"]) {
+        Err(Error::Store { addr: a, op, .. }) => {
+            assert_eq!((a.as_str(), op.as_str()), (addr.as_str(), "wait"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(b.store().addr(), addr);
+}

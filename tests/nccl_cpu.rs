@@ -935,6 +935,7 @@ fn registry_has_types_and_values(caps: &nccl::Capabilities, runtime: Version) {
         assert_eq!(p.value.param_type(), ty, "{p}");
         assert_eq!(&Param::read(key).unwrap(), p);
     }
+    assert!(!all.is_empty() && all.len() == all.iter().count(), "{all}");
     let keys: Vec<&str> = all.iter().map(|p| p.key.as_str()).collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted: {keys:?}");
     // a bool is one byte and reads TRUE or FALSE
@@ -1543,4 +1544,142 @@ int main() {
     assert_eq!(nums("reqs"), [layout.requirements_size], "{code}");
     assert_eq!(nums("ranks"), layout.dev_comm_ranks, "{code}");
     assert_eq!(nums("props"), [layout.properties_size], "{code}");
+}
+
+/// `ParamType::name` is the short name `Display` shows (padded as asked);
+/// an empty `Params` says so.
+#[test]
+fn param_types_have_short_names_and_no_params_is_empty() {
+    use nccl::ParamType as T;
+    let names = [
+        (T::I8, "i8"),
+        (T::I16, "i16"),
+        (T::I32, "i32"),
+        (T::I64, "i64"),
+        (T::U8, "u8"),
+        (T::U16, "u16"),
+        (T::U32, "u32"),
+        (T::U64, "u64"),
+        (T::Str, "string"),
+        (T::Untyped, "untyped"),
+    ];
+    for (t, name) in names {
+        assert_eq!(t.name(), name, "{t:?}");
+        assert_eq!(t.to_string(), name);
+    }
+    assert_eq!(format!("[{:>4}]", T::U8), "[  u8]");
+    let distinct: std::collections::HashSet<_> = names.iter().map(|(t, _)| t.name()).collect();
+    assert_eq!(distinct.len(), names.len());
+    let none = nccl::Params::default();
+    assert!(none.is_empty());
+    assert_eq!((none.len(), none.iter().count()), (0, 0));
+    assert!(none.get("NCCL_DEBUG").is_none());
+}
+
+/// The 2.28.7 fields of the device communicator's requirements
+/// (`railGinBarrierCount`, the LSA LL all-to-all): each setter changes its
+/// own field only; the library in use takes them from 2.28.7 on, before
+/// that they are `Unsupported` naming the setter; counts above `i32::MAX`
+/// are refused where the field exists.
+#[test]
+fn rail_gin_barriers_and_ll_a2a_need_2_28_7() {
+    use nccl::DevCommRequirements;
+    let runtime = nccl::version().unwrap();
+    let since = Version::new(2, 28, 7);
+    assert_eq!(DevCommRequirements::new().lsa_barriers(), 0);
+    let base = DevCommRequirements::new().lsa_barrier_count(6);
+    assert_eq!(base.lsa_barriers(), 6);
+    let rail = base.clone().rail_gin_barrier_count(3);
+    let a2a = base.clone().lsa_ll_a2a(2, 16);
+    assert_eq!((rail.lsa_barriers(), a2a.lsa_barriers()), (6, 6));
+    assert!(rail != base && a2a != base && rail != a2a);
+    // zero is NCCL's initializer: the same requirements as not setting it
+    assert_eq!(base.clone().rail_gin_barrier_count(0), base);
+    assert_eq!(base.clone().lsa_ll_a2a(0, 0), base);
+    assert_ne!(base.clone().lsa_ll_a2a(0, 1), base);
+    if runtime < Version::new(2, 28, 3) {
+        for r in [&rail, &a2a] {
+            assert!(matches!(
+                r.check(),
+                Err(Error::Unsupported {
+                    api: "ncclDevCommCreate",
+                    ..
+                })
+            ));
+        }
+        return;
+    }
+    base.check().unwrap();
+    for (r, api) in [
+        (&rail, "DevCommRequirements::rail_gin_barrier_count"),
+        (&a2a, "DevCommRequirements::lsa_ll_a2a"),
+    ] {
+        match r.check() {
+            Ok(()) => assert!(runtime >= since, "{api} on {runtime}"),
+            Err(Error::Unsupported {
+                api: a,
+                since: s,
+                runtime: rt,
+            }) => {
+                assert!(runtime < since, "{api} on {runtime}");
+                assert_eq!((a, s, rt), (api, since, runtime));
+            }
+            Err(e) => panic!("{api}: {e:?}"),
+        }
+    }
+    for (r, arg) in [
+        (
+            base.clone().rail_gin_barrier_count(u32::MAX),
+            "rail_gin_barrier_count",
+        ),
+        (base.clone().lsa_ll_a2a(u32::MAX, 1), "lsa_ll_a2a blocks"),
+        (base.clone().lsa_ll_a2a(1, 1 << 31), "lsa_ll_a2a slots"),
+    ] {
+        match r.check() {
+            Err(Error::InvalidArgument {
+                op: "DevCommRequirements",
+                arg: a,
+                ..
+            }) => {
+                assert!(runtime >= since, "{arg} on {runtime}");
+                assert_eq!(a, arg);
+            }
+            Err(Error::Unsupported { .. }) => assert!(runtime < since, "{arg} on {runtime}"),
+            other => panic!("{arg}: {other:?}"),
+        }
+    }
+    // the largest count that fits NCCL's int passes where the field exists
+    let most = base.rail_gin_barrier_count(i32::MAX as u32).check();
+    assert_eq!(most.is_ok(), runtime >= since, "{most:?}");
+}
+
+/// `library::load` of the libnccl in use gives what `current` gives; of
+/// another path, a typed error naming both (one libnccl per process); a
+/// static build has no file to load.
+#[test]
+fn library_load_takes_the_library_in_use_and_refuses_another() {
+    use nccl::library::LoadError;
+    let bogus = std::path::Path::new("/nonexistent/nccl-rs/libnccl.so.2");
+    let info = match nccl::library::current() {
+        Err(Error::Library(LoadError::Static)) => {
+            assert!(matches!(
+                nccl::library::load(bogus),
+                Err(Error::Library(LoadError::Static))
+            ));
+            return;
+        }
+        other => other.unwrap(),
+    };
+    let again = nccl::library::load(&info.path).unwrap();
+    assert_eq!(again, info);
+    assert_eq!(again.version, nccl::version().unwrap());
+    match nccl::library::load(bogus) {
+        Err(Error::Library(LoadError::OtherLoaded { loaded, requested })) => {
+            assert_eq!(loaded, info.path);
+            assert_eq!(requested, bogus);
+        }
+        other => panic!("{other:?}"),
+    }
+    // the library in use is unchanged
+    assert_eq!(nccl::library::current().unwrap(), info);
 }

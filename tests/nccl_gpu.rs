@@ -1315,6 +1315,68 @@ fn ncclbuf_streams(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     })();
     rep.check("NcclBuffer views: buckets all_reduced separately", r);
 
+    // (c') views of views: addresses and lengths from the buffer's, None out
+    // of bounds, and a write through a view of a mutable view lands in those
+    // elements of the buffer and nowhere else
+    let r = (|| -> Result<(), String> {
+        let s = env.stream;
+        let host: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let mut t = NcclBuffer::<f32>::alloc_zeros(s, 8).map_err(e2s)?;
+        s.memcpy_htod(&host, &mut t).map_err(cu)?;
+        let base = t.as_raw();
+        let at = |i: usize| base + 4 * i as u64;
+        let (hi, lo) = (3, 2);
+        let v = t.try_slice(2..).ok_or("try_slice(2..)")?;
+        let vv = v.try_slice(1..3).ok_or("NcclView::try_slice(1..3)")?;
+        if (vv.as_raw(), vv.len()) != (at(3), 2)
+            || v.try_slice(..7).is_some()
+            || v.try_slice(hi..lo).is_some()
+            || v.try_slice(6..).map(|e| e.len()) != Some(0)
+        {
+            return Err(format!("views of a view: {vv:?} of {v:?}"));
+        }
+        let mut copy = s.alloc_zeros::<f32>(2).map_err(cu)?;
+        s.memcpy_dtod(&vv, &mut copy).map_err(cu)?;
+        let got = s.clone_dtoh(&copy).map_err(cu)?;
+        s.synchronize().map_err(cu)?;
+        if got != [3.0, 4.0] {
+            return Err(format!("copied from elements 3..5: {got:?}"));
+        }
+        if t.try_slice_mut(..9).is_some() || t.try_slice_mut(9..).is_some() {
+            return Err("try_slice_mut accepted a range out of bounds".into());
+        }
+        let mut w = t.try_slice_mut(1..7).ok_or("try_slice_mut(1..7)")?;
+        if (w.as_raw(), w.len()) != (at(1), 6) {
+            return Err(format!(
+                "try_slice_mut(1..7): {w:?} of a buffer at {base:#x}"
+            ));
+        }
+        let r = w.try_slice(4..).ok_or("NcclViewMut::try_slice(4..)")?;
+        if (r.as_raw(), r.len()) != (at(5), 2) || w.try_slice(..=6).is_some() {
+            return Err(format!("NcclViewMut::try_slice(4..): {r:?} of {w:?}"));
+        }
+        if w.try_slice_mut(hi..lo).is_some() || w.try_slice_mut(..7).is_some() {
+            return Err("NcclViewMut::try_slice_mut accepted a range out of bounds".into());
+        }
+        let mut ww = w
+            .try_slice_mut(2..4)
+            .ok_or("NcclViewMut::try_slice_mut(2..4)")?;
+        if (ww.as_raw(), ww.len()) != (at(3), 2) {
+            return Err(format!("NcclViewMut::try_slice_mut(2..4): {ww:?}"));
+        }
+        s.memset_zeros(&mut ww).map_err(cu)?;
+        let got = s.clone_dtoh(&t).map_err(cu)?;
+        s.synchronize().map_err(cu)?;
+        if got != [0.0, 1.0, 2.0, 0.0, 0.0, 5.0, 6.0, 7.0] {
+            return Err(format!("zeroed elements 3..5 through a view: {got:?}"));
+        }
+        Ok(())
+    })();
+    rep.check(
+        "NcclBuffer views of views: try_slice, try_slice_mut, as_raw",
+        r,
+    );
+
     // (d) uses on its own stream record nothing: a graph can capture them
     // with event tracking on
     let r = (|| -> Result<(), String> {
@@ -1733,6 +1795,16 @@ fn device_api(env: &Env, rep: &mut Report) {
             if dc.size() != l.dev_comm_size || dc.as_bytes().len() != l.dev_comm_size {
                 return Err(format!("size {}", dc.size()));
             }
+            if dc.version_code() != l.version_code {
+                return Err(format!(
+                    "version_code {} for the layout of {}",
+                    dc.version_code(),
+                    l.version_code
+                ));
+            }
+            if !std::ptr::eq(dc.comm(), comm) || dc.comm().rank() != rank {
+                return Err("DevComm::comm is not the communicator it was made on".into());
+            }
             drop(dc);
         }
         Ok(())
@@ -2133,6 +2205,42 @@ fn configured_collectives(env: &Env, rep: &mut Report) {
             other => Err(format!("{other:?}")),
         };
         rep.check("configured all_reduce: Unsupported before 2.31.2", r);
+        // the in-place forms name their own NCCL function
+        let r = (|| -> Result<(), String> {
+            let mut buf = env.up::<f32>(&ins[rank]);
+            for (api, got) in [
+                (
+                    "ncclBroadcastConfig",
+                    on.broadcast_in_place(&mut buf, 0, env.stream),
+                ),
+                (
+                    "ncclReduceConfig",
+                    on.reduce_in_place(&mut buf, ReduceOp::Sum, 0, env.stream),
+                ),
+                (
+                    "ncclAllGatherConfig",
+                    on.all_gather_in_place(&mut buf, env.stream),
+                ),
+                (
+                    "ncclReduceScatterConfig",
+                    on.reduce_scatter_in_place(&mut buf, ReduceOp::Sum, env.stream),
+                ),
+            ] {
+                match got {
+                    Err(Error::Unsupported {
+                        api: a,
+                        since,
+                        runtime: r,
+                    }) if a == api && since == nccl::Version::new(2, 31, 2) && r == runtime => {}
+                    other => return Err(format!("{api}: {other:?}")),
+                }
+            }
+            Ok(())
+        })();
+        rep.check(
+            "configured in-place collectives: Unsupported before 2.31.2",
+            r,
+        );
         if rank == 0 {
             say(&format!(
                 "configured collectives NOT RUN on libnccl {runtime} (NCCL 2.31.2+): \
@@ -2176,6 +2284,43 @@ fn configured_collectives(env: &Env, rep: &mut Report) {
         close(&env.down(&out), &ins[world - 1], false)
     })();
     rep.check("configured broadcast with an algorithm selection", r);
+    // the in-place forms: broadcast and reduce from the last rank, all_gather
+    // of each rank's chunk, reduce_scatter leaving each rank its chunk
+    let r = (|| -> Result<(), String> {
+        let last = world - 1;
+        let mut b = env.up::<f32>(&ins[rank]);
+        on.broadcast_in_place(&mut b, last, env.stream)
+            .map_err(e2s)?;
+        close(&env.down(&b), &ins[last], false).map_err(|e| format!("broadcast: {e}"))?;
+        let mut red = env.up::<f32>(&ins[rank]);
+        on.reduce_in_place(&mut red, ReduceOp::Sum, last, env.stream)
+            .map_err(e2s)?;
+        if rank == last {
+            close(&env.down(&red), &sum, false).map_err(|e| format!("reduce: {e}"))?;
+        }
+        let chunk = n / world;
+        // only this rank's chunk set: the rest must come from the others
+        let mut host = vec![0f64; n];
+        host[rank * chunk..(rank + 1) * chunk].copy_from_slice(&ins[rank][..chunk]);
+        let mut g = env.up::<f32>(&host);
+        on.all_gather_in_place(&mut g, env.stream).map_err(e2s)?;
+        let want: Vec<f64> = (0..world).flat_map(|r| ins[r][..chunk].to_vec()).collect();
+        close(&env.down(&g), &want, false).map_err(|e| format!("all_gather: {e}"))?;
+        let mut rs = env.up::<f32>(&ins[rank]);
+        on.reduce_scatter_in_place(&mut rs, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        let got = env.down(&rs);
+        close(
+            &got[rank * chunk..(rank + 1) * chunk],
+            &sum[rank * chunk..(rank + 1) * chunk],
+            false,
+        )
+        .map_err(|e| format!("reduce_scatter: {e}"))
+    })();
+    rep.check(
+        "configured broadcast, reduce, all_gather and reduce_scatter in place",
+        r,
+    );
 }
 
 fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
@@ -2725,6 +2870,17 @@ fn api_surface(ctx: &Arc<CudaContext>, rep: &mut Report) {
         if r != nccl::sys::ncclResult_t::ncclSuccess || count != 1 {
             return Err(format!("ncclCommCount on as_raw(): {r:?}, {count}"));
         }
+        // NCCL's last error: its warning about a null out-pointer, which it
+        // refuses before touching the communicator
+        // SAFETY: a valid communicator; the null out-pointer is checked by
+        // NCCL (PtrCheck) before any write.
+        let r = unsafe { nccl::sys::ncclCommUserRank(comm.as_raw(), std::ptr::null_mut()) };
+        let text = comm.last_error();
+        if r != nccl::sys::ncclResult_t::ncclInvalidArgument || !text.contains("NULL") {
+            return Err(format!(
+                "ncclCommUserRank(comm, NULL): {r:?}, last_error {text:?}"
+            ));
+        }
         let op = comm.pre_mul_sum(2.0f32).map_err(e2s)?;
         if op.as_raw().0 < nccl::sys::ncclRedOp_t::ncclNumOps.0 {
             return Err(format!(
@@ -2762,7 +2918,7 @@ fn api_surface(ctx: &Arc<CudaContext>, rep: &mut Report) {
         back.finalize().map_err(e2s)
     })();
     rep.check(
-        "raw handles: as_raw, into_raw → from_raw, UniqueId, NcclBuffer, PreMulSum",
+        "raw handles: as_raw, into_raw → from_raw, UniqueId, NcclBuffer, PreMulSum, last_error",
         r,
     );
 

@@ -16,8 +16,9 @@ public traits; `#[doc(hidden)]` items are left out.
 Who calls them is the compiler's answer, not a text search: the script
 copies the repository (git's files) to a temporary folder, marks every
 public item `#[deprecated]` there, runs `cargo check` of the test programs,
-examples and nccl-bench (feature runtime-load, so nothing of NCCL is needed
-and every API is compiled in; target folder target/coverage), and reads
+examples and nccl-bench (feature runtime-load, of the tests too, so nothing
+of NCCL is needed, every API is compiled in and tests/runtime_load.rs is
+seen; target folder target/coverage), and reads
 each "use of deprecated" warning's place. GPU programs: tests/nccl_gpu.rs
 and tests/faults.rs (tests/gpu/validate.sh, tests/gpu/nccl-from-source.sh),
 the examples survive, weight_sync and device_all_reduce and nccl-bench (validate.sh's elastic,
@@ -284,7 +285,7 @@ def deprecated_uses(all_items):
         cmd = [
             "cargo", "check", "--quiet", "--message-format=json",
             "-p", "nccl-rs-tests", "-p", "nccl-rs", "--tests", "--examples", "--bins",
-            "--features", "nccl-rs/runtime-load,nccl-rs/bench",
+            "--features", "nccl-rs-tests/runtime-load,nccl-rs/runtime-load,nccl-rs/bench",
         ]
         r = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True)
         if r.returncode != 0:
