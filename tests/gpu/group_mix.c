@@ -11,7 +11,11 @@
  *      NCCL_SOCKET_IFNAME=lo MODE=mix|bcast|p2p ./group_mix
  *
  * MODE: mix (both in one group, the default), bcast (the broadcasts alone),
- * p2p (the sends and receives alone). Rank 0 writes the unique id to
+ * p2p (the sends and receives alone), mix-noself (both, but a rank's own
+ * chunk copied with cudaMemcpyAsync instead of a send/recv to itself: NCCL
+ * 2.19.4's notes say "Fix alltoallv crash on self-sendrecv", a change to how
+ * scheduleP2pTasksToPlan fuses work, and this tells whether that is the
+ * fault seen on 2.18.3). Rank 0 writes the unique id to
  * NCCL_RS_ID_FILE, the others read it (as tests/gpu/c_all_reduce.c does).
  * Every rank checks every value; exit 0 when right, 1 on a wrong value or an
  * NCCL or CUDA error (printed).
@@ -33,6 +37,11 @@ int main(void) {
   int world = getenv("WORLD_SIZE") ? atoi(getenv("WORLD_SIZE")) : 1;
   const char *mode = getenv("MODE") ? getenv("MODE") : "mix";
   int bcast = strcmp(mode, "p2p") != 0, p2p = strcmp(mode, "bcast") != 0;
+  int noself = strcmp(mode, "mix-noself") == 0;
+  if (strcmp(mode, "mix") && strcmp(mode, "bcast") && strcmp(mode, "p2p") && !noself) {
+    fprintf(stderr, "MODE=%s: one of mix bcast p2p mix-noself\n", mode);
+    return 2;
+  }
   if (world < 1 || world > 64) { fprintf(stderr, "WORLD_SIZE %d: 1 to 64\n", world); return 2; }
   ncclUniqueId id;
   if (world == 1) {
@@ -88,6 +97,11 @@ int main(void) {
                        gathered + offs[r], 3 + r, ncclFloat32, r, comm, s));
   if (p2p)
     for (int p = 0; p < world; p++) {
+      if (noself && p == rank) {
+        CK(cudaMemcpyAsync(a2a_recv + p * chunk, a2a_send + p * chunk, chunk * sizeof(float),
+                           cudaMemcpyDeviceToDevice, s));
+        continue;
+      }
       NK(ncclSend(a2a_send + p * chunk, chunk, ncclFloat32, p, comm, s));
       NK(ncclRecv(a2a_recv + p * chunk, chunk, ncclFloat32, p, comm, s));
     }

@@ -26,7 +26,8 @@
 #                    on the runtime-load build, its kernel compiled against
 #                    this release's nccl_device.h (build/include)
 #   group-mix        tests/gpu/group_mix.c on the built library, 2 ranks on GPU 0:
-#                    broadcasts alone, send/recv alone, both in one group
+#                    broadcasts alone, send/recv alone, both in one group with
+#                    and without a send/recv of a rank to itself
 #   rl-cpu           sys_cpu and nccl_cpu of the runtime-load build on it
 #                    (NCCL_RS_EXPECT_RUNTIME=VERSION)
 #   faults           faults' FAULTS_QUICK subset, runtime-load build
@@ -202,7 +203,7 @@ if wanted group-mix; then
     report group-mix FAILED "does not compile: $(head -2 "$LOG/group-mix.log" | tr '\n' ' ')" 0
   else
     t0=$SECONDS gm_out=
-    for mode in bcast p2p mix; do
+    for mode in bcast p2p mix-noself mix; do
       rm -f "$WORK/gm-id"
       pids=()
       for r in 0 1; do
@@ -215,7 +216,7 @@ if wanted group-mix; then
       for p in "${pids[@]}"; do wait "$p"; codes+=" $?"; done
       gm_out+="$mode:$codes; "
     done
-    if [[ "$gm_out" == "bcast: 0 0; p2p: 0 0; mix: 0 0; " ]]; then
+    if [[ "$gm_out" == "bcast: 0 0; p2p: 0 0; mix-noself: 0 0; mix: 0 0; " ]]; then
       report group-mix passed "exit codes $gm_out" $((SECONDS - t0))
     else
       report group-mix FAILED "exit codes $gm_out$(grep -m2 -E "rank [01]:|WRONG" "$LOG/group-mix.log" | tr '\n' ' ' | cut -c1-200)" $((SECONDS - t0))
