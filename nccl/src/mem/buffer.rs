@@ -222,12 +222,7 @@ impl<T> NcclBuffer<T> {
     /// bounds (as `<[T]>::get`). Its uses are tracked with the buffer's.
     pub fn try_slice(&self, range: impl RangeBounds<usize>) -> Option<NcclView<'_, T>> {
         let r = bounds(&range, self.len)?;
-        Some(NcclView {
-            ptr: offset::<T>(self.ptr, r.start),
-            len: r.len(),
-            uses: &self.uses,
-            _t: PhantomData,
-        })
+        Some(view::<T>(self.ptr, r, &self.uses))
     }
 
     /// A view of the elements in `range`.
@@ -246,12 +241,7 @@ impl<T> NcclBuffer<T> {
     /// the buffer's, whose writes must be exclusive.
     pub fn try_slice_mut(&mut self, range: impl RangeBounds<usize>) -> Option<NcclViewMut<'_, T>> {
         let r = bounds(&range, self.len)?;
-        Some(NcclViewMut {
-            ptr: offset::<T>(self.ptr, r.start),
-            len: r.len(),
-            uses: &mut self.uses,
-            _t: PhantomData,
-        })
+        Some(view_mut::<T>(self.ptr, r, &mut self.uses))
     }
 
     /// A mutable view of the elements in `range` (see
@@ -274,12 +264,7 @@ impl NcclBuffer<u8> {
     #[cfg_attr(not(nccl_fn = "ncclCommWindowRegister"), allow(dead_code))]
     pub(crate) fn typed<U>(&self, elems: Range<usize>) -> Option<NcclView<'_, U>> {
         let fits = elems.end.checked_mul(std::mem::size_of::<U>())? <= self.len;
-        (fits && elems.start <= elems.end).then(|| NcclView {
-            ptr: offset::<U>(self.ptr, elems.start),
-            len: elems.len(),
-            uses: &self.uses,
-            _t: PhantomData,
-        })
+        (fits && elems.start <= elems.end).then(|| view::<U>(self.ptr, elems, &self.uses))
     }
 
     /// A mutable view of the elements `elems` of `U` from byte 0 (see
@@ -287,12 +272,7 @@ impl NcclBuffer<u8> {
     #[cfg_attr(not(nccl_fn = "ncclCommWindowRegister"), allow(dead_code))]
     pub(crate) fn typed_mut<U>(&mut self, elems: Range<usize>) -> Option<NcclViewMut<'_, U>> {
         let fits = elems.end.checked_mul(std::mem::size_of::<U>())? <= self.len;
-        (fits && elems.start <= elems.end).then(|| NcclViewMut {
-            ptr: offset::<U>(self.ptr, elems.start),
-            len: elems.len(),
-            uses: &mut self.uses,
-            _t: PhantomData,
-        })
+        (fits && elems.start <= elems.end).then(|| view_mut::<U>(self.ptr, elems, &mut self.uses))
     }
 }
 
@@ -313,7 +293,7 @@ pub(super) fn bounds(range: &impl RangeBounds<usize>, len: usize) -> Option<Rang
 
 #[cold]
 #[track_caller]
-fn out_of_bounds(range: &impl RangeBounds<usize>, len: usize) -> ! {
+pub(super) fn out_of_bounds(range: &impl RangeBounds<usize>, len: usize) -> ! {
     panic!(
         "range ({:?}, {:?}) out of bounds for a buffer of {len} elements",
         range.start_bound(),
@@ -324,6 +304,27 @@ fn out_of_bounds(range: &impl RangeBounds<usize>, len: usize) -> ! {
 /// The address `elems` elements of `T` past `p` (within the allocation).
 fn offset<T>(p: cu::CUdeviceptr, elems: usize) -> cu::CUdeviceptr {
     p + (elems * std::mem::size_of::<T>()) as u64
+}
+
+/// The view of elements `r` of `T` from `base`, its uses tracked by `uses`
+/// (the caller has checked that `r` is within the allocation).
+fn view<T>(base: cu::CUdeviceptr, r: Range<usize>, uses: &Uses) -> NcclView<'_, T> {
+    NcclView {
+        ptr: offset::<T>(base, r.start),
+        len: r.len(),
+        uses,
+        _t: PhantomData,
+    }
+}
+
+/// The mutable view of elements `r` of `T` from `base` (as [`view`]).
+fn view_mut<T>(base: cu::CUdeviceptr, r: Range<usize>, uses: &mut Uses) -> NcclViewMut<'_, T> {
+    NcclViewMut {
+        ptr: offset::<T>(base, r.start),
+        len: r.len(),
+        uses,
+        _t: PhantomData,
+    }
 }
 
 /// A view of a range of an [`NcclBuffer`] (`&[T]` on the GPU), from
@@ -381,12 +382,7 @@ impl<'a, T> NcclView<'a, T> {
     /// A view of `range` within this view, or `None` when out of bounds.
     pub fn try_slice(&self, range: impl RangeBounds<usize>) -> Option<NcclView<'a, T>> {
         let r = bounds(&range, self.len)?;
-        Some(NcclView {
-            ptr: offset::<T>(self.ptr, r.start),
-            len: r.len(),
-            uses: self.uses,
-            _t: PhantomData,
-        })
+        Some(view::<T>(self.ptr, r, self.uses))
     }
     /// A view of `range` within this view.
     ///
@@ -407,23 +403,13 @@ impl<T> NcclViewMut<'_, T> {
     /// bounds.
     pub fn try_slice(&self, range: impl RangeBounds<usize>) -> Option<NcclView<'_, T>> {
         let r = bounds(&range, self.len)?;
-        Some(NcclView {
-            ptr: offset::<T>(self.ptr, r.start),
-            len: r.len(),
-            uses: &*self.uses,
-            _t: PhantomData,
-        })
+        Some(view::<T>(self.ptr, r, &*self.uses))
     }
     /// A mutable view of `range` within this view, or `None` when out of
     /// bounds.
     pub fn try_slice_mut(&mut self, range: impl RangeBounds<usize>) -> Option<NcclViewMut<'_, T>> {
         let r = bounds(&range, self.len)?;
-        Some(NcclViewMut {
-            ptr: offset::<T>(self.ptr, r.start),
-            len: r.len(),
-            uses: &mut *self.uses,
-            _t: PhantomData,
-        })
+        Some(view_mut::<T>(self.ptr, r, &mut *self.uses))
     }
 }
 

@@ -29,7 +29,7 @@ use crate::base::dtype::NcclType;
 use crate::base::error::{Error, Result};
 use crate::base::runtime::require_api;
 use crate::comm::Comm;
-use crate::mem::buffer::{NcclBuffer, NcclView, NcclViewMut, bounds};
+use crate::mem::buffer::{NcclBuffer, NcclView, NcclViewMut, bounds, out_of_bounds};
 use crate::mem::registration::Window;
 
 /// The smallest size class: NCCL's window alignment
@@ -450,13 +450,8 @@ impl<T> SymmetricBuffer<'_, T> {
     /// # Panics
     /// When the range is out of bounds, as slicing `[T]` does.
     pub fn slice(&self, range: impl RangeBounds<usize>) -> NcclView<'_, T> {
-        let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
-        self.try_slice(range).unwrap_or_else(|| {
-            panic!(
-                "range ({start:?}, {end:?}) out of bounds for a buffer of {} elements",
-                self.len
-            )
-        })
+        self.try_slice((range.start_bound(), range.end_bound()))
+            .unwrap_or_else(|| out_of_bounds(&range, self.len))
     }
 
     /// A mutable view of the elements in `range`, or `None` when it is out
@@ -476,11 +471,9 @@ impl<T> SymmetricBuffer<'_, T> {
     /// # Panics
     /// When the range is out of bounds.
     pub fn slice_mut(&mut self, range: impl RangeBounds<usize>) -> NcclViewMut<'_, T> {
-        let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
         let len = self.len;
-        self.try_slice_mut(range).unwrap_or_else(|| {
-            panic!("range ({start:?}, {end:?}) out of bounds for a buffer of {len} elements")
-        })
+        self.try_slice_mut((range.start_bound(), range.end_bound()))
+            .unwrap_or_else(|| out_of_bounds(&range, len))
     }
 }
 
