@@ -22,6 +22,7 @@
  */
 #include <cuda_runtime.h>
 #include <nccl.h>
+#include "id_file.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,26 +45,8 @@ int main(void) {
   }
   if (world < 1 || world > 64) { fprintf(stderr, "WORLD_SIZE %d: 1 to 64\n", world); return 2; }
   ncclUniqueId id;
-  if (world == 1) {
-    NK(ncclGetUniqueId(&id));
-  } else {
-    const char *f = getenv("NCCL_RS_ID_FILE");
-    if (!f) { fprintf(stderr, "NCCL_RS_ID_FILE is needed with WORLD_SIZE > 1\n"); return 2; }
-    if (rank == 0) {
-      char tmp[4096];
-      snprintf(tmp, sizeof tmp, "%s.tmp", f);
-      NK(ncclGetUniqueId(&id));
-      FILE *o = fopen(tmp, "wb");
-      if (!o || fwrite(&id, sizeof id, 1, o) != 1) { fprintf(stderr, "cannot write %s\n", tmp); return 1; }
-      fclose(o);
-      rename(tmp, f);
-    } else {
-      FILE *i = 0;
-      for (int t = 0; t < 6000 && !(i = fopen(f, "rb")); t++) usleep(10000);
-      if (!i || fread(&id, sizeof id, 1, i) != 1) { fprintf(stderr, "no id in %s\n", f); return 1; }
-      fclose(i);
-    }
-  }
+  int idr = id_from_file(&id, rank, world);
+  if (idr) return idr;
   CK(cudaSetDevice(0));
   ncclComm_t comm;
   NK(ncclCommInitRank(&comm, world, id, rank));
