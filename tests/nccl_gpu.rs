@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, sys as cu};
 use nccl::{
-    Comm, Config, Error, F8E4M3, F8E5M2, NcclBuffer, NcclType, ReduceOp, UniqueId, bf16, f16,
+    Comm, Config, Error, F8E4M3, F8E5M2, Memory, NcclBuffer, NcclType, ReduceOp, UniqueId, bf16,
+    f16,
 };
 use nccl_rs_tests::say;
 
@@ -1204,70 +1205,110 @@ fn ncclbuf_streams(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     let sum = |i: usize| world as f32 * (i % 7) as f32 + ranks_sum;
     let host: Vec<f32> = (0..big).map(mine).collect();
 
-    // (a) written on its own stream A by a copy, all_reduced on B, read back
-    // on A; then zeroed on A, which must wait for B's read of it
-    let r = (|| -> Result<(), String> {
-        let a = ctx.new_stream().map_err(cu)?;
-        let b = env.stream;
-        if !ctx.is_managing_stream_synchronization() {
-            return Err("expected cudarc to track events with several streams".into());
-        }
-        let (mut stall_a, mut stall_b) = (Stall::new(&a)?, Stall::new(b)?);
-        let src = a.clone_htod(&host).map_err(cu)?;
-        let mut x = NcclBuffer::<f32>::alloc_zeros(&a, big).map_err(e2s)?;
-        let mut y = NcclBuffer::<f32>::alloc_zeros(&a, big).map_err(e2s)?;
-        a.synchronize().map_err(cu)?;
-        stall_a.on(&a)?;
-        a.memcpy_dtod(&src, &mut x).map_err(cu)?;
-        stall_b.on(b)?;
-        comm.all_reduce(&x, &mut y, ReduceOp::Sum, b).map_err(e2s)?;
-        a.memset_zeros(&mut x).map_err(cu)?;
-        let got = a.clone_dtoh(&y).map_err(cu)?;
-        let zeroed = a.clone_dtoh(&x).map_err(cu)?;
-        a.synchronize().map_err(cu)?;
-        sampled(
-            "all_reduce on B of a buffer written on A, read on A",
-            &got,
-            sum,
-        )?;
-        sampled("the buffer zeroed on A", &zeroed, |_| 0.0)?;
-        // dropped with B's uses joined into A
-        drop((x, y));
-        a.synchronize().map_err(cu)
-    })();
-    rep.check("NcclBuffer: written on A, all_reduced on B, read on A", r);
+    // (a) and (b) for each kind of memory (the free differs: on the host
+    // after a wait for ncclMemAlloc memory, on the stream for pool memory)
+    for memory in [Memory::Nccl, Memory::Stream] {
+        // (a) written on its own stream A by a copy, all_reduced on B, read back
+        // on A; then zeroed on A, which must wait for B's read of it
+        let r = (|| -> Result<(), String> {
+            let a = ctx.new_stream().map_err(cu)?;
+            let b = env.stream;
+            if !ctx.is_managing_stream_synchronization() {
+                return Err("expected cudarc to track events with several streams".into());
+            }
+            let (mut stall_a, mut stall_b) = (Stall::new(&a)?, Stall::new(b)?);
+            let src = a.clone_htod(&host).map_err(cu)?;
+            let mut x = NcclBuffer::<f32>::alloc_zeros_in(&a, big, memory).map_err(e2s)?;
+            let mut y = NcclBuffer::<f32>::alloc_zeros_in(&a, big, memory).map_err(e2s)?;
+            if (x.memory(), y.memory()) != (memory, memory) {
+                return Err(format!(
+                    "memory() says {:?}, asked for {memory:?}",
+                    x.memory()
+                ));
+            }
+            a.synchronize().map_err(cu)?;
+            stall_a.on(&a)?;
+            a.memcpy_dtod(&src, &mut x).map_err(cu)?;
+            stall_b.on(b)?;
+            comm.all_reduce(&x, &mut y, ReduceOp::Sum, b).map_err(e2s)?;
+            a.memset_zeros(&mut x).map_err(cu)?;
+            let got = a.clone_dtoh(&y).map_err(cu)?;
+            let zeroed = a.clone_dtoh(&x).map_err(cu)?;
+            a.synchronize().map_err(cu)?;
+            sampled(
+                "all_reduce on B of a buffer written on A, read on A",
+                &got,
+                sum,
+            )?;
+            sampled("the buffer zeroed on A", &zeroed, |_| 0.0)?;
+            // dropped with B's uses joined into A
+            drop((x, y));
+            a.synchronize().map_err(cu)
+        })();
+        rep.check(
+            &format!("NcclBuffer ({memory:?}): written on A, all_reduced on B, read on A"),
+            r,
+        );
 
-    // (b) reads on two other streams (a long copy on T, an all_reduce on U),
-    // then a write on the buffer's own stream must wait for both: with one
-    // read event (cudarc 0.19's scheme) it would wait for U's read only
+        // (b) reads on two other streams (a long copy on T, an all_reduce on U),
+        // then a write on the buffer's own stream must wait for both: with one
+        // read event (cudarc 0.19's scheme) it would wait for U's read only
+        let r = (|| -> Result<(), String> {
+            let a = ctx.new_stream().map_err(cu)?;
+            let (t, u) = (ctx.new_stream().map_err(cu)?, ctx.new_stream().map_err(cu)?);
+            let mut stall_t = Stall::new(&t)?;
+            let src = a.clone_htod(&host).map_err(cu)?;
+            let mut z = NcclBuffer::<f32>::alloc_zeros_in(&a, big, memory).map_err(e2s)?;
+            a.memcpy_dtod(&src, &mut z).map_err(cu)?;
+            let mut out_t = t.alloc_zeros::<f32>(big).map_err(cu)?;
+            let mut out_u = u.alloc_zeros::<f32>(big).map_err(cu)?;
+            a.synchronize().map_err(cu)?;
+            t.synchronize().map_err(cu)?;
+            u.synchronize().map_err(cu)?;
+            stall_t.on(&t)?;
+            t.memcpy_dtod(&z, &mut out_t).map_err(cu)?;
+            comm.all_reduce(&z, &mut out_u, ReduceOp::Sum, &u)
+                .map_err(e2s)?;
+            a.memset_zeros(&mut z).map_err(cu)?;
+            let got_t = t.clone_dtoh(&out_t).map_err(cu)?;
+            let got_u = u.clone_dtoh(&out_u).map_err(cu)?;
+            t.synchronize().map_err(cu)?;
+            u.synchronize().map_err(cu)?;
+            sampled("the long copy on T (zeroed under it?)", &got_t, mine)?;
+            sampled("the all_reduce on U", &got_u, sum)?;
+            drop(z);
+            a.synchronize().map_err(cu)
+        })();
+        rep.check(
+            &format!("NcclBuffer ({memory:?}): a write waits for readers on two other streams"),
+            r,
+        );
+    }
+
+    // (a'') pool memory is not allocated inside a capture (it would become the
+    // graph's): refused with Capturing, the capture goes on; outside, it is
     let r = (|| -> Result<(), String> {
-        let a = ctx.new_stream().map_err(cu)?;
-        let (t, u) = (ctx.new_stream().map_err(cu)?, ctx.new_stream().map_err(cu)?);
-        let mut stall_t = Stall::new(&t)?;
-        let src = a.clone_htod(&host).map_err(cu)?;
-        let mut z = NcclBuffer::<f32>::alloc_zeros(&a, big).map_err(e2s)?;
-        a.memcpy_dtod(&src, &mut z).map_err(cu)?;
-        let mut out_t = t.alloc_zeros::<f32>(big).map_err(cu)?;
-        let mut out_u = u.alloc_zeros::<f32>(big).map_err(cu)?;
-        a.synchronize().map_err(cu)?;
-        t.synchronize().map_err(cu)?;
-        u.synchronize().map_err(cu)?;
-        stall_t.on(&t)?;
-        t.memcpy_dtod(&z, &mut out_t).map_err(cu)?;
-        comm.all_reduce(&z, &mut out_u, ReduceOp::Sum, &u)
-            .map_err(e2s)?;
-        a.memset_zeros(&mut z).map_err(cu)?;
-        let got_t = t.clone_dtoh(&out_t).map_err(cu)?;
-        let got_u = u.clone_dtoh(&out_u).map_err(cu)?;
-        t.synchronize().map_err(cu)?;
-        u.synchronize().map_err(cu)?;
-        sampled("the long copy on T (zeroed under it?)", &got_t, mine)?;
-        sampled("the all_reduce on U", &got_u, sum)?;
-        drop(z);
-        a.synchronize().map_err(cu)
+        let s = ctx.new_stream().map_err(cu)?;
+        s.begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(cu)?;
+        let refused = NcclBuffer::<f32>::alloc_zeros_in(&s, 64, Memory::Stream).map(|_| ());
+        let graph = s.end_capture(cu::CUgraphInstantiate_flags(0));
+        match refused {
+            Err(Error::Capturing { bytes: 256, .. }) => {}
+            other => return Err(format!("inside a capture: {other:?}")),
+        }
+        graph.map_err(|e| format!("the capture after the refusal: {e}"))?;
+        let b = NcclBuffer::<f32>::alloc_zeros_in(&s, 64, Memory::Stream).map_err(e2s)?;
+        let zeros = s.clone_dtoh(&b).map_err(cu)?;
+        drop(b);
+        s.synchronize().map_err(cu)?;
+        match zeros.iter().all(|&z| z == 0.0) {
+            true => Ok(()),
+            false => Err(format!("not zeroed: {zeros:?}")),
+        }
     })();
     rep.check(
-        "NcclBuffer: a write waits for readers on two other streams",
+        "NcclBuffer (Stream): refused inside a capture, zeroed outside",
         r,
     );
 

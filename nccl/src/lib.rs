@@ -192,7 +192,8 @@ pub use comm::{
 pub use device::{CommProperties, DevComm, DevCommBytes, DevCommRequirements, Team};
 pub use elastic::{ElasticApi, GrowPlan, MemStats, RankMap, Recovery, Shrunk, elastic_support};
 pub use mem::{
-    DROP_WAIT, Local, NcclBuffer, NcclView, NcclViewMut, Registered, Registration, RegistrationKind,
+    DROP_WAIT, Local, Memory, NcclBuffer, NcclView, NcclViewMut, Registered, Registration,
+    RegistrationKind,
 };
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
 pub use mem::{PoolStats, SymmetricBuffer, SymmetricPool, Win, Window};

@@ -1,5 +1,6 @@
-//! Buffers from `ncclMemAlloc` ([`NcclBuffer`]) and views of their ranges
-//! ([`NcclView`], [`NcclViewMut`]).
+//! Buffers for NCCL ([`NcclBuffer`]: `ncclMemAlloc` memory, or a
+//! stream-ordered pool's) and views of their ranges ([`NcclView`],
+//! [`NcclViewMut`]).
 //!
 //! # Ordering across streams
 //!
@@ -23,7 +24,9 @@
 //! - **Freeing** (drop), and deregistering (which acquires the buffer for a
 //!   write on home): home waits for every event not yet waited for, then the
 //!   host waits for the home stream, at most [`DROP_WAIT`]; past it, the
-//!   memory is leaked (and logged) rather than freed under a kernel.
+//!   memory is leaked (and logged) rather than freed under a kernel. Pool
+//!   memory ([`Memory::Stream`]) is freed on home instead (`cuMemFreeAsync`),
+//!   after those waits: the host does not wait.
 //!
 //! Events are made on first need: a buffer used on its home stream only has
 //! none. Views share their buffer's state (the rules are per buffer, not per
@@ -79,7 +82,14 @@
 //!    guard records it. Where an event cannot be made or recorded, the use's
 //!    guard, or the acquiring thread, waits on the host instead.
 //! 7. *The free.* Drop joins every slot into home (2c), then waits on the host
-//!    for home, so every use is complete before `ncclMemFree`.
+//!    for home, so every use is complete before `ncclMemFree`; or, for pool
+//!    memory, enqueues `cuMemFreeAsync` on home after the joins, so every use
+//!    is ordered before the free on the GPU (CUDA reuses a freed block only
+//!    after the free, in stream order, or for another stream after the
+//!    driver has seen the free complete). On the per-thread stream (rule 5),
+//!    home is the dropping thread's: every use there was foreign and is in a
+//!    slot (or complete), and the joins make that stream wait for all of
+//!    them before the free.
 //!
 //! The `track` module's tests check these rules against a model of CUDA's
 //! stream and event ordering on random programs (including in-flight reads
@@ -123,11 +133,14 @@ pub const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// same handle names a different stream on each thread.
 const PER_THREAD: usize = 0x2;
 
-/// Device memory from `ncclMemAlloc` (NCCL 2.19+): the allocation NCCL's
-/// registration and NVLink optimizations want. Usable in every collective
-/// (it implements cudarc's `DevicePtr`/`DevicePtrMut`) and with cudarc's
-/// copies; freed with `ncclMemFree` on drop. [`slice`](NcclBuffer::slice)
-/// and [`slice_mut`](NcclBuffer::slice_mut) give views of a range (buckets).
+/// Device memory for NCCL, from `ncclMemAlloc` (NCCL 2.19+, what NCCL's
+/// registration, windows and NVLink optimizations want:
+/// [`alloc_zeros`](NcclBuffer::alloc_zeros)) or from the device's
+/// stream-ordered pool (`cuMemAllocAsync`, the memory cudarc's `CudaSlice`
+/// has, without cudarc's per-use events: [`Memory::Stream`]). Usable in
+/// every collective (it implements cudarc's `DevicePtr`/`DevicePtrMut`) and
+/// with cudarc's copies; freed on drop. [`slice`](NcclBuffer::slice) and
+/// [`slice_mut`](NcclBuffer::slice_mut) give views of a range (buckets).
 ///
 /// Its uses on the stream it was allocated on cost nothing beyond the call:
 /// no event is recorded or waited. Uses on other streams are ordered both
@@ -136,7 +149,8 @@ const PER_THREAD: usize = 0x2;
 /// streams before a write. The module's source gives the rules and why they
 /// are sound. Dropping it waits for its stream (after every use on other
 /// streams) up to [`DROP_WAIT`]; if that stream is stuck, the memory is
-/// leaked, and logged, instead of freed under a kernel.
+/// leaked, and logged, instead of freed under a kernel. Pool memory is
+/// freed on its stream, after every use, without a wait on the host.
 ///
 /// It is `Send` and `Sync` (for `T` that is): no host thread ever touches
 /// the memory, reads from several threads are ordered under a lock, and
@@ -145,8 +159,26 @@ const PER_THREAD: usize = 0x2;
 pub struct NcclBuffer<T> {
     ptr: cu::CUdeviceptr,
     len: usize,
+    memory: Memory,
     uses: Uses,
     _t: PhantomData<T>,
+}
+
+/// Where an [`NcclBuffer`]'s memory comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Memory {
+    /// `ncclMemAlloc` (NCCL 2.19+): memory NCCL can map for its peers, which
+    /// registration on every release, windows (`SymmetricPool`) and NCCL's
+    /// NVLink zero-copy paths need. NCCL's calls on it take more host time
+    /// than on plain device memory (docs/performance.md).
+    Nccl,
+    /// The device's default stream-ordered pool (`cuMemAllocAsync`, the
+    /// memory of cudarc's `CudaSlice`), allocated and freed on the buffer's
+    /// stream: no wait on the host to free it. Every collective takes it;
+    /// NCCL 2.30.3+ refuses to register it, and windows cannot be made of it
+    /// (both are typed errors).
+    Stream,
 }
 
 /// The home stream, the tracking state and the events of a buffer.
@@ -165,15 +197,36 @@ struct Home {
 }
 
 impl<T: NcclType> NcclBuffer<T> {
-    /// `len` zeroed elements on the GPU of `stream` (zeroed on `stream`,
-    /// which becomes the buffer's home stream).
+    /// `len` zeroed elements of `ncclMemAlloc` memory ([`Memory::Nccl`]) on
+    /// the GPU of `stream` (zeroed on `stream`, which becomes the buffer's
+    /// home stream).
     ///
     /// # Errors
     /// `InvalidArgument` for `len == 0` or a byte size that overflows;
     /// `Unsupported` before NCCL 2.19; NCCL's or CUDA's error.
     pub fn alloc_zeros(stream: &Arc<CudaStream>, len: usize) -> Result<NcclBuffer<T>> {
+        Self::alloc_zeros_in(stream, len, Memory::Nccl)
+    }
+
+    /// `len` zeroed elements of `memory` on the GPU of `stream` (allocated,
+    /// for [`Memory::Stream`], and zeroed on `stream`, which becomes the
+    /// buffer's home stream).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for `len == 0` or a byte size that overflows;
+    /// `Capturing` for [`Memory::Stream`] while `stream` captures a CUDA
+    /// graph (the allocation would become the graph's); `Unsupported` for
+    /// [`Memory::Nccl`] before NCCL 2.19; NCCL's or CUDA's error (a device
+    /// without memory pools answers CUDA's `CUDA_ERROR_NOT_SUPPORTED`).
+    pub fn alloc_zeros_in(
+        stream: &Arc<CudaStream>,
+        len: usize,
+        memory: Memory,
+    ) -> Result<NcclBuffer<T>> {
         const OP: &str = "NcclBuffer::alloc_zeros";
-        require_api("ncclMemAlloc")?;
+        if memory == Memory::Nccl {
+            require_api("ncclMemAlloc")?;
+        }
         if len == 0 {
             return Err(Error::invalid(OP, "len", "at least 1", 0));
         }
@@ -181,16 +234,30 @@ impl<T: NcclType> NcclBuffer<T> {
             .checked_mul(std::mem::size_of::<T>())
             .ok_or_else(|| Error::invalid(OP, "len", "a size in bytes that fits usize", len))?;
         stream.context().bind_to_thread()?;
-        let mut p: *mut core::ffi::c_void = std::ptr::null_mut();
-        // SAFETY: valid out-pointer; the stream's GPU is current.
-        check("ncclMemAlloc", unsafe {
-            ffi!("ncclMemAlloc", ncclMemAlloc(&mut p, bytes))
-        })?;
+        let ptr = match memory {
+            Memory::Nccl => {
+                let mut p: *mut core::ffi::c_void = std::ptr::null_mut();
+                // SAFETY: valid out-pointer; the stream's GPU is current.
+                check("ncclMemAlloc", unsafe {
+                    ffi!("ncclMemAlloc", ncclMemAlloc(&mut p, bytes))
+                })?;
+                p as usize as cu::CUdeviceptr
+            }
+            Memory::Stream => {
+                if crate::mem::capturing(stream)? {
+                    return Err(Error::Capturing { op: OP, bytes });
+                }
+                // SAFETY: the stream is alive (borrowed) and its GPU current;
+                // the memory is freed once, on home, in drop.
+                unsafe { cudarc::driver::result::malloc_async(stream.cu_stream(), bytes) }?
+            }
+        };
         // from here on, an error frees the memory (drop)
         let per_thread = stream.cu_stream() as usize == PER_THREAD;
         let buf = NcclBuffer {
-            ptr: p as usize as cu::CUdeviceptr,
+            ptr,
             len,
+            memory,
             uses: Uses {
                 home: Home {
                     stream: stream.clone(),
@@ -216,6 +283,11 @@ impl<T> NcclBuffer<T> {
     /// The raw device address.
     pub fn as_raw(&self) -> cu::CUdeviceptr {
         self.ptr
+    }
+
+    /// Where the memory comes from.
+    pub fn memory(&self) -> Memory {
+        self.memory
     }
 
     /// A view of the elements in `range`, or `None` when the range is out of
@@ -600,20 +672,55 @@ impl<T> Drop for NcclBuffer<T> {
         // the uses elsewhere, then the host for home, never without bound (a
         // collective may hang on a dead peer); past the limit the memory is
         // leaked rather than freed under a kernel.
-        if self.uses.join(WHAT) && quiesce(&self.uses.home.stream, WHAT) {
-            // SAFETY: ptr came from ncclMemAlloc and is freed once, after
-            // every use of it has finished (checked above).
-            let r = unsafe {
-                ffi!(
-                    "ncclMemFree",
-                    ncclMemFree(self.ptr as usize as *mut core::ffi::c_void)
-                )
-            };
-            if r != sys::ncclResult_t::ncclSuccess {
-                log::error!("nccl: ncclMemFree failed with code {}", r.0);
+        match self.memory {
+            Memory::Nccl => {
+                if self.uses.join(WHAT) && quiesce(&self.uses.home.stream, WHAT) {
+                    // SAFETY: ptr came from ncclMemAlloc and is freed once,
+                    // after every use of it has finished (checked above).
+                    let r = unsafe {
+                        ffi!(
+                            "ncclMemFree",
+                            ncclMemFree(self.ptr as usize as *mut core::ffi::c_void)
+                        )
+                    };
+                    if r != sys::ncclResult_t::ncclSuccess {
+                        log::error!("nccl: ncclMemFree failed with code {}", r.0);
+                    }
+                }
             }
+            Memory::Stream => self.free_on_home(WHAT),
         }
         ctx.record_err(stored);
+    }
+}
+
+impl<T> NcclBuffer<T> {
+    /// Frees pool memory on home, after every use (rule 7 of the module's
+    /// source), or leaks it (logged) where that cannot be ordered: a failed
+    /// join, or home capturing a graph (a free there would have to be of the
+    /// graph's own memory, and would end the capture).
+    fn free_on_home(&mut self, what: &str) {
+        let home = self.uses.home.stream.clone();
+        match crate::mem::capturing(&home) {
+            Ok(false) => {}
+            Ok(true) => {
+                log::error!("{what}: its stream is capturing a CUDA graph; leaking it");
+                return;
+            }
+            Err(e) => {
+                log::error!("{what}: cannot tell whether its stream captures ({e}); leaking it");
+                return;
+            }
+        }
+        if !self.uses.join(what) {
+            return;
+        }
+        // SAFETY: ptr came from cuMemAllocAsync and is freed once; home
+        // is alive (held) and, after the joins, ordered after every use of
+        // the memory, so the free runs after them on the GPU.
+        if let Err(e) = unsafe { cudarc::driver::result::free_async(self.ptr, home.cu_stream()) } {
+            log::error!("{what}: cuMemFreeAsync failed ({e}); the memory is leaked");
+        }
     }
 }
 

@@ -244,7 +244,7 @@ impl<'c> SymmetricPool<'c> {
         if let Some(slot) = self.take_free(class) {
             return Ok(self.hand_out(slot, len, class));
         }
-        if capturing(stream)? {
+        if super::capturing(stream)? {
             return Err(Error::Capturing {
                 op: OP,
                 bytes: class,
@@ -274,7 +274,7 @@ impl<'c> SymmetricPool<'c> {
         let class = self.class_of::<T>(OP, len, stream)?;
         let have = self.shelf().free_in(class);
         let missing = count.saturating_sub(have);
-        if missing > 0 && capturing(stream)? {
+        if missing > 0 && super::capturing(stream)? {
             return Err(Error::Capturing {
                 op: OP,
                 bytes: class,
@@ -525,39 +525,6 @@ impl<T> DevicePtrMut<T> for SymmetricBuffer<'_, T> {
     }
 }
 
-/// Whether registering now could run into a CUDA graph capture: `stream`
-/// captures, in any capture mode (the driver answers for the stream
-/// itself), or the legacy default stream reports a capture it would have
-/// to wait for (`CUDA_ERROR_STREAM_CAPTURE_IMPLICIT`: a blocking stream of
-/// the context captures, on any thread). Registering then would fail, or
-/// invalidate that capture. Captures on non-blocking streams other than
-/// `stream` cannot be seen from here (CUDA has no query for them).
-fn capturing(stream: &CudaStream) -> Result<bool> {
-    stream.context().bind_to_thread()?;
-    let query = |handle: cu::CUstream| -> Result<bool> {
-        let mut status = cu::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
-        // SAFETY: `handle` is the borrowed, live stream or the legacy
-        // default stream (a constant handle, always valid in the current
-        // context, which is bound above); `status` is a valid out-pointer
-        // of the type the driver writes. The query is allowed during any
-        // capture.
-        let r = unsafe { cu::cuStreamIsCapturing(handle, &mut status) };
-        capture_answer(r, status)
-    };
-    const LEGACY: usize = 0x1; // CU_STREAM_LEGACY
-    Ok(query(stream.cu_stream())? || query(LEGACY as cu::CUstream)?)
-}
-
-/// [`capturing`]'s reading of the driver's answer.
-fn capture_answer(r: cu::CUresult, status: cu::CUstreamCaptureStatus) -> Result<bool> {
-    use cu::CUstreamCaptureStatus as S;
-    match r {
-        cu::CUresult::CUDA_SUCCESS => Ok(!matches!(status, S::CU_STREAM_CAPTURE_STATUS_NONE)),
-        cu::CUresult::CUDA_ERROR_STREAM_CAPTURE_IMPLICIT => Ok(true),
-        e => Err(Error::Cuda(cudarc::driver::DriverError(e))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,21 +610,5 @@ mod tests {
         assert_eq!(shelf.free_in(16384), 1);
         assert_eq!(shelf.take(16384), Some(9));
         assert_eq!(shelf.take(16384), None);
-    }
-
-    #[test]
-    fn capture_states_read_as_capturing() {
-        use cu::CUresult as R;
-        use cu::CUstreamCaptureStatus as S;
-        let none = S::CU_STREAM_CAPTURE_STATUS_NONE;
-        assert!(!capture_answer(R::CUDA_SUCCESS, none).unwrap());
-        assert!(capture_answer(R::CUDA_SUCCESS, S::CU_STREAM_CAPTURE_STATUS_ACTIVE).unwrap());
-        // a capture already broken still must not register
-        assert!(capture_answer(R::CUDA_SUCCESS, S::CU_STREAM_CAPTURE_STATUS_INVALIDATED).unwrap());
-        assert!(capture_answer(R::CUDA_ERROR_STREAM_CAPTURE_IMPLICIT, none).unwrap());
-        assert!(matches!(
-            capture_answer(R::CUDA_ERROR_INVALID_HANDLE, none),
-            Err(Error::Cuda(_))
-        ));
     }
 }
