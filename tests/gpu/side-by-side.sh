@@ -26,7 +26,7 @@
 #     c           the C loop (cudaMalloc buffers)
 #     c-async     the C loop on cudaMallocAsync buffers (the stream-ordered
 #                 pool cudarc allocates CudaSlice from): the baseline of
-#                 untracked and default
+#                 untracked, default and poolbuf
 #     c-nccl      the C loop on ncclMemAlloc buffers: the baseline of ncclbuf
 #     nccl-tests  all_reduce_perf -C 1 (its CPU time per call), world 1 only,
 #                 when NT names an nccl-tests tree (built there if needed)
@@ -34,6 +34,8 @@
 #     default     nccl-bench as a program gets it: CudaSlice buffers, cudarc's
 #                 event tracking on, two streams in the context
 #     ncclbuf     nccl-bench --buffers nccl: NcclBuffer, tracking on
+#     poolbuf     nccl-bench --buffers stream: NcclBuffer on the stream-ordered
+#                 pool (CudaSlice's memory, the library's tracking), tracking on
 #     sym         nccl-bench --buffers symmetric: a SymmetricPool's windows
 #                 (NCCL 2.27+; NCCL's symmetric kernels where it makes
 #                 windows), tracking on; the time per call is printed too
@@ -161,7 +163,7 @@ tracking() { # WORLD ITERS ROUNDS
   export NCCL_RS_ID_FILE=$out/id-$p
   local min=8 max=$((32 << 10))
   local b=(-c all_reduce -b "$min" -e "$max" -f 4 -n "$n" -w $W -C 1 --no-progress)
-  read -ra cols <<< "${TRACK_COLS:-c c-async c-nccl untracked default ncclbuf sym}"
+  read -ra cols <<< "${TRACK_COLS:-c c-async c-nccl untracked default ncclbuf poolbuf sym}"
   [ "$world" != 1 ] || [ -z "$nt_bin" ] || cols+=(nccl-tests)
   local t0=$SECONDS
   for r in $(seq 1 "$rounds"); do
@@ -174,6 +176,7 @@ tracking() { # WORLD ITERS ROUNDS
         untracked) run1 "$p-untracked" "$r" ours "$out/$p-untracked.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" --no-event-tracking ;;
         default) run1 "$p-default" "$r" ours "$out/$p-default.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" ;;
         ncclbuf) run1 "$p-ncclbuf" "$r" ours "$out/$p-ncclbuf.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" --buffers nccl ;;
+        poolbuf) run1 "$p-poolbuf" "$r" ours "$out/$p-poolbuf.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" --buffers stream ;;
         sym) run1 "$p-sym" "$r" ours "$out/$p-sym.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" --buffers symmetric ;;
       esac
     done
@@ -247,9 +250,10 @@ report("world 1, CUDA graph of 100 all_reduces (host = launch cost per op)", "w1
        [(n, f"w1-{n}") for n in ("ours-static-graph", "ours-dyn-graph")])
 
 # the tracking part: host us per small all_reduce, per size and summarized
-cols = ["c", "c-async", "c-nccl", "nccl-tests", "untracked", "default", "ncclbuf", "sym"]
+cols = ["c", "c-async", "c-nccl", "nccl-tests", "untracked", "default", "ncclbuf", "poolbuf", "sym"]
 # each of ours beside the C loop on the same kind of memory
-same_memory = {"untracked": "c-async", "default": "c-async", "ncclbuf": "c-nccl", "sym": "c-nccl"}
+same_memory = {"untracked": "c-async", "default": "c-async", "ncclbuf": "c-nccl", "poolbuf": "c-async",
+               "sym": "c-nccl"}
 for w in (1, 2):
     tabs = {n: table(f"t{w}-{n}") for n in cols}
     tabs = {n: t for n, t in tabs.items() if t}

@@ -1,4 +1,4 @@
-//! `--buffers slice|nccl|symmetric`: the buffers the collectives run on.
+//! `--buffers slice|nccl|stream|symmetric`: the buffers the collectives run on.
 //!
 //! - `slice` (the default): cudarc's `CudaSlice`, as a program gets them
 //!   from `stream.alloc_zeros`/`clone_htod`. With event tracking on (the
@@ -7,7 +7,9 @@
 //! - `nccl`: the library's `NcclBuffer` (`ncclMemAlloc`, NCCL 2.19+), made on
 //!   the rank's stream: uses on that stream record and wait for no event,
 //!   tracking on or off.
-//!
+//! - `stream`: `NcclBuffer`s of the device's stream-ordered pool
+//!   (`Memory::Stream`, `cuMemAllocAsync`): `slice`'s memory, with the
+//!   library's tracking instead of cudarc's.
 //! - `symmetric`: buffers of a `SymmetricPool` (NCCL 2.27+): `ncclMemAlloc`
 //!   memory registered once per size class as symmetric windows and reused
 //!   from one size to the next, which lets NCCL pick its symmetric-memory
@@ -16,13 +18,13 @@
 //!   `ncclMemAlloc` memory and says so.
 //!
 //! With `--no-event-tracking` (cudarc's tracking off) `slice` and `nccl`
-//! differ only in the allocator.
+//! differ only in the allocator, and `slice` and `stream` not at all.
 
 pub use crate::options::BufKind;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
-use nccl::NcclBuffer;
+use nccl::{Memory, NcclBuffer};
 
 use crate::elem::Elem;
 
@@ -104,14 +106,22 @@ impl<T: Elem> BenchBuf<T> for CudaSlice<T> {
     }
 }
 
-impl<T: Elem> BenchBuf<T> for NcclBuffer<T> {
-    fn filled(stream: &Arc<CudaStream>, v: T, len: usize) -> nccl::Result<Self> {
-        let mut b = NcclBuffer::alloc_zeros(stream, len)?;
+/// `NcclBuffer`s of this kind of memory.
+impl<T: Elem> Make<T> for Memory {
+    type Buf = NcclBuffer<T>;
+    fn filled(
+        &self,
+        _: usize,
+        stream: &Arc<CudaStream>,
+        v: T,
+        len: usize,
+    ) -> nccl::Result<NcclBuffer<T>> {
+        let mut b = NcclBuffer::alloc_zeros_in(stream, len, *self)?;
         stream.memcpy_htod(&vec![v; len], &mut b)?;
         Ok(b)
     }
-    fn zeros(stream: &Arc<CudaStream>, len: usize) -> nccl::Result<Self> {
-        NcclBuffer::alloc_zeros(stream, len)
+    fn zeros(&self, _: usize, stream: &Arc<CudaStream>, len: usize) -> nccl::Result<NcclBuffer<T>> {
+        NcclBuffer::alloc_zeros_in(stream, len, *self)
     }
 }
 
@@ -129,11 +139,16 @@ mod tests {
 
     #[test]
     fn names_parse_back() {
-        for k in [BufKind::Slice, BufKind::Nccl, BufKind::Symmetric] {
+        for k in [
+            BufKind::Slice,
+            BufKind::Nccl,
+            BufKind::Stream,
+            BufKind::Symmetric,
+        ] {
             assert_eq!(k.name().parse::<BufKind>(), Ok(k));
         }
         assert_eq!(BufKind::default(), BufKind::Slice);
         let e = "cuda".parse::<BufKind>().unwrap_err();
-        assert!(e.contains("slice nccl symmetric"), "{e}");
+        assert!(e.contains("slice nccl stream symmetric"), "{e}");
     }
 }

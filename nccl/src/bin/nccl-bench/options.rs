@@ -100,8 +100,8 @@ pub struct Opts {
     /// `--no-connect`: under a launcher, no connection of the peers while
     /// the communicator is created (`LaunchOptions::connect`).
     pub no_connect: bool,
-    /// `--buffers slice|nccl|symmetric`: `CudaSlice`, `NcclBuffer` or a
-    /// symmetric pool's buffers (the `buffers`
+    /// `--buffers slice|nccl|stream|symmetric`: `CudaSlice`, `NcclBuffer`
+    /// (of either memory) or a symmetric pool's buffers (the `buffers`
     /// module; `BufKind` parses the value).
     pub buffers: BufKind,
 }
@@ -236,10 +236,11 @@ struct Cli {
     #[arg(long)]
     no_event_tracking: bool,
     /// Buffers the collectives use: `slice` (cudarc's CudaSlice, what a user gets by default),
-    /// `nccl` (NcclBuffer, from ncclMemAlloc, tracked against its own stream) or `symmetric`
-    /// (a SymmetricPool's windows, NCCL 2.27+: registered once per size class and reused; one GPU
+    /// `nccl` (NcclBuffer, from ncclMemAlloc, tracked against its own stream), `stream`
+    /// (NcclBuffer on the stream-ordered pool, CudaSlice's memory) or `symmetric` (a
+    /// SymmetricPool's windows, NCCL 2.27+: registered once per size class and reused; one GPU
     /// per process)
-    #[arg(long, value_name = "slice|nccl|symmetric", default_value = "slice")]
+    #[arg(long, value_name = "KIND", default_value = "slice")]
     buffers: BufKind,
     /// Non-blocking communicator (default: blocking, as nccl-tests; NCCL then launches each call
     /// from a thread of its own); one GPU per process
@@ -480,21 +481,24 @@ pub enum BufKind {
     /// cudarc's `CudaSlice`.
     #[default]
     Slice,
-    /// The library's `NcclBuffer`.
+    /// The library's `NcclBuffer` (`ncclMemAlloc`).
     Nccl,
+    /// The library's `NcclBuffer` on the stream-ordered pool (`Memory::Stream`).
+    Stream,
     /// Buffers of the library's `SymmetricPool` (symmetric windows).
     Symmetric,
 }
 
 impl BufKind {
     /// The names `--buffers` takes, in the order of the variants.
-    pub const NAMES: [&str; 3] = ["slice", "nccl", "symmetric"];
+    pub const NAMES: [&str; 4] = ["slice", "nccl", "stream", "symmetric"];
 
     pub fn name(self) -> &'static str {
         match self {
             BufKind::Slice => Self::NAMES[0],
             BufKind::Nccl => Self::NAMES[1],
-            BufKind::Symmetric => Self::NAMES[2],
+            BufKind::Stream => Self::NAMES[2],
+            BufKind::Symmetric => Self::NAMES[3],
         }
     }
 }
@@ -505,6 +509,7 @@ impl std::str::FromStr for BufKind {
         match s.trim() {
             "slice" => Ok(BufKind::Slice),
             "nccl" => Ok(BufKind::Nccl),
+            "stream" => Ok(BufKind::Stream),
             "symmetric" => Ok(BufKind::Symmetric),
             other => Err(format!(
                 "--buffers {other:?}: one of {}",

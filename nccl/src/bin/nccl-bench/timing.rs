@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, sys as cu};
-use nccl::{Comm, NcclBuffer, ReduceOp};
+use nccl::{Comm, Memory, ReduceOp};
 
 use crate::buffers::{self, BufKind, Make, Plain};
 use crate::check;
@@ -190,7 +190,8 @@ pub fn run<T: Elem>(
     }
     match o.buffers {
         BufKind::Slice => sweep::<T, _>(o, ranks, world, rows, &Plain::<CudaSlice<T>>::default()),
-        BufKind::Nccl => sweep::<T, _>(o, ranks, world, rows, &Plain::<NcclBuffer<T>>::default()),
+        BufKind::Nccl => sweep::<T, _>(o, ranks, world, rows, &Memory::Nccl),
+        BufKind::Stream => sweep::<T, _>(o, ranks, world, rows, &Memory::Stream),
         BufKind::Symmetric => symmetric::<T>(o, ranks, world, rows),
     }
 }
