@@ -10,16 +10,20 @@
 # 2.28.3 header), .gpu/static-nccl_gpu.tar.gz or .gpu/static.tar.gz (static
 # links to replay; STATIC_TGZ chooses), and the
 # source: .gpu/src/nccl-VERSION.tar.gz (`git archive --prefix=nccl-VERSION/
-# vVERSION-1` of NVIDIA/nccl; docs/validation.md says how).
+# vVERSION-1` of NVIDIA/nccl; docs/validation.md says how), or a library
+# built elsewhere: .gpu/prebuilt/nccl-VERSION.tar.xz (BUILT.txt saying how,
+# build/lib/libnccl.so*, build/include; tests/gpu/nccl-prebuild.sh makes it).
 #
 # Steps, each one line `CHECK <name>: passed|FAILED (<reason>)|NOT RUN (<why>)
 # [<seconds> s]`:
 #   build            unpack, for 2.18 - 2.26 apply the CUDA 13 shims
 #                    (tests/gpu/nccl-compat/apply.sh; the line says so), then
-#                    `make -j$JOBS src.build` for $GENCODE (sm_90)
+#                    `make -j$JOBS src.build` for $GENCODE (sm_90); or unpack
+#                    the prebuilt library (no libnccl_static.a: the static
+#                    steps say NOT RUN)
 #   api-2.29         faults' NCCL 2.29+ checks (grow/join, suspend/resume,
 #                    revoke + ShrinkMode::Default, graph_usage_mode), runtime-load
-#                    build; a check that says NOT RUN fails here
+#                    build; a check that says NOT RUN fails here; 2.29+ only
 #   rl-nccl_gpu      the GPU suite, runtime-load build, NCCL_RS_LIBRARY = the new
 #                    libnccl.so.2, world 1 and 2 ranks
 #   device           the device-API example (tests/gpu/device-example.sh, world 1)
@@ -32,9 +36,11 @@
 #                    (NCCL_RS_EXPECT_RUNTIME=VERSION)
 #   faults           faults' FAULTS_QUICK subset, runtime-load build
 #   dyn-nccl_gpu     the GPU suite, dynamic build (2.28.3 header) on the new
-#                    library through LD_LIBRARY_PATH, world 1 and 2 ranks
+#                    library through LD_LIBRARY_PATH, world 1 and 2 ranks;
+#                    2.28+ only (older libraries lack symbols it links)
 #   static-link      nccl_gpu of the static bundle linked against the new
-#                    libnccl_static.a (tests/gpu/static-link.sh); no libnccl.so
+#                    libnccl_static.a (tests/gpu/static-link.sh); no libnccl.so;
+#                    2.28+ only (the bundle was recorded on the 2.28.3 header)
 #   static-nccl_gpu  that program, world 1 and 2 ranks
 #   sanitize         SANITIZE=1: compute-sanitizer memcheck of the world-1 suite
 #                    (runtime-load build), invalid accesses only
@@ -72,6 +78,10 @@ report() { # name, passed|FAILED|NOT RUN, reason, seconds
   case $2 in passed) passed=$((passed + 1)) ;; FAILED) failed=$((failed + 1)) ;; *) notrun=$((notrun + 1)) ;; esac
 }
 wanted() { [ -z "${ONLY:-}" ] || [[ " ${ONLY//,/ } " == *" $1 "* ]]; }
+IFS=. read -r vmaj vmin _ <<< "$VERSION"
+# at_least MINOR: this release is 2.MINOR or newer
+at_least() { ((vmaj > 2 || (vmaj == 2 && vmin >= $1))); }
+PREBUILT=.gpu/prebuilt/nccl-$VERSION.tar.xz
 left() { echo $((BUDGET - SECONDS)); }
 # the first lines of a log that say what failed, on one line
 why() {
@@ -116,21 +126,27 @@ echo "nccl-from-source $VERSION: $(nvidia-smi --query-gpu=name,driver_version --
 
 # 1. build
 built=0
-if ! wanted build && [ -f "$LIB/libnccl_static.a" ]; then
-  skip build "not asked for (ONLY); using the build in $SRC"
+if [ ! -e "$LIB/libnccl.so.2" ] && [ ! -f "$TGZ" ] && [ -f "$PREBUILT" ]; then
+  rm -rf "$SRC" && mkdir -p "$SRC" && tar -C "$SRC" -xJf "$PREBUILT"
+fi
+if ! wanted build && [ -e "$LIB/libnccl.so.2" ]; then
+  skip build "not asked for (ONLY); using the library in $SRC"
   built=1
-elif [ -f "$LIB/libnccl_static.a" ] && [ -e "$LIB/libnccl.so.2" ] && [ "${REBUILD:-0}" != 1 ]; then
-  report build passed "reused $SRC/build$(grep -qs compat-cuda13 "$SRC/makefiles/common.mk" && echo ", CUDA 13 shims applied") (REBUILD=1 builds again)" 0
+elif [ -e "$LIB/libnccl.so.2" ] && [ "${REBUILD:-0}" != 1 ]; then
+  if [ -f "$SRC/BUILT.txt" ]; then
+    report build passed "prebuilt ($PREBUILT): $(tr '\n' ' ' < "$SRC/BUILT.txt" | cut -c1-400)" 0
+  else
+    report build passed "reused $SRC/build$(grep -qs compat-cuda13 "$SRC/makefiles/common.mk" && echo ", CUDA 13 shims applied") (REBUILD=1 builds again)" 0
+  fi
   built=1
 elif [ ! -f "$TGZ" ]; then
-  report build FAILED "no $TGZ" 0
+  report build FAILED "no $TGZ and no $PREBUILT" 0
 else
   rm -rf "$SRC"
   tar -C "$WORK" -xzf "$TGZ"
   # 2.18 - 2.26 do not build with CUDA 13 as they are: tests/gpu/nccl-compat
   # shims them (docs/versions.md, "Building 2.18-2.26 with CUDA 13")
   shims=
-  IFS=. read -r vmaj vmin _ <<< "$VERSION"
   if ((vmaj == 2 && vmin >= 18 && vmin < 27)); then
     if bash tests/gpu/nccl-compat/apply.sh "$SRC" "$VERSION" > "$LOG/compat.log" 2>&1; then
       cat "$LOG/compat.log"
@@ -157,7 +173,8 @@ fi
 SO=$LIB/libnccl.so.2
 
 # 2. the 2.29+ API (faults: grow, suspend, shrink-default, graph-mode)
-if wanted api-2.29; then
+if wanted api-2.29 && ! at_least 29; then skip api-2.29 "NCCL 2.29+ API; this is $VERSION"
+elif wanted api-2.29; then
   if [ ! -x .gpu/rl/faults ]; then skip api-2.29 "no .gpu/rl/faults (tests/gpu/build.sh)"; else
     NCCL_RS_LIBRARY=$SO FAULTS_ONLY=grow,suspend,shrink-default,graph-mode \
       run api-2.29 240 60 "$LOG/api-2.29.log" .gpu/rl/faults
@@ -182,9 +199,11 @@ if wanted rl-nccl_gpu; then
 else skip rl-nccl_gpu "not in ONLY"; fi
 
 # 3b. the device-API example (a kernel on this release's nccl_device.h), world 1
-if wanted device; then
+if wanted device && ! at_least 28; then skip device "the device API is NCCL 2.28+"
+elif wanted device; then
   if [ ! -x .gpu/rl/device_all_reduce ]; then skip device "no .gpu/rl/device_all_reduce"; else
-    NCCL_RS_LIBRARY=$SO NCCL_INCLUDE_DIR=$SRC/build/include WORLDS=1 \
+    NCCL_BEFORE_2_29=$(at_least 29 && echo 0 || echo 1) \
+      NCCL_RS_LIBRARY=$SO NCCL_INCLUDE_DIR=$SRC/build/include WORLDS=1 \
       run device 150 30 "$LOG/device.log" bash tests/gpu/device-example.sh .gpu/rl/device_all_reduce
     if ((rc != -1)); then
       lines=$(grep "^device-example:" "$LOG/device.log" | tr '\n' ' ' | cut -c1-300)
@@ -224,12 +243,11 @@ if wanted group-mix; then
   fi
 else skip group-mix "not in ONLY"; fi
 
-# 4. the CPU tests of the runtime-load build on this library (the README
-#    check reads files of the repository it was built in: skipped by name)
+# 4. the CPU tests of the runtime-load build on this library
 if wanted rl-cpu; then
   if [ ! -x .gpu/rl/sys_cpu ] || [ ! -x .gpu/rl/nccl_cpu ]; then skip rl-cpu "no .gpu/rl/sys_cpu or nccl_cpu"; else
     NCCL_RS_LIBRARY=$SO NCCL_RS_EXPECT_RUNTIME=$VERSION run rl-cpu 60 10 "$LOG/rl-cpu.log" \
-      bash -c '.gpu/rl/sys_cpu && .gpu/rl/nccl_cpu --skip readme_survival_example_is_the_example_that_builds'
+      bash -c '.gpu/rl/sys_cpu && .gpu/rl/nccl_cpu'
     if ((rc != -1)); then
       tally=$(grep -E "^test result" "$LOG/rl-cpu.log" | sed -E 's/; [0-9]+ ignored.*//; s/test result: ok. //' | paste -sd, -)
       if ((rc == 0)); then report rl-cpu passed "$tally" $((SECONDS - t0))
@@ -251,7 +269,8 @@ if wanted faults; then
 else skip faults "not in ONLY"; fi
 
 # 6. the dynamic build (2.28.3 header) on the newer library
-if wanted dyn-nccl_gpu; then
+if wanted dyn-nccl_gpu && ! at_least 28; then skip dyn-nccl_gpu "built on the 2.28.3 header: needs NCCL 2.28+"
+elif wanted dyn-nccl_gpu; then
   if [ ! -x .gpu/dyn/nccl_gpu ]; then skip dyn-nccl_gpu "no .gpu/dyn/nccl_gpu"; else
     LD_LIBRARY_PATH=$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} NCCL_RS_TEST_WORLDS=2 \
       run dyn-nccl_gpu 200 40 "$LOG/dyn-nccl_gpu.log" .gpu/dyn/nccl_gpu
@@ -261,7 +280,10 @@ else skip dyn-nccl_gpu "not in ONLY"; fi
 
 # 7. the static build, linked here against the new libnccl_static.a
 sbin=
-if wanted static-link || wanted static-nccl_gpu; then
+if ! wanted static-link && ! wanted static-nccl_gpu; then skip static-link "not in ONLY"
+elif ! at_least 28; then skip static-link "recorded on the 2.28.3 header: needs NCCL 2.28+"
+elif [ ! -f "$LIB/libnccl_static.a" ]; then skip static-link "no libnccl_static.a (a prebuilt library brings only libnccl.so)"
+else
   if [ ! -f "$STATIC_TGZ" ]; then skip static-link "no $STATIC_TGZ"; else
     rm -rf "$WORK/static-$VERSION"
     run static-link 120 20 "$LOG/static-link.log" bash tests/gpu/static-link.sh "$STATIC_TGZ" "$WORK/static-$VERSION" "$LIB" nccl_gpu
@@ -273,7 +295,7 @@ if wanted static-link || wanted static-nccl_gpu; then
       else report static-link passed "$(basename "$sbin"), $(stat -c %s "$sbin") B, no libnccl or libcudart in ldd" $((SECONDS - t0)); fi
     fi
   fi
-else skip static-link "not in ONLY"; fi
+fi
 if wanted static-nccl_gpu; then
   if [ -z "$sbin" ]; then skip static-nccl_gpu "not linked"; else
     NCCL_RS_TEST_WORLDS=2 run static-nccl_gpu 200 40 "$LOG/static-nccl_gpu.log" "$sbin"
