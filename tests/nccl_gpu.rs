@@ -878,7 +878,19 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     let f16_send = env.zeros::<f16>(n);
     let mut f16_recv = env.zeros::<f16>(n);
     let wrong_type_op = comm.pre_mul_sum(1.0f32).unwrap();
+    // this rank's own pair of counts differs (n to itself, n - 1 from
+    // itself), each list summing to its buffer's length
+    let mut own_send = vec![0; world];
+    let mut own_recv = vec![0; world];
+    own_send[rank] = n;
+    own_recv[rank] = n - 1;
     let mut bad: Vec<Result<(), String>> = vec![
+        expect(
+            "all_to_all_v: own send and receive counts differ",
+            comm.all_to_all_v(&send, &own_send, &mut short, &own_recv, env.stream),
+            "all_to_all_v",
+            "recv_counts",
+        ),
         expect(
             "all_reduce length",
             comm.all_reduce(&send, &mut short, ReduceOp::Sum, env.stream),

@@ -49,6 +49,18 @@ pub(crate) fn at<T>(p: cu::CUdeviceptr, elems: usize) -> *mut core::ffi::c_void 
     vp(p + (elems * std::mem::size_of::<T>()) as u64)
 }
 
+/// Whether the collectives made of send/recv (all_to_all and gather/scatter
+/// before NCCL 2.28, all_to_all_v) copy a rank's own chunk with a
+/// device-to-device copy instead of a send/recv to itself: on NCCL before
+/// 2.19.4. Its notes say "Fix alltoallv crash on self-sendrecv"; the fix
+/// moved, in the p2p scheduler (`scheduleP2pTasksToPlan`), the reset of the
+/// flag that lets work be fused from once per peer step (step 0 is a rank's
+/// own pair) into the loop over one step's chunks. Read once.
+pub(crate) fn copies_own_chunk() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| crate::base::runtime::version().is_ok_and(|v| v < Version::new(2, 19, 4)))
+}
+
 /// Whether this build and the runtime library have `api`.
 #[cfg(any(
     nccl_fn = "ncclAlltoAll",
@@ -196,6 +208,35 @@ impl<'a> Call<'a> {
             Ok(()) => self.finish(api, sys::ncclResult_t::ncclSuccess),
             Err(e) => Err(e),
         }
+    }
+
+    /// A copy of `bytes` from `src` to `dst` on the call's stream, in a
+    /// [`Call::run_many`] collective (a rank's own chunk, see
+    /// [`copies_own_chunk`]): enqueued now, before the group's kernels. No
+    /// other call of the group may touch those bytes meanwhile: the call
+    /// holds `&mut` of the destination and `&` of the source until the
+    /// group's end.
+    pub(crate) fn copy(
+        &self,
+        dst: *mut core::ffi::c_void,
+        src: *mut core::ffi::c_void,
+        bytes: usize,
+    ) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        // SAFETY: both ranges lie in buffers the call has acquired (checked
+        // by the collective), on the stream's GPU, which is current (the
+        // funnel bound its context); the stream is borrowed, so alive.
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(
+                dst as usize as cu::CUdeviceptr,
+                src as usize as cu::CUdeviceptr,
+                bytes,
+                self.stream.cu_stream(),
+            )
+        }?;
+        Ok(())
     }
 
     /// One NCCL call of a [`Call::run_many`] collective.

@@ -15,7 +15,7 @@ use crate::ops::ReduceOp;
     nccl_fn = "ncclScatter"
 ))]
 use crate::ops::call::runtime_has;
-use crate::ops::call::{Call, at, vp};
+use crate::ops::call::{Call, at, copies_own_chunk, vp};
 use crate::sys;
 
 impl Comm {
@@ -278,7 +278,9 @@ impl Comm {
 
     /// All-to-all: chunk `j` of rank `i`'s `send` lands in chunk `i` of rank
     /// `j`'s `recv`. Equal lengths, a multiple of `world`. Native
-    /// `ncclAlltoAll` from NCCL 2.28, grouped send/recv before.
+    /// `ncclAlltoAll` from NCCL 2.28, grouped send/recv before (and before
+    /// 2.19.4 the rank's own chunk a device-to-device copy, as
+    /// [`Comm::all_to_all_v`] says).
     ///
     /// # Errors
     /// `InvalidArgument` for wrong lengths, overlap, or a stream of another GPU.
@@ -298,9 +300,18 @@ impl Comm {
                 unsafe { sys::ncclAlltoAll(vp(s), vp(d), chunk, T::DATATYPE, comm, st) }
             });
         }
-        let world = self.world_size();
+        let (world, me) = (self.world_size(), self.rank());
+        let own = copies_own_chunk();
         c.run_many("ncclGroupEnd", |c| {
             for p in 0..world {
+                if own && p == me {
+                    c.copy(
+                        at::<T>(d, p * chunk),
+                        at::<T>(s, p * chunk),
+                        chunk * size_of::<T>(),
+                    )?;
+                    continue;
+                }
                 // SAFETY: see above; chunk p of each buffer is in bounds.
                 c.nccl("ncclSend", |comm, st| unsafe {
                     sys::ncclSend(
@@ -330,7 +341,8 @@ impl Comm {
 
     /// Gather: rank `i`'s `send` lands in chunk `i` of the root's `recv`
     /// (`Some` at the root, `send.len() × world` long; ignored elsewhere).
-    /// Native `ncclGather` from NCCL 2.28, grouped send/recv before.
+    /// Native `ncclGather` from NCCL 2.28, grouped send/recv before (the
+    /// root's own chunk a device copy before 2.19.4).
     ///
     /// # Errors
     /// `InvalidArgument` for `root >= world`, `None` or a wrong length at the
@@ -360,14 +372,22 @@ impl Comm {
                 unsafe { sys::ncclGather(vp(s), vp(d), n, T::DATATYPE, root as i32, comm, st) }
             });
         }
+        let own = at_root && copies_own_chunk();
         c.run_many("ncclGroupEnd", |c| {
             if at_root {
                 for p in 0..world {
+                    if own && p == root {
+                        c.copy(at::<T>(d, p * n), vp(s), n * size_of::<T>())?;
+                        continue;
+                    }
                     // SAFETY: see above; chunk p of recv is in bounds at the root.
                     c.nccl("ncclRecv", |comm, st| unsafe {
                         sys::ncclRecv(at::<T>(d, p * n), n, T::DATATYPE, p as i32, comm, st)
                     })?;
                 }
+            }
+            if own {
+                return Ok(());
             }
             // SAFETY: see above; send holds n.
             c.nccl("ncclSend", |comm, st| unsafe {
@@ -378,7 +398,8 @@ impl Comm {
 
     /// Scatter: chunk `i` of the root's `send` (`Some` at the root,
     /// `recv.len() × world` long) lands in rank `i`'s `recv`. Native
-    /// `ncclScatter` from NCCL 2.28, grouped send/recv before.
+    /// `ncclScatter` from NCCL 2.28, grouped send/recv before (the root's
+    /// own chunk a device copy before 2.19.4).
     ///
     /// # Errors
     /// `InvalidArgument` for `root >= world`, `None` or a wrong length at the
@@ -408,14 +429,22 @@ impl Comm {
                 unsafe { sys::ncclScatter(vp(s), vp(d), n, T::DATATYPE, root as i32, comm, st) }
             });
         }
+        let own = at_root && copies_own_chunk();
         c.run_many("ncclGroupEnd", |c| {
             if at_root {
                 for p in 0..world {
+                    if own && p == root {
+                        c.copy(vp(d), at::<T>(s, p * n), n * size_of::<T>())?;
+                        continue;
+                    }
                     // SAFETY: see above; chunk p of send is in bounds at the root.
                     c.nccl("ncclSend", |comm, st| unsafe {
                         sys::ncclSend(at::<T>(s, p * n), n, T::DATATYPE, p as i32, comm, st)
                     })?;
                 }
+            }
+            if own {
+                return Ok(());
             }
             // SAFETY: see above; recv holds n.
             c.nccl("ncclRecv", |comm, st| unsafe {
@@ -509,11 +538,14 @@ impl Comm {
     /// (consecutive in `send`, in rank order) to rank `j`, and receives
     /// `recv_counts[j]` from rank `j` into `recv` (in rank order). Each rank's
     /// `send_counts[j]` must equal rank `j`'s `recv_counts[i]` (NCCL cannot
-    /// check that across ranks). Grouped send/recv.
+    /// check that across ranks; this rank checks its own pair). Grouped
+    /// send/recv; before NCCL 2.19.4, whose scheduler could fault on a send
+    /// to self in a group, the rank's own shard is a device-to-device copy.
     ///
     /// # Errors
     /// `InvalidArgument` unless both count lists have one entry per rank and
-    /// sum to their buffer's length.
+    /// sum to their buffer's length, and `send_counts[rank] ==
+    /// recv_counts[rank]`.
     pub fn all_to_all_v<'a, T: NcclType>(
         &'a self,
         send: &'a impl DevicePtr<T>,
@@ -527,10 +559,32 @@ impl Comm {
         let world = self.world_size();
         let soff = contract::v_counts(OP, "send_counts", send_counts, world, send.len())?;
         let roff = contract::v_counts(OP, "recv_counts", recv_counts, world, recv.len())?;
+        let me = self.rank();
+        // what this rank sends itself is what it receives from itself
+        if send_counts[me] != recv_counts[me] {
+            return Err(Error::invalid(
+                OP,
+                "recv_counts",
+                format!(
+                    "recv_counts[rank] equal to send_counts[rank] ({})",
+                    send_counts[me]
+                ),
+                recv_counts[me],
+            ));
+        }
+        let own = copies_own_chunk();
         let (s, d) = (c.read(send), c.write(recv));
         c.run_many("ncclGroupEnd", |c| {
             for p in 0..world {
                 let (sn, rn) = (send_counts[p], recv_counts[p]);
+                if own && p == me {
+                    c.copy(
+                        at::<T>(d, roff[p]),
+                        at::<T>(s, soff[p]),
+                        sn * size_of::<T>(),
+                    )?;
+                    continue;
+                }
                 if sn > 0 {
                     // SAFETY: see above; shard p of send is in bounds.
                     c.nccl("ncclSend", |comm, st| unsafe {
