@@ -126,7 +126,8 @@ echo "nccl-from-source $VERSION: $(nvidia-smi --query-gpu=name,driver_version --
 
 # 1. build
 built=0
-if [ ! -e "$LIB/libnccl.so.2" ] && [ ! -f "$TGZ" ] && [ -f "$PREBUILT" ]; then
+# a library built elsewhere is used rather than building one here
+if [ ! -e "$LIB/libnccl.so.2" ] && [ -f "$PREBUILT" ]; then
   rm -rf "$SRC" && mkdir -p "$SRC" && tar -C "$SRC" -xJf "$PREBUILT"
 fi
 if ! wanted build && [ -e "$LIB/libnccl.so.2" ]; then

@@ -42,7 +42,7 @@ done
 declare -A build_pid=() tally=()
 ready=() queued=() building=()
 for v in "${versions[@]}"; do
-  if [ -e "$WORK/nccl-$v/build/lib/libnccl.so.2" ] || { [ -f ".gpu/prebuilt/nccl-$v.tar.xz" ] && [ ! -f ".gpu/src/nccl-$v.tar.gz" ]; }; then
+  if [ -e "$WORK/nccl-$v/build/lib/libnccl.so.2" ] || [ -f ".gpu/prebuilt/nccl-$v.tar.xz" ]; then
     ready+=("$v")
   else
     queued+=("$v")
