@@ -3,9 +3,10 @@
 # seconds (default 580): the releases that need building are built in the
 # order given, MAX_BUILDS (default 2) at a time (niced, JOBS jobs each), and
 # tests/gpu/nccl-from-source.sh's checks run on one release at a time (never
-# two on the GPU at once): first on those already there (a prebuilt
-# .gpu/prebuilt/nccl-V.tar.xz, or a build left in WORK), then on each build
-# as it finishes, while the next builds run.
+# two on the GPU at once, also across runs of this script sharing WORK):
+# first on those already there (a prebuilt .gpu/prebuilt/nccl-V.tar.xz, or
+# a build left in WORK), then on each build as it finishes, while the next
+# builds run.
 #
 #   bash tests/gpu/nccl-releases.sh 2.30.7 2.26.6 2.27.7 2.18.3:group-mix
 #
@@ -72,7 +73,9 @@ test_release() { # VERSION
     tally[$v]="0 passed, 0 failed, all not run (time budget)"
     return
   fi
-  out=$(LOG=$LOG_ROOT/log-$v ONLY="${steps_of[$v]:-$STEPS}" BUDGET=$left bash "$HERE/nccl-from-source.sh" "$v" 2>&1)
+  # one release's checks on the GPU at a time, across runs of this script too
+  out=$(flock "$WORK/gpu.lock" env LOG="$LOG_ROOT/log-$v" ONLY="${steps_of[$v]:-$STEPS}" \
+    BUDGET=$((BUDGET - SECONDS)) bash "$HERE/nccl-from-source.sh" "$v" 2>&1)
   echo "$out" | grep -E "^(CHECK|nccl-from-source)"
   tally[$v]=$(echo "$out" | grep -oE "[0-9]+ passed, [0-9]+ failed, [0-9]+ not run" | tail -1)
 }
