@@ -74,8 +74,10 @@ test_release() { # VERSION
     return
   fi
   # one release's checks on the GPU at a time, across runs of this script too
+  # (the budget is what is left once the lock is held)
   out=$(flock "$WORK/gpu.lock" env LOG="$LOG_ROOT/log-$v" ONLY="${steps_of[$v]:-$STEPS}" \
-    BUDGET=$((BUDGET - SECONDS)) bash "$HERE/nccl-from-source.sh" "$v" 2>&1)
+    DEADLINE=$(($(date +%s) + BUDGET - SECONDS)) \
+    bash -c 'BUDGET=$((DEADLINE - $(date +%s))) exec bash "$0" "$1"' "$HERE/nccl-from-source.sh" "$v" 2>&1)
   echo "$out" | grep -E "^(CHECK|nccl-from-source)"
   tally[$v]=$(echo "$out" | grep -oE "[0-9]+ passed, [0-9]+ failed, [0-9]+ not run" | tail -1)
 }
