@@ -131,7 +131,7 @@ if [ ! -e "$LIB/libnccl.so.2" ] && [ -f "$PREBUILT" ]; then
   rm -rf "$SRC" && mkdir -p "$SRC" && tar -C "$SRC" -xJf "$PREBUILT"
 fi
 if ! wanted build && [ -e "$LIB/libnccl.so.2" ]; then
-  skip build "not asked for (ONLY); using the library in $SRC"
+  skip build "not asked for (ONLY); using the library in $SRC$([ -f "$SRC/BUILT.txt" ] && echo ", prebuilt: $(tr '\n' ' ' < "$SRC/BUILT.txt" | cut -c1-300)")"
   built=1
 elif [ -e "$LIB/libnccl.so.2" ] && [ "${REBUILD:-0}" != 1 ]; then
   if [ -f "$SRC/BUILT.txt" ]; then
