@@ -187,6 +187,22 @@ pub(crate) fn own_count(
     }
 }
 
+/// What a rank sends itself in an all-to-all-v is what it receives from
+/// itself: `send_counts[rank] == recv_counts[rank]` (the one pair of counts
+/// a rank can check alone).
+pub(crate) fn own_pair(op: &'static str, sent: usize, received: usize) -> Result<()> {
+    if sent == received {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            op,
+            "recv_counts",
+            format!("recv_counts[rank] equal to send_counts[rank] ({sent})"),
+            received,
+        ))
+    }
+}
+
 /// Out-of-place buffers must not overlap (NCCL's only aliasing is the exact
 /// in-place layout, which the `*_in_place` calls provide).
 pub(crate) fn disjoint(op: &'static str, a: (u64, usize), b: (u64, usize)) -> Result<()> {
@@ -262,6 +278,18 @@ mod tests {
 
     /// World 0 is a typed error in every public contract, never a division by
     /// zero.
+    #[test]
+    fn own_pair_must_match() {
+        assert!(own_pair("all_to_all_v", 0, 0).is_ok());
+        assert!(own_pair("all_to_all_v", 7, 7).is_ok());
+        match own_pair("all_to_all_v", 7, 6) {
+            Err(Error::InvalidArgument { op, arg, .. }) => {
+                assert_eq!((op, arg), ("all_to_all_v", "recv_counts"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn world_zero_is_an_error() {
         assert!(matches!(

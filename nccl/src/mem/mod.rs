@@ -20,13 +20,14 @@ pub use registration::{Local, Registered, Registration, RegistrationKind};
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
 pub use registration::{Win, Window};
 
-/// Whether allocating or registering now could run into a CUDA graph capture: `stream`
-/// captures, in any capture mode (the driver answers for the stream
-/// itself), or the legacy default stream reports a capture it would have
-/// to wait for (`CUDA_ERROR_STREAM_CAPTURE_IMPLICIT`: a blocking stream of
-/// the context captures, on any thread). Registering or allocating from a
-/// pool then would fail, invalidate that capture, or become part of it. Captures on non-blocking streams other than
-/// `stream` cannot be seen from here (CUDA has no query for them).
+/// Whether allocating or registering now could run into a CUDA graph
+/// capture: `stream` captures, in any capture mode (the driver answers for
+/// the stream itself), or the legacy default stream reports a capture it
+/// would have to wait for (`CUDA_ERROR_STREAM_CAPTURE_IMPLICIT`: a blocking
+/// stream of the context captures, on any thread). Registering or
+/// allocating from a pool then would fail, invalidate that capture, or
+/// become part of it. Captures on non-blocking streams other than `stream`
+/// cannot be seen from here (CUDA has no query for them).
 pub(crate) fn capturing(stream: &CudaStream) -> Result<bool> {
     stream.context().bind_to_thread()?;
     let query = |handle: cu::CUstream| -> Result<bool> {

@@ -560,18 +560,7 @@ impl Comm {
         let soff = contract::v_counts(OP, "send_counts", send_counts, world, send.len())?;
         let roff = contract::v_counts(OP, "recv_counts", recv_counts, world, recv.len())?;
         let me = self.rank();
-        // what this rank sends itself is what it receives from itself
-        if send_counts[me] != recv_counts[me] {
-            return Err(Error::invalid(
-                OP,
-                "recv_counts",
-                format!(
-                    "recv_counts[rank] equal to send_counts[rank] ({})",
-                    send_counts[me]
-                ),
-                recv_counts[me],
-            ));
-        }
+        contract::own_pair(OP, send_counts[me], recv_counts[me])?;
         let own = copies_own_chunk();
         let (s, d) = (c.read(send), c.write(recv));
         c.run_many("ncclGroupEnd", |c| {
