@@ -2769,8 +2769,11 @@ fn main() -> ExitCode {
         );
     }
 
+    // world 1's checks, then one check per further world (its ranks'
+    // own failures are printed above, prefixed with their rank)
     println!(
-        "nccl_gpu: {} passed, {} failed, {} not run in world 1 (NCCL too old for them)",
+        "nccl_gpu: {} passed, {} failed (world 1's checks and one per further world), \
+         {} of world 1's not run (NCCL too old for them)",
         total.passed,
         total.failed.len(),
         TOO_OLD.load(std::sync::atomic::Ordering::Relaxed)

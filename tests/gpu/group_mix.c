@@ -15,7 +15,9 @@
  * chunk copied with cudaMemcpyAsync instead of a send/recv to itself: NCCL
  * 2.19.4's notes say "Fix alltoallv crash on self-sendrecv", a change to how
  * scheduleP2pTasksToPlan fuses work, and this tells whether that is the
- * fault seen on 2.18.3). Rank 0 writes the unique id to
+ * fault seen on 2.18.3). It is not: on the H100 (2026-12-07) mix-noself
+ * faulted as mix did on 2.18.3, 2.19.4 and 2.21.5, and both passed on 2.23.4
+ * and later (docs/versions.md). Rank 0 writes the unique id to
  * NCCL_RS_ID_FILE, the others read it (as tests/gpu/c_all_reduce.c does).
  * Every rank checks every value; exit 0 when right, 1 on a wrong value or an
  * NCCL or CUDA error (printed).
@@ -72,6 +74,10 @@ int main(void) {
   CK(cudaMemcpy(a2a_send, h, world * chunk * sizeof(float), cudaMemcpyHostToDevice));
   CK(cudaMemset(gathered, 0, total * sizeof(float)));
   CK(cudaMemset(a2a_recv, 0, world * chunk * sizeof(float)));
+  /* the memsets run on the legacy stream, which a non-blocking stream does
+   * not wait for: without this the own-chunk copy below (on s) can run first
+   * and be zeroed afterwards */
+  CK(cudaDeviceSynchronize());
 
   NK(ncclGroupStart());
   if (bcast)
