@@ -54,13 +54,25 @@ impl Comm {
     /// Stops all operations and frees the communicator at once
     /// (`ncclCommAbort`), without waiting for peers.
     ///
+    /// On NCCL 2.23 – 2.26.1, whose abort can block forever after a peer
+    /// died, it is waited for at most a few seconds and then left to a
+    /// thread of its own (logged; see `docs/versions.md`).
+    ///
     /// # Errors
-    /// NCCL's error from aborting (the communicator is gone either way).
+    /// NCCL's error from aborting (the communicator is gone either way; on
+    /// NCCL 2.23 – 2.26.1 logged instead).
     pub fn abort(self) -> Result<()> {
         let registry = self.registry.clone();
         let raw = self.into_raw();
         if raw.is_null() {
             return Ok(()); // already aborted
+        }
+        if abort_may_hang() {
+            // the abort may be left to a thread of its own; NCCL's error,
+            // if any, is logged there
+            // SAFETY: valid communicator, owned and not used afterwards.
+            unsafe { abort_raw(raw, move || registry.close()) };
+            return Ok(());
         }
         // SAFETY: valid communicator, owned and not used afterwards.
         let r = unsafe { nccl!(ncclCommAbort(raw)) };
@@ -91,11 +103,15 @@ impl Comm {
             self.abort.store(true, Ordering::Relaxed);
             return Error::Aborted { op };
         }
+        let registry = self.registry.clone();
         // SAFETY: null or valid, owned, used by this thread only (Comm is
         // !Sync, and not inside a group: checked above), and never used again
         // (now null).
-        unsafe { abort_raw(self.raw.replace(std::ptr::null_mut())) };
-        self.registry.close();
+        unsafe {
+            abort_raw(self.raw.replace(std::ptr::null_mut()), move || {
+                registry.close()
+            })
+        };
         self.state.set(CommState::Aborted);
         self.abort.store(true, Ordering::Relaxed);
         Error::Aborted { op }
@@ -117,15 +133,90 @@ impl Comm {
 }
 
 /// Aborts `raw` (`ncclCommAbort`) unless it is null; a failure is logged.
-/// Abort does not wait on peers.
+/// Abort does not wait on peers. `done` runs once `ncclCommAbort` has
+/// returned (what NCCL held is then released), on this thread or, see
+/// below, on the thread the abort was left to.
+///
+/// On NCCL 2.23.x – 2.26.1 `ncclCommAbort` can block forever: it joins
+/// NCCL's proxy progress thread, whose loop (`ncclProxyProgress`, reworked in
+/// 2.23.4) stopped checking the abort flag, and which spins while a network
+/// operation is in flight, as when a peer died mid-collective (2.26.2 put the
+/// check back: "Fixes to ncclCommAbort"). Seen on 2.23.4 and 2.25.1 with a
+/// peer killed and with a peer that never took part. There, when nothing of
+/// NCCL's may still write through this process's pointers (no non-blocking
+/// operation in flight: see [`may_leave_abort`]), the abort runs on a thread
+/// of its own and is waited for at most [`ABORT_WAIT`]: NCCL sets the abort
+/// flag first, so its kernels stop and the streams drain; if it has not
+/// returned by then it is left to that thread (logged), `done` with it.
+/// Returns whether the abort returned before this function did.
 ///
 /// # Safety
 /// `raw` is null or a valid communicator that the caller owns, that no other
 /// thread is using, and that nobody uses again.
-pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t) {
+pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t, done: impl FnOnce() + Send + 'static) -> bool {
     if raw.is_null() {
-        return;
+        done();
+        return true;
     }
+    if abort_may_hang() {
+        // SAFETY: valid, owned by the caller, used by no other thread.
+        if unsafe { may_leave_abort(raw) } {
+            let owned = Owned(raw);
+            let (tx, rx) = std::sync::mpsc::channel();
+            // shared so that it comes back if no thread can be made
+            let done = std::sync::Arc::new(std::sync::Mutex::new(Some(done)));
+            let later = done.clone();
+            let spawned = std::thread::Builder::new()
+                .name("nccl-abort".into())
+                .spawn(move || {
+                    let owned = owned;
+                    // SAFETY: the caller's promises moved here with `raw`:
+                    // owned, used by no other thread, never used again.
+                    unsafe { abort_logged(owned.0) };
+                    if let Some(f) = later.lock().ok().and_then(|mut f| f.take()) {
+                        f();
+                    }
+                    let _ = tx.send(());
+                });
+            match spawned {
+                Ok(_) => {
+                    return match rx.recv_timeout(ABORT_WAIT) {
+                        Ok(()) => true,
+                        Err(_) => {
+                            log::error!(
+                                "ncclCommAbort has not returned after {ABORT_WAIT:?}: NCCL 2.23 - \
+                                 2.26.1 can block in it forever while a network operation is in \
+                                 flight (fixed in 2.26.2); the communicator is left to thread \
+                                 nccl-abort, and what it holds is released if it ever returns"
+                            );
+                            false
+                        }
+                    };
+                }
+                Err(e) => {
+                    // the closure was dropped unrun: abort here after all
+                    log::warn!("no thread for ncclCommAbort ({e}); aborting on this one");
+                    // SAFETY: as the caller promises.
+                    unsafe { abort_logged(raw) };
+                    if let Some(f) = done.lock().ok().and_then(|mut f| f.take()) {
+                        f();
+                    }
+                    return true;
+                }
+            }
+        }
+    }
+    // SAFETY: as the caller promises.
+    unsafe { abort_logged(raw) };
+    done();
+    true
+}
+
+/// `ncclCommAbort`, its failure logged.
+///
+/// # Safety
+/// As [`abort_raw`], `raw` not null.
+unsafe fn abort_logged(raw: sys::ncclComm_t) {
     // SAFETY: as the caller promises.
     let r = unsafe { sys::ncclCommAbort(raw) };
     if r != sys::ncclResult_t::ncclSuccess {
@@ -133,16 +224,64 @@ pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t) {
     }
 }
 
+/// A communicator handed to the thread that aborts it.
+struct Owned(sys::ncclComm_t);
+// SAFETY: NCCL's communicators may be used from any thread, one at a time;
+// `abort_raw`'s caller gives this one up (nobody else uses it again).
+unsafe impl Send for Owned {}
+
+/// How long [`abort_raw`] waits for an abort it may leave to a thread of
+/// its own (NCCL 2.23 – 2.26.1): longer than an abort takes without the hang
+/// (about a second on those releases, seen on the H100), short enough for a
+/// deadline a survivor still meets.
+pub(crate) const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether the libnccl in use has the abort that can block forever
+/// (read once): see [`abort_may_hang_on`].
+fn abort_may_hang() -> bool {
+    static HANGS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HANGS.get_or_init(|| crate::base::runtime::version().is_ok_and(abort_may_hang_on))
+}
+
+/// NCCL 2.23.0 up to 2.26.2: `ncclProxyProgress` runs while network
+/// operations are active without reading the abort flag (2.22.3's loop reads
+/// it; 2.23.4 dropped it; 2.26.2 restored it).
+pub(crate) fn abort_may_hang_on(v: crate::base::version::Version) -> bool {
+    use crate::base::version::Version;
+    v >= Version::new(2, 23, 0) && v < Version::new(2, 26, 2)
+}
+
+/// Whether an abort of `raw` may be left unfinished: only when no
+/// non-blocking operation of it is in flight (`ncclCommGetAsyncError` is not
+/// `ncclInProgress`). Such an operation's job (a non-blocking group's launch,
+/// creation, split) still writes through pointers this process gave it (a
+/// child's slot, the buffers it enqueues), and this crate frees those only
+/// once the abort has joined that job; a blocking communicator's calls have
+/// all returned, leaving only kernels, which stop at the abort flag.
+///
+/// # Safety
+/// `raw` is a valid communicator used by no other thread.
+unsafe fn may_leave_abort(raw: sys::ncclComm_t) -> bool {
+    let mut state = sys::ncclResult_t::ncclSuccess;
+    // SAFETY: valid communicator, one int written through a valid pointer.
+    let r = unsafe { sys::ncclCommGetAsyncError(raw, &mut state) };
+    r == sys::ncclResult_t::ncclSuccess && state != sys::ncclResult_t::ncclInProgress
+}
+
 impl Drop for Comm {
     /// Aborts the communicator, in whatever state (see the type's
     /// documentation for why not destroy). Never panics; a failure is
     /// logged.
     fn drop(&mut self) {
+        let registry = self.registry.clone();
         // SAFETY: null or valid, owned, used by this thread only (a `&mut`),
         // and never used again (now null). A communicator used in an open
         // group cannot be dropped (the group borrows it until its end).
-        unsafe { abort_raw(self.raw.replace(std::ptr::null_mut())) };
-        self.registry.close();
+        unsafe {
+            abort_raw(self.raw.replace(std::ptr::null_mut()), move || {
+                registry.close()
+            })
+        };
     }
 }
 
@@ -231,6 +370,29 @@ impl Drop for Watchdog {
         self.cancel.1.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::abort_may_hang_on;
+    use crate::base::version::Version;
+
+    #[test]
+    fn the_abort_that_can_hang_is_2_23_to_2_26_1() {
+        let v = |a, b, c| Version::new(a, b, c);
+        for hangs in [v(2, 23, 4), v(2, 24, 3), v(2, 25, 1), v(2, 26, 1)] {
+            assert!(abort_may_hang_on(hangs), "{hangs}");
+        }
+        for fine in [
+            v(2, 18, 3),
+            v(2, 21, 5),
+            v(2, 22, 3),
+            v(2, 26, 2),
+            v(2, 30, 7),
+        ] {
+            assert!(!abort_may_hang_on(fine), "{fine}");
         }
     }
 }

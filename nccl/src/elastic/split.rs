@@ -79,7 +79,7 @@ impl Comm {
             (false, true) => {
                 // SAFETY: a communicator NCCL made, owned by nobody else
                 // (taken out of the slot), never used again.
-                unsafe { abort_raw(raw) };
+                unsafe { abort_raw(raw, || ()) };
                 return Err(Error::Nccl {
                     api: "ncclCommSplit",
                     code: crate::NcclCode::InternalError,
@@ -141,7 +141,7 @@ impl Comm {
                     self.abort_now(api);
                     // SAFETY: null or the child NCCL made, owned by nobody
                     // else (taken out of `slot`), never used again.
-                    unsafe { abort_raw(slot.swap(std::ptr::null_mut(), Ordering::Acquire)) };
+                    unsafe { abort_raw(slot.swap(std::ptr::null_mut(), Ordering::Acquire), || ()) };
                     return Err(e);
                 }
             }
@@ -155,7 +155,7 @@ impl Comm {
         }
         // SAFETY: null or the (failed) child NCCL made, owned by nobody else
         // (taken out of `slot`), never used again.
-        unsafe { abort_raw(child) };
+        unsafe { abort_raw(child, || ()) };
         let e = failure(api, end, self.raw.get());
         self.fail();
         Err(e)
