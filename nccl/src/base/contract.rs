@@ -220,9 +220,68 @@ pub(crate) fn disjoint(op: &'static str, a: (u64, usize), b: (u64, usize)) -> Re
     }
 }
 
+/// A group's kinds of calls: collectives (bit 0), point-to-point calls
+/// (bit 1), of communicators of 2+ ranks.
+pub(crate) const GROUP_COLL: u8 = 1;
+/// See [`GROUP_COLL`].
+pub(crate) const GROUP_P2P: u8 = 2;
+
+/// The first release seen to run a group that mixes collectives and
+/// point-to-point calls of 2+ ranks: before it, NCCL faulted on one (an
+/// illegal address in its kernel: 2.18.3, 2.19.4 and 2.21.5 with two ranks;
+/// 2.22.3, which reworked how such a group becomes one launch, has not run).
+pub(crate) const MIXED_GROUPS_SINCE: crate::base::version::Version =
+    crate::base::version::Version::new(2, 23, 4);
+
+/// A group that already holds calls of the kinds `seen` takes one more
+/// (`p2p`: a point-to-point call, or a collective this crate makes of them):
+/// the kinds it then holds, or `Unsupported` where mixing them is unsafe on
+/// `runtime`. Communicators of one rank do not count (NCCL copies their
+/// collectives without a kernel plan).
+pub(crate) fn group_kinds(
+    seen: u8,
+    p2p: bool,
+    ranks: usize,
+    runtime: crate::base::version::Version,
+) -> Result<u8> {
+    if ranks < 2 || runtime >= MIXED_GROUPS_SINCE {
+        return Ok(seen);
+    }
+    let kind = if p2p { GROUP_P2P } else { GROUP_COLL };
+    if seen & !kind != 0 {
+        return Err(Error::Unsupported {
+            api: "collectives and point-to-point calls in one group",
+            since: MIXED_GROUPS_SINCE,
+            runtime,
+        });
+    }
+    Ok(seen | kind)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mixed_groups_refused_before_2_23_4() {
+        use crate::base::version::Version;
+        let old = Version::new(2, 21, 5);
+        let coll = group_kinds(0, false, 2, old).unwrap();
+        assert_eq!(group_kinds(coll, false, 2, old).unwrap(), GROUP_COLL);
+        match group_kinds(coll, true, 2, old) {
+            Err(Error::Unsupported { since, runtime, .. }) => {
+                assert_eq!((since, runtime), (MIXED_GROUPS_SINCE, old))
+            }
+            other => panic!("{other:?}"),
+        }
+        let p2p = group_kinds(0, true, 4, old).unwrap();
+        assert!(group_kinds(p2p, false, 4, old).is_err());
+        assert_eq!(group_kinds(p2p, true, 4, old).unwrap(), GROUP_P2P);
+        // one rank, or a release that runs such groups: anything goes
+        assert_eq!(group_kinds(coll, true, 1, old).unwrap(), coll);
+        assert!(group_kinds(coll, true, 2, MIXED_GROUPS_SINCE).is_ok());
+        assert!(group_kinds(coll, true, 2, Version::new(2, 30, 7)).is_ok());
+    }
 
     #[test]
     fn messages_name_the_contract() {
@@ -276,8 +335,6 @@ mod tests {
         assert!(disjoint("all_reduce", (0x1000, 0x100), (0x1000, 0x100)).is_err());
     }
 
-    /// World 0 is a typed error in every public contract, never a division by
-    /// zero.
     #[test]
     fn own_pair_must_match() {
         assert!(own_pair("all_to_all_v", 0, 0).is_ok());
@@ -290,6 +347,8 @@ mod tests {
         }
     }
 
+    /// World 0 is a typed error in every public contract, never a division by
+    /// zero.
     #[test]
     fn world_zero_is_an_error() {
         assert!(matches!(

@@ -61,6 +61,16 @@ pub(crate) fn copies_own_chunk() -> bool {
     *OWN.get_or_init(|| crate::base::runtime::version().is_ok_and(|v| v < Version::new(2, 19, 4)))
 }
 
+/// Whether the call `op` is a point-to-point call, or a collective this
+/// crate makes of them where NCCL lacks it (for the group rule of
+/// [`GroupRef::admit`]).
+fn is_p2p(op: &str) -> bool {
+    matches!(
+        op,
+        "send" | "recv" | "all_to_all" | "all_to_all_v" | "gather" | "scatter"
+    )
+}
+
 /// Whether this build and the runtime library have `api`.
 #[cfg(any(
     nccl_fn = "ncclAlltoAll",
@@ -190,6 +200,9 @@ impl<'a> Call<'a> {
         f: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> sys::ncclResult_t,
     ) -> Result<()> {
         self.disjoint()?;
+        if let Some(g) = self.group {
+            g.admit(self.comm, is_p2p(self.op))?;
+        }
         let r = f(self.comm.as_raw(), self.raw_stream());
         self.finish(api, r)
     }
@@ -203,6 +216,9 @@ impl<'a> Call<'a> {
         f: impl FnOnce(&Call<'a>) -> Result<()>,
     ) -> Result<()> {
         self.disjoint()?;
+        if let Some(g) = self.group {
+            g.admit(self.comm, is_p2p(self.op))?;
+        }
         let r = calls_as_one(self.comm, self.group.is_some(), api, || f(&self));
         match r {
             Ok(()) => self.finish(api, sys::ncclResult_t::ncclSuccess),

@@ -35,6 +35,7 @@ use std::marker::PhantomData;
 use cudarc::driver::{CudaStream, SyncOnDrop};
 
 use crate::base::call::check;
+use crate::base::contract;
 use crate::base::error::{Error, Result};
 use crate::base::thread::{OPEN, in_group};
 use crate::comm::Comm;
@@ -52,6 +53,9 @@ struct Open {
     /// Non-blocking communicators used in the group (pointers to `Comm`s
     /// borrowed for the group's scope; see [`Open::note`]).
     pending: RefCell<Vec<*const Comm>>,
+    /// The kinds of calls in the group, where NCCL cannot mix them
+    /// ([`contract::group_kinds`]).
+    kinds: Cell<u8>,
     ended: Cell<bool>,
 }
 
@@ -67,6 +71,7 @@ impl Open {
         Ok(Open {
             guards: RefCell::new(Vec::new()),
             pending: RefCell::new(Vec::new()),
+            kinds: Cell::new(0),
             ended: Cell::new(false),
         })
     }
@@ -271,6 +276,20 @@ impl<'a> GroupRef<'a> {
         self.open.guards.borrow_mut().push(guard);
     }
 
+    /// Admits one more call of `comm` to the group, before NCCL sees it:
+    /// refused where the library cannot mix collectives and point-to-point
+    /// calls in one group and this call would ([`contract::group_kinds`]).
+    #[inline]
+    pub(crate) fn admit(self, comm: &Comm, p2p: bool) -> Result<()> {
+        if mixes_safely() {
+            return Ok(());
+        }
+        let runtime = crate::base::runtime::checked_runtime()?;
+        let kinds = contract::group_kinds(self.open.kinds.get(), p2p, comm.world_size(), runtime)?;
+        self.open.kinds.set(kinds);
+        Ok(())
+    }
+
     /// Notes a non-blocking communicator used in the group, to wait for at
     /// the group's end.
     pub(crate) fn note(self, comm: &'a Comm) {
@@ -280,6 +299,16 @@ impl<'a> GroupRef<'a> {
             pending.push(p);
         }
     }
+}
+
+/// Whether the libnccl in use runs groups that mix collectives and
+/// point-to-point calls (read once; NCCL 2.23.4+, see
+/// [`contract::MIXED_GROUPS_SINCE`]).
+fn mixes_safely() -> bool {
+    static SAFE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SAFE.get_or_init(|| {
+        crate::base::runtime::version().is_ok_and(|v| v >= contract::MIXED_GROUPS_SINCE)
+    })
 }
 
 /// Runs `f` inside a group: `ncclGroupStart`, `f`, then `ncclGroupEnd`, which
@@ -300,7 +329,12 @@ impl<'a> GroupRef<'a> {
 /// ```
 ///
 /// Groups do not nest, and a call given a bare stream inside `f` is refused:
-/// both are [`Error::InGroup`].
+/// both are [`Error::InGroup`]. Before NCCL 2.23.4 a group may not mix
+/// collectives with point-to-point calls (`send`, `recv`, and the
+/// collectives this crate makes of them: `all_to_all`, `gather`, `scatter`
+/// before 2.28, `all_to_all_v`) of communicators of 2+ ranks: NCCL 2.18 –
+/// 2.21 faulted on such a group, so the call that would mix them is
+/// [`Error::Unsupported`] (docs/versions.md).
 ///
 /// The closure's error type is the caller's: any `E` that an [`Error`]
 /// converts into (`anyhow::Error`, `Box<dyn Error>`, your own enum), so
