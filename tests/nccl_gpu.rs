@@ -1097,12 +1097,25 @@ fn groups(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         let send = other.clone_htod(&host).map_err(|e| e.to_string())?;
         let mut recv = other.alloc_zeros::<f32>(big).map_err(|e| e.to_string())?;
         let mut ring = other.alloc_zeros::<f32>(big).map_err(|e| e.to_string())?;
-        nccl::group(|g| {
-            comm.all_reduce(&send, &mut recv, ReduceOp::Sum, g.on(env.stream))?;
-            comm.send(&send, next, g.on(env.stream))?;
-            comm.recv(&mut ring, prev, g.on(env.stream))
-        })
-        .map_err(e2s)?;
+        // one group where NCCL mixes collectives and send/recv (2.23.4+, or
+        // one rank); two groups where this crate refuses the mix
+        let mixes = world == 1 || nccl::version().map_err(e2s)? >= nccl::Version::new(2, 23, 4);
+        if mixes {
+            nccl::group(|g| {
+                comm.all_reduce(&send, &mut recv, ReduceOp::Sum, g.on(env.stream))?;
+                comm.send(&send, next, g.on(env.stream))?;
+                comm.recv(&mut ring, prev, g.on(env.stream))
+            })
+            .map_err(e2s)?;
+        } else {
+            nccl::group(|g| comm.all_reduce(&send, &mut recv, ReduceOp::Sum, g.on(env.stream)))
+                .map_err(e2s)?;
+            nccl::group(|g| {
+                comm.send(&send, next, g.on(env.stream))?;
+                comm.recv(&mut ring, prev, g.on(env.stream))
+            })
+            .map_err(e2s)?;
+        }
         let got = other.clone_dtoh(&recv).map_err(|e| e.to_string())?;
         let got_ring = other.clone_dtoh(&ring).map_err(|e| e.to_string())?;
         other.synchronize().map_err(|e| e.to_string())?;
