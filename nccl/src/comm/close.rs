@@ -271,7 +271,8 @@ unsafe fn may_leave_abort(raw: sys::ncclComm_t) -> bool {
 impl Drop for Comm {
     /// Aborts the communicator, in whatever state (see the type's
     /// documentation for why not destroy). Never panics; a failure is
-    /// logged.
+    /// logged. On NCCL 2.23 – 2.26.1 the abort is waited for at most a few
+    /// seconds, then left to a thread of its own (see [`Comm::abort`]).
     fn drop(&mut self) {
         let registry = self.registry.clone();
         // SAFETY: null or valid, owned, used by this thread only (a `&mut`),

@@ -136,7 +136,9 @@ impl Comm {
     /// and abort requests while it waits: the loop NCCL documents in place of
     /// `cudaStreamSynchronize`. On an error, an abort request or the timeout,
     /// the communicator is aborted (which also ends its stuck kernels) and the
-    /// error returned.
+    /// error returned. On NCCL 2.23 – 2.26.1, whose abort can block forever
+    /// after a peer died, that abort is waited for at most a few seconds and
+    /// then left to a thread of its own ([`Comm::abort`](crate::Comm::abort)).
     ///
     /// # Errors
     /// [`Error::Nccl`] (e.g. `ncclRemoteError`) for an asynchronous error,
