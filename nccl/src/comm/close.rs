@@ -63,6 +63,7 @@ impl Comm {
     /// NCCL 2.23 – 2.26.1 logged instead).
     pub fn abort(self) -> Result<()> {
         let registry = self.registry.clone();
+        let ctx = self.ctx.clone();
         let raw = self.into_raw();
         if raw.is_null() {
             return Ok(()); // already aborted
@@ -71,7 +72,7 @@ impl Comm {
             // the abort may be left to a thread of its own; NCCL's error,
             // if any, is logged there
             // SAFETY: valid communicator, owned and not used afterwards.
-            unsafe { abort_raw(raw, move || registry.close()) };
+            unsafe { abort_raw(raw, released(registry, ctx)) };
             return Ok(());
         }
         // SAFETY: valid communicator, owned and not used afterwards.
@@ -108,9 +109,10 @@ impl Comm {
         // !Sync, and not inside a group: checked above), and never used again
         // (now null).
         unsafe {
-            abort_raw(self.raw.replace(std::ptr::null_mut()), move || {
-                registry.close()
-            })
+            abort_raw(
+                self.raw.replace(std::ptr::null_mut()),
+                released(registry, self.ctx.clone()),
+            )
         };
         self.state.set(CommState::Aborted);
         self.abort.store(true, Ordering::Relaxed);
@@ -212,6 +214,20 @@ pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t, done: impl FnOnce() + Send 
     true
 }
 
+/// What runs once a communicator's abort has returned: its parked
+/// registrations are freed ([`Registry::close`](crate::comm::registry::Registry::close)).
+/// It holds the communicator's CUDA context until then, so that the context
+/// outlives an abort left to a thread of its own.
+fn released(
+    registry: Arc<crate::comm::registry::Registry>,
+    ctx: Arc<cudarc::driver::CudaContext>,
+) -> impl FnOnce() + Send + 'static {
+    move || {
+        registry.close();
+        drop(ctx);
+    }
+}
+
 /// `ncclCommAbort`, its failure logged.
 ///
 /// # Safety
@@ -279,9 +295,10 @@ impl Drop for Comm {
         // and never used again (now null). A communicator used in an open
         // group cannot be dropped (the group borrows it until its end).
         unsafe {
-            abort_raw(self.raw.replace(std::ptr::null_mut()), move || {
-                registry.close()
-            })
+            abort_raw(
+                self.raw.replace(std::ptr::null_mut()),
+                released(registry, self.ctx.clone()),
+            )
         };
     }
 }

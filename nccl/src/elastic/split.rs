@@ -79,7 +79,7 @@ impl Comm {
             (false, true) => {
                 // SAFETY: a communicator NCCL made, owned by nobody else
                 // (taken out of the slot), never used again.
-                unsafe { abort_raw(raw, || ()) };
+                unsafe { abort_raw(raw, holds(&self.ctx)) };
                 return Err(Error::Nccl {
                     api: "ncclCommSplit",
                     code: crate::NcclCode::InternalError,
@@ -141,7 +141,12 @@ impl Comm {
                     self.abort_now(api);
                     // SAFETY: null or the child NCCL made, owned by nobody
                     // else (taken out of `slot`), never used again.
-                    unsafe { abort_raw(slot.swap(std::ptr::null_mut(), Ordering::Acquire), || ()) };
+                    unsafe {
+                        abort_raw(
+                            slot.swap(std::ptr::null_mut(), Ordering::Acquire),
+                            holds(&self.ctx),
+                        )
+                    };
                     return Err(e);
                 }
             }
@@ -155,7 +160,7 @@ impl Comm {
         }
         // SAFETY: null or the (failed) child NCCL made, owned by nobody else
         // (taken out of `slot`), never used again.
-        unsafe { abort_raw(child, || ()) };
+        unsafe { abort_raw(child, holds(&self.ctx)) };
         let e = failure(api, end, self.raw.get());
         self.fail();
         Err(e)
@@ -198,4 +203,12 @@ impl Comm {
         }
         Ok(())
     }
+}
+
+/// What an abort of a child runs once it has returned: nothing but holding
+/// the CUDA context, so that it outlives an abort left to a thread of its
+/// own (see `abort_raw`).
+fn holds(ctx: &std::sync::Arc<cudarc::driver::CudaContext>) -> impl FnOnce() + Send + 'static {
+    let ctx = ctx.clone();
+    move || drop(ctx)
 }
