@@ -372,7 +372,7 @@ pub(crate) fn lookup(key: &str) -> Result<Option<Param>> {
     }
 }
 
-/// [`params`], or `Unsupported` when this build's header lacks the API.
+/// [`params`](crate::params), or `Unsupported` when this build's header lacks the API.
 pub(crate) fn all() -> Result<Params> {
     #[cfg(nccl_fn = "ncclParamBind")]
     {

@@ -1,6 +1,6 @@
 //! The one way to call NCCL: [`check`]/[`check_comm`] turn an
 //! `ncclResult_t` into a [`Result`] (keeping the code, the API and NCCL's
-//! explanation), and [`nccl!`] makes a call from its name: the function is
+//! explanation), and `nccl!` (below) makes a call from its name: the function is
 //! looked up in the since table, the header's cfg decides whether it exists
 //! in this build, and the result goes through the funnel.
 
@@ -86,7 +86,7 @@ macro_rules! nccl {
 /// `nccl_sys::$f($args)` when this build's header declares function `$f`
 /// (cfg `nccl_fn`); otherwise the arguments are evaluated and the value is
 /// `ncclInvalidUsage`, as nccl-sys's wrapper of a function the library lacks
-/// gives. Callers check [`require_api`] first, so that value only shows if
+/// gives. Callers check [`require_api`](crate::base::runtime::require_api) first, so that value only shows if
 /// they skip it. Use it inside the `unsafe` block of the call it replaces.
 macro_rules! ffi {
     ($name:literal, $f:ident ( $($arg:expr),* $(,)? )) => {{

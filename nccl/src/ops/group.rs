@@ -48,10 +48,10 @@ use crate::sys;
 struct Open {
     /// Cudarc's guards of every buffer of the grouped calls, dropped after
     /// `ncclGroupEnd` (dropping one records the buffer's use on its stream).
-    /// Their lifetime is erased; see [`Open::keep`].
+    /// Their lifetime is erased; see [`GroupRef::keep`].
     guards: RefCell<Vec<SyncOnDrop<'static>>>,
     /// Non-blocking communicators used in the group (pointers to `Comm`s
-    /// borrowed for the group's scope; see [`Open::note`]).
+    /// borrowed for the group's scope; see [`GroupRef::note`]).
     pending: RefCell<Vec<*const Comm>>,
     /// The kinds of calls in the group, where NCCL cannot mix them
     /// ([`contract::group_kinds`]).

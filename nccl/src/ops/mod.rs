@@ -1,6 +1,6 @@
 //! Operations on a communicator, bound to a stream: collectives
 //! ([`collective`]), point-to-point ([`p2p`]), reduction operators
-//! ([`reduce_op`]), groups ([`group`]), collectives with a per-call
+//! ([`reduce_op`]), groups ([`mod@group`]), collectives with a per-call
 //! configuration (`configured`, NCCL 2.31.2+) and one-sided puts and
 //! signals (`rma`, NCCL 2.29.2+), all through one funnel ([`call`]).
 
