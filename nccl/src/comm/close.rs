@@ -56,7 +56,10 @@ impl Comm {
     ///
     /// On NCCL 2.23 – 2.26.1, whose abort can block forever after a peer
     /// died, it is waited for at most a few seconds and then left to a
-    /// thread of its own (logged; see `docs/versions.md`).
+    /// thread of its own (logged; see `docs/versions.md`), unless a
+    /// non-blocking operation is still in flight (then NCCL's job must be
+    /// joined before its pointers are freed, and the abort is waited for in
+    /// full).
     ///
     /// # Errors
     /// NCCL's error from aborting (the communicator is gone either way; on
@@ -136,8 +139,9 @@ impl Comm {
 
 /// Aborts `raw` (`ncclCommAbort`) unless it is null; a failure is logged.
 /// Abort does not wait on peers. `done` runs once `ncclCommAbort` has
-/// returned (what NCCL held is then released), on this thread or, see
-/// below, on the thread the abort was left to.
+/// returned (what NCCL held is then released): on this thread, or, see
+/// below, on the thread the abort was left to. For a null `raw` it is
+/// dropped unrun: whoever took the handle closes what it holds.
 ///
 /// On NCCL 2.23.x – 2.26.1 `ncclCommAbort` can block forever: it joins
 /// NCCL's proxy progress thread, whose loop (`ncclProxyProgress`, reworked in
@@ -157,61 +161,132 @@ impl Comm {
 /// thread is using, and that nobody uses again.
 pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t, done: impl FnOnce() + Send + 'static) -> bool {
     if raw.is_null() {
+        return true;
+    }
+    let leave = abort_may_hang() && {
+        // SAFETY: valid, owned by the caller, used by no other thread.
+        unsafe { may_leave_abort(raw) }
+    };
+    if !leave {
+        // SAFETY: as the caller promises.
+        unsafe { abort_logged(raw) };
         done();
         return true;
     }
-    if abort_may_hang() {
-        // SAFETY: valid, owned by the caller, used by no other thread.
-        if unsafe { may_leave_abort(raw) } {
-            let owned = Owned(raw);
-            let (tx, rx) = std::sync::mpsc::channel();
-            // shared so that it comes back if no thread can be made
-            let done = std::sync::Arc::new(std::sync::Mutex::new(Some(done)));
-            let later = done.clone();
-            let spawned = std::thread::Builder::new()
-                .name("nccl-abort".into())
-                .spawn(move || {
-                    let owned = owned;
-                    // SAFETY: the caller's promises moved here with `raw`:
-                    // owned, used by no other thread, never used again.
-                    unsafe { abort_logged(owned.0) };
-                    if let Some(f) = later.lock().ok().and_then(|mut f| f.take()) {
-                        f();
-                    }
-                    let _ = tx.send(());
-                });
-            match spawned {
-                Ok(_) => {
-                    return match rx.recv_timeout(ABORT_WAIT) {
-                        Ok(()) => true,
-                        Err(_) => {
-                            log::error!(
-                                "ncclCommAbort has not returned after {ABORT_WAIT:?}: NCCL 2.23 - \
-                                 2.26.1 can block in it forever while a network operation is in \
-                                 flight (fixed in 2.26.2); the communicator is left to thread \
-                                 nccl-abort, and what it holds is released if it ever returns"
-                            );
-                            false
-                        }
-                    };
-                }
-                Err(e) => {
-                    // the closure was dropped unrun: abort here after all
-                    log::warn!("no thread for ncclCommAbort ({e}); aborting on this one");
-                    // SAFETY: as the caller promises.
-                    unsafe { abort_logged(raw) };
-                    if let Some(f) = done.lock().ok().and_then(|mut f| f.take()) {
-                        f();
-                    }
-                    return true;
-                }
-            }
-        }
+    let owned = Owned(raw);
+    let returned = bounded(
+        move || {
+            let owned = owned;
+            // SAFETY: the caller's promises moved here with `raw`: owned,
+            // used by no other thread, never used again.
+            unsafe { abort_logged(owned.0) };
+        },
+        done,
+        ABORT_WAIT,
+    );
+    if !returned {
+        log::error!(
+            "ncclCommAbort has not returned after {ABORT_WAIT:?}: NCCL 2.23 - 2.26.1 can block in \
+             it forever while a network operation is in flight (fixed in 2.26.2); the \
+             communicator is left to thread nccl-abort, and what it holds is released if it ever \
+             returns"
+        );
     }
-    // SAFETY: as the caller promises.
-    unsafe { abort_logged(raw) };
-    done();
-    true
+    returned
+}
+
+/// Runs `work` on a thread of its own (`nccl-abort`) and waits for it at
+/// most `wait`. `done` runs exactly once after `work` has returned: here if
+/// it returned in time (the result is then `true`), else on that thread when
+/// it does (`false`). If no thread can be made, both run here.
+fn bounded(
+    work: impl FnOnce() + Send + 'static,
+    done: impl FnOnce() + Send + 'static,
+    wait: std::time::Duration,
+) -> bool {
+    let handoff = Arc::new(Handoff {
+        state: std::sync::Mutex::new(Left {
+            done: Some(Box::new(done)),
+            returned: false,
+            abandoned: false,
+        }),
+        cv: std::sync::Condvar::new(),
+    });
+    let theirs = handoff.clone();
+    // `work` comes back if no thread can be made
+    let work = Arc::new(std::sync::Mutex::new(Some(work)));
+    let their_work = work.clone();
+    let spawned = std::thread::Builder::new()
+        .name("nccl-abort".into())
+        .spawn(move || {
+            let w = their_work.lock().ok().and_then(|mut w| w.take());
+            if let Some(w) = w {
+                w();
+            }
+            let mut left = theirs.lock();
+            left.returned = true;
+            // the waiter runs `done` itself unless it has given up
+            let done = if left.abandoned {
+                left.done.take()
+            } else {
+                None
+            };
+            drop(left);
+            theirs.cv.notify_all();
+            if let Some(f) = done {
+                f();
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("no thread for ncclCommAbort ({e}); aborting on this one");
+        let w = work.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = w {
+            w();
+        }
+        let done = handoff.lock().done.take();
+        if let Some(f) = done {
+            f();
+        }
+        return true;
+    }
+    let left = handoff.lock();
+    let (mut left, _) = handoff
+        .cv
+        .wait_timeout_while(left, wait, |l| !l.returned)
+        .unwrap_or_else(|p| p.into_inner());
+    if left.returned {
+        let done = left.done.take();
+        drop(left);
+        if let Some(f) = done {
+            f();
+        }
+        return true;
+    }
+    left.abandoned = true;
+    false
+}
+
+/// What [`bounded`] and the thread it leaves `work` to share: `done`
+/// runs exactly once, on the waiter if the abort returned in time, else on
+/// that thread when it returns.
+struct Handoff {
+    state: std::sync::Mutex<Left>,
+    cv: std::sync::Condvar,
+}
+
+struct Left {
+    done: Option<Box<dyn FnOnce() + Send>>,
+    /// `ncclCommAbort` has returned.
+    returned: bool,
+    /// The waiter gave up: the thread runs `done`.
+    abandoned: bool,
+}
+
+impl Handoff {
+    /// The state, also after a panic elsewhere (the flags stay meaningful).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Left> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// What runs once a communicator's abort has returned: its parked
@@ -288,7 +363,8 @@ impl Drop for Comm {
     /// Aborts the communicator, in whatever state (see the type's
     /// documentation for why not destroy). Never panics; a failure is
     /// logged. On NCCL 2.23 – 2.26.1 the abort is waited for at most a few
-    /// seconds, then left to a thread of its own (see [`Comm::abort`]).
+    /// seconds, then left to a thread of its own, unless a non-blocking
+    /// operation is still in flight (see [`Comm::abort`]).
     fn drop(&mut self) {
         let registry = self.registry.clone();
         // SAFETY: null or valid, owned, used by this thread only (a `&mut`),
@@ -394,8 +470,67 @@ impl Drop for Watchdog {
 
 #[cfg(test)]
 mod tests {
-    use super::abort_may_hang_on;
+    use super::{abort_may_hang_on, abort_raw, bounded};
     use crate::base::version::Version;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+
+    #[test]
+    fn a_null_handle_runs_nothing() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        // SAFETY: a null handle: nothing is aborted
+        assert!(unsafe {
+            abort_raw(std::ptr::null_mut(), move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "done ran for a null handle");
+    }
+
+    #[test]
+    fn work_in_time_runs_done_on_the_waiter() {
+        let (tx, rx) = mpsc::channel();
+        let here = std::thread::current().id();
+        assert!(bounded(
+            || {},
+            move || tx.send(std::thread::current().id()).unwrap(),
+            Duration::from_secs(5)
+        ));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            here,
+            "done ran elsewhere, or not before the return"
+        );
+    }
+
+    #[test]
+    fn work_too_slow_is_left_and_done_runs_once_after_it() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let (tx, rx) = mpsc::channel();
+        let (go, wait_go) = mpsc::channel::<()>();
+        let returned = bounded(
+            move || wait_go.recv().unwrap(),
+            move || {
+                r.fetch_add(1, Ordering::SeqCst);
+                tx.send(()).unwrap();
+            },
+            Duration::from_millis(50),
+        );
+        assert!(!returned);
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            0,
+            "done ran before the work returned"
+        );
+        go.send(()).unwrap();
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("done never ran");
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn the_abort_that_can_hang_is_2_23_to_2_26_1() {

@@ -201,10 +201,13 @@ impl Comm {
     }
 
     /// Gives up ownership: the caller must finalize/destroy or abort it.
-    /// Null for a communicator that was aborted.
+    /// Null for a communicator that was aborted. Registrations dropped
+    /// before and after stay parked, their memory never freed: NCCL may use
+    /// it until the handle's new owner has destroyed or aborted it, which
+    /// this crate cannot see.
     pub fn into_raw(self) -> sys::ncclComm_t {
-        // `Drop` does nothing for a null handle; the context and the abort
-        // flag are released as usual.
+        // `Drop` does nothing for a null handle (the registry stays open);
+        // the context and the abort flag are released as usual.
         self.raw.replace(std::ptr::null_mut())
     }
 

@@ -138,7 +138,10 @@ impl Comm {
     /// the communicator is aborted (which also ends its stuck kernels) and the
     /// error returned. On NCCL 2.23 – 2.26.1, whose abort can block forever
     /// after a peer died, that abort is waited for at most a few seconds and
-    /// then left to a thread of its own ([`Comm::abort`](crate::Comm::abort)).
+    /// then left to a thread of its own ([`Comm::abort`](crate::Comm::abort)),
+    /// unless a non-blocking operation of the communicator is still in
+    /// flight: NCCL's job then holds pointers that are freed only after the
+    /// abort has joined it, so it is waited for in full.
     ///
     /// # Errors
     /// [`Error::Nccl`] (e.g. `ncclRemoteError`) for an asynchronous error,
