@@ -7,9 +7,12 @@
 # tracking part (world 1, 10 rounds) run on cores 0-1; then the lock goes to
 # the releases' checks, which are polled until END seconds (default 560).
 # A marker process (`sleep 2000`, setsid) tells a later call whether
-# background work outlived this one. Logs come back as $OUT/s.tgz, $OUT/nr.tgz.
+# background work outlived this one (it does while the machine stays warm:
+# seen 2026-12-07), so NR_BUDGET (default 1100) may outlast the call: a call
+# made at once after it collects the rest (wait while nccl-releases.sh runs,
+# then read /tmp/nr/nr.log). Logs come back as $OUT/s.tgz, $OUT/nr.tgz.
 #
-#   RELEASES="2.27.7 2.18.3:group-mix,rl-nccl_gpu 2.19.4" NR_BUDGET=680 \
+#   RELEASES="2.27.7 2.18.3:group-mix,rl-nccl_gpu 2.19.4" NR_BUDGET=1100 \
 #     bash tests/gpu/one-call.sh
 #
 # Carry: .gpu/rl, .gpu/dyn/nccl_gpu, .gpu/dyn/nccl-bench (benchmark), .gpu/src
@@ -19,7 +22,7 @@ O=$OUT; S=$SECONDS; mkdir -p $O/s /tmp/nccl-src /tmp/nr /tmp/nt
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > $O/s/machine.txt; nproc >> $O/s/machine.txt; cat $O/s/machine.txt
 setsid nohup sleep 2000 > /dev/null 2>&1 < /dev/null &
 exec 9> /tmp/nccl-src/gpu.lock; flock 9
-BUDGET=${NR_BUDGET:-680} LOG_ROOT=/tmp/nr taskset -c 2-15 setsid nohup bash tests/gpu/nccl-releases.sh $RELEASES > /tmp/nr/nr.log 2>&1 < /dev/null 9>&- &
+BUDGET=${NR_BUDGET:-1100} LOG_ROOT=/tmp/nr taskset -c 2-15 setsid nohup bash tests/gpu/nccl-releases.sh $RELEASES > /tmp/nr/nr.log 2>&1 < /dev/null 9>&- &
 tar -C /tmp/nt -xzf .gpu/src/nccl-tests.tar.gz; NT=$(ls -d /tmp/nt/*/ | head -1); NT=${NT%/}
 [ "${SKIP_BENCH:-0}" = 1 ] || (taskset -c 2-15 make -C $NT -j14 MPI=0 CUDA_HOME=/usr/local/cuda NVCC_GENCODE=-gencode=arch=compute_90,code=sm_90 > /tmp/nt/build.log 2>&1; echo "nccl-tests built rc=$? t=$((SECONDS-S))") & NTPID=$!
 export NCCL_RS_REQUIRE_GPU=1
