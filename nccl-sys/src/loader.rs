@@ -116,7 +116,7 @@ pub enum Source {
     /// Linked at build time (dynamic link mode): opened by the system's
     /// loader with the program.
     Linked,
-    /// A path given to [`load`](crate::load).
+    /// A path given to [`load`].
     Explicit,
     /// The path in this environment variable (`NCCL_RS_LIBRARY`,
     /// `VLLM_NCCL_SO_PATH`).
@@ -266,7 +266,7 @@ pub enum LoadError {
         /// The places, in the order tried.
         tried: Vec<Attempt>,
     },
-    /// [`load`](crate::load) was asked for a library while another one is
+    /// [`load`] was asked for a library while another one is
     /// in use already (one libnccl per process).
     OtherLoaded {
         /// The library in use.
@@ -312,8 +312,8 @@ impl std::error::Error for LoadError {}
 /// - Dynamic linking: the library the program was linked with (found from
 ///   the address of `ncclGetVersion`).
 /// - Static linking: [`LoadError::Static`].
-/// - `runtime-load`: opened on first need (or by [`load`](crate::load)),
-///   trying in order: the environment variables [`ENV_VARS`](crate::ENV_VARS)
+/// - `runtime-load`: opened on first need (or by [`load`]),
+///   trying in order: the environment variables [`ENV_VARS`]
 ///   (`NCCL_RS_LIBRARY`, then vLLM's `VLLM_NCCL_SO_PATH`: a path there must
 ///   open, else the search stops with that error); a `libnccl.so.2` or
 ///   `libnccl.so` that the process has loaded already (reused, never loaded
@@ -322,14 +322,14 @@ impl std::error::Error for LoadError {}
 ///   in the site-packages of `$VIRTUAL_ENV`, of `$CONDA_PREFIX`, and of the
 ///   `python3` on `PATH`. Finding none is [`LoadError::NotFound`] with every
 ///   place tried; that outcome is kept, so the search runs once, but a later
-///   [`load`](crate::load) may still succeed.
+///   [`load`] may still succeed.
 ///
 ///   The `python3` asked for its site-packages is the first in an absolute
 ///   directory of `PATH` (never one found through `.` or an empty entry),
 ///   run isolated (`-I -S`: no module from the working directory, the user's
 ///   folder or `PYTHON*` variables, no `.pth` hooks) from `/`, and killed
 ///   with what it started if it has not answered within 5 seconds. It runs
-///   once per process, without the lock that [`load`](crate::load) takes:
+///   once per process, without the lock that [`load`] takes:
 ///   other threads' first NCCL calls wait for its answer at most that long.
 ///
 /// # Errors

@@ -128,6 +128,8 @@ Runs, in this order, and stops at the first failure:
                  by HTTP range reads into target/nccl-headers)
   docs.rs        cargo doc of nccl-sys and nccl-rs with DOCS_RS=1 and NCCL hidden
                  (target/docsrs)
+  internal docs  cargo doc of both with --document-private-items, warnings denied
+                 (target/docs-private): the contributors' docs link where they say
   tests          cargo test --workspace --no-fail-fast --features nccl-rs/bench
   version matrix cargo check against the header of every supported NCCL minor without bindgen
                  (dynamic and static); the CPU tests of a build on the newest header run against
@@ -451,12 +453,28 @@ fn ci(root: &Path) -> Result<()> {
         "docs.rs build (DOCS_RS=1, NCCL hidden)",
         &mut docsrs_command(root),
     )?;
+    run(
+        "internal docs (private items, warnings denied)",
+        &mut internal_docs_command(root),
+    )?;
     run("tests", &mut test_command(root))?;
     versions::ci(root)?;
     package::publish_dry_run(root)?;
     package::user_project(root)?;
     eprintln!("\nxtask ci: all steps passed");
     Ok(())
+}
+
+/// The contributors' docs: private items too, every link resolved.
+fn internal_docs_command(root: &Path) -> Command {
+    let mut c = cargo();
+    c.current_dir(root)
+        .args(["doc", "--no-deps", "-p", "nccl-sys", "-p", "nccl-rs"])
+        .arg("--document-private-items")
+        .arg("--target-dir")
+        .arg(root.join("target").join("docs-private"))
+        .env("RUSTDOCFLAGS", "-D warnings");
+    c
 }
 
 /// `cargo test` on the workspace as ci runs it (features included).

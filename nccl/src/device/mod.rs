@@ -10,7 +10,7 @@
 //! every minor release from 2.28 to 2.32. This crate knows the layout of
 //! each release it has read the headers of
 //! ([`nccl_sys::device::LAYOUTS`]) and refuses the others
-//! ([`crate::Error::UnknownLayout`]). A kernel must be
+//! ([`Error::UnknownLayout`]). A kernel must be
 //! compiled against the `nccl_device.h` of the libnccl it runs with: the
 //! device communicator is written in that release's layout.
 //!

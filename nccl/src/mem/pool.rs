@@ -134,7 +134,7 @@ type Inner = Shelf<Slot>;
 /// dropped, it comes back to the pool, still registered, for the next
 /// `alloc` of its size class (powers of two from 4 KiB). Dropping the pool
 /// ends its windows through the communicator's registry, as a dropped
-/// [`crate::Window`] does: parked, then deregistered by the
+/// [`Window`] does: parked, then deregistered by the
 /// communicator's thread once their buffers are idle (at its next
 /// registration, [`Comm::release_parked`], or close); it never calls NCCL.
 /// (Memory NCCL made no window for is freed there, as an `NcclBuffer` is:
@@ -219,7 +219,7 @@ impl<'c> SymmetricPool<'c> {
     /// `len` elements of `T` from the pool: a free window of the size
     /// class, or, when none is free, a new one, allocated with
     /// `ncclMemAlloc` on `stream` (its home stream, see
-    /// [`crate::NcclBuffer`]) and registered as a symmetric
+    /// [`NcclBuffer`]) and registered as a symmetric
     /// window (collective: see [`SymmetricPool::new`]). A new buffer is
     /// zeroed; a reused one holds what its last user left, and keeps the
     /// home stream it was made on (`DeviceSlice::stream`): uses on another
@@ -372,7 +372,7 @@ impl Drop for SymmetricPool<'_> {
 /// one of the pool's windows, usable wherever a buffer is (cudarc's
 /// `DevicePtr`/`DevicePtrMut`: every collective), with views of its ranges
 /// ([`slice`](SymmetricBuffer::slice), [`slice_mut`](SymmetricBuffer::slice_mut))
-/// tracked as an [`crate::NcclBuffer`]'s are. Dropped, it goes
+/// tracked as an [`NcclBuffer`]'s are. Dropped, it goes
 /// back to its pool, still registered.
 pub struct SymmetricBuffer<'p, T> {
     /// `None` only while it goes back.

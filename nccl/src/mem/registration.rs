@@ -217,7 +217,7 @@ impl Comm {
     }
 
     /// Ends `reg` now and gives its buffer back: waits (at most
-    /// [`crate::DROP_WAIT`]) for the work queued on the buffer, then
+    /// [`DROP_WAIT`]) for the work queued on the buffer, then
     /// deregisters it. Dropped registrations are released too.
     ///
     /// # Errors

@@ -1,5 +1,5 @@
 //! Collectives: every rank takes part, bound to a stream, each stating its
-//! own contract and going through [`super::call::Call`].
+//! own contract and going through [`Call`].
 
 use cudarc::driver::{DevicePtr, DevicePtrMut};
 
