@@ -233,21 +233,29 @@ pub(crate) const GROUP_P2P: u8 = 2;
 pub(crate) const MIXED_GROUPS_SINCE: crate::base::version::Version =
     crate::base::version::Version::new(2, 23, 4);
 
-/// A group that already holds calls of the kinds `seen` takes one more
-/// (`p2p`: a point-to-point call, or a collective this crate makes of them):
-/// the kinds it then holds, or `Unsupported` where mixing them is unsafe on
-/// `runtime`. Communicators of one rank do not count (NCCL copies their
-/// collectives without a kernel plan).
+/// Whether the call `op` is a point-to-point call, or a collective this
+/// crate makes of them on the releases [`group_kinds`] restricts.
+fn is_p2p(op: &str) -> bool {
+    matches!(
+        op,
+        "send" | "recv" | "all_to_all" | "all_to_all_v" | "gather" | "scatter"
+    )
+}
+
+/// A group that already holds calls of the kinds `seen` takes the call `op`:
+/// the kinds it then holds, or `Unsupported` where mixing collectives and
+/// point-to-point calls is unsafe on `runtime`. Communicators of one rank do
+/// not count (NCCL copies their collectives without a kernel plan).
 pub(crate) fn group_kinds(
     seen: u8,
-    p2p: bool,
+    op: &str,
     ranks: usize,
     runtime: crate::base::version::Version,
 ) -> Result<u8> {
     if ranks < 2 || runtime >= MIXED_GROUPS_SINCE {
         return Ok(seen);
     }
-    let kind = if p2p { GROUP_P2P } else { GROUP_COLL };
+    let kind = if is_p2p(op) { GROUP_P2P } else { GROUP_COLL };
     if seen & !kind != 0 {
         return Err(Error::Unsupported {
             api: "collectives and point-to-point calls in one group",
@@ -266,21 +274,23 @@ mod tests {
     fn mixed_groups_refused_before_2_23_4() {
         use crate::base::version::Version;
         let old = Version::new(2, 21, 5);
-        let coll = group_kinds(0, false, 2, old).unwrap();
-        assert_eq!(group_kinds(coll, false, 2, old).unwrap(), GROUP_COLL);
-        match group_kinds(coll, true, 2, old) {
+        let coll = group_kinds(0, "all_gather_v", 2, old).unwrap();
+        assert_eq!(group_kinds(coll, "all_reduce", 2, old).unwrap(), GROUP_COLL);
+        match group_kinds(coll, "all_to_all", 2, old) {
             Err(Error::Unsupported { since, runtime, .. }) => {
                 assert_eq!((since, runtime), (MIXED_GROUPS_SINCE, old))
             }
             other => panic!("{other:?}"),
         }
-        let p2p = group_kinds(0, true, 4, old).unwrap();
-        assert!(group_kinds(p2p, false, 4, old).is_err());
-        assert_eq!(group_kinds(p2p, true, 4, old).unwrap(), GROUP_P2P);
+        let p2p = group_kinds(0, "send", 4, old).unwrap();
+        assert!(group_kinds(p2p, "broadcast", 4, old).is_err());
+        for op in ["recv", "all_to_all_v", "gather", "scatter"] {
+            assert_eq!(group_kinds(p2p, op, 4, old).unwrap(), GROUP_P2P, "{op}");
+        }
         // one rank, or a release that runs such groups: anything goes
-        assert_eq!(group_kinds(coll, true, 1, old).unwrap(), coll);
-        assert!(group_kinds(coll, true, 2, MIXED_GROUPS_SINCE).is_ok());
-        assert!(group_kinds(coll, true, 2, Version::new(2, 30, 7)).is_ok());
+        assert_eq!(group_kinds(coll, "send", 1, old).unwrap(), coll);
+        assert!(group_kinds(coll, "send", 2, MIXED_GROUPS_SINCE).is_ok());
+        assert!(group_kinds(coll, "send", 2, Version::new(2, 30, 7)).is_ok());
     }
 
     #[test]

@@ -50,6 +50,14 @@ pub(crate) fn checked_runtime() -> Result<Version> {
     Ok(*RUNTIME.get_or_init(|| runtime))
 }
 
+/// Whether the runtime library (its version cached by [`checked_runtime`])
+/// is one `f` picks: for NCCL bugs this crate works around by release.
+/// `false` when no library can be read (every call fails then anyway).
+#[inline]
+pub(crate) fn runtime_is(f: impl FnOnce(Version) -> bool) -> bool {
+    checked_runtime().is_ok_and(f)
+}
+
 /// Fails with [`Error::Unsupported`] unless the runtime library is at least
 /// `needs` (for what has no name of its own in NCCL's headers), patch level
 /// included.

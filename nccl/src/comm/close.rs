@@ -174,16 +174,22 @@ pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t, done: impl FnOnce() + Send 
         return true;
     }
     let owned = Owned(raw);
-    let returned = bounded(
-        move || {
-            let owned = owned;
-            // SAFETY: the caller's promises moved here with `raw`: owned,
-            // used by no other thread, never used again.
-            unsafe { abort_logged(owned.0) };
-        },
-        done,
-        ABORT_WAIT,
-    );
+    let work = move || {
+        let owned = owned;
+        // SAFETY: the caller's promises moved here with `raw`: owned, used
+        // by no other thread (this one no longer touches it), never used again.
+        unsafe { abort_logged(owned.0) };
+    };
+    let returned = match bounded(work, Box::new(done), ABORT_WAIT) {
+        Ok(returned) => returned,
+        Err(done) => {
+            // no thread: the closure was dropped unrun, `raw` is still ours
+            // SAFETY: as the caller promises.
+            unsafe { abort_logged(raw) };
+            done();
+            return true;
+        }
+    };
     if !returned {
         log::error!(
             "ncclCommAbort has not returned after {ABORT_WAIT:?}: NCCL 2.23 - 2.26.1 can block in \
@@ -197,32 +203,27 @@ pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t, done: impl FnOnce() + Send 
 
 /// Runs `work` on a thread of its own (`nccl-abort`) and waits for it at
 /// most `wait`. `done` runs exactly once after `work` has returned: here if
-/// it returned in time (the result is then `true`), else on that thread when
-/// it does (`false`). If no thread can be made, both run here.
+/// it returned in time (`Ok(true)`), else on that thread when it does
+/// (`Ok(false)`). If no thread can be made, neither has run: `done` comes
+/// back (`Err`).
 fn bounded(
     work: impl FnOnce() + Send + 'static,
-    done: impl FnOnce() + Send + 'static,
+    done: Box<dyn FnOnce() + Send>,
     wait: std::time::Duration,
-) -> bool {
+) -> std::result::Result<bool, Box<dyn FnOnce() + Send>> {
     let handoff = Arc::new(Handoff {
         state: std::sync::Mutex::new(Left {
-            done: Some(Box::new(done)),
+            done: Some(done),
             returned: false,
             abandoned: false,
         }),
         cv: std::sync::Condvar::new(),
     });
     let theirs = handoff.clone();
-    // `work` comes back if no thread can be made
-    let work = Arc::new(std::sync::Mutex::new(Some(work)));
-    let their_work = work.clone();
     let spawned = std::thread::Builder::new()
         .name("nccl-abort".into())
         .spawn(move || {
-            let w = their_work.lock().ok().and_then(|mut w| w.take());
-            if let Some(w) = w {
-                w();
-            }
+            work();
             let mut left = theirs.lock();
             left.returned = true;
             // the waiter runs `done` itself unless it has given up
@@ -239,15 +240,8 @@ fn bounded(
         });
     if let Err(e) = spawned {
         log::warn!("no thread for ncclCommAbort ({e}); aborting on this one");
-        let w = work.lock().ok().and_then(|mut w| w.take());
-        if let Some(w) = w {
-            w();
-        }
         let done = handoff.lock().done.take();
-        if let Some(f) = done {
-            f();
-        }
-        return true;
+        return Err(done.unwrap_or_else(|| Box::new(|| ())));
     }
     let left = handoff.lock();
     let (mut left, _) = handoff
@@ -260,10 +254,10 @@ fn bounded(
         if let Some(f) = done {
             f();
         }
-        return true;
+        return Ok(true);
     }
     left.abandoned = true;
-    false
+    Ok(false)
 }
 
 /// What [`bounded`] and the thread it leaves `work` to share: `done`
@@ -328,10 +322,9 @@ unsafe impl Send for Owned {}
 pub(crate) const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Whether the libnccl in use has the abort that can block forever
-/// (read once): see [`abort_may_hang_on`].
+/// (its version cached): see [`abort_may_hang_on`].
 fn abort_may_hang() -> bool {
-    static HANGS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HANGS.get_or_init(|| crate::base::runtime::version().is_ok_and(abort_may_hang_on))
+    crate::base::runtime::runtime_is(abort_may_hang_on)
 }
 
 /// NCCL 2.23.0 up to 2.26.2: `ncclProxyProgress` runs while network
@@ -493,10 +486,10 @@ mod tests {
     fn work_in_time_runs_done_on_the_waiter() {
         let (tx, rx) = mpsc::channel();
         let here = std::thread::current().id();
-        assert!(bounded(
-            || {},
-            move || tx.send(std::thread::current().id()).unwrap(),
-            Duration::from_secs(5)
+        let done = Box::new(move || tx.send(std::thread::current().id()).unwrap());
+        assert!(matches!(
+            bounded(|| {}, done, Duration::from_secs(5)),
+            Ok(true)
         ));
         assert_eq!(
             rx.try_recv().unwrap(),
@@ -513,13 +506,13 @@ mod tests {
         let (go, wait_go) = mpsc::channel::<()>();
         let returned = bounded(
             move || wait_go.recv().unwrap(),
-            move || {
+            Box::new(move || {
                 r.fetch_add(1, Ordering::SeqCst);
                 tx.send(()).unwrap();
-            },
+            }),
             Duration::from_millis(50),
         );
-        assert!(!returned);
+        assert!(matches!(returned, Ok(false)));
         assert_eq!(
             ran.load(Ordering::SeqCst),
             0,

@@ -55,20 +55,9 @@ pub(crate) fn at<T>(p: cu::CUdeviceptr, elems: usize) -> *mut core::ffi::c_void 
 /// 2.19.4. Its notes say "Fix alltoallv crash on self-sendrecv"; the fix
 /// moved, in the p2p scheduler (`scheduleP2pTasksToPlan`), the reset of the
 /// flag that lets work be fused from once per peer step (step 0 is a rank's
-/// own pair) into the loop over one step's chunks. Read once.
+/// own pair) into the loop over one step's chunks.
 pub(crate) fn copies_own_chunk() -> bool {
-    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OWN.get_or_init(|| crate::base::runtime::version().is_ok_and(|v| v < Version::new(2, 19, 4)))
-}
-
-/// Whether the call `op` is a point-to-point call, or a collective this
-/// crate makes of them where NCCL lacks it (for the group rule of
-/// [`GroupRef::admit`]).
-fn is_p2p(op: &str) -> bool {
-    matches!(
-        op,
-        "send" | "recv" | "all_to_all" | "all_to_all_v" | "gather" | "scatter"
-    )
+    crate::base::runtime::runtime_is(|v| v < Version::new(2, 19, 4))
 }
 
 /// Whether this build and the runtime library have `api`.
@@ -201,7 +190,7 @@ impl<'a> Call<'a> {
     ) -> Result<()> {
         self.disjoint()?;
         if let Some(g) = self.group {
-            g.admit(self.comm, is_p2p(self.op))?;
+            g.admit(self.comm, self.op)?;
         }
         let r = f(self.comm.as_raw(), self.raw_stream());
         self.finish(api, r)
@@ -217,7 +206,7 @@ impl<'a> Call<'a> {
     ) -> Result<()> {
         self.disjoint()?;
         if let Some(g) = self.group {
-            g.admit(self.comm, is_p2p(self.op))?;
+            g.admit(self.comm, self.op)?;
         }
         let r = calls_as_one(self.comm, self.group.is_some(), api, || f(&self));
         match r {

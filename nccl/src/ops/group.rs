@@ -280,12 +280,12 @@ impl<'a> GroupRef<'a> {
     /// refused where the library cannot mix collectives and point-to-point
     /// calls in one group and this call would ([`contract::group_kinds`]).
     #[inline]
-    pub(crate) fn admit(self, comm: &Comm, p2p: bool) -> Result<()> {
-        if mixes_safely() {
+    pub(crate) fn admit(self, comm: &Comm, op: &'static str) -> Result<()> {
+        if crate::base::runtime::runtime_is(|v| v >= contract::MIXED_GROUPS_SINCE) {
             return Ok(());
         }
         let runtime = crate::base::runtime::checked_runtime()?;
-        let kinds = contract::group_kinds(self.open.kinds.get(), p2p, comm.world_size(), runtime)?;
+        let kinds = contract::group_kinds(self.open.kinds.get(), op, comm.world_size(), runtime)?;
         self.open.kinds.set(kinds);
         Ok(())
     }
@@ -299,16 +299,6 @@ impl<'a> GroupRef<'a> {
             pending.push(p);
         }
     }
-}
-
-/// Whether the libnccl in use runs groups that mix collectives and
-/// point-to-point calls (read once; NCCL 2.23.4+, see
-/// [`contract::MIXED_GROUPS_SINCE`]).
-fn mixes_safely() -> bool {
-    static SAFE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SAFE.get_or_init(|| {
-        crate::base::runtime::version().is_ok_and(|v| v >= contract::MIXED_GROUPS_SINCE)
-    })
 }
 
 /// Runs `f` inside a group: `ncclGroupStart`, `f`, then `ncclGroupEnd`, which
