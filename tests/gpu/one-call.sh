@@ -4,7 +4,8 @@
 # once on cores 2-15 (niced), nccl-tests too (not niced); meanwhile, holding the
 # GPU lock that the releases' checks take, the system NCCL 2.28.3 suite
 # (.gpu/dyn/nccl_gpu, worlds 1 and 2) and, unless SKIP_BENCH=1, the benchmark's
-# tracking part (world 1, 10 rounds) run on cores 0-1; then the lock goes to
+# tracking part (BENCH_WORLDS, default 1; columns BENCH_COLS; 10 rounds; world 2
+# needs XTASK=.gpu/dyn/xtask) run on cores 0-1; then the lock goes to
 # the releases' checks, which are polled until END seconds (default 560).
 # A marker process (`sleep 2000`, setsid) tells a later call whether
 # background work outlived this one (it does while the machine stays warm:
@@ -30,8 +31,9 @@ LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu NCCL_RS_TEST_WORLDS=2 taskset -c 0-1 t
 echo "sys228 rc=$? t=$((SECONDS-S))"; grep -E "^nccl_gpu: |^  FAILED|PANIC" $O/s/sys228.log | head -8 | cut -c1-300
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
 wait $NTPID
-taskset -c 0-1 env TRACK_WORLDS=1 ROUNDS_T=10 PARTS=tracking TRACK_COLS="c c-async c-nccl untracked default ncclbuf poolbuf" \
-  DYN_BENCH=.gpu/dyn/nccl-bench XTASK=/bin/true NT=$NT timeout 200 bash tests/gpu/side-by-side.sh $O/sbs > $O/s/sbs.log 2>&1
+taskset -c 0-1 env TRACK_WORLDS=${BENCH_WORLDS:-1} ROUNDS_T=10 PARTS=tracking \
+  TRACK_COLS="${BENCH_COLS:-c c-async c-nccl untracked default ncclbuf poolbuf}" \
+  DYN_BENCH=.gpu/dyn/nccl-bench XTASK=${XTASK:-/bin/true} NT=$NT timeout 200 bash tests/gpu/side-by-side.sh $O/sbs > $O/s/sbs.log 2>&1
 echo "sbs rc=$? t=$((SECONDS-S))"; grep -A12 "per column" $O/s/sbs.log | head -14
 fi
 flock -u 9; exec 9>&-
