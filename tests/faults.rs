@@ -448,6 +448,14 @@ fn reap(mut kids: Vec<(usize, Child)>, limit: Duration) -> Vec<(usize, Option<i3
     while !kids.is_empty() {
         kids.retain_mut(|(r, c)| match c.try_wait() {
             Ok(Some(s)) => {
+                if s.code().is_none() {
+                    use std::os::unix::process::ExitStatusExt as _;
+                    eprintln!(
+                        "rank {r}: ended by signal {} after {:.1?}",
+                        s.signal().map_or("?".into(), |n| n.to_string()),
+                        start.elapsed()
+                    );
+                }
                 out.push((*r, s.code(), start.elapsed()));
                 false
             }
@@ -457,6 +465,7 @@ fn reap(mut kids: Vec<(usize, Child)>, limit: Duration) -> Vec<(usize, Option<i3
             for (r, c) in &mut kids {
                 let _ = c.kill();
                 let _ = c.wait();
+                eprintln!("rank {r}: still running after {limit:?}, killed");
                 out.push((*r, None, start.elapsed()));
             }
             break;
