@@ -228,8 +228,8 @@ pub(crate) const GROUP_P2P: u8 = 2;
 
 /// The first release seen to run a group that mixes collectives and
 /// point-to-point calls of 2+ ranks: before it, NCCL faulted on one (an
-/// illegal address in its kernel: 2.18.3, 2.19.4 and 2.21.5 with two ranks;
-/// 2.22.3, which reworked how such a group becomes one launch, has not run).
+/// illegal address in its kernel: 2.18.3 – 2.22.3 with two ranks, 2.22.3's
+/// rework of how such a group becomes one launch included).
 pub(crate) const MIXED_GROUPS_SINCE: crate::base::version::Version =
     crate::base::version::Version::new(2, 23, 4);
 

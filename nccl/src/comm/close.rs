@@ -147,8 +147,10 @@ impl Comm {
 /// NCCL's proxy progress thread, whose loop (`ncclProxyProgress`, reworked in
 /// 2.23.4) stopped checking the abort flag, and which spins while a network
 /// operation is in flight, as when a peer died mid-collective (2.26.2 put the
-/// check back: "Fixes to ncclCommAbort"). Seen on 2.23.4 and 2.25.1 with a
-/// peer killed and with a peer that never took part. There, when nothing of
+/// check back: "Fixes to ncclCommAbort"). Seen on 2.23.4, 2.24.3 and 2.25.1
+/// with a peer killed and with a peer that never took part. NCCL's threads of
+/// a communicator left so keep running: on 2.23.4 a process then once ended
+/// by a signal at exit. There, when nothing of
 /// NCCL's may still write through this process's pointers (no non-blocking
 /// operation in flight: see [`may_leave_abort`]), the abort runs on a thread
 /// of its own and is waited for at most [`ABORT_WAIT`]: NCCL sets the abort
