@@ -44,10 +44,14 @@ impl Comm {
             return Err(e);
         }
         let registry = self.registry.clone();
-        let raw = self.into_raw();
+        // NCCL keeps a pointer to the name: it goes after the communicator
+        let name = self.name.clone();
+        let raw = self.raw.replace(std::ptr::null_mut());
+        drop(self); // a null handle: nothing aborted, the registry left open
         // SAFETY: finalized, so destroy only frees local resources.
         let r = unsafe { nccl!(ncclCommDestroy(raw)) };
         registry.close();
+        drop(name);
         r
     }
 
@@ -65,22 +69,22 @@ impl Comm {
     /// NCCL's error from aborting (the communicator is gone either way; on
     /// NCCL 2.23 – 2.26.1 logged instead).
     pub fn abort(self) -> Result<()> {
-        let registry = self.registry.clone();
-        let ctx = self.ctx.clone();
-        let raw = self.into_raw();
+        let done = released(self.registry.clone(), self.ctx.clone(), self.name.clone());
+        let raw = self.raw.replace(std::ptr::null_mut());
+        drop(self); // a null handle: nothing aborted, the registry left open
         if raw.is_null() {
             return Ok(()); // already aborted
         }
-        if abort_may_hang() {
-            // the abort may be left to a thread of its own; NCCL's error,
-            // if any, is logged there
+        if abort_may_hang() || crate::base::thread::in_group() {
+            // the abort may be left to a thread of its own, or runs on one
+            // (see `abort_raw`); NCCL's error, if any, is logged there
             // SAFETY: valid communicator, owned and not used afterwards.
-            unsafe { abort_raw(raw, released(registry, ctx)) };
+            unsafe { abort_raw(raw, done) };
             return Ok(());
         }
         // SAFETY: valid communicator, owned and not used afterwards.
         let r = unsafe { nccl!(ncclCommAbort(raw)) };
-        registry.close();
+        done();
         r
     }
 
@@ -114,7 +118,7 @@ impl Comm {
         unsafe {
             abort_raw(
                 self.raw.replace(std::ptr::null_mut()),
-                released(registry, self.ctx.clone()),
+                released(registry, self.ctx.clone(), self.name.clone()),
             )
         };
         self.state.set(CommState::Aborted);
@@ -164,6 +168,9 @@ impl Comm {
 pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t, done: impl FnOnce() + Send + 'static) -> bool {
     if raw.is_null() {
         return true;
+    }
+    if crate::base::thread::in_group() {
+        return abort_outside_group(Owned(raw), done);
     }
     let leave = abort_may_hang() && {
         // SAFETY: valid, owned by the caller, used by no other thread.
@@ -286,17 +293,55 @@ impl Handoff {
 }
 
 /// What runs once a communicator's abort has returned: its parked
-/// registrations are freed ([`Registry::close`](crate::comm::registry::Registry::close)).
-/// It holds the communicator's CUDA context until then, so that the context
-/// outlives an abort left to a thread of its own.
-fn released(
+/// registrations are freed ([`Registry::close`](crate::comm::registry::Registry::close)),
+/// with its CUDA context current (this may be another thread). It holds the
+/// context and the communicator's name (NCCL keeps a pointer to it) until
+/// then, so that both outlive an abort left to a thread of its own.
+pub(crate) fn released(
     registry: Arc<crate::comm::registry::Registry>,
     ctx: Arc<cudarc::driver::CudaContext>,
+    name: Option<Arc<std::ffi::CString>>,
 ) -> impl FnOnce() + Send + 'static {
     move || {
+        if let Err(e) = ctx.bind_to_thread() {
+            log::warn!("freeing a communicator's registrations without its CUDA context: {e}");
+        }
         registry.close();
         drop(ctx);
+        drop(name);
     }
+}
+
+/// [`abort_raw`] while this thread has a group open: `ncclCommAbort` opens
+/// and ends a group of its own around its work, so inside the caller's it
+/// only sets the abort flag and leaves the teardown to the caller's
+/// `ncclGroupEnd` (NCCL's `init.cc`, every supported release), and `done`
+/// would free what NCCL still holds. A thread of its own has no group open:
+/// the abort runs there in full, and this one waits for it (as
+/// [`abort_raw`] would: bounded on the releases whose abort can hang). If
+/// no thread can be made, the communicator and what `done` would free are
+/// leaked (logged) rather than freed too early.
+fn abort_outside_group(owned: Owned, done: impl FnOnce() + Send + 'static) -> bool {
+    let aborted = outside_group(move || {
+        let owned = owned;
+        // SAFETY: `abort_raw`'s caller's promises moved here with the handle
+        // (this thread is now its only user), and no group is open here.
+        unsafe { abort_raw(owned.0, done) }
+    });
+    aborted.unwrap_or_else(|e| {
+        log::error!("no thread to abort a communicator dropped inside a group ({e}): it is leaked");
+        false
+    })
+}
+
+/// Runs `f` on a new thread (`nccl-abort`), where no group is open, and
+/// waits for it. If no thread can be made, `f` is dropped unrun.
+fn outside_group<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> std::io::Result<R> {
+    let t = std::thread::Builder::new()
+        .name("nccl-abort".into())
+        .spawn(f)?;
+    t.join()
+        .map_err(|_| std::io::Error::other("the abort thread panicked"))
 }
 
 /// `ncclCommAbort`, its failure logged.
@@ -364,11 +409,13 @@ impl Drop for Comm {
         let registry = self.registry.clone();
         // SAFETY: null or valid, owned, used by this thread only (a `&mut`),
         // and never used again (now null). A communicator used in an open
-        // group cannot be dropped (the group borrows it until its end).
+        // group cannot be dropped (the group borrows it until its end); one
+        // dropped while another group is open is aborted outside it
+        // (`abort_raw`).
         unsafe {
             abort_raw(
                 self.raw.replace(std::ptr::null_mut()),
-                released(registry, self.ctx.clone()),
+                released(registry, self.ctx.clone(), self.name.clone()),
             )
         };
     }
@@ -465,7 +512,7 @@ impl Drop for Watchdog {
 
 #[cfg(test)]
 mod tests {
-    use super::{abort_may_hang_on, abort_raw, bounded};
+    use super::{abort_may_hang_on, abort_raw, bounded, outside_group};
     use crate::base::version::Version;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, mpsc};
@@ -482,6 +529,37 @@ mod tests {
             })
         });
         assert_eq!(ran.load(Ordering::SeqCst), 0, "done ran for a null handle");
+    }
+
+    #[test]
+    fn an_abort_inside_a_group_runs_where_no_group_is_open() {
+        // what `abort_raw` does for a handle dropped inside a group: NCCL's
+        // abort would be deferred to the group's end on this thread
+        crate::base::thread::OPEN.with(|o| o.set(true));
+        assert!(crate::base::thread::in_group());
+        let (in_group, name) = outside_group(|| {
+            (
+                crate::base::thread::in_group(),
+                std::thread::current().name().map(str::to_owned),
+            )
+        })
+        .unwrap();
+        crate::base::thread::OPEN.with(|o| o.set(false));
+        assert!(!in_group, "the abort thread had a group open");
+        assert_eq!(name.as_deref(), Some("nccl-abort"));
+        // and a null handle inside a group still runs nothing
+        crate::base::thread::OPEN.with(|o| o.set(true));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        // SAFETY: a null handle: nothing is aborted
+        let returned = unsafe {
+            abort_raw(std::ptr::null_mut(), move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        crate::base::thread::OPEN.with(|o| o.set(false));
+        assert!(returned);
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -204,11 +204,17 @@ impl Comm {
     /// Null for a communicator that was aborted. Registrations dropped
     /// before and after stay parked, their memory never freed: NCCL may use
     /// it until the handle's new owner has destroyed or aborted it, which
-    /// this crate cannot see.
+    /// this crate cannot see. For the same reason the name given with
+    /// [`Config::comm_name`](crate::Config::comm_name), which NCCL points
+    /// to, is never freed either.
     pub fn into_raw(self) -> sys::ncclComm_t {
         // `Drop` does nothing for a null handle (the registry stays open);
         // the context and the abort flag are released as usual.
-        self.raw.replace(std::ptr::null_mut())
+        let raw = self.raw.replace(std::ptr::null_mut());
+        if let (false, Some(name)) = (raw.is_null(), &self.name) {
+            std::mem::forget(name.clone());
+        }
+        raw
     }
 
     /// Wraps a raw communicator.

@@ -528,7 +528,10 @@ impl Comm {
                 mode.raw(),
             )
         };
-        let raw = self.settle_child(API, r, &slot, limit, stale)?;
+        // the child's name: the config's, else (NCCL copies the pointer)
+        // the parent's
+        let name = config.map_or_else(|| self.name.clone(), Config::name_handle);
+        let raw = self.settle_child(API, r, &slot, limit, stale, name)?;
         if let Some(s) = self.state.get().after(CommOp::Shrink(mode)) {
             self.state.set(s);
         }

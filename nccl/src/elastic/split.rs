@@ -63,7 +63,14 @@ impl Comm {
         let r =
             unsafe { sys::ncclCommSplit(self.raw.get(), color, key, slot.as_ptr(), &mut raw_cfg) };
         let nocolor = color == sys::NCCL_SPLIT_NOCOLOR;
-        let raw = self.settle_child("ncclCommSplit", r, &slot, self.timeout, stale)?;
+        let raw = self.settle_child(
+            "ncclCommSplit",
+            r,
+            &slot,
+            self.timeout,
+            stale,
+            config.name_handle(),
+        )?;
         match (raw.is_null(), nocolor) {
             (true, true) => return Ok(None), // no color: no child
             (true, false) => {
@@ -79,7 +86,7 @@ impl Comm {
             (false, true) => {
                 // SAFETY: a communicator NCCL made, owned by nobody else
                 // (taken out of the slot), never used again.
-                unsafe { abort_raw(raw, holds(&self.ctx)) };
+                unsafe { abort_raw(raw, holds(&self.ctx, config.name_handle())) };
                 return Err(Error::Nccl {
                     api: "ncclCommSplit",
                     code: crate::NcclCode::InternalError,
@@ -130,6 +137,7 @@ impl Comm {
         slot: &AtomicPtr<sys::ncclComm>,
         limit: Option<Duration>,
         stale: Option<sys::ncclResult_t>,
+        name: Option<std::sync::Arc<std::ffi::CString>>,
     ) -> Result<sys::ncclComm_t> {
         let polled = r == sys::ncclResult_t::ncclInProgress;
         let end = if polled {
@@ -144,7 +152,7 @@ impl Comm {
                     unsafe {
                         abort_raw(
                             slot.swap(std::ptr::null_mut(), Ordering::Acquire),
-                            holds(&self.ctx),
+                            holds(&self.ctx, name),
                         )
                     };
                     return Err(e);
@@ -160,7 +168,7 @@ impl Comm {
         }
         // SAFETY: null or the (failed) child NCCL made, owned by nobody else
         // (taken out of `slot`), never used again.
-        unsafe { abort_raw(child, holds(&self.ctx)) };
+        unsafe { abort_raw(child, holds(&self.ctx, name)) };
         let e = failure(api, end, self.raw.get());
         self.fail();
         Err(e)
@@ -206,9 +214,15 @@ impl Comm {
 }
 
 /// What an abort of a child runs once it has returned: nothing but holding
-/// the CUDA context, so that it outlives an abort left to a thread of its
-/// own (see `abort_raw`).
-fn holds(ctx: &std::sync::Arc<cudarc::driver::CudaContext>) -> impl FnOnce() + Send + 'static {
+/// the CUDA context and the child's name (NCCL points to it), so that they
+/// outlive an abort left to a thread of its own (see `abort_raw`).
+fn holds(
+    ctx: &std::sync::Arc<cudarc::driver::CudaContext>,
+    name: Option<std::sync::Arc<std::ffi::CString>>,
+) -> impl FnOnce() + Send + 'static {
     let ctx = ctx.clone();
-    move || drop(ctx)
+    move || {
+        drop(ctx);
+        drop(name);
+    }
 }
