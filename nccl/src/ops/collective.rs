@@ -303,13 +303,16 @@ impl Comm {
         let (world, me) = (self.world_size(), self.rank());
         let own = copies_own_chunk();
         c.run_many("ncclGroupEnd", |c| {
+            // the copy first: if it fails, nothing of NCCL's is queued yet
+            if own {
+                c.copy(
+                    at::<T>(d, me * chunk),
+                    at::<T>(s, me * chunk),
+                    chunk * size_of::<T>(),
+                )?;
+            }
             for p in 0..world {
                 if own && p == me {
-                    c.copy(
-                        at::<T>(d, p * chunk),
-                        at::<T>(s, p * chunk),
-                        chunk * size_of::<T>(),
-                    )?;
                     continue;
                 }
                 // SAFETY: see above; chunk p of each buffer is in bounds.
@@ -375,9 +378,12 @@ impl Comm {
         let own = at_root && copies_own_chunk();
         c.run_many("ncclGroupEnd", |c| {
             if at_root {
+                // the copy first: if it fails, nothing of NCCL's is queued yet
+                if own {
+                    c.copy(at::<T>(d, root * n), vp(s), n * size_of::<T>())?;
+                }
                 for p in 0..world {
                     if own && p == root {
-                        c.copy(at::<T>(d, p * n), vp(s), n * size_of::<T>())?;
                         continue;
                     }
                     // SAFETY: see above; chunk p of recv is in bounds at the root.
@@ -432,9 +438,12 @@ impl Comm {
         let own = at_root && copies_own_chunk();
         c.run_many("ncclGroupEnd", |c| {
             if at_root {
+                // the copy first: if it fails, nothing of NCCL's is queued yet
+                if own {
+                    c.copy(vp(d), at::<T>(s, root * n), n * size_of::<T>())?;
+                }
                 for p in 0..world {
                     if own && p == root {
-                        c.copy(vp(d), at::<T>(s, p * n), n * size_of::<T>())?;
                         continue;
                     }
                     // SAFETY: see above; chunk p of send is in bounds at the root.
@@ -564,14 +573,17 @@ impl Comm {
         let own = copies_own_chunk();
         let (s, d) = (c.read(send), c.write(recv));
         c.run_many("ncclGroupEnd", |c| {
+            // the copy first: if it fails, nothing of NCCL's is queued yet
+            if own {
+                c.copy(
+                    at::<T>(d, roff[me]),
+                    at::<T>(s, soff[me]),
+                    send_counts[me] * size_of::<T>(),
+                )?;
+            }
             for p in 0..world {
                 let (sn, rn) = (send_counts[p], recv_counts[p]);
                 if own && p == me {
-                    c.copy(
-                        at::<T>(d, roff[p]),
-                        at::<T>(s, soff[p]),
-                        sn * size_of::<T>(),
-                    )?;
                     continue;
                 }
                 if sn > 0 {

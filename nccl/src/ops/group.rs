@@ -436,6 +436,9 @@ pub(crate) fn calls_as_one(
     let out = f();
     // SAFETY: closes the group opened above, on this thread.
     let r = unsafe { sys::ncclGroupEnd() };
+    // settled even when a call failed: on a non-blocking communicator the
+    // group's job may hold the buffers of the calls queued before it
+    let settled = comm.settle_op(api, r);
     out?;
-    comm.settle_op(api, r)
+    settled
 }
