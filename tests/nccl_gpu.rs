@@ -1202,6 +1202,35 @@ fn groups(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         close(&env.down(&b), &input::<f32>(47, prev, n), false)
     })();
     rep.check("a Comm dropped on another thread during a group", r);
+
+    // a communicator not in the group, holding a parked registration,
+    // dropped on this thread while its group is open: NCCL's abort here
+    // would only be deferred to the group's end, so the crate aborts it on a
+    // thread of its own, and frees the registration after that abort
+    let r = (|| -> Result<(), String> {
+        let other = Comm::init_rank(ctx, 1, &UniqueId::new().map_err(e2s)?, 0).map_err(e2s)?;
+        let parked = match NcclBuffer::<f32>::alloc_zeros(env.stream, n) {
+            // SAFETY: the only rank of `other` registers it, and no
+            // collective of `other` uses it
+            Ok(buf) => Some(unsafe { other.register(buf) }.map_err(e2s)?),
+            Err(Error::Unsupported { .. }) => None, // no ncclMemAlloc before 2.19
+            Err(e) => return Err(e2s(e)),
+        };
+        drop(parked);
+        let a = env.up::<f32>(&input::<f32>(48, rank, n));
+        let mut b = env.zeros::<f32>(n);
+        nccl::group(|g| {
+            comm.send(&a, next, g.on(env.stream))?;
+            drop(other);
+            comm.recv(&mut b, prev, g.on(env.stream))
+        })
+        .map_err(e2s)?;
+        close(&env.down(&b), &input::<f32>(48, prev, n), false)
+    })();
+    rep.check(
+        "a Comm dropped during another's group is aborted in full",
+        r,
+    );
 }
 
 /// `NcclBuffer` across streams with cudarc's event tracking on (the context
