@@ -63,7 +63,9 @@ impl Comm {
     /// thread of its own (logged; see `docs/versions.md`), unless a
     /// non-blocking operation is still in flight (then NCCL's job must be
     /// joined before its pointers are freed, and the abort is waited for in
-    /// full).
+    /// full). Called (or dropped) while a group is open on this thread, the
+    /// abort runs on a thread of its own and is waited for: inside a group
+    /// NCCL would only start it.
     ///
     /// # Errors
     /// NCCL's error from aborting (the communicator is gone either way; on
