@@ -43,15 +43,10 @@ impl Comm {
             drop(self); // aborts
             return Err(e);
         }
-        let registry = self.registry.clone();
-        // NCCL keeps a pointer to the name: it goes after the communicator
-        let name = self.name.clone();
-        let raw = self.raw.replace(std::ptr::null_mut());
-        drop(self); // a null handle: nothing aborted, the registry left open
+        let (raw, done) = self.into_parts();
         // SAFETY: finalized, so destroy only frees local resources.
         let r = unsafe { nccl!(ncclCommDestroy(raw)) };
-        registry.close();
-        drop(name);
+        done();
         r
     }
 
@@ -71,9 +66,7 @@ impl Comm {
     /// NCCL's error from aborting (the communicator is gone either way; on
     /// NCCL 2.23 – 2.26.1 logged instead).
     pub fn abort(self) -> Result<()> {
-        let done = released(self.registry.clone(), self.ctx.clone(), self.name.clone());
-        let raw = self.raw.replace(std::ptr::null_mut());
-        drop(self); // a null handle: nothing aborted, the registry left open
+        let (raw, done) = self.into_parts();
         if raw.is_null() {
             return Ok(()); // already aborted
         }
@@ -113,16 +106,10 @@ impl Comm {
             self.abort.store(true, Ordering::Relaxed);
             return Error::Aborted { op };
         }
-        let registry = self.registry.clone();
         // SAFETY: null or valid, owned, used by this thread only (Comm is
         // !Sync, and not inside a group: checked above), and never used again
         // (now null).
-        unsafe {
-            abort_raw(
-                self.raw.replace(std::ptr::null_mut()),
-                released(registry, self.ctx.clone(), self.name.clone()),
-            )
-        };
+        unsafe { abort_raw(self.raw.replace(std::ptr::null_mut()), self.on_release()) };
         self.state.set(CommState::Aborted);
         self.abort.store(true, Ordering::Relaxed);
         Error::Aborted { op }
@@ -294,23 +281,30 @@ impl Handoff {
     }
 }
 
-/// What runs once a communicator's abort has returned: its parked
-/// registrations are freed ([`Registry::close`](crate::comm::registry::Registry::close)),
-/// with its CUDA context current (this may be another thread). It holds the
-/// context and the communicator's name (NCCL keeps a pointer to it) until
-/// then, so that both outlive an abort left to a thread of its own.
-pub(crate) fn released(
-    registry: Arc<crate::comm::registry::Registry>,
-    ctx: Arc<cudarc::driver::CudaContext>,
-    name: Option<Arc<std::ffi::CString>>,
-) -> impl FnOnce() + Send + 'static {
-    move || {
-        if let Err(e) = ctx.bind_to_thread() {
-            log::warn!("freeing a communicator's registrations without its CUDA context: {e}");
+impl Comm {
+    /// The handle, and what releases the rest once NCCL has destroyed or
+    /// aborted it ([`Comm::on_release`]). `self` goes with a null handle:
+    /// its `Drop` aborts nothing and leaves the registry open.
+    fn into_parts(self) -> (sys::ncclComm_t, impl FnOnce() + Send + 'static) {
+        let done = self.on_release();
+        (self.raw.replace(std::ptr::null_mut()), done)
+    }
+
+    /// What runs once the communicator's destroy or abort has returned: its
+    /// parked registrations are freed ([`Registry::close`](crate::comm::registry::Registry::close)),
+    /// with its CUDA context current (this may be another thread). It holds
+    /// the context and the name (NCCL keeps a pointer to it) until then, so
+    /// that both outlive an abort left to a thread of its own.
+    fn on_release(&self) -> impl FnOnce() + Send + use<> {
+        let (registry, ctx, name) = (self.registry.clone(), self.ctx.clone(), self.name.clone());
+        move || {
+            if let Err(e) = ctx.bind_to_thread() {
+                log::warn!("freeing a communicator's registrations without its CUDA context: {e}");
+            }
+            registry.close();
+            drop(ctx);
+            drop(name);
         }
-        registry.close();
-        drop(ctx);
-        drop(name);
     }
 }
 
@@ -408,18 +402,12 @@ impl Drop for Comm {
     /// seconds, then left to a thread of its own, unless a non-blocking
     /// operation is still in flight (see [`Comm::abort`]).
     fn drop(&mut self) {
-        let registry = self.registry.clone();
         // SAFETY: null or valid, owned, used by this thread only (a `&mut`),
         // and never used again (now null). A communicator used in an open
         // group cannot be dropped (the group borrows it until its end); one
         // dropped while another group is open is aborted outside it
         // (`abort_raw`).
-        unsafe {
-            abort_raw(
-                self.raw.replace(std::ptr::null_mut()),
-                released(registry, self.ctx.clone(), self.name.clone()),
-            )
-        };
+        unsafe { abort_raw(self.raw.replace(std::ptr::null_mut()), self.on_release()) };
     }
 }
 
