@@ -163,14 +163,18 @@ impl<'a> Call<'a> {
         Ok(raw)
     }
 
-    /// Out-of-place buffers must not overlap.
+    /// What every call checks last, before NCCL sees it: out-of-place
+    /// buffers must not overlap, and a group must be able to take it
+    /// ([`GroupRef::admit`](crate::ops::group::GroupRef::admit)).
     #[inline(always)]
-    fn disjoint(&self) -> Result<()> {
+    fn ready(&self) -> Result<()> {
         if self.nspans == 2 {
-            contract::disjoint(self.op, self.spans[0], self.spans[1])
-        } else {
-            Ok(())
+            contract::disjoint(self.op, self.spans[0], self.spans[1])?;
         }
+        if let Some(g) = self.group {
+            g.admit(self.comm, self.op)?;
+        }
+        Ok(())
     }
 
     fn raw_stream(&self) -> sys::cudaStream_t {
@@ -188,10 +192,7 @@ impl<'a> Call<'a> {
         api: &'static str,
         f: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> sys::ncclResult_t,
     ) -> Result<()> {
-        self.disjoint()?;
-        if let Some(g) = self.group {
-            g.admit(self.comm, self.op)?;
-        }
+        self.ready()?;
         let r = f(self.comm.as_raw(), self.raw_stream());
         self.finish(api, r)
     }
@@ -204,10 +205,7 @@ impl<'a> Call<'a> {
         api: &'static str,
         f: impl FnOnce(&Call<'a>) -> Result<()>,
     ) -> Result<()> {
-        self.disjoint()?;
-        if let Some(g) = self.group {
-            g.admit(self.comm, self.op)?;
-        }
+        self.ready()?;
         let r = calls_as_one(self.comm, self.group.is_some(), api, || f(&self));
         match r {
             Ok(()) => self.finish(api, sys::ncclResult_t::ncclSuccess),

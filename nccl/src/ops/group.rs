@@ -281,10 +281,10 @@ impl<'a> GroupRef<'a> {
     /// calls in one group and this call would ([`contract::group_kinds`]).
     #[inline]
     pub(crate) fn admit(self, comm: &Comm, op: &'static str) -> Result<()> {
-        if crate::base::runtime::runtime_is(|v| v >= contract::MIXED_GROUPS_SINCE) {
+        let runtime = crate::base::runtime::checked_runtime()?;
+        if runtime >= contract::MIXED_GROUPS_SINCE {
             return Ok(());
         }
-        let runtime = crate::base::runtime::checked_runtime()?;
         let kinds = contract::group_kinds(self.open.kinds.get(), op, comm.world_size(), runtime)?;
         self.open.kinds.set(kinds);
         Ok(())
@@ -323,7 +323,7 @@ impl<'a> GroupRef<'a> {
 /// collectives with point-to-point calls (`send`, `recv`, and the
 /// collectives this crate makes of them: `all_to_all`, `gather`, `scatter`
 /// before 2.28, `all_to_all_v`) of communicators of 2+ ranks: NCCL 2.18 –
-/// 2.21 faulted on such a group, so the call that would mix them is
+/// 2.22 faults on such a group, so the call that would mix them is
 /// [`Error::Unsupported`] (docs/versions.md).
 ///
 /// The closure's error type is the caller's: any `E` that an [`Error`]
