@@ -13,6 +13,7 @@
 //! - `timing`: the measurement loop, as nccl-tests times it
 //! - `buffers`: `--buffers`, the `CudaSlice`, `NcclBuffer` or symmetric pool
 //!   buffers it runs on
+//! - `breakdown`: `--breakdown`, where the host time of an all_reduce goes
 //! - `check`: the expected results and the count of wrong elements
 //! - `output`: table, progress bar, JSON and SVG
 //! - `elem`: the element types and their host conversions
@@ -32,6 +33,7 @@ macro_rules! outln {
     };
 }
 
+mod breakdown;
 mod buffers;
 mod check;
 mod elem;
@@ -89,10 +91,15 @@ fn ranks(o: &Opts, gpus: usize) -> Vec<Rank> {
         let stream = comm.context().new_stream().unwrap_or_else(|e| fail(e));
         return vec![Rank { comm, stream }];
     }
-    // graph mode and non-blocking communicators drive one GPU per process
+    // graph mode, non-blocking communicators and the breakdown drive one GPU
+    // per process
     let want = o
         .ngpus
-        .unwrap_or(if o.graph || o.nonblocking { 1 } else { gpus });
+        .unwrap_or(if o.graph || o.nonblocking || o.breakdown.is_some() {
+            1
+        } else {
+            gpus
+        });
     let n = want.min(gpus);
     if n < want {
         eprintln!("nccl-bench: -g {want} but only {gpus} GPU(s): using {n}");
@@ -167,6 +174,20 @@ fn main() {
     if o.buffers == options::BufKind::Symmetric && ranks.len() > 1 {
         // every rank registers its windows together, each from its process
         fail("--buffers symmetric needs one GPU per process (run under a launcher)");
+    }
+    if let Some(rounds) = o.breakdown {
+        if ranks.len() != 1 {
+            fail("--breakdown drives one GPU per process (-g 1, or run under a launcher)");
+        }
+        if let Err(e) = breakdown::run(&o, &ranks[0], rounds) {
+            fail(e);
+        }
+        for r in ranks {
+            if let Err(e) = r.comm.finalize() {
+                fail(e);
+            }
+        }
+        return;
     }
     if o.root >= world {
         fail(format!("--root {} but only {world} ranks", o.root));

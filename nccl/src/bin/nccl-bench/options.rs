@@ -100,6 +100,9 @@ pub struct Opts {
     /// `--no-connect`: under a launcher, no connection of the peers while
     /// the communicator is created (`LaunchOptions::connect`).
     pub no_connect: bool,
+    /// `--breakdown [ROUNDS]`: where the host time of an all_reduce goes
+    /// (the `breakdown` module), in this many interleaved rounds.
+    pub breakdown: Option<usize>,
     /// `--buffers slice|nccl|stream|symmetric`: `CudaSlice`, `NcclBuffer`
     /// (of either memory) or a symmetric pool's buffers (the `buffers`
     /// module; `BufKind` parses the value).
@@ -253,6 +256,12 @@ struct Cli {
     /// No progress bar on stderr
     #[arg(long)]
     no_progress: bool,
+    /// Instead of the sweep: where the host time of one all_reduce (f32 sum, out of place) goes,
+    /// per size of -b/-e/-f, in ROUNDS interleaved rounds of -n iterations: the raw NCCL call,
+    /// the buffers' acquisition alone, and the safe call, for CudaSlice and NcclBuffer on the
+    /// pool; one GPU per process
+    #[arg(long, value_name = "ROUNDS", num_args = 0..=1, default_missing_value = "10", value_parser = count)]
+    breakdown: Option<usize>,
     #[command(flatten)]
     nccl_tests_only: NcclTestsOnly,
 }
@@ -376,6 +385,7 @@ impl Cli {
             event_tracking: !self.no_event_tracking && !graph,
             nonblocking: self.nonblocking,
             no_connect: self.no_connect,
+            breakdown: self.breakdown,
             buffers: self.buffers,
         })
     }
@@ -549,7 +559,21 @@ mod tests {
         );
         assert!(o.check && o.event_tracking && o.progress && !o.graph && !o.nonblocking);
         assert!(!o.no_connect && o.json.is_none() && o.plot.is_none());
-        assert_eq!((o.ngpus, o.graph_replays), (None, 10));
+        assert_eq!((o.ngpus, o.graph_replays, o.breakdown), (None, 10, None));
+    }
+
+    #[test]
+    fn breakdown_rounds() {
+        assert_eq!(run(&["--breakdown"]).unwrap().breakdown, Some(10));
+        assert_eq!(
+            run(&["--breakdown", "3", "-n", "50"]).unwrap().breakdown,
+            Some(3)
+        );
+        assert_eq!(run(&["--breakdown=12"]).unwrap().breakdown, Some(12));
+        let o = run(&["--breakdown", "-b", "8", "-e", "32K", "-f", "4"]).unwrap();
+        assert_eq!((o.breakdown, sizes(&o).len()), (Some(10), 7));
+        let e = error(&["--breakdown", "0"]).to_string();
+        assert!(e.contains("must be at least 1"), "{e}");
     }
 
     #[test]
