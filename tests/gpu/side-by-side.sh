@@ -43,7 +43,12 @@
 #     PARTS=tracking DYN_BENCH=.gpu/dyn/nccl-bench XTASK=.gpu/dyn/xtask \
 #       [NT=<nccl-tests tree>] bash tests/gpu/side-by-side.sh /tmp/tracking
 #   TRACK_WORLDS (default "1 2") picks its worlds, TRACK_COLS (default all
-#   the columns above) its columns.
+#   the columns above) its columns. Each rank runs on cores of its own
+#   (tests/gpu/pin.sh: PIN_CORES per rank, default 4; PIN=0 leaves it
+#   unpinned). Besides the medians per size, each column's ratio to C is also
+#   taken round by round (the mean over sizes of its host time over C's in the
+#   same round), and the median of those paired ratios reported with their
+#   range: a slow spell of the machine then moves both sides of a ratio.
 # PARTS (default "1 2 tracking") picks the parts.
 set -euo pipefail
 out=${1:-/tmp/side-by-side}; mkdir -p "$out"
@@ -158,8 +163,10 @@ for l in sys.stdin:
 }
 
 tracking() { # WORLD ITERS ROUNDS
-  local world=$1 n=$2 rounds=$3 p="t$1" launch=() r k cols
-  [ "$world" = 1 ] || launch=("$XTASK" launch -n "$world" --one-gpu --)
+  local world=$1 n=$2 rounds=$3 p="t$1" launch=() pin=() r k cols
+  # each rank on cores of its own (tests/gpu/pin.sh), unless PIN=0
+  [ "${PIN:-1}" = 0 ] || pin=(bash tests/gpu/pin.sh)
+  if [ "$world" = 1 ]; then launch=("${pin[@]}"); else launch=("$XTASK" launch -n "$world" --one-gpu -- "${pin[@]}"); fi
   export NCCL_RS_ID_FILE=$out/id-$p
   local min=8 max=$((32 << 10))
   local b=(-c all_reduce -b "$min" -e "$max" -f 4 -n "$n" -w $W -C 1 --no-progress)
@@ -172,7 +179,7 @@ tracking() { # WORLD ITERS ROUNDS
         c) run1 "$p-c" "$r" "${launch[@]}" "$out/c_all_reduce" "$min" "$max" 4 "$n" $W 0 ;;
         c-async) ALLOC=async run1 "$p-c-async" "$r" "${launch[@]}" "$out/c_all_reduce" "$min" "$max" 4 "$n" $W 0 ;;
         c-nccl) ALLOC=nccl run1 "$p-c-nccl" "$r" "${launch[@]}" "$out/c_all_reduce" "$min" "$max" 4 "$n" $W 0 ;;
-        nccl-tests) run1 "$p-nccl-tests" "$r" nt "$nt_bin" -b "$min" -e "$max" -f 4 -n "$n" -w $W -g 1 -c 0 -C 1 ;;
+        nccl-tests) run1 "$p-nccl-tests" "$r" nt "${pin[@]}" "$nt_bin" -b "$min" -e "$max" -f 4 -n "$n" -w $W -g 1 -c 0 -C 1 ;;
         untracked) run1 "$p-untracked" "$r" ours "$out/$p-untracked.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" --no-event-tracking ;;
         default) run1 "$p-default" "$r" ours "$out/$p-default.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" ;;
         ncclbuf) run1 "$p-ncclbuf" "$r" ours "$out/$p-ncclbuf.json" "${launch[@]}" "$TRACK_BENCH" "${b[@]}" --buffers nccl ;;
@@ -278,6 +285,31 @@ for w in (1, 2):
         base = same_memory.get(n)
         if base in tabs:
             line += f", x{ratio(t, tabs[base]):.3f} of {base}"
+        print(line)
+    # paired: each round's ratio to C's same round, then the median over rounds
+    def one_round(name, r):
+        p = f"{out}/t{w}-{name}.r{r}"
+        return {int(l.split()[0]): [float(x) for x in l.split()[1:5]] for l in open(p)
+                if len(l.split()) >= 5} if os.path.exists(p) else {}
+    nrounds = max(rounds.values())
+    print("paired ratios: per round, the mean over sizes of host time / C's (and / the C loop on the"
+          " same memory) in that round; the median over rounds [min - max]")
+    for n in tabs:
+        if n == "c":
+            continue
+        line = f"  {n:>11}:"
+        for base in ("c", same_memory.get(n)):
+            if base not in tabs:
+                continue
+            rs = []
+            for r in range(1, nrounds + 1):
+                a, b = one_round(n, r), one_round(base, r)
+                sizes = [s for s in a if s in b and b[s][1] > 0]
+                if sizes:
+                    rs.append(sum(a[s][1] / b[s][1] for s in sizes) / len(sizes))
+            if rs:
+                rs.sort()
+                line += f" x{rs[len(rs) // 2]:.3f} of {base} [{rs[0]:.3f} - {rs[-1]:.3f}, {len(rs)} rounds]"
         print(line)
     # symmetric windows change the kernels, not the host path: the GPU time
     print(f"time us per all_reduce (between events), world {w}, median of the rounds per size")
