@@ -1385,6 +1385,32 @@ fn ncclbuf_streams(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         r,
     );
 
+    // (a''') from_host: a copy of the host data, in each memory, on the
+    // stream it is given; an empty slice is refused before any allocation
+    for memory in [Memory::Stream, Memory::Nccl] {
+        let r = (|| -> Result<(), String> {
+            let s = env.stream;
+            let data: Vec<f32> = (0..5000).map(mine).collect();
+            let b = NcclBuffer::from_host(s, &data, memory).map_err(e2s)?;
+            if b.len() != data.len() || b.memory() != memory {
+                return Err(format!("{} elements of {:?}", b.len(), b.memory()));
+            }
+            let got = s.clone_dtoh(&b).map_err(cu)?;
+            s.synchronize().map_err(cu)?;
+            if got != data {
+                return Err("the copy differs from the data".into());
+            }
+            match NcclBuffer::<f32>::from_host(s, &[], memory) {
+                Err(Error::InvalidArgument { .. }) => Ok(()),
+                other => Err(format!("an empty slice: {other:?}")),
+            }
+        })();
+        rep.check(
+            &format!("NcclBuffer::from_host ({memory:?}): the data; empty refused"),
+            r,
+        );
+    }
+
     // (c) buckets: views of one buffer in collectives, out of place in a
     // group, in place half by half (the second half on another stream)
     let r = (|| -> Result<(), String> {

@@ -1,8 +1,10 @@
 //! The names most programs use, for `use nccl::prelude::*;`: the
 //! communicator and its configuration, ids, reduction operators, element
-//! types, groups, and the cudarc types that collectives take.
+//! types, groups, the library's buffers (`NcclBuffer`, `Memory`), and the
+//! cudarc types that collectives take.
 
 pub use crate::{
-    Comm, Config, Enqueue, NcclBuffer, NcclType, ReduceOp, UniqueId, context, device_count, group,
+    Comm, Config, Enqueue, Memory, NcclBuffer, NcclType, ReduceOp, UniqueId, context, device_count,
+    group,
 };
 pub use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};

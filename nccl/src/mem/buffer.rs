@@ -223,16 +223,46 @@ impl<T: NcclType> NcclBuffer<T> {
         len: usize,
         memory: Memory,
     ) -> Result<NcclBuffer<T>> {
-        const OP: &str = "NcclBuffer::alloc_zeros";
+        Self::alloc("NcclBuffer::alloc_zeros", stream, len, memory)
+    }
+
+    /// A copy of `data` in new memory of kind `memory` on the GPU of
+    /// `stream` (allocated and copied on `stream`, which becomes the
+    /// buffer's home stream): cudarc's `clone_htod` for an `NcclBuffer`.
+    /// [`Memory::Stream`] is the memory for collectives alone; registration
+    /// and windows want [`Memory::Nccl`].
+    ///
+    /// # Errors
+    /// As [`alloc_zeros_in`](NcclBuffer::alloc_zeros_in) (an empty `data`
+    /// is `InvalidArgument`), and CUDA's error of the copy.
+    pub fn from_host(
+        stream: &Arc<CudaStream>,
+        data: &[T],
+        memory: Memory,
+    ) -> Result<NcclBuffer<T>> {
+        let mut buf = Self::alloc("NcclBuffer::from_host", stream, data.len(), memory)?;
+        // a write on home, after the zeroing: stream-ordered, no event
+        stream.memcpy_htod(data, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// `len` zeroed elements of `memory` (see `alloc_zeros_in`); `op` names
+    /// the caller in errors.
+    fn alloc(
+        op: &'static str,
+        stream: &Arc<CudaStream>,
+        len: usize,
+        memory: Memory,
+    ) -> Result<NcclBuffer<T>> {
         if memory == Memory::Nccl {
             require_api("ncclMemAlloc")?;
         }
         if len == 0 {
-            return Err(Error::invalid(OP, "len", "at least 1", 0));
+            return Err(Error::invalid(op, "len", "at least 1", 0));
         }
         let bytes = len
             .checked_mul(std::mem::size_of::<T>())
-            .ok_or_else(|| Error::invalid(OP, "len", "a size in bytes that fits usize", len))?;
+            .ok_or_else(|| Error::invalid(op, "len", "a size in bytes that fits usize", len))?;
         stream.context().bind_to_thread()?;
         let ptr = match memory {
             Memory::Nccl => {
@@ -245,7 +275,7 @@ impl<T: NcclType> NcclBuffer<T> {
             }
             Memory::Stream => {
                 if crate::mem::capturing(stream)? {
-                    return Err(Error::Capturing { op: OP, bytes });
+                    return Err(Error::Capturing { op, bytes });
                 }
                 // SAFETY: the stream is alive (borrowed) and its GPU current;
                 // the memory is freed once, on home, in drop.
