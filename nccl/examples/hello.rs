@@ -9,7 +9,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // rank 0 makes the id and hands it to the other ranks (here: none)
     let id = UniqueId::new()?;
     println!("unique id {id}");
-
     // the GPU's context, with the driver checked first (no panic without one)
     let ctx = match nccl::context(0) {
         Ok(ctx) => ctx,
@@ -21,8 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let stream = ctx.new_stream()?;
     let comm = Comm::init_rank(&ctx, 1, &id, 0)?;
-    let send = stream.clone_htod(&[1.0f32, 2.0, 3.0])?;
-    let mut recv = stream.alloc_zeros::<f32>(3)?;
+    // no event call on their own stream (a CudaSlice pays cudarc's events)
+    let send = NcclBuffer::from_host(&stream, &[1.0f32, 2.0, 3.0], Memory::Stream)?;
+    let mut recv = NcclBuffer::<f32>::alloc_zeros_in(&stream, 3, Memory::Stream)?;
     comm.all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)?;
     println!("all_reduce over 1 rank: {:?}", stream.clone_dtoh(&recv)?);
     comm.finalize()?;

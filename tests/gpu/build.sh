@@ -2,7 +2,7 @@
 # Builds, on a machine with Rust but without a GPU, what tests/gpu/validate.sh
 # and tests/gpu/side-by-side.sh run on the GPU machine, into .gpu/ (ignored):
 #   .gpu/dyn/          dynamically linked: sys_cpu sys_gpu nccl_cpu nccl_gpu faults nccl-bench xtask,
-#                      the examples weight_sync, survive, device_all_reduce and weight_push
+#                      the examples hello, weight_sync, survive, device_all_reduce and weight_push
 #                      (which, on this header, can only report put_signal Unsupported)
 #   .gpu/rl/           feature runtime-load (nothing linked), bindings of NCCL 2.32.3's header
 #                      (target/nccl-headers, fetched by `cargo xtask bindgen --check`):
@@ -25,7 +25,8 @@ deps=$PWD/target/nccl-deps
 export LIBCLANG_PATH=${LIBCLANG_PATH:-$deps/libclang/clang/native}
 NCCL_DIR=$deps/nvidia/nccl cargo test --release --no-run -p nccl-rs-tests
 NCCL_DIR=$deps/nvidia/nccl cargo build --release -p nccl-rs --features bench --bin nccl-bench \
-  --example weight_sync --example survive --example weight_push --example device_all_reduce
+  --example hello --example weight_sync --example survive --example weight_push \
+  --example device_all_reduce
 cargo build --release -p xtask
 # the newest test program NAME-<hash> in cargo's deps folder DIR (not its .d)
 newest() {
@@ -41,7 +42,8 @@ rm -rf .gpu/dyn && mkdir -p .gpu/dyn
 for t in sys_cpu sys_gpu nccl_cpu nccl_gpu faults; do
   cp "$(newest target/release/deps "$t")" ".gpu/dyn/$t"
 done
-cp target/release/nccl-bench target/release/xtask target/release/examples/weight_sync \
+cp target/release/nccl-bench target/release/xtask target/release/examples/hello \
+  target/release/examples/weight_sync \
   target/release/examples/survive target/release/examples/weight_push \
   target/release/examples/device_all_reduce .gpu/dyn/
 # runtime-load, on the newest header, in a target folder of its own
