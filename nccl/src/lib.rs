@@ -16,13 +16,16 @@
 //!     let id = UniqueId::new()?;
 //!     let comm = Comm::init_rank(&ctx, 1, &id, 0)?;
 //!
-//!     let send = stream.clone_htod(&[1.0f32, 2.0, 3.0])?;
-//!     let mut recv = stream.alloc_zeros::<f32>(3)?;
+//!     // buffers of the stream-ordered pool, ordered by this crate against
+//!     // their stream: calls there make no event call (cudarc's `CudaSlice`
+//!     // works too, with cudarc's per-call events)
+//!     let send = NcclBuffer::from_host(&stream, &[1.0f32, 2.0, 3.0], Memory::Stream)?;
+//!     let mut recv = NcclBuffer::<f32>::alloc_zeros_in(&stream, 3, Memory::Stream)?;
 //!     comm.all_reduce(&send, &mut recv, ReduceOp::Sum, &stream)?;
 //!     assert_eq!(stream.clone_dtoh(&recv)?, [1.0, 2.0, 3.0]);
 //!
 //!     // A wrong length is a typed error, and NCCL is never called:
-//!     let mut short = stream.alloc_zeros::<f32>(2)?;
+//!     let mut short = NcclBuffer::<f32>::alloc_zeros_in(&stream, 2, Memory::Stream)?;
 //!     let err = comm.all_reduce(&send, &mut short, ReduceOp::Sum, &stream).unwrap_err();
 //!     assert!(matches!(err, nccl::Error::InvalidArgument { op: "all_reduce", .. }));
 //!
@@ -49,7 +52,9 @@
 //! even when every use is on one stream). [`NcclBuffer`] orders its uses
 //! against the stream it was allocated on instead: uses there cost no driver
 //! call, uses on other streams are ordered both ways, and it can be sliced
-//! ([`NcclView`], [`NcclViewMut`]) for buckets. Programs that order their
+//! ([`NcclView`], [`NcclViewMut`]) for buckets. On the stream-ordered pool
+//! ([`Memory::Stream`], `CudaSlice`'s memory) it is the path at the C loop's
+//! speed, with tracking on: the one the example above takes. Programs that order their
 //! streams themselves can also skip cudarc's cost with its (unsafe)
 //! `CudaContext::disable_event_tracking` before allocating.
 //! `docs/performance.md` gives the measured costs.
