@@ -36,10 +36,12 @@ const COLS: [&str; 5] = [
     "stream-call",
 ];
 
-/// One size's buffers: a `CudaSlice` pair and an `NcclBuffer` pair.
+/// One size's buffers: a `CudaSlice` pair and an `NcclBuffer` pair, and the
+/// `CudaSlice`s' addresses (taken once, for `ffi`).
 struct Bufs {
     slice: (CudaSlice<f32>, CudaSlice<f32>),
     pool: (NcclBuffer<f32>, NcclBuffer<f32>),
+    raw: (u64, u64),
 }
 
 /// Runs the breakdown on the one rank of this process and prints it (rank 0).
@@ -72,14 +74,22 @@ pub fn run(o: &Opts, rank: &Rank, rounds: usize) -> nccl::Result<()> {
         if n == 0 {
             continue;
         }
+        let mut slice: (CudaSlice<f32>, CudaSlice<f32>) =
+            (stream.clone_htod(&vec![1.0f32; n])?, stream.alloc_zeros(n)?);
+        // the addresses, once: their guards record on this stream, where
+        // every use of these buffers is
+        let raw = (
+            slice.0.device_ptr(stream).0,
+            slice.1.device_ptr_mut(stream).0,
+        );
         let mut b = Bufs {
-            slice: (stream.clone_htod(&vec![1.0f32; n])?, stream.alloc_zeros(n)?),
+            slice,
             pool: (
-                NcclBuffer::alloc_zeros_in(stream, n, Memory::Stream)?,
+                NcclBuffer::from_host(stream, &vec![1.0f32; n], Memory::Stream)?,
                 NcclBuffer::alloc_zeros_in(stream, n, Memory::Stream)?,
             ),
+            raw,
         };
-        stream.memcpy_htod(&vec![1.0f32; n], &mut b.pool.0)?;
         let mut times: [Vec<f64>; COLS.len()] = Default::default();
         for r in 0..rounds {
             for k in 0..COLS.len() {
@@ -151,10 +161,7 @@ fn one(
 ) -> nccl::Result<()> {
     match col {
         0 => {
-            let (s, g) = b.slice.0.device_ptr(stream);
-            drop(g);
-            let (d, g) = b.slice.1.device_ptr_mut(stream);
-            drop(g);
+            let (s, d) = b.raw;
             // SAFETY: both addresses are of live buffers of n f32 (held by
             // `b` for the whole call) on the communicator's GPU; they do not
             // overlap; the call is enqueued on the stream every other use of
