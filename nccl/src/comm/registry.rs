@@ -113,9 +113,12 @@ impl Registry {
             s.closed = true;
             (std::mem::take(&mut s.pending), std::mem::take(&mut s.kept))
         };
-        // freed outside the lock: a buffer's drop may wait for its stream
-        drop(pending);
-        drop(kept);
+        // freed outside the lock: a buffer's drop may wait for its stream,
+        // DROP_WAIT for all of them together, not each
+        crate::mem::one_wait(|| {
+            drop(pending);
+            drop(kept);
+        });
     }
 
     fn take(&self) -> Vec<Pending> {

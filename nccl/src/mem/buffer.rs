@@ -127,6 +127,8 @@ use crate::mem::track::{Act, After, Ev, On, Track};
 use crate::sys;
 
 /// How long dropping an [`NcclBuffer`] waits for its stream before leaking it.
+/// The buffers a communicator frees when it closes (parked registrations)
+/// share one such wait: closing never waits longer than this for them all.
 pub const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// CUDA's per-thread default stream handle (`CU_STREAM_PER_THREAD`): the
@@ -668,11 +670,47 @@ impl Uses {
     }
 }
 
-/// Waits on the host until `stream` is idle, at most [`DROP_WAIT`]. `false`
-/// when it is still busy then (a collective hanging on a dead peer, say): the
-/// caller must not free the memory.
+thread_local! {
+    /// The deadline shared by the buffers freed inside [`one_wait`] on this
+    /// thread, if any.
+    static SHARED_DEADLINE: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f`, in which the buffers dropped on this thread wait for their
+/// streams [`DROP_WAIT`] in all, not each (closing a communicator frees every
+/// parked buffer at once): once that is spent, a buffer whose stream is still
+/// busy is leaked at once. Nested calls share the outermost deadline.
+pub(crate) fn one_wait<R>(f: impl FnOnce() -> R) -> R {
+    let outer = SHARED_DEADLINE.with(|d| d.get());
+    if outer.is_none() {
+        SHARED_DEADLINE.with(|d| d.set(Some(std::time::Instant::now() + DROP_WAIT)));
+    }
+    /// Restores the outer state, also when `f` unwinds.
+    struct Restore(Option<std::time::Instant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SHARED_DEADLINE.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(outer);
+    f()
+}
+
+/// When a buffer dropped now must stop waiting for its stream: [`DROP_WAIT`]
+/// from now, or the shared deadline of [`one_wait`] if that is sooner.
+fn drop_deadline() -> std::time::Instant {
+    let own = std::time::Instant::now() + DROP_WAIT;
+    SHARED_DEADLINE
+        .with(|d| d.get())
+        .map_or(own, |shared| shared.min(own))
+}
+
+/// Waits on the host until `stream` is idle, at most until
+/// [`drop_deadline`]. `false` when it is still busy then (a collective
+/// hanging on a dead peer, say): the caller must not free the memory.
 fn quiesce(stream: &CudaStream, what: &str) -> bool {
-    let deadline = std::time::Instant::now() + DROP_WAIT;
+    let deadline = drop_deadline();
     loop {
         // SAFETY: the stream is alive (borrowed).
         let r = unsafe { cu::cuStreamQuery(stream.cu_stream()) };
@@ -680,9 +718,7 @@ fn quiesce(stream: &CudaStream, what: &str) -> bool {
             return true;
         }
         if std::time::Instant::now() >= deadline {
-            log::error!(
-                "{what}: the buffer's stream is still busy after {DROP_WAIT:?}; leaking it"
-            );
+            log::error!("{what}: the buffer's stream is still busy past its deadline; leaking it");
             return false;
         }
         std::thread::sleep(std::time::Duration::from_micros(100));
@@ -828,6 +864,31 @@ impl<T> DevicePtrMut<T> for NcclViewMut<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn buffers_freed_together_share_one_wait() {
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        // alone: DROP_WAIT from now
+        let own = super::drop_deadline();
+        assert!(own >= t0 + super::DROP_WAIT);
+        let (first, later, nested) = super::one_wait(|| {
+            let first = super::drop_deadline();
+            std::thread::sleep(Duration::from_millis(20));
+            // a later buffer in the same batch gets no fresh DROP_WAIT
+            let later = super::drop_deadline();
+            let nested = super::one_wait(super::drop_deadline);
+            (first, later, nested)
+        });
+        assert_eq!(first, later);
+        assert_eq!(first, nested);
+        assert!(first <= Instant::now() + super::DROP_WAIT - Duration::from_millis(20));
+        // after the batch (also after a panic inside one): each its own again
+        let caught = std::panic::catch_unwind(|| super::one_wait(|| panic!("inside")));
+        assert!(caught.is_err());
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(super::drop_deadline() > first);
+    }
+
     use super::*;
 
     #[test]
