@@ -142,8 +142,8 @@ impl Comm {
 /// operation is in flight, as when a peer died mid-collective (2.26.2 put the
 /// check back: "Fixes to ncclCommAbort"). Seen on 2.23.4, 2.24.3 and 2.25.1
 /// with a peer killed and with a peer that never took part. NCCL's threads of
-/// a communicator left so keep running: on 2.23.4 a process then once ended
-/// by a signal at exit. There, when nothing of
+/// a communicator left so keep running, and the process's exit waits for
+/// them, bounded ([`in_flight`]). There, when nothing of
 /// NCCL's may still write through this process's pointers (no non-blocking
 /// operation in flight: see [`may_leave_abort`]), the abort runs on a thread
 /// of its own and is waited for at most [`ABORT_WAIT`]: NCCL sets the abort
@@ -225,15 +225,15 @@ fn bounded(
             let mut left = theirs.lock();
             left.returned = true;
             // the waiter runs `done` itself unless it has given up
-            let done = if left.abandoned {
-                left.done.take()
-            } else {
-                None
-            };
+            let abandoned = left.abandoned;
+            let done = if abandoned { left.done.take() } else { None };
             drop(left);
             theirs.cv.notify_all();
             if let Some(f) = done {
                 f();
+            }
+            if abandoned {
+                in_flight::returned();
             }
         });
     if let Err(e) = spawned {
@@ -255,7 +255,87 @@ fn bounded(
         return Ok(true);
     }
     left.abandoned = true;
+    // counted before the lock goes: the thread sees `abandoned` only after
+    in_flight::left();
     Ok(false)
+}
+
+/// The aborts left to their threads that have not returned yet, and what
+/// makes the process's exit wait for them.
+///
+/// On NCCL 2.23 – 2.26.1 an abort left to its thread can return while the
+/// process exits. `exit` runs the destructors of the CUDA runtime linked
+/// into libnccl, and NCCL's own thread, still tearing the communicator down
+/// (`commReclaim`), then calls into the runtime they destroyed: the process
+/// ends by SIGSEGV instead of its exit code (seen on 2.23.4 and 2.25.1, H100,
+/// 2026-12-07: the backtraces were `exit` → `cuLibraryUnload` on the main
+/// thread and `commDestroySync` → `cudaThreadExchangeStreamCaptureMode` on
+/// NCCL's). So the first abort left to a thread registers an `atexit`
+/// handler, which runs before those destructors (handlers run in reverse
+/// order of registration, and libnccl registered its own when it was
+/// loaded): it waits for every such abort, and what runs after it, at most
+/// [`EXIT_WAIT`](in_flight::EXIT_WAIT).
+pub(crate) mod in_flight {
+    use std::sync::{Condvar, Mutex, Once};
+    use std::time::{Duration, Instant};
+
+    /// How long the process's exit waits for aborts left to their threads.
+    pub(crate) const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+    static COUNT: Mutex<usize> = Mutex::new(0);
+    static CHANGED: Condvar = Condvar::new();
+    static HOOK: Once = Once::new();
+
+    unsafe extern "C" {
+        fn atexit(f: extern "C" fn()) -> core::ffi::c_int;
+    }
+
+    fn count() -> std::sync::MutexGuard<'static, usize> {
+        COUNT.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An abort was left to its thread.
+    pub(super) fn left() {
+        *count() += 1;
+        HOOK.call_once(|| {
+            // SAFETY: `at_exit` is a plain function that lives as long as
+            // the process and never unwinds (it cannot panic: no unwrap, a
+            // poisoned lock is taken as it is).
+            if unsafe { atexit(at_exit) } != 0 {
+                log::warn!("atexit failed: the process's exit will not wait for NCCL's aborts");
+            }
+        });
+    }
+
+    /// An abort left to its thread has returned, and what it held is released.
+    pub(super) fn returned() {
+        let mut n = count();
+        *n = n.saturating_sub(1);
+        drop(n);
+        CHANGED.notify_all();
+    }
+
+    /// Waits until no abort left to a thread is still running, at most
+    /// `max`; returns how many still are.
+    pub(crate) fn wait(max: Duration) -> usize {
+        let end = Instant::now() + max;
+        let mut n = count();
+        while *n > 0 {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            n = match CHANGED.wait_timeout(n, end - now) {
+                Ok((n, _)) => n,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        *n
+    }
+
+    extern "C" fn at_exit() {
+        let _ = wait(EXIT_WAIT);
+    }
 }
 
 /// What [`bounded`] and the thread it leaves `work` to share: `done`
@@ -502,11 +582,65 @@ impl Drop for Watchdog {
 
 #[cfg(test)]
 mod tests {
-    use super::{abort_may_hang_on, abort_raw, bounded, outside_group};
+    use super::{abort_may_hang_on, abort_raw, bounded, in_flight, outside_group};
     use crate::base::version::Version;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, mpsc};
     use std::time::Duration;
+
+    /// The process's exit waits for an abort left to its thread, and for
+    /// what runs after it (a child process of this test binary exits while
+    /// one runs; the file its `done` writes must be there).
+    #[test]
+    fn exit_waits_for_aborts_left_to_their_threads() {
+        const CHILD: &str = "NCCL_RS_TEST_EXIT_WAIT_CHILD";
+        if let Some(path) = std::env::var_os(CHILD) {
+            let path = std::path::PathBuf::from(path);
+            let r = bounded(
+                || std::thread::sleep(Duration::from_millis(600)),
+                Box::new(move || {
+                    let _ = std::fs::write(&path, b"released");
+                }),
+                Duration::from_millis(20),
+            );
+            assert_eq!(r.ok(), Some(false), "the abort was not left to its thread");
+            std::process::exit(7);
+        }
+        let path = std::env::temp_dir().join(format!("nccl-rs-exit-wait-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "--nocapture", "--test-threads=1"])
+            .arg("comm::close::tests::exit_waits_for_aborts_left_to_their_threads")
+            .env(CHILD, &path)
+            .status()
+            .unwrap();
+        let wrote = std::fs::read(&path).ok();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(status.code(), Some(7), "the child's own exit code");
+        assert_eq!(
+            wrote.as_deref(),
+            Some(&b"released"[..]),
+            "exit did not wait"
+        );
+    }
+
+    #[test]
+    fn waiting_for_aborts_in_flight_is_bounded() {
+        let (tx, rx) = mpsc::channel::<()>();
+        let r = bounded(
+            move || {
+                let _ = rx.recv();
+            },
+            Box::new(|| ()),
+            Duration::from_millis(10),
+        );
+        assert_eq!(r.ok(), Some(false));
+        let t0 = std::time::Instant::now();
+        assert!(in_flight::wait(Duration::from_millis(50)) >= 1);
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        tx.send(()).unwrap();
+        assert_eq!(in_flight::wait(Duration::from_secs(5)), 0);
+    }
 
     #[test]
     fn a_null_handle_runs_nothing() {
