@@ -282,7 +282,10 @@ pub(crate) mod in_flight {
     /// How long the process's exit waits for aborts left to their threads.
     pub(crate) const EXIT_WAIT: Duration = Duration::from_secs(10);
 
-    static COUNT: Mutex<usize> = Mutex::new(0);
+    /// The process that counts, and its aborts still running. A child made
+    /// by `fork` inherits the count and the `atexit` handler but none of
+    /// the threads: it counts from zero ([`Count::of`]).
+    static COUNT: Mutex<Count> = Mutex::new(Count { pid: 0, n: 0 });
     static CHANGED: Condvar = Condvar::new();
     static HOOK: Once = Once::new();
 
@@ -290,13 +293,35 @@ pub(crate) mod in_flight {
         fn atexit(f: extern "C" fn()) -> core::ffi::c_int;
     }
 
-    fn count() -> std::sync::MutexGuard<'static, usize> {
+    #[derive(Debug, PartialEq)]
+    pub(super) struct Count {
+        pid: u32,
+        n: usize,
+    }
+
+    impl Count {
+        #[cfg(test)]
+        pub(super) fn of_test(pid: u32, n: usize) -> Count {
+            Count { pid, n }
+        }
+
+        /// The aborts of process `me` still running: the count, reset
+        /// first if it was another process's (before a `fork`).
+        pub(super) fn of(&mut self, me: u32) -> &mut usize {
+            if self.pid != me {
+                *self = Count { pid: me, n: 0 };
+            }
+            &mut self.n
+        }
+    }
+
+    fn count() -> std::sync::MutexGuard<'static, Count> {
         COUNT.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An abort was left to its thread.
     pub(super) fn left() {
-        *count() += 1;
+        *count().of(std::process::id()) += 1;
         HOOK.call_once(|| {
             // SAFETY: `at_exit` is a plain function that lives as long as
             // the process and never unwinds (it cannot panic: no unwrap, a
@@ -309,28 +334,29 @@ pub(crate) mod in_flight {
 
     /// An abort left to its thread has returned, and what it held is released.
     pub(super) fn returned() {
-        let mut n = count();
+        let mut c = count();
+        let n = c.of(std::process::id());
         *n = n.saturating_sub(1);
-        drop(n);
+        drop(c);
         CHANGED.notify_all();
     }
 
     /// Waits until no abort left to a thread is still running, at most
     /// `max`; returns how many still are.
     pub(crate) fn wait(max: Duration) -> usize {
-        let end = Instant::now() + max;
-        let mut n = count();
-        while *n > 0 {
+        let (end, me) = (Instant::now() + max, std::process::id());
+        let mut c = count();
+        while *c.of(me) > 0 {
             let now = Instant::now();
             if now >= end {
                 break;
             }
-            n = match CHANGED.wait_timeout(n, end - now) {
-                Ok((n, _)) => n,
+            c = match CHANGED.wait_timeout(c, end - now) {
+                Ok((c, _)) => c,
                 Err(p) => p.into_inner().0,
             };
         }
-        *n
+        *c.of(me)
     }
 
     extern "C" fn at_exit() {
@@ -622,6 +648,15 @@ mod tests {
             Some(&b"released"[..]),
             "exit did not wait"
         );
+    }
+
+    #[test]
+    fn a_forked_child_counts_from_zero() {
+        let mut c = in_flight::Count::of_test(10, 2);
+        assert_eq!(*c.of(10), 2, "the same process keeps its count");
+        assert_eq!(*c.of(11), 0, "a child inherits none of the threads");
+        *c.of(11) += 1;
+        assert_eq!(c, in_flight::Count::of_test(11, 1));
     }
 
     #[test]
