@@ -225,7 +225,7 @@ impl<T: NcclType> NcclBuffer<T> {
         len: usize,
         memory: Memory,
     ) -> Result<NcclBuffer<T>> {
-        Self::alloc("NcclBuffer::alloc_zeros", stream, len, memory)
+        Self::alloc("NcclBuffer::alloc_zeros", stream, len, memory, None)
     }
 
     /// A copy of `data` in new memory of kind `memory` on the GPU of
@@ -242,19 +242,23 @@ impl<T: NcclType> NcclBuffer<T> {
         data: &[T],
         memory: Memory,
     ) -> Result<NcclBuffer<T>> {
-        let mut buf = Self::alloc("NcclBuffer::from_host", stream, data.len(), memory)?;
-        // a write on home, after the zeroing: stream-ordered, no event
-        stream.memcpy_htod(data, &mut buf)?;
-        Ok(buf)
+        Self::alloc(
+            "NcclBuffer::from_host",
+            stream,
+            data.len(),
+            memory,
+            Some(data),
+        )
     }
 
-    /// `len` zeroed elements of `memory` (see `alloc_zeros_in`); `op` names
-    /// the caller in errors.
+    /// `len` elements of `memory` (see `alloc_zeros_in`), a copy of `data`
+    /// (of `len` elements) or zeros; `op` names the caller in errors.
     fn alloc(
         op: &'static str,
         stream: &Arc<CudaStream>,
         len: usize,
         memory: Memory,
+        data: Option<&[T]>,
     ) -> Result<NcclBuffer<T>> {
         if memory == Memory::Nccl {
             require_api("ncclMemAlloc")?;
@@ -295,16 +299,28 @@ impl<T: NcclType> NcclBuffer<T> {
                     stream: stream.clone(),
                     events: Default::default(),
                 },
-                // the zeroing is the first write, on home
+                // the zeroing or the copy is the first write, on home
                 track: Mutex::new(Track::new(!per_thread)),
             },
             _t: PhantomData,
         };
-        // SAFETY: the range is the allocation just made, on the stream's GPU.
-        unsafe { cudarc::driver::result::memset_d8_async(buf.ptr, 0, bytes, stream.cu_stream()) }?;
+        match data {
+            // SAFETY: the allocation just made holds `bytes`, on the stream's
+            // GPU, and `data` as many (`len` of them). The copy only reads
+            // `data`: from pageable memory it returns once read; from
+            // page-locked memory a later host write may still change what
+            // the GPU gets, never host memory (as cudarc's `memcpy_htod`).
+            Some(data) => unsafe {
+                cudarc::driver::result::memcpy_htod_async(buf.ptr, data, stream.cu_stream())
+            }?,
+            // SAFETY: the range is the allocation just made, on the stream's GPU.
+            None => unsafe {
+                cudarc::driver::result::memset_d8_async(buf.ptr, 0, bytes, stream.cu_stream())
+            }?,
+        }
         if per_thread {
             // no use counts as home on the per-thread stream (rule 5 of the
-            // module's source): the zeroing must be over before any use
+            // module's source): the first write must be over before any use
             stream.synchronize()?;
         }
         Ok(buf)
