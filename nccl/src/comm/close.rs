@@ -270,17 +270,27 @@ fn bounded(
 /// ends by SIGSEGV instead of its exit code (seen on 2.23.4 and 2.25.1, H100,
 /// 2026-12-07: the backtraces were `exit` → `cuLibraryUnload` on the main
 /// thread and `commDestroySync` → `cudaThreadExchangeStreamCaptureMode` on
-/// NCCL's). So the first abort left to a thread registers an `atexit`
-/// handler, which runs before those destructors (handlers run in reverse
-/// order of registration, and libnccl registered its own when it was
-/// loaded): it waits for every such abort, and what runs after it, at most
-/// [`EXIT_WAIT`](in_flight::EXIT_WAIT).
+/// NCCL's). Such an abort is often blocked on a peer that is itself
+/// exiting, and goes on only once that peer's sockets close: so survivors
+/// that exit together wait for each other. The first abort left to a thread
+/// therefore registers an exit handler, which runs before those destructors
+/// (handlers run in reverse order of registration, and libnccl registered
+/// its own when it was loaded). It waits for every such abort, and what runs
+/// after it, at most [`EXIT_WAIT`](in_flight::EXIT_WAIT). If one is still
+/// running then, the handler (glibc's `on_exit`, which knows the exit
+/// status) flushes C's stdio and ends the process at once with that status
+/// (`_exit`), skipping the handlers and library destructors that would run
+/// under NCCL's thread; an error is logged first. Where `on_exit` is not
+/// there (other C libraries), the handler only waits.
 pub(crate) mod in_flight {
     use std::sync::{Condvar, Mutex, Once};
     use std::time::{Duration, Instant};
 
-    /// How long the process's exit waits for aborts left to their threads.
-    pub(crate) const EXIT_WAIT: Duration = Duration::from_secs(10);
+    /// How long the process's exit waits for aborts left to their threads
+    /// before it ends the process without the rest of its exit (see the
+    /// module). Every such abort has already run for
+    /// [`ABORT_WAIT`](super::ABORT_WAIT) or more by then.
+    pub(crate) const EXIT_WAIT: Duration = Duration::from_secs(2);
 
     /// The process that counts, and its aborts still running. A child made
     /// by `fork` inherits the count and the `atexit` handler but none of
@@ -289,6 +299,17 @@ pub(crate) mod in_flight {
     static CHANGED: Condvar = Condvar::new();
     static HOOK: Once = Once::new();
 
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe extern "C" {
+        fn on_exit(
+            f: extern "C" fn(core::ffi::c_int, *mut core::ffi::c_void),
+            arg: *mut core::ffi::c_void,
+        ) -> core::ffi::c_int;
+        fn fflush(stream: *mut core::ffi::c_void) -> core::ffi::c_int;
+        fn _exit(status: core::ffi::c_int) -> !;
+    }
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     unsafe extern "C" {
         fn atexit(f: extern "C" fn()) -> core::ffi::c_int;
     }
@@ -323,13 +344,24 @@ pub(crate) mod in_flight {
     pub(super) fn left() {
         *count().of(std::process::id()) += 1;
         HOOK.call_once(|| {
-            // SAFETY: `at_exit` is a plain function that lives as long as
-            // the process and never unwinds (it cannot panic: no unwrap, a
-            // poisoned lock is taken as it is).
-            if unsafe { atexit(at_exit) } != 0 {
-                log::warn!("atexit failed: the process's exit will not wait for NCCL's aborts");
+            if register() != 0 {
+                log::warn!("registering an exit handler failed: the process's exit will not wait for NCCL's aborts");
             }
         });
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn register() -> core::ffi::c_int {
+        // SAFETY: `at_exit` is a plain function that lives as long as the
+        // process and never unwinds (no unwrap; a poisoned lock is taken as
+        // it is); its argument is unused.
+        unsafe { on_exit(at_exit, std::ptr::null_mut()) }
+    }
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    fn register() -> core::ffi::c_int {
+        // SAFETY: as above.
+        unsafe { atexit(at_exit_wait) }
     }
 
     /// An abort left to its thread has returned, and what it held is released.
@@ -359,7 +391,30 @@ pub(crate) mod in_flight {
         *c.of(me)
     }
 
-    extern "C" fn at_exit() {
+    /// The exit handler (glibc): waits, then ends the process at once with
+    /// `status` if an abort still runs.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    extern "C" fn at_exit(status: core::ffi::c_int, _: *mut core::ffi::c_void) {
+        let left = wait(EXIT_WAIT);
+        if left > 0 {
+            log::error!(
+                "{left} ncclCommAbort call(s) left to their threads still running {EXIT_WAIT:?} into the process's exit: ending it now with status {status}, without the rest of its exit handlers and library destructors (NCCL's thread would run on a CUDA runtime they destroy)"
+            );
+            // SAFETY: `fflush(NULL)` flushes every C stdio stream; `_exit`
+            // ends the process without returning, which an exit handler may
+            // do. No Rust state is left half-done: this thread is inside
+            // `exit`, and Rust's own stdout was flushed before it (or, after
+            // `std::process::exit`, is never flushed anyway).
+            unsafe {
+                fflush(std::ptr::null_mut());
+                _exit(status);
+            }
+        }
+    }
+
+    /// The exit handler elsewhere: waits only.
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    extern "C" fn at_exit_wait() {
         let _ = wait(EXIT_WAIT);
     }
 }
@@ -614,40 +669,95 @@ mod tests {
     use std::sync::{Arc, mpsc};
     use std::time::Duration;
 
-    /// The process's exit waits for an abort left to its thread, and for
-    /// what runs after it (a child process of this test binary exits while
-    /// one runs; the file its `done` writes must be there).
-    #[test]
-    fn exit_waits_for_aborts_left_to_their_threads() {
+    /// Where the child's earlier exit handler (standing for libnccl's
+    /// destructors, registered before any abort) writes its mark.
+    static MARK: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+    unsafe extern "C" {
+        fn atexit(f: extern "C" fn()) -> core::ffi::c_int;
+    }
+
+    extern "C" fn mark() {
+        if let Some(p) = MARK.get() {
+            let _ = std::fs::write(p, b"ran");
+        }
+    }
+
+    /// In a child process of this test binary (when `CHILD` is set): an
+    /// exit handler registered first, then an abort left to its thread that
+    /// takes `abort_ms`, whose `done` writes `<dir>/released`; then
+    /// `exit(7)`. In the parent: runs the child; returns its exit code, how
+    /// long it took, and whether `released` and the mark were written.
+    fn exit_with_abort_in_flight(test: &str, abort_ms: u64) -> (i32, Duration, bool, bool) {
         const CHILD: &str = "NCCL_RS_TEST_EXIT_WAIT_CHILD";
-        if let Some(path) = std::env::var_os(CHILD) {
-            let path = std::path::PathBuf::from(path);
+        if let Some(dir) = std::env::var_os(CHILD) {
+            let dir = std::path::PathBuf::from(dir);
+            MARK.set(dir.join("mark")).unwrap();
+            // SAFETY: `mark` is a plain function that never unwinds
+            assert_eq!(unsafe { atexit(mark) }, 0);
+            let released = dir.join("released");
             let r = bounded(
-                || std::thread::sleep(Duration::from_millis(600)),
+                move || std::thread::sleep(Duration::from_millis(abort_ms)),
                 Box::new(move || {
-                    let _ = std::fs::write(&path, b"released");
+                    let _ = std::fs::write(&released, b"released");
                 }),
                 Duration::from_millis(20),
             );
             assert_eq!(r.ok(), Some(false), "the abort was not left to its thread");
             std::process::exit(7);
         }
-        let path = std::env::temp_dir().join(format!("nccl-rs-exit-wait-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let dir = std::env::temp_dir().join(format!(
+            "nccl-rs-exit-wait-{}-{abort_ms}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let t0 = std::time::Instant::now();
         let status = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "--nocapture", "--test-threads=1"])
-            .arg("comm::close::tests::exit_waits_for_aborts_left_to_their_threads")
-            .env(CHILD, &path)
+            .arg(test)
+            .env(CHILD, &dir)
             .status()
             .unwrap();
-        let wrote = std::fs::read(&path).ok();
-        let _ = std::fs::remove_file(&path);
-        assert_eq!(status.code(), Some(7), "the child's own exit code");
-        assert_eq!(
-            wrote.as_deref(),
-            Some(&b"released"[..]),
-            "exit did not wait"
+        let took = t0.elapsed();
+        let released = dir.join("released").exists();
+        let marked = dir.join("mark").exists();
+        let _ = std::fs::remove_dir_all(&dir);
+        (status.code().unwrap_or(-1), took, released, marked)
+    }
+
+    /// The process's exit waits for an abort left to its thread, and for
+    /// what runs after it, then finishes its exit as usual.
+    #[test]
+    fn exit_waits_for_aborts_left_to_their_threads() {
+        let (code, _, released, marked) = exit_with_abort_in_flight(
+            "comm::close::tests::exit_waits_for_aborts_left_to_their_threads",
+            600,
         );
+        assert_eq!(code, 7, "the child's own exit code");
+        assert!(released, "exit did not wait");
+        assert!(marked, "the rest of the exit did not run");
+    }
+
+    /// An abort still running after `EXIT_WAIT`: the process ends with its
+    /// own status then, without the exit handlers registered before the
+    /// abort was left (glibc), or after the wait alone (elsewhere).
+    #[test]
+    fn exit_ends_without_destructors_under_a_stuck_abort() {
+        let (code, took, released, marked) = exit_with_abort_in_flight(
+            "comm::close::tests::exit_ends_without_destructors_under_a_stuck_abort",
+            (in_flight::EXIT_WAIT * 4).as_millis() as u64,
+        );
+        assert_eq!(code, 7, "the child's own exit code");
+        assert!(took >= in_flight::EXIT_WAIT, "exit did not wait: {took:?}");
+        assert!(!released, "the abort cannot have returned");
+        assert!(
+            took < in_flight::EXIT_WAIT * 3,
+            "exit waited for the stuck abort: {took:?}"
+        );
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            assert!(!marked, "the earlier exit handler ran under the abort");
+        }
     }
 
     #[test]
