@@ -228,9 +228,11 @@ impl<'a> Call<'a> {
         if bytes == 0 {
             return Ok(());
         }
+        // the driver's copy runs in the current context: make it the stream's
+        self.stream.context().bind_to_thread()?;
         // SAFETY: both ranges lie in buffers the call has acquired (checked
-        // by the collective), on the stream's GPU, which is current (the
-        // funnel bound its context); the stream is borrowed, so alive.
+        // by the collective), on the stream's GPU, whose context was just
+        // made current; the stream is borrowed, so alive.
         unsafe {
             cudarc::driver::result::memcpy_dtod_async(
                 dst as usize as cu::CUdeviceptr,
