@@ -7,6 +7,8 @@
 //!
 //! - `ffi`: `ncclAllReduce` through the raw bindings on the `CudaSlice`
 //!   buffers' addresses, taken once: what a C loop pays, from this process;
+//!   `ffi-pool` the same on the `NcclBuffer`s' addresses (each safe call is
+//!   compared with the raw call on its own memory);
 //! - `slice-acq` / `stream-acq`: only acquiring the buffers, as a call does
 //!   (`device_ptr` of the input, `device_ptr_mut` of the output, both guards
 //!   dropped), with no NCCL call: the cost of the buffers' tracking
@@ -28,10 +30,11 @@ use crate::options::{self, Opts};
 use crate::timing::Rank;
 
 /// The timed columns, in their order in the report.
-const COLS: [&str; 5] = [
+const COLS: [&str; 6] = [
     "ffi",
     "slice-acq",
     "slice-call",
+    "ffi-pool",
     "stream-acq",
     "stream-call",
 ];
@@ -117,12 +120,15 @@ pub fn run(o: &Opts, rank: &Rank, rounds: usize) -> nccl::Result<()> {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        let [ffi, sa, sc, pa, pc] = [0, 1, 2, 3, 4].map(mid);
-        outln!("# median over sizes: ffi {ffi:.3} us");
-        for (name, acq, call) in [("CudaSlice", sa, sc), ("NcclBuffer (pool)", pa, pc)] {
+        let [ffi, sa, sc, fp, pa, pc] = [0, 1, 2, 3, 4, 5].map(mid);
+        outln!("# median over sizes: ffi {ffi:.3} us, ffi-pool {fp:.3} us");
+        for (name, ffi, acq, call) in [
+            ("CudaSlice", ffi, sa, sc),
+            ("NcclBuffer (pool)", fp, pa, pc),
+        ] {
             outln!(
-                "# {name}: call {call:.3} us = x{:.3} of ffi; acquiring the buffers {acq:.3} us, \
-                 the library's checks and funnel {:.3} us",
+                "# {name}: call {call:.3} us = x{:.3} of ffi on the same buffers; acquiring the \
+                 buffers {acq:.3} us, the library's checks and funnel {:.3} us",
                 call / ffi,
                 call - ffi - acq
             );
@@ -160,12 +166,16 @@ fn one(
     b: &mut Bufs,
 ) -> nccl::Result<()> {
     match col {
-        0 => {
-            let (s, d) = b.raw;
+        0 | 3 => {
+            let (s, d) = match col {
+                0 => b.raw,
+                _ => (b.pool.0.as_raw(), b.pool.1.as_raw()),
+            };
             // SAFETY: both addresses are of live buffers of n f32 (held by
             // `b` for the whole call) on the communicator's GPU; they do not
             // overlap; the call is enqueued on the stream every other use of
-            // these buffers is on, so cudarc's ordering is unaffected.
+            // these buffers is on (the NcclBuffers' home), so neither
+            // cudarc's ordering nor the library's is affected.
             let r = unsafe {
                 nccl::sys::ncclAllReduce(
                     s as usize as *const core::ffi::c_void,
@@ -189,7 +199,7 @@ fn one(
             Ok(())
         }
         2 => comm.all_reduce(&b.slice.0, &mut b.slice.1, ReduceOp::Sum, &**stream),
-        3 => {
+        4 => {
             let (_, g1) = b.pool.0.device_ptr(stream);
             let (_, g2) = b.pool.1.device_ptr_mut(stream);
             drop((g1, g2));
