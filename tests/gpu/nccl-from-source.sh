@@ -46,7 +46,8 @@
 #                    (runtime-load build), invalid accesses only
 # Each run checks that the library it reports is VERSION (the suite prints it).
 #
-# Environment: STATIC_TGZ, WORK (build folder, default /tmp/nccl-src), LOG (logs, default
+# Environment: STATIC_TGZ, STATIC_MIN (the minor release of the header it was
+# recorded on, default 28), WORK (build folder, default /tmp/nccl-src), LOG (logs, default
 # $WORK/log-VERSION), JOBS (16), GENCODE, REBUILD=1 (build again although a
 # build of VERSION is there), SANITIZE=1, FAULTS_QUICK (default
 # allreduce,kill,never-join,abort-thread,survive), ONLY (names of the steps
@@ -64,6 +65,8 @@ CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 TGZ=.gpu/src/nccl-$VERSION.tar.gz
 # the static bundle: nccl_gpu's part (build.sh) if carried, else the whole
 STATIC_TGZ=${STATIC_TGZ:-$( [ -f .gpu/static-nccl_gpu.tar.gz ] && echo .gpu/static-nccl_gpu.tar.gz || echo .gpu/static.tar.gz)}
+# the minor release of the header STATIC_TGZ was recorded on (tests/gpu/build.sh: 2.28.3)
+STATIC_MIN=${STATIC_MIN:-28}
 SRC=$WORK/nccl-$VERSION
 LIB=$SRC/build/lib
 export NCCL_RS_REQUIRE_GPU=1
@@ -282,7 +285,7 @@ else skip dyn-nccl_gpu "not in ONLY"; fi
 # 7. the static build, linked here against the new libnccl_static.a
 sbin=
 if ! wanted static-link && ! wanted static-nccl_gpu; then skip static-link "not in ONLY"
-elif ! at_least 28; then skip static-link "recorded on the 2.28.3 header: needs NCCL 2.28+"
+elif ! at_least "$STATIC_MIN"; then skip static-link "$STATIC_TGZ was recorded on a 2.$STATIC_MIN header: needs NCCL 2.$STATIC_MIN+"
 elif [ ! -f "$LIB/libnccl_static.a" ]; then skip static-link "no libnccl_static.a (a prebuilt library brings only libnccl.so)"
 else
   if [ ! -f "$STATIC_TGZ" ]; then skip static-link "no $STATIC_TGZ"; else
