@@ -776,7 +776,7 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
             // SAFETY: as above.
             let mut wb = unsafe { comm.window_register(b, true) }.map_err(e2s)?;
             env.stream
-                .memset_zeros(wb.get_mut())
+                .memset_zeros(&mut wb)
                 .map_err(|e| e.to_string())?;
             comm.all_reduce(&wa, &mut wb, ReduceOp::Sum, env.stream)
                 .map_err(e2s)?;

@@ -98,7 +98,10 @@
 //!
 //! Limits. With event tracking off nothing is tracked, as for cudarc's own
 //! buffers: cudarc's unsafe `disable_event_tracking` leaves the ordering to
-//! the program. Before a context makes its first stream it does not track
+//! the program. A context also stops tracking when the last stream of its
+//! own is dropped (cudarc counts them); uses on other streams that are still
+//! pending in the buffer's events are not forgotten then: a later read waits
+//! for a pending foreign write, and a later write for every pending use. Before a context makes its first stream it does not track
 //! either; cudarc's `new_stream` synchronizes the context when it makes that
 //! stream, which orders the uses made until then (`fork` only makes the new
 //! stream wait for its parent), as for cudarc's own buffers. A guard is cudarc's `SyncOnDrop`, which skips its record when
@@ -113,6 +116,7 @@
 
 use std::marker::PhantomData;
 use std::ops::{Bound, Range, RangeBounds};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cudarc::driver::{
@@ -188,6 +192,9 @@ pub enum Memory {
 struct Uses {
     home: Home,
     track: Mutex<Track>,
+    /// A use on another stream was tracked: an event may hold it still.
+    /// Read, without the lock, only by uses made with tracking off.
+    foreign: AtomicBool,
 }
 
 /// The home stream and the buffer's events (made on first need; their
@@ -217,7 +224,10 @@ impl<T: NcclType> NcclBuffer<T> {
     /// # Errors
     /// `InvalidArgument` for `len == 0` or a byte size that overflows;
     /// `Capturing` for [`Memory::Stream`] while `stream` captures a CUDA
-    /// graph (the allocation would become the graph's); `Unsupported` for
+    /// graph (the allocation would become the graph's); `Timeout` on the
+    /// per-thread default stream when the work queued there before does not
+    /// end within [`DROP_WAIT`] (the new memory is ordered after it by a
+    /// wait on the host there); `Unsupported` for
     /// [`Memory::Nccl`] before NCCL 2.19; NCCL's or CUDA's error (a device
     /// without memory pools answers CUDA's `CUDA_ERROR_NOT_SUPPORTED`).
     pub fn alloc_zeros_in(
@@ -301,6 +311,7 @@ impl<T: NcclType> NcclBuffer<T> {
                 },
                 // the zeroing or the copy is the first write, on home
                 track: Mutex::new(Track::new(!per_thread)),
+                foreign: AtomicBool::new(false),
             },
             _t: PhantomData,
         };
@@ -320,8 +331,28 @@ impl<T: NcclType> NcclBuffer<T> {
         }
         if per_thread {
             // no use counts as home on the per-thread stream (rule 5 of the
-            // module's source): the first write must be over before any use
-            stream.synchronize()?;
+            // module's source): the first write must be over before any use.
+            // Waited for at most DROP_WAIT: that stream may hold work that
+            // never ends (a collective on a dead peer); the buffer then
+            // goes (its drop leaks it if the stream is still busy)
+            let deadline = std::time::Instant::now() + DROP_WAIT;
+            loop {
+                // SAFETY: the stream is alive (borrowed).
+                let r = unsafe { cu::cuStreamQuery(stream.cu_stream()) };
+                match r {
+                    cu::CUresult::CUDA_SUCCESS => break,
+                    cu::CUresult::CUDA_ERROR_NOT_READY if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                    }
+                    cu::CUresult::CUDA_ERROR_NOT_READY => {
+                        return Err(Error::Timeout {
+                            op,
+                            after: DROP_WAIT,
+                        });
+                    }
+                    e => return Err(Error::Cuda(DriverError(e))),
+                }
+            }
         }
         Ok(buf)
     }
@@ -641,9 +672,18 @@ impl Uses {
     #[inline]
     fn read<'a>(&'a self, stream: &'a CudaStream) -> SyncOnDrop<'a> {
         let Some(on) = self.home.on(stream) else {
+            if self.foreign.load(Ordering::Acquire) {
+                // tracking stopped (the context's last stream of its own
+                // was dropped) while a foreign write may be pending
+                let mut t = self.track.lock().unwrap_or_else(PoisonError::into_inner);
+                t.untracked_read(&mut |a| self.home.act(a, stream));
+            }
             return SyncOnDrop::Record(None);
         };
         let mut t = self.track.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(on, On::Foreign { .. }) {
+            self.foreign.store(true, Ordering::Release);
+        }
         let after = t.read(on, &mut |a| self.home.act(a, stream));
         // built under the lock: a read sharing the slot finds the event made
         self.home.guard(after, stream)
@@ -653,13 +693,25 @@ impl Uses {
     /// in flight, and no lock is taken.
     #[inline]
     fn write<'a>(&'a mut self, stream: &'a CudaStream) -> SyncOnDrop<'a> {
-        let Some(on) = self.home.on(stream) else {
+        let Uses {
+            home,
+            track,
+            foreign,
+        } = self;
+        let home: &'a Home = home;
+        let Some(on) = home.on(stream) else {
+            if *foreign.get_mut() {
+                // tracking stopped while foreign uses may be pending: this
+                // write waits for them all, and nothing is pending after it
+                let t = track.get_mut().unwrap_or_else(PoisonError::into_inner);
+                t.untracked_write(&mut |a| home.act(a, stream));
+                *foreign.get_mut() = t.foreign_pending();
+            }
             return SyncOnDrop::Record(None);
         };
-        let Uses { home, track } = self;
         let t = track.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let home: &'a Home = home;
         let after = t.write(on, &mut |a| home.act(a, stream));
+        *foreign.get_mut() = t.foreign_pending();
         home.guard(after, stream)
     }
 
@@ -667,7 +719,7 @@ impl Uses {
     /// context's tracking says now; `false` if it cannot (the memory must
     /// then not be freed).
     fn join(&mut self, what: &str) -> bool {
-        let Uses { home, track } = self;
+        let Uses { home, track, .. } = self;
         let t = track.get_mut().unwrap_or_else(PoisonError::into_inner);
         let mut ok = true;
         t.join(&mut |a| {
@@ -726,12 +778,35 @@ fn drop_deadline() -> std::time::Instant {
 /// [`drop_deadline`]. `false` when it is still busy then (a collective
 /// hanging on a dead peer, say): the caller must not free the memory.
 fn quiesce(stream: &CudaStream, what: &str) -> bool {
+    // a capturing stream answers the query with an error, not with whether
+    // its work is done
+    match crate::mem::capturing(stream) {
+        Ok(false) => {}
+        Ok(true) => {
+            log::error!("{what}: the buffer's stream is capturing a CUDA graph; leaking it");
+            return false;
+        }
+        Err(e) => {
+            log::error!(
+                "{what}: cannot tell whether the buffer's stream captures ({e}); leaking it"
+            );
+            return false;
+        }
+    }
     let deadline = drop_deadline();
     loop {
         // SAFETY: the stream is alive (borrowed).
         let r = unsafe { cu::cuStreamQuery(stream.cu_stream()) };
-        if r != cu::CUresult::CUDA_ERROR_NOT_READY {
+        if r == cu::CUresult::CUDA_SUCCESS {
             return true;
+        }
+        if r != cu::CUresult::CUDA_ERROR_NOT_READY {
+            // only success says the work is done (a broken context answers
+            // every query with its error): leak rather than free under a use
+            log::error!(
+                "{what}: cannot tell whether the buffer's stream is idle ({r:?}); leaking it"
+            );
+            return false;
         }
         if std::time::Instant::now() >= deadline {
             log::error!("{what}: the buffer's stream is still busy past its deadline; leaking it");

@@ -362,9 +362,11 @@ impl<'c> SymmetricPool<'c> {
 impl Drop for SymmetricPool<'_> {
     /// Drops the free windows, which park with the communicator (its
     /// thread deregisters them); no buffer is out (they borrow the pool).
+    /// Those NCCL made no window for are freed here, waiting for their
+    /// streams [`DROP_WAIT`](crate::DROP_WAIT) in all, not each.
     fn drop(&mut self) {
         let free = std::mem::take(&mut self.inner.get_mut().free);
-        drop(free);
+        crate::mem::buffer::one_wait(|| drop(free));
     }
 }
 
@@ -462,7 +464,7 @@ impl<T> SymmetricBuffer<'_, T> {
             .as_mut()
             .expect("a live pooled buffer holds its slot")
             .win
-            .get_mut()
+            .buf_mut()
             .typed_mut(r)
     }
 
@@ -521,7 +523,7 @@ impl<T> DevicePtrMut<T> for SymmetricBuffer<'_, T> {
             .slot
             .as_mut()
             .expect("a live pooled buffer holds its slot");
-        DevicePtrMut::<u8>::device_ptr_mut(slot.win.get_mut(), stream)
+        DevicePtrMut::<u8>::device_ptr_mut(slot.win.buf_mut(), stream)
     }
 }
 

@@ -77,7 +77,7 @@ const POOL_REFUSED: crate::Version = crate::Version::new(2, 30, 3);
 ///
 /// It does not borrow its communicator, so an engine can keep both side by
 /// side, and it is `Send` when the buffer is. Dropping it never calls NCCL
-/// and never blocks: it *parks* the handle and the buffer with its
+/// and does not wait for NCCL: it *parks* the handle and the buffer with its
 /// communicator, whose own thread deregisters them (once the work queued on
 /// the buffer is done) and frees the memory at its next registration,
 /// [`Comm::release_parked`](crate::Comm::release_parked), [`Comm::deregister`](crate::Comm::deregister)
@@ -175,7 +175,12 @@ impl Comm {
     /// undefined behavior"), with the same counts, and, where NVLS is used,
     /// at the same offset within each rank's registration. A program whose
     /// ranks make the same calls on buffers registered the same way keeps
-    /// it.
+    /// it. NCCL registers whole pages (its `ncclRegFind` then matches any
+    /// buffer inside them): another buffer that shares a page with this one
+    /// (a neighbouring `CudaSlice` of the same pool, say) counts as
+    /// registered too while this registration lasts, and the promise covers
+    /// the calls given it as well. An [`NcclBuffer`](crate::NcclBuffer) of
+    /// `ncclMemAlloc` memory has its pages to itself.
     pub unsafe fn register<T: NcclType, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static>(
         &self,
         buf: B,
@@ -294,8 +299,11 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
             .as_ref()
             .expect("a live registration holds its buffer")
     }
-    /// The buffer, mutably.
-    pub fn get_mut(&mut self) -> &mut B {
+    /// The buffer, mutably: only inside the crate. A `&mut B` in safe code
+    /// could put another buffer in its place (`std::mem::replace`) and free
+    /// the registered one while NCCL still maps it; the registration itself
+    /// is the buffer's mutable access (it implements `DevicePtrMut`).
+    pub(crate) fn buf_mut(&mut self) -> &mut B {
         self.buf
             .as_mut()
             .expect("a live registration holds its buffer")
@@ -332,9 +340,16 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static> Parked for 
         let (_, g) = self.0.device_ptr_mut(&stream);
         drop(g);
         let _ = stream.context().bind_to_thread();
+        // a capturing stream answers the query with an error, not with
+        // whether its work is done: the registration stays parked
+        if crate::mem::capturing(&stream).unwrap_or(true) {
+            return false;
+        }
         // SAFETY: the stream is alive (an Arc held here).
         let r = unsafe { cu::cuStreamQuery(stream.cu_stream()) };
-        r != cu::CUresult::CUDA_ERROR_NOT_READY
+        // only success says the work is done; another error (a broken
+        // context) keeps it parked: leaked rather than released under a use
+        r == cu::CUresult::CUDA_SUCCESS
     }
 }
 
@@ -342,7 +357,9 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
     for Registration<T, B, K>
 {
     /// Parks the registration with its communicator (see the type's docs);
-    /// never calls NCCL, never blocks, never panics.
+    /// never calls NCCL, never panics. It blocks only where it frees the
+    /// buffer itself (NCCL made no window, or the communicator is closed):
+    /// as the buffer's own drop, at most [`DROP_WAIT`] for an `NcclBuffer`.
     fn drop(&mut self) {
         let Some(buf) = self.buf.take() else {
             return; // given back
@@ -388,7 +405,7 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
         &'a mut self,
         stream: &'a CudaStream,
     ) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
-        self.get_mut().device_ptr_mut(stream)
+        self.buf_mut().device_ptr_mut(stream)
     }
 }
 

@@ -219,6 +219,37 @@ impl Track {
         }
     }
 
+    /// Whether a use on another stream may still be pending in an event
+    /// (the write slot or a read slot).
+    pub(crate) fn foreign_pending(&self) -> bool {
+        self.fw || self.fr.iter().any(|s| *s != Slot::Free)
+    }
+
+    /// A read with tracking off (the context stopped tracking while uses
+    /// on other streams were pending): it waits for a pending foreign
+    /// write, and leaves every slot as it is.
+    pub(crate) fn untracked_read(&mut self, act: &mut impl FnMut(Act)) {
+        if self.fw {
+            act(Act::Waits(Ev::Write));
+        }
+    }
+
+    /// A write with tracking off (the buffer held exclusively): its stream
+    /// waits for every pending foreign use, whose slots it then frees, as a
+    /// foreign write would.
+    pub(crate) fn untracked_write(&mut self, act: &mut impl FnMut(Act)) {
+        if self.fw {
+            act(Act::Waits(Ev::Write));
+            self.fw = false;
+        }
+        for (i, s) in self.fr.iter_mut().enumerate() {
+            if *s != Slot::Free {
+                act(Act::Waits(Ev::Read(i)));
+                *s = Slot::Free;
+            }
+        }
+    }
+
     /// The home stream waits for every use on other streams (the buffer held
     /// exclusively): before a home write, and before the buffer is freed or
     /// deregistered (after which the host waits for the home stream).
@@ -512,6 +543,32 @@ mod tests {
         assert_eq!(afters[READ_SLOTS..], [After::Sync, After::Sync]);
         b.use_(0, On::Home, true).unwrap();
         b.drop_().unwrap();
+    }
+
+    /// Tracking stops while foreign uses are pending: a read then waits for
+    /// the pending write, a write for everything, which it then clears.
+    #[test]
+    fn uses_without_tracking_wait_for_pending_foreign_uses() {
+        let mut t = Track::new(true);
+        let mut acts = Vec::new();
+        let f = |k| On::Foreign {
+            key: Some(k),
+            recordable: true,
+        };
+        assert_eq!(t.write(f(7), &mut |_| ()), After::Record(Ev::Write));
+        assert_eq!(t.read(f(8), &mut |_| ()), After::Record(Ev::Read(0)));
+        assert!(t.foreign_pending());
+        t.untracked_read(&mut |a| acts.push(a));
+        assert_eq!(acts, [Act::Waits(Ev::Write)]);
+        assert!(t.foreign_pending(), "a read frees nothing");
+        acts.clear();
+        // a foreign write left no read slot; a read on 8 took slot 0
+        t.untracked_write(&mut |a| acts.push(a));
+        assert_eq!(acts, [Act::Waits(Ev::Write), Act::Waits(Ev::Read(0))]);
+        assert!(!t.foreign_pending());
+        acts.clear();
+        t.untracked_write(&mut |a| acts.push(a));
+        assert!(acts.is_empty(), "nothing left to wait for");
     }
 
     /// The foreign path's cost in the two patterns the docs describe.
