@@ -160,7 +160,10 @@ impl Comm {
     /// `stream`; until then, and until the peer's wait, the data is in
     /// flight. In a [`group`](crate::group), puts to different peers or
     /// contexts may complete in any order; to one peer and context, in
-    /// order.
+    /// order. The write at the peer is ordered against the peer's own uses
+    /// of `dst` by the signal alone, not by the buffers' tracking, also when
+    /// `peer` is this rank: read what a put brought only after
+    /// [`Comm::wait_signal`].
     ///
     /// # Errors
     /// `InvalidArgument` for `peer >= world`, an empty or out-of-bounds
