@@ -31,6 +31,12 @@ impl Comm {
     pub fn finalize(self) -> Result<()> {
         crate::base::thread::not_in_group("finalize")?;
         self.allow("finalize", CommOp::Finalize)?;
+        if self.linger.is_some() {
+            // may still be linked to its parent in NCCL (its creation's
+            // outcome was unclear): destroying it would free what the
+            // parent's abort writes; it is released after the parent
+            return self.abort();
+        }
         let _ = self.ctx.bind_to_thread();
         if self.state.get() == CommState::Revoked {
             // revoked and settled: nothing to flush, and finalize after
@@ -66,9 +72,15 @@ impl Comm {
     /// NCCL's error from aborting (the communicator is gone either way; on
     /// NCCL 2.23 – 2.26.1 logged instead).
     pub fn abort(self) -> Result<()> {
+        let linger = self.linger.clone();
         let (raw, done) = self.into_parts();
         if raw.is_null() {
             return Ok(()); // already aborted
+        }
+        if let Some(parent) = linger {
+            // SAFETY: valid communicator, owned and not used afterwards.
+            unsafe { orphan(&parent, raw, done) };
+            return Ok(());
         }
         if abort_may_hang() || crate::base::thread::in_group() {
             // the abort may be left to a thread of its own, or runs on one
@@ -109,7 +121,7 @@ impl Comm {
         // SAFETY: null or valid, owned, used by this thread only (Comm is
         // !Sync, and not inside a group: checked above), and never used again
         // (now null).
-        unsafe { abort_raw(self.raw.replace(std::ptr::null_mut()), self.on_release()) };
+        unsafe { self.release_raw(self.raw.replace(std::ptr::null_mut())) };
         self.state.set(CommState::Aborted);
         self.abort.store(true, Ordering::Relaxed);
         Error::Aborted { op }
@@ -230,7 +242,10 @@ fn bounded(
             drop(left);
             theirs.cv.notify_all();
             if let Some(f) = done {
-                f();
+                // a panic in it must not keep the process's exit waiting
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+                    log::error!("releasing what an abort left to its thread held panicked");
+                }
             }
             if abandoned {
                 in_flight::returned();
@@ -305,7 +320,11 @@ pub(crate) mod in_flight {
             f: extern "C" fn(core::ffi::c_int, *mut core::ffi::c_void),
             arg: *mut core::ffi::c_void,
         ) -> core::ffi::c_int;
-        fn fflush(stream: *mut core::ffi::c_void) -> core::ffi::c_int;
+        static stdout: *mut core::ffi::c_void;
+        static stderr: *mut core::ffi::c_void;
+        fn ftrylockfile(stream: *mut core::ffi::c_void) -> core::ffi::c_int;
+        fn funlockfile(stream: *mut core::ffi::c_void);
+        fn fflush_unlocked(stream: *mut core::ffi::c_void) -> core::ffi::c_int;
         fn _exit(status: core::ffi::c_int) -> !;
     }
 
@@ -354,7 +373,7 @@ pub(crate) mod in_flight {
     fn register() -> core::ffi::c_int {
         // SAFETY: `at_exit` is a plain function that lives as long as the
         // process and never unwinds (no unwrap; a poisoned lock is taken as
-        // it is); its argument is unused.
+        // it is; the logger's call is caught); its argument is unused.
         unsafe { on_exit(at_exit, std::ptr::null_mut()) }
     }
 
@@ -396,19 +415,31 @@ pub(crate) mod in_flight {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     extern "C" fn at_exit(status: core::ffi::c_int, _: *mut core::ffi::c_void) {
         let left = wait(EXIT_WAIT);
-        if left > 0 {
+        if left == 0 {
+            return;
+        }
+        // the logger is the program's: a panic in it (a thread-local it
+        // uses is already gone by now, say) must not unwind out of here
+        let _ = std::panic::catch_unwind(|| {
             log::error!(
                 "{left} ncclCommAbort call(s) left to their threads still running {EXIT_WAIT:?} into the process's exit: ending it now with status {status}, without the rest of its exit handlers and library destructors (NCCL's thread would run on a CUDA runtime they destroy)"
             );
-            // SAFETY: `fflush(NULL)` flushes every C stdio stream; `_exit`
-            // ends the process without returning, which an exit handler may
-            // do. No Rust state is left half-done: this thread is inside
-            // `exit`, and Rust's own stdout was flushed before it (or, after
-            // `std::process::exit`, is never flushed anyway).
-            unsafe {
-                fflush(std::ptr::null_mut());
-                _exit(status);
+        });
+        // SAFETY: `stdout` and `stderr` are glibc's streams, valid for the
+        // process's life; each is flushed only if its lock is free (another
+        // thread may hold it forever, in a blocked write say: then its
+        // buffered output is lost rather than the exit hung). `_exit` ends
+        // the process without returning, which an exit handler may do; Rust's
+        // own stdout was flushed before `exit` was called (after `main`, and
+        // by `std::process::exit`).
+        unsafe {
+            for f in [stdout, stderr] {
+                if ftrylockfile(f) == 0 {
+                    fflush_unlocked(f);
+                    funlockfile(f);
+                }
             }
+            _exit(status);
         }
     }
 
@@ -458,14 +489,116 @@ impl Comm {
     /// that both outlive an abort left to a thread of its own.
     fn on_release(&self) -> impl FnOnce() + Send + use<> {
         let (registry, ctx, name) = (self.registry.clone(), self.ctx.clone(), self.name.clone());
+        let orphans = self.orphans.clone();
         move || {
             if let Err(e) = ctx.bind_to_thread() {
                 log::warn!("freeing a communicator's registrations without its CUDA context: {e}");
             }
             registry.close();
+            // NCCL no longer writes through this communicator: its
+            // children that waited for that are aborted now
+            release_orphans(&orphans);
             drop(ctx);
             drop(name);
         }
+    }
+
+    /// Aborts `raw` (this communicator's handle, taken out of it) and then
+    /// runs [`Comm::on_release`]; for a child that may still be linked to
+    /// its parent, both wait for the parent's release instead ([`Orphans`]).
+    ///
+    /// # Safety
+    /// As [`abort_raw`].
+    unsafe fn release_raw(&self, raw: sys::ncclComm_t) {
+        match &self.linger {
+            // SAFETY: as the caller promises.
+            Some(parent) => unsafe { orphan(parent, raw, self.on_release()) },
+            // SAFETY: as the caller promises.
+            None => unsafe {
+                abort_raw(raw, self.on_release());
+            },
+        }
+    }
+}
+
+/// The children of a communicator whose abort must come after its own.
+///
+/// While a child's creation (split, shrink) has not succeeded, NCCL keeps a
+/// pointer to the child's abort flag in the parent (`childAbortFlag`, set by
+/// `ncclCommSplit`/`ncclCommShrink` and cleared only when the child's
+/// initialization succeeds: `init.cc`, every supported release), and the
+/// parent's abort writes through it (`setCommAbortFlags`; NCCL's group jobs
+/// copy it too). Aborting such a child frees that flag, so the parent's
+/// later abort would write freed memory. A child that failed, or whose
+/// outcome NCCL left unclear, is therefore handed to its parent's list, and
+/// aborted once the parent's own abort or destroy has returned (its
+/// [`Comm::on_release`]); after that, a child handed over is aborted at
+/// once. A parent whose abort never returns (left to its thread) never
+/// releases them: they are leaked, as that parent is.
+#[derive(Default)]
+pub(crate) struct Orphans {
+    /// The parent has been released: abort at once.
+    closed: bool,
+    /// The aborts waiting for it.
+    waiting: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+/// A communicator's [`Orphans`], shared with its children.
+pub(crate) type OrphanList = Arc<std::sync::Mutex<Orphans>>;
+
+impl std::fmt::Debug for Orphans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orphans")
+            .field("closed", &self.closed)
+            .field("waiting", &self.waiting.len())
+            .finish()
+    }
+}
+
+/// Hands `raw`, a child of the communicator that owns `list`, to that list
+/// (see [`Orphans`]): aborted, then `done` run, once the parent has been
+/// released, or now if it already has been. A null `raw` aborts nothing
+/// (`done` is dropped unrun, as [`abort_raw`] does).
+///
+/// # Safety
+/// As [`abort_raw`].
+pub(crate) unsafe fn orphan(
+    list: &OrphanList,
+    raw: sys::ncclComm_t,
+    done: impl FnOnce() + Send + 'static,
+) {
+    if raw.is_null() {
+        return;
+    }
+    let owned = Owned(raw);
+    let job = move || {
+        let owned = owned;
+        // SAFETY: the caller's promises moved here with the handle.
+        unsafe { abort_raw(owned.0, done) };
+    };
+    defer_or_run(list, Box::new(job));
+}
+
+/// Adds `job` to the list, or runs it now if the list is closed.
+fn defer_or_run(list: &OrphanList, job: Box<dyn FnOnce() + Send>) {
+    let mut l = list.lock().unwrap_or_else(|p| p.into_inner());
+    if l.closed {
+        drop(l);
+        job();
+    } else {
+        l.waiting.push(job);
+    }
+}
+
+/// Closes the list and runs what waited in it, in order.
+fn release_orphans(list: &OrphanList) {
+    let waiting = {
+        let mut l = list.lock().unwrap_or_else(|p| p.into_inner());
+        l.closed = true;
+        std::mem::take(&mut l.waiting)
+    };
+    for job in waiting {
+        job();
     }
 }
 
@@ -568,7 +701,7 @@ impl Drop for Comm {
         // group cannot be dropped (the group borrows it until its end); one
         // dropped while another group is open is aborted outside it
         // (`abort_raw`).
-        unsafe { abort_raw(self.raw.replace(std::ptr::null_mut()), self.on_release()) };
+        unsafe { self.release_raw(self.raw.replace(std::ptr::null_mut())) };
     }
 }
 
@@ -758,6 +891,40 @@ mod tests {
         if cfg!(all(target_os = "linux", target_env = "gnu")) {
             assert!(!marked, "the earlier exit handler ran under the abort");
         }
+    }
+
+    /// A child handed to its parent's list waits for the parent's release,
+    /// then goes in order; once the parent is released, at once.
+    #[test]
+    fn orphans_wait_for_their_parent_release() {
+        let list = super::OrphanList::default();
+        let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for i in 0..3 {
+            let r = ran.clone();
+            super::defer_or_run(&list, Box::new(move || r.lock().unwrap().push(i)));
+        }
+        assert!(
+            ran.lock().unwrap().is_empty(),
+            "ran before the parent's release"
+        );
+        super::release_orphans(&list);
+        assert_eq!(*ran.lock().unwrap(), vec![0, 1, 2]);
+        let r = ran.clone();
+        super::defer_or_run(&list, Box::new(move || r.lock().unwrap().push(3)));
+        assert_eq!(
+            *ran.lock().unwrap(),
+            vec![0, 1, 2, 3],
+            "after the release: at once"
+        );
+        // a null child aborts nothing and drops what would run after it
+        let r = ran.clone();
+        // SAFETY: a null handle
+        unsafe {
+            super::orphan(&list, std::ptr::null_mut(), move || {
+                r.lock().unwrap().push(4)
+            })
+        };
+        assert_eq!(ran.lock().unwrap().len(), 4);
     }
 
     #[test]

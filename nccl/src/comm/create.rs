@@ -196,6 +196,8 @@ impl Comm {
             registry: Arc::default(),
             name: None,
             share: (false, false),
+            orphans: Arc::default(),
+            linger: None,
         }
     }
 

@@ -9,8 +9,8 @@ mod id;
 pub(crate) mod registry;
 pub(crate) mod wait;
 
-pub(crate) use close::abort_raw;
 pub use close::{AbortHandle, Watchdog};
+pub(crate) use close::{abort_raw, orphan};
 pub use config::Config;
 pub use id::{Bootstrap, UNIQUE_ID_BYTES, UniqueId};
 pub use wait::MAX_STUCK_CREATIONS;
@@ -81,6 +81,11 @@ pub struct Comm {
     pub(crate) name: Option<Arc<std::ffi::CString>>,
     /// Its config asked children to share its resources: (split, shrink).
     pub(crate) share: (bool, bool),
+    /// Its children whose abort must wait for its own (see [`close::Orphans`]).
+    pub(crate) orphans: close::OrphanList,
+    /// The parent's list, while this child may still be linked to its
+    /// parent in NCCL: its abort then waits for the parent's.
+    pub(crate) linger: Option<close::OrphanList>,
 }
 
 // SAFETY: NCCL ties a communicator to a GPU, not to a thread: any thread may
@@ -211,8 +216,14 @@ impl Comm {
         // `Drop` does nothing for a null handle (the registry stays open);
         // the context and the abort flag are released as usual.
         let raw = self.raw.replace(std::ptr::null_mut());
-        if let (false, Some(name)) = (raw.is_null(), &self.name) {
-            std::mem::forget(name.clone());
+        if !raw.is_null() {
+            // NCCL keeps pointers to the name, and the registrations parked
+            // with this communicator stay registered with the handle: the
+            // caller owns both with it, so neither is ever freed here
+            if let Some(name) = &self.name {
+                std::mem::forget(name.clone());
+            }
+            std::mem::forget(self.registry.clone());
         }
         raw
     }

@@ -531,22 +531,17 @@ impl Comm {
         // the child's name: the config's, else (NCCL copies the pointer)
         // the parent's
         let name = config.map_or_else(|| self.name.clone(), Config::name_handle);
-        let raw = self.settle_child(API, r, &slot, limit, stale, name)?;
+        let child = self.settle_child(API, r, &slot, limit, stale, name.clone())?;
         if let Some(s) = self.state.get().after(CommOp::Shrink(mode)) {
             self.state.set(s);
         }
-        if raw.is_null() {
+        if child.raw.is_null() {
             return Err(inconsistent(API, "NCCL made no communicator".into()));
         }
-        let mut comm = Comm::wrap(raw, self.ctx.clone(), 0, 0, blocking, timeout);
         // NCCL copies the parent's commName pointer into a child made
         // without a config
-        (comm.name, comm.share) = match config {
-            Some(c) => (c.name_handle(), c.sharing()),
-            None => (self.name.clone(), self.share),
-        };
-        comm.rank = comm.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
-        comm.world = comm.query("ncclCommCount", sys::ncclCommCount)? as usize;
+        let share = config.map_or(self.share, Config::sharing);
+        let comm = self.adopt_child(child, blocking, timeout, name, share)?;
         if Some(comm.rank) != ranks.new_rank(self.rank) || comm.world != ranks.world() {
             // dropping `comm` aborts it
             return Err(inconsistent(

@@ -7,9 +7,9 @@ use std::time::Duration;
 use crate::base::call::failure;
 use crate::base::error::{Error, Result};
 use crate::base::state::CommOp;
-use crate::comm::abort_raw;
 use crate::comm::wait::settle_state_raw;
 use crate::comm::{Comm, Config};
+use crate::comm::{abort_raw, orphan};
 use crate::sys;
 
 impl Comm {
@@ -63,7 +63,7 @@ impl Comm {
         let r =
             unsafe { sys::ncclCommSplit(self.raw.get(), color, key, slot.as_ptr(), &mut raw_cfg) };
         let nocolor = color == sys::NCCL_SPLIT_NOCOLOR;
-        let raw = self.settle_child(
+        let child = self.settle_child(
             "ncclCommSplit",
             r,
             &slot,
@@ -71,6 +71,7 @@ impl Comm {
             stale,
             config.name_handle(),
         )?;
+        let raw = child.raw;
         match (raw.is_null(), nocolor) {
             (true, true) => return Ok(None), // no color: no child
             (true, false) => {
@@ -85,8 +86,10 @@ impl Comm {
             }
             (false, true) => {
                 // SAFETY: a communicator NCCL made, owned by nobody else
-                // (taken out of the slot), never used again.
-                unsafe { abort_raw(raw, holds(&self.ctx, config.name_handle())) };
+                // (taken out of the slot), never used again; its abort waits
+                // for this communicator's (`Orphans`: how it stands in NCCL
+                // is unclear).
+                unsafe { orphan(&self.orphans, raw, holds(&self.ctx, config.name_handle())) };
                 return Err(Error::Nccl {
                     api: "ncclCommSplit",
                     code: crate::NcclCode::InternalError,
@@ -95,18 +98,13 @@ impl Comm {
             }
             (false, false) => {}
         }
-        let mut child = Comm::wrap(
-            raw,
-            self.ctx.clone(),
-            0,
-            0,
+        let child = self.adopt_child(
+            child,
             config.is_blocking(),
             config.timeout,
-        );
-        child.name = config.name_handle();
-        child.share = config.sharing();
-        child.rank = child.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
-        child.world = child.query("ncclCommCount", sys::ncclCommCount)? as usize;
+            config.name_handle(),
+            config.sharing(),
+        )?;
         Ok(Some(child))
     }
 
@@ -138,7 +136,7 @@ impl Comm {
         limit: Option<Duration>,
         stale: Option<sys::ncclResult_t>,
         name: Option<std::sync::Arc<std::ffi::CString>>,
-    ) -> Result<sys::ncclComm_t> {
+    ) -> Result<Child> {
         let polled = r == sys::ncclResult_t::ncclInProgress;
         let end = if polled {
             // SAFETY: a live communicator of this thread (Comm is !Sync).
@@ -162,17 +160,65 @@ impl Comm {
             r
         };
         let child = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
-        // a polled state may be the old error; a returned one is the call's
-        if end == sys::ncclResult_t::ncclSuccess || (polled && Some(end) == stale) {
-            return Ok(child);
+        if end == sys::ncclResult_t::ncclSuccess {
+            return Ok(Child {
+                raw: child,
+                unclear: false,
+            });
+        }
+        // a polled state may be the old error, not the job's: the child is
+        // taken, but it may have failed (see `Child::unclear`)
+        if polled && Some(end) == stale {
+            return Ok(Child {
+                raw: child,
+                unclear: true,
+            });
         }
         // SAFETY: null or the (failed) child NCCL made, owned by nobody else
-        // (taken out of `slot`), never used again.
-        unsafe { abort_raw(child, holds(&self.ctx, name)) };
+        // (taken out of `slot`), never used again. Its abort waits for this
+        // communicator's (`Orphans`): NCCL still points here to its flag.
+        unsafe { orphan(&self.orphans, child, holds(&self.ctx, name)) };
         let e = failure(api, end, self.raw.get());
         self.fail();
         Err(e)
     }
+
+    /// Takes `child` (made by [`Comm::settle_child`] from this communicator)
+    /// as a `Comm`: its rank and size asked, its abort waiting for this
+    /// communicator's while its creation's outcome is unclear ([`Orphans`]):
+    /// always until its rank and size are known, and for good when
+    /// `Child::unclear`.
+    ///
+    /// [`Orphans`]: crate::comm::close::Orphans
+    pub(crate) fn adopt_child(
+        &self,
+        child: Child,
+        blocking: bool,
+        timeout: Option<Duration>,
+        name: Option<std::sync::Arc<std::ffi::CString>>,
+        share: (bool, bool),
+    ) -> Result<Comm> {
+        let mut c = Comm::wrap(child.raw, self.ctx.clone(), 0, 0, blocking, timeout);
+        (c.name, c.share) = (name, share);
+        c.linger = Some(self.orphans.clone());
+        c.rank = c.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
+        c.world = c.query("ncclCommCount", sys::ncclCommCount)? as usize;
+        if !child.unclear {
+            c.linger = None;
+        }
+        Ok(c)
+    }
+}
+
+/// A child NCCL made, from [`Comm::settle_child`].
+pub(crate) struct Child {
+    /// Null: none was made.
+    pub(crate) raw: sys::ncclComm_t,
+    /// Taken although the parent's state showed an error: the one it had
+    /// before the call (which NCCL may keep reporting after a job that
+    /// succeeded), or the job's own, the same. Such a child may have failed
+    /// its creation and still be linked to its parent.
+    pub(crate) unclear: bool,
 }
 
 impl Comm {
