@@ -185,11 +185,9 @@ impl Comm {
 
     /// Takes `child` (made by [`Comm::settle_child`] from this communicator)
     /// as a `Comm`: its rank and size asked, its abort waiting for this
-    /// communicator's while its creation's outcome is unclear ([`Orphans`]):
-    /// always until its rank and size are known, and for good when
-    /// `Child::unclear`.
-    ///
-    /// [`Orphans`]: crate::comm::close::Orphans
+    /// communicator's while its creation's outcome is unclear (`Orphans`,
+    /// in `comm::close`): always until its rank and size are known, and for
+    /// good when `Child::unclear`.
     pub(crate) fn adopt_child(
         &self,
         child: Child,
