@@ -113,6 +113,17 @@
 //! nothing, so they can be captured into a CUDA graph with event tracking on,
 //! as long as no use on another stream is pending (its wait would reach
 //! outside the capture).
+//!
+//! Host waits without a deadline remain in three rare places, where no event
+//! can carry a use: a fifth reader stream while four others hold the read
+//! slots, a stream of a context object that does not track events (cudarc's
+//! guard records only on a tracking context), and an event that cannot be
+//! made or recorded (a failing driver). There the use's guard waits for its
+//! stream on the host once the use is enqueued (cudarc's `SyncOnDrop::Sync`),
+//! so a collective that never ends (a dead peer) keeps that thread waiting.
+//! More slots could not carry such reads soundly: cudarc's guard records its
+//! event only when dropped, so two streams cannot share one event while
+//! their uses may still be in flight.
 
 use std::marker::PhantomData;
 use std::ops::{Bound, Range, RangeBounds};
