@@ -63,7 +63,11 @@
 //! `begin_capture`/`end_capture` and replayed. CUDA refuses, inside a
 //! capture, a wait on an event recorded outside it, which is what cudarc's
 //! tracking does: capture collectives on buffers made while event tracking
-//! was off (as for any cudarc work in a graph).
+//! was off (as for any cudarc work in a graph). In a capture NCCL registers
+//! the buffers of the collectives itself (`NCCL_GRAPH_REGISTER`, on by
+//! default), so peers may then write them directly, sized by their own
+//! counts: there, ranks that disagree on counts corrupt memory rather than
+//! data (README, "What every rank must agree on").
 //!
 //! # Symmetric memory
 //!

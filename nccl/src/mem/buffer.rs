@@ -330,8 +330,9 @@ impl<T: NcclType> NcclBuffer<T> {
             // SAFETY: the allocation just made holds `bytes`, on the stream's
             // GPU, and `data` as many (`len` of them). The copy only reads
             // `data`: from pageable memory it returns once read; from
-            // page-locked memory a later host write may still change what
-            // the GPU gets, never host memory (as cudarc's `memcpy_htod`).
+            // page-locked memory a later host write, or a free of it, may
+            // still change what the GPU gets, never host memory (as cudarc's
+            // `memcpy_htod`).
             Some(data) => unsafe {
                 cudarc::driver::result::memcpy_htod_async(buf.ptr, data, stream.cu_stream())
             }?,
