@@ -50,7 +50,9 @@ impl Comm {
             return Err(e);
         }
         let (raw, done) = self.into_parts();
-        // SAFETY: finalized, so destroy only frees local resources.
+        // SAFETY: a valid communicator, finalized (its operations are done),
+        // owned and not used afterwards; destroy frees it (from NCCL 2.31.2
+        // it may also wait at a barrier with the peers, see above).
         let r = unsafe { nccl!(ncclCommDestroy(raw)) };
         done();
         r
