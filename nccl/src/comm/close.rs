@@ -277,8 +277,10 @@ fn bounded(
     Ok(false)
 }
 
-/// The aborts left to their threads that have not returned yet, and what
-/// makes the process's exit wait for them.
+/// The aborts left to their threads that have not returned yet (and the
+/// blocking creations left so, `wait::within`, whose NCCL threads can run
+/// into the exit the same way), and what makes the process's exit wait for
+/// them.
 ///
 /// On NCCL 2.23 – 2.26.1 an abort left to its thread can return while the
 /// process exits. `exit` runs the destructors of the CUDA runtime linked
@@ -361,8 +363,9 @@ pub(crate) mod in_flight {
         COUNT.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An abort was left to its thread.
-    pub(super) fn left() {
+    /// An abort (or a blocking creation, `wait::within`) was left to its
+    /// thread.
+    pub(crate) fn left() {
         *count().of(std::process::id()) += 1;
         HOOK.call_once(|| {
             if register() != 0 {
@@ -385,8 +388,9 @@ pub(crate) mod in_flight {
         unsafe { atexit(at_exit_wait) }
     }
 
-    /// An abort left to its thread has returned, and what it held is released.
-    pub(super) fn returned() {
+    /// An abort (or creation) left to its thread has returned, and what it
+    /// held is released.
+    pub(crate) fn returned() {
         let mut c = count();
         let n = c.of(std::process::id());
         *n = n.saturating_sub(1);
@@ -424,7 +428,7 @@ pub(crate) mod in_flight {
         // uses is already gone by now, say) must not unwind out of here
         let _ = std::panic::catch_unwind(|| {
             log::error!(
-                "{left} ncclCommAbort call(s) left to their threads still running {EXIT_WAIT:?} into the process's exit: ending it now with status {status}, without the rest of its exit handlers and library destructors (NCCL's thread would run on a CUDA runtime they destroy)"
+                "{left} NCCL call(s) left to their threads (aborts, blocking creations) still running {EXIT_WAIT:?} into the process's exit: ending it now with status {status}, without the rest of its exit handlers and library destructors (NCCL's threads would run on a CUDA runtime they destroy)"
             );
         });
         // SAFETY: `stdout` and `stderr` are glibc's streams, valid for the

@@ -2,7 +2,7 @@
 //! ([`create`]), waiting for NCCL's own thread ([`wait`]) and close
 //! ([`close`]), with its configuration ([`Config`]) and unique id ([`UniqueId`]).
 
-mod close;
+pub(crate) mod close;
 mod config;
 mod create;
 mod id;

@@ -282,7 +282,7 @@ pub(crate) fn within<T: Send + 'static>(
         .name("nccl-init".into())
         .spawn(move || {
             let r = f();
-            {
+            let abandoned = {
                 let mut s = state2
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -290,9 +290,13 @@ pub(crate) fn within<T: Send + 'static>(
                 if s.1 {
                     STUCK.fetch_sub(1, Ordering::AcqRel);
                 }
-            }
+                s.1
+            };
             // nobody waits any more: the returned Comm drops here (aborts)
             let _ = tx.send(r);
+            if abandoned {
+                crate::comm::close::in_flight::returned();
+            }
         })
         .map_err(|e| Error::invalid(api, "thread", "a thread for the init", e.to_string()))?;
     match rx.recv_timeout(limit) {
@@ -305,6 +309,8 @@ pub(crate) fn within<T: Send + 'static>(
                 if !s.0 {
                     s.1 = true;
                     STUCK.fetch_add(1, Ordering::AcqRel);
+                    // NCCL's threads of it may run into the process's exit
+                    crate::comm::close::in_flight::left();
                     return Err(Error::Timeout {
                         op: api,
                         after: limit,
@@ -422,6 +428,8 @@ mod tests {
             assert!(matches!(e, Error::Timeout { .. }), "{e}");
         }
         assert_eq!(STUCK.load(Ordering::Acquire), MAX_STUCK_CREATIONS);
+        // the process's exit would wait for them (and end early past that)
+        assert!(crate::comm::close::in_flight::wait(Duration::ZERO) >= MAX_STUCK_CREATIONS);
         let t = std::time::Instant::now();
         let e = within(ms(20), "test", late(ms(1))).unwrap_err();
         assert!(
@@ -438,6 +446,11 @@ mod tests {
         // once NCCL lets go, creations run again
         std::thread::sleep(ms(800));
         assert_eq!(STUCK.load(Ordering::Acquire), 0);
+        assert_eq!(
+            crate::comm::close::in_flight::wait(ms(2000)),
+            0,
+            "no longer in flight for the exit"
+        );
         let e = within(ms(500), "test", late(ms(1))).unwrap_err();
         assert!(
             matches!(e, Error::InvalidArgument { op: "test", .. }),
