@@ -18,6 +18,9 @@
 //!
 //! - a non-blocking collective still in NCCL's hands at its timeout aborts
 //!   the communicator before its buffers are released (`nb-timeout`);
+//! - a blocking creation whose peer never comes returns `Timeout` at its
+//!   `Config::timeout`, and the process's exit then waits for NCCL's stuck
+//!   creation 2 s and ends with its own code (`stuck-create`);
 //! - NCCL 2.29+ (each says `NOT RUN` with the versions where this build's
 //!   header or the libnccl in use lacks the API): 2 ranks grow to 3 with a
 //!   joiner process (`Comm::grow`, `Comm::join`); suspend and resume with
@@ -27,8 +30,9 @@
 //!   with correct all_reduces.
 //!
 //! `FAULTS_ONLY=survive` (a comma-separated list of `allreduce`, `kill`,
-//! `never-join`, `abort-thread`, `nb-timeout`, `cycles`, `survive`, `grow`,
-//! `suspend`, `shrink-default`, `graph-mode`) runs only those checks.
+//! `never-join`, `abort-thread`, `nb-timeout`, `stuck-create`, `cycles`,
+//! `survive`, `grow`, `suspend`, `shrink-default`, `graph-mode`) runs only
+//! those checks.
 //!
 //! A custom harness: closes with `N passed, M failed`.
 
@@ -70,6 +74,32 @@ fn rank_main(scenario: &str) -> u8 {
     let rank: usize = std::env::var("RANK").unwrap().parse().unwrap();
     if scenario == "never-join" && rank == 2 {
         return OK; // this rank never shows up
+    }
+    if scenario == "stuck-create" {
+        // rank 0 of 2 alone, blocking, 2 s: rank 1 never comes
+        let t0 = Instant::now();
+        let made = CudaContext::new(0).map_err(Error::from).and_then(|ctx| {
+            let id = UniqueId::new()?;
+            let config = nccl::Config::new().timeout(Duration::from_secs(2));
+            Comm::init_rank_with(&ctx, 2, &id, 0, &config)
+        });
+        return match made {
+            Err(e @ Error::Timeout { .. }) => {
+                say(&format!(
+                    "rank {rank}: typed error after {:.1?}: {e}",
+                    t0.elapsed()
+                ));
+                TYPED_ERROR
+            }
+            Err(e) => {
+                say(&format!("rank {rank}: {e}"));
+                OTHER
+            }
+            Ok(_) => {
+                say(&format!("rank {rank}: made a communicator of 2 alone"));
+                OTHER
+            }
+        };
     }
     let t0 = Instant::now();
     let opts = match scenario {
@@ -696,12 +726,13 @@ fn main() -> ExitCode {
     if let Ok(s) = std::env::var("FAULTS_SCENARIO") {
         return ExitCode::from(rank_main(&s));
     }
-    const CHECKS: [&str; 11] = [
+    const CHECKS: [&str; 12] = [
         "allreduce",
         "kill",
         "never-join",
         "abort-thread",
         "nb-timeout",
+        "stuck-create",
         "cycles",
         "survive",
         "grow",
@@ -816,6 +847,27 @@ fn main() -> ExitCode {
             .all(|(_, c, t)| *c == Some(TYPED_ERROR as i32) && *t < Duration::from_secs(12));
         check(
             "a rank that never joins: the others fail within the deadline",
+            if ok {
+                Ok(format!("{res:?}"))
+            } else {
+                Err(format!("{res:?}"))
+            },
+        );
+    }
+
+    // a blocking creation stuck in NCCL at its timeout (2 s): the rank
+    // returns Timeout, and its exit waits 2 s for NCCL's creation, then ends
+    // with the rank's code (without that wait it would end at about 2 s)
+    if run("stuck-create") {
+        let kids = spawn("stuck-create", 2, &[0], free_port());
+        let res = reap(kids, Duration::from_secs(30));
+        let ok = res.iter().all(|(_, c, t)| {
+            *c == Some(TYPED_ERROR as i32)
+                && *t >= Duration::from_millis(3900)
+                && *t < Duration::from_secs(10)
+        });
+        check(
+            "a blocking creation stuck at its timeout: Timeout, then the exit waits 2 s for it",
             if ok {
                 Ok(format!("{res:?}"))
             } else {
