@@ -84,7 +84,10 @@ pub const MAX_REPLY_LEN: usize = 64 << 20;
 pub const MAX_KEYS_PER_QUERY: usize = 1024;
 /// Most bytes (keys, values and 64 bytes per entry) the server holds.
 pub const MAX_STORE_BYTES: usize = 64 << 20;
-/// Most connections the server keeps open.
+/// Most connections the server keeps open; fewer where the process may
+/// open fewer files: half its soft `RLIMIT_NOFILE` at bind time (at least
+/// 16), so that a flood of connections leaves the process descriptors for
+/// its own sockets and files.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Most bytes the server holds for all its connections together: requests
 /// not yet complete, answers not yet read, and what pending `WAIT`s wait for
@@ -99,7 +102,8 @@ const VALIDATE_LIMIT: Duration = Duration::from_secs(10);
 /// Most answer bytes queued for one client that does not read them: an
 /// answer that would queue more closes the connection before it is made.
 const MAX_OUTPUT: usize = 4 * MAX_VALUE_LEN;
-/// What a pending `WAIT` costs the server per key, besides the key.
+/// What a pending `WAIT` costs the server per key, besides the key (held
+/// twice: in the waiter lists and by its client).
 const WAIT_ENTRY: usize = 64;
 /// Buffers larger than this are given back once empty.
 const KEEP_BUFFER: usize = 64 * 1024;
@@ -314,7 +318,10 @@ impl TcpStore {
         Ok(r)
     }
 
-    /// Stores `value` under `key`.
+    /// Stores `value` under `key`. As PyTorch's client, it gets no answer:
+    /// a store that refuses the value (too large, or the store full) closes
+    /// the connection, which the next call reports. [`StoreBootstrap`]
+    /// checks that its value arrived.
     ///
     /// # Errors
     /// [`Error::Store`].
@@ -527,6 +534,19 @@ impl StoreBootstrap {
                     v.extend_from_slice(id.as_bytes());
                 }
                 self.store.set(&self.key, &v)?;
+                // `set` has no answer: make sure the store kept the ids
+                // (a full store closes the connection instead), so that the
+                // others do not wait until their deadline for nothing
+                if !self.store.check(&[&self.key])? {
+                    return Err(Error::Store {
+                        addr: self.store.addr().to_string(),
+                        op: format!(
+                            "set {}",
+                            crate::base::text::printable(self.key.as_bytes(), 80)
+                        ),
+                        reason: "the store did not keep the value".into(),
+                    });
+                }
                 Ok(ids)
             }
             (0, None) => Err(Error::invalid(
@@ -580,7 +600,7 @@ impl Bootstrap for StoreBootstrap {
 /// `GETNUMKEYS`, `APPEND`, `MULTI_GET` and `MULTI_SET`.
 ///
 /// Bounded in everything: one thread whatever the number of clients,
-/// [`MAX_CONNECTIONS`], keys of [`MAX_KEY_LEN`], values of
+/// [`MAX_CONNECTIONS`] (fewer under a low `RLIMIT_NOFILE`), keys of [`MAX_KEY_LEN`], values of
 /// [`MAX_VALUE_LEN`], [`MAX_STORE_BYTES`] of data in all, and
 /// [`MAX_CLIENT_BYTES`] held for the clients (unread answers, partial
 /// requests, pending waits). An answer is sized before it is made: one that
@@ -622,7 +642,13 @@ impl TcpStoreServer {
         let st = stop.clone();
         let thread = std::thread::Builder::new()
             .name("nccl-rs-tcpstore".into())
-            .spawn(move || Server::default().run(l, &st))
+            .spawn(move || {
+                Server {
+                    max_connections: connection_limit(),
+                    ..Server::default()
+                }
+                .run(l, &st)
+            })
             .map_err(|e| err(format!("cannot start its thread: {e}")))?;
         Ok(TcpStoreServer {
             addr: local,
@@ -655,6 +681,9 @@ struct Client {
     output: Vec<u8>,
     /// Keys of a pending WAIT that are still absent.
     awaiting: usize,
+    /// The keys that pending WAIT waits for (some may have come since): what
+    /// a cancel or a close takes out of [`Server::waiters`].
+    awaited: Vec<Vec<u8>>,
     /// What the pending WAIT costs (its absent keys and [`WAIT_ENTRY`] each).
     wait_bytes: usize,
     /// What this client counts for in [`Server::held`]: its buffers'
@@ -674,9 +703,34 @@ struct Server {
     bytes: usize,
     clients: HashMap<u64, Client>,
     next: u64,
-    waiters: HashMap<Vec<u8>, Vec<u64>>,
+    waiters: HashMap<Vec<u8>, HashSet<u64>>,
     /// Bytes held for all clients together (at most [`MAX_CLIENT_BYTES`]).
     held: usize,
+    /// Most clients at once ([`connection_limit`]).
+    max_connections: usize,
+}
+
+/// [`MAX_CONNECTIONS`], or half the soft `RLIMIT_NOFILE` (at least 16) if
+/// that is less.
+fn connection_limit() -> usize {
+    #[repr(C)]
+    struct Rlimit {
+        cur: u64,
+        max: u64,
+    }
+    unsafe extern "C" {
+        fn getrlimit(resource: core::ffi::c_int, rlim: *mut Rlimit) -> core::ffi::c_int;
+    }
+    const RLIMIT_NOFILE: core::ffi::c_int = 7; // Linux, every architecture NCCL runs on
+    let mut r = Rlimit { cur: 0, max: 0 };
+    // SAFETY: `r` is a valid out-pointer of the layout Linux's `getrlimit`
+    // writes (two `rlim_t`, 64-bit on the 64-bit targets this crate builds for).
+    if unsafe { getrlimit(RLIMIT_NOFILE, &mut r) } != 0 {
+        return MAX_CONNECTIONS;
+    }
+    usize::try_from(r.cur / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(16, MAX_CONNECTIONS)
 }
 
 /// Why a request could not be taken from the input yet.
@@ -797,8 +851,7 @@ impl Server {
         let mut backoff = Duration::from_millis(5);
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            self.clients
-                .retain(|_, c| c.validated || now.duration_since(c.accepted) < VALIDATE_LIMIT);
+            self.expire(now);
             let accepting = pause.is_none_or(|t| now >= t);
             let ids: Vec<u64> = self.clients.keys().copied().collect();
             let ready = {
@@ -838,7 +891,7 @@ impl Server {
                                 continue;
                             }
                             let _ = s.set_nodelay(true);
-                            if self.clients.len() >= MAX_CONNECTIONS && !self.evict() {
+                            if self.clients.len() >= self.max_connections && !self.evict() {
                                 continue; // full of validated clients: refuse this one
                             }
                             self.next += 1;
@@ -851,6 +904,7 @@ impl Server {
                                     input: Vec::new(),
                                     output: Vec::new(),
                                     awaiting: 0,
+                                    awaited: Vec::new(),
                                     wait_bytes: 0,
                                     held: 0,
                                 },
@@ -872,6 +926,20 @@ impl Server {
         }
     }
 
+    /// Closes the connections that have not validated within
+    /// [`VALIDATE_LIMIT`], giving back what they held.
+    fn expire(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.validated && now.duration_since(c.accepted) >= VALIDATE_LIMIT)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in late {
+            self.close(i);
+        }
+    }
+
     /// Closes the oldest connection that has not validated; whether there
     /// was one.
     fn evict(&mut self) -> bool {
@@ -890,18 +958,30 @@ impl Server {
     fn close(&mut self, id: u64) {
         if let Some(c) = self.clients.remove(&id) {
             self.held -= c.held;
-            if c.awaiting > 0 {
-                self.unwait(id);
-            }
+            self.forget_waits(id, c.awaited);
         }
     }
 
-    /// Forgets the pending WAIT of client `id` in the waiter lists.
+    /// Forgets the pending WAIT of client `id` in the waiter lists: only
+    /// its own keys are visited.
     fn unwait(&mut self, id: u64) {
-        self.waiters.retain(|_, v| {
-            v.retain(|&w| w != id);
-            !v.is_empty()
-        });
+        let keys = self
+            .clients
+            .get_mut(&id)
+            .map(|c| std::mem::take(&mut c.awaited))
+            .unwrap_or_default();
+        self.forget_waits(id, keys);
+    }
+
+    fn forget_waits(&mut self, id: u64, keys: Vec<Vec<u8>>) {
+        for k in keys {
+            if let Some(w) = self.waiters.get_mut(&k) {
+                w.remove(&id);
+                if w.is_empty() {
+                    self.waiters.remove(&k);
+                }
+            }
+        }
     }
 
     /// Brings [`Server::held`] up to date with client `id`'s buffers, giving
@@ -1047,6 +1127,7 @@ impl Server {
                 c.awaiting = c.awaiting.saturating_sub(1);
                 if c.awaiting == 0 {
                     c.wait_bytes = 0;
+                    c.awaited = Vec::new();
                     // one byte past the budget at most, given back at once
                     c.output.push(STOP_WAITING);
                     self.reaccount(w);
@@ -1154,16 +1235,19 @@ impl Server {
                     }
                     self.out(id).push(STOP_WAITING);
                 } else {
-                    let cost: usize = absent.iter().map(|k| k.len() + WAIT_ENTRY).sum();
+                    // each key is held twice: in the waiter lists and by the client
+                    let cost: usize = absent.iter().map(|k| 2 * k.len() + WAIT_ENTRY).sum();
                     if !self.answer_room(id, 1) || !self.room(id, cost) {
                         return false;
                     }
-                    let c = self.clients.get_mut(&id).expect("live client");
-                    c.awaiting = absent.len();
-                    c.wait_bytes = cost;
-                    for k in absent {
-                        self.waiters.entry(k.to_vec()).or_default().push(id);
+                    let keys: Vec<Vec<u8>> = absent.into_iter().map(<[u8]>::to_vec).collect();
+                    for k in &keys {
+                        self.waiters.entry(k.clone()).or_default().insert(id);
                     }
+                    let c = self.clients.get_mut(&id).expect("live client");
+                    c.awaiting = keys.len();
+                    c.wait_bytes = cost;
+                    c.awaited = keys;
                     self.reaccount(id);
                 }
             }
@@ -1225,16 +1309,119 @@ impl Server {
                     return false;
                 }
                 let c = self.clients.get_mut(&id).expect("live client");
-                let waiting = c.awaiting > 0;
                 c.awaiting = 0;
                 c.wait_bytes = 0;
-                if waiting {
-                    self.unwait(id);
-                }
+                self.unwait(id);
                 self.out(id).push(WAIT_CANCELED);
             }
         }
         self.reaccount(id);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server with `n` clients on real (local) sockets; the accepted ends.
+    fn server_with(n: usize) -> (Server, Vec<TcpStream>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut server = Server {
+            max_connections: MAX_CONNECTIONS,
+            ..Server::default()
+        };
+        let mut ends = Vec::new();
+        for _ in 0..n {
+            ends.push(TcpStream::connect(l.local_addr().unwrap()).unwrap());
+            let (s, _) = l.accept().unwrap();
+            server.next += 1;
+            server.clients.insert(
+                server.next,
+                Client {
+                    s,
+                    accepted: Instant::now(),
+                    validated: false,
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    awaiting: 0,
+                    awaited: Vec::new(),
+                    wait_bytes: 0,
+                    held: 0,
+                },
+            );
+        }
+        (server, ends)
+    }
+
+    /// A client dropped for not validating in time gives back what its
+    /// partial request held: the budget of all clients does not leak.
+    #[test]
+    fn late_clients_give_back_what_they_held() {
+        let (mut server, _ends) = server_with(2);
+        for c in server.clients.values_mut() {
+            c.input.resize(1 << 20, 0); // a request not yet complete
+        }
+        for id in [1, 2] {
+            server.reaccount(id);
+        }
+        assert!(server.held >= 2 << 20);
+        server.clients.get_mut(&2).unwrap().validated = true;
+        server.expire(Instant::now() + VALIDATE_LIMIT);
+        assert!(!server.clients.contains_key(&1), "the late client stays");
+        assert!(server.clients.contains_key(&2), "a validated client went");
+        let left: usize = server.clients.values().map(|c| c.held).sum();
+        assert_eq!(server.held, left, "the server's count leaked");
+    }
+
+    /// A store that drops the ids rank 0 publishes (a full store closes the
+    /// connection instead of answering, `SET` has no answer): rank 0 gets
+    /// `Error::Store` at once, not the others a wait until their deadline.
+    #[test]
+    fn a_publish_the_store_drops_is_an_error() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let fake = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut hello = [0u8; 10]; // VALIDATE magic, PING nonce
+            s.read_exact(&mut hello).unwrap();
+            s.write_all(&hello[6..10]).unwrap();
+            let mut set = [0u8; 1];
+            s.read_exact(&mut set).unwrap();
+            assert_eq!(set[0], SET);
+            // refused: closed without an answer
+        });
+        let store = TcpStore::connect(&addr, Duration::from_secs(5)).unwrap();
+        let mut b = StoreBootstrap::new(store, 0, 2, "ids").unwrap();
+        let id = UniqueId::from_bytes(&[7u8; UNIQUE_ID_BYTES]).unwrap();
+        let r = b.share_n_ids(1, Some(vec![id]));
+        assert!(matches!(r, Err(Error::Store { .. })), "{r:?}");
+        fake.join().unwrap();
+    }
+
+    /// A cancelled or closed WAIT takes out its own keys only; a key that
+    /// comes wakes the clients still waiting for it.
+    #[test]
+    fn waits_are_forgotten_per_client() {
+        let (mut server, _ends) = server_with(3);
+        for id in 1..=3 {
+            assert!(server.execute(id, Query::Validate(VALIDATION_MAGIC)));
+        }
+        assert!(server.execute(1, Query::Wait(vec![b"a", b"b"])));
+        assert!(server.execute(2, Query::Wait(vec![b"b", b"c"])));
+        assert!(server.execute(3, Query::Wait(vec![b"c"])));
+        assert_eq!(server.waiters[&b"b"[..]].len(), 2);
+        assert!(server.execute(2, Query::CancelWait));
+        assert_eq!(server.waiters[&b"b"[..]], HashSet::from([1]));
+        assert_eq!(server.waiters[&b"c"[..]], HashSet::from([3]));
+        assert!(!server.waiters.contains_key(&b"x"[..]));
+        assert!(server.store(b"c", b"v".to_vec()));
+        assert_eq!(server.clients[&3].awaiting, 0, "the key came: 3 is done");
+        assert!(!server.waiters.contains_key(&b"c"[..]));
+        server.close(1);
+        assert!(!server.waiters.contains_key(&b"a"[..]));
+        assert!(!server.waiters.contains_key(&b"b"[..]));
+        let held: usize = server.clients.values().map(|c| c.held).sum();
+        assert_eq!(server.held, held);
     }
 }
