@@ -583,3 +583,55 @@ fn a_library_that_fails_its_checks_is_not_left_loaded() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A libnccl in the working directory is not loaded through an empty or
+/// relative entry of `LD_LIBRARY_PATH`, nor through a relative
+/// `$VIRTUAL_ENV`: those steps say why they were skipped.
+#[test]
+fn a_library_in_the_working_directory_is_not_loaded() {
+    const CASE: &str = "a_library_in_the_working_directory_is_not_loaded";
+    if is_child(CASE) {
+        let dir = canon(&PathBuf::from(
+            std::env::var_os("NCCL_RS_TEST_DIR").unwrap(),
+        ));
+        if let Ok(info) = nccl::library::current() {
+            assert!(
+                !canon(&info.path).starts_with(&dir),
+                "loaded from the working directory: {}",
+                info.path.display()
+            );
+            return;
+        }
+        let tried = attempts();
+        let said = |place: &str, why: &str| {
+            tried
+                .iter()
+                .any(|a| a.place.starts_with(place) && a.outcome.contains(why))
+        };
+        assert!(
+            said("libnccl.so.2 on the loader path", "an empty entry"),
+            "{tried:?}"
+        );
+        assert!(
+            said("$VIRTUAL_ENV=venv", "not an absolute path"),
+            "{tried:?}"
+        );
+        return;
+    }
+    let dir = scratch("cwd-lib");
+    std::fs::copy(test_lib(), dir.join("libnccl.so.2")).unwrap();
+    let site = dir.join("venv/lib/python3.12/site-packages/nvidia/nccl/lib");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::copy(test_lib(), site.join("libnccl.so.2")).unwrap();
+    in_child_at(
+        CASE,
+        &[
+            ("LD_LIBRARY_PATH", std::ffi::OsStr::new("/nonexistent:")),
+            ("VIRTUAL_ENV", std::ffi::OsStr::new("venv")),
+            ("PATH", std::ffi::OsStr::new("/nonexistent")),
+            ("NCCL_RS_TEST_DIR", dir.as_os_str()),
+        ],
+        Some(&dir),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

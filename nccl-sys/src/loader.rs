@@ -318,9 +318,12 @@ impl std::error::Error for LoadError {}
 ///   open, else the search stops with that error); a `libnccl.so.2` or
 ///   `libnccl.so` that the process has loaded already (reused, never loaded
 ///   twice); `libnccl.so.2` and `libnccl.so` on the loader's search path
-///   (`LD_LIBRARY_PATH`, the cache, rpaths); `nvidia/nccl/lib/libnccl.so.2`
-///   in the site-packages of `$VIRTUAL_ENV`, of `$CONDA_PREFIX`, and of the
-///   `python3` on `PATH`. Finding none is [`LoadError::NotFound`] with every
+///   (`LD_LIBRARY_PATH`, the cache, rpaths; where `LD_LIBRARY_PATH` has an
+///   empty or relative entry, which would make the loader search the working
+///   directory, only its absolute folders, by full path);
+///   `nvidia/nccl/lib/libnccl.so.2` in the site-packages of `$VIRTUAL_ENV`,
+///   of `$CONDA_PREFIX` (absolute prefixes only), and of the `python3` on
+///   `PATH`. Finding none is [`LoadError::NotFound`] with every
 ///   place tried; that outcome is kept, so the search runs once, but a later
 ///   [`load`] may still succeed.
 ///
@@ -432,6 +435,7 @@ mod imp {
     use super::*;
     use std::ffi::{CString, OsStr};
     use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
     use std::sync::{Mutex, OnceLock};
     use std::time::{Duration, Instant};
 
@@ -519,6 +523,27 @@ mod imp {
         Ok(LOADED.get_or_init(|| lib))
     }
 
+    /// The first entry of an `LD_LIBRARY_PATH` value that makes the loader
+    /// search the working directory (an empty entry, or a relative one;
+    /// `$ORIGIN`-style entries name the program's folder and are not), as
+    /// the error text shows it; `None` for an unset or safe value.
+    pub(super) fn cwd_entry(value: Option<&OsStr>) -> Option<String> {
+        let bytes = value?.as_bytes();
+        if bytes.is_empty() {
+            return None;
+        }
+        bytes
+            .split(|&b| b == b':' || b == b';')
+            .find(|e| e.is_empty() || !(e.starts_with(b"/") || e.starts_with(b"$")))
+            .map(|e| {
+                if e.is_empty() {
+                    "an empty entry".to_string()
+                } else {
+                    format!("the relative entry {:?}", String::from_utf8_lossy(e))
+                }
+            })
+    }
+
     /// dlopen(`file`, flags) and the checks of [`Library::from_handle`].
     fn dlopen(file: &CStr, flags: i32, source: Source) -> Result<Library, String> {
         // SAFETY: file is NUL-terminated. Opening a library runs its
@@ -575,13 +600,46 @@ mod imp {
                 }),
             }
         }
-        for name in NAMES {
-            match dlopen(name, libc::RTLD_NOW | libc::RTLD_LOCAL, Source::LoaderPath) {
-                Ok(l) => return Ok(Some(l)),
-                Err(e) => tried.push(Attempt {
-                    place: format!("{} on the loader path", name.to_string_lossy()),
-                    outcome: e,
-                }),
+        match cwd_entry(std::env::var_os("LD_LIBRARY_PATH").as_deref()) {
+            None => {
+                for name in NAMES {
+                    match dlopen(name, libc::RTLD_NOW | libc::RTLD_LOCAL, Source::LoaderPath) {
+                        Ok(l) => return Ok(Some(l)),
+                        Err(e) => tried.push(Attempt {
+                            place: format!("{} on the loader path", name.to_string_lossy()),
+                            outcome: e,
+                        }),
+                    }
+                }
+            }
+            Some(entry) => {
+                // the loader would search the working directory: only the
+                // absolute folders of LD_LIBRARY_PATH, by full path
+                for name in NAMES {
+                    tried.push(Attempt {
+                        place: format!("{} on the loader path", name.to_string_lossy()),
+                        outcome: format!(
+                            "skipped: LD_LIBRARY_PATH has {entry}, which makes the loader search \
+                             the working directory (set NCCL_RS_LIBRARY, or remove that entry)"
+                        ),
+                    });
+                }
+                let path = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
+                for dir in std::env::split_paths(&path).filter(|d| d.is_absolute()) {
+                    for name in NAMES {
+                        let file = dir.join(OsStr::from_bytes(name.to_bytes()));
+                        if !file.is_file() {
+                            continue;
+                        }
+                        match open(file.as_os_str(), Source::LoaderPath) {
+                            Ok(l) => return Ok(Some(l)),
+                            Err(e) => tried.push(Attempt {
+                                place: format!("{} (LD_LIBRARY_PATH)", file.display()),
+                                outcome: e,
+                            }),
+                        }
+                    }
+                }
             }
         }
         let sites = env_site_packages(tried);
@@ -615,7 +673,8 @@ mod imp {
     }
 
     /// site-packages folders of `$VIRTUAL_ENV` and `$CONDA_PREFIX`, with the
-    /// variable that led to each.
+    /// variable that led to each (absolute prefixes only: a relative one
+    /// would name a folder of the working directory).
     fn env_site_packages(tried: &mut Vec<Attempt>) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
         for var in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
@@ -626,6 +685,15 @@ mod imp {
                 });
                 continue;
             };
+            if !Path::new(&prefix).is_absolute() {
+                tried.push(Attempt {
+                    place: format!("${var}={}", Path::new(&prefix).display()),
+                    outcome: "skipped: not an absolute path (it would name a folder of the \
+                              working directory)"
+                        .into(),
+                });
+                continue;
+            }
             let lib = Path::new(&prefix).join("lib");
             let mut found: Vec<PathBuf> = std::fs::read_dir(&lib)
                 .map(|rd| {
@@ -772,5 +840,35 @@ mod imp {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+#[cfg(all(test, nccl_sys_mode = "runtime"))]
+mod cwd_tests {
+    use super::imp::cwd_entry;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn ld_library_path_entries_that_search_the_working_directory() {
+        for safe in [
+            None,
+            Some(""),
+            Some("/usr/lib"),
+            Some("/a:/b"),
+            Some("$ORIGIN/../lib:/x"),
+        ] {
+            assert_eq!(cwd_entry(safe.map(OsStr::new)), None, "{safe:?}");
+        }
+        for (bad, says) in [
+            ("/a:", "an empty entry"),
+            (":/a", "an empty entry"),
+            ("/a::/b", "an empty entry"),
+            (".", "relative entry \".\""),
+            ("/a:lib", "relative entry \"lib\""),
+            ("/a;b", "relative entry \"b\""),
+        ] {
+            let got = cwd_entry(Some(OsStr::new(bad))).unwrap_or_default();
+            assert!(got.contains(says), "{bad:?}: {got:?}");
+        }
     }
 }

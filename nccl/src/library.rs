@@ -10,9 +10,11 @@
 //! 2. a `libnccl.so.2`/`libnccl.so` that the process has loaded already (an
 //!    embedding host's, such as PyTorch's): reused, never loaded twice;
 //! 3. `libnccl.so.2`, then `libnccl.so`, on the loader's search path
-//!    (`LD_LIBRARY_PATH`, the loader cache, rpaths);
+//!    (`LD_LIBRARY_PATH`, the loader cache, rpaths). An empty or relative
+//!    entry of `LD_LIBRARY_PATH` would make the loader search the working
+//!    directory: then only its absolute folders are tried, by full path;
 //! 4. `nvidia/nccl/lib/libnccl.so.2` in the site-packages of `$VIRTUAL_ENV`,
-//!    of `$CONDA_PREFIX`, then of the `python3` on `PATH` (NVIDIA's
+//!    of `$CONDA_PREFIX` (absolute prefixes only), then of the `python3` on `PATH` (NVIDIA's
 //!    `nvidia-nccl-cu12`/`-cu13` wheels). That interpreter is the first in
 //!    an absolute directory of `PATH`, run isolated (`python3 -I -S`, from
 //!    `/`: nothing of the working directory is run) and killed after 5
