@@ -365,6 +365,65 @@ fn no_driver_is_a_typed_error() {
     assert!(e.contains("no CUDA driver"), "{e}");
 }
 
+/// A library by the driver's name that is not the driver (here a copy of
+/// libm, first on `LD_LIBRARY_PATH`): a typed error, not cudarc's panic on
+/// its missing symbols. Runs in a child process, whose loader path has it.
+#[test]
+fn a_library_named_like_the_driver_is_a_typed_error() {
+    const CHILD: &str = "NCCL_RS_TEST_DECOY_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        match nccl::device_count() {
+            Err(Error::NoDriver { tried }) => {
+                assert!(
+                    tried.iter().any(|t| t.contains("not the CUDA driver")),
+                    "{tried:?}"
+                );
+                println!("child: NoDriver");
+            }
+            other => println!("child: unexpected {other:?}"),
+        }
+        return;
+    }
+    let libm = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib64/libm.so.6",
+        "/usr/lib64/libm.so.6",
+        "/lib/aarch64-linux-gnu/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).is_file())
+    .expect("a libm.so.6 to copy");
+    let dir = std::env::temp_dir().join(format!("nccl-rs-decoy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["libcuda.so", "libcuda.so.1"] {
+        std::fs::copy(libm, dir.join(name)).unwrap();
+    }
+    let mut path = std::ffi::OsString::from(dir.as_os_str());
+    if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+        path.push(":");
+        path.push(old);
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_library_named_like_the_driver_is_a_typed_error",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env("LD_LIBRARY_PATH", path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("child: NoDriver"), "{stdout}");
+}
+
 /// `init_from_launcher` without a CUDA driver: a typed error, not cudarc's
 /// panic. Runs in a child process (the launcher variables are process-wide).
 #[test]

@@ -33,12 +33,18 @@ fn driver_names() -> Vec<String> {
     names
 }
 
+/// The driver entry points this crate calls before a driver's version is
+/// known: cudarc panics on a missing one, so a library by the driver's name
+/// that lacks them (not a driver) must not reach cudarc.
+const FIRST_CALLS: [&str; 3] = ["cuDriverGetVersion", "cuInit", "cuDeviceGetCount"];
+
 /// Checks that the CUDA driver can be loaded and is new enough; returns its
-/// version (`cuDriverGetVersion`). Only this function's first call loads
-/// anything.
+/// version (`cuDriverGetVersion`). cudarc keeps the library it loads; each
+/// call checks again.
 ///
 /// # Errors
-/// [`Error::NoDriver`] or [`Error::DriverTooOld`].
+/// [`Error::NoDriver`] (also for a library by the driver's name that is not
+/// one) or [`Error::DriverTooOld`].
 pub fn driver_version() -> Result<i32> {
     // SAFETY: only tries to load the library (dlopen); no symbol is called.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
@@ -46,9 +52,24 @@ pub fn driver_version() -> Result<i32> {
             tried: driver_names(),
         });
     }
+    // SAFETY: a candidate opens (checked above), so cudarc's loader returns
+    // the first that does, as it will for every later call; nothing is
+    // called.
+    let lib = unsafe { cudarc::driver::sys::culib() };
+    for name in FIRST_CALLS {
+        // SAFETY: only looks the symbol up (dlsym); the pointer is not used.
+        if unsafe { lib.get::<*const core::ffi::c_void>(name.as_bytes()) }.is_err() {
+            return Err(Error::NoDriver {
+                tried: vec![format!(
+                    "{} (the first that opens lacks {name}: not the CUDA driver)",
+                    driver_names().join(" / ")
+                )],
+            });
+        }
+    }
     let mut v = 0;
-    // SAFETY: the library is present (checked above), and every CUDA driver
-    // has cuDriverGetVersion, which writes one int and needs no cuInit.
+    // SAFETY: the driver library exports cuDriverGetVersion (checked
+    // above), which writes one int and needs no cuInit.
     let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
     if r != cudarc::driver::sys::CUresult::CUDA_SUCCESS {
         return Err(Error::Cuda(cudarc::driver::DriverError(r)));
