@@ -81,7 +81,8 @@ pub enum ParamValue {
     /// `const char*`.
     Str(String),
     /// The value's bytes as NCCL stores it (`ncclParamGet`): one byte for a
-    /// `bool`, the enum's size for an enum.
+    /// `bool`, the enum's size for an enum; empty for a value over 1 MiB,
+    /// which is not read (its text is still in [`Param::text`]).
     Untyped(Vec<u8>),
 }
 
@@ -490,7 +491,9 @@ mod imp {
 
     /// The value's bytes (`ncclParamGet`), asking with a larger buffer while
     /// NCCL says it is too small.
-    fn bytes(h: sys::ncclParamHandle_t, hint: usize) -> Result<Vec<u8>> {
+    /// The value's bytes (`ncclParamGet`); `None` for a value over 1 MiB,
+    /// which is not read.
+    fn bytes(h: sys::ncclParamHandle_t, hint: usize) -> Result<Option<Vec<u8>>> {
         const MAX: usize = 1 << 20;
         let mut cap = hint.clamp(64, MAX);
         loop {
@@ -504,11 +507,12 @@ mod imp {
             match r {
                 sys::ncclResult_t::ncclSuccess => {
                     buf.truncate(usize::try_from(len).unwrap_or(0).min(cap));
-                    return Ok(buf);
+                    return Ok(Some(buf));
                 }
                 // too small (NCCL answers so with len = 0)
                 sys::ncclResult_t::ncclInvalidArgument if cap < MAX => cap *= 2,
-                r => return check("ncclParamGet", r).map(|()| Vec::new()),
+                sys::ncclResult_t::ncclInvalidArgument => return Ok(None),
+                r => return check("ncclParamGet", r).map(|()| None),
             }
         }
     }
@@ -572,12 +576,14 @@ mod imp {
         let Some(text) = text(key)? else {
             return Ok(None);
         };
+        // a value over 1 MiB (from an nccl.conf, say) is not read: only the
+        // text getter may still answer for it
         let raw = bytes(h, text.len() + 1)?;
-        let ints: &[ParamType] = match raw.len() {
-            1 => &[ParamType::I8, ParamType::U8],
-            2 => &[ParamType::I16, ParamType::U16],
-            4 => &[ParamType::I32, ParamType::U32],
-            8 => &[ParamType::I64, ParamType::U64],
+        let ints: &[ParamType] = match raw.as_ref().map(Vec::len) {
+            Some(1) => &[ParamType::I8, ParamType::U8],
+            Some(2) => &[ParamType::I16, ParamType::U16],
+            Some(4) => &[ParamType::I32, ParamType::U32],
+            Some(8) => &[ParamType::I64, ParamType::U64],
             _ => &[],
         };
         let mut value = None;
@@ -589,7 +595,7 @@ mod imp {
         }
         Ok(Some(super::Param {
             key: key.to_string(),
-            value: value.unwrap_or(ParamValue::Untyped(raw)),
+            value: value.unwrap_or(ParamValue::Untyped(raw.unwrap_or_default())),
             text,
         }))
     }
