@@ -93,28 +93,60 @@ pub trait Host {
     }
 }
 
-/// site-packages of the `python3` on PATH (purelib, platlib, site and user site).
+/// site-packages of the `python3` on PATH (purelib, platlib, site and user
+/// site). The interpreter is the first in an absolute folder of `PATH` (never
+/// one found through `.` or an empty entry), run isolated (`-I -S`: nothing
+/// from the working directory, `PYTHON*` variables or `.pth` hooks) from
+/// `/`, killed after 10 s, its answer read up to 64 KiB; only absolute
+/// folders are taken from it.
 pub fn python3_site_packages() -> Result<Vec<PathBuf>, String> {
+    use std::io::Read;
     let script = "import sysconfig,site\n\
                   p=[sysconfig.get_paths()['purelib'],sysconfig.get_paths()['platlib']]\n\
                   try:\n  p+=site.getsitepackages()+[site.getusersitepackages()]\n\
                   except Exception:\n  pass\n\
                   print('\\n'.join(dict.fromkeys(p)))";
-    let out = std::process::Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .map_err(|e| format!("could not run python3: {e}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
-            "python3 failed: {}",
-            err.lines().last().unwrap_or("")
-        ));
+    let python = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join("python3"))
+        .find(|f| f.is_file())
+        .ok_or("no python3 in an absolute folder of PATH")?;
+    let mut child = std::process::Command::new(&python)
+        .args(["-I", "-S", "-c", script])
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("could not run {}: {e}", python.display()))?;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if std::time::Instant::now() < end => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{} gave no answer within 10 s", python.display()));
+            }
+        }
+    };
+    let mut out = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        let _ = o.take(64 << 10).read_to_end(&mut out);
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    if !status.success() {
+        return Err(format!("{} failed ({status})", python.display()));
+    }
+    Ok(String::from_utf8_lossy(&out)
         .lines()
         .map(PathBuf::from)
-        .filter(|p| p.is_dir())
+        .filter(|p| p.is_absolute() && p.is_dir())
         .collect())
 }
 
@@ -392,6 +424,29 @@ pub fn find_nccl(host: &dyn Host) -> Result<Nccl, FindError> {
         context: context(host),
     };
 
+    // Relative paths are refused: this script runs in nccl-sys's folder,
+    // the final link in the dependent's, so one value would name two places
+    // (the files checked here and the ones linked there).
+    for name in [
+        "NCCL_INCLUDE_DIR",
+        "NCCL_LIB_DIR",
+        "NCCL_DIR",
+        "CUDA_HOME",
+        "CUDA_PATH",
+    ] {
+        if let Some(v) = var(host, name).filter(|v| !Path::new(v).is_absolute()) {
+            return Err(fail(
+                format!(
+                    "{name}={} is a relative path: give an absolute one (the build script and \
+                     the final link run in different folders, so a relative path would name \
+                     different files)",
+                    Path::new(&v).display()
+                ),
+                attempts,
+            ));
+        }
+    }
+
     // 1. explicit include and library folders: trusted as given.
     let inc = var(host, "NCCL_INCLUDE_DIR").map(PathBuf::from);
     let lib = var(host, "NCCL_LIB_DIR").map(PathBuf::from);
@@ -532,6 +587,10 @@ fn find_searched(
     let mut sites: Vec<(String, PathBuf)> = Vec::new();
     for v in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
         match var(host, v) {
+            Some(p) if !Path::new(&p).is_absolute() => attempts.push(Attempt {
+                what: format!("{v}={}", Path::new(&p).display()),
+                outcome: "skipped: not an absolute path".into(),
+            }),
             Some(p) => {
                 let found_sites = site_packages_under(Path::new(&p));
                 if found_sites.is_empty() {

@@ -342,6 +342,37 @@ fn nccl_dir_that_does_not_exist_is_a_clear_error() {
 }
 
 #[test]
+fn relative_paths_are_refused_naming_the_variable() {
+    let t = Tree::new("relative");
+    let good = t.nccl("good", "lib", false);
+    for name in [
+        "NCCL_DIR",
+        "NCCL_INCLUDE_DIR",
+        "NCCL_LIB_DIR",
+        "CUDA_HOME",
+        "CUDA_PATH",
+    ] {
+        let host = FakeHost {
+            prefixes: vec![good.clone()],
+            ..Default::default()
+        }
+        .var(name, "nccl/here");
+        let e = find::find_nccl(&host).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{name}=nccl/here is a relative path")),
+            "{name}: {e}"
+        );
+    }
+    // a relative environment prefix is skipped, and the search goes on
+    let host = FakeHost {
+        prefixes: vec![good.clone()],
+        ..Default::default()
+    }
+    .var("VIRTUAL_ENV", "venv");
+    assert_eq!(find::find_nccl(&host).unwrap().source, Source::Prefix(good));
+}
+
+#[test]
 fn nothing_found_lists_every_place_tried() {
     let t = Tree::new("nothing");
     let host = FakeHost {
@@ -475,4 +506,14 @@ fn missing_header_path_reported() {
     let e = crate::version::header_version(crate::cc_build(), &root, Path::new(&t.path("none")))
         .unwrap_err();
     assert!(e.contains("does not exist"), "{e}");
+}
+
+/// The build script's own `python3` probe (the real interpreter of this
+/// machine, if any): absolute folders only, or an error that says why.
+#[test]
+fn the_build_python_probe_answers_absolute_folders_only() {
+    match find::python3_site_packages() {
+        Ok(dirs) => assert!(dirs.iter().all(|d| d.is_absolute()), "{dirs:?}"),
+        Err(e) => assert!(e.contains("python3"), "{e}"),
+    }
 }
