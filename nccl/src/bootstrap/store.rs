@@ -199,19 +199,19 @@ impl TcpStore {
     /// # Errors
     /// [`Error::Store`] when no store answers in time.
     pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStore> {
-        let addrs =
-            net::resolve_by(addr, net::deadline_after(timeout)).map_err(|e| Error::Store {
-                addr: addr.into(),
-                op: "connect".into(),
-                reason: e,
-            })?;
+        // one deadline for the lookup and the connection
+        let deadline = net::deadline_after(timeout);
+        let addrs = net::resolve_by(addr, deadline).map_err(|e| Error::Store {
+            addr: addr.into(),
+            op: "connect".into(),
+            reason: e,
+        })?;
         let mut s = TcpStore {
             addr: addr.into(),
             addrs,
             conn: None,
             timeout,
         };
-        let deadline = net::deadline_after(timeout);
         s.ensure(deadline)?;
         Ok(s)
     }
@@ -283,7 +283,17 @@ impl TcpStore {
         request: &[u8],
         answer: impl FnOnce(&mut Reply<'_>) -> std::result::Result<T, String>,
     ) -> Result<T> {
-        let deadline = net::deadline_after(self.timeout);
+        self.query_by(op, request, answer, net::deadline_after(self.timeout))
+    }
+
+    /// [`TcpStore::query`] before a given deadline.
+    fn query_by<T>(
+        &mut self,
+        op: &str,
+        request: &[u8],
+        answer: impl FnOnce(&mut Reply<'_>) -> std::result::Result<T, String>,
+        deadline: Instant,
+    ) -> Result<T> {
         self.ensure(deadline)?;
         let s = self.conn.as_mut().expect("connected");
         let r = net::write_all_by(s, request, deadline)
@@ -338,7 +348,9 @@ impl TcpStore {
     /// [`Error::Store`], also when the key is not set in time.
     pub fn get(&mut self, key: &str) -> Result<Vec<u8>> {
         let op = format!("get {}", crate::base::text::printable(key.as_bytes(), 80));
-        self.wait(&[key]).map_err(|e| match e {
+        // one deadline for the wait and the read
+        let deadline = net::deadline_after(self.timeout);
+        self.wait_by(&[key], deadline).map_err(|e| match e {
             Error::Store { addr, reason, .. } => Error::Store {
                 addr,
                 op: op.clone(),
@@ -348,7 +360,7 @@ impl TcpStore {
         })?;
         let mut r = vec![GET];
         put_bytes(&mut r, &self.key_ok(&op, key)?);
-        self.query(&op, &r, |a| a.bytes())
+        self.query_by(&op, &r, |a| a.bytes(), deadline)
     }
 
     /// Waits (until the deadline) for every key in `keys` to be set.
@@ -359,8 +371,12 @@ impl TcpStore {
     /// A tenth of the deadline (at most 1 s) is kept to cancel the wait as
     /// PyTorch does (`CANCEL_WAIT`), so that the connection stays usable.
     pub fn wait(&mut self, keys: &[&str]) -> Result<()> {
+        self.wait_by(keys, net::deadline_after(self.timeout))
+    }
+
+    /// [`TcpStore::wait`] before a given deadline.
+    fn wait_by(&mut self, keys: &[&str], deadline: Instant) -> Result<()> {
         let r = self.keys_request("wait", WAIT, keys)?;
-        let deadline = net::deadline_after(self.timeout);
         let reserve = (self.timeout / 10).min(Duration::from_secs(1));
         let cancel_at = deadline.checked_sub(reserve).unwrap_or(deadline);
         self.ensure(deadline)?;
