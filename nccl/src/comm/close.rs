@@ -31,12 +31,6 @@ impl Comm {
     pub fn finalize(self) -> Result<()> {
         crate::base::thread::not_in_group("finalize")?;
         self.allow("finalize", CommOp::Finalize)?;
-        if self.linger.is_some() {
-            // may still be linked to its parent in NCCL (its creation's
-            // outcome was unclear): destroying it would free what the
-            // parent's abort writes; it is released after the parent
-            return self.abort();
-        }
         let _ = self.ctx.bind_to_thread();
         if self.state.get() == CommState::Revoked {
             // revoked and settled: nothing to flush, and finalize after
@@ -74,15 +68,9 @@ impl Comm {
     /// NCCL's error from aborting (the communicator is gone either way; on
     /// NCCL 2.23 – 2.26.1 logged instead).
     pub fn abort(self) -> Result<()> {
-        let linger = self.linger.clone();
         let (raw, done) = self.into_parts();
         if raw.is_null() {
             return Ok(()); // already aborted
-        }
-        if let Some(parent) = linger {
-            // SAFETY: valid communicator, owned and not used afterwards.
-            unsafe { orphan(&parent, raw, done) };
-            return Ok(());
         }
         if abort_may_hang() || crate::base::thread::in_group() {
             // the abort may be left to a thread of its own, or runs on one
@@ -510,8 +498,9 @@ impl Comm {
     }
 
     /// Aborts `raw` (this communicator's handle, taken out of it) and then
-    /// runs [`Comm::on_release`]; for a child that may still be linked to
-    /// its parent, both wait for the parent's release instead ([`Orphans`]).
+    /// runs [`Comm::on_release`]; for a child still being taken from NCCL
+    /// (`linger`, never a communicator a caller holds), both wait for the
+    /// parent's release instead ([`Orphans`]).
     ///
     /// # Safety
     /// As [`abort_raw`].
@@ -535,12 +524,21 @@ impl Comm {
 /// initialization succeeds: `init.cc`, every supported release), and the
 /// parent's abort writes through it (`setCommAbortFlags`; NCCL's group jobs
 /// copy it too). Aborting such a child frees that flag, so the parent's
-/// later abort would write freed memory. A child that failed, or whose
-/// outcome NCCL left unclear, is therefore handed to its parent's list, and
-/// aborted once the parent's own abort or destroy has returned (its
-/// [`Comm::on_release`]); after that, a child handed over is aborted at
-/// once. A parent whose abort never returns (left to its thread) never
-/// releases them: they are leaked, as that parent is.
+/// later abort would write freed memory. A child whose creation failed (or
+/// that was made but could not be taken: its rank or size unreadable) is
+/// therefore handed to its parent's list, never to a caller, and aborted
+/// once the parent's own abort or destroy has returned (its
+/// [`Comm::on_release`]), or once a later child of the parent has been
+/// created (NCCL then no longer points to the earlier ones); after the
+/// parent's release a child handed over is aborted at once. A parent whose
+/// abort never returns (left to its thread) never releases them: they are
+/// leaked, as that parent is.
+///
+/// Not covered: a child taken although the parent's state still showed the
+/// error it had before the call (NCCL may keep reporting it after a job
+/// that succeeded, so such a child is handed to the caller as made). If its
+/// creation had in fact failed, the parent's abort may write the child's
+/// flag after the child's own abort freed it.
 #[derive(Default)]
 pub(crate) struct Orphans {
     /// The parent has been released: abort at once.
@@ -593,6 +591,15 @@ fn defer_or_run(list: &OrphanList, job: Box<dyn FnOnce() + Send>) {
         job();
     } else {
         l.waiting.push(job);
+    }
+}
+
+/// Runs what waited in the list, in order, and leaves it open: the
+/// parent made a child since, so NCCL no longer points to the earlier ones.
+pub(crate) fn release_earlier_orphans(list: &OrphanList) {
+    let waiting = std::mem::take(&mut list.lock().unwrap_or_else(|p| p.into_inner()).waiting);
+    for job in waiting {
+        job();
     }
 }
 
@@ -913,8 +920,15 @@ mod tests {
             ran.lock().unwrap().is_empty(),
             "ran before the parent's release"
         );
-        super::release_orphans(&list);
+        // a later child made: the earlier ones go, the list stays open
+        super::release_earlier_orphans(&list);
         assert_eq!(*ran.lock().unwrap(), vec![0, 1, 2]);
+        let r = ran.clone();
+        super::defer_or_run(&list, Box::new(move || r.lock().unwrap().push(9)));
+        assert_eq!(ran.lock().unwrap().len(), 3, "still open: it waits");
+        super::release_orphans(&list);
+        assert_eq!(*ran.lock().unwrap(), vec![0, 1, 2, 9]);
+        ran.lock().unwrap().pop();
         let r = ran.clone();
         super::defer_or_run(&list, Box::new(move || r.lock().unwrap().push(3)));
         assert_eq!(

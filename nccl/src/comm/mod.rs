@@ -83,8 +83,9 @@ pub struct Comm {
     pub(crate) share: (bool, bool),
     /// Its children whose abort must wait for its own (see [`close::Orphans`]).
     pub(crate) orphans: close::OrphanList,
-    /// The parent's list, while this child may still be linked to its
-    /// parent in NCCL: its abort then waits for the parent's.
+    /// The parent's list, while this child is being taken from NCCL (its
+    /// rank and size asked): if that fails, its abort waits for the
+    /// parent's. Never set on a communicator a caller holds.
     pub(crate) linger: Option<close::OrphanList>,
 }
 

@@ -160,19 +160,15 @@ impl Comm {
             r
         };
         let child = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
-        if end == sys::ncclResult_t::ncclSuccess {
-            return Ok(Child {
-                raw: child,
-                unclear: false,
-            });
+        if end == sys::ncclResult_t::ncclSuccess && !child.is_null() {
+            // NCCL cleared its pointer to earlier failed children's flags
+            // when this one's creation succeeded
+            crate::comm::close::release_earlier_orphans(&self.orphans);
         }
         // a polled state may be the old error, not the job's: the child is
-        // taken, but it may have failed (see `Child::unclear`)
-        if polled && Some(end) == stale {
-            return Ok(Child {
-                raw: child,
-                unclear: true,
-            });
+        // taken as made (see `Orphans` for what that leaves uncovered)
+        if end == sys::ncclResult_t::ncclSuccess || (polled && Some(end) == stale) {
+            return Ok(Child { raw: child });
         }
         // SAFETY: null or the (failed) child NCCL made, owned by nobody else
         // (taken out of `slot`), never used again. Its abort waits for this
@@ -184,10 +180,9 @@ impl Comm {
     }
 
     /// Takes `child` (made by [`Comm::settle_child`] from this communicator)
-    /// as a `Comm`: its rank and size asked, its abort waiting for this
-    /// communicator's while its creation's outcome is unclear (`Orphans`,
-    /// in `comm::close`): always until its rank and size are known, and for
-    /// good when `Child::unclear`.
+    /// as a `Comm`, its rank and size asked; if they cannot be, the child's
+    /// abort waits for this communicator's (`Orphans`, in `comm::close`):
+    /// its creation may have failed.
     pub(crate) fn adopt_child(
         &self,
         child: Child,
@@ -201,9 +196,8 @@ impl Comm {
         c.linger = Some(self.orphans.clone());
         c.rank = c.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
         c.world = c.query("ncclCommCount", sys::ncclCommCount)? as usize;
-        if !child.unclear {
-            c.linger = None;
-        }
+        // a communicator a caller holds is aborted as any other
+        c.linger = None;
         Ok(c)
     }
 }
@@ -212,11 +206,6 @@ impl Comm {
 pub(crate) struct Child {
     /// Null: none was made.
     pub(crate) raw: sys::ncclComm_t,
-    /// Taken although the parent's state showed an error: the one it had
-    /// before the call (which NCCL may keep reporting after a job that
-    /// succeeded), or the job's own, the same. Such a child may have failed
-    /// its creation and still be linked to its parent.
-    pub(crate) unclear: bool,
 }
 
 impl Comm {
