@@ -635,3 +635,18 @@ fn a_library_in_the_working_directory_is_not_loaded() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With an empty entry in `LD_LIBRARY_PATH` (a trailing `:`, as `export
+/// LD_LIBRARY_PATH=/x:$LD_LIBRARY_PATH` leaves when it was unset), the
+/// library in its absolute folders is still found, by full path.
+#[test]
+fn an_empty_ld_library_path_entry_still_finds_its_absolute_folders() {
+    const CASE: &str = "an_empty_ld_library_path_entry_still_finds_its_absolute_folders";
+    let dir = canon(test_lib().parent().unwrap());
+    if is_child(CASE) {
+        return check_loaded(&dir.join("libnccl.so.2"), Source::LoaderPath);
+    }
+    let mut path = dir.clone().into_os_string();
+    path.push(":");
+    in_child(CASE, &[("LD_LIBRARY_PATH", &path)]);
+}

@@ -320,7 +320,10 @@ impl std::error::Error for LoadError {}
 ///   twice); `libnccl.so.2` and `libnccl.so` on the loader's search path
 ///   (`LD_LIBRARY_PATH`, the cache, rpaths; where `LD_LIBRARY_PATH` has an
 ///   empty or relative entry, which would make the loader search the working
-///   directory, only its absolute folders, by full path);
+///   directory, its absolute folders and the system's are tried by full
+///   path instead. The loader still searches the working directory for what
+///   it loads by name then: libnccl's own dependencies, NCCL's plugins, the
+///   CUDA driver. Fix such an `LD_LIBRARY_PATH`);
 ///   `nvidia/nccl/lib/libnccl.so.2` in the site-packages of `$VIRTUAL_ENV`,
 ///   of `$CONDA_PREFIX` (absolute prefixes only), and of the `python3` on
 ///   `PATH`. Finding none is [`LoadError::NotFound`] with every
@@ -532,9 +535,10 @@ mod imp {
         if bytes.is_empty() {
             return None;
         }
-        bytes
-            .split(|&b| b == b':' || b == b';')
-            .find(|e| e.is_empty() || !(e.starts_with(b"/") || e.starts_with(b"$")))
+        let origin = |e: &[u8]| e.starts_with(b"$ORIGIN") || e.starts_with(b"${ORIGIN}");
+        path_entries(value?)
+            .into_iter()
+            .find(|e| e.is_empty() || !(e.starts_with(b"/") || origin(e)))
             .map(|e| {
                 if e.is_empty() {
                     "an empty entry".to_string()
@@ -542,6 +546,56 @@ mod imp {
                     format!("the relative entry {:?}", String::from_utf8_lossy(e))
                 }
             })
+    }
+
+    /// The entries of an `LD_LIBRARY_PATH` value, split as glibc splits
+    /// them (on `:` and `;`).
+    fn path_entries(value: &OsStr) -> Vec<&[u8]> {
+        value
+            .as_bytes()
+            .split(|&b| b == b':' || b == b';')
+            .collect()
+    }
+
+    /// The folders the loader searches besides `LD_LIBRARY_PATH` (by full
+    /// path, where `LD_LIBRARY_PATH` cannot be used): those of
+    /// `/etc/ld.so.conf.d/*.conf` (absolute lines only), then the default
+    /// ones.
+    fn system_dirs() -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        if let Ok(rd) = std::fs::read_dir("/etc/ld.so.conf.d") {
+            let mut confs: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+                .collect();
+            confs.sort();
+            for c in confs {
+                let Ok(text) = std::fs::read_to_string(&c) else {
+                    continue;
+                };
+                dirs.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| l.starts_with('/'))
+                        .map(PathBuf::from),
+                );
+            }
+        }
+        let arch = if cfg!(target_arch = "aarch64") {
+            "aarch64-linux-gnu"
+        } else if cfg!(target_arch = "powerpc64") {
+            "powerpc64le-linux-gnu"
+        } else {
+            "x86_64-linux-gnu"
+        };
+        for d in ["/lib", "/usr/lib"] {
+            dirs.push(PathBuf::from(format!("{d}/{arch}")));
+        }
+        for d in ["/lib64", "/usr/lib64", "/lib", "/usr/lib"] {
+            dirs.push(PathBuf::from(d));
+        }
+        dirs.dedup();
+        dirs
     }
 
     /// dlopen(`file`, flags) and the checks of [`Library::from_handle`].
@@ -620,12 +674,18 @@ mod imp {
                         place: format!("{} on the loader path", name.to_string_lossy()),
                         outcome: format!(
                             "skipped: LD_LIBRARY_PATH has {entry}, which makes the loader search \
-                             the working directory (set NCCL_RS_LIBRARY, or remove that entry)"
+                             the working directory; tried by full path in its absolute folders \
+                             and the system's instead (set NCCL_RS_LIBRARY, or remove that entry)"
                         ),
                     });
                 }
                 let path = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
-                for dir in std::env::split_paths(&path).filter(|d| d.is_absolute()) {
+                let dirs = path_entries(&path)
+                    .into_iter()
+                    .filter(|e| e.starts_with(b"/"))
+                    .map(|e| PathBuf::from(OsStr::from_bytes(e)))
+                    .chain(system_dirs());
+                for dir in dirs {
                     for name in NAMES {
                         let file = dir.join(OsStr::from_bytes(name.to_bytes()));
                         if !file.is_file() {
@@ -634,7 +694,7 @@ mod imp {
                         match open(file.as_os_str(), Source::LoaderPath) {
                             Ok(l) => return Ok(Some(l)),
                             Err(e) => tried.push(Attempt {
-                                place: format!("{} (LD_LIBRARY_PATH)", file.display()),
+                                place: format!("{} (by full path)", file.display()),
                                 outcome: e,
                             }),
                         }
@@ -856,6 +916,7 @@ mod cwd_tests {
             Some("/usr/lib"),
             Some("/a:/b"),
             Some("$ORIGIN/../lib:/x"),
+            Some("${ORIGIN}/lib"),
         ] {
             assert_eq!(cwd_entry(safe.map(OsStr::new)), None, "{safe:?}");
         }
@@ -866,6 +927,8 @@ mod cwd_tests {
             (".", "relative entry \".\""),
             ("/a:lib", "relative entry \"lib\""),
             ("/a;b", "relative entry \"b\""),
+            ("$LIB/x", "relative entry \"$LIB/x\""),
+            ("$PLATFORM", "relative entry \"$PLATFORM\""),
         ] {
             let got = cwd_entry(Some(OsStr::new(bad))).unwrap_or_default();
             assert!(got.contains(says), "{bad:?}: {got:?}");

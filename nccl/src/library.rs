@@ -12,7 +12,11 @@
 //! 3. `libnccl.so.2`, then `libnccl.so`, on the loader's search path
 //!    (`LD_LIBRARY_PATH`, the loader cache, rpaths). An empty or relative
 //!    entry of `LD_LIBRARY_PATH` would make the loader search the working
-//!    directory: then only its absolute folders are tried, by full path;
+//!    directory: then its absolute folders and the system's
+//!    (`/etc/ld.so.conf.d`, the default ones) are tried by full path. The
+//!    loader still searches the working directory for what it loads by
+//!    name (libnccl's dependencies, NCCL's plugins, the CUDA driver): fix
+//!    such an `LD_LIBRARY_PATH`;
 //! 4. `nvidia/nccl/lib/libnccl.so.2` in the site-packages of `$VIRTUAL_ENV`,
 //!    of `$CONDA_PREFIX` (absolute prefixes only), then of the `python3` on `PATH` (NVIDIA's
 //!    `nvidia-nccl-cu12`/`-cu13` wheels). That interpreter is the first in
