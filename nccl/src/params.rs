@@ -490,9 +490,8 @@ mod imp {
     }
 
     /// The value's bytes (`ncclParamGet`), asking with a larger buffer while
-    /// NCCL says it is too small.
-    /// The value's bytes (`ncclParamGet`); `None` for a value over 1 MiB,
-    /// which is not read.
+    /// NCCL says it is too small; `None` for a value over 1 MiB, which is
+    /// not read.
     fn bytes(h: sys::ncclParamHandle_t, hint: usize) -> Result<Option<Vec<u8>>> {
         const MAX: usize = 1 << 20;
         let mut cap = hint.clamp(64, MAX);
@@ -510,7 +509,7 @@ mod imp {
                     return Ok(Some(buf));
                 }
                 // too small (NCCL answers so with len = 0)
-                sys::ncclResult_t::ncclInvalidArgument if cap < MAX => cap *= 2,
+                sys::ncclResult_t::ncclInvalidArgument if cap < MAX => cap = (cap * 2).min(MAX),
                 sys::ncclResult_t::ncclInvalidArgument => return Ok(None),
                 r => return check("ncclParamGet", r).map(|()| None),
             }

@@ -595,13 +595,15 @@ fn job_identity(
 ) -> Result<String> {
     let mut job = format!("run={run};restart={restart}");
     let launcher = match source {
-        LaunchSource::Slurm => {
-            let step = v
-                .first_text(&["SLURM_STEP_ID", "SLURM_STEPID"])?
-                .map_or_else(|| "0".to_string(), |(_, s)| s);
-            v.first_text(&["SLURM_JOB_ID", "SLURM_JOBID"])?
-                .map(|(_, j)| format!("slurm={}.{}", j.trim(), step.trim()))
-        }
+        LaunchSource::Slurm => match v.first_text(&["SLURM_JOB_ID", "SLURM_JOBID"])? {
+            Some((_, j)) => {
+                let step = v
+                    .first_text(&["SLURM_STEP_ID", "SLURM_STEPID"])?
+                    .map_or_else(|| "0".to_string(), |(_, s)| s);
+                Some(format!("slurm={}.{}", j.trim(), step.trim()))
+            }
+            None => None,
+        },
         LaunchSource::OpenMpi => v
             .first_text(&["PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"])?
             .map(|(_, j)| format!("ompi={}", j.trim())),

@@ -728,6 +728,7 @@ struct Server {
 
 /// [`MAX_CONNECTIONS`], or half the soft `RLIMIT_NOFILE` (at least 16) if
 /// that is less.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn connection_limit() -> usize {
     #[repr(C)]
     struct Rlimit {
@@ -747,6 +748,12 @@ fn connection_limit() -> usize {
     usize::try_from(r.cur / 2)
         .unwrap_or(usize::MAX)
         .clamp(16, MAX_CONNECTIONS)
+}
+
+/// [`MAX_CONNECTIONS`] where the limit is not read.
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn connection_limit() -> usize {
+    MAX_CONNECTIONS
 }
 
 /// Why a request could not be taken from the input yet.

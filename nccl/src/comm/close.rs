@@ -293,10 +293,11 @@ pub(crate) mod in_flight {
     use std::sync::{Condvar, Mutex, Once};
     use std::time::{Duration, Instant};
 
-    /// How long the process's exit waits for aborts left to their threads
-    /// before it ends the process without the rest of its exit (see the
-    /// module). Every such abort has already run for
-    /// [`ABORT_WAIT`](super::ABORT_WAIT) or more by then.
+    /// How long the process's exit waits for aborts (and creations) left
+    /// to their threads before it ends the process without the rest of its
+    /// exit (see the module). Every such abort has already run for
+    /// [`ABORT_WAIT`](super::ABORT_WAIT) or more by then; a creation, for
+    /// its caller's timeout.
     pub(crate) const EXIT_WAIT: Duration = Duration::from_secs(2);
 
     /// The process that counts, and its aborts still running. A child made

@@ -99,9 +99,11 @@
 //! Limits. With event tracking off nothing is tracked, as for cudarc's own
 //! buffers: cudarc's unsafe `disable_event_tracking` leaves the ordering to
 //! the program. A context also stops tracking when the last stream of its
-//! own is dropped (cudarc counts them); uses on other streams that are still
-//! pending in the buffer's events are not forgotten then: a later read waits
-//! for a pending foreign write, and a later write for every pending use. Before a context makes its first stream it does not track
+//! own is dropped (cudarc counts them), event tracking still on; uses on
+//! other streams that are still pending in the buffer's events are not
+//! forgotten then: a later read waits for a pending foreign write, and a
+//! later write for every pending use on another stream (uses on home are
+//! not tracked then, as for cudarc's buffers). Before a context makes its first stream it does not track
 //! either; cudarc's `new_stream` synchronizes the context when it makes that
 //! stream, which orders the uses made until then (`fork` only makes the new
 //! stream wait for its parent), as for cudarc's own buffers. A guard is cudarc's `SyncOnDrop`, which skips its record when
@@ -357,6 +359,13 @@ impl<T: NcclType> NcclBuffer<T> {
                         std::thread::sleep(std::time::Duration::from_micros(50));
                     }
                     cu::CUresult::CUDA_ERROR_NOT_READY => {
+                        // the stream is stuck: the buffer is leaked at once
+                        // (its drop would wait DROP_WAIT again)
+                        SHARED_DEADLINE.with(|d| {
+                            let outer = d.replace(Some(std::time::Instant::now()));
+                            drop(buf);
+                            d.set(outer);
+                        });
                         return Err(Error::Timeout {
                             op,
                             after: DROP_WAIT,
@@ -684,7 +693,9 @@ impl Uses {
     #[inline]
     fn read<'a>(&'a self, stream: &'a CudaStream) -> SyncOnDrop<'a> {
         let Some(on) = self.home.on(stream) else {
-            if self.foreign.load(Ordering::Acquire) {
+            if self.foreign.load(Ordering::Acquire)
+                && self.home.stream.context().is_event_tracking()
+            {
                 // tracking stopped (the context's last stream of its own
                 // was dropped) while a foreign write may be pending
                 let mut t = self.track.lock().unwrap_or_else(PoisonError::into_inner);
@@ -712,7 +723,7 @@ impl Uses {
         } = self;
         let home: &'a Home = home;
         let Some(on) = home.on(stream) else {
-            if *foreign.get_mut() {
+            if *foreign.get_mut() && home.stream.context().is_event_tracking() {
                 // tracking stopped while foreign uses may be pending: this
                 // write waits for them all, and nothing is pending after it
                 let t = track.get_mut().unwrap_or_else(PoisonError::into_inner);
