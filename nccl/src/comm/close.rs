@@ -525,9 +525,11 @@ impl Comm {
 /// initialization succeeds: `init.cc`, every supported release), and the
 /// parent's abort writes through it (`setCommAbortFlags`; NCCL's group jobs
 /// copy it too). Aborting such a child frees that flag, so the parent's
-/// later abort would write freed memory. A child whose creation failed (or
-/// that was made but could not be taken: its rank or size unreadable) is
-/// therefore handed to its parent's list, never to a caller, and aborted
+/// later abort would write freed memory. A child whose creation failed,
+/// timed out (the parent aborted first, whose abort may be left to its
+/// thread), or that was made but could not be taken (its rank or size
+/// unreadable) is therefore handed to its parent's list, never to a
+/// caller, and aborted
 /// once the parent's own abort or destroy has returned (its
 /// [`Comm::on_release`]), or once a later child of the parent has been
 /// created (NCCL then no longer points to the earlier ones); after the

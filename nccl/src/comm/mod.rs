@@ -9,8 +9,8 @@ mod id;
 pub(crate) mod registry;
 pub(crate) mod wait;
 
+pub(crate) use close::orphan;
 pub use close::{AbortHandle, Watchdog};
-pub(crate) use close::{abort_raw, orphan};
 pub use config::Config;
 pub use id::{Bootstrap, UNIQUE_ID_BYTES, UniqueId};
 pub use wait::MAX_STUCK_CREATIONS;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use crate::base::call::failure;
 use crate::base::error::{Error, Result};
 use crate::base::state::CommOp;
+use crate::comm::orphan;
 use crate::comm::wait::settle_state_raw;
 use crate::comm::{Comm, Config};
-use crate::comm::{abort_raw, orphan};
 use crate::sys;
 
 impl Comm {
@@ -146,9 +146,13 @@ impl Comm {
                     // joins NCCL's job: after this nothing writes `slot`
                     self.abort_now(api);
                     // SAFETY: null or the child NCCL made, owned by nobody
-                    // else (taken out of `slot`), never used again.
+                    // else (taken out of `slot`), never used again. Its abort
+                    // waits for this communicator's (`Orphans`): at once if
+                    // that has returned, else when it does (an abort left to
+                    // its thread may still write the child's flag).
                     unsafe {
-                        abort_raw(
+                        orphan(
+                            &self.orphans,
                             slot.swap(std::ptr::null_mut(), Ordering::Acquire),
                             holds(&self.ctx, name),
                         )
