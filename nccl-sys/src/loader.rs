@@ -535,10 +535,9 @@ mod imp {
         if bytes.is_empty() {
             return None;
         }
-        let origin = |e: &[u8]| e.starts_with(b"$ORIGIN") || e.starts_with(b"${ORIGIN}");
         path_entries(value?)
             .into_iter()
-            .find(|e| e.is_empty() || !(e.starts_with(b"/") || origin(e)))
+            .find(|e| e.is_empty() || !(e.starts_with(b"/") || origin_rest(e).is_some()))
             .map(|e| {
                 if e.is_empty() {
                     "an empty entry".to_string()
@@ -546,6 +545,29 @@ mod imp {
                     format!("the relative entry {:?}", String::from_utf8_lossy(e))
                 }
             })
+    }
+
+    /// What follows `$ORIGIN` (or `${ORIGIN}`) at the start of an entry,
+    /// without its leading `/`; `None` when the entry does not start so
+    /// (glibc takes `$ORIGIN` only when it is not followed by a letter, a
+    /// digit or `_`: `$ORIGINAL` stays as written, a relative name).
+    pub(super) fn origin_rest(e: &[u8]) -> Option<&[u8]> {
+        let rest = if let Some(r) = e.strip_prefix(b"${ORIGIN}") {
+            r
+        } else {
+            let r = e.strip_prefix(b"$ORIGIN")?;
+            if r.first()
+                .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_')
+            {
+                return None;
+            }
+            r
+        };
+        match rest {
+            [] => Some(rest),
+            [b'/', tail @ ..] => Some(tail),
+            _ => None,
+        }
     }
 
     /// The entries of an `LD_LIBRARY_PATH` value, split as glibc splits
@@ -680,13 +702,25 @@ mod imp {
                     });
                 }
                 let path = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
-                let dirs = path_entries(&path)
+                // `$ORIGIN` is the program's folder, as the loader reads it
+                let exe_dir = std::env::current_exe()
+                    .ok()
+                    .and_then(|e| std::fs::canonicalize(e).ok())
+                    .and_then(|e| e.parent().map(Path::to_path_buf));
+                let dirs: Vec<PathBuf> = path_entries(&path)
                     .into_iter()
-                    .filter(|e| e.starts_with(b"/"))
-                    .map(|e| PathBuf::from(OsStr::from_bytes(e)))
-                    .chain(system_dirs());
-                for dir in dirs {
-                    for name in NAMES {
+                    .filter_map(|e| {
+                        if e.starts_with(b"/") {
+                            return Some(PathBuf::from(OsStr::from_bytes(e)));
+                        }
+                        let rest = origin_rest(e)?;
+                        Some(exe_dir.as_ref()?.join(OsStr::from_bytes(rest)))
+                    })
+                    .chain(system_dirs())
+                    .collect();
+                // as the loader does: each name in every folder, in turn
+                for name in NAMES {
+                    for dir in &dirs {
                         let file = dir.join(OsStr::from_bytes(name.to_bytes()));
                         if !file.is_file() {
                             continue;
@@ -905,7 +939,7 @@ mod imp {
 
 #[cfg(all(test, nccl_sys_mode = "runtime"))]
 mod cwd_tests {
-    use super::imp::cwd_entry;
+    use super::imp::{cwd_entry, origin_rest};
     use std::ffi::OsStr;
 
     #[test]
@@ -917,6 +951,7 @@ mod cwd_tests {
             Some("/a:/b"),
             Some("$ORIGIN/../lib:/x"),
             Some("${ORIGIN}/lib"),
+            Some("$ORIGIN"),
         ] {
             assert_eq!(cwd_entry(safe.map(OsStr::new)), None, "{safe:?}");
         }
@@ -929,9 +964,17 @@ mod cwd_tests {
             ("/a;b", "relative entry \"b\""),
             ("$LIB/x", "relative entry \"$LIB/x\""),
             ("$PLATFORM", "relative entry \"$PLATFORM\""),
+            ("$ORIGINAL/lib", "relative entry \"$ORIGINAL/lib\""),
+            ("$ORIGIN_x", "relative entry \"$ORIGIN_x\""),
         ] {
             let got = cwd_entry(Some(OsStr::new(bad))).unwrap_or_default();
             assert!(got.contains(says), "{bad:?}: {got:?}");
         }
+        // what follows `$ORIGIN`, as the fallback joins it to the program's folder
+        assert_eq!(origin_rest(b"$ORIGIN/../lib"), Some(&b"../lib"[..]));
+        assert_eq!(origin_rest(b"${ORIGIN}/x"), Some(&b"x"[..]));
+        assert_eq!(origin_rest(b"$ORIGIN"), Some(&b""[..]));
+        assert_eq!(origin_rest(b"$ORIGINAL/lib"), None);
+        assert_eq!(origin_rest(b"/usr/lib"), None);
     }
 }

@@ -165,8 +165,10 @@ impl Comm {
         };
         let child = slot.swap(std::ptr::null_mut(), Ordering::Acquire);
         if end == sys::ncclResult_t::ncclSuccess && !child.is_null() {
-            // NCCL cleared its pointer to earlier failed children's flags
-            // when this one's creation succeeded
+            // NCCL pointed the parent at this child's flag instead of the
+            // earlier ones' when it began creating it (and cleared that
+            // when the creation succeeded): the earlier failed children
+            // are no longer referenced
             crate::comm::close::release_earlier_orphans(&self.orphans);
         }
         // a polled state may be the old error, not the job's: the child is
