@@ -650,3 +650,77 @@ fn an_empty_ld_library_path_entry_still_finds_its_absolute_folders() {
     path.push(":");
     in_child(CASE, &[("LD_LIBRARY_PATH", &path)]);
 }
+
+/// A setuid program (secure-execution mode) trusts no path from its
+/// environment: `NCCL_RS_LIBRARY` names a real libnccl, and is skipped,
+/// saying why. Run as root on a copy of this test program owned by
+/// `nobody` with the setuid bit (real user root, effective user nobody).
+#[test]
+fn a_setuid_program_trusts_no_path_from_its_environment() {
+    const CASE: &str = "a_setuid_program_trusts_no_path_from_its_environment";
+    if is_child(CASE) {
+        // SAFETY: reads the auxiliary vector only
+        if unsafe { libc::getauxval(libc::AT_SECURE) } == 0 {
+            println!("child: not in secure-execution mode");
+            return;
+        }
+        match nccl::library::current() {
+            Ok(info) => assert_ne!(
+                info.source,
+                Source::Env("NCCL_RS_LIBRARY"),
+                "loaded from the environment's path"
+            ),
+            Err(_) => {
+                let tried = attempts();
+                assert!(
+                    tried
+                        .iter()
+                        .any(|a| a.place == "$NCCL_RS_LIBRARY"
+                            && a.outcome.contains("secure-execution")),
+                    "{tried:?}"
+                );
+            }
+        }
+        println!("child: secure, checked");
+        return;
+    }
+    // SAFETY: plain getters
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("{CASE}: NOT RUN here: needs root to make a setuid copy of this program");
+        return;
+    }
+    let dir = scratch("setuid");
+    let exe = dir.join("runtime_load");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let c = CString::new(exe.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path of a file this test made
+    assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let mut cmd = Command::new(&exe);
+    cmd.args(["--exact", CASE, "--nocapture", "--test-threads=1"])
+        .current_dir("/")
+        .env(CHILD, CASE)
+        .env("NCCL_RS_TEST_LIB", test_lib());
+    for v in SEARCH_VARS {
+        cmd.env_remove(v);
+    }
+    cmd.env("NCCL_RS_LIBRARY", test_lib());
+    let out = cmd.output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if text.contains("child: not in secure-execution mode") {
+        eprintln!("{CASE}: NOT RUN here: the setuid bit is ignored (nosuid or no_new_privs)");
+        if std::env::var_os("NCCL_RS_REQUIRE_SETUID").is_some() {
+            panic!("NCCL_RS_REQUIRE_SETUID is set but the setuid copy did not run setuid");
+        }
+        return;
+    }
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("child: secure, checked"), "{text}");
+}

@@ -639,8 +639,28 @@ mod imp {
 
     /// Every step but the Python interpreter: `Ok(None)` to go on to it,
     /// `Err` when a variable names a path that does not open.
+    /// Whether this process runs in secure-execution mode (a setuid or
+    /// setgid program, or one with file capabilities: glibc's `AT_SECURE`),
+    /// where paths and programs named by the environment are not trusted,
+    /// as glibc itself ignores `LD_LIBRARY_PATH` there.
+    fn secure_execution() -> bool {
+        // SAFETY: getauxval only reads the auxiliary vector; 0 for an
+        // entry that is not there.
+        unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+    }
+
+    const SECURE_SKIP: &str = "skipped: a setuid or setgid program (secure-execution mode) trusts no path from the environment";
+
     fn quick_search(tried: &mut Vec<Attempt>) -> Result<Option<Library>, LoadError> {
+        let secure = secure_execution();
         for var in ENV_VARS {
+            if secure {
+                tried.push(Attempt {
+                    place: format!("${var}"),
+                    outcome: SECURE_SKIP.into(),
+                });
+                continue;
+            }
             let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) else {
                 tried.push(Attempt {
                     place: format!("${var}"),
@@ -772,6 +792,13 @@ mod imp {
     fn env_site_packages(tried: &mut Vec<Attempt>) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
         for var in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
+            if secure_execution() {
+                tried.push(Attempt {
+                    place: format!("${var}"),
+                    outcome: SECURE_SKIP.into(),
+                });
+                continue;
+            }
             let Some(prefix) = std::env::var_os(var).filter(|v| !v.is_empty()) else {
                 tried.push(Attempt {
                     place: format!("${var}"),
@@ -847,6 +874,9 @@ mod imp {
                 outcome,
             }],
         };
+        if secure_execution() {
+            return fail(SECURE_SKIP.into());
+        }
         let Some(python) = python_on_path() else {
             return fail("no python3 in PATH's absolute directories".into());
         };
