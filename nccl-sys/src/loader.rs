@@ -326,7 +326,9 @@ impl std::error::Error for LoadError {}
 ///   CUDA driver. Fix such an `LD_LIBRARY_PATH`);
 ///   `nvidia/nccl/lib/libnccl.so.2` in the site-packages of `$VIRTUAL_ENV`,
 ///   of `$CONDA_PREFIX` (absolute prefixes only), and of the `python3` on
-///   `PATH`. Finding none is [`LoadError::NotFound`] with every
+///   `PATH`. A setuid or setgid program (secure-execution mode) skips the
+///   environment's paths and the Python steps, as glibc skips
+///   `LD_LIBRARY_PATH` there. Finding none is [`LoadError::NotFound`] with every
 ///   place tried; that outcome is kept, so the search runs once, but a later
 ///   [`load`] may still succeed.
 ///

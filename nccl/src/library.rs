@@ -24,6 +24,10 @@
 //!    `/`: nothing of the working directory is run) and killed after 5
 //!    seconds without an answer.
 //!
+//! A setuid or setgid program (secure-execution mode) skips the paths
+//! named by the environment (1, and the Python steps of 4), as glibc skips
+//! `LD_LIBRARY_PATH` there.
+//!
 //! Finding none is [`Error::Library`] listing every place tried;
 //! [`is_available`](crate::is_available) asks without failing.
 //!
