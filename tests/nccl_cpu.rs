@@ -370,8 +370,7 @@ fn no_driver_is_a_typed_error() {
 /// its missing symbols. Runs in a child process, whose loader path has it.
 #[test]
 fn a_library_named_like_the_driver_is_a_typed_error() {
-    const CHILD: &str = "NCCL_RS_TEST_DECOY_CHILD";
-    if std::env::var_os(CHILD).is_some() {
+    if std::env::var_os("NCCL_RS_TEST_CHILD").is_some() {
         match nccl::device_count() {
             Err(Error::NoDriver { tried }) => {
                 assert!(
@@ -404,24 +403,30 @@ fn a_library_named_like_the_driver_is_a_typed_error() {
         path.push(":");
         path.push(old);
     }
+    let stdout = child_stdout(
+        "a_library_named_like_the_driver_is_a_typed_error",
+        &[("LD_LIBRARY_PATH", path)],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(stdout.contains("child: NoDriver"), "{stdout}");
+}
+
+/// Runs `test` of this program in a child process with
+/// `NCCL_RS_TEST_CHILD` and `env` set; its stdout, once it succeeded.
+fn child_stdout(test: &str, env: &[(&str, std::ffi::OsString)]) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_library_named_like_the_driver_is_a_typed_error",
-            "--nocapture",
-        ])
-        .env(CHILD, "1")
-        .env("LD_LIBRARY_PATH", path)
+        .args(["--exact", test, "--nocapture"])
+        .env("NCCL_RS_TEST_CHILD", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "child failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("child: NoDriver"), "{stdout}");
+    stdout
 }
 
 /// `init_from_launcher` without a CUDA driver: a typed error, not cudarc's
@@ -439,23 +444,13 @@ fn init_from_launcher_without_driver() {
         }
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "init_from_launcher_without_driver",
-            "--nocapture",
-        ])
-        .env("NCCL_RS_TEST_CHILD", "1")
-        .env("RANK", "0")
-        .env("WORLD_SIZE", "1")
-        .env("LOCAL_RANK", "0")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = child_stdout(
+        "init_from_launcher_without_driver",
+        &[
+            ("RANK", "0".into()),
+            ("WORLD_SIZE", "1".into()),
+            ("LOCAL_RANK", "0".into()),
+        ],
     );
     assert!(stdout.contains("child: NoDriver"), "{stdout}");
 }
@@ -1109,20 +1104,14 @@ fn params_follow_the_environment() {
         println!("child report:\n{caps}");
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "params_follow_the_environment", "--nocapture"])
-        .env("NCCL_RS_TEST_CHILD", "1")
-        .env("NCCL_DEBUG_TIMESTAMP_FORMAT", "<rs> ")
-        .env("NCCL_DEBUG_SUBSYS", "COLL")
-        .env("NCCL_PARAM_DUMP_ALL", "1")
-        .env("NCCL_PROTO", "Simple\x1b[31m")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = child_stdout(
+        "params_follow_the_environment",
+        &[
+            ("NCCL_DEBUG_TIMESTAMP_FORMAT", "<rs> ".into()),
+            ("NCCL_DEBUG_SUBSYS", "COLL".into()),
+            ("NCCL_PARAM_DUMP_ALL", "1".into()),
+            ("NCCL_PROTO", "Simple\x1b[31m".into()),
+        ],
     );
     // the environment shows in the report, escaped
     assert!(

@@ -917,21 +917,7 @@ impl Server {
                             if self.clients.len() >= self.max_connections && !self.evict() {
                                 continue; // full of validated clients: refuse this one
                             }
-                            self.next += 1;
-                            self.clients.insert(
-                                self.next,
-                                Client {
-                                    s,
-                                    accepted: Instant::now(),
-                                    validated: false,
-                                    input: Vec::new(),
-                                    output: Vec::new(),
-                                    awaiting: 0,
-                                    awaited: Vec::new(),
-                                    wait_bytes: 0,
-                                    held: 0,
-                                },
-                            );
+                            self.admit(s);
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -947,6 +933,26 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Takes a new connection as a client; its id.
+    fn admit(&mut self, s: TcpStream) -> u64 {
+        self.next += 1;
+        self.clients.insert(
+            self.next,
+            Client {
+                s,
+                accepted: Instant::now(),
+                validated: false,
+                input: Vec::new(),
+                output: Vec::new(),
+                awaiting: 0,
+                awaited: Vec::new(),
+                wait_bytes: 0,
+                held: 0,
+            },
+        );
+        self.next
     }
 
     /// Closes the connections that have not validated within
@@ -1358,21 +1364,7 @@ mod tests {
         for _ in 0..n {
             ends.push(TcpStream::connect(l.local_addr().unwrap()).unwrap());
             let (s, _) = l.accept().unwrap();
-            server.next += 1;
-            server.clients.insert(
-                server.next,
-                Client {
-                    s,
-                    accepted: Instant::now(),
-                    validated: false,
-                    input: Vec::new(),
-                    output: Vec::new(),
-                    awaiting: 0,
-                    awaited: Vec::new(),
-                    wait_bytes: 0,
-                    held: 0,
-                },
-            );
+            server.admit(s);
         }
         (server, ends)
     }
