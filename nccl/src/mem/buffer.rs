@@ -349,30 +349,18 @@ impl<T: NcclType> NcclBuffer<T> {
             // Waited for at most DROP_WAIT: that stream may hold work that
             // never ends (a collective on a dead peer); the buffer then
             // goes (its drop leaks it if the stream is still busy)
-            let deadline = std::time::Instant::now() + DROP_WAIT;
-            loop {
-                // SAFETY: the stream is alive (borrowed).
-                let r = unsafe { cu::cuStreamQuery(stream.cu_stream()) };
-                match r {
-                    cu::CUresult::CUDA_SUCCESS => break,
-                    cu::CUresult::CUDA_ERROR_NOT_READY if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_micros(50));
-                    }
-                    cu::CUresult::CUDA_ERROR_NOT_READY => {
-                        // the stream is stuck: the buffer is leaked at once
-                        // (its drop would wait DROP_WAIT again)
-                        SHARED_DEADLINE.with(|d| {
-                            let outer = d.replace(Some(std::time::Instant::now()));
-                            drop(buf);
-                            d.set(outer);
-                        });
-                        return Err(Error::Timeout {
-                            op,
-                            after: DROP_WAIT,
-                        });
-                    }
-                    e => return Err(Error::Cuda(DriverError(e))),
-                }
+            if !idle_by(stream, std::time::Instant::now() + DROP_WAIT)? {
+                // the stream is stuck: the buffer is leaked at once (its
+                // drop would wait DROP_WAIT again)
+                SHARED_DEADLINE.with(|d| {
+                    let outer = d.replace(Some(std::time::Instant::now()));
+                    drop(buf);
+                    d.set(outer);
+                });
+                return Err(Error::Timeout {
+                    op,
+                    after: DROP_WAIT,
+                });
             }
         }
         Ok(buf)
@@ -816,26 +804,39 @@ fn quiesce(stream: &CudaStream, what: &str) -> bool {
             return false;
         }
     }
-    let deadline = drop_deadline();
+    match idle_by(stream, drop_deadline()) {
+        Ok(true) => true,
+        Ok(false) => {
+            log::error!("{what}: the buffer's stream is still busy past its deadline; leaking it");
+            false
+        }
+        // only success says the work is done (a broken context answers
+        // every query with its error): leak rather than free under a use
+        Err(e) => {
+            log::error!(
+                "{what}: cannot tell whether the buffer's stream is idle ({e}); leaking it"
+            );
+            false
+        }
+    }
+}
+
+/// Polls `stream` until it is idle (`true`) or `deadline` passes
+/// (`false`); CUDA's error for an answer other than done or not ready.
+fn idle_by(
+    stream: &CudaStream,
+    deadline: std::time::Instant,
+) -> std::result::Result<bool, DriverError> {
     loop {
         // SAFETY: the stream is alive (borrowed).
-        let r = unsafe { cu::cuStreamQuery(stream.cu_stream()) };
-        if r == cu::CUresult::CUDA_SUCCESS {
-            return true;
+        match unsafe { cu::cuStreamQuery(stream.cu_stream()) } {
+            cu::CUresult::CUDA_SUCCESS => return Ok(true),
+            cu::CUresult::CUDA_ERROR_NOT_READY if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+            cu::CUresult::CUDA_ERROR_NOT_READY => return Ok(false),
+            e => return Err(DriverError(e)),
         }
-        if r != cu::CUresult::CUDA_ERROR_NOT_READY {
-            // only success says the work is done (a broken context answers
-            // every query with its error): leak rather than free under a use
-            log::error!(
-                "{what}: cannot tell whether the buffer's stream is idle ({r:?}); leaking it"
-            );
-            return false;
-        }
-        if std::time::Instant::now() >= deadline {
-            log::error!("{what}: the buffer's stream is still busy past its deadline; leaking it");
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_micros(100));
     }
 }
 
