@@ -23,6 +23,9 @@ use nccl::{
 };
 use nccl_rs_tests::say;
 
+#[path = "nccl_gpu/host_side.rs"]
+mod host_side;
+
 /// What the checks need of an element type beyond the library's
 /// [`NcclType`] (whose `from_f64`/`to_f64`, `INTEGER` and `UNSIGNED` they
 /// use): the relative tolerance of float results.
@@ -1050,6 +1053,8 @@ fn run_rank(ctx: &Arc<CudaContext>, world: usize, id: &UniqueId, rank: usize) ->
     ncclbuf_streams(&env, ctx, &mut rep);
     #[cfg(nccl_fn = "ncclCommWindowRegister")]
     symmetric_pool(&env, ctx, &mut rep);
+    #[cfg(nccl_fn = "ncclParamBind")]
+    host_side::params_live(&mut rep);
     rep.check("finalize", comm.finalize().map_err(e2s));
     rep
 }
@@ -2691,7 +2696,7 @@ fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
     rep.check("init_rank with rank >= world", r);
 }
 
-fn spawn_ranks(world: usize) -> Result<Vec<Child>, String> {
+fn spawn_ranks(world: usize, meeting: &[(&str, String)]) -> Result<Vec<Child>, String> {
     let id = UniqueId::new().map_err(e2s)?;
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     (0..world)
@@ -2699,7 +2704,13 @@ fn spawn_ranks(world: usize) -> Result<Vec<Child>, String> {
             let mut c = Command::new(&me);
             c.env("NCCL_RS_TEST_RANK", rank.to_string())
                 .env("NCCL_RS_TEST_WORLD", world.to_string())
-                .env("NCCL_RS_TEST_ID", id.to_string());
+                .env("NCCL_RS_TEST_ID", id.to_string())
+                .envs(meeting.iter().map(|(k, v)| (k, v)))
+                // a value of its own in NCCL's parameter registry
+                .env(
+                    "NCCL_DEBUG_TIMESTAMP_FORMAT",
+                    format!("[nccl-rs rank {rank}/{world}] "),
+                );
             if !per_gpu() {
                 // several ranks on GPU 0: each its own host id, loopback sockets
                 c.env("NCCL_HOSTID", format!("nccl-rs-rank{rank}"))
@@ -2775,7 +2786,18 @@ fn main() -> ExitCode {
         };
         let ctx = CudaContext::new(gpu).unwrap();
         ctx.bind_to_thread().unwrap();
-        let rep = run_rank(&ctx, world, &id, rank);
+        let mut rep = run_rank(&ctx, world, &id, rank);
+        match std::env::var(host_side::STORE_VAR) {
+            Ok(addr) => {
+                if let Some(secret) = host_side::secret_from_env(&mut rep) {
+                    host_side::rendezvous(&ctx, world, rank, &addr, secret, &mut rep);
+                }
+            }
+            Err(_) => rep.check(
+                "rendezvous",
+                Err(format!("{} not set by the parent", host_side::STORE_VAR)),
+            ),
+        }
         say(&format!(
             "rank {rank}/{world}: {} passed ({} of them refused by NCCL as allowed), {} failed, {} not run (NCCL too old)",
             rep.passed,
@@ -2815,8 +2837,22 @@ fn main() -> ExitCode {
         .map(|v| v.split(',').filter_map(|w| w.trim().parse().ok()).collect())
         .unwrap_or_else(|_| vec![2, 4]);
     let t = Instant::now();
-    let started: Vec<(usize, Result<Vec<Child>, String>)> =
-        worlds.into_iter().map(|w| (w, spawn_ranks(w))).collect();
+    // the store every world's ranks meet at (world 1 too, below)
+    let meeting = host_side::Meeting::start();
+    let meeting_env = meeting
+        .as_ref()
+        .map(|m| m.env().to_vec())
+        .unwrap_or_default();
+    let started: Vec<(usize, Result<Vec<Child>, String>)> = worlds
+        .iter()
+        .map(|&w| {
+            let kids = match &meeting {
+                Ok(_) => spawn_ranks(w, &meeting_env),
+                Err(e) => Err(format!("no store to meet at: {e}")),
+            };
+            (w, kids)
+        })
+        .collect();
 
     // (a) world 1 in this process
     let t1 = Instant::now();
@@ -2833,7 +2869,13 @@ fn main() -> ExitCode {
     total.failed.extend(rep.failed);
     world_one_extras(&ctx, &mut total);
     api_surface(&ctx, &mut total);
+    host_side::library_and_driver(&mut total);
+    match &meeting {
+        Ok(m) => host_side::rendezvous(&ctx, 1, 0, &m.addr(), m.secret(), &mut total),
+        Err(e) => total.check("rendezvous", Err(format!("no store to meet at: {e}"))),
+    }
 
+    let mut met = vec![1];
     for (world, kids) in started {
         let r = kids.and_then(|kids| wait_all(kids, Duration::from_secs(300)));
         say(&format!(
@@ -2850,10 +2892,16 @@ fn main() -> ExitCode {
             },
             t.elapsed()
         ));
+        if r.is_ok() {
+            met.push(world);
+        }
         total.check(
             &format!("world {world}: every rank passes the whole suite"),
             r,
         );
+    }
+    if let Ok(m) = &meeting {
+        m.tally(&met, &mut total);
     }
 
     // world 1's checks, then one check per further world (its ranks'

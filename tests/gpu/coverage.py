@@ -20,7 +20,7 @@ examples and nccl-bench (feature runtime-load, of the tests too, so nothing
 of NCCL is needed, every API is compiled in and tests/runtime_load.rs is
 seen; target folder target/coverage), and reads
 each "use of deprecated" warning's place. GPU programs: tests/nccl_gpu.rs
-and tests/faults.rs (tests/gpu/validate.sh, tests/gpu/nccl-from-source.sh),
+(with tests/nccl_gpu/) and tests/faults.rs (tests/gpu/validate.sh, tests/gpu/nccl-from-source.sh),
 the examples survive, weight_sync and device_all_reduce and nccl-bench (validate.sh's elastic,
 launchers and bench steps). Items no GPU program calls are exceptions: the
 reason comes from REASONS below, from the NCCL release the item's
@@ -38,6 +38,7 @@ SRC = os.path.join(ROOT, "nccl", "src")
 
 GPU_PROGRAMS = [
     "tests/nccl_gpu.rs",
+    "tests/nccl_gpu",
     "tests/faults.rs",
     "nccl/examples/survive.rs",
     "nccl/examples/weight_sync.rs",
