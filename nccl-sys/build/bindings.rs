@@ -2,10 +2,16 @@
 //! `bindgen` (bindings into `OUT_DIR`) and by `cargo xtask bindgen` (the
 //! committed bindings of every NCCL minor). Without the feature the build
 //! script does not compile this file: it needs bindgen and clang-sys.
+//! bindgen's output gets one rewrite, [`pointer_handles`]: every opaque
+//! handle in the shape of NCCL's convention, whichever the header used.
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use proc_macro2::{Group, TokenStream, TokenTree};
+use quote::ToTokens;
 
 // Moved to version.rs: the build script needs it without bindgen too. Kept
 // here for the callers that name it `bindings::committed_path`.
@@ -96,13 +102,166 @@ pub fn generate(
     fallback_include: Option<&Path>,
 ) -> Result<String, String> {
     load_libclang()?;
-    builder(crate_dir, include_dir, fallback_include)
+    let header = include_dir.join("nccl.h");
+    let text = builder(crate_dir, include_dir, fallback_include)
         .generate()
         .map(|b| b.to_string())
-        .map_err(|e| {
-            format!(
-                "bindgen failed on {}: {e}",
-                include_dir.join("nccl.h").display()
-            )
+        .map_err(|e| format!("bindgen failed on {}: {e}", header.display()))?;
+    pointer_handles(&text).map_err(|e| format!("bindgen's output for {}: {e}", header.display()))
+}
+
+/// Gives every opaque handle the shape of NCCL's convention, a typedef of
+/// the pointer (`typedef struct ncclComm* ncclComm_t;`).
+///
+/// A header may instead name the struct and use pointers to the name: NCCL
+/// 2.30.4 has `typedef struct ncclParamHandle ncclParamHandle_t;` and
+/// `ncclParamBind(ncclParamHandle_t** out, …)`, `ncclParamGetI8(ncclParamHandle_t* h, …)`,
+/// which 2.30.7 turned into the convention's `ncclParamHandle_t` and
+/// `ncclParamHandle_t*`. bindgen renders an alias of an opaque struct
+/// (`pub type T = S;` with `S` bindgen's `{ _unused: [u8; 0] }`) as it is:
+/// here it becomes `pub type T = *mut S;` and each `*mut T` or `*const T`
+/// becomes `T` (the `const` of an opaque pointee is dropped). The ABI is the
+/// same (a pointer to `S`, one level more for an out-parameter), and a
+/// handle's Rust type no longer depends on the
+/// patch release of the header: bindings generated from any 2.30 header
+/// have the committed 2.30 bindings' `ncclParamHandle_t`.
+///
+/// Bindings without such an alias come back unchanged, byte for byte. An
+/// alias used other than behind a pointer (impossible in C: the struct is
+/// incomplete) is an error.
+pub fn pointer_handles(bindings: &str) -> Result<String, String> {
+    let file = syn::parse_file(bindings).map_err(|e| format!("parsing the bindings: {e}"))?;
+    let opaque: Vec<String> = file
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            syn::Item::Struct(s) if is_opaque(s) => Some(s.ident.to_string()),
+            _ => None,
         })
+        .collect();
+    let aliases: BTreeMap<String, String> = file
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            syn::Item::Type(t) if t.generics.params.is_empty() => {
+                let syn::Type::Path(p) = &*t.ty else {
+                    return None;
+                };
+                let target = p.path.get_ident()?.to_string();
+                (p.qself.is_none() && opaque.contains(&target))
+                    .then(|| (t.ident.to_string(), target))
+            }
+            _ => None,
+        })
+        .collect();
+    if aliases.is_empty() {
+        return Ok(bindings.to_string());
+    }
+    let tokens = rewrite_handles(file.into_token_stream(), &aliases)?;
+    let file: syn::File =
+        syn::parse2(tokens).map_err(|e| format!("the rewritten bindings do not parse: {e}"))?;
+    // the comments before the first item (bindgen's "automatically
+    // generated" line), which the parser drops
+    Ok(format!(
+        "{}{}",
+        leading_comments(bindings),
+        prettyplease::unparse(&file)
+    ))
+}
+
+/// The comments and blank space at the start of `text`.
+fn leading_comments(text: &str) -> &str {
+    let mut rest = text;
+    loop {
+        let trimmed = rest.trim_start();
+        let skip = if trimmed.starts_with("//") {
+            trimmed.find('\n').map_or(trimmed.len(), |n| n + 1)
+        } else if trimmed.starts_with("/*") {
+            match trimmed.find("*/") {
+                Some(n) => n + 2,
+                None => break,
+            }
+        } else {
+            rest = trimmed;
+            break;
+        };
+        rest = &trimmed[skip..];
+    }
+    &text[..text.len() - rest.len()]
+}
+
+/// bindgen's rendering of an incomplete struct: `{ _unused: [u8; 0] }`.
+fn is_opaque(s: &syn::ItemStruct) -> bool {
+    let syn::Fields::Named(fields) = &s.fields else {
+        return false;
+    };
+    let mut fields = fields.named.iter();
+    match (fields.next(), fields.next()) {
+        (Some(f), None) => {
+            f.ident.as_ref().is_some_and(|i| i == "_unused")
+                && f.ty.to_token_stream().to_string() == "[u8 ; 0]"
+        }
+        _ => false,
+    }
+}
+
+/// [`pointer_handles`]' rewrite of `aliases` (alias → opaque struct) in
+/// `tokens`: `type T = S` becomes `type T = *mut S`, `*mut T` and
+/// `*const T` become `T`, any other `T` is an error.
+fn rewrite_handles(
+    tokens: TokenStream,
+    aliases: &BTreeMap<String, String>,
+) -> Result<TokenStream, String> {
+    let alias = |t: Option<&TokenTree>| match t {
+        Some(TokenTree::Ident(i)) => aliases.contains_key(&i.to_string()),
+        _ => false,
+    };
+    let is_ident = |t: Option<&TokenTree>, names: &[&str]| match t {
+        Some(TokenTree::Ident(i)) => names.iter().any(|n| i == n),
+        _ => false,
+    };
+    let is_punct = |t: Option<&TokenTree>, c: char| match t {
+        Some(TokenTree::Punct(p)) => p.as_char() == c,
+        _ => false,
+    };
+    let tt: Vec<TokenTree> = tokens.into_iter().collect();
+    let mut out = Vec::with_capacity(tt.len());
+    let mut i = 0;
+    while i < tt.len() {
+        let at = |k: usize| tt.get(i + k);
+        let defines = |a: Option<&TokenTree>, s: Option<&TokenTree>| match (a, s) {
+            (Some(TokenTree::Ident(a)), Some(TokenTree::Ident(s))) => {
+                aliases.get(&a.to_string()).is_some_and(|t| s == t)
+            }
+            _ => false,
+        };
+        if is_ident(at(0), &["type"])
+            && is_punct(at(2), '=')
+            && defines(at(1), at(3))
+            && is_punct(at(4), ';')
+        {
+            // `type T = S` → `type T = *mut S`
+            out.extend(tt[i..i + 3].iter().cloned());
+            out.extend("*mut".parse::<TokenStream>().map_err(|e| e.to_string())?);
+            out.push(tt[i + 3].clone());
+            i += 4;
+        } else if is_punct(at(0), '*') && is_ident(at(1), &["mut", "const"]) && alias(at(2)) {
+            out.push(tt[i + 2].clone());
+            i += 3;
+        } else if alias(at(0)) {
+            return Err(format!(
+                "the opaque handle `{}` is used other than behind a pointer",
+                tt[i]
+            ));
+        } else if let TokenTree::Group(g) = &tt[i] {
+            let mut inner = Group::new(g.delimiter(), rewrite_handles(g.stream(), aliases)?);
+            inner.set_span(g.span());
+            out.push(TokenTree::Group(inner));
+            i += 1;
+        } else {
+            out.push(tt[i].clone());
+            i += 1;
+        }
+    }
+    Ok(out.into_iter().collect())
 }

@@ -30,6 +30,8 @@ mod version;
 #[path = "../../nccl/src/bin/nccl-bench/options.rs"]
 mod bench_options;
 
+#[cfg(test)]
+mod bindings_tests;
 mod deps;
 #[cfg(test)]
 mod find_tests;
