@@ -7,7 +7,9 @@
 //! graph capture and replay, group simulation, non-blocking init, the device
 //! API's host half (teams, device communicators, properties, a window's
 //! peer addresses), and every bad-input error on a live communicator that
-//! must keep working.
+//! must keep working. Every world's ranks also meet through a `TcpStore`
+//! the parent serves and through a `TcpBootstrap` with a secret, and read
+//! NCCL's parameter registry beside their communicator (`nccl_gpu/host_side.rs`).
 //!
 //! A custom harness (no libtest): it prints one line per check and closes
 //! with `N passed, M failed`.
