@@ -288,7 +288,10 @@ fn bounded(
 /// status) flushes C's stdio and ends the process at once with that status
 /// (`_exit`), skipping the handlers and library destructors that would run
 /// under NCCL's thread; an error is logged first. Where `on_exit` is not
-/// there (other C libraries), the handler only waits.
+/// there (other C libraries), the handler only waits. With glibc, the
+/// object holding the handler and those threads' code (the program, or a
+/// shared library built on this crate) is then kept loaded for the rest of
+/// the process (`RTLD_NODELETE`), so that a `dlclose` cannot unmap them.
 pub(crate) mod in_flight {
     use std::sync::{Condvar, Mutex, Once};
     use std::time::{Duration, Instant};
@@ -357,6 +360,12 @@ pub(crate) mod in_flight {
     pub(crate) fn left() {
         *count().of(std::process::id()) += 1;
         HOOK.call_once(|| {
+            // the thread left running and the exit handler are code of the
+            // object (program or shared library) this crate is linked into:
+            // a `dlclose` must not unmap it under them
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            let pinned = pin::object_of(left as *const core::ffi::c_void);
+            log::debug!("the object holding nccl-rs's exit handler: {pinned:?}");
             if register() != 0 {
                 log::warn!("registering an exit handler failed: the process's exit will not wait for NCCL's aborts");
             }
@@ -366,7 +375,9 @@ pub(crate) mod in_flight {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn register() -> core::ffi::c_int {
         // SAFETY: `at_exit` is a plain function that lives as long as the
-        // process and never unwinds (no unwrap; a poisoned lock is taken as
+        // process (`left` pinned the object holding it before this call: a
+        // `dlclose` of a library built on this crate leaves it mapped) and
+        // never unwinds (no unwrap; a poisoned lock is taken as
         // it is; the logger's call is caught); its argument is unused.
         unsafe { on_exit(at_exit, std::ptr::null_mut()) }
     }
@@ -375,6 +386,76 @@ pub(crate) mod in_flight {
     fn register() -> core::ffi::c_int {
         // SAFETY: as above.
         unsafe { atexit(at_exit_wait) }
+    }
+
+    /// Keeping the object that holds some code loaded for the rest of the
+    /// process (glibc's `RTLD_NODELETE`).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    pub(super) mod pin {
+        use core::ffi::{CStr, c_char, c_int, c_void};
+
+        /// glibc's `Dl_info`.
+        #[repr(C)]
+        struct DlInfo {
+            fname: *const c_char,
+            fbase: *mut c_void,
+            sname: *const c_char,
+            saddr: *mut c_void,
+        }
+
+        const RTLD_LAZY: c_int = 0x1;
+        const RTLD_NOLOAD: c_int = 0x4;
+        const RTLD_NODELETE: c_int = 0x1000;
+
+        unsafe extern "C" {
+            fn dladdr(addr: *const c_void, info: *mut DlInfo) -> c_int;
+            fn dlopen(file: *const c_char, flags: c_int) -> *mut c_void;
+        }
+
+        #[derive(Debug, PartialEq, Eq)]
+        pub(in super::super) enum Pin {
+            /// The shared library holding the code stays loaded.
+            Pinned,
+            /// No shared library holds the code under an absolute name: it
+            /// is the main program's, which is never unloaded.
+            MainProgram,
+        }
+
+        /// Makes the object holding `addr` stay loaded until the process
+        /// ends, whatever `dlclose` calls follow.
+        pub(in super::super) fn object_of(addr: *const c_void) -> Pin {
+            let mut info = DlInfo {
+                fname: core::ptr::null(),
+                fbase: core::ptr::null_mut(),
+                sname: core::ptr::null(),
+                saddr: core::ptr::null_mut(),
+            };
+            // SAFETY: dladdr only reads the loader's tables and writes the
+            // `Dl_info` it is given (glibc's layout, above).
+            if unsafe { dladdr(addr, &mut info) } == 0 || info.fname.is_null() {
+                return Pin::MainProgram;
+            }
+            // SAFETY: the loader's NUL-terminated name of the object, valid
+            // while the object is loaded, which it is: it holds this code.
+            let name = unsafe { CStr::from_ptr(info.fname) };
+            // a shared library's name is its absolute path; the main
+            // program's is how it was started (argv[0]), and it is never
+            // unloaded: a relative name is not looked for at all
+            if !name.to_bytes().starts_with(b"/") {
+                return Pin::MainProgram;
+            }
+            // SAFETY: with RTLD_NOLOAD nothing is loaded or initialized: an
+            // object already loaded under this name (or file) gets one more
+            // reference, which is never dropped, and RTLD_NODELETE, so it
+            // stays mapped for the rest of the process; none found is NULL
+            // (the main program started by an absolute path: never unloaded).
+            let h = unsafe { dlopen(name.as_ptr(), RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE) };
+            if h.is_null() {
+                Pin::MainProgram
+            } else {
+                Pin::Pinned
+            }
+        }
     }
 
     /// An abort (or creation) left to its thread has returned, and what it
@@ -877,6 +958,63 @@ mod tests {
 
     /// The process's exit waits for an abort left to its thread, and for
     /// what runs after it, then finishes its exit as usual.
+    /// A shared library holding the exit handler stays loaded after its
+    /// last `dlclose`. glibc's libthread_db (which no program loads unless
+    /// it debugs threads) stands in for a library built on this crate: the
+    /// control shows that its last `dlclose` unloads it here, then the pin
+    /// keeps it. (Its address comes from the loader's map, not `dlsym`,
+    /// which would make the test program depend on it.)
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn a_pinned_library_stays_loaded_after_its_last_dlclose() {
+        use core::ffi::{c_char, c_int, c_void};
+        use in_flight::pin::{Pin, object_of};
+        /// The head of glibc's `struct link_map`.
+        #[repr(C)]
+        struct LinkMap {
+            addr: usize,
+            name: *const c_char,
+            dynamic: *const c_void,
+        }
+        unsafe extern "C" {
+            fn dlopen(file: *const c_char, flags: c_int) -> *mut c_void;
+            fn dlinfo(h: *mut c_void, request: c_int, out: *mut c_void) -> c_int;
+            fn dlclose(h: *mut c_void) -> c_int;
+        }
+        // lazily: it calls functions its user (a debugger) provides
+        const LAZY: c_int = 0x1;
+        const LOADED_ONLY: c_int = LAZY | 0x4; // RTLD_NOLOAD
+        const RTLD_DI_LINKMAP: c_int = 2;
+        let lib = c"libthread_db.so.1";
+        // SAFETY: glibc's own library, whose initializers do nothing
+        // harmful and none of whose functions is called; each handle is
+        // closed once; NOLOAD only looks it up; dlinfo writes one pointer,
+        // to the loader's map of the library, read while it is loaded.
+        unsafe {
+            let h = dlopen(lib.as_ptr(), LAZY);
+            assert!(!h.is_null(), "{lib:?} (part of glibc) could not be opened");
+            assert_eq!(dlclose(h), 0);
+            assert!(
+                dlopen(lib.as_ptr(), LOADED_ONLY).is_null(),
+                "control: {lib:?} stayed loaded without a pin (was it loaded already?)"
+            );
+            let h = dlopen(lib.as_ptr(), LAZY);
+            assert!(!h.is_null());
+            let mut map: *const LinkMap = core::ptr::null();
+            assert_eq!(dlinfo(h, RTLD_DI_LINKMAP, (&raw mut map).cast()), 0);
+            // its dynamic section: an address inside the library
+            assert_eq!(object_of((*map).dynamic), Pin::Pinned);
+            assert_eq!(dlclose(h), 0);
+            assert!(
+                !dlopen(lib.as_ptr(), LOADED_ONLY).is_null(),
+                "{lib:?} was unloaded despite the pin"
+            );
+            // this test's own code is the test program's
+            let here: fn(Duration) -> usize = in_flight::wait;
+            assert_eq!(object_of(here as *const c_void), Pin::MainProgram);
+        }
+    }
+
     #[test]
     fn exit_waits_for_aborts_left_to_their_threads() {
         let (code, _, released, marked) = exit_with_abort_in_flight(
