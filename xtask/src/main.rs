@@ -6,7 +6,8 @@
 //! - `launch`: N local ranks with torchrun's variables.
 //! - `locate`: where NCCL is, as `ci`, `test` and `bench` use it.
 //! - `bindgen [--check]`: regenerate (or check) the committed bindings of every
-//!   NCCL minor and the `since` table (`versions.rs`).
+//!   NCCL minor and the `since` table (`versions.rs`); every patch release's
+//!   bindings must agree with its minor's.
 //! - `version-matrix`, `nccl-releases`: the NCCL version matrix of `ci` alone;
 //!   releases on PyPI that `versions.rs` does not know yet.
 //!
@@ -104,7 +105,8 @@ enum Cmd {
     /// newest release of that minor) and nccl-sys/src/since_table.rs (the first release of every
     /// function, config field and result code) from the nccl.h of every release on PyPI, fetched
     /// by HTTP range reads into target/nccl-headers, with the bindgen configuration of nccl-sys's
-    /// build script.
+    /// build script. Fails first when a patch release's bindings declare something otherwise
+    /// than its minor's (other than the version constants and the config struct).
     Bindgen {
         /// Compare only; fail when a committed file differs [default: write them]
         #[arg(long)]

@@ -484,9 +484,116 @@ fn stale_bindings(root: &Path, files: &[(PathBuf, String)]) -> Vec<PathBuf> {
     stale
 }
 
+/// Declarations a patch release may give otherwise than its minor's newest
+/// (whose bindings serve the whole minor): the version macros, and the
+/// config struct, which the crate lays out for the release in use
+/// (`config_for_runtime`) and the compile matrix builds against.
+fn may_differ_within_minor(key: &str) -> bool {
+    matches!(
+        key,
+        "const NCCL_PATCH" | "const NCCL_VERSION_CODE" | "type ncclConfig_t"
+    ) || key.starts_with("struct ncclConfig_v")
+}
+
+/// The declarations of a bindings text by kind and name (`fn ncclGetVersion`,
+/// `type ncclComm_t`), each as its tokens' text.
+fn declarations_of(text: &str) -> Result<BTreeMap<String, String>> {
+    use quote::ToTokens;
+    let file = syn::parse_file(text).map_err(|e| format!("parsing bindings: {e}"))?;
+    let mut out = BTreeMap::new();
+    for item in &file.items {
+        let key = match item {
+            syn::Item::ForeignMod(m) => {
+                for f in &m.items {
+                    if let syn::ForeignItem::Fn(f) = f {
+                        out.insert(
+                            format!("fn {}", f.sig.ident),
+                            f.sig.to_token_stream().to_string(),
+                        );
+                    }
+                }
+                continue;
+            }
+            syn::Item::Struct(i) => format!("struct {}", i.ident),
+            syn::Item::Union(i) => format!("union {}", i.ident),
+            syn::Item::Enum(i) => format!("enum {}", i.ident),
+            syn::Item::Type(i) => format!("type {}", i.ident),
+            syn::Item::Const(i) => format!("const {}", i.ident),
+            syn::Item::Static(i) => format!("static {}", i.ident),
+            _ => continue,
+        };
+        out.insert(key, item.to_token_stream().to_string());
+    }
+    Ok(out)
+}
+
+/// What the bindings of a patch release declare otherwise than its minor's
+/// committed ones: a declaration the newest lacks, or has in another shape.
+fn differences_within_minor(patch: &str, newest: &str) -> Result<Vec<String>> {
+    let newest = declarations_of(newest)?;
+    Ok(declarations_of(patch)?
+        .into_iter()
+        .filter(|(key, _)| !may_differ_within_minor(key))
+        .filter_map(|(key, text)| match newest.get(&key) {
+            Some(t) if *t == text => None,
+            Some(_) => Some(format!("{key} (another shape)")),
+            None => Some(format!("{key} (not in the newest)")),
+        })
+        .collect())
+}
+
+/// Every release's bindings (bindgen on its header, as a build with the
+/// feature `bindgen` makes them) agree with its minor's committed bindings
+/// on what both declare: the committed bindings fit every patch release,
+/// and code written against them compiles on bindgen's.
+fn patch_releases_agree(root: &Path) -> Result<()> {
+    let reads = read_all(root)?;
+    let mut newest: BTreeMap<(u32, u32), &Read> = BTreeMap::new();
+    for r in &reads {
+        newest.insert((r.release.0, r.release.1), r);
+    }
+    let mut texts: BTreeMap<(u32, u32), String> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for r in &reads {
+        let n = newest[&(r.release.0, r.release.1)];
+        if n.release == r.release {
+            continue;
+        }
+        let committed = match texts.entry((r.release.0, r.release.1)) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(bindings_text(root, n.release, &n.include_dir)?)
+            }
+        };
+        let patch = bindings_text(root, r.release, &r.include_dir)?;
+        for d in differences_within_minor(&patch, committed)? {
+            problems.push(format!(
+                "NCCL {} against {}: {d}",
+                show(r.release),
+                show(n.release)
+            ));
+        }
+    }
+    if problems.is_empty() {
+        println!(
+            "bindgen: every patch release agrees with its minor's bindings ({} releases)",
+            reads.len()
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "a patch release declares otherwise than its minor's committed bindings (make \
+             bindings.rs give both the same shape, or handle the release): {}",
+            problems.join("; ")
+        ))
+    }
+}
+
 /// `cargo xtask bindgen [--check]`: writes (or checks) the per-minor bindings
-/// and the since table.
+/// and the since table, and checks that every patch release agrees with
+/// its minor's bindings.
 pub fn bindgen(root: &Path, check: bool) -> Result<()> {
+    patch_releases_agree(root)?;
     let files = generate(root)?;
     let stale = stale_bindings(root, &files);
     let mut differ = Vec::new();
@@ -787,6 +894,30 @@ pub fn ci(root: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_patch_release_that_declares_otherwise_is_named() {
+        let newest = "pub type ncclComm_t = *mut ncclComm;\n\
+            pub const NCCL_PATCH: u32 = 7;\n\
+            unsafe extern \"C\" { pub fn ncclParamGetI8(h: ncclParamHandle_t, out: *mut i8) -> ncclResult_t; }";
+        let same = "pub type ncclComm_t = *mut ncclComm;\npub const NCCL_PATCH: u32 = 4;";
+        assert!(
+            super::differences_within_minor(same, newest)
+                .unwrap()
+                .is_empty()
+        );
+        let other = "pub type ncclComm_t = ncclComm;\n\
+            unsafe extern \"C\" { pub fn ncclParamGetI8(h: *mut ncclParamHandle_t, out: *mut i8) -> ncclResult_t; \
+            pub fn ncclGone() -> ncclResult_t; }";
+        assert_eq!(
+            super::differences_within_minor(other, newest).unwrap(),
+            [
+                "fn ncclGone (not in the newest)",
+                "fn ncclParamGetI8 (another shape)",
+                "type ncclComm_t (another shape)"
+            ]
+        );
+    }
+
     use super::*;
 
     #[test]
