@@ -448,16 +448,21 @@ fn bindings_text(root: &Path, release: Release, include_dir: &Path) -> Result<St
     ))
 }
 
-/// Every generated file: (path relative to the repository root, text).
-pub fn generate(root: &Path) -> Result<Vec<(PathBuf, String)>> {
-    let reads = read_all(root)?;
-    // the newest release of each minor
-    let mut newest: BTreeMap<(u32, u32), &Read> = BTreeMap::new();
-    for r in &reads {
+/// The newest release read of each minor.
+fn newest_of_minors(reads: &[Read]) -> BTreeMap<(u32, u32), &Read> {
+    let mut newest = BTreeMap::new();
+    for r in reads {
         newest.insert((r.release.0, r.release.1), r);
     }
+    newest
+}
+
+/// Every generated file, from the headers `reads`: (path relative to the
+/// repository root, text).
+fn generate(root: &Path, reads: &[Read]) -> Result<Vec<(PathBuf, String)>> {
+    let newest = newest_of_minors(reads);
     let from: Vec<Release> = newest.values().map(|r| r.release).collect();
-    let mut files = vec![(PathBuf::from(SINCE_TABLE), since_table(&reads, &from)?)];
+    let mut files = vec![(PathBuf::from(SINCE_TABLE), since_table(reads, &from)?)];
     for r in newest.values() {
         eprintln!("xtask: bindgen on NCCL {}", show(r.release));
         files.push((
@@ -544,27 +549,24 @@ fn differences_within_minor(patch: &str, newest: &str) -> Result<Vec<String>> {
 
 /// Every release's bindings (bindgen on its header, as a build with the
 /// feature `bindgen` makes them) agree with its minor's committed bindings
-/// on what both declare: the committed bindings fit every patch release,
-/// and code written against them compiles on bindgen's.
-fn patch_releases_agree(root: &Path) -> Result<()> {
-    let reads = read_all(root)?;
-    let mut newest: BTreeMap<(u32, u32), &Read> = BTreeMap::new();
-    for r in &reads {
-        newest.insert((r.release.0, r.release.1), r);
-    }
-    let mut texts: BTreeMap<(u32, u32), String> = BTreeMap::new();
+/// (`files`, just generated from `reads`) on what both declare: the
+/// committed bindings fit every patch release, and code written against
+/// them compiles on bindgen's.
+fn patch_releases_agree(root: &Path, reads: &[Read], files: &[(PathBuf, String)]) -> Result<()> {
+    let newest = newest_of_minors(reads);
     let mut problems = Vec::new();
-    for r in &reads {
+    for r in reads {
         let n = newest[&(r.release.0, r.release.1)];
         if n.release == r.release {
             continue;
         }
-        let committed = match texts.entry((r.release.0, r.release.1)) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(bindings_text(root, n.release, &n.include_dir)?)
-            }
-        };
+        let path =
+            PathBuf::from("nccl-sys").join(version::committed_path(n.release.0, n.release.1));
+        let committed = files
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, text)| text)
+            .ok_or_else(|| format!("no bindings generated for NCCL {}", show(n.release)))?;
         let patch = bindings_text(root, r.release, &r.include_dir)?;
         for d in differences_within_minor(&patch, committed)? {
             problems.push(format!(
@@ -593,8 +595,9 @@ fn patch_releases_agree(root: &Path) -> Result<()> {
 /// and the since table, and checks that every patch release agrees with
 /// its minor's bindings.
 pub fn bindgen(root: &Path, check: bool) -> Result<()> {
-    patch_releases_agree(root)?;
-    let files = generate(root)?;
+    let reads = read_all(root)?;
+    let files = generate(root, &reads)?;
+    patch_releases_agree(root, &reads, &files)?;
     let stale = stale_bindings(root, &files);
     let mut differ = Vec::new();
     for (rel, text) in &files {
