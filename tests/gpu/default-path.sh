@@ -8,7 +8,8 @@
 # Steps (all by default):
 #   breakdown  nccl-bench --breakdown (where an all_reduce's host time goes:
 #              the raw NCCL call, the buffers' acquisition alone, the safe
-#              call; CudaSlice and NcclBuffer on the pool), world 1 and 2
+#              call; CudaSlice and NcclBuffer on the pool; the CudaSlice call
+#              with cudarc's tracking off), world 1 and 2
 #              ranks on GPU 0, 10 rounds, each rank on cores of its own
 #              (tests/gpu/pin.sh)
 #   profile    where Nsight Systems is installed (nsys): the CUDA driver calls

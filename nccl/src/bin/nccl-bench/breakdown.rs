@@ -14,9 +14,13 @@
 //!   dropped), with no NCCL call: the cost of the buffers' tracking
 //!   (cudarc's events for `CudaSlice`; the library's for `NcclBuffer` on
 //!   the pool, `Memory::Stream`);
-//! - `slice-call` / `stream-call`: `Comm::all_reduce` on them: the safe call.
+//! - `slice-call` / `stream-call`: `Comm::all_reduce` on them: the safe call;
+//! - `slice-off`: `slice-call` with cudarc's event tracking turned off around
+//!   the timed loop (a `CudaSlice` as a context with tracking off gives it;
+//!   the `untracked` column of `tests/gpu/side-by-side.sh`, in this process).
 //!
-//! `call - ffi - acq` is then what the library's own checks and funnel cost.
+//! `call - ffi - acq` is then what the library's own checks and funnel cost,
+//! and `slice-off - ffi` the same for a `CudaSlice` with no tracking.
 //! Every rank of a launched job runs the same sequence (the acquisitions make
 //! no NCCL call). After the rounds, each size's outputs are checked.
 
@@ -30,10 +34,11 @@ use crate::options::{self, Opts};
 use crate::timing::Rank;
 
 /// The timed columns, in their order in the report.
-const COLS: [&str; 6] = [
+const COLS: [&str; 7] = [
     "ffi",
     "slice-acq",
     "slice-call",
+    "slice-off",
     "ffi-pool",
     "stream-acq",
     "stream-call",
@@ -97,7 +102,22 @@ pub fn run(o: &Opts, rank: &Rank, rounds: usize) -> nccl::Result<()> {
         for r in 0..rounds {
             for k in 0..COLS.len() {
                 let col = (k + r) % COLS.len();
-                times[col].push(timed(o, stream, || one(col, comm, stream, n, &mut b))?);
+                let off = tracking && COLS[col] == "slice-off";
+                if off {
+                    // SAFETY: every use of this process's buffers is on
+                    // `stream` (the second stream is never used), so no
+                    // CudaSlice needs an event to order a use on another
+                    // stream while tracking is off.
+                    unsafe { stream.context().disable_event_tracking() };
+                }
+                let t = timed(o, stream, || one(col, comm, stream, n, &mut b));
+                if off {
+                    // SAFETY: no CudaSlice was made while tracking was off
+                    // (cudarc's condition), and the uses it did not record
+                    // were all on `stream`, as every later one is.
+                    unsafe { stream.context().enable_event_tracking() };
+                }
+                times[col].push(t?);
             }
         }
         let m = times.map(|mut t| {
@@ -120,8 +140,14 @@ pub fn run(o: &Opts, rank: &Rank, rounds: usize) -> nccl::Result<()> {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        let [ffi, sa, sc, fp, pa, pc] = [0, 1, 2, 3, 4, 5].map(mid);
+        let [ffi, sa, sc, so, fp, pa, pc] = [0, 1, 2, 3, 4, 5, 6].map(mid);
         outln!("# median over sizes: ffi {ffi:.3} us, ffi-pool {fp:.3} us");
+        outln!(
+            "# CudaSlice, cudarc's tracking off: call {so:.3} us = x{:.3} of ffi on the same \
+             buffers, the library's checks and funnel {:.3} us",
+            so / ffi,
+            so - ffi
+        );
         for (name, ffi, acq, call) in [
             ("CudaSlice", ffi, sa, sc),
             ("NcclBuffer (pool)", fp, pa, pc),
@@ -166,7 +192,7 @@ fn one(
     b: &mut Bufs,
 ) -> nccl::Result<()> {
     match col {
-        0 | 3 => {
+        0 | 4 => {
             let (s, d) = match col {
                 0 => b.raw,
                 _ => (b.pool.0.as_raw(), b.pool.1.as_raw()),
@@ -198,8 +224,8 @@ fn one(
             drop((g1, g2));
             Ok(())
         }
-        2 => comm.all_reduce(&b.slice.0, &mut b.slice.1, ReduceOp::Sum, &**stream),
-        4 => {
+        2 | 3 => comm.all_reduce(&b.slice.0, &mut b.slice.1, ReduceOp::Sum, &**stream),
+        5 => {
             let (_, g1) = b.pool.0.device_ptr(stream);
             let (_, g2) = b.pool.1.device_ptr_mut(stream);
             drop((g1, g2));
