@@ -1547,6 +1547,84 @@ fn ncclbuf_streams(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         close(&out, &want, false)
     })();
     rep.check("NcclBuffer on its own stream captured with tracking on", r);
+
+    // (e) a CudaSlice taken over: written on T by a copy queued behind a
+    // stall (cudarc records the slice's write event on T), taken over (its
+    // stream A must wait for that event), all_reduced in place on A, where
+    // a missing wait shows as the zeros the copy had not overwritten yet;
+    // then read by an all_reduce on B (tracked as a foreign read) and
+    // dropped (joined into A). The same memory, not a copy.
+    let r = (|| -> Result<(), String> {
+        let (a, t, b) = (
+            ctx.new_stream().map_err(cu)?,
+            ctx.new_stream().map_err(cu)?,
+            env.stream,
+        );
+        let mut stall_t = Stall::new(&t)?;
+        let src = t.clone_htod(&host).map_err(cu)?;
+        let mut slice = a.alloc_zeros::<f32>(big).map_err(cu)?;
+        let raw = cudarc::driver::DevicePtr::device_ptr(&slice, &a).0;
+        a.synchronize().map_err(cu)?;
+        t.synchronize().map_err(cu)?;
+        stall_t.on(&t)?;
+        t.memcpy_dtod(&src, &mut slice).map_err(cu)?;
+        let mut x = NcclBuffer::from_cuda_slice(slice).map_err(|e| e2s(e.into()))?;
+        if (x.memory(), x.len(), x.as_raw()) != (Memory::Stream, big, raw)
+            || !Arc::ptr_eq(x.stream(), &a)
+        {
+            return Err(format!(
+                "taken over as {:?}, {} elements at {:#x} (the slice: {big} at {raw:#x})",
+                x.memory(),
+                x.len(),
+                x.as_raw()
+            ));
+        }
+        comm.all_reduce_in_place(&mut x, ReduceOp::Sum, &a)
+            .map_err(e2s)?;
+        let mut out = b.alloc_zeros::<f32>(big).map_err(cu)?;
+        comm.all_reduce(&x, &mut out, ReduceOp::Sum, b)
+            .map_err(e2s)?;
+        let got = a.clone_dtoh(&x).map_err(cu)?;
+        let got_b = b.clone_dtoh(&out).map_err(cu)?;
+        a.synchronize().map_err(cu)?;
+        b.synchronize().map_err(cu)?;
+        sampled(
+            "a slice written on T, taken over, all_reduced on its stream",
+            &got,
+            sum,
+        )?;
+        sampled("then all_reduced on B", &got_b, |i| world as f32 * sum(i))?;
+        drop(x);
+        a.synchronize().map_err(cu)
+    })();
+    rep.check(
+        "NcclBuffer::from_cuda_slice: after the slice's uses on another stream, then tracked",
+        r,
+    );
+
+    // (e') a slice of the per-thread default stream: the buffer is handed
+    // out once that stream's work (the copy) is done; read on B
+    let r = (|| -> Result<(), String> {
+        let n = 4096;
+        let pt = ctx.per_thread_stream();
+        let slice = pt.clone_htod(&host[..n]).map_err(cu)?;
+        let x = NcclBuffer::from_cuda_slice(slice).map_err(|e| e2s(e.into()))?;
+        let mut out = env.stream.alloc_zeros::<f32>(n).map_err(cu)?;
+        comm.all_reduce(&x, &mut out, ReduceOp::Sum, env.stream)
+            .map_err(e2s)?;
+        let got = env.stream.clone_dtoh(&out).map_err(cu)?;
+        env.stream.synchronize().map_err(cu)?;
+        drop(x);
+        sampled(
+            "a per-thread stream's slice taken over, all_reduced on B",
+            &got,
+            sum,
+        )
+    })();
+    rep.check(
+        "NcclBuffer::from_cuda_slice of the per-thread default stream",
+        r,
+    );
 }
 
 /// The symmetric-memory pool (NCCL 2.27+): all_reduce on pooled windows

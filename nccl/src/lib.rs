@@ -54,7 +54,9 @@
 //! call, uses on other streams are ordered both ways, and it can be sliced
 //! ([`NcclView`], [`NcclViewMut`]) for buckets. On the stream-ordered pool
 //! ([`Memory::Stream`], `CudaSlice`'s memory) it is the path at the C loop's
-//! speed, with tracking on: the one the example above takes. Programs that order their
+//! speed, with tracking on: the one the example above takes. A `CudaSlice`
+//! an engine already has moves onto that path without a copy with
+//! [`NcclBuffer::from_cuda_slice`]. Programs that order their
 //! streams themselves can also skip cudarc's cost with its (unsafe)
 //! `CudaContext::disable_event_tracking` before allocating.
 //! `docs/performance.md` gives the measured costs.
@@ -202,7 +204,7 @@ pub use device::{CommProperties, DevComm, DevCommBytes, DevCommRequirements, Tea
 pub use elastic::{ElasticApi, GrowPlan, MemStats, RankMap, Recovery, Shrunk, elastic_support};
 pub use mem::{
     DROP_WAIT, Local, Memory, NcclBuffer, NcclView, NcclViewMut, Registered, Registration,
-    RegistrationKind,
+    RegistrationKind, SliceNotTaken,
 };
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
 pub use mem::{PoolStats, SymmetricBuffer, SymmetricPool, Win, Window};

@@ -27,6 +27,9 @@
 //!   memory is leaked (and logged) rather than freed under a kernel. Pool
 //!   memory ([`Memory::Stream`]) is freed on home instead (`cuMemFreeAsync`),
 //!   after those waits: the host does not wait.
+//! - **Taking over a `CudaSlice`** ([`NcclBuffer::from_cuda_slice`]): home,
+//!   the slice's stream, waits for the slice's cudarc events; that wait
+//!   counts as a write on home.
 //!
 //! Events are made on first need: a buffer used on its home stream only has
 //! none. Views share their buffer's state (the rules are per buffer, not per
@@ -90,6 +93,19 @@
 //!    home is the dropping thread's: every use there was foreign and is in a
 //!    slot (or complete), and the joins make that stream wait for all of
 //!    them before the free.
+//! 8. *A slice taken over.* Its uses before are cudarc's: each is covered by
+//!    the slice's write or read event (cudarc's rule, with its one read
+//!    event: of several reader streams only the last is covered, as for a
+//!    write to the slice itself), and home waits for both before the buffer
+//!    exists. The buffer starts as a fresh one does: a write on home (rule
+//!    3's `home_w`), so a first use on another stream waits for home, and
+//!    through it for those uses; on the per-thread stream, as for a new
+//!    buffer, the host waits for that stream before the buffer is handed
+//!    out. Only slices of a device with memory pools are taken over: cudarc
+//!    frees those with `cuMemFreeAsync` on the slice's stream, as rule 7
+//!    frees pool memory on home (cudarc decides by the same attribute).
+//!    Elsewhere cudarc frees with `cuMemFree`, which can wait for work on
+//!    every stream of the device: a drop could then wait without bound.
 //!
 //! The `track` module's tests check these rules against a model of CUDA's
 //! stream and event ordering on random programs (including in-flight reads
@@ -133,7 +149,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cudarc::driver::{
-    CudaEvent, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, DriverError, SyncOnDrop, sys as cu,
+    CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, DriverError,
+    SyncOnDrop, sys as cu,
 };
 
 use crate::base::call::check;
@@ -156,7 +173,9 @@ const PER_THREAD: usize = 0x2;
 /// registration, windows and NVLink optimizations want:
 /// [`alloc_zeros`](NcclBuffer::alloc_zeros)) or from the device's
 /// stream-ordered pool (`cuMemAllocAsync`, the memory cudarc's `CudaSlice`
-/// has, without cudarc's per-use events: [`Memory::Stream`]). Usable in
+/// has, without cudarc's per-use events: [`Memory::Stream`]; a `CudaSlice`
+/// becomes one without a copy with
+/// [`from_cuda_slice`](NcclBuffer::from_cuda_slice)). Usable in
 /// every collective (it implements cudarc's `DevicePtr`/`DevicePtrMut`) and
 /// with cudarc's copies; freed on drop. [`slice`](NcclBuffer::slice) and
 /// [`slice_mut`](NcclBuffer::slice_mut) give views of a range (buckets).
@@ -198,6 +217,23 @@ pub enum Memory {
     /// NCCL 2.30.3+ refuses to register it, and windows cannot be made of it
     /// (both are typed errors).
     Stream,
+}
+
+/// Whether the device of `ctx` has memory pools: cudarc then allocates a
+/// `CudaSlice` with `cuMemAllocAsync` and frees it with `cuMemFreeAsync`,
+/// otherwise with `cuMemAlloc` and `cuMemFree` (its `has_async_alloc`, from
+/// the same attribute). Asked without `CudaContext::attribute`, which would
+/// take an error cudarc has stored for the context.
+fn pools(ctx: &cudarc::driver::CudaContext) -> std::result::Result<bool, DriverError> {
+    // SAFETY: the device handle is the context's, valid while it lives
+    // (borrowed); the query needs no current context.
+    let n = unsafe {
+        cudarc::driver::result::device::get_attribute(
+            ctx.cu_device(),
+            cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED,
+        )
+    }?;
+    Ok(n > 0)
 }
 
 /// The home stream, the tracking state and the events of a buffer.
@@ -312,22 +348,7 @@ impl<T: NcclType> NcclBuffer<T> {
             }
         };
         // from here on, an error frees the memory (drop)
-        let per_thread = stream.cu_stream() as usize == PER_THREAD;
-        let buf = NcclBuffer {
-            ptr,
-            len,
-            memory,
-            uses: Uses {
-                home: Home {
-                    stream: stream.clone(),
-                    events: Default::default(),
-                },
-                // the zeroing or the copy is the first write, on home
-                track: Mutex::new(Track::new(!per_thread)),
-                foreign: AtomicBool::new(false),
-            },
-            _t: PhantomData,
-        };
+        let buf = Self::wrap(stream, ptr, len, memory);
         match data {
             // SAFETY: the allocation just made holds `bytes`, on the stream's
             // GPU, and `data` as many (`len` of them). The copy only reads
@@ -343,13 +364,172 @@ impl<T: NcclType> NcclBuffer<T> {
                 cudarc::driver::result::memset_d8_async(buf.ptr, 0, bytes, stream.cu_stream())
             }?,
         }
-        if per_thread {
+        buf.settled(op)
+    }
+
+    /// Takes over the memory of a cudarc `CudaSlice`, without a copy: the
+    /// slice's stream becomes the buffer's home stream, and the memory is
+    /// freed as cudarc would have freed it (`cuMemFreeAsync` on that stream:
+    /// [`Memory::Stream`]). From then on its uses are tracked as an
+    /// `NcclBuffer`'s: nothing to record or wait on home, where cudarc makes
+    /// three event waits and two records per out-of-place collective
+    /// (docs/performance.md).
+    ///
+    /// Every use the slice's events hold (cudarc's tracking) is ordered
+    /// before every use of the buffer: home waits for them first. With event
+    /// tracking off in the context, ordering the slice's earlier uses on
+    /// other streams is left to the program, as it is for the slice itself.
+    ///
+    /// # Errors
+    /// The slice comes back, untouched but for those waits, in a boxed
+    /// [`SliceNotTaken`] (which converts into [`Error`] with `?`):
+    /// CUDA's `CUDA_ERROR_NOT_SUPPORTED` on a device without memory pools
+    /// (cudarc's memory there is `cuMemAlloc`'s, whose free can wait for
+    /// every stream of the device: a drop could not be bounded); CUDA's
+    /// error of the device query or of the waits; `Timeout` when the slice's
+    /// stream is the per-thread default stream and the work queued there does
+    /// not end within [`DROP_WAIT`] (as for [`alloc_zeros_in`]).
+    ///
+    /// [`alloc_zeros_in`]: NcclBuffer::alloc_zeros_in
+    pub fn from_cuda_slice(
+        mut slice: CudaSlice<T>,
+    ) -> std::result::Result<NcclBuffer<T>, Box<SliceNotTaken<T>>> {
+        const OP: &str = "NcclBuffer::from_cuda_slice";
+        let stream = slice.stream().clone();
+        let ctx = stream.context().clone();
+        match pools(&ctx) {
+            Ok(true) => {}
+            Ok(false) => {
+                let error = DriverError(cu::cudaError_enum::CUDA_ERROR_NOT_SUPPORTED).into();
+                return Err(Box::new(SliceNotTaken { error, slice }));
+            }
+            Err(e) => {
+                return Err(Box::new(SliceNotTaken {
+                    error: e.into(),
+                    slice,
+                }));
+            }
+        }
+        // cudarc's waits run only when no error is stored for the context
+        // (it reports that error instead): take one now, give it back after
+        let stored = ctx.check_err();
+        // home waits for the slice's read and write events (cudarc); the
+        // guard records the write event on home, which nothing waits for
+        drop(slice.device_ptr_mut(&stream));
+        let waited = ctx.check_err();
+        ctx.record_err(stored);
+        if let Err(e) = waited {
+            return Err(Box::new(SliceNotTaken {
+                error: e.into(),
+                slice,
+            }));
+        }
+        if stream.cu_stream() as usize == PER_THREAD {
+            // no use counts as home on the per-thread stream (rule 5): the
+            // waits must be over before any use, at most DROP_WAIT
+            match idle_by(&stream, std::time::Instant::now() + DROP_WAIT) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let error = Error::Timeout {
+                        op: OP,
+                        after: DROP_WAIT,
+                    };
+                    return Err(Box::new(SliceNotTaken { error, slice }));
+                }
+                Err(e) => {
+                    return Err(Box::new(SliceNotTaken {
+                        error: e.into(),
+                        slice,
+                    }));
+                }
+            }
+        }
+        // cudarc's leak waits for the same events again (nothing new: the
+        // slice is ours) and gives up the memory without freeing it
+        let len = slice.len();
+        let ptr = slice.leak();
+        Ok(Self::wrap(&stream, ptr, len, Memory::Stream))
+    }
+}
+
+/// A `CudaSlice` that [`NcclBuffer::from_cuda_slice`] did not take over, and
+/// why. `?` turns it into the [`Error`] (the slice is then dropped, which
+/// frees it as cudarc does).
+pub struct SliceNotTaken<T> {
+    /// Why the slice was not taken over.
+    pub error: Error,
+    /// The slice, as it was given (its stream has waited for its events).
+    pub slice: CudaSlice<T>,
+}
+
+impl<T> std::fmt::Debug for SliceNotTaken<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SliceNotTaken")
+            .field("error", &self.error)
+            .field("slice_len", &self.slice.len())
+            .finish()
+    }
+}
+
+impl<T> std::fmt::Display for SliceNotTaken<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NcclBuffer::from_cuda_slice: {}", self.error)
+    }
+}
+
+impl<T> std::error::Error for SliceNotTaken<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T> From<Box<SliceNotTaken<T>>> for Error {
+    fn from(e: Box<SliceNotTaken<T>>) -> Error {
+        e.error
+    }
+}
+
+impl<T> NcclBuffer<T> {
+    /// The buffer of `len` elements of `memory` at `ptr` on home `stream`,
+    /// whose first use (the zeroing, the copy, or the waits of a slice taken
+    /// over) is on home.
+    fn wrap(
+        stream: &Arc<CudaStream>,
+        ptr: cu::CUdeviceptr,
+        len: usize,
+        memory: Memory,
+    ) -> NcclBuffer<T> {
+        let per_thread = stream.cu_stream() as usize == PER_THREAD;
+        NcclBuffer {
+            ptr,
+            len,
+            memory,
+            uses: Uses {
+                home: Home {
+                    stream: stream.clone(),
+                    events: Default::default(),
+                },
+                // that first use is a write on home
+                track: Mutex::new(Track::new(!per_thread)),
+                foreign: AtomicBool::new(false),
+            },
+            _t: PhantomData,
+        }
+    }
+
+    /// The new buffer, once its first use is ordered before every later
+    /// one: on the per-thread default stream, by a wait on the host.
+    fn settled(self, op: &'static str) -> Result<NcclBuffer<T>> {
+        let buf = self;
+        let stream = &buf.uses.home.stream;
+        if stream.cu_stream() as usize == PER_THREAD {
             // no use counts as home on the per-thread stream (rule 5 of the
             // module's source): the first write must be over before any use.
             // Waited for at most DROP_WAIT: that stream may hold work that
             // never ends (a collective on a dead peer); the buffer then
             // goes (its drop leaks it if the stream is still busy)
-            if !idle_by(stream, std::time::Instant::now() + DROP_WAIT)? {
+            let idle = idle_by(stream, std::time::Instant::now() + DROP_WAIT)?;
+            if !idle {
                 // the stream is stuck: the buffer is leaked at once (its
                 // drop would wait DROP_WAIT again)
                 SHARED_DEADLINE.with(|d| {
@@ -896,9 +1076,11 @@ impl<T> NcclBuffer<T> {
         if !self.uses.join(what) {
             return;
         }
-        // SAFETY: ptr came from cuMemAllocAsync and is freed once; home
-        // is alive (held) and, after the joins, ordered after every use of
-        // the memory, so the free runs after them on the GPU.
+        // SAFETY: ptr came from cuMemAllocAsync (ours, or a slice's that
+        // cudarc would free on this stream with cuMemFreeAsync: `pools`) and
+        // is freed once; home is alive (held) and, after the joins, ordered
+        // after every use of the memory, so the free runs after them on the
+        // GPU.
         if let Err(e) = unsafe { cudarc::driver::result::free_async(self.ptr, home.cu_stream()) } {
             log::error!("{what}: cuMemFreeAsync failed ({e}); the memory is leaked");
         }

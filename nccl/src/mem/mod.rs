@@ -14,7 +14,7 @@ use cudarc::driver::{CudaStream, sys as cu};
 use crate::base::error::{Error, Result};
 
 pub(crate) use buffer::one_wait;
-pub use buffer::{DROP_WAIT, Memory, NcclBuffer, NcclView, NcclViewMut};
+pub use buffer::{DROP_WAIT, Memory, NcclBuffer, NcclView, NcclViewMut, SliceNotTaken};
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
 pub use pool::{PoolStats, SymmetricBuffer, SymmetricPool};
 pub use registration::{Local, Registered, Registration, RegistrationKind};
