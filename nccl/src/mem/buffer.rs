@@ -397,52 +397,34 @@ impl<T: NcclType> NcclBuffer<T> {
         const OP: &str = "NcclBuffer::from_cuda_slice";
         let stream = slice.stream().clone();
         let ctx = stream.context().clone();
-        match pools(&ctx) {
-            Ok(true) => {}
-            Ok(false) => {
-                let error = DriverError(cu::cudaError_enum::CUDA_ERROR_NOT_SUPPORTED).into();
-                return Err(Box::new(SliceNotTaken { error, slice }));
+        let checked = (|| -> Result<()> {
+            if !pools(&ctx)? {
+                return Err(DriverError(cu::cudaError_enum::CUDA_ERROR_NOT_SUPPORTED).into());
             }
-            Err(e) => {
-                return Err(Box::new(SliceNotTaken {
-                    error: e.into(),
-                    slice,
-                }));
-            }
-        }
-        // cudarc's waits run only when no error is stored for the context
-        // (it reports that error instead): take one now, give it back after
-        let stored = ctx.check_err();
-        // home waits for the slice's read and write events (cudarc); the
-        // guard records the write event on home, which nothing waits for
-        drop(slice.device_ptr_mut(&stream));
-        let waited = ctx.check_err();
-        ctx.record_err(stored);
-        if let Err(e) = waited {
-            return Err(Box::new(SliceNotTaken {
-                error: e.into(),
-                slice,
-            }));
-        }
-        if stream.cu_stream() as usize == PER_THREAD {
+            // cudarc's waits run only when no error is stored for the
+            // context (it reports that error instead): take one now, give
+            // it back after
+            let stored = ctx.check_err();
+            // home waits for the slice's read and write events (cudarc); the
+            // guard records the write event on home, which nothing waits for
+            drop(slice.device_ptr_mut(&stream));
+            let waited = ctx.check_err();
+            ctx.record_err(stored);
+            waited?;
             // no use counts as home on the per-thread stream (rule 5): the
             // waits must be over before any use, at most DROP_WAIT
-            match idle_by(&stream, std::time::Instant::now() + DROP_WAIT) {
-                Ok(true) => {}
-                Ok(false) => {
-                    let error = Error::Timeout {
-                        op: OP,
-                        after: DROP_WAIT,
-                    };
-                    return Err(Box::new(SliceNotTaken { error, slice }));
-                }
-                Err(e) => {
-                    return Err(Box::new(SliceNotTaken {
-                        error: e.into(),
-                        slice,
-                    }));
-                }
+            if stream.cu_stream() as usize == PER_THREAD
+                && !idle_by(&stream, std::time::Instant::now() + DROP_WAIT)?
+            {
+                return Err(Error::Timeout {
+                    op: OP,
+                    after: DROP_WAIT,
+                });
             }
+            Ok(())
+        })();
+        if let Err(error) = checked {
+            return Err(Box::new(SliceNotTaken { error, slice }));
         }
         // cudarc's leak waits for the same events again (nothing new: the
         // slice is ours) and gives up the memory without freeing it
