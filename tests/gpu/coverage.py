@@ -241,9 +241,15 @@ def enclosing_fn(path, line, cache={}):
     if path not in cache:
         cache[path] = open(os.path.join(ROOT, path)).read().split("\n")
     lines = cache[path]
-    for i in range(min(line, len(lines)) - 1, -1, -1):
+    at = min(line, len(lines)) - 1
+    for i in range(at, -1, -1):
         m = FN_LINE.match(lines[i])
         if m:
+            # a nested fn that closed before the line (rustfmt puts its
+            # closing brace at the fn's indentation) does not enclose it
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+            if any(l.rstrip() == indent + "}" for l in lines[i + 1 : at]):
+                continue
             return m.group(1)
     return "(top level)"
 
