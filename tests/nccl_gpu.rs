@@ -1581,10 +1581,13 @@ fn ncclbuf_streams(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         }
         comm.all_reduce_in_place(&mut x, ReduceOp::Sum, &a)
             .map_err(e2s)?;
+        let got = a.clone_dtoh(&x).map_err(cu)?;
         let mut out = b.alloc_zeros::<f32>(big).map_err(cu)?;
+        stall_t.on(b)?;
         comm.all_reduce(&x, &mut out, ReduceOp::Sum, b)
             .map_err(e2s)?;
-        let got = a.clone_dtoh(&x).map_err(cu)?;
+        // freed on A while B's read may still be queued: the drop joins it
+        drop(x);
         let got_b = b.clone_dtoh(&out).map_err(cu)?;
         a.synchronize().map_err(cu)?;
         b.synchronize().map_err(cu)?;
@@ -1593,21 +1596,28 @@ fn ncclbuf_streams(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
             &got,
             sum,
         )?;
-        sampled("then all_reduced on B", &got_b, |i| world as f32 * sum(i))?;
-        drop(x);
-        a.synchronize().map_err(cu)
+        sampled("then all_reduced on B", &got_b, |i| world as f32 * sum(i))
     })();
     rep.check(
         "NcclBuffer::from_cuda_slice: after the slice's uses on another stream, then tracked",
         r,
     );
 
-    // (e') a slice of the per-thread default stream: the buffer is handed
-    // out once that stream's work (the copy) is done; read on B
+    // (e') a slice of the per-thread default stream, written on T behind a
+    // stall: the buffer is handed out once the per-thread stream has waited
+    // for that write (no use counts as home there, so nothing else orders
+    // B's read after it); read on B
     let r = (|| -> Result<(), String> {
-        let n = 4096;
+        let n = big;
         let pt = ctx.per_thread_stream();
-        let slice = pt.clone_htod(&host[..n]).map_err(cu)?;
+        let t = ctx.new_stream().map_err(cu)?;
+        let mut stall_t = Stall::new(&t)?;
+        let src = t.clone_htod(&host).map_err(cu)?;
+        let mut slice = pt.alloc_zeros::<f32>(n).map_err(cu)?;
+        pt.synchronize().map_err(cu)?;
+        t.synchronize().map_err(cu)?;
+        stall_t.on(&t)?;
+        t.memcpy_dtod(&src, &mut slice).map_err(cu)?;
         let x = NcclBuffer::from_cuda_slice(slice).map_err(|e| e2s(e.into()))?;
         let mut out = env.stream.alloc_zeros::<f32>(n).map_err(cu)?;
         comm.all_reduce(&x, &mut out, ReduceOp::Sum, env.stream)

@@ -29,7 +29,8 @@
 //!   after those waits: the host does not wait.
 //! - **Taking over a `CudaSlice`** ([`NcclBuffer::from_cuda_slice`]): home,
 //!   the slice's stream, waits for the slice's cudarc events; that wait
-//!   counts as a write on home.
+//!   counts as a write on home (on the per-thread stream, the host waits for
+//!   it instead, as for a new buffer there).
 //!
 //! Events are made on first need: a buffer used on its home stream only has
 //! none. Views share their buffer's state (the rules are per buffer, not per
@@ -94,18 +95,22 @@
 //!    slot (or complete), and the joins make that stream wait for all of
 //!    them before the free.
 //! 8. *A slice taken over.* Its uses before are cudarc's: each is covered by
-//!    the slice's write or read event (cudarc's rule, with its one read
-//!    event: of several reader streams only the last is covered, as for a
-//!    write to the slice itself), and home waits for both before the buffer
-//!    exists. The buffer starts as a fresh one does: a write on home (rule
-//!    3's `home_w`), so a first use on another stream waits for home, and
-//!    through it for those uses; on the per-thread stream, as for a new
-//!    buffer, the host waits for that stream before the buffer is handed
-//!    out. Only slices of a device with memory pools are taken over: cudarc
+//!    the slice's write or read event, and home waits for both (checked
+//!    calls of ours, whatever the context's tracking says by then) before
+//!    the buffer exists. The exception is cudarc's: it keeps one read event,
+//!    so of reads on several other streams only the last is covered, for
+//!    later uses and for the free, as for the slice itself; and a slice
+//!    made while tracking was off has no events. The buffer starts as a
+//!    fresh one does: a write on home (rule 3's `home_w`), so a first use on
+//!    another stream waits for home, and through it for those uses; on the
+//!    per-thread stream, as for a new buffer, the host waits for that stream
+//!    before the buffer is handed out. A stream that captures, or that the
+//!    waits joined to a capture, is refused. Only slices of a context with
+//!    memory pools are taken over (cudarc's `has_async_alloc`): cudarc
 //!    frees those with `cuMemFreeAsync` on the slice's stream, as rule 7
-//!    frees pool memory on home (cudarc decides by the same attribute).
-//!    Elsewhere cudarc frees with `cuMemFree`, which can wait for work on
-//!    every stream of the device: a drop could then wait without bound.
+//!    frees pool memory on home. Elsewhere cudarc frees with `cuMemFree`,
+//!    which can wait for work on every stream of the device: a drop could
+//!    then wait without bound.
 //!
 //! The `track` module's tests check these rules against a model of CUDA's
 //! stream and event ordering on random programs (including in-flight reads
@@ -217,23 +222,6 @@ pub enum Memory {
     /// NCCL 2.30.3+ refuses to register it, and windows cannot be made of it
     /// (both are typed errors).
     Stream,
-}
-
-/// Whether the device of `ctx` has memory pools: cudarc then allocates a
-/// `CudaSlice` with `cuMemAllocAsync` and frees it with `cuMemFreeAsync`,
-/// otherwise with `cuMemAlloc` and `cuMemFree` (its `has_async_alloc`, from
-/// the same attribute). Asked without `CudaContext::attribute`, which would
-/// take an error cudarc has stored for the context.
-fn pools(ctx: &cudarc::driver::CudaContext) -> std::result::Result<bool, DriverError> {
-    // SAFETY: the device handle is the context's, valid while it lives
-    // (borrowed); the query needs no current context.
-    let n = unsafe {
-        cudarc::driver::result::device::get_attribute(
-            ctx.cu_device(),
-            cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED,
-        )
-    }?;
-    Ok(n > 0)
 }
 
 /// The home stream, the tracking state and the events of a buffer.
@@ -370,25 +358,32 @@ impl<T: NcclType> NcclBuffer<T> {
     /// Takes over the memory of a cudarc `CudaSlice`, without a copy: the
     /// slice's stream becomes the buffer's home stream, and the memory is
     /// freed as cudarc would have freed it (`cuMemFreeAsync` on that stream:
-    /// [`Memory::Stream`]). From then on its uses are tracked as an
+    /// [`Memory::Stream`]), unless a use may still run then: like every
+    /// `NcclBuffer`, it is leaked (and logged) rather than freed under a
+    /// kernel or inside a capture. From then on its uses are tracked as an
     /// `NcclBuffer`'s: nothing to record or wait on home, where cudarc makes
     /// three event waits and two records per out-of-place collective
     /// (docs/performance.md).
     ///
-    /// Every use the slice's events hold (cudarc's tracking) is ordered
-    /// before every use of the buffer: home waits for them first. With event
-    /// tracking off in the context, ordering the slice's earlier uses on
-    /// other streams is left to the program, as it is for the slice itself.
+    /// First, home waits for the slice's two cudarc events (its last write,
+    /// and its last read: cudarc keeps one read event, so of reads on
+    /// several other streams only the last is covered, as for a write to
+    /// the slice itself), whatever the context's tracking says now. A slice
+    /// made while tracking was off has no events: ordering its earlier uses
+    /// on other streams is left to the program, as for the slice itself.
     ///
     /// # Errors
-    /// The slice comes back, untouched but for those waits, in a boxed
-    /// [`SliceNotTaken`] (which converts into [`Error`] with `?`):
-    /// CUDA's `CUDA_ERROR_NOT_SUPPORTED` on a device without memory pools
-    /// (cudarc's memory there is `cuMemAlloc`'s, whose free can wait for
-    /// every stream of the device: a drop could not be bounded); CUDA's
-    /// error of the device query or of the waits; `Timeout` when the slice's
-    /// stream is the per-thread default stream and the work queued there does
-    /// not end within [`DROP_WAIT`] (as for [`alloc_zeros_in`]).
+    /// The slice comes back in a boxed [`SliceNotTaken`] (which converts
+    /// into [`Error`] with `?`): CUDA's `CUDA_ERROR_NOT_SUPPORTED` on a device
+    /// without memory pools (cudarc's memory there is `cuMemAlloc`'s, whose
+    /// free can wait for every stream of the device: a drop could not be
+    /// bounded); `InvalidArgument` for an empty slice (as
+    /// [`alloc_zeros_in`]); `Capturing` while its stream captures a CUDA
+    /// graph, or when the waits joined it to one; CUDA's error of a wait;
+    /// `Timeout` when its stream is the per-thread default stream and the
+    /// work queued there does not end within [`DROP_WAIT`] (as for
+    /// [`alloc_zeros_in`]). Home may have waited for the slice's events by
+    /// then, and cudarc has recorded the slice's write event on it.
     ///
     /// [`alloc_zeros_in`]: NcclBuffer::alloc_zeros_in
     pub fn from_cuda_slice(
@@ -397,20 +392,47 @@ impl<T: NcclType> NcclBuffer<T> {
         const OP: &str = "NcclBuffer::from_cuda_slice";
         let stream = slice.stream().clone();
         let ctx = stream.context().clone();
+        let len = slice.len();
+        // cudarc's calls report an error stored for the context instead of
+        // running: take one now, give it back after
+        let stored = ctx.check_err();
         let checked = (|| -> Result<()> {
-            if !pools(&ctx)? {
+            if !ctx.has_async_alloc() {
                 return Err(DriverError(cu::cudaError_enum::CUDA_ERROR_NOT_SUPPORTED).into());
             }
-            // cudarc's waits run only when no error is stored for the
-            // context (it reports that error instead): take one now, give
-            // it back after
-            let stored = ctx.check_err();
-            // home waits for the slice's read and write events (cudarc); the
-            // guard records the write event on home, which nothing waits for
-            drop(slice.device_ptr_mut(&stream));
-            let waited = ctx.check_err();
-            ctx.record_err(stored);
-            waited?;
+            let bytes = match len.checked_mul(std::mem::size_of::<T>()) {
+                Some(0) | None => {
+                    return Err(Error::invalid(OP, "slice", "a non-empty slice", len));
+                }
+                Some(b) => b,
+            };
+            ctx.bind_to_thread()?;
+            if crate::mem::capturing(&stream)? {
+                return Err(Error::Capturing { op: OP, bytes });
+            }
+            // the slice's events, from cudarc's guards (which wait for them
+            // on home when the context tracks), taken out of the guards so
+            // that nothing is recorded over them before home has waited
+            let read = event_of(DevicePtr::device_ptr(&slice, &stream).1);
+            let write = event_of(slice.device_ptr_mut(&stream).1);
+            for ev in [read, write].into_iter().flatten() {
+                // SAFETY: home is alive (held) and its context current
+                // (bound above); the event is the slice's, alive until the
+                // slice is given up below, of the same context. A wait on
+                // an event never recorded waits for nothing.
+                unsafe {
+                    cudarc::driver::result::stream::wait_event(
+                        stream.cu_stream(),
+                        ev,
+                        cu::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
+                    )
+                }?;
+            }
+            // an event recorded inside another stream's capture would have
+            // joined home to that capture
+            if crate::mem::capturing(&stream)? {
+                return Err(Error::Capturing { op: OP, bytes });
+            }
             // no use counts as home on the per-thread stream (rule 5): the
             // waits must be over before any use, at most DROP_WAIT
             if stream.cu_stream() as usize == PER_THREAD
@@ -423,14 +445,29 @@ impl<T: NcclType> NcclBuffer<T> {
             }
             Ok(())
         })();
-        if let Err(error) = checked {
-            return Err(Box::new(SliceNotTaken { error, slice }));
-        }
-        // cudarc's leak waits for the same events again (nothing new: the
-        // slice is ours) and gives up the memory without freeing it
-        let len = slice.len();
-        let ptr = slice.leak();
-        Ok(Self::wrap(&stream, ptr, len, Memory::Stream))
+        let taken = match checked {
+            Ok(()) => {
+                // cudarc's leak waits for the same events again, then gives
+                // up the memory without freeing it
+                let ptr = slice.leak();
+                Ok(Self::wrap(&stream, ptr, len, Memory::Stream))
+            }
+            Err(error) => Err(Box::new(SliceNotTaken { error, slice })),
+        };
+        // what cudarc's own waits stored meanwhile: ours were checked
+        // directly (a stored error is shared by every thread of the context)
+        let _ = ctx.check_err();
+        ctx.record_err(stored);
+        taken
+    }
+}
+
+/// The raw event a cudarc guard would record on drop, taken out of it so
+/// that the guard records nothing.
+fn event_of(mut guard: SyncOnDrop<'_>) -> Option<cu::CUevent> {
+    match &mut guard {
+        SyncOnDrop::Record(target) => target.take().map(|(e, _)| e.cu_event()),
+        SyncOnDrop::Sync(_) => None,
     }
 }
 
@@ -440,7 +477,8 @@ impl<T: NcclType> NcclBuffer<T> {
 pub struct SliceNotTaken<T> {
     /// Why the slice was not taken over.
     pub error: Error,
-    /// The slice, as it was given (its stream has waited for its events).
+    /// The slice (see [`NcclBuffer::from_cuda_slice`]'s errors for what
+    /// may have been enqueued on its stream).
     pub slice: CudaSlice<T>,
 }
 
@@ -1058,11 +1096,11 @@ impl<T> NcclBuffer<T> {
         if !self.uses.join(what) {
             return;
         }
-        // SAFETY: ptr came from cuMemAllocAsync (ours, or a slice's that
-        // cudarc would free on this stream with cuMemFreeAsync: `pools`) and
-        // is freed once; home is alive (held) and, after the joins, ordered
-        // after every use of the memory, so the free runs after them on the
-        // GPU.
+        // SAFETY: ptr came from cuMemAllocAsync, or is a taken-over slice's,
+        // which cudarc's drop would free with cuMemFreeAsync on this very
+        // stream (its context has async allocation); it is freed once; home
+        // is alive (held) and, after the joins, ordered after every use of
+        // the memory, so the free runs after them on the GPU.
         if let Err(e) = unsafe { cudarc::driver::result::free_async(self.ptr, home.cu_stream()) } {
             log::error!("{what}: cuMemFreeAsync failed ({e}); the memory is leaked");
         }
