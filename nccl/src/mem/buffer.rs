@@ -383,7 +383,7 @@ impl<T: NcclType> NcclBuffer<T> {
     /// `Timeout` when its stream is the per-thread default stream and the
     /// work queued there does not end within [`DROP_WAIT`] (as for
     /// [`alloc_zeros_in`]). Home may have waited for the slice's events by
-    /// then, and cudarc has recorded the slice's write event on it.
+    /// then; the events themselves are as they were.
     ///
     /// [`alloc_zeros_in`]: NcclBuffer::alloc_zeros_in
     pub fn from_cuda_slice(
