@@ -352,7 +352,28 @@ impl<T: NcclType> NcclBuffer<T> {
                 cudarc::driver::result::memset_d8_async(buf.ptr, 0, bytes, stream.cu_stream())
             }?,
         }
-        buf.settled(op)
+        if stream.cu_stream() as usize == PER_THREAD {
+            // no use counts as home on the per-thread stream (rule 5 of the
+            // module's source): the first write must be over before any use.
+            // Waited for at most DROP_WAIT: that stream may hold work that
+            // never ends (a collective on a dead peer); the buffer then
+            // goes (its drop leaks it if the stream is still busy)
+            let idle = idle_by(stream, std::time::Instant::now() + DROP_WAIT)?;
+            if !idle {
+                // the stream is stuck: the buffer is leaked at once (its
+                // drop would wait DROP_WAIT again)
+                SHARED_DEADLINE.with(|d| {
+                    let outer = d.replace(Some(std::time::Instant::now()));
+                    drop(buf);
+                    d.set(outer);
+                });
+                return Err(Error::Timeout {
+                    op,
+                    after: DROP_WAIT,
+                });
+            }
+        }
+        Ok(buf)
     }
 
     /// Takes over the memory of a cudarc `CudaSlice`, without a copy: the
@@ -535,35 +556,6 @@ impl<T> NcclBuffer<T> {
             },
             _t: PhantomData,
         }
-    }
-
-    /// The new buffer, once its first use is ordered before every later
-    /// one: on the per-thread default stream, by a wait on the host.
-    fn settled(self, op: &'static str) -> Result<NcclBuffer<T>> {
-        let buf = self;
-        let stream = &buf.uses.home.stream;
-        if stream.cu_stream() as usize == PER_THREAD {
-            // no use counts as home on the per-thread stream (rule 5 of the
-            // module's source): the first write must be over before any use.
-            // Waited for at most DROP_WAIT: that stream may hold work that
-            // never ends (a collective on a dead peer); the buffer then
-            // goes (its drop leaks it if the stream is still busy)
-            let idle = idle_by(stream, std::time::Instant::now() + DROP_WAIT)?;
-            if !idle {
-                // the stream is stuck: the buffer is leaked at once (its
-                // drop would wait DROP_WAIT again)
-                SHARED_DEADLINE.with(|d| {
-                    let outer = d.replace(Some(std::time::Instant::now()));
-                    drop(buf);
-                    d.set(outer);
-                });
-                return Err(Error::Timeout {
-                    op,
-                    after: DROP_WAIT,
-                });
-            }
-        }
-        Ok(buf)
     }
 }
 
