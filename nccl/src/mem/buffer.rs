@@ -47,7 +47,11 @@
 //!    other use is in flight (acquired but not yet enqueued, or its guard not
 //!    yet dropped: guards borrow the buffer). Reads may be acquired from
 //!    several threads at once; they are serialized on the buffer's lock, and
-//!    every record or wait they cause is enqueued while it is held.
+//!    every record or wait they cause is enqueued while it is held. A read on
+//!    home skips the lock when one under it left nothing for home reads to
+//!    do (no foreign write pending, home's reads marked): only an exclusive
+//!    use can change that, and each clears the flag (`Track::home_read_is_free`;
+//!    the model in `mem/track.rs` checks the skipped reads).
 //! 2. *Every settled use is covered.* A use is settled once its guard has
 //!    dropped. Each settled use is (a) on home, so before everything enqueued
 //!    on home later; or (b) in an event still tracked (the write slot, or a
@@ -232,6 +236,10 @@ struct Uses {
     /// A use on another stream was tracked: an event may hold it still.
     /// Read, without the lock, only by uses made with tracking off.
     foreign: AtomicBool,
+    /// A read on home has nothing to do ([`Track::home_read_is_free`], seen
+    /// under the lock): such reads skip the lock. Set only under the lock,
+    /// cleared by every exclusive use.
+    home_read_free: AtomicBool,
 }
 
 /// The home stream and the buffer's events (made on first need; their
@@ -553,6 +561,7 @@ impl<T> NcclBuffer<T> {
                 // that first use is a write on home
                 track: Mutex::new(Track::new(!per_thread)),
                 foreign: AtomicBool::new(false),
+                home_read_free: AtomicBool::new(false),
             },
             _t: PhantomData,
         }
@@ -883,11 +892,19 @@ impl Uses {
             }
             return SyncOnDrop::Record(None);
         };
+        if on == On::Home && self.home_read_free.load(Ordering::Acquire) {
+            // nothing to wait for or mark (rule 1): no lock, no driver call
+            return SyncOnDrop::Record(None);
+        }
         let mut t = self.track.lock().unwrap_or_else(PoisonError::into_inner);
         if matches!(on, On::Foreign { .. }) {
             self.foreign.store(true, Ordering::Release);
         }
         let after = t.read(on, &mut |a| self.home.act(a, stream));
+        if on == On::Home {
+            self.home_read_free
+                .store(t.home_read_is_free(), Ordering::Release);
+        }
         // built under the lock: a read sharing the slot finds the event made
         self.home.guard(after, stream)
     }
@@ -900,7 +917,9 @@ impl Uses {
             home,
             track,
             foreign,
+            home_read_free,
         } = self;
+        *home_read_free.get_mut() = false;
         let home: &'a Home = home;
         let Some(on) = home.on(stream) else {
             if *foreign.get_mut() && home.stream.context().is_event_tracking() {
@@ -922,7 +941,13 @@ impl Uses {
     /// context's tracking says now; `false` if it cannot (the memory must
     /// then not be freed).
     fn join(&mut self, what: &str) -> bool {
-        let Uses { home, track, .. } = self;
+        let Uses {
+            home,
+            track,
+            home_read_free,
+            ..
+        } = self;
+        *home_read_free.get_mut() = false;
         let t = track.get_mut().unwrap_or_else(PoisonError::into_inner);
         let mut ok = true;
         t.join(&mut |a| {
