@@ -236,9 +236,10 @@ struct Uses {
     /// A use on another stream was tracked: an event may hold it still.
     /// Read, without the lock, only by uses made with tracking off.
     foreign: AtomicBool,
-    /// A read on home has nothing to do ([`Track::home_read_is_free`], seen
-    /// under the lock): such reads skip the lock. Set only under the lock,
-    /// cleared by every exclusive use.
+    /// A home read was made under the lock since the last exclusive use, so
+    /// a read on home has nothing to do ([`Track::home_read_is_free`]): such
+    /// reads skip the lock. Set only under the lock, cleared by every
+    /// exclusive use (`write`, `join`).
     home_read_free: AtomicBool,
 }
 

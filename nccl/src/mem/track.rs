@@ -94,8 +94,10 @@ enum Slot {
 /// The state of one buffer (shared by its views).
 ///
 /// Reads take `&mut Track` under the buffer's lock while other reads may be
-/// in flight (acquired, not yet enqueued or recorded); writes and the final
-/// join need the buffer exclusively, so nothing else is in flight then. The
+/// in flight (acquired, not yet enqueued or recorded), except home reads with
+/// nothing to do ([`Track::home_read_is_free`]), which skip it; writes and
+/// the final join need the buffer exclusively, so nothing else is in flight
+/// then. The
 /// rules below rely on that: a read never clears what an in-flight read
 /// relies on ([`Track::home_r`](Track), the read slots).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,10 +132,12 @@ impl Track {
     }
 
     /// Whether a read on home has nothing to do: no foreign write to wait
-    /// for, and home's reads already marked. While the buffer is shared
-    /// (reads only) that stays so: only a write or a join (exclusive) sets
-    /// `fw` or clears `home_r`. So a read on home may skip the buffer's lock
-    /// once this was seen under it, until the next exclusive use.
+    /// for, and home's reads already marked. Every home read leaves it so
+    /// (it waits for a foreign write and marks home's reads), and while the
+    /// buffer is shared (reads only) it stays so: only a foreign write,
+    /// which is exclusive, sets `fw` or clears `home_r`. So once a home read
+    /// has been made under the buffer's lock, later home reads may skip the
+    /// lock and the tracker until the next exclusive use.
     pub(crate) fn home_read_is_free(&self) -> bool {
         self.home_r && !self.fw
     }
