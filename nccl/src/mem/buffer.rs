@@ -367,8 +367,7 @@ impl<T: NcclType> NcclBuffer<T> {
             // Waited for at most DROP_WAIT: that stream may hold work that
             // never ends (a collective on a dead peer); the buffer then
             // goes (its drop leaks it if the stream is still busy)
-            let idle = idle_by(stream, std::time::Instant::now() + DROP_WAIT)?;
-            if !idle {
+            if !idle_by(stream, std::time::Instant::now() + DROP_WAIT)? {
                 // the stream is stuck: the buffer is leaked at once (its
                 // drop would wait DROP_WAIT again)
                 SHARED_DEADLINE.with(|d| {
