@@ -1,9 +1,10 @@
 //! Who am I, and where do the ranks meet? Rank, world size and local rank
 //! from the launcher that started this process (torchrun, Slurm, Open MPI,
-//! or this crate's own variables), and the rendezvous: torchrun's own
-//! `TCPStore`, a store named by `NCCL_RS_STORE`, or this crate's TCP
-//! rendezvous at `MASTER_ADDR:MASTER_PORT`, `NCCL_RS_ROOT`, or a root
-//! derived from Slurm's node list.
+//! MPICH's or Intel MPI's `mpiexec` (Hydra), Cray PALS, or this crate's own
+//! variables), and the rendezvous: torchrun's own `TCPStore`, a store named
+//! by `NCCL_RS_STORE`, or this crate's TCP rendezvous at
+//! `MASTER_ADDR:MASTER_PORT`, `NCCL_RS_ROOT`, or a root derived from Slurm's
+//! node list.
 //!
 //! # Nested launchers
 //!
@@ -12,7 +13,12 @@
 //! `NCCL_RS_*` (set by hand), torchrun (`RANK`…; torchrun inside `sbatch`
 //! or `srun` inherits `SLURM_PROCID` of the batch step), Open MPI
 //! (`OMPI_COMM_WORLD_*`; `mpirun` inside `salloc` inherits the `SLURM_*` of
-//! its daemons' step), Slurm (`SLURM_PROCID`…).
+//! its daemons' step), PMI (`PMI_RANK`, `PMI_SIZE` and a local rank,
+//! `MPI_LOCALRANKID` from Hydra's `mpiexec` or `PMI_LOCAL_RANK` from Cray
+//! PALS; Hydra inside `salloc` leaves each rank the `SLURM_*` of its proxy's
+//! step, the same `SLURM_PROCID` for every rank of a node), Slurm
+//! (`SLURM_PROCID`…). `PMI_RANK` without a local rank does not count: `srun
+//! --mpi=pmi2` sets it for ranks that Slurm describes.
 //!
 //! # Where the ranks meet ([`Rendezvous`])
 //!
@@ -23,14 +29,23 @@
 //!    `--standalone`, c10d): the agent's `TCPStore` at
 //!    `MASTER_ADDR:MASTER_PORT`, which the agent already listens on.
 //! 4. `MASTER_ADDR` + `MASTER_PORT`: this crate's TCP rendezvous.
-//! 5. Under Slurm (launched by `srun`, or by `mpirun` inside an allocation)
-//!    with no `MASTER_ADDR`: the first host of `SLURM_STEP_NODELIST` (else
-//!    `SLURM_JOB_NODELIST`), port [`slurm_port`](crate::bootstrap::slurm::slurm_port)`(job id,
-//!    step id)` (20000–29999) unless `MASTER_PORT` is set. Rank 0 checks
-//!    that it runs on that host (`SLURMD_NODENAME`).
+//! 5. Under Slurm (launched by `srun`, or by `mpirun` or `mpiexec` inside an
+//!    allocation) with no `MASTER_ADDR`: the first host of
+//!    `SLURM_STEP_NODELIST` (else `SLURM_JOB_NODELIST`), port
+//!    [`slurm_port`](crate::bootstrap::slurm::slurm_port)`(job id, step id)`
+//!    (20000–29999) unless `MASTER_PORT` is set. Rank 0 checks that it runs
+//!    on that host (`SLURMD_NODENAME`).
 //! 6. `mpirun` with every rank on one node, no Slurm, no `MASTER_ADDR`:
 //!    `127.0.0.1`, port from the Open MPI job id (20000–29999) unless
 //!    `MASTER_PORT` is set.
+//! 7. `mpiexec` (Hydra) with every rank on one node (`MPI_LOCALNRANKS` equal
+//!    to `PMI_SIZE`), no Slurm, no `MASTER_ADDR`, and this process's parent
+//!    Hydra's proxy (`hydra_pmi_proxy`, one per node, the parent of every
+//!    rank there): `127.0.0.1`, port from the proxy's process id
+//!    (20000–29999) unless `MASTER_PORT` is set. Hydra exports no job id, so
+//!    only [`LaunchInfo::from_env`], which can ask for the parent process,
+//!    finds this; on several nodes, or for ranks started through a wrapper
+//!    that stays their parent, give `MASTER_ADDR` and `MASTER_PORT`.
 //!
 //! In a store, the id is under [`store_id_key`]`(run,
 //! restart)` = `nccl-rs/<run>/<restart>/uid` with `run` from `NCCL_RS_RUN_ID`,
@@ -63,6 +78,12 @@ pub enum LaunchSource {
     /// Open MPI (`mpirun`): `OMPI_COMM_WORLD_RANK`, `OMPI_COMM_WORLD_SIZE`,
     /// `OMPI_COMM_WORLD_LOCAL_RANK`.
     OpenMpi,
+    /// A PMI launcher: `PMI_RANK`, `PMI_SIZE`, and the local rank
+    /// `MPI_LOCALRANKID` (Hydra's `mpiexec`/`mpirun`: MPICH, Intel MPI,
+    /// MVAPICH2), else `PMI_LOCAL_RANK` (Cray PALS, Cray PMI). Present only
+    /// with one of the local ranks: `PMI_RANK` alone (`srun --mpi=pmi2`)
+    /// leaves the launch to Slurm's variables.
+    Pmi,
 }
 
 impl fmt::Display for LaunchSource {
@@ -72,37 +93,62 @@ impl fmt::Display for LaunchSource {
             LaunchSource::Torchrun => "torchrun (RANK/WORLD_SIZE/LOCAL_RANK)",
             LaunchSource::Slurm => "Slurm (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID)",
             LaunchSource::OpenMpi => "Open MPI (OMPI_COMM_WORLD_*)",
+            LaunchSource::Pmi => "MPICH/Intel MPI/PALS (PMI_RANK/PMI_SIZE)",
         })
     }
 }
 
-/// The variable names of one launcher, innermost first: rank, world sizes
-/// (first set wins), local rank.
-const SOURCES: [(LaunchSource, &str, &[&str], &str); 4] = [
-    (
-        LaunchSource::Explicit,
-        "NCCL_RS_RANK",
-        &["NCCL_RS_WORLD_SIZE"],
-        "NCCL_RS_LOCAL_RANK",
-    ),
-    (
-        LaunchSource::Torchrun,
-        "RANK",
-        &["WORLD_SIZE"],
-        "LOCAL_RANK",
-    ),
-    (
-        LaunchSource::OpenMpi,
-        "OMPI_COMM_WORLD_RANK",
-        &["OMPI_COMM_WORLD_SIZE"],
-        "OMPI_COMM_WORLD_LOCAL_RANK",
-    ),
-    (
-        LaunchSource::Slurm,
-        "SLURM_PROCID",
-        &["SLURM_NTASKS", "SLURM_NPROCS"],
-        "SLURM_LOCALID",
-    ),
+/// The variable names of one launcher.
+struct SourceVars {
+    source: LaunchSource,
+    rank: &'static str,
+    /// World sizes, first set wins.
+    world: &'static [&'static str],
+    /// Local ranks, first set wins.
+    local: &'static [&'static str],
+    /// Present only when a local rank is set too (else: when the rank is).
+    needs_local: bool,
+}
+
+/// The launchers, innermost first.
+const SOURCES: [SourceVars; 5] = [
+    SourceVars {
+        source: LaunchSource::Explicit,
+        rank: "NCCL_RS_RANK",
+        world: &["NCCL_RS_WORLD_SIZE"],
+        local: &["NCCL_RS_LOCAL_RANK"],
+        needs_local: false,
+    },
+    SourceVars {
+        source: LaunchSource::Torchrun,
+        rank: "RANK",
+        world: &["WORLD_SIZE"],
+        local: &["LOCAL_RANK"],
+        needs_local: false,
+    },
+    SourceVars {
+        source: LaunchSource::OpenMpi,
+        rank: "OMPI_COMM_WORLD_RANK",
+        world: &["OMPI_COMM_WORLD_SIZE"],
+        local: &["OMPI_COMM_WORLD_LOCAL_RANK"],
+        needs_local: false,
+    },
+    // `srun --mpi=pmi2` sets PMI_RANK and PMI_SIZE but neither local rank:
+    // those launches stay Slurm's
+    SourceVars {
+        source: LaunchSource::Pmi,
+        rank: "PMI_RANK",
+        world: &["PMI_SIZE"],
+        local: &["MPI_LOCALRANKID", "PMI_LOCAL_RANK"],
+        needs_local: true,
+    },
+    SourceVars {
+        source: LaunchSource::Slurm,
+        rank: "SLURM_PROCID",
+        world: &["SLURM_NTASKS", "SLURM_NPROCS"],
+        local: &["SLURM_LOCALID"],
+        needs_local: false,
+    },
 ];
 
 /// Where the ranks meet.
@@ -150,7 +196,12 @@ pub struct LaunchInfo {
     /// `TORCHELASTIC_RUN_ID`, else `default`), the restart count
     /// (`TORCHELASTIC_RESTART_COUNT`), and the launcher's own job id (Slurm's
     /// job and step ids for ranks started by `srun`, Open MPI's job id for
-    /// ranks started by `mpirun`). The TCP rendezvous binds it into its keys
+    /// ranks started by `mpirun`). Hydra's `mpiexec` exports no job id: its
+    /// ranks inside a Slurm allocation take the job and step ids of its
+    /// proxies' step, and on one node, read by [`LaunchInfo::from_env`], the
+    /// process id of the proxy that is every rank's parent (`hydra=<pid>`);
+    /// on several nodes outside Slurm nothing (each node's proxy has its
+    /// own). The TCP rendezvous binds it into its keys
     /// ([`TcpBootstrap::job_id`]): a rank of another job cannot join.
     pub job: String,
     /// Run id and restart count, for the store keys.
@@ -212,6 +263,16 @@ impl Vars<'_> {
         for v in vars {
             if let Some(t) = self.text(v)? {
                 return Ok(Some((v, t)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The number of the first of `vars` that is set.
+    fn first_number(&self, vars: &[&'static str], max: u64) -> Result<Option<(&'static str, u64)>> {
+        for v in vars {
+            if let Some(n) = self.number(v, max)? {
+                return Ok(Some((v, n)));
             }
         }
         Ok(None)
@@ -287,7 +348,9 @@ fn host_port(var: &str, text: &str) -> Result<String> {
 }
 
 impl LaunchInfo {
-    /// Reads this process's environment.
+    /// Reads this process's environment, and for ranks of Hydra's `mpiexec`
+    /// its parent process (whether it is Hydra's proxy, `hydra_pmi_proxy`,
+    /// whose process id the one-node rendezvous derives its port from).
     ///
     /// # Errors
     /// [`Error::LaunchEnv`] naming the variables when none of the launchers'
@@ -295,49 +358,66 @@ impl LaunchInfo {
     /// of range (`rank < world <= i32::MAX`, ports 1–65535), or a rendezvous
     /// address or Slurm node list is malformed.
     pub fn from_env() -> Result<LaunchInfo> {
-        LaunchInfo::from_os_vars(&|k| std::env::var_os(k))
+        LaunchInfo::read(&|k| std::env::var_os(k), hydra_proxy())
     }
 
-    /// Like [`LaunchInfo::from_env`], with the variables from `get`.
+    /// Like [`LaunchInfo::from_env`], with the variables from `get`. The
+    /// one-node rendezvous of Hydra's `mpiexec` needs the parent process,
+    /// which is no variable: from here it is [`Rendezvous::Unset`] unless
+    /// `MASTER_ADDR`/`MASTER_PORT`, `NCCL_RS_ROOT`, `NCCL_RS_STORE` or Slurm's
+    /// variables say where to meet.
     ///
     /// # Errors
     /// As [`LaunchInfo::from_env`].
     pub fn from_vars(get: &dyn Fn(&str) -> Option<String>) -> Result<LaunchInfo> {
-        LaunchInfo::from_os_vars(&|k| get(k).map(OsString::from))
+        LaunchInfo::read(&|k| get(k).map(OsString::from), None)
     }
 
     /// Like [`LaunchInfo::from_env`], with the variables (possibly not
-    /// UTF-8) from `get`.
+    /// UTF-8) from `get`. As with [`LaunchInfo::from_vars`], the one-node
+    /// rendezvous of Hydra's `mpiexec` (which needs the parent process) is
+    /// [`Rendezvous::Unset`] unless the variables say where to meet.
     ///
     /// # Errors
     /// As [`LaunchInfo::from_env`].
     pub fn from_os_vars(get: &dyn Fn(&str) -> Option<OsString>) -> Result<LaunchInfo> {
+        LaunchInfo::read(get, None)
+    }
+
+    /// The launch from the variables of `get` and, for a rank that Hydra's
+    /// `mpiexec` started, the process id of its proxy (this process's
+    /// parent), if known.
+    fn read(
+        get: &dyn Fn(&str) -> Option<OsString>,
+        hydra_proxy: Option<u32>,
+    ) -> Result<LaunchInfo> {
         let v = Vars(get);
         let max = MAX_WORLD as u64;
         let mut present = Vec::new();
-        for &(source, rank_var, world_vars, local_var) in &SOURCES {
-            if v.text(rank_var)?.is_some() {
-                present.push((source, rank_var, world_vars, local_var));
+        for s in &SOURCES {
+            // a source that needs a local rank is absent without one, its
+            // rank variable unread (whatever `srun --mpi=pmi2` put there)
+            if s.needs_local && v.first_text(s.local)?.is_none() {
+                continue;
+            }
+            if v.text(s.rank)?.is_some() {
+                present.push(s);
             }
         }
-        let Some(&(source, rank_var, world_vars, local_var)) = present.first() else {
+        let Some(&s) = present.first() else {
             return Err(env_err(
                 "RANK/WORLD_SIZE",
-                "no launcher variables found: start under torchrun, srun (Slurm) or mpirun (Open MPI), \
-                 `cargo xtask launch`, or set NCCL_RS_RANK and NCCL_RS_WORLD_SIZE",
+                "no launcher variables found: start under torchrun, srun (Slurm), mpirun (Open MPI) \
+                 or mpiexec (MPICH, Intel MPI), `cargo xtask launch`, or set NCCL_RS_RANK and \
+                 NCCL_RS_WORLD_SIZE",
             ));
         };
-        let ignored = present[1..].iter().map(|p| p.0).collect();
+        let (source, rank_var) = (s.source, s.rank);
+        let ignored = present[1..].iter().map(|p| p.source).collect();
         let rank = v.number(rank_var, max)?.expect("present");
-        let mut world = None;
-        for w in world_vars {
-            if let Some(n) = v.number(w, max)? {
-                world = Some((*w, n));
-                break;
-            }
-        }
-        let (world_var, world) =
-            world.ok_or_else(|| env_err(world_vars[0], format!("missing ({rank_var} is set)")))?;
+        let (world_var, world) = v
+            .first_number(s.world, max)?
+            .ok_or_else(|| env_err(s.world[0], format!("missing ({rank_var} is set)")))?;
         if world == 0 {
             return Err(env_err(world_var, "must be at least 1"));
         }
@@ -347,14 +427,20 @@ impl LaunchInfo {
                 format!("rank {rank} is not below the world size {world}"),
             ));
         }
-        let local_rank = match (v.number(local_var, max)?, source) {
-            (Some(l), _) => l,
+        let local_rank = match (v.first_number(s.local, max)?, source) {
+            (Some((_, l)), _) => l,
             (None, LaunchSource::Explicit) => 0,
-            (None, _) => return Err(env_err(local_var, format!("missing ({rank_var} is set)"))),
+            (None, _) => {
+                return Err(env_err(s.local[0], format!("missing ({rank_var} is set)")));
+            }
         };
         let run = run_id(&v)?;
-        let (rendezvous, slurm_nodes) = rendezvous(&v, source, &run)?;
-        let job = job_identity(&v, source, &run)?;
+        let hydra = match source {
+            LaunchSource::Pmi => hydra_one_node(&v, hydra_proxy)?,
+            _ => None,
+        };
+        let (rendezvous, slurm_nodes) = rendezvous(&v, source, &run, hydra)?;
+        let job = job_identity(&v, source, &run, hydra)?;
         Ok(LaunchInfo {
             rank: rank as usize,
             world: world as usize,
@@ -390,6 +476,18 @@ impl LaunchInfo {
             )?));
         }
         match &self.rendezvous {
+            Rendezvous::Unset if self.source == LaunchSource::Pmi => Err(env_err(
+                "MASTER_ADDR/MASTER_PORT",
+                format!(
+                    "needed to meet the other ranks (world {}): mpiexec exports no job id to \
+                     derive a meeting place from, so give every rank the same ones \
+                     (`mpiexec -genv MASTER_ADDR <rank 0's host> -genv MASTER_PORT 29500 …`), \
+                     or NCCL_RS_ROOT, or NCCL_RS_STORE; on one node, ranks that mpiexec \
+                     starts directly (not through a wrapper script that stays their parent) \
+                     meet on loopback by themselves",
+                    self.world
+                ),
+            )),
             Rendezvous::Unset => Err(env_err(
                 "MASTER_ADDR/MASTER_PORT",
                 format!(
@@ -587,22 +685,21 @@ fn run_id(v: &Vars<'_>) -> Result<(String, String)> {
 
 /// [`LaunchInfo::job`]: run id, restart count, and the id the launcher gave
 /// the job (only the launcher that started the ranks: every rank sees the
-/// same).
+/// same). Hydra's `mpiexec` gives none: its ranks inside a Slurm allocation
+/// take the Slurm step of its proxies, the same on every node, and on one
+/// node the proxy's process id (`hydra`), the same for every rank.
 fn job_identity(
     v: &Vars<'_>,
     source: LaunchSource,
     (run, restart): &(String, String),
+    hydra: Option<u32>,
 ) -> Result<String> {
     let mut job = format!("run={run};restart={restart}");
     let launcher = match source {
-        LaunchSource::Slurm => match v.first_text(&["SLURM_JOB_ID", "SLURM_JOBID"])? {
-            Some((_, j)) => {
-                let step = v
-                    .first_text(&["SLURM_STEP_ID", "SLURM_STEPID"])?
-                    .map_or_else(|| "0".to_string(), |(_, s)| s);
-                Some(format!("slurm={}.{}", j.trim(), step.trim()))
-            }
-            None => None,
+        LaunchSource::Slurm => slurm_job(v)?,
+        LaunchSource::Pmi => match slurm_job(v)? {
+            Some(j) => Some(j),
+            None => hydra.map(|pid| format!("hydra={pid}")),
         },
         LaunchSource::OpenMpi => v
             .first_text(&["PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"])?
@@ -622,10 +719,42 @@ fn job_identity(
     Ok(job)
 }
 
+/// `slurm=<job>.<step>` from Slurm's job and step ids (step 0 when unset),
+/// or `None` outside Slurm.
+fn slurm_job(v: &Vars<'_>) -> Result<Option<String>> {
+    let Some((_, j)) = v.first_text(&["SLURM_JOB_ID", "SLURM_JOBID"])? else {
+        return Ok(None);
+    };
+    let step = v
+        .first_text(&["SLURM_STEP_ID", "SLURM_STEPID"])?
+        .map_or_else(|| "0".to_string(), |(_, s)| s);
+    Ok(Some(format!("slurm={}.{}", j.trim(), step.trim())))
+}
+
+/// A root derived from the launcher's variables when `MASTER_ADDR` is not
+/// given: its host, port, and (under Slurm) the node this process runs on.
+struct Derived {
+    host: String,
+    port: u16,
+    here: Option<String>,
+    how: Derivation,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Derivation {
+    /// The first node of the Slurm step, the port from its ids.
+    Slurm,
+    /// `mpirun` on one node: loopback, the port from Open MPI's job id.
+    OpenMpiOneNode,
+    /// `mpiexec` on one node: loopback, the port from the proxy's pid.
+    HydraOneNode,
+}
+
 fn rendezvous(
     v: &Vars<'_>,
     source: LaunchSource,
     (run, restart): &(String, String),
+    hydra: Option<u32>,
 ) -> Result<Found> {
     let key = store_id_key(run, restart);
     if let Some(s) = v.text("NCCL_RS_STORE")? {
@@ -657,15 +786,22 @@ fn rendezvous(
         Some(p) => Some(port("MASTER_PORT", &p)?),
         None => None,
     };
-    let mut slurm = if matches!(source, LaunchSource::Slurm | LaunchSource::OpenMpi) {
-        slurm_root(v)?
-    } else {
-        None
+    let mut derived = match source {
+        LaunchSource::Slurm | LaunchSource::OpenMpi | LaunchSource::Pmi => slurm_root(v)?,
+        LaunchSource::Explicit | LaunchSource::Torchrun => None,
     };
-    if slurm.is_none() && source == LaunchSource::OpenMpi {
-        slurm = open_mpi_one_node(v)?;
+    if derived.is_none() && source == LaunchSource::OpenMpi {
+        derived = open_mpi_one_node(v)?;
     }
-    match (master_addr, master_port, slurm) {
+    if derived.is_none() {
+        derived = hydra.map(|pid| Derived {
+            host: "127.0.0.1".into(),
+            port: port_from_text(&format!("hydra-{pid}")),
+            here: None,
+            how: Derivation::HydraOneNode,
+        });
+    }
+    match (master_addr, master_port, derived) {
         (Some(a), Some(p), _) => {
             let addr = join_host("MASTER_ADDR", &a, p)?;
             Ok(if agent && source == LaunchSource::Torchrun {
@@ -687,25 +823,41 @@ fn rendezvous(
                 )
             })
         }
-        // under Slurm, the variable not given is derived
-        (Some(a), None, Some((_, p, _))) => Ok((
+        // the variable not given is derived
+        (Some(a), None, Some(d)) => Ok((
             Rendezvous::Tcp {
-                addr: join_host("MASTER_ADDR", &a, p)?,
-                from: "MASTER_ADDR, port from the Slurm job and step ids",
+                addr: join_host("MASTER_ADDR", &a, d.port)?,
+                from: match d.how {
+                    Derivation::Slurm => "MASTER_ADDR, port from the Slurm job and step ids",
+                    Derivation::OpenMpiOneNode => "MASTER_ADDR, port from the Open MPI job id",
+                    Derivation::HydraOneNode => "MASTER_ADDR, port from the mpiexec proxy's pid",
+                },
             },
             None,
         )),
-        (None, p, Some((host, derived, here))) => Ok((
+        (None, p, Some(d)) => Ok((
             Rendezvous::Tcp {
-                addr: join_host("SLURM_STEP_NODELIST", &host, p.unwrap_or(derived))?,
-                from: match (here.is_some() || source == LaunchSource::Slurm, p.is_some()) {
-                    (true, true) => "first node of the Slurm step, MASTER_PORT",
-                    (true, false) => "first node of the Slurm step, port from the job and step ids",
-                    (false, true) => "Open MPI on one node: loopback, MASTER_PORT",
-                    (false, false) => "Open MPI on one node: loopback, port from the job id",
+                addr: join_host("SLURM_STEP_NODELIST", &d.host, p.unwrap_or(d.port))?,
+                from: match (d.how, p.is_some()) {
+                    (Derivation::Slurm, true) => "first node of the Slurm step, MASTER_PORT",
+                    (Derivation::Slurm, false) => {
+                        "first node of the Slurm step, port from the job and step ids"
+                    }
+                    (Derivation::OpenMpiOneNode, true) => {
+                        "Open MPI on one node: loopback, MASTER_PORT"
+                    }
+                    (Derivation::OpenMpiOneNode, false) => {
+                        "Open MPI on one node: loopback, port from the job id"
+                    }
+                    (Derivation::HydraOneNode, true) => {
+                        "mpiexec (Hydra) on one node: loopback, MASTER_PORT"
+                    }
+                    (Derivation::HydraOneNode, false) => {
+                        "mpiexec (Hydra) on one node: loopback, port from the proxy's pid"
+                    }
                 },
             },
-            Some((host, here)),
+            Some((d.host, d.here)),
         )),
         (Some(_), None, None) => Err(env_err("MASTER_PORT", "missing (MASTER_ADDR is set)")),
         (None, Some(_), None) => Err(env_err("MASTER_ADDR", "missing (MASTER_PORT is set)")),
@@ -713,11 +865,19 @@ fn rendezvous(
     }
 }
 
+/// A port in 20000–29999 (as under Slurm) from an FNV-1a hash of `text`.
+fn port_from_text(text: &str) -> u16 {
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    slurm::slurm_port(h % 1_000_000_007, 0)
+}
+
 /// `mpirun` with every rank on this node (`OMPI_COMM_WORLD_LOCAL_SIZE` equal
 /// to `OMPI_COMM_WORLD_SIZE`): loopback, and a port from the job's id
 /// (`PMIX_NAMESPACE`, else `OMPI_MCA_ess_base_jobid`; 20000–29999 as under
 /// Slurm, from an FNV-1a hash of the text).
-fn open_mpi_one_node(v: &Vars<'_>) -> Result<Option<(String, u16, Option<String>)>> {
+fn open_mpi_one_node(v: &Vars<'_>) -> Result<Option<Derived>> {
     let max = MAX_WORLD as u64;
     let (Some(local), Some(world)) = (
         v.number("OMPI_COMM_WORLD_LOCAL_SIZE", max)?,
@@ -731,19 +891,46 @@ fn open_mpi_one_node(v: &Vars<'_>) -> Result<Option<(String, u16, Option<String>
     if local != world {
         return Ok(None);
     }
-    let h = job.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    Ok(Some((
-        "127.0.0.1".into(),
-        slurm::slurm_port(h % 1_000_000_007, 0),
-        None,
-    )))
+    Ok(Some(Derived {
+        host: "127.0.0.1".into(),
+        port: port_from_text(&job),
+        here: None,
+        how: Derivation::OpenMpiOneNode,
+    }))
+}
+
+/// The process id of Hydra's proxy when this process is a rank that
+/// `mpiexec` started on one node: every rank local (`MPI_LOCALNRANKS` equal
+/// to `PMI_SIZE`) and `hydra_proxy` known (the parent, as [`hydra_proxy`]
+/// finds it). The proxy is the parent of every rank of its node, so all of
+/// them derive the same; on several nodes each has its own, so none is
+/// used.
+fn hydra_one_node(v: &Vars<'_>, hydra_proxy: Option<u32>) -> Result<Option<u32>> {
+    let Some(pid) = hydra_proxy else {
+        return Ok(None);
+    };
+    let max = MAX_WORLD as u64;
+    match (
+        v.number("MPI_LOCALNRANKS", max)?,
+        v.number("PMI_SIZE", max)?,
+    ) {
+        (Some(local), Some(world)) if local == world => Ok(Some(pid)),
+        _ => Ok(None),
+    }
+}
+
+/// This process's parent's id when the parent is Hydra's proxy
+/// (`/proc/<ppid>/comm` is `hydra_pmi_proxy`); `None` otherwise or when it
+/// cannot be read.
+fn hydra_proxy() -> Option<u32> {
+    let ppid = std::os::unix::process::parent_id();
+    let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).ok()?;
+    (comm.trim() == "hydra_pmi_proxy").then_some(ppid)
 }
 
 /// Under Slurm: the first node of the step (or job), the derived port, and
 /// the node this process runs on.
-fn slurm_root(v: &Vars<'_>) -> Result<Option<(String, u16, Option<String>)>> {
+fn slurm_root(v: &Vars<'_>) -> Result<Option<Derived>> {
     let Some((list_var, list)) = v.first_text(&[
         "SLURM_STEP_NODELIST",
         "SLURM_JOB_NODELIST",
@@ -773,7 +960,12 @@ fn slurm_root(v: &Vars<'_>) -> Result<Option<(String, u16, Option<String>)>> {
         )
     })?;
     let here = v.text("SLURMD_NODENAME")?.map(|s| s.trim().to_string());
-    Ok(Some((first, slurm::slurm_port(job, step), here)))
+    Ok(Some(Derived {
+        host: first,
+        port: slurm::slurm_port(job, step),
+        here,
+        how: Derivation::Slurm,
+    }))
 }
 
 /// How [`init_from_launcher`] sets up the communicator.
@@ -960,6 +1152,107 @@ pub fn share_launch_id(info: &LaunchInfo, opts: &LaunchOptions) -> Result<crate:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hydra(pairs: &[(&str, &str)], proxy: Option<u32>) -> LaunchInfo {
+        let m: std::collections::HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        LaunchInfo::read(&|k| m.get(k).cloned(), proxy).unwrap()
+    }
+
+    /// `mpiexec -n 2` on one node, as MPICH 4.0's Hydra sets it for rank 1.
+    const ONE_NODE: &[(&str, &str)] = &[
+        ("PMI_RANK", "1"),
+        ("PMI_SIZE", "2"),
+        ("MPI_LOCALRANKID", "1"),
+        ("MPI_LOCALNRANKS", "2"),
+        ("PMI_FD", "8"),
+        ("HYDI_CONTROL_FD", "7"),
+    ];
+
+    #[test]
+    fn hydra_on_one_node_meets_on_loopback_at_a_port_from_the_proxy() {
+        // the documented port: FNV-1a of "hydra-<pid>", then slurm_port
+        let text = "hydra-4321";
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for b in text.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let port = 20000 + ((h % 1_000_000_007) * 97 % 10000) as u16;
+        let i = hydra(ONE_NODE, Some(4321));
+        assert_eq!((i.rank, i.world, i.local_rank), (1, 2, 1));
+        assert_eq!(i.source, LaunchSource::Pmi);
+        assert_eq!(
+            i.rendezvous,
+            Rendezvous::Tcp {
+                addr: format!("127.0.0.1:{port}"),
+                from: "mpiexec (Hydra) on one node: loopback, port from the proxy's pid",
+            }
+        );
+        assert_eq!(i.job, "run=default;restart=0;hydra=4321");
+        // another proxy, another job and (here) another port
+        let j = hydra(ONE_NODE, Some(4322));
+        assert_eq!(j.job, "run=default;restart=0;hydra=4322");
+        assert_ne!(j.rendezvous, i.rendezvous);
+        // MASTER_PORT wins over the derived port
+        let mut env = ONE_NODE.to_vec();
+        env.push(("MASTER_PORT", "29555"));
+        assert_eq!(
+            hydra(&env, Some(4321)).rendezvous,
+            Rendezvous::Tcp {
+                addr: "127.0.0.1:29555".into(),
+                from: "mpiexec (Hydra) on one node: loopback, MASTER_PORT",
+            }
+        );
+    }
+
+    #[test]
+    fn hydra_on_several_nodes_or_without_its_proxy_derives_nothing() {
+        // 2 of 4 ranks on this node: each node's proxy has its own pid
+        let mut env = ONE_NODE.to_vec();
+        env.retain(|(k, _)| !matches!(*k, "MPI_LOCALNRANKS" | "PMI_SIZE"));
+        env.extend([("MPI_LOCALNRANKS", "2"), ("PMI_SIZE", "4")]);
+        let i = hydra(&env, Some(4321));
+        assert_eq!((i.rank, i.world, i.source), (1, 4, LaunchSource::Pmi));
+        assert_eq!(i.rendezvous, Rendezvous::Unset);
+        assert_eq!(i.job, "run=default;restart=0");
+        let e = i.bootstrap(&LaunchOptions::default()).err().unwrap();
+        assert!(
+            matches!(&e, Error::LaunchEnv { var, problem }
+                if var == "MASTER_ADDR/MASTER_PORT" && problem.contains("-genv MASTER_ADDR")
+                    && problem.contains("wrapper script")),
+            "{e}"
+        );
+        // the parent is not the proxy (a wrapper script, or from_vars)
+        let i = hydra(ONE_NODE, None);
+        assert_eq!(i.rendezvous, Rendezvous::Unset);
+        assert_eq!(i.job, "run=default;restart=0");
+    }
+
+    #[test]
+    fn hydra_inside_slurm_takes_the_proxies_step_not_the_proxy() {
+        let mut env = ONE_NODE.to_vec();
+        env.extend([
+            ("SLURM_JOB_ID", "77"),
+            ("SLURM_STEP_ID", "3"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_LOCALID", "0"),
+            ("SLURM_NTASKS", "1"),
+            ("SLURM_STEP_NODELIST", "n1"),
+            ("SLURMD_NODENAME", "n1"),
+        ]);
+        let i = hydra(&env, Some(4321));
+        assert_eq!(i.job, "run=default;restart=0;slurm=77.3");
+        assert_eq!(
+            i.rendezvous,
+            Rendezvous::Tcp {
+                addr: format!("n1:{}", slurm::slurm_port(77, 3)),
+                from: "first node of the Slurm step, port from the job and step ids",
+            }
+        );
+        assert_eq!(i.ignored, vec![LaunchSource::Slurm]);
+    }
 
     #[test]
     fn ranks_share_a_gpu_only_when_asked() {
