@@ -93,6 +93,16 @@ const SRUN: &[(&str, &str)] = &[
     ("SLURM_CPUS_ON_NODE", "64"),
 ];
 
+/// Rank 1 of `mpiexec -n 2` on one node, as MPICH 4.0's Hydra sets it.
+const HYDRA: &[(&str, &str)] = &[
+    ("PMI_RANK", "1"),
+    ("PMI_SIZE", "2"),
+    ("MPI_LOCALRANKID", "1"),
+    ("MPI_LOCALNRANKS", "2"),
+    ("PMI_FD", "8"),
+    ("HYDI_CONTROL_FD", "7"),
+];
+
 /// The documented port of a one-node mpirun job: FNV-1a of the job id.
 fn mpi_port(job: &str) -> u16 {
     let h = job.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -144,6 +154,33 @@ fn launcher_variables_table() {
         ("OMPI_COMM_WORLD_NODE_RANK", "1"),
     ]
     .to_vec();
+    let salloc_hydra: Vec<(&str, &str)> = [
+        ("SLURM_JOB_ID", "4242"),
+        ("SLURM_STEP_ID", "1"),
+        ("SLURM_PROCID", "0"),
+        ("SLURM_LOCALID", "0"),
+        ("SLURM_NTASKS", "2"),
+        ("SLURM_STEP_NODELIST", "node[08-09]"),
+        ("SLURMD_NODENAME", "node08"),
+        ("PMI_RANK", "2"),
+        ("PMI_SIZE", "8"),
+        ("MPI_LOCALRANKID", "2"),
+        ("MPI_LOCALNRANKS", "4"),
+        ("PMI_FD", "9"),
+        ("HYDI_CONTROL_FD", "7"),
+    ]
+    .to_vec();
+    // srun --mpi=pmi2 sets PMI_RANK and PMI_SIZE for the ranks it starts
+    let srun_pmi2: Vec<(&str, &str)> = SRUN
+        .iter()
+        .copied()
+        .chain([
+            ("PMI_RANK", "3"),
+            ("PMI_SIZE", "5"),
+            ("PMI_FD", "12"),
+            ("PMI_JOBID", "123456.2"),
+        ])
+        .collect();
     let cases: Vec<Case> = vec![
         (
             vec![
@@ -269,6 +306,84 @@ fn launcher_variables_table() {
             (1, 4, 1, Rendezvous::Unset, LaunchSource::OpenMpi),
             vec![],
         ),
+        // mpiexec -n 2 on one node (MPICH 4.0's Hydra): from_vars cannot see
+        // the parent process the loopback rendezvous needs
+        (
+            HYDRA.to_vec(),
+            (1, 2, 1, Rendezvous::Unset, LaunchSource::Pmi),
+            vec![],
+        ),
+        (
+            {
+                let mut e = HYDRA.to_vec();
+                e.extend([("MASTER_ADDR", "10.0.0.9"), ("MASTER_PORT", "29500")]);
+                e
+            },
+            (1, 2, 1, tcp("10.0.0.9:29500"), LaunchSource::Pmi),
+            vec![],
+        ),
+        // mpiexec inside salloc: each rank keeps the SLURM_* of the step of
+        // Hydra's proxies, SLURM_PROCID=0 for every rank of node08
+        (
+            salloc_hydra.clone(),
+            (
+                2,
+                8,
+                2,
+                tcp(&format!("node08:{}", 20000 + (4242 * 97 + 1) % 10000)),
+                LaunchSource::Pmi,
+            ),
+            vec![LaunchSource::Slurm],
+        ),
+        // Cray PALS (PBS's mpiexec): PMI_LOCAL_RANK
+        (
+            vec![
+                ("PMI_RANK", "5"),
+                ("PMI_SIZE", "8"),
+                ("PMI_LOCAL_RANK", "1"),
+                ("PMI_LOCAL_SIZE", "4"),
+                ("PALS_RANKID", "5"),
+                ("PALS_NODEID", "1"),
+                ("PALS_APID", "2a0c8d55-3b1e-4e21-9c2b-7f0e2c9ab1d4"),
+                ("MASTER_ADDR", "x1000c0s0b0n0"),
+                ("MASTER_PORT", "29500"),
+            ],
+            (5, 8, 1, tcp("x1000c0s0b0n0:29500"), LaunchSource::Pmi),
+            vec![],
+        ),
+        (
+            vec![
+                ("PMI_RANK", "5"),
+                ("PMI_SIZE", "8"),
+                ("PMI_LOCAL_RANK", "1"),
+            ],
+            (5, 8, 1, Rendezvous::Unset, LaunchSource::Pmi),
+            vec![],
+        ),
+        // both local ranks: Hydra's wins
+        (
+            vec![
+                ("PMI_RANK", "5"),
+                ("PMI_SIZE", "8"),
+                ("MPI_LOCALRANKID", "3"),
+                ("PMI_LOCAL_RANK", "1"),
+            ],
+            (5, 8, 3, Rendezvous::Unset, LaunchSource::Pmi),
+            vec![],
+        ),
+        // srun --mpi=pmi2: PMI_RANK and PMI_SIZE without a local rank are
+        // Slurm's own launch, exactly as without them
+        (
+            srun_pmi2.clone(),
+            (
+                3,
+                5,
+                0,
+                tcp(&format!("gpu01:{srun_port}")),
+                LaunchSource::Slurm,
+            ),
+            vec![],
+        ),
         (
             vec![
                 ("NCCL_RS_RANK", "1"),
@@ -335,8 +450,54 @@ fn launcher_variables_table() {
             "{env:?}"
         );
     }
+    // the launcher's job id: Hydra inside salloc takes its proxies' step;
+    // srun --mpi=pmi2 is exactly the srun launch
+    assert_eq!(
+        vars(&salloc_hydra).unwrap().job,
+        "run=default;restart=0;slurm=4242.1"
+    );
+    assert_eq!(vars(HYDRA).unwrap().job, "run=default;restart=0");
+    assert_eq!(vars(&srun_pmi2).unwrap(), vars(SRUN).unwrap());
     let bad: &[(Vars, &str, &str)] = &[
         (&[], "RANK/WORLD_SIZE", "no launcher variables"),
+        // PMI_RANK alone names no launcher
+        (
+            &[("PMI_RANK", "0"), ("PMI_SIZE", "2")],
+            "RANK/WORLD_SIZE",
+            "mpiexec (MPICH, Intel MPI)",
+        ),
+        (
+            &[
+                ("PMI_RANK", "x"),
+                ("PMI_SIZE", "2"),
+                ("MPI_LOCALRANKID", "0"),
+            ],
+            "PMI_RANK",
+            "not a non-negative integer",
+        ),
+        (
+            &[
+                ("PMI_RANK", "2"),
+                ("PMI_SIZE", "2"),
+                ("MPI_LOCALRANKID", "0"),
+            ],
+            "PMI_RANK/PMI_SIZE",
+            "not below the world size",
+        ),
+        (
+            &[("PMI_RANK", "0"), ("PMI_LOCAL_RANK", "0")],
+            "PMI_SIZE",
+            "missing",
+        ),
+        (
+            &[
+                ("PMI_RANK", "0"),
+                ("PMI_SIZE", "2"),
+                ("PMI_LOCAL_RANK", "-1"),
+            ],
+            "PMI_LOCAL_RANK",
+            "not a non-negative integer",
+        ),
         (&[("RANK", "1")], "WORLD_SIZE", "missing"),
         (
             &[("RANK", "1"), ("WORLD_SIZE", "2")],
@@ -468,6 +629,22 @@ fn values_that_are_not_utf8_are_errors_not_ignored() {
             assert!(problem.contains("not valid UTF-8"), "{problem}");
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn hydra_ranks_without_a_meeting_place_are_told_how_to_give_one() {
+    let info = vars(HYDRA).unwrap();
+    match info.bootstrap(&LaunchOptions::default()) {
+        Err(Error::LaunchEnv { var, problem }) => {
+            assert_eq!(var, "MASTER_ADDR/MASTER_PORT");
+            assert!(
+                problem.contains("-genv MASTER_ADDR") && problem.contains("wrapper script"),
+                "{problem}"
+            );
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("accepted"),
     }
 }
 
@@ -1578,6 +1755,66 @@ fn mpirun_ranks_meet_through_the_launcher() {
         for r in 0..3 {
             assert!(
                 stdout.contains(&format!("SOURCE OpenMpi RANK {r} WORLD 3")),
+                "{stdout}"
+            );
+        }
+        let ids: Vec<&str> = stdout.lines().filter(|l| l.starts_with("IDS ")).collect();
+        assert_eq!(ids.len(), 3, "{stdout}");
+        assert!(ids.iter().all(|i| i == &ids[0]), "{stdout}");
+    }
+}
+
+#[test]
+fn mpiexec_hydra_ranks_meet_through_the_launcher() {
+    let Ok(v) = Command::new("mpiexec.hydra").arg("--version").output() else {
+        if std::env::var_os("CI").is_some() || std::env::var_os("NCCL_RS_REQUIRE_MPI").is_some() {
+            panic!("mpiexec.hydra is not installed (Debian: mpich; .ci/run installs it)");
+        }
+        nccl_rs_tests::say(
+            "MPI TEST NOT RUN: mpiexec_hydra_ranks_meet_through_the_launcher: mpiexec.hydra not \
+             found (apt-get install mpich; CI=1 or NCCL_RS_REQUIRE_MPI=1 make this a failure)",
+        );
+        return;
+    };
+    assert!(v.status.success(), "{v:?}");
+    // with MASTER_ADDR/MASTER_PORT, and with nothing (one node: loopback and
+    // a port from the pid of Hydra's proxy, every rank's parent)
+    let port = free_addr().rsplit_once(':').unwrap().1.to_string();
+    let master = [
+        "-genv".to_string(),
+        "MASTER_ADDR".into(),
+        "127.0.0.1".into(),
+        "-genv".into(),
+        "MASTER_PORT".into(),
+        port,
+    ];
+    for extra in [&master[..], &[]] {
+        let mut c = Command::new("mpiexec.hydra");
+        // the ranks get only what is given here (no MASTER_* or launcher
+        // variables of the environment the tests run in)
+        c.env_clear();
+        if let Some(p) = std::env::var_os("PATH") {
+            c.env("PATH", p);
+        }
+        // on this host only, without ssh
+        c.args(["-launcher", "fork", "-n", "3"]).args(extra).args([
+            "-genv",
+            "NCCL_RS_SECRET",
+            "mpi-test-0123456789",
+        ]);
+        if let Some(l) = std::env::var_os("LD_LIBRARY_PATH") {
+            c.arg("-genv").arg("LD_LIBRARY_PATH").arg(l);
+        }
+        c.args([PEER, "--launcher", "30000"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let o = c.spawn().unwrap().wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{stdout}\n{stderr}");
+        for r in 0..3 {
+            assert!(
+                stdout.contains(&format!("SOURCE Pmi RANK {r} WORLD 3")),
                 "{stdout}"
             );
         }
