@@ -130,9 +130,10 @@
 //! Every rank needs rank 0's [`UniqueId`]. A [`Bootstrap`] is a channel
 //! that hands it over; bring your own (MPI, your engine's store) and this
 //! crate needs nothing more. With the default feature `bootstrap`,
-//! `bootstrap::init_from_launcher` goes from "torchrun / srun / mpirun
-//! started me" to a communicator, through this crate's authenticated TCP
-//! rendezvous or a PyTorch `TCPStore` (the `bootstrap` module has the details).
+//! `bootstrap::init_from_launcher` goes from "torchrun / srun / mpirun /
+//! mpiexec started me" to a communicator, through this crate's authenticated
+//! TCP rendezvous or a PyTorch `TCPStore` (the `bootstrap` module has the
+//! details).
 //! `nccl/examples/weight_sync.rs` puts a PyTorch process and Rust processes
 //! in one communicator.
 //!

@@ -3,9 +3,9 @@
 //! [`UniqueId`](crate::UniqueId) to every rank.
 //!
 //! - [`init_from_launcher`]: [`LaunchInfo`] reads the innermost launcher's
-//!   variables (torchrun, Slurm, Open MPI, or `NCCL_RS_*`), [`Rendezvous`]
-//!   says where the ranks meet, and the id travels through one of the
-//!   channels below. `docs/launchers.md` has the rules for nested launchers
+//!   variables (torchrun, Slurm, Open MPI, MPICH's or Intel MPI's `mpiexec`,
+//!   Cray PALS, or `NCCL_RS_*`), [`Rendezvous`] says where the ranks meet,
+//!   and the id travels through one of the channels below. `docs/launchers.md` has the rules for nested launchers
 //!   and Slurm.
 //! - [`TcpBootstrap`]: this crate's authenticated, encrypted TCP rendezvous
 //!   (protocol and limits in `docs/launchers.md`).
