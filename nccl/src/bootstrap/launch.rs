@@ -480,11 +480,11 @@ impl LaunchInfo {
                 "MASTER_ADDR/MASTER_PORT",
                 format!(
                     "needed to meet the other ranks (world {}): mpiexec exports no job id to \
-                     derive a meeting place from, so give every rank the same ones \
-                     (`mpiexec -genv MASTER_ADDR <rank 0's host> -genv MASTER_PORT 29500 …`), \
-                     or NCCL_RS_ROOT, or NCCL_RS_STORE; on one node, ranks that mpiexec \
-                     starts directly (not through a wrapper script that stays their parent) \
-                     meet on loopback by themselves",
+                     derive a meeting place from, so give every rank the same ones (Hydra: \
+                     `mpiexec -genv MASTER_ADDR <rank 0's host> -genv MASTER_PORT 29500 …`), \
+                     or NCCL_RS_ROOT, or NCCL_RS_STORE; on one node, ranks that Hydra's \
+                     mpiexec starts directly (not through a wrapper script that stays their \
+                     parent) meet on loopback by themselves",
                     self.world
                 ),
             )),
