@@ -321,8 +321,10 @@ fn compile(arch: &str) -> Result<Ptx, Failure> {
     let r = cudarc::nvrtc::compile_ptx_with_opts(KERNEL, opts);
     let _ = std::fs::remove_dir_all(&stand_ins);
     r.map_err(|e| match e {
-        CompileError::CompileError { log, .. } => {
-            Failure::Compile(format!("NVRTC failed; its log:\n{}", log.to_string_lossy()))
+        CompileError::CompileError { log, nvrtc, .. } => {
+            let log = log.to_string_lossy();
+            let log = if log.trim().is_empty() { "(empty)".into() } else { log };
+            Failure::Compile(format!("NVRTC failed ({nvrtc:?}); its log:\n{log}"))
         }
         e => Failure::Compile(format!("NVRTC failed: {e:?}")),
     })
