@@ -1714,6 +1714,26 @@ fn launched_ranks_with_a_binary_secret_meet_and_an_empty_secret_is_an_error() {
 
 // ---------------------------------------------------------------- mpirun
 
+/// Runs `c`, a launcher starting 3 ranks of the rendezvous peer in
+/// `--launcher` mode, and checks that every rank read its rank from the
+/// `source` launcher's variables and that all got the same ids.
+fn launched_ranks_meet(mut c: Command, source: &str) {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let o = c.spawn().unwrap().wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    for r in 0..3 {
+        assert!(
+            stdout.contains(&format!("SOURCE {source} RANK {r} WORLD 3")),
+            "{stdout}"
+        );
+    }
+    let ids: Vec<&str> = stdout.lines().filter(|l| l.starts_with("IDS ")).collect();
+    assert_eq!(ids.len(), 3, "{stdout}");
+    assert!(ids.iter().all(|i| i == &ids[0]), "{stdout}");
+}
+
 #[test]
 fn mpirun_ranks_meet_through_the_launcher() {
     let Ok(v) = Command::new("mpirun").arg("--version").output() else {
@@ -1745,22 +1765,8 @@ fn mpirun_ranks_meet_through_the_launcher() {
             .args([PEER, "--launcher", "30000"])
             // Open MPI inside a container: no remote agent, loopback only
             .env("OMPI_MCA_plm_rsh_agent", "false")
-            .env("OMPI_MCA_btl", "self")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let o = c.spawn().unwrap().wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&o.stdout);
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "{stdout}\n{stderr}");
-        for r in 0..3 {
-            assert!(
-                stdout.contains(&format!("SOURCE OpenMpi RANK {r} WORLD 3")),
-                "{stdout}"
-            );
-        }
-        let ids: Vec<&str> = stdout.lines().filter(|l| l.starts_with("IDS ")).collect();
-        assert_eq!(ids.len(), 3, "{stdout}");
-        assert!(ids.iter().all(|i| i == &ids[0]), "{stdout}");
+            .env("OMPI_MCA_btl", "self");
+        launched_ranks_meet(c, "OpenMpi");
     }
 }
 
@@ -1805,22 +1811,8 @@ fn mpiexec_hydra_ranks_meet_through_the_launcher() {
         if let Some(l) = std::env::var_os("LD_LIBRARY_PATH") {
             c.arg("-genv").arg("LD_LIBRARY_PATH").arg(l);
         }
-        c.args([PEER, "--launcher", "30000"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let o = c.spawn().unwrap().wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&o.stdout);
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "{stdout}\n{stderr}");
-        for r in 0..3 {
-            assert!(
-                stdout.contains(&format!("SOURCE Pmi RANK {r} WORLD 3")),
-                "{stdout}"
-            );
-        }
-        let ids: Vec<&str> = stdout.lines().filter(|l| l.starts_with("IDS ")).collect();
-        assert_eq!(ids.len(), 3, "{stdout}");
-        assert!(ids.iter().all(|i| i == &ids[0]), "{stdout}");
+        c.args([PEER, "--launcher", "30000"]);
+        launched_ranks_meet(c, "Pmi");
     }
 }
 

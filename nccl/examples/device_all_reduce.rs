@@ -323,7 +323,11 @@ fn compile(arch: &str) -> Result<Ptx, Failure> {
     r.map_err(|e| match e {
         CompileError::CompileError { log, nvrtc, .. } => {
             let log = log.to_string_lossy();
-            let log = if log.trim().is_empty() { "(empty)".into() } else { log };
+            let log = if log.trim().is_empty() {
+                "(empty)".into()
+            } else {
+                log
+            };
             Failure::Compile(format!("NVRTC failed ({nvrtc:?}); its log:\n{log}"))
         }
         e => Failure::Compile(format!("NVRTC failed: {e:?}")),
