@@ -431,6 +431,10 @@ pub fn docsrs_command(root: &Path) -> Command {
 /// program (`nccl-bench`) is part of what CI covers.
 pub const WORKSPACE_FEATURES: &str = "nccl-rs/bench";
 
+/// Feature sets of `nccl-rs` without its defaults that ci checks build
+/// cleanly (a CUDA API version is always needed).
+const NO_DEFAULT_FEATURES: [&str; 2] = ["cuda-12000", "cuda-12000,bench"];
+
 fn ci(root: &Path) -> Result<()> {
     let env = deps::ensure(root)?;
     env.apply();
@@ -451,6 +455,26 @@ fn ci(root: &Path) -> Result<()> {
             "warnings",
         ]),
     )?;
+    // without `bootstrap` (a default feature): the library alone, and with
+    // the benchmark, which turns it back on; every example and program
+    // that needs it says so (`required-features`)
+    for features in NO_DEFAULT_FEATURES {
+        run(
+            &format!("clippy, nccl-rs with --no-default-features --features {features}"),
+            cargo().current_dir(root).args([
+                "clippy",
+                "-p",
+                "nccl-rs",
+                "--all-targets",
+                "--no-default-features",
+                "--features",
+                features,
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+    }
     eprintln!("\n==> bindgen --check (every NCCL minor, since table)");
     versions::bindgen(root, true)?;
     run(
