@@ -502,7 +502,7 @@ fn launcher_variables_table() {
         (
             &[("RANK", "1"), ("WORLD_SIZE", "2")],
             "LOCAL_RANK",
-            "missing",
+            "missing (RANK is set): the rank among this machine's processes picks its GPU",
         ),
         (
             &[("RANK", "x"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")],

@@ -431,7 +431,13 @@ impl LaunchInfo {
             (Some((_, l)), _) => l,
             (None, LaunchSource::Explicit) => 0,
             (None, _) => {
-                return Err(env_err(s.local[0], format!("missing ({rank_var} is set)")));
+                return Err(env_err(
+                    s.local[0],
+                    format!(
+                        "missing ({rank_var} is set): the rank among this machine's processes \
+                         picks its GPU; set it (0 where each machine runs one process)"
+                    ),
+                ));
             }
         };
         let run = run_id(&v)?;
