@@ -460,11 +460,11 @@ fn launcher_variables_table() {
     assert_eq!(vars(&srun_pmi2).unwrap(), vars(SRUN).unwrap());
     let bad: &[(Vars, &str, &str)] = &[
         (&[], "RANK/WORLD_SIZE", "no launcher variables"),
-        // PMI_RANK alone names no launcher
+        // PMI_RANK alone names no launcher, and says what is missing
         (
             &[("PMI_RANK", "0"), ("PMI_SIZE", "2")],
-            "RANK/WORLD_SIZE",
-            "mpiexec (MPICH, Intel MPI)",
+            "MPI_LOCALRANKID/PMI_LOCAL_RANK",
+            "PMI_RANK is set but no local rank",
         ),
         (
             &[
@@ -1736,7 +1736,12 @@ fn launched_ranks_meet(mut c: Command, source: &str) {
 
 #[test]
 fn mpirun_ranks_meet_through_the_launcher() {
-    let Ok(v) = Command::new("mpirun").arg("--version").output() else {
+    // Open MPI's own name, where `mpirun` may be another MPI's
+    let mpirun = ["mpirun.openmpi", "mpirun"]
+        .into_iter()
+        .find(|m| Command::new(m).arg("--version").output().is_ok())
+        .unwrap_or("mpirun");
+    let Ok(v) = Command::new(mpirun).arg("--version").output() else {
         if std::env::var_os("CI").is_some() || std::env::var_os("NCCL_RS_REQUIRE_MPI").is_some() {
             panic!("mpirun is not installed (Debian: openmpi-bin; .ci/run installs it)");
         }
@@ -1757,7 +1762,7 @@ fn mpirun_ranks_meet_through_the_launcher() {
         format!("MASTER_PORT={port}"),
     ];
     for extra in [&master[..], &[]] {
-        let mut c = Command::new("mpirun");
+        let mut c = Command::new(mpirun);
         c.args(["--allow-run-as-root", "--oversubscribe", "-np", "3"])
             .args(extra)
             .args(["-x", "NCCL_RS_SECRET=mpi-test-0123456789"])

@@ -30,7 +30,8 @@
 //!    `MASTER_ADDR:MASTER_PORT`, which the agent already listens on.
 //! 4. `MASTER_ADDR` + `MASTER_PORT`: this crate's TCP rendezvous.
 //! 5. Under Slurm (launched by `srun`, or by `mpirun` or `mpiexec` inside an
-//!    allocation) with no `MASTER_ADDR`: the first host of
+//!    allocation; `mpiexec`'s ranks on one node meet as in 7 instead) with no
+//!    `MASTER_ADDR`: the first host of
 //!    `SLURM_STEP_NODELIST` (else `SLURM_JOB_NODELIST`), port
 //!    [`slurm_port`](crate::bootstrap::slurm::slurm_port)`(job id, step id)`
 //!    (20000–29999) unless `MASTER_PORT` is set. Rank 0 checks that it runs
@@ -39,9 +40,9 @@
 //!    `127.0.0.1`, port from the Open MPI job id (20000–29999) unless
 //!    `MASTER_PORT` is set.
 //! 7. `mpiexec` (Hydra) with every rank on one node (`MPI_LOCALNRANKS` equal
-//!    to `PMI_SIZE`), no Slurm, no `MASTER_ADDR`, and this process's parent
-//!    Hydra's proxy (`hydra_pmi_proxy`, one per node, the parent of every
-//!    rank there): `127.0.0.1`, port from the proxy's process id
+//!    to `PMI_SIZE`; inside a Slurm allocation too), no `MASTER_ADDR`, and
+//!    this process's parent Hydra's proxy (`hydra_pmi_proxy`, one per node,
+//!    the parent of every rank there): `127.0.0.1`, port from its process id
 //!    (20000–29999) unless `MASTER_PORT` is set. Hydra exports no job id, so
 //!    only [`LaunchInfo::from_env`], which can ask for the parent process,
 //!    finds this; on several nodes, or for ranks started through a wrapper
@@ -196,12 +197,13 @@ pub struct LaunchInfo {
     /// `TORCHELASTIC_RUN_ID`, else `default`), the restart count
     /// (`TORCHELASTIC_RESTART_COUNT`), and the launcher's own job id (Slurm's
     /// job and step ids for ranks started by `srun`, Open MPI's job id for
-    /// ranks started by `mpirun`). Hydra's `mpiexec` exports no job id: its
-    /// ranks inside a Slurm allocation take the job and step ids of its
-    /// proxies' step, and on one node, read by [`LaunchInfo::from_env`], the
-    /// process id of the proxy that is every rank's parent (`hydra=<pid>`);
-    /// on several nodes outside Slurm nothing (each node's proxy has its
-    /// own). The TCP rendezvous binds it into its keys
+    /// ranks started by `mpirun`). Hydra's `mpiexec` exports no job id: ranks
+    /// that meet by the pid of the proxy that is every rank's parent on one
+    /// node (read by [`LaunchInfo::from_env`]; not when `MASTER_ADDR` and
+    /// `MASTER_PORT` say where to meet) take that pid (`hydra=<pid>`), other
+    /// ranks inside a Slurm allocation the job and step ids of its proxies'
+    /// step, and on several nodes outside Slurm nothing (each node's proxy
+    /// has its own). The TCP rendezvous binds it into its keys
     /// ([`TcpBootstrap::job_id`]): a rank of another job cannot join.
     pub job: String,
     /// Run id and restart count, for the store keys.
@@ -405,6 +407,16 @@ impl LaunchInfo {
             }
         }
         let Some(&s) = present.first() else {
+            // a PMI launcher that gives no local rank (MPICH's gforker,
+            // Flux's simple PMI): say what is missing rather than nothing
+            if v.text("PMI_RANK")?.is_some() {
+                return Err(env_err(
+                    "MPI_LOCALRANKID/PMI_LOCAL_RANK",
+                    "PMI_RANK is set but no local rank (the rank among this machine's processes, \
+                     which picks its GPU): set NCCL_RS_RANK, NCCL_RS_WORLD_SIZE and \
+                     NCCL_RS_LOCAL_RANK from your launcher's values",
+                ));
+            }
             return Err(env_err(
                 "RANK/WORLD_SIZE",
                 "no launcher variables found: start under torchrun, srun (Slurm), mpirun (Open MPI) \
@@ -446,6 +458,11 @@ impl LaunchInfo {
             _ => None,
         };
         let (rendezvous, slurm_nodes) = rendezvous(&v, source, &run, hydra)?;
+        // the proxy's pid names the job only where the ranks met by it: a
+        // rank that meets at MASTER_ADDR/MASTER_PORT may have another parent
+        let hydra = hydra.filter(
+            |_| matches!(&rendezvous, Rendezvous::Tcp { from, .. } if FROM_HYDRA.contains(from)),
+        );
         let job = job_identity(&v, source, &run, hydra)?;
         Ok(LaunchInfo {
             rank: rank as usize,
@@ -691,9 +708,10 @@ fn run_id(v: &Vars<'_>) -> Result<(String, String)> {
 
 /// [`LaunchInfo::job`]: run id, restart count, and the id the launcher gave
 /// the job (only the launcher that started the ranks: every rank sees the
-/// same). Hydra's `mpiexec` gives none: its ranks inside a Slurm allocation
-/// take the Slurm step of its proxies, the same on every node, and on one
-/// node the proxy's process id (`hydra`), the same for every rank.
+/// same). Hydra's `mpiexec` gives none: ranks that met by the pid of its
+/// proxy (`hydra`, one node) take that pid, the same for every rank there;
+/// other ranks inside a Slurm allocation take the Slurm step of its
+/// proxies, the same on every node.
 fn job_identity(
     v: &Vars<'_>,
     source: LaunchSource,
@@ -703,9 +721,9 @@ fn job_identity(
     let mut job = format!("run={run};restart={restart}");
     let launcher = match source {
         LaunchSource::Slurm => slurm_job(v)?,
-        LaunchSource::Pmi => match slurm_job(v)? {
-            Some(j) => Some(j),
-            None => hydra.map(|pid| format!("hydra={pid}")),
+        LaunchSource::Pmi => match hydra {
+            Some(pid) => Some(format!("hydra={pid}")),
+            None => slurm_job(v)?,
         },
         LaunchSource::OpenMpi => v
             .first_text(&["PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"])?
@@ -792,20 +810,22 @@ fn rendezvous(
         Some(p) => Some(port("MASTER_PORT", &p)?),
         None => None,
     };
-    let mut derived = match source {
-        LaunchSource::Slurm | LaunchSource::OpenMpi | LaunchSource::Pmi => slurm_root(v)?,
-        LaunchSource::Explicit | LaunchSource::Torchrun => None,
-    };
+    // Hydra on one node first, also inside a Slurm allocation: two
+    // `mpiexec` runs there share the allocation's step ids, not a proxy
+    let mut derived = hydra.map(|pid| Derived {
+        host: "127.0.0.1".into(),
+        port: port_from_text(&format!("hydra-{pid}")),
+        here: None,
+        how: Derivation::HydraOneNode,
+    });
+    if derived.is_none() {
+        derived = match source {
+            LaunchSource::Slurm | LaunchSource::OpenMpi | LaunchSource::Pmi => slurm_root(v)?,
+            LaunchSource::Explicit | LaunchSource::Torchrun => None,
+        };
+    }
     if derived.is_none() && source == LaunchSource::OpenMpi {
         derived = open_mpi_one_node(v)?;
-    }
-    if derived.is_none() {
-        derived = hydra.map(|pid| Derived {
-            host: "127.0.0.1".into(),
-            port: port_from_text(&format!("hydra-{pid}")),
-            here: None,
-            how: Derivation::HydraOneNode,
-        });
     }
     match (master_addr, master_port, derived) {
         (Some(a), Some(p), _) => {
@@ -836,7 +856,7 @@ fn rendezvous(
                 from: match d.how {
                     Derivation::Slurm => "MASTER_ADDR, port from the Slurm job and step ids",
                     Derivation::OpenMpiOneNode => "MASTER_ADDR, port from the Open MPI job id",
-                    Derivation::HydraOneNode => "MASTER_ADDR, port from the mpiexec proxy's pid",
+                    Derivation::HydraOneNode => FROM_HYDRA[2],
                 },
             },
             None,
@@ -855,12 +875,8 @@ fn rendezvous(
                     (Derivation::OpenMpiOneNode, false) => {
                         "Open MPI on one node: loopback, port from the job id"
                     }
-                    (Derivation::HydraOneNode, true) => {
-                        "mpiexec (Hydra) on one node: loopback, MASTER_PORT"
-                    }
-                    (Derivation::HydraOneNode, false) => {
-                        "mpiexec (Hydra) on one node: loopback, port from the proxy's pid"
-                    }
+                    (Derivation::HydraOneNode, true) => FROM_HYDRA[1],
+                    (Derivation::HydraOneNode, false) => FROM_HYDRA[0],
                 },
             },
             Some((d.host, d.here)),
@@ -870,6 +886,14 @@ fn rendezvous(
         (None, None, None) => Ok((Rendezvous::Unset, None)),
     }
 }
+
+/// `Rendezvous::Tcp::from` of the rendezvous derived from the pid of
+/// Hydra's proxy: with nothing given, with `MASTER_PORT`, with `MASTER_ADDR`.
+const FROM_HYDRA: [&str; 3] = [
+    "mpiexec (Hydra) on one node: loopback, port from the proxy's pid",
+    "mpiexec (Hydra) on one node: loopback, MASTER_PORT",
+    "MASTER_ADDR, port from the mpiexec proxy's pid",
+];
 
 /// A port in 20000–29999 (as under Slurm) from an FNV-1a hash of `text`.
 fn port_from_text(text: &str) -> u16 {
@@ -1237,17 +1261,27 @@ mod tests {
     }
 
     #[test]
-    fn hydra_inside_slurm_takes_the_proxies_step_not_the_proxy() {
-        let mut env = ONE_NODE.to_vec();
-        env.extend([
+    fn hydra_inside_slurm_meets_by_its_proxy_on_one_node_else_by_the_step() {
+        let slurm = [
             ("SLURM_JOB_ID", "77"),
             ("SLURM_STEP_ID", "3"),
             ("SLURM_PROCID", "0"),
             ("SLURM_LOCALID", "0"),
             ("SLURM_NTASKS", "1"),
-            ("SLURM_STEP_NODELIST", "n1"),
+            ("SLURM_STEP_NODELIST", "n[1-2]"),
             ("SLURMD_NODENAME", "n1"),
-        ]);
+        ];
+        // one node: two mpiexec runs of one allocation share its step ids,
+        // not a proxy
+        let mut env = ONE_NODE.to_vec();
+        env.extend(slurm);
+        let i = hydra(&env, Some(4321));
+        assert_eq!(i.job, "run=default;restart=0;hydra=4321");
+        assert_eq!(i.rendezvous, hydra(ONE_NODE, Some(4321)).rendezvous);
+        assert_eq!(i.ignored, vec![LaunchSource::Slurm]);
+        // several nodes (2 of 4 ranks here): the proxies' step
+        env.retain(|(k, _)| !matches!(*k, "PMI_SIZE"));
+        env.push(("PMI_SIZE", "4"));
         let i = hydra(&env, Some(4321));
         assert_eq!(i.job, "run=default;restart=0;slurm=77.3");
         assert_eq!(
@@ -1257,7 +1291,27 @@ mod tests {
                 from: "first node of the Slurm step, port from the job and step ids",
             }
         );
-        assert_eq!(i.ignored, vec![LaunchSource::Slurm]);
+    }
+
+    #[test]
+    fn hydra_ranks_told_where_to_meet_share_a_job_whatever_their_parent() {
+        // `mpiexec -n 1 wrapper ./app : -n 1 ./app`: one rank's parent is
+        // the proxy, the other's the wrapper; both meet at MASTER_*
+        let mut env = ONE_NODE.to_vec();
+        env.extend([("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")]);
+        let (a, b) = (hydra(&env, Some(4321)), hydra(&env, None));
+        assert_eq!(a.job, b.job);
+        assert_eq!(a.job, "run=default;restart=0");
+        assert_eq!(a.rendezvous, b.rendezvous);
+        // a port derived from the pid (MASTER_ADDR alone) names the job by it
+        env.retain(|(k, _)| *k != "MASTER_PORT");
+        let c = hydra(&env, Some(4321));
+        assert_eq!(c.job, "run=default;restart=0;hydra=4321");
+        assert!(
+            matches!(&c.rendezvous, Rendezvous::Tcp { from, .. } if *from == FROM_HYDRA[2]),
+            "{:?}",
+            c.rendezvous
+        );
     }
 
     #[test]
