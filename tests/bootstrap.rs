@@ -1734,24 +1734,37 @@ fn launched_ranks_meet(mut c: Command, source: &str) {
     assert!(ids.iter().all(|i| i == &ids[0]), "{stdout}");
 }
 
+/// The first of `names` that runs (`--version` succeeds). Without one, a
+/// failure under `CI` or `NCCL_RS_REQUIRE_MPI`, else a NOT RUN line for
+/// `test` and `None`.
+fn mpi_launcher(names: &[&'static str], package: &str, test: &str) -> Option<&'static str> {
+    for n in names {
+        if let Ok(v) = Command::new(n).arg("--version").output() {
+            assert!(v.status.success(), "{n} --version: {v:?}");
+            return Some(n);
+        }
+    }
+    let names = names.join(" or ");
+    if std::env::var_os("CI").is_some() || std::env::var_os("NCCL_RS_REQUIRE_MPI").is_some() {
+        panic!("{names} is not installed (Debian: {package}; .ci/run installs it)");
+    }
+    nccl_rs_tests::say(&format!(
+        "MPI TEST NOT RUN: {test}: {names} not found (apt-get install {package}; CI=1 or \
+         NCCL_RS_REQUIRE_MPI=1 make this a failure)"
+    ));
+    None
+}
+
 #[test]
 fn mpirun_ranks_meet_through_the_launcher() {
     // Open MPI's own name, where `mpirun` may be another MPI's
-    let mpirun = ["mpirun.openmpi", "mpirun"]
-        .into_iter()
-        .find(|m| Command::new(m).arg("--version").output().is_ok())
-        .unwrap_or("mpirun");
-    let Ok(v) = Command::new(mpirun).arg("--version").output() else {
-        if std::env::var_os("CI").is_some() || std::env::var_os("NCCL_RS_REQUIRE_MPI").is_some() {
-            panic!("mpirun is not installed (Debian: openmpi-bin; .ci/run installs it)");
-        }
-        nccl_rs_tests::say(
-            "MPI TEST NOT RUN: mpirun_ranks_meet_through_the_launcher: mpirun not found \
-             (apt-get install openmpi-bin; CI=1 or NCCL_RS_REQUIRE_MPI=1 make this a failure)",
-        );
+    let Some(mpirun) = mpi_launcher(
+        &["mpirun.openmpi", "mpirun"],
+        "openmpi-bin",
+        "mpirun_ranks_meet_through_the_launcher",
+    ) else {
         return;
     };
-    assert!(v.status.success(), "{v:?}");
     // with MASTER_ADDR/MASTER_PORT, and with nothing (one node: loopback and
     // a port from the job id)
     let port = free_addr().rsplit_once(':').unwrap().1.to_string();
@@ -1777,17 +1790,13 @@ fn mpirun_ranks_meet_through_the_launcher() {
 
 #[test]
 fn mpiexec_hydra_ranks_meet_through_the_launcher() {
-    let Ok(v) = Command::new("mpiexec.hydra").arg("--version").output() else {
-        if std::env::var_os("CI").is_some() || std::env::var_os("NCCL_RS_REQUIRE_MPI").is_some() {
-            panic!("mpiexec.hydra is not installed (Debian: mpich; .ci/run installs it)");
-        }
-        nccl_rs_tests::say(
-            "MPI TEST NOT RUN: mpiexec_hydra_ranks_meet_through_the_launcher: mpiexec.hydra not \
-             found (apt-get install mpich; CI=1 or NCCL_RS_REQUIRE_MPI=1 make this a failure)",
-        );
+    let Some(mpiexec) = mpi_launcher(
+        &["mpiexec.hydra"],
+        "mpich",
+        "mpiexec_hydra_ranks_meet_through_the_launcher",
+    ) else {
         return;
     };
-    assert!(v.status.success(), "{v:?}");
     // with MASTER_ADDR/MASTER_PORT, and with nothing (one node: loopback and
     // a port from the pid of Hydra's proxy, every rank's parent)
     let port = free_addr().rsplit_once(':').unwrap().1.to_string();
@@ -1800,7 +1809,7 @@ fn mpiexec_hydra_ranks_meet_through_the_launcher() {
         port,
     ];
     for extra in [&master[..], &[]] {
-        let mut c = Command::new("mpiexec.hydra");
+        let mut c = Command::new(mpiexec);
         // the ranks get only what is given here (no MASTER_* or launcher
         // variables of the environment the tests run in)
         c.env_clear();
