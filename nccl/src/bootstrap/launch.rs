@@ -360,7 +360,9 @@ impl LaunchInfo {
     /// of range (`rank < world <= i32::MAX`, ports 1–65535), or a rendezvous
     /// address or Slurm node list is malformed.
     pub fn from_env() -> Result<LaunchInfo> {
-        LaunchInfo::read(&|k| std::env::var_os(k), hydra_proxy())
+        // the parent matters only to a rank of a PMI launcher
+        let proxy = std::env::var_os("PMI_RANK").and_then(|_| hydra_proxy());
+        LaunchInfo::read(&|k| std::env::var_os(k), proxy)
     }
 
     /// Like [`LaunchInfo::from_env`], with the variables from `get`. The
