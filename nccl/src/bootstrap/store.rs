@@ -727,33 +727,17 @@ struct Server {
 }
 
 /// [`MAX_CONNECTIONS`], or half the soft `RLIMIT_NOFILE` (at least 16) if
-/// that is less.
-#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+/// that is less, after raising the soft limit toward twice
+/// [`MAX_CONNECTIONS`] where the hard limit allows it.
 fn connection_limit() -> usize {
-    #[repr(C)]
-    struct Rlimit {
-        cur: u64,
-        max: u64,
-    }
-    unsafe extern "C" {
-        fn getrlimit(resource: core::ffi::c_int, rlim: *mut Rlimit) -> core::ffi::c_int;
-    }
-    const RLIMIT_NOFILE: core::ffi::c_int = 7; // Linux, every architecture NCCL runs on
-    let mut r = Rlimit { cur: 0, max: 0 };
-    // SAFETY: `r` is a valid out-pointer of the layout Linux's `getrlimit`
-    // writes (two `rlim_t`, 64-bit on the 64-bit targets this crate builds for).
-    if unsafe { getrlimit(RLIMIT_NOFILE, &mut r) } != 0 {
-        return MAX_CONNECTIONS;
-    }
-    usize::try_from(r.cur / 2)
+    let want = 2 * MAX_CONNECTIONS as u64 + 64;
+    let soft = match net::fd_limit_at_least(want) {
+        Ok(n) => n,
+        Err((soft, _)) => soft,
+    };
+    usize::try_from(soft / 2)
         .unwrap_or(usize::MAX)
         .clamp(16, MAX_CONNECTIONS)
-}
-
-/// [`MAX_CONNECTIONS`] where the limit is not read.
-#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-fn connection_limit() -> usize {
-    MAX_CONNECTIONS
 }
 
 /// Why a request could not be taken from the input yet.
@@ -1059,7 +1043,8 @@ impl Server {
             return false;
         }
         let c = self.clients.get_mut(&id).expect("live client");
-        c.output.reserve(need);
+        // exact: `reserve` may double the capacity past the budget
+        c.output.reserve_exact(need);
         true
     }
 
@@ -1157,7 +1142,9 @@ impl Server {
                 if c.awaiting == 0 {
                     c.wait_bytes = 0;
                     c.awaited = Vec::new();
-                    // one byte past the budget at most, given back at once
+                    // one byte past the budget at most (exact: a push
+                    // may double the capacity), given back at once
+                    c.output.reserve_exact(1);
                     c.output.push(STOP_WAITING);
                     self.reaccount(w);
                 }
@@ -1301,12 +1288,17 @@ impl Server {
                 self.out(id).extend_from_slice(&n.to_le_bytes());
             }
             Query::Append(k, v) => {
-                let mut cur = self.data.get(k).cloned().unwrap_or_default();
-                if cur.len() + v.len() > MAX_VALUE_LEN {
+                // in place: the work is what the client sent, not the value's
+                // size (a copy per append let one client's empty appends to
+                // a 1 MiB value stall every other client)
+                let Some(cur) = self.data.get_mut(k) else {
+                    return self.store(k, v.to_vec());
+                };
+                if cur.len() + v.len() > MAX_VALUE_LEN || self.bytes + v.len() > MAX_STORE_BYTES {
                     return false;
                 }
                 cur.extend_from_slice(v);
-                return self.store(k, cur);
+                self.bytes += v.len();
             }
             Query::MultiGet(keys) => {
                 // sized before it is made: 1024 keys of one 1 MiB value
@@ -1438,5 +1430,42 @@ mod tests {
         assert!(!server.waiters.contains_key(&b"b"[..]));
         let held: usize = server.clients.values().map(|c| c.held).sum();
         assert_eq!(server.held, held);
+    }
+    /// `APPEND` grows the value in place: an empty append to the largest
+    /// value copies nothing (the work is what the client sent), the store's
+    /// byte count follows the value, and a missing key is made and wakes
+    /// its waiters.
+    #[test]
+    fn appends_work_in_place() {
+        let (mut server, _ends) = server_with(2);
+        for id in 1..=2 {
+            assert!(server.execute(id, Query::Validate(VALIDATION_MAGIC)));
+        }
+        assert!(server.execute(2, Query::Wait(vec![b"new"])));
+        assert!(server.execute(1, Query::Append(b"new", b"x")));
+        assert_eq!(server.clients[&2].awaiting, 0, "the append did not wake");
+        let big = vec![1u8; MAX_VALUE_LEN - 2];
+        assert!(server.execute(1, Query::Set(b"a", &big)));
+        let at = server.data[&b"a"[..]].as_ptr();
+        for _ in 0..1000 {
+            assert!(server.execute(1, Query::Append(b"a", b"")));
+        }
+        assert_eq!(
+            server.data[&b"a"[..]].as_ptr(),
+            at,
+            "an empty append copied the value"
+        );
+        assert!(server.execute(1, Query::Append(b"a", b"yz")));
+        assert_eq!(server.data[&b"a"[..]].len(), MAX_VALUE_LEN);
+        assert!(
+            !server.execute(1, Query::Append(b"a", b"!")),
+            "past MAX_VALUE_LEN"
+        );
+        let bytes: usize = server
+            .data
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 64)
+            .sum();
+        assert_eq!(server.bytes, bytes);
     }
 }
