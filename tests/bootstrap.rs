@@ -632,6 +632,58 @@ fn values_that_are_not_utf8_are_errors_not_ignored() {
     }
 }
 
+/// A launcher nested in another starts at least as many processes as the
+/// outer one: torchrun under mpirun is taken, stale RANK/WORLD_SIZE beside
+/// mpirun's larger world (a shell's, a pod's) are an error, not a world
+/// of one in each process.
+#[test]
+fn a_taken_world_smaller_than_an_outer_launchers_is_an_error() {
+    let nested = vars(&[
+        ("RANK", "5"),
+        ("WORLD_SIZE", "16"),
+        ("LOCAL_RANK", "5"),
+        ("MASTER_ADDR", "10.0.0.1"),
+        ("MASTER_PORT", "29500"),
+        ("OMPI_COMM_WORLD_RANK", "0"),
+        ("OMPI_COMM_WORLD_SIZE", "2"),
+        ("OMPI_COMM_WORLD_LOCAL_RANK", "0"),
+    ])
+    .unwrap();
+    assert_eq!((nested.source, nested.world), (LaunchSource::Torchrun, 16));
+    for outer in [
+        [
+            ("OMPI_COMM_WORLD_RANK", "2"),
+            ("OMPI_COMM_WORLD_SIZE", "4"),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", "2"),
+        ],
+        [
+            ("PMI_RANK", "2"),
+            ("PMI_SIZE", "4"),
+            ("MPI_LOCALRANKID", "2"),
+        ],
+    ] {
+        let mut v = vec![("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")];
+        v.extend(outer);
+        match vars(&v) {
+            Err(Error::LaunchEnv { var, problem }) => {
+                assert_eq!(var, format!("WORLD_SIZE/{}", outer[1].0));
+                assert!(problem.contains("unset the stale ones"), "{problem}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // explicit values are the user's: taken whatever the launcher says
+    let explicit = vars(&[
+        ("NCCL_RS_RANK", "0"),
+        ("NCCL_RS_WORLD_SIZE", "1"),
+        ("OMPI_COMM_WORLD_RANK", "2"),
+        ("OMPI_COMM_WORLD_SIZE", "4"),
+        ("OMPI_COMM_WORLD_LOCAL_RANK", "2"),
+    ])
+    .unwrap();
+    assert_eq!(explicit.world, 1);
+}
+
 #[test]
 fn hydra_ranks_without_a_meeting_place_are_told_how_to_give_one() {
     let info = vars(HYDRA).unwrap();
@@ -795,7 +847,7 @@ fn poke(addr: &str, bytes: &[u8], close_write: bool) -> Vec<u8> {
 }
 
 #[test]
-fn a_wrong_secret_is_refused_without_a_word() {
+fn a_wrong_secret_gets_nothing_but_unproven() {
     let (addr, h) = root(2, Some("right-0123456789abcdef"), 1500);
     let t = Instant::now();
     // a stranger without the secret comes first, then one with a wrong one
@@ -836,7 +888,7 @@ fn garbage_and_truncated_messages_get_no_answer_and_do_not_stop_rank_0() {
     for junk in [
         &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\n\r\n\r\n"[..],
         &b"NCCLRS01\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x01"[..],
-        &b"NCCLRS03\x00\x00"[..],
+        &b"NCCLRS04\x00\x00"[..],
         &[0xAB; 1 << 20][..],
     ] {
         let a = poke(&addr, junk, true);
@@ -847,11 +899,12 @@ fn garbage_and_truncated_messages_get_no_answer_and_do_not_stop_rank_0() {
         );
     }
     // a well-formed hello and garbage instead of a sealed join
-    let mut hello = b"NCCLRS03".to_vec();
+    let mut hello = b"NCCLRS04".to_vec();
     hello.extend_from_slice(&[7; 32]);
     hello.extend_from_slice(&[0; 60]);
     let a = poke(&addr, &hello, true);
-    assert_eq!(a.len(), 40, "only the challenge");
+    assert_eq!(a.len(), 44, "only the challenge and UNPROVEN");
+    assert_eq!(a[40..], [0; 4], "UNPROVEN is a length of 0");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     let real = ids_of(peer(&addr, 1, 2, "s-secret-0123456789", 5000, 1));
     assert_eq!(real, format!("IDS {}", h.join().unwrap().unwrap()[0]));
@@ -970,6 +1023,46 @@ fn the_id_never_travels_in_clear() {
     }
 }
 
+/// A rank dropped by rank 0 after its challenge, before its join was read
+/// (what rank 0 does to make room when more ranks connect at once than it
+/// keeps), connects again and joins; it is not told its secret is wrong.
+#[test]
+fn a_rank_dropped_before_its_join_was_read_tries_again() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let via = l.local_addr().unwrap().to_string();
+    let mut b = TcpBootstrap::new(
+        &via,
+        0,
+        2,
+        Some(b"s-secret-0123456789"),
+        Duration::from_secs(20),
+    )
+    .unwrap()
+    .bind_to("127.0.0.1:0");
+    let addr = b.listen().unwrap().to_string();
+    let h = std::thread::spawn(move || b.share_ids(Some(vec![UniqueId::new()?])));
+    // the first connection: a challenge, the join read, then closed
+    let first = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut hello = [0u8; 40];
+        s.read_exact(&mut hello).unwrap();
+        let mut ch = hello[..8].to_vec();
+        ch.extend_from_slice(&[9u8; 32]);
+        s.write_all(&ch).unwrap();
+        let mut join = [0u8; 60];
+        s.read_exact(&mut join).unwrap();
+        drop(s);
+        relay(l, addr).join().unwrap()
+    });
+    let r1 = ids_of(peer(&via, 1, 2, "s-secret-0123456789", 15_000, 1));
+    let ids = h.join().unwrap().unwrap();
+    assert_eq!(r1, format!("IDS {}", ids[0]));
+    assert!(
+        !first.join().unwrap().is_empty(),
+        "the rank did not come back"
+    );
+}
+
 #[test]
 fn a_dripping_root_cannot_hold_a_rank_past_its_deadline() {
     // a "rank 0" that sends one byte every 1.5 s (or nothing at all)
@@ -978,7 +1071,7 @@ fn a_dripping_root_cannot_hold_a_rank_past_its_deadline() {
         let addr = l.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            for b in b"NCCLRS03NCCLRS03" {
+            for b in b"NCCLRS04NCCLRS03" {
                 if drip && s.write_all(&[*b]).is_err() {
                     break;
                 }
@@ -1047,6 +1140,29 @@ fn threads_of(pid: u32) -> usize {
             })
         })
         .unwrap_or(0)
+}
+
+/// Rank 0 keeps a connection per rank until all have joined: where the
+/// hard limit of open files cannot hold them, it says so at once, not after
+/// its deadline with ranks reported missing.
+#[test]
+fn rank_0_without_descriptors_for_every_rank_says_so_at_once() {
+    let t = Instant::now();
+    let o = ids_of(peer_os(&[
+        "--nofile".into(),
+        "100".into(),
+        "127.0.0.1:0".into(),
+        "0".into(),
+        "200".into(),
+        "s-secret-0123456789".into(),
+        "60000".into(),
+        "1".into(),
+    ]));
+    assert!(
+        o.starts_with("ERR") && o.contains("open files") && o.contains("ulimit -n"),
+        "{o}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
 
 #[test]
@@ -1998,18 +2114,31 @@ fn survivors_out(kids: Vec<Child>) -> Vec<(String, String)> {
 #[test]
 fn survivors_meet_though_the_ports_after_the_jobs_own_are_taken() {
     // the job's port P is held by a listener that never answers, P + 1 by
-    // one that answers garbage: the survivors' rank 0 listens further on,
-    // and the others find it
-    let (silent, garbage, port) = loop {
+    // an echo service (whose answers pass the magic check), P + 2 by one
+    // that answers garbage: the survivors' rank 0 listens further on, and
+    // the others find it
+    let (silent, echo, garbage, port) = loop {
         let a = TcpListener::bind("127.0.0.1:0").unwrap();
         let p = a.local_addr().unwrap().port();
         if p > 65000 {
             continue;
         }
-        if let Ok(b) = TcpListener::bind(("127.0.0.1", p + 1)) {
-            break (a, b, p);
+        if let (Ok(b), Ok(c)) = (
+            TcpListener::bind(("127.0.0.1", p + 1)),
+            TcpListener::bind(("127.0.0.1", p + 2)),
+        ) {
+            break (a, b, c, p);
         }
     };
+    std::thread::spawn(move || {
+        for s in echo.incoming() {
+            let Ok(mut s) = s else { break };
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+            });
+        }
+    });
     std::thread::spawn(move || {
         for s in garbage.incoming() {
             let Ok(mut s) = s else { break };

@@ -273,6 +273,40 @@ pub(crate) fn poll(fds: &[(&dyn AsRawFd, bool)], timeout: Duration) -> io::Resul
         .collect())
 }
 
+/// Makes sure this process may open at least `need` file descriptors:
+/// raises the soft `RLIMIT_NOFILE` toward the hard one when it is lower
+/// (logged). `Err((soft, hard))` when even the hard limit is lower.
+pub(crate) fn fd_limit_at_least(need: u64) -> std::result::Result<u64, (u64, u64)> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit to the valid pointer given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Ok(u64::MAX); // not known: assume enough
+    }
+    let (soft, hard) = (r.rlim_cur, r.rlim_max);
+    if soft >= need {
+        return Ok(soft);
+    }
+    if hard < need {
+        return Err((soft, hard));
+    }
+    let raised = libc::rlimit {
+        rlim_cur: need,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads one valid rlimit; the soft limit only rises,
+    // within the hard one (no privilege needed).
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err((soft, hard));
+    }
+    log::info!(
+        "raised this process's soft limit of open files from {soft} to {need} (hard {hard})"
+    );
+    Ok(need)
+}
+
 /// Whether an `accept` error is about running out of something (descriptors,
 /// memory) rather than about the one connection.
 pub(crate) fn is_resource_error(e: &io::Error) -> bool {

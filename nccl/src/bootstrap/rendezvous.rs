@@ -2,10 +2,10 @@
 //! trait, and [`TcpBootstrap`], an authenticated and encrypted TCP
 //! rendezvous.
 //!
-//! # Protocol (version 3; integers big-endian; every message of bounded size)
+//! # Protocol (version 4; integers big-endian; every message of bounded size)
 //!
 //! Before any connection, every rank computes the job's identity `J`, the
-//! SHA-256 of `nccl-rs rendezvous v3` ‖ world size (u64) ‖ the job id
+//! SHA-256 of `nccl-rs rendezvous v4` ‖ world size (u64) ‖ the job id
 //! ([`TcpBootstrap::job_id`]; from [`LaunchInfo`](crate::bootstrap::LaunchInfo):
 //! the run id, restart count and launcher's job id) ‖ the rendezvous address
 //! (the `addr` every rank is given, each of the last two as a u64 length and
@@ -14,7 +14,7 @@
 //! handshake costs that much, and a rank of another job (another world size,
 //! run, or address) holds another key even with the same secret.
 //!
-//! 1. rank r → rank 0, `HELLO`: magic `NCCLRS03`, a 32-byte random nonce `cn`.
+//! 1. rank r → rank 0, `HELLO`: magic `NCCLRS04`, a 32-byte random nonce `cn`.
 //! 2. rank 0 → r, `CHALLENGE`: magic, a 32-byte random nonce `rn`.
 //! 3. Both derive two keys with HKDF-SHA256 from `M` (salt `J`, info
 //!    `client to root` or `root to client` ‖ `cn` ‖ `rn`): fresh keys for
@@ -24,6 +24,10 @@
 //!    random 24-byte nonce, of rank (u64), world size (u64) and number of ids
 //!    (u32). Only a holder of the secret, of this job, can make one that
 //!    opens: it proves both, bound to this connection's nonces (no replay).
+//!    A `JOIN` that does not open gets `UNPROVEN`, a length of 0 (four zero
+//!    bytes, unsealed: it tells nothing a closed connection would not), and
+//!    the connection is closed; the rank stops with an error naming the
+//!    secret and the job's identity.
 //! 5. rank 0 → r, at once, `ACK` (or a refusal, below): length (u32), then a
 //!    sealed message under the root key: status 2. That it opens proves rank
 //!    0 holds the secret and belongs to this job.
@@ -37,6 +41,8 @@
 //! until one acknowledges their join: no port but the job's own needs to be
 //! free (the survivors of a lost rank meet this way,
 //! [`LaunchInfo::survivors_bootstrap`](crate::bootstrap::LaunchInfo::survivors_bootstrap)).
+//! There, an answer that does not open (another program on a port, an echo
+//! service, another job's rank 0) means "try the next port".
 //!
 //! Rank 0 serves every connection from the calling thread (no thread per
 //! connection) with non-blocking sockets and `poll(2)`: at most
@@ -44,8 +50,9 @@
 //! has made the least progress is dropped to make room), each has one
 //! deadline for its whole handshake ([`TcpBootstrap::handshake_timeout`]),
 //! `accept` errors such as running out of file descriptors are survived with a
-//! backoff. A connection that fails to prove the secret is closed without a
-//! word; refusals (another world size, a rank taken) go only to peers that
+//! backoff. A connection that fails to prove the secret gets only
+//! `UNPROVEN`; one dropped before its `JOIN` was read (to make room, or past
+//! its deadline) tries again until the rendezvous's deadline; refusals (another world size, a rank taken) go only to peers that
 //! proved it, sealed, and never state rank 0's own values.
 //!
 //! Without a secret the same messages are sealed under a key everyone can
@@ -72,7 +79,7 @@ use crate::bootstrap::net::{self, IoFail};
 use crate::bootstrap::secret::{MIN_SECRET_LEN, Secret};
 use crate::comm::{Bootstrap, UNIQUE_ID_BYTES, UniqueId};
 
-const MAGIC: &[u8; 8] = b"NCCLRS03";
+const MAGIC: &[u8; 8] = b"NCCLRS04";
 /// Argon2id's memory (KiB), passes and lanes for the rendezvous key: the
 /// first of OWASP's recommended settings.
 const KDF_MEMORY_KIB: u32 = 19 * 1024;
@@ -102,6 +109,8 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 const CANDIDATE_LIMIT: Duration = Duration::from_secs(3);
 /// Status of rank 0's acknowledgement of a join.
 const ACK: u8 = 2;
+/// Rank 0's answer to a `JOIN` that does not open: a frame length of 0.
+const UNPROVEN: [u8; 4] = [0; 4];
 /// Accepts per turn of rank 0's loop, so that connections already accepted
 /// are served between bursts.
 const ACCEPTS_PER_TURN: usize = 16;
@@ -176,7 +185,7 @@ pub(crate) fn peer_err(peer: &str, reason: impl Into<String>) -> Error {
 /// must agree on.
 fn job_hash(world: usize, job: &str, addr: &str) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"nccl-rs rendezvous v3");
+    h.update(b"nccl-rs rendezvous v4");
     h.update((world as u64).to_be_bytes());
     for part in [job.as_bytes(), addr.as_bytes()] {
         h.update((part.len() as u64).to_be_bytes());
@@ -538,7 +547,11 @@ impl TcpBootstrap {
             }
             Stage::Join(k) => {
                 let Some(p) = open(&k.c2r, &k.aad, &msg) else {
-                    // not a holder of the secret: not a word
+                    // not a holder of the secret, or of another job: only
+                    // that (4 bytes into a socket that has sent its last
+                    // message: all or nothing; a rank that misses them
+                    // tries again)
+                    let _ = std::io::Write::write(&mut c.s, &UNPROVEN);
                     return Step::Drop;
                 };
                 let rank = u64::from_be_bytes(p[0..8].try_into().expect("8 bytes"));
@@ -583,9 +596,25 @@ impl TcpBootstrap {
         }
         let start = Instant::now();
         let deadline = net::deadline_after(self.timeout);
+        let here = self.bind.clone().unwrap_or_else(|| self.addr.clone());
+        // a connection per rank stays open until every rank has joined:
+        // descriptors for them beside those open now, and a few to spare
+        // (strangers are evicted when descriptors run out)
+        let open_now = std::fs::read_dir("/proc/self/fd").map_or(64, Iterator::count) as u64;
+        let need = open_now + (self.world as u64 - 1) + 16;
+        if let Err((soft, hard)) = net::fd_limit_at_least(need) {
+            return Err(peer_err(
+                &here,
+                format!(
+                    "rank 0 keeps a connection to each of the {} other ranks until all have \
+                     joined: it needs about {need} open files and this process may open {soft} \
+                     (hard limit {hard}); raise the limit (`ulimit -n`, or the launcher's)",
+                    self.world - 1
+                ),
+            ));
+        }
         self.listen()?;
         let listener = self.listener.clone().expect("listening");
-        let here = self.bind.clone().unwrap_or_else(|| self.addr.clone());
         let master = self.master()?;
         listener
             .set_nonblocking(true)
@@ -926,14 +955,21 @@ impl TcpBootstrap {
             Err(IoFail::Deadline) => return Err(timed_out("room for our join")),
             Err(e) => return Err(Attempt::Retry(format!("join: {e}"))),
         }
+        // with several ports, anything but an answer that opens means
+        // "not this rendezvous's rank 0": try the next port
+        let elsewhere = until < deadline;
         match read_frame(&mut s, &keys, until) {
             Ok(p) if p == [ACK] => Ok((s, keys)),
             Ok(p) if p.first() == Some(&1) => Err(Attempt::Fail(self.refused(&p))),
             Ok(_) => Err(Attempt::Fail(peer_err(peer, "malformed answer"))),
             Err(FrameFail::Io(IoFail::Deadline)) => Err(timed_out("acknowledgement of our join")),
-            Err(e @ FrameFail::Io(IoFail::Eof { .. })) => {
-                Err(Attempt::NotHere(self.frame_err(e, "acknowledgement")))
-            }
+            Err(e) if elsewhere => Err(Attempt::NotHere(self.frame_err(e, "acknowledgement"))),
+            // dropped before our join was read (rank 0 makes room when
+            // more ranks connect at once than it keeps, or our handshake
+            // ran past its deadline): again
+            Err(FrameFail::Io(e)) => Err(Attempt::Retry(format!(
+                "rank 0 closed the connection before acknowledging our join ({e})"
+            ))),
             Err(e) => Err(Attempt::Fail(self.frame_err(e, "acknowledgement"))),
         }
     }
@@ -953,9 +989,9 @@ impl TcpBootstrap {
     fn frame_err(&self, e: FrameFail, what: &str) -> Error {
         let peer = &self.addr;
         match e {
-            FrameFail::Io(IoFail::Eof { .. }) => peer_err(
+            FrameFail::Length(0) => peer_err(
                 peer,
-                "rank 0 closed the connection without an answer: it did not accept our \
+                "rank 0 did not accept our \
                  proof of the secret and job (NCCL_RS_SECRET differs from rank 0's, or is \
                  set on only one side; or this rank belongs to another job: the world size, \
                  the run id (NCCL_RS_RUN_ID, TORCHELASTIC_RUN_ID, the launcher's job id) and \
@@ -964,6 +1000,10 @@ impl TcpBootstrap {
             FrameFail::Io(IoFail::Deadline) => peer_err(
                 peer,
                 format!("no complete {what} within {:?}", self.timeout),
+            ),
+            FrameFail::Io(IoFail::Eof { .. }) => peer_err(
+                peer,
+                format!("rank 0 closed the connection before its {what} (did rank 0 end?)"),
             ),
             FrameFail::Io(e) => peer_err(peer, format!("{what}: {e}")),
             FrameFail::Length(n) => peer_err(peer, format!("malformed answer of {n} bytes")),
