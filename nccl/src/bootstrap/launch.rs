@@ -441,6 +441,32 @@ impl LaunchInfo {
                 format!("rank {rank} is not below the world size {world}"),
             ));
         }
+        // a launcher nested in another starts at least as many processes
+        // as the outer one did (torchrun under mpirun: one agent per MPI
+        // rank); fewer means the variables that won are stale (a shell's
+        // RANK/WORLD_SIZE, a pod's) and ranks would meet as the wrong world.
+        // Explicit values and Slurm's allocation are not compared.
+        if source != LaunchSource::Explicit {
+            for outer in &present[1..] {
+                if outer.source == LaunchSource::Slurm {
+                    continue;
+                }
+                if let Ok(Some((outer_var, outer_world))) = v.first_number(outer.world, max) {
+                    if outer_world > world {
+                        return Err(env_err(
+                            format!("{world_var}/{outer_var}"),
+                            format!(
+                                "{world_var}={world} ({source:?}'s, taken first) is less than \
+                                 {outer_var}={outer_world} ({:?}'s): these are not one launch's \
+                                 variables; unset the stale ones, or set NCCL_RS_RANK, \
+                                 NCCL_RS_WORLD_SIZE and NCCL_RS_LOCAL_RANK",
+                                outer.source
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         let local_rank = match (v.first_number(s.local, max)?, source) {
             (Some((_, l)), _) => l,
             (None, LaunchSource::Explicit) => 0,
