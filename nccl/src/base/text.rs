@@ -3,7 +3,8 @@
 
 /// Untrusted bytes (a peer's refusal, a value from a store) as text safe to
 /// print: at most `max` characters, control characters (ANSI escapes,
-/// newlines) escaped, invalid UTF-8 replaced.
+/// newlines) and the invisible characters that reorder or split what a
+/// reader sees ([`hidden`]) escaped, invalid UTF-8 replaced.
 pub(crate) fn printable(bytes: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let mut out = String::new();
@@ -12,13 +13,33 @@ pub(crate) fn printable(bytes: &[u8], max: usize) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() {
+        if c.is_control() || hidden(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// Characters a reader does not see but that change what is shown: the
+/// bidirectional controls (which reorder the text after them: U+061C,
+/// U+200E–U+200F, U+202A–U+202E, U+2066–U+2069), zero-width and other
+/// invisible format characters (U+00AD, U+180E, U+200B–U+200D,
+/// U+2060–U+2064, U+FEFF), and the line and paragraph separators (U+2028,
+/// U+2029).
+fn hidden(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{61c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{feff}'
+    )
 }
 
 /// Untrusted text for an error message: at most [`QUOTE_MAX`] characters,
@@ -47,5 +68,12 @@ mod tests {
         let long = printable(&[b'a'; 1000], 10);
         assert_eq!(long, "aaaaaaaaaa…");
         assert_eq!(printable(b"\xff\xfeok", 10), "\u{fffd}\u{fffd}ok");
+        // a right-to-left override, an isolate, a zero-width space, a line
+        // separator: shown as escapes, the text around them as it is
+        let s = printable(
+            "ok\u{202e}gpj.exe\u{2066}x\u{200b}y\u{2028}z".as_bytes(),
+            100,
+        );
+        assert_eq!(s, "ok\\u{202e}gpj.exe\\u{2066}x\\u{200b}y\\u{2028}z");
     }
 }
