@@ -83,10 +83,58 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-fn secret() -> String {
+/// A fresh secret: 16 random bytes from the kernel, in hex; an error, never
+/// a weaker one, when they cannot be read.
+fn secret() -> Result<String> {
     let mut b = [0u8; 16];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| format!("launch: no random bytes for NCCL_RS_SECRET (/dev/urandom: {e})"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Longest output line kept whole; a longer one comes in pieces of this size.
+const MAX_LINE: usize = 64 * 1024;
+/// How long the output may go on once every rank has ended (a process a
+/// rank left behind that holds its pipes); then its process group is killed.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Every line of `pipe` (bytes that are not UTF-8 replaced, lines longer
+/// than [`MAX_LINE`] cut) to `tx`, until it closes: the pipe is read to its
+/// end, so the rank never writes into a closed pipe.
+fn forward(rank: usize, pipe: Box<dyn Read + Send>, tx: mpsc::Sender<(usize, String)>) {
+    let mut r = BufReader::new(pipe);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match r
+            .by_ref()
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) => return,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                // the receiver gone (the launcher gave up): read on, drop
+                let _ = tx.send((rank, String::from_utf8_lossy(&line).into_owned()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// SIGKILL to the process group that rank process `pid` leads.
+fn kill_group(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill(2) takes plain integers; a negative pid names the
+        // process group the rank was started as the leader of
+        // (`process_group(0)`); its id is not reused while the rank is
+        // unreaped, and at worst a reused id's group gets a signal we may send.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
 }
 
 /// Runs the plan; `echo` prints each line as it arrives.
@@ -96,7 +144,10 @@ pub fn run(plan: &LaunchPlan, echo: bool) -> Result<LaunchReport> {
     } else {
         plan.port
     };
-    let secret = std::env::var("NCCL_RS_SECRET").unwrap_or_else(|_| secret());
+    let secret = match std::env::var("NCCL_RS_SECRET") {
+        Ok(s) => s,
+        Err(_) => secret()?,
+    };
     let (tx, rx) = mpsc::channel::<(usize, String)>();
     let mut kids = Vec::new();
     for rank in 0..plan.n {
@@ -140,14 +191,7 @@ pub fn run(plan: &LaunchPlan, echo: bool) -> Result<LaunchReport> {
         .flatten()
         {
             let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe)
-                    .lines()
-                    .map_while(std::result::Result::ok)
-                {
-                    let _ = tx.send((rank, line));
-                }
-            });
+            std::thread::spawn(move || forward(rank, pipe, tx));
         }
         kids.push(child);
     }
@@ -155,14 +199,19 @@ pub fn run(plan: &LaunchPlan, echo: bool) -> Result<LaunchReport> {
     let mut status: Vec<Option<ExitStatus>> = vec![None; plan.n];
     let mut killed = vec![false; plan.n];
     let mut lines = Vec::new();
+    // printed as they come, or (for the tests) kept
+    let mut take = |rank: usize, line: String| {
+        let l = format!("[rank {rank}] {line}");
+        if echo {
+            println!("{l}");
+        } else {
+            lines.push(l);
+        }
+    };
     let mut failed_at: Option<Instant> = None;
     loop {
         while let Ok((rank, line)) = rx.try_recv() {
-            let l = format!("[rank {rank}] {line}");
-            if echo {
-                println!("{l}");
-            }
-            lines.push(l);
+            take(rank, line);
         }
         for (r, k) in kids.iter_mut().enumerate() {
             if status[r].is_none() && !killed[r] {
@@ -180,10 +229,7 @@ pub fn run(plan: &LaunchPlan, echo: bool) -> Result<LaunchReport> {
         if failed_at.is_some_and(|t| t.elapsed() > plan.grace) {
             for (r, k) in kids.iter_mut().enumerate() {
                 if status[r].is_none() {
-                    let _ = Command::new("kill")
-                        .args(["-s", "KILL", "--", &format!("-{}", k.id())])
-                        .stderr(Stdio::null())
-                        .status();
+                    kill_group(k.id());
                     let _ = k.kill();
                     let _ = k.wait();
                     killed[r] = true;
@@ -192,13 +238,27 @@ pub fn run(plan: &LaunchPlan, echo: bool) -> Result<LaunchReport> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    // the rest of the output (pipes close once the processes are gone)
-    for (rank, line) in rx.iter() {
-        let l = format!("[rank {rank}] {line}");
-        if echo {
-            println!("{l}");
+    // the rest of the output: the pipes close once the processes are gone,
+    // or a process a rank left behind holds them: then its group is killed
+    let until = Instant::now() + DRAIN_LIMIT;
+    let mut left = false;
+    loop {
+        let wait = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(if left { DRAIN_LIMIT } else { wait }) {
+            Ok((rank, line)) => take(rank, line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) if !left => {
+                left = true;
+                for k in &kids {
+                    kill_group(k.id());
+                }
+                eprintln!(
+                    "launch: processes the ranks left behind still held their output {DRAIN_LIMIT:?} \
+                     after the last rank ended: their process groups were killed"
+                );
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => break,
         }
-        lines.push(l);
     }
     Ok(LaunchReport {
         status,
