@@ -724,3 +724,96 @@ fn a_setuid_program_trusts_no_path_from_its_environment() {
     assert!(out.status.success(), "child failed:\n{text}");
     assert!(text.contains("child: secure, checked"), "{text}");
 }
+
+/// A second file of the test library: a hard link beside it (another path
+/// for the loader, no copy), or a copy where links are not allowed.
+fn other_file_of_the_library(case: &str) -> PathBuf {
+    let lib = canon(&test_lib());
+    let dir = lib
+        .parent()
+        .unwrap()
+        .join(format!("nccl-rs-{case}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("libnccl.so.2");
+    if std::fs::hard_link(&lib, &file).is_err() {
+        std::fs::copy(&lib, &file).unwrap();
+    }
+    file
+}
+
+/// A libnccl whose functions are in the global scope (what a Python host's
+/// `RTLD_GLOBAL` does) and another file named by the variable, or by
+/// `load`: refused, since NCCL would call into the first with the second's
+/// structures. The same file is taken.
+#[test]
+fn another_library_beside_one_in_the_global_scope_is_refused() {
+    const CASE: &str = "another_library_beside_one_in_the_global_scope_is_refused";
+    let lib = test_lib();
+    if is_child(CASE) {
+        let c = CString::new(lib.to_str().unwrap()).unwrap();
+        // SAFETY: opens a real libnccl into the global scope, as a host
+        // would; the handle is kept for the process.
+        let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        assert!(!h.is_null());
+        let other = PathBuf::from(std::env::var_os("NCCL_RS_LIBRARY").unwrap());
+        match nccl::library_error() {
+            Some(Error::Library(LoadError::OtherLoaded { loaded, requested })) => {
+                assert_eq!(canon(&loaded), canon(&lib));
+                assert_eq!(requested, other);
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(
+            nccl::library::load(&other),
+            Err(Error::Library(LoadError::OtherLoaded { .. }))
+        ));
+        nccl::library::load(&lib).unwrap();
+        return check_loaded(&lib, Source::Explicit);
+    }
+    let other = other_file_of_the_library("global");
+    in_child(CASE, &[("NCCL_RS_LIBRARY", other.as_os_str())]);
+    let _ = std::fs::remove_dir_all(other.parent().unwrap());
+}
+
+/// A relative path in the variable is refused (it names a file of the
+/// working directory); so is a bare name where `LD_LIBRARY_PATH` would make
+/// the loader search the working directory for it.
+#[test]
+fn the_variable_names_nothing_in_the_working_directory() {
+    const CASE: &str = "the_variable_names_nothing_in_the_working_directory";
+    if is_child(CASE) {
+        let value = std::env::var("NCCL_RS_LIBRARY").unwrap();
+        assert!(!nccl::is_available());
+        let tried = attempts();
+        let last = tried.last().unwrap();
+        assert_eq!(last.place, format!("$NCCL_RS_LIBRARY={value}"));
+        let want = if value.contains('/') {
+            "not an absolute path"
+        } else {
+            "a bare name, and LD_LIBRARY_PATH has an empty entry"
+        };
+        assert!(last.outcome.contains(want), "{last:?}");
+        return;
+    }
+    // the working directory holds a library under both names
+    let dir = scratch("variable-cwd");
+    std::fs::create_dir_all(dir.join("lib")).unwrap();
+    for name in ["libnccl.so.2", "lib/libnccl.so.2"] {
+        std::os::unix::fs::symlink(canon(&test_lib()), dir.join(name)).unwrap();
+    }
+    for (value, ld) in [
+        ("lib/libnccl.so.2", "/nonexistent"),
+        ("libnccl.so.2", "/nonexistent::"),
+    ] {
+        in_child_at(
+            CASE,
+            &[
+                ("NCCL_RS_LIBRARY", std::ffi::OsStr::new(value)),
+                ("LD_LIBRARY_PATH", std::ffi::OsStr::new(ld)),
+            ],
+            Some(&dir),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -315,7 +315,10 @@ impl std::error::Error for LoadError {}
 /// - `runtime-load`: opened on first need (or by [`load`]),
 ///   trying in order: the environment variables [`ENV_VARS`]
 ///   (`NCCL_RS_LIBRARY`, then vLLM's `VLLM_NCCL_SO_PATH`: a path there must
-///   open, else the search stops with that error); a `libnccl.so.2` or
+///   open, else the search stops with that error; absolute, or a bare name
+///   where `LD_LIBRARY_PATH` does not make the loader search the working
+///   directory; [`LoadError::OtherLoaded`] where another libnccl is in the
+///   process's global scope); a `libnccl.so.2` or
 ///   `libnccl.so` that the process has loaded already (reused, never loaded
 ///   twice); `libnccl.so.2` and `libnccl.so` on the loader's search path
 ///   (`LD_LIBRARY_PATH`, the cache, rpaths; where `LD_LIBRARY_PATH` has an
@@ -361,7 +364,8 @@ pub const ENV_VARS: [&str; 2] = ["NCCL_RS_LIBRARY", "VLLM_NCCL_SO_PATH"];
 /// # Errors
 /// [`LoadError::NotFound`] when `path` cannot be opened or is not NCCL (with
 /// the loader's reason); [`LoadError::OtherLoaded`] when another libnccl is
-/// in use already.
+/// in use already, or in the process's global scope (NCCL's calls to its own
+/// functions would reach that one).
 pub fn load(path: impl AsRef<Path>) -> Result<&'static Library, LoadError> {
     imp::load(path.as_ref())
 }
@@ -511,11 +515,46 @@ mod imp {
         e
     }
 
+    /// The file of a libnccl whose functions are in the process's global
+    /// scope (linked by the program or a library it links, or opened with
+    /// `RTLD_GLOBAL`, as Python hosts do with their CUDA libraries).
+    /// Opening another libnccl beside it is refused: NCCL calls its own
+    /// exported functions through that scope (`ncclCommInitRankConfig`
+    /// calls `ncclCommGetAsyncError`, for one), so they would reach the
+    /// other release with this one's structures.
+    fn global_nccl() -> Option<PathBuf> {
+        // SAFETY: dlsym with RTLD_DEFAULT looks a NUL-terminated name up in
+        // the global scope and runs nothing; the address is only given to
+        // dladdr, never called.
+        let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"ncclGetVersion".as_ptr()) };
+        if f.is_null() {
+            return None;
+        }
+        Some(file_of(f).unwrap_or_else(|| PathBuf::from("(a libnccl of unknown file)")))
+    }
+
+    /// `Err(OtherLoaded)` when a libnccl other than `path` is in the global
+    /// scope ([`global_nccl`]).
+    fn beside_global(path: &Path) -> Result<(), LoadError> {
+        let Some(loaded) = global_nccl() else {
+            return Ok(());
+        };
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        if canon(&loaded) == canon(path) {
+            return Ok(());
+        }
+        Err(LoadError::OtherLoaded {
+            loaded,
+            requested: path.to_path_buf(),
+        })
+    }
+
     pub(super) fn load(path: &Path) -> Result<&'static Library, LoadError> {
         let mut failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = LOADED.get() {
             return same_or_other(l, path);
         }
+        beside_global(path)?;
         let lib =
             open(path.as_os_str(), Source::Explicit).map_err(|outcome| LoadError::NotFound {
                 tried: vec![Attempt {
@@ -672,6 +711,40 @@ mod imp {
             };
             // an explicit path wins: a bad one is an error, not a reason to
             // look elsewhere
+            let place = format!("${var}={}", path.to_string_lossy());
+            let not_found = |tried: &mut Vec<Attempt>, outcome: String| {
+                tried.push(Attempt {
+                    place: place.clone(),
+                    outcome,
+                });
+                Err(LoadError::NotFound {
+                    tried: std::mem::take(tried),
+                })
+            };
+            let bytes = path.as_bytes();
+            if !bytes.contains(&b'/') {
+                // a bare name: the loader searches for it, in the working
+                // directory too where LD_LIBRARY_PATH says so
+                if let Some(entry) = cwd_entry(std::env::var_os("LD_LIBRARY_PATH").as_deref()) {
+                    return not_found(
+                        tried,
+                        format!(
+                            "refused: a bare name, and LD_LIBRARY_PATH has {entry}, which makes \
+                             the loader search the working directory for it (give an absolute \
+                             path, or remove that entry)"
+                        ),
+                    );
+                }
+            } else if !bytes.starts_with(b"/") {
+                return not_found(
+                    tried,
+                    "refused: not an absolute path (it names a file of the working directory)"
+                        .into(),
+                );
+            }
+            if bytes.contains(&b'/') {
+                beside_global(Path::new(&path))?;
+            }
             return match open(&path, Source::Env(var)) {
                 Ok(l) => Ok(Some(l)),
                 Err(outcome) => {
@@ -723,7 +796,12 @@ mod imp {
                         ),
                     });
                 }
-                let path = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
+                // (glibc unsets it for a setuid program; never trusted there)
+                let path = if secure {
+                    Default::default()
+                } else {
+                    std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default()
+                };
                 // `$ORIGIN` is the program's folder, as the loader reads it
                 let exe_dir = std::env::current_exe()
                     .ok()
@@ -927,7 +1005,11 @@ mod imp {
         let status = match status {
             Ok(s) => s,
             Err(e) => {
-                kill_group(&mut child);
+                // try_wait failed: the child may be reaped already (SIGCHLD
+                // ignored), its pid free for reuse: no signal to its group
+                if e.is_none() {
+                    kill_group(&mut child);
+                }
                 return fail(match e {
                     None => format!(
                         "{} gave no answer within {PYTHON_LIMIT:?}: killed",
@@ -960,8 +1042,8 @@ mod imp {
         if let Ok(pid) = libc::pid_t::try_from(child.id()) {
             // SAFETY: kill(2) with a negative pid signals the process group
             // the child leads (`process_group(0)`); the child is not reaped
-            // yet (every caller's try_wait said it runs, or failed), so its
-            // id, and the group's, cannot have been reused.
+            // yet (every caller's try_wait said it runs, or was not called),
+            // so its id, and the group's, cannot have been reused.
             unsafe { libc::kill(-pid, libc::SIGKILL) };
         }
         let _ = child.kill();
