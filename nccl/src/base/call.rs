@@ -8,7 +8,7 @@ use crate::base::error::{Error, Result, nccl_error};
 use crate::sys;
 
 /// The funnel: `ncclSuccess` is `Ok`, anything else an [`Error::Nccl`] with
-/// the thread's `ncclGetLastError` text.
+/// `ncclGetLastError`'s text (the process's last NCCL warning).
 #[inline(always)]
 pub(crate) fn check(api: &'static str, r: sys::ncclResult_t) -> Result<()> {
     if r == sys::ncclResult_t::ncclSuccess {

@@ -136,7 +136,9 @@ pub enum Error {
         api: &'static str,
         /// The code it returned.
         code: NcclCode,
-        /// `ncclGetLastError` right after the failure (may be empty).
+        /// `ncclGetLastError` right after the failure (may be empty): NCCL's
+        /// last warning text, one for the whole process, so with several
+        /// communicators failing at once it may be another's.
         last_error: String,
     },
     /// An argument broke the contract of a call; NCCL was not called.
@@ -411,19 +413,38 @@ impl Error {
     }
 }
 
-/// `ncclGetLastError(comm)` as a `String` (a null `comm` asks for the thread's).
+/// Size of NCCL's last-error buffer (`ncclLastError`, `src/debug.cc`): 1024
+/// bytes in every release 2.18 – 2.30.
+const LAST_ERROR_LEN: usize = 1024;
+
+/// `ncclGetLastError` as a `String`: NCCL's last warning text, best effort.
+///
+/// NCCL keeps one buffer for the whole process, whatever `comm` is given
+/// (`ncclGetLastError` ignores it), written by any thread's warning under a
+/// lock of NCCL's that this side cannot take. So it is read byte by byte,
+/// volatile and bounded by the buffer: a warning written meanwhile, from
+/// another communicator or thread, gives mixed text, never a read past the
+/// buffer, and the compiler assumes nothing of bytes that change.
 pub(crate) fn last_error(comm: sys::ncclComm_t) -> String {
-    // SAFETY: ncclGetLastError accepts a null or valid communicator and
-    // returns a NUL-terminated string owned by NCCL (or null).
-    let p = unsafe { sys::ncclGetLastError(comm) };
+    // SAFETY: ncclGetLastError only returns the address of NCCL's static
+    // buffer (init.cc; comm is not read), or null in a runtime-load build
+    // without a library.
+    let p = unsafe { sys::ncclGetLastError(comm) }.cast::<u8>();
     if p.is_null() {
         return String::new();
     }
-    // SAFETY: p is non-null and NUL-terminated (see above); copied at once.
-    unsafe { CStr::from_ptr(p) }
-        .to_string_lossy()
-        .trim()
-        .to_string()
+    let mut text = Vec::with_capacity(128);
+    for i in 0..LAST_ERROR_LEN {
+        // SAFETY: p is NCCL's static buffer of LAST_ERROR_LEN bytes, alive
+        // as long as the library (never unloaded); a volatile read of each
+        // byte, never past its end (vsnprintf keeps a NUL at its last byte).
+        let b = unsafe { p.add(i).read_volatile() };
+        if b == 0 {
+            break;
+        }
+        text.push(b);
+    }
+    String::from_utf8_lossy(&text).trim().to_string()
 }
 
 /// NCCL's description of a raw result code (`ncclGetErrorString`).
@@ -437,8 +458,8 @@ pub fn error_string(code: u32) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
-/// An [`Error::Nccl`] for `api`'s result `r` with `comm`'s last error (the
-/// thread's for a null `comm`); the funnel (`base::call`) adds the cases
+/// An [`Error::Nccl`] for `api`'s result `r` with NCCL's last error text
+/// ([`last_error`]); the funnel (`base::call`) adds the cases
 /// where NCCL was never reached.
 #[cold]
 #[inline(never)]

@@ -169,7 +169,9 @@ impl Comm {
         }
     }
 
-    /// NCCL's last error message for this communicator (`ncclGetLastError`).
+    /// NCCL's last error message (`ncclGetLastError`). NCCL keeps one for
+    /// the whole process: with several communicators it may be another's,
+    /// and it stays until the next warning (best effort, for messages).
     pub fn last_error(&self) -> String {
         crate::base::error::last_error(self.raw.get())
     }
