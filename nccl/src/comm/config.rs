@@ -71,7 +71,9 @@ macro_rules! config_fields {
 config_fields! {
         /// `blocking`: `false` makes NCCL calls return `ncclInProgress` and
         /// finish in the background; this crate then waits for them (up to
-        /// [`Config::timeout`]) before returning.
+        /// [`Config::timeout`]) before returning. `NCCL_COMM_BLOCKING` (0 or
+        /// 1) overrides it in NCCL, and this crate follows
+        /// ([`Comm::is_blocking`](crate::Comm::is_blocking)).
         blocking: bool => blocking = "blocking", i32::from;
         /// `cgaClusterSize` (0–8).
         cga_cluster_size: i32 => cgaClusterSize = "cgaClusterSize", std::convert::identity;
@@ -173,10 +175,13 @@ impl Config {
 
     /// Whether this config asks children to share the parent's resources:
     /// (`split_share`, `shrink_share`).
+    /// Whether children of a communicator made with this config share its
+    /// resources (split, shrink), as NCCL decides at its creation: the
+    /// environment variables override the config.
     pub(crate) fn sharing(&self) -> (bool, bool) {
         (
-            self.split_share == Some(true),
-            self.shrink_share == Some(true),
+            env_flag(SPLIT_SHARE_VAR).unwrap_or(self.split_share == Some(true)),
+            env_flag(SHRINK_SHARE_VAR).unwrap_or(self.shrink_share == Some(true)),
         )
     }
 
@@ -195,8 +200,12 @@ impl Config {
         self.clone().timeout(t)
     }
 
+    /// The mode NCCL gives a communicator made with this config:
+    /// `NCCL_COMM_BLOCKING` set to 0 or 1 overrides every config's
+    /// `blocking` at creation (`envConfigOverride`, init.cc, 2.18 – 2.30),
+    /// else `blocking` (default: blocking).
     pub(crate) fn is_blocking(&self) -> bool {
-        self.blocking.unwrap_or(true)
+        env_comm_blocking().unwrap_or(self.blocking.unwrap_or(true))
     }
 
     /// The raw struct; the returned value borrows this config's strings.
@@ -235,5 +244,118 @@ impl Config {
             let _ = s;
         }
         Ok(c)
+    }
+}
+
+/// `NCCL_COMM_BLOCKING` as NCCL reads it (`ncclLoadParam`: `strtoll(s,
+/// NULL, 0)`, whatever follows the number, 0 for text without one; out of
+/// range: unset): `Some` when it makes communicators blocking (1) or
+/// non-blocking (0).
+pub(crate) fn env_comm_blocking() -> Option<bool> {
+    match env_int("NCCL_COMM_BLOCKING")? {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
+/// The variable that makes children of a split share their parent's
+/// resources (NCCL 2.18+).
+pub(crate) const SPLIT_SHARE_VAR: &str = "NCCL_COMM_SPLIT_SHARE_RESOURCES";
+/// The same for shrink (NCCL 2.27+).
+pub(crate) const SHRINK_SHARE_VAR: &str = "NCCL_COMM_SHRINK_SHARE_RESOURCES";
+
+/// A share variable as NCCL applies it at a communicator's creation
+/// (`envConfigOverride`): set, it replaces the config's value, and anything
+/// but 1 means no sharing.
+pub(crate) fn env_flag(var: &str) -> Option<bool> {
+    env_int(var).map(|v| v == 1)
+}
+
+/// An integer variable of NCCL as its `int` parameters read it: C's
+/// `strtoll` ([`strtoll_base0`]) narrowed to `int`; `None` when unset,
+/// empty, out of range, or `INT_MIN` (NCCL's "unset").
+fn env_int(var: &str) -> Option<i32> {
+    let v = std::env::var_os(var)?;
+    // as C converts: the low 32 bits
+    let n = strtoll_base0(v.as_encoded_bytes())? as i32;
+    (n != i32::MIN).then_some(n)
+}
+
+/// C's `strtoll(s, NULL, 0)` of a non-empty `s`: leading white space, a
+/// sign, a `0x` (hex) or `0` (octal) prefix, the longest run of digits (none:
+/// 0); `None` for an empty `s` or a value out of range (`ERANGE`).
+fn strtoll_base0(s: &[u8]) -> Option<i64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut i = 0;
+    while s
+        .get(i)
+        .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
+    {
+        i += 1;
+    }
+    let neg = match s.get(i) {
+        Some(b'-') => {
+            i += 1;
+            true
+        }
+        Some(b'+') => {
+            i += 1;
+            false
+        }
+        _ => false,
+    };
+    let hex_digit = |c: Option<&u8>| c.is_some_and(u8::is_ascii_hexdigit);
+    let base: u32 = if s.get(i) == Some(&b'0')
+        && matches!(s.get(i + 1), Some(b'x' | b'X'))
+        && hex_digit(s.get(i + 2))
+    {
+        i += 2;
+        16
+    } else if s.get(i) == Some(&b'0') {
+        8
+    } else {
+        10
+    };
+    let mut v: i128 = 0;
+    while let Some(d) = s.get(i).and_then(|&c| (c as char).to_digit(base)) {
+        v = v * i128::from(base) + i128::from(d);
+        if v > i128::from(i64::MAX) + 1 {
+            return None;
+        }
+        i += 1;
+    }
+    let v = if neg { -v } else { v };
+    i64::try_from(v).ok()
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::strtoll_base0;
+
+    /// What glibc's strtoll(s, NULL, 0) gives for the values a user may set.
+    #[test]
+    fn numbers_as_nccl_reads_them() {
+        for (s, want) in [
+            ("0", Some(0)),
+            ("1", Some(1)),
+            (" 1", Some(1)),
+            ("1abc", Some(1)),
+            ("abc", Some(0)),
+            ("0x1", Some(1)),
+            ("0x", Some(0)),
+            ("01", Some(1)),
+            ("08", Some(0)),
+            ("-0", Some(0)),
+            ("+1", Some(1)),
+            ("true", Some(0)),
+            ("", None),
+            ("99999999999999999999", None),
+            ("-9223372036854775808", Some(i64::MIN)),
+        ] {
+            assert_eq!(strtoll_base0(s.as_bytes()), want, "{s:?}");
+        }
     }
 }

@@ -168,6 +168,11 @@ impl Comm {
         r: sys::ncclResult_t,
     ) -> Result<Comm> {
         let mut comm = Comm::wrap(raw, ctx.clone(), rank, world, blocking, timeout);
+        if r == sys::ncclResult_t::ncclInProgress {
+            // only a non-blocking communicator answers so: NCCL made it one
+            // (NCCL_COMM_BLOCKING, also from NCCL's configuration files)
+            comm.blocking = false;
+        }
         // before the settle: a failed creation is aborted, and NCCL's
         // profiler hook may read the name then
         comm.name = name;
@@ -225,13 +230,33 @@ impl Comm {
         ctxs[0].bind_to_thread()?;
         let mut raws: Vec<sys::ncclComm_t> = vec![std::ptr::null_mut(); ctxs.len()];
         // SAFETY: raws has room for n communicators, devs holds n ordinals.
-        unsafe { nccl!(ncclCommInitAll(raws.as_mut_ptr(), n, devs.as_ptr())) }?;
-        Ok(raws
+        let r = unsafe { sys::ncclCommInitAll(raws.as_mut_ptr(), n, devs.as_ptr()) };
+        // in progress: NCCL made them non-blocking (NCCL_COMM_BLOCKING=0);
+        // each settles, and one that fails is dropped (aborted) with the rest
+        let blocking = r != sys::ncclResult_t::ncclInProgress;
+        if blocking {
+            crate::base::call::check("ncclCommInitAll", r)?;
+        }
+        let comms: Vec<Comm> = raws
             .into_iter()
             .zip(ctxs)
             .enumerate()
-            .map(|(rank, (raw, ctx))| Comm::wrap(raw, ctx.clone(), rank, ctxs.len(), true, None))
-            .collect())
+            .filter(|(_, (raw, _))| !raw.is_null())
+            .map(|(rank, (raw, ctx))| {
+                Comm::wrap(raw, ctx.clone(), rank, ctxs.len(), blocking, None)
+            })
+            .collect();
+        for c in &comms {
+            c.settle("ncclCommInitAll", r)?;
+        }
+        if comms.len() != ctxs.len() {
+            return Err(Error::Nccl {
+                api: "ncclCommInitAll",
+                code: crate::NcclCode::InternalError,
+                last_error: "NCCL made fewer communicators than asked".into(),
+            });
+        }
+        Ok(comms)
     }
 
     /// Every rank of this process in one communicator, created together: a
@@ -337,7 +362,7 @@ impl Comm {
         // SAFETY: closes the group opened above, on this thread.
         let end = unsafe { sys::ncclGroupEnd() };
         // own every communicator NCCL made, so that an error drops (aborts) them
-        let comms: Vec<Comm> = raws
+        let mut comms: Vec<Comm> = raws
             .iter()
             .zip(ranks)
             .filter(|(raw, _)| !raw.is_null())
@@ -365,13 +390,16 @@ impl Comm {
                 last_error: "NCCL made fewer communicators than asked".into(),
             });
         }
-        for c in &comms {
-            // blocking: the group's end returned the result; non-blocking:
-            // each communicator settles (its creation job ran on NCCL's
-            // thread)
+        for c in &mut comms {
+            // blocking: the group's end returned the result; non-blocking
+            // (or made so by NCCL: it answered in progress): each
+            // communicator settles (its creation job ran on NCCL's thread)
+            if end == sys::ncclResult_t::ncclInProgress {
+                c.blocking = false;
+            }
             c.settle(
                 "ncclGroupEnd",
-                if config.is_blocking() {
+                if c.blocking {
                     end
                 } else {
                     sys::ncclResult_t::ncclInProgress

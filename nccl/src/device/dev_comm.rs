@@ -122,7 +122,9 @@ impl Comm {
         let r = unsafe {
             sys::device::ncclDevCommCreate(self.as_raw(), raw_reqs.as_ptr(), slot.cast())
         };
-        let r = if r == sys::ncclResult_t::ncclSuccess && !self.is_blocking() {
+        // success is polled too, whatever mode the communicator was made
+        // with: for a blocking one that is one call that finds it settled
+        let r = if r == sys::ncclResult_t::ncclSuccess {
             sys::ncclResult_t::ncclInProgress
         } else {
             r

@@ -537,7 +537,9 @@ impl Comm {
         // written. Non-blocking: NCCL answers success or in-progress while its
         // thread still works; polling until the communicator settles joins
         // that thread (NCCL 2.26+).
-        let r = if r == sys::ncclResult_t::ncclSuccess && !self.is_blocking() {
+        // success is polled too, whatever mode the communicator was made
+        // with: for a blocking one that is one call that finds it settled
+        let r = if r == sys::ncclResult_t::ncclSuccess {
             sys::ncclResult_t::ncclInProgress
         } else {
             r

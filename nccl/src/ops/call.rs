@@ -26,6 +26,7 @@
 //! `Result`. Each collective states only its own contract.
 
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, SyncOnDrop, sys as cu};
+use std::sync::Arc;
 
 use crate::base::call::check_comm;
 use crate::base::contract;
@@ -82,6 +83,11 @@ pub(crate) struct Call<'a> {
     /// Extents (address, bytes) of the buffers, for the overlap check.
     spans: [(u64, usize); 2],
     nspans: usize,
+    /// The GPU of a buffer that is not on the communicator's: refused by
+    /// [`Call::ready`] (NCCL does not check pointers unless told to; the
+    /// kernel would reach that memory over the peer mapping, unordered with
+    /// its frees).
+    foreign: Option<usize>,
 }
 
 impl<'a> Call<'a> {
@@ -113,6 +119,7 @@ impl<'a> Call<'a> {
             guards: [None, None, None],
             spans: [(0, 0); 2],
             nspans: 0,
+            foreign: None,
         })
     }
 
@@ -134,6 +141,9 @@ impl<'a> Call<'a> {
     /// A buffer the call reads: its device address on the call's stream.
     #[inline(always)]
     pub(crate) fn read<T>(&mut self, buf: &'a impl DevicePtr<T>) -> u64 {
+        if !self.on_this_gpu(buf.stream()) {
+            return 0;
+        }
         let (p, g) = buf.device_ptr(self.stream);
         self.keep(g);
         self.span::<T>(p, buf.len());
@@ -143,11 +153,27 @@ impl<'a> Call<'a> {
     /// A buffer the call writes: its device address on the call's stream.
     #[inline(always)]
     pub(crate) fn write<T>(&mut self, buf: &'a mut impl DevicePtrMut<T>) -> u64 {
+        if !self.on_this_gpu(buf.stream()) {
+            return 0;
+        }
         let len = buf.len();
         let (p, g) = buf.device_ptr_mut(self.stream);
         self.keep(g);
         self.span::<T>(p, len);
         p
+    }
+
+    /// Whether a buffer whose stream is `s` lives on the call's GPU; if not,
+    /// notes it for [`Call::ready`] (no address is taken: cudarc would record
+    /// its event on a stream of another context).
+    #[inline(always)]
+    fn on_this_gpu(&mut self, s: &Arc<CudaStream>) -> bool {
+        let dev = s.context().ordinal();
+        if dev == self.stream.context().ordinal() {
+            return true;
+        }
+        self.foreign.get_or_insert(dev);
+        false
     }
 
     /// The raw reduction for element type `T`, checked; a device scalar of a
@@ -168,6 +194,14 @@ impl<'a> Call<'a> {
     /// ([`GroupRef::admit`](crate::ops::group::GroupRef::admit)).
     #[inline(always)]
     fn ready(&self) -> Result<()> {
+        if let Some(dev) = self.foreign {
+            return Err(Error::invalid(
+                self.op,
+                "buffer",
+                format!("memory of this communicator's GPU {}", self.comm.device()),
+                format!("memory of GPU {dev}"),
+            ));
+        }
         if self.nspans == 2 {
             contract::disjoint(self.op, self.spans[0], self.spans[1])?;
         }
@@ -267,9 +301,10 @@ impl<'a> Call<'a> {
         } = self;
         match group {
             Some(g) => {
-                if !comm.is_blocking() {
-                    g.note(comm);
-                }
+                // every communicator, whatever mode it was made with: where
+                // NCCL answers the group's end in progress, the end waits
+                // for each before it lets the buffers go
+                g.note(comm);
                 for guard in guards.into_iter().flatten() {
                     g.keep(guard);
                 }
