@@ -2,7 +2,7 @@
 //! `Drop`, and aborting from another thread ([`AbortHandle`], [`Watchdog`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use crate::base::error::{Error, Result};
@@ -23,6 +23,11 @@ impl Comm {
     /// [`Failed`](CommState::Failed) (finalize would wait on the dead peer)
     /// and [`Suspended`](CommState::Suspended) communicators are refused
     /// with `WrongState`, and aborted.
+    ///
+    /// `ncclCommDestroy` waits for every CUDA graph that captured this
+    /// communicator's calls to be destroyed: destroy those graphs first (a
+    /// communicator dropped instead is aborted on a thread of its own,
+    /// which waits for them in the background).
     ///
     /// # Errors
     /// NCCL's error from finalizing (e.g. a peer died), or `Timeout` for a
@@ -55,9 +60,11 @@ impl Comm {
     /// Stops all operations and frees the communicator at once
     /// (`ncclCommAbort`), without waiting for peers.
     ///
-    /// On NCCL 2.23 – 2.26.1, whose abort can block forever after a peer
-    /// died, it is waited for at most a few seconds and then left to a
-    /// thread of its own (logged; see `docs/versions.md`), unless a
+    /// `ncclCommAbort` waits for every CUDA graph that captured this
+    /// communicator's calls to be destroyed, and on NCCL 2.23 – 2.26.1 it can
+    /// block forever after a peer died. So it runs on a thread of its own,
+    /// is waited for at most 3 s, and is then
+    /// left to that thread (logged; see `docs/versions.md`), unless a
     /// non-blocking operation is still in flight (then NCCL's job must be
     /// joined before its pointers are freed, and the abort is waited for in
     /// full). Called (or dropped) while a group is open on this thread, the
@@ -65,24 +72,24 @@ impl Comm {
     /// NCCL would only start it.
     ///
     /// # Errors
-    /// NCCL's error from aborting (the communicator is gone either way; on
-    /// NCCL 2.23 – 2.26.1 logged instead).
+    /// NCCL's error from aborting (the communicator is gone either way; an
+    /// abort left to its thread logs it instead).
     pub fn abort(self) -> Result<()> {
         let (raw, done) = self.into_parts();
         if raw.is_null() {
             return Ok(()); // already aborted
         }
-        if abort_may_hang() || crate::base::thread::in_group() {
-            // the abort may be left to a thread of its own, or runs on one
-            // (see `abort_raw`); NCCL's error, if any, is logged there
-            // SAFETY: valid communicator, owned and not used afterwards.
-            unsafe { abort_raw(raw, done) };
+        // the abort runs on a thread of its own and may be left there (see
+        // `abort_raw`): then NCCL's error, if any, is logged there
+        let result = Arc::new(AtomicI32::new(NOT_RETURNED));
+        // SAFETY: valid communicator, owned and not used afterwards.
+        if !unsafe { abort_raw_with(raw, done, &result) } {
             return Ok(());
         }
-        // SAFETY: valid communicator, owned and not used afterwards.
-        let r = unsafe { nccl!(ncclCommAbort(raw)) };
-        done();
-        r
+        match result.load(Ordering::Acquire) {
+            NOT_RETURNED => Ok(()),
+            r => crate::base::call::check("ncclCommAbort", sys::ncclResult_t(r as u32)),
+        }
     }
 
     /// Fails with [`Error::Aborted`] (aborting the communicator first, if an
@@ -145,58 +152,85 @@ impl Comm {
 /// check back: "Fixes to ncclCommAbort"). Seen on 2.23.4, 2.24.3 and 2.25.1
 /// with a peer killed and with a peer that never took part. NCCL's threads of
 /// a communicator left so keep running, and the process's exit waits for
-/// them, bounded ([`in_flight`]). There, when nothing of
-/// NCCL's may still write through this process's pointers (no non-blocking
-/// operation in flight: see [`may_leave_abort`]), the abort runs on a thread
-/// of its own and is waited for at most [`ABORT_WAIT`]: NCCL sets the abort
-/// flag first, so its kernels stop and the streams drain; if it has not
-/// returned by then it is left to that thread (logged), `done` with it.
-/// Returns whether the abort returned before this function did.
+/// them, bounded ([`in_flight`]). And every release's `ncclCommAbort` waits
+/// for the CUDA graphs that captured the communicator's calls to be
+/// destroyed (`commDestroySync` polls until `localPersistentRefs` is 0): a
+/// communicator dropped before such a graph would block forever.
+///
+/// So, when nothing of NCCL's may still write through this process's
+/// pointers (no non-blocking operation in flight: see [`may_leave_abort`]),
+/// the abort runs on a thread of its own and is waited for at most
+/// [`ABORT_WAIT`]: NCCL sets the abort flag first, so its kernels stop and
+/// the streams drain; if it has not returned by then it is left to that
+/// thread (logged), `done` with it. Returns whether the abort returned
+/// before this function did.
 ///
 /// # Safety
 /// `raw` is null or a valid communicator that the caller owns, that no other
 /// thread is using, and that nobody uses again.
 pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t, done: impl FnOnce() + Send + 'static) -> bool {
+    // SAFETY: as the caller promises.
+    unsafe { abort_raw_with(raw, done, &Arc::default()) }
+}
+
+/// [`abort_raw`], storing `ncclCommAbort`'s result in `result` once it
+/// returns (on whichever thread).
+///
+/// # Safety
+/// As [`abort_raw`].
+unsafe fn abort_raw_with(
+    raw: sys::ncclComm_t,
+    done: impl FnOnce() + Send + 'static,
+    result: &Arc<AtomicI32>,
+) -> bool {
     if raw.is_null() {
         return true;
     }
     if crate::base::thread::in_group() {
-        return abort_outside_group(Owned(raw), done);
+        return abort_outside_group(Owned(raw), done, result.clone());
     }
-    let leave = abort_may_hang() && {
-        // SAFETY: valid, owned by the caller, used by no other thread.
-        unsafe { may_leave_abort(raw) }
-    };
+    // SAFETY: valid, owned by the caller, used by no other thread.
+    let leave = unsafe { may_leave_abort(raw) };
     if !leave {
         // SAFETY: as the caller promises.
-        unsafe { abort_logged(raw) };
+        unsafe { abort_logged(raw, result) };
         done();
         return true;
     }
     let owned = Owned(raw);
+    let theirs = result.clone();
     let work = move || {
         let owned = owned;
         // SAFETY: the caller's promises moved here with `raw`: owned, used
         // by no other thread (this one no longer touches it), never used again.
-        unsafe { abort_logged(owned.0) };
+        unsafe { abort_logged(owned.0, &theirs) };
     };
     let returned = match bounded(work, Box::new(done), ABORT_WAIT) {
         Ok(returned) => returned,
         Err(done) => {
             // no thread: the closure was dropped unrun, `raw` is still ours
             // SAFETY: as the caller promises.
-            unsafe { abort_logged(raw) };
+            unsafe { abort_logged(raw, result) };
             done();
             return true;
         }
     };
     if !returned {
-        log::error!(
-            "ncclCommAbort has not returned after {ABORT_WAIT:?}: NCCL 2.23 - 2.26.1 can block in \
-             it forever while a network operation is in flight (fixed in 2.26.2); the \
-             communicator is left to thread nccl-abort, and what it holds is released if it ever \
-             returns"
-        );
+        if abort_may_hang() {
+            log::error!(
+                "ncclCommAbort has not returned after {ABORT_WAIT:?}: NCCL 2.23 - 2.26.1 can block \
+                 in it forever while a network operation is in flight (fixed in 2.26.2), and every \
+                 NCCL waits in it for the CUDA graphs that captured the communicator's calls to be \
+                 destroyed; the communicator is left to thread nccl-abort, and what it holds is \
+                 released if it ever returns"
+            );
+        } else {
+            log::warn!(
+                "ncclCommAbort has not returned after {ABORT_WAIT:?}: NCCL waits in it for the \
+                 CUDA graphs that captured the communicator's calls to be destroyed; the \
+                 communicator is left to thread nccl-abort until then"
+            );
+        }
     }
     returned
 }
@@ -618,11 +652,12 @@ impl Comm {
 /// abort never returns (left to its thread) never releases them: they are
 /// leaked, as that parent is.
 ///
-/// Not covered: a child taken although the parent's state still showed the
-/// error it had before the call (NCCL may keep reporting it after a job
-/// that succeeded, so such a child is handed to the caller as made). If its
-/// creation had in fact failed, the parent's abort may write the child's
-/// flag after the child's own abort freed it.
+/// A child taken although the parent's state still showed the error it had
+/// before the call (NCCL may keep reporting it after a job that succeeded,
+/// so such a child is handed to the caller as made), or one not of the rank
+/// and size asked, may have failed all the same: it keeps its parent's list
+/// for its whole life (`linger`), so its abort, when it is dropped, also
+/// waits for the parent's (or a later child's creation).
 #[derive(Default)]
 pub(crate) struct Orphans {
     /// The parent has been released: abort at once.
@@ -708,12 +743,16 @@ fn release_orphans(list: &OrphanList) {
 /// [`abort_raw`] would: bounded on the releases whose abort can hang). If
 /// no thread can be made, the communicator and what `done` would free are
 /// leaked (logged) rather than freed too early.
-fn abort_outside_group(owned: Owned, done: impl FnOnce() + Send + 'static) -> bool {
+fn abort_outside_group(
+    owned: Owned,
+    done: impl FnOnce() + Send + 'static,
+    result: Arc<AtomicI32>,
+) -> bool {
     let aborted = outside_group(move || {
         let owned = owned;
         // SAFETY: `abort_raw`'s caller's promises moved here with the handle
         // (this thread is now its only user), and no group is open here.
-        unsafe { abort_raw(owned.0, done) }
+        unsafe { abort_raw_with(owned.0, done, &result) }
     });
     aborted.unwrap_or_else(|e| {
         log::error!("no thread to abort a communicator dropped inside a group ({e}): it is leaked");
@@ -731,17 +770,21 @@ fn outside_group<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> s
         .map_err(|_| std::io::Error::other("the abort thread panicked"))
 }
 
-/// `ncclCommAbort`, its failure logged.
+/// `ncclCommAbort`, its result stored in `result`, its failure logged.
 ///
 /// # Safety
 /// As [`abort_raw`], `raw` not null.
-unsafe fn abort_logged(raw: sys::ncclComm_t) {
+unsafe fn abort_logged(raw: sys::ncclComm_t, result: &AtomicI32) {
     // SAFETY: as the caller promises.
     let r = unsafe { sys::ncclCommAbort(raw) };
+    result.store(r.0 as i32, Ordering::Release);
     if r != sys::ncclResult_t::ncclSuccess {
         log::error!("ncclCommAbort failed with code {}", r.0);
     }
 }
+
+/// `abort_raw_with`'s result before `ncclCommAbort` has returned.
+const NOT_RETURNED: i32 = -1;
 
 /// A communicator handed to the thread that aborts it.
 struct Owned(sys::ncclComm_t);
@@ -750,9 +793,9 @@ struct Owned(sys::ncclComm_t);
 unsafe impl Send for Owned {}
 
 /// How long [`abort_raw`] waits for an abort it may leave to a thread of
-/// its own (NCCL 2.23 – 2.26.1): longer than an abort takes without the hang
-/// (about a second on those releases, seen on the H100), short enough for a
-/// deadline a survivor still meets.
+/// its own: longer than an abort takes without a hang or a live graph
+/// (about a second on NCCL 2.23 – 2.26.1, seen on the H100), short enough
+/// for a deadline a survivor still meets.
 pub(crate) const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Whether the libnccl in use has the abort that can block forever
@@ -789,9 +832,10 @@ unsafe fn may_leave_abort(raw: sys::ncclComm_t) -> bool {
 impl Drop for Comm {
     /// Aborts the communicator, in whatever state (see the type's
     /// documentation for why not destroy). Never panics; a failure is
-    /// logged. On NCCL 2.23 – 2.26.1 the abort is waited for at most a few
-    /// seconds, then left to a thread of its own, unless a non-blocking
-    /// operation is still in flight (see [`Comm::abort`]).
+    /// logged. The abort is waited for at most a few seconds, then left to a
+    /// thread of its own (a CUDA graph that captured its calls and is still
+    /// alive, NCCL 2.23 – 2.26.1's hang), unless a non-blocking operation is
+    /// still in flight (see [`Comm::abort`]).
     fn drop(&mut self) {
         // SAFETY: null or valid, owned, used by this thread only (a `&mut`),
         // and never used again (now null). A communicator used in an open
