@@ -541,9 +541,12 @@ impl Comm {
         // NCCL copies the parent's commName pointer into a child made
         // without a config
         let share = config.map_or(self.share, Config::sharing);
-        let comm = self.adopt_child(child, blocking, timeout, name, share)?;
+        let mut comm = self.adopt_child(child, blocking, timeout, name, share)?;
         if Some(comm.rank) != ranks.new_rank(self.rank) || comm.world != ranks.world() {
-            // dropping `comm` aborts it
+            // not the child asked for: its creation may have failed, so its
+            // abort (dropping `comm`) waits for this communicator's, which
+            // NCCL may still point at the child's flag
+            comm.linger = Some(self.orphans.clone());
             return Err(inconsistent(
                 API,
                 format!(

@@ -171,10 +171,21 @@ impl Comm {
             // are no longer referenced
             crate::comm::close::release_earlier_orphans(&self.orphans);
         }
+        if end == sys::ncclResult_t::ncclSuccess {
+            return Ok(Child {
+                raw: child,
+                uncertain: false,
+            });
+        }
         // a polled state may be the old error, not the job's: the child is
-        // taken as made (see `Orphans` for what that leaves uncovered)
-        if end == sys::ncclResult_t::ncclSuccess || (polled && Some(end) == stale) {
-            return Ok(Child { raw: child });
+        // taken as made, but its creation may have failed, and then NCCL
+        // still points this communicator at the child's abort flag: the
+        // child's abort waits for this one's for its whole life
+        if polled && Some(end) == stale {
+            return Ok(Child {
+                raw: child,
+                uncertain: true,
+            });
         }
         // SAFETY: null or the (failed) child NCCL made, owned by nobody else
         // (taken out of `slot`), never used again. Its abort waits for this
@@ -202,8 +213,12 @@ impl Comm {
         c.linger = Some(self.orphans.clone());
         c.rank = c.query("ncclCommUserRank", sys::ncclCommUserRank)? as usize;
         c.world = c.query("ncclCommCount", sys::ncclCommCount)? as usize;
-        // a communicator a caller holds is aborted as any other
-        c.linger = None;
+        // a communicator a caller holds is aborted as any other, unless its
+        // creation may have failed: NCCL answers its rank and size even
+        // then, and may still write its abort flag from the parent
+        if !child.uncertain {
+            c.linger = None;
+        }
         Ok(c)
     }
 }
@@ -212,6 +227,10 @@ impl Comm {
 pub(crate) struct Child {
     /// Null: none was made.
     pub(crate) raw: sys::ncclComm_t,
+    /// Taken as made on a polled state equal to the parent's earlier error:
+    /// it may have failed, and NCCL may still point the parent at its abort
+    /// flag (the parent clears it only on success).
+    pub(crate) uncertain: bool,
 }
 
 impl Comm {
@@ -225,15 +244,16 @@ impl Comm {
     /// threads. Rather than a lock on every call of every communicator, the
     /// sharing is refused.
     pub(crate) fn refuse_sharing(&self, op: &'static str, shrink: bool) -> Result<()> {
+        // `share` is what NCCL decided at this communicator's creation
+        // (config and variable); the variable is read again now, in case
+        // NCCL read it at another time than this crate did (it reads it
+        // once per process)
         let (var, asked) = if shrink {
-            ("NCCL_COMM_SHRINK_SHARE_RESOURCES", self.share.1)
+            (crate::comm::config::SHRINK_SHARE_VAR, self.share.1)
         } else {
-            ("NCCL_COMM_SPLIT_SHARE_RESOURCES", self.share.0)
+            (crate::comm::config::SPLIT_SHARE_VAR, self.share.0)
         };
-        let env = std::env::var(var)
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .is_some_and(|v| v != 0);
+        let env = crate::comm::config::env_flag(var) == Some(true);
         if asked || env {
             return Err(Error::invalid(
                 op,
@@ -244,7 +264,7 @@ impl Comm {
                 } else {
                     "Config::split_share"
                 },
-                "off: a child that shares its parent's resources could run at the same time as the parent on another thread, which NCCL forbids",
+                "off (in the config and, at this communicator's creation, in the variable): a child that shares its parent's resources could run at the same time as the parent on another thread, which NCCL forbids",
                 "on",
             ));
         }
