@@ -26,7 +26,11 @@
 //!   host waits for the home stream, at most [`DROP_WAIT`]; past it, the
 //!   memory is leaked (and logged) rather than freed under a kernel. Pool
 //!   memory ([`Memory::Stream`]) is freed on home instead (`cuMemFreeAsync`),
-//!   after those waits: the host does not wait.
+//!   after those waits: the host does not wait. `ncclMemAlloc`'s memory is
+//!   freed at once where it is cuMem's (NCCL's default); where it is not
+//!   (`NCCL_CUMEM_ENABLE=0`, no virtual memory management) `ncclMemFree` is
+//!   `cudaFree`, which waits for the whole device, so it runs on a thread of
+//!   its own (`nccl-mem-free`).
 //! - **Taking over a `CudaSlice`** ([`NcclBuffer::from_cuda_slice`]): home,
 //!   the slice's stream, waits for the slice's cudarc events; that wait
 //!   counts as a write on home (on the per-thread stream, the host waits for
@@ -158,8 +162,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cudarc::driver::{
-    CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, DriverError,
-    SyncOnDrop, sys as cu,
+    CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice,
+    DriverError, SyncOnDrop, sys as cu,
 };
 
 use crate::base::call::check;
@@ -197,7 +201,9 @@ const PER_THREAD: usize = 0x2;
 /// are sound. Dropping it waits for its stream (after every use on other
 /// streams) up to [`DROP_WAIT`]; if that stream is stuck, the memory is
 /// leaked, and logged, instead of freed under a kernel. Pool memory is
-/// freed on its stream, after every use, without a wait on the host.
+/// freed on its stream, after every use, without a wait on the host; NCCL
+/// memory that is not cuMem's (freed by `cudaFree`, which waits for the
+/// whole device) on a thread of its own.
 ///
 /// It is `Send` and `Sync` (for `T` that is): no host thread ever touches
 /// the memory, reads from several threads are ordered under a lock, and
@@ -1073,22 +1079,93 @@ impl<T> Drop for NcclBuffer<T> {
         match self.memory {
             Memory::Nccl => {
                 if self.uses.join(WHAT) && quiesce(&self.uses.home.stream, WHAT) {
-                    // SAFETY: ptr came from ncclMemAlloc and is freed once,
-                    // after every use of it has finished (checked above).
-                    let r = unsafe {
-                        ffi!(
-                            "ncclMemFree",
-                            ncclMemFree(self.ptr as usize as *mut core::ffi::c_void)
-                        )
-                    };
-                    if r != sys::ncclResult_t::ncclSuccess {
-                        log::error!("nccl: ncclMemFree failed with code {}", r.0);
+                    if is_vmm(self.ptr) {
+                        // SAFETY: ptr came from ncclMemAlloc and is freed
+                        // once, after every use of it has finished (checked
+                        // above).
+                        unsafe { nccl_mem_free(self.ptr) };
+                    } else {
+                        free_elsewhere(ctx.clone(), self.ptr);
                     }
                 }
             }
             Memory::Stream => self.free_on_home(WHAT),
         }
         ctx.record_err(stored);
+    }
+}
+
+/// `ncclMemFree(ptr)`, a failure logged.
+///
+/// # Safety
+/// `ptr` came from `ncclMemAlloc`, is freed once, and nothing uses it any more.
+unsafe fn nccl_mem_free(ptr: cu::CUdeviceptr) {
+    // SAFETY: as the caller promises.
+    let r = unsafe {
+        ffi!(
+            "ncclMemFree",
+            ncclMemFree(ptr as usize as *mut core::ffi::c_void)
+        )
+    };
+    if r != sys::ncclResult_t::ncclSuccess {
+        log::error!("nccl: ncclMemFree failed with code {}", r.0);
+    }
+}
+
+/// Whether `ptr` is memory of CUDA's virtual memory management (what
+/// `ncclMemAlloc` makes where NCCL uses cuMem, its default): freed by
+/// unmapping, which waits for nothing. Otherwise `ncclMemFree` is
+/// `cudaFree`, which waits for the whole device (allocator.cc).
+fn is_vmm(ptr: cu::CUdeviceptr) -> bool {
+    let mut h: cu::CUmemGenericAllocationHandle = 0;
+    // SAFETY: an out-pointer and an address; the driver only looks the
+    // address up (an error for memory it did not map with cuMemMap).
+    let r = unsafe { cu::cuMemRetainAllocationHandle(&mut h, ptr as usize as *mut _) };
+    if r != cu::CUresult::CUDA_SUCCESS {
+        return false;
+    }
+    // SAFETY: gives back the reference just taken; the mapping keeps its own.
+    let _ = unsafe { cu::cuMemRelease(h) };
+    true
+}
+
+/// Frees memory of `ncclMemAlloc` that is not cuMem's on one thread of the
+/// process's own (`nccl-mem-free`), in order: `cudaFree` there waits for
+/// every stream of the device, and a collective stuck on a dead peer, on
+/// any communicator, would keep a drop waiting forever. The memory is
+/// freed once the device is idle; while it is not, it stays allocated. If
+/// no thread can be made, it is leaked (logged).
+fn free_elsewhere(ctx: Arc<CudaContext>, ptr: cu::CUdeviceptr) {
+    type Job = (Arc<CudaContext>, cu::CUdeviceptr);
+    static FREER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<Job>>>> = OnceLock::new();
+    let freer = FREER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name("nccl-mem-free".into())
+            .spawn(move || {
+                for (ctx, ptr) in rx {
+                    let _ = ctx.bind_to_thread();
+                    // SAFETY: each address comes once, from a buffer's drop
+                    // after every use of it finished (see there).
+                    unsafe { nccl_mem_free(ptr) };
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Mutex::new(tx)),
+            Err(e) => {
+                log::error!("no thread to free NCCL memory on ({e})");
+                None
+            }
+        }
+    });
+    let sent = freer.as_ref().is_some_and(|tx| {
+        tx.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send((ctx, ptr))
+            .is_ok()
+    });
+    if !sent {
+        log::error!("NcclBuffer::drop: memory at {ptr:#x} is leaked (no thread to free it on)");
     }
 }
 
