@@ -29,8 +29,17 @@
 //!   `Config::graph_usage_mode(1)` captures and replays a graph; each ends
 //!   with correct all_reduces.
 //!
+//! - a communicator dropped while a CUDA graph that captured its call lives
+//!   returns (the abort waits for the graph on a thread of its own)
+//!   (`graph-drop`); `NCCL_COMM_BLOCKING=0` makes a communicator
+//!   non-blocking whatever its config, and a group's end waits for it
+//!   before the buffers go (`env-nonblocking`); with `NCCL_CUMEM_ENABLE=0`
+//!   an `NcclBuffer`'s drop does not wait for a collective stuck on a
+//!   missing peer (`no-cumem`);
+//!
 //! `FAULTS_ONLY=survive` (a comma-separated list of `allreduce`, `kill`,
-//! `never-join`, `abort-thread`, `nb-timeout`, `stuck-create`, `cycles`,
+//! `never-join`, `abort-thread`, `nb-timeout`, `stuck-create`, `graph-drop`,
+//! `env-nonblocking`, `no-cumem`, `cycles`,
 //! `survive`, `grow`, `suspend`, `shrink-default`, `graph-mode`) runs only
 //! those checks.
 //!
@@ -50,6 +59,8 @@ const TYPED_ERROR: u8 = 10;
 const WRONG_RESULT: u8 = 12;
 const OTHER: u8 = 13;
 const ABORTED_IN_TIME: u8 = 14;
+/// Done; the communicator is left to its drop (no finalize).
+const LEFT: u8 = 15;
 
 fn code(e: &Error) -> u8 {
     match e {
@@ -123,6 +134,12 @@ fn rank_main(scenario: &str) -> u8 {
             return code(&e);
         }
     };
+    if scenario == "graph-drop" {
+        return graph_drop(comm, &info).unwrap_or_else(|e| {
+            say(&format!("rank {rank}: graph-drop: {e}"));
+            code(&e)
+        });
+    }
     if scenario == "survive" {
         return match survive(comm, &info) {
             Ok(c) => c,
@@ -241,6 +258,66 @@ fn rank_main(scenario: &str) -> u8 {
                 }
             }
         }
+        "env-nonblocking" => {
+            // NCCL_COMM_BLOCKING=0 made the communicator non-blocking, its
+            // config notwithstanding: the crate must know, and a group's
+            // end must wait for NCCL's launch before the buffers go
+            if comm.is_blocking() {
+                say(&format!(
+                    "rank {rank}: NCCL_COMM_BLOCKING=0 but is_blocking() is true"
+                ));
+                return Ok(OTHER);
+            }
+            for step in 0..20 {
+                let a = stream.clone_htod(&vec![(info.rank + 1) as f32; n])?;
+                let mut b = stream.alloc_zeros::<f32>(n)?;
+                nccl::group(|g| comm.all_reduce(&a, &mut b, ReduceOp::Sum, g.on(&stream)))?;
+                let mut state = nccl::sys::ncclResult_t::ncclSuccess;
+                // SAFETY: a live communicator of this thread; one int written.
+                unsafe { nccl::sys::ncclCommGetAsyncError(comm.as_raw(), &mut state) };
+                if state == nccl::sys::ncclResult_t::ncclInProgress {
+                    say(&format!(
+                        "rank {rank}: step {step}: the group ended with NCCL still launching"
+                    ));
+                    return Ok(OTHER);
+                }
+                let out = stream.clone_dtoh(&b)?;
+                drop((a, b));
+                if out.iter().any(|&x| x != want) {
+                    say(&format!("rank {rank}: step {step}: {} != {want}", out[0]));
+                    return Ok(WRONG_RESULT);
+                }
+            }
+            say(&format!(
+                "rank {rank}: non-blocking by NCCL_COMM_BLOCKING=0: 20 grouped all_reduces right"
+            ));
+            Ok(OK)
+        }
+        "no-cumem" => {
+            // NCCL_CUMEM_ENABLE=0: ncclMemFree is cudaFree, which waits for
+            // the whole device; rank 0's collective waits for rank 1, which
+            // never takes part: dropping an NcclBuffer must not wait for it
+            if rank == 1 {
+                std::thread::sleep(Duration::from_secs(8));
+                return Ok(LEFT);
+            }
+            let x = nccl::NcclBuffer::<f32>::alloc_zeros(&stream, n)?;
+            stream.synchronize()?;
+            let other = ctx.new_stream()?;
+            comm.all_reduce(&send, &mut recv, ReduceOp::Sum, &other)?;
+            std::thread::sleep(Duration::from_millis(500));
+            let t = Instant::now();
+            drop(x);
+            let took = t.elapsed();
+            say(&format!(
+                "rank 0: an NcclBuffer (cudaFree memory) dropped beside a stuck collective in {took:.1?}"
+            ));
+            Ok(if took < Duration::from_secs(2) {
+                LEFT
+            } else {
+                OTHER
+            })
+        }
         other => panic!("unknown scenario {other}"),
     })();
     match r {
@@ -255,6 +332,47 @@ fn rank_main(scenario: &str) -> u8 {
         }
         Err(e) => code(&e),
     }
+}
+
+/// `graph-drop`: a graph captures an all_reduce on an `NcclBuffer` and
+/// replays it; then the communicator is dropped while the graph lives.
+/// `ncclCommAbort` waits for the graph's destruction, so the drop must leave
+/// it to a thread instead of blocking forever.
+fn graph_drop(comm: Comm, info: &nccl::bootstrap::LaunchInfo) -> Result<u8, Error> {
+    let rank = info.rank;
+    let n = 1 << 16;
+    let want = (info.world * (info.world + 1) / 2) as f32;
+    let gs = comm.context().new_stream()?;
+    let mut b =
+        nccl::NcclBuffer::<f32>::from_host(&gs, &vec![(rank + 1) as f32; n], nccl::Memory::Nccl)?;
+    gs.begin_capture(
+        cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+    )?;
+    let captured = comm.all_reduce_in_place(&mut b, ReduceOp::Sum, &gs);
+    let graph = gs.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
+    captured?;
+    let Some(graph) = graph? else {
+        say(&format!("rank {rank}: the capture made no graph"));
+        return Ok(OTHER);
+    };
+    graph.launch()?;
+    let out = gs.clone_dtoh(&b)?;
+    if out.iter().any(|&x| x != want) {
+        say(&format!("rank {rank}: replay gave {} != {want}", out[0]));
+        return Ok(WRONG_RESULT);
+    }
+    let t = Instant::now();
+    drop(comm);
+    let took = t.elapsed();
+    drop(graph);
+    say(&format!(
+        "rank {rank}: the communicator dropped before its graph returned after {took:.1?}"
+    ));
+    Ok(if took < Duration::from_secs(10) {
+        LEFT
+    } else {
+        OTHER
+    })
 }
 
 /// The non-blocking communicator's timeout in `nb-timeout`: 3 s, or
@@ -726,13 +844,16 @@ fn main() -> ExitCode {
     if let Ok(s) = std::env::var("FAULTS_SCENARIO") {
         return ExitCode::from(rank_main(&s));
     }
-    const CHECKS: [&str; 12] = [
+    const CHECKS: [&str; 15] = [
         "allreduce",
         "kill",
         "never-join",
         "abort-thread",
         "nb-timeout",
         "stuck-create",
+        "graph-drop",
+        "env-nonblocking",
+        "no-cumem",
         "cycles",
         "survive",
         "grow",
@@ -885,6 +1006,58 @@ fn main() -> ExitCode {
             .any(|(r, c, _)| *r == 0 && *c == Some(ABORTED_IN_TIME as i32));
         check(
             "abort from another thread unblocks a wait on a missing peer",
+            if ok {
+                Ok(format!("{res:?}"))
+            } else {
+                Err(format!("{res:?}"))
+            },
+        );
+    }
+
+    // dropping a communicator while a graph that captured its all_reduce
+    // lives: ncclCommAbort waits for the graph, the drop must not
+    if run("graph-drop") {
+        let kids = spawn("graph-drop", 2, &[0, 1], free_port());
+        let res = reap(kids, Duration::from_secs(60));
+        let ok = res.iter().all(|(_, c, _)| *c == Some(LEFT as i32));
+        check(
+            "a communicator dropped before the CUDA graph that captured its call returns",
+            if ok {
+                Ok(format!("{res:?}"))
+            } else {
+                Err(format!("{res:?}"))
+            },
+        );
+    }
+
+    // NCCL_COMM_BLOCKING=0 overrides the config: grouped calls' buffers are
+    // released only once NCCL has launched them
+    if run("env-nonblocking") {
+        let env = [("NCCL_COMM_BLOCKING", "0".to_string())];
+        let kids = spawn_with("env-nonblocking", 2, &[0, 1], free_port(), &env);
+        let res = reap(kids, Duration::from_secs(60));
+        let ok = res.iter().all(|(_, c, _)| *c == Some(OK as i32));
+        check(
+            "NCCL_COMM_BLOCKING=0: the communicator is non-blocking and a group's end waits for it",
+            if ok {
+                Ok(format!("{res:?}"))
+            } else {
+                Err(format!("{res:?}"))
+            },
+        );
+    }
+
+    // NCCL_CUMEM_ENABLE=0 (ncclMemFree is cudaFree): a buffer's drop does
+    // not wait for a collective stuck on a missing peer
+    if run("no-cumem") {
+        let env = [("NCCL_CUMEM_ENABLE", "0".to_string())];
+        let kids = spawn_with("no-cumem", 2, &[0, 1], free_port(), &env);
+        let res = reap(kids, Duration::from_secs(60));
+        let ok = res
+            .iter()
+            .any(|(r, c, _)| *r == 0 && *c == Some(LEFT as i32));
+        check(
+            "NCCL_CUMEM_ENABLE=0: dropping an NcclBuffer beside a stuck collective returns",
             if ok {
                 Ok(format!("{res:?}"))
             } else {

@@ -2559,6 +2559,34 @@ fn configured_collectives(env: &Env, rep: &mut Report) {
 }
 
 fn world_one_extras(ctx: &Arc<CudaContext>, rep: &mut Report) {
+    fn cu(e: cudarc::driver::DriverError) -> String {
+        e.to_string()
+    }
+    // a buffer on another GPU than the communicator's is refused before
+    // NCCL sees it (NCCL does not check pointers by default)
+    if nccl_rs_tests::gpu_count().is_ok_and(|n| n >= 2) {
+        let r = (|| -> Result<(), String> {
+            let comm = Comm::init_rank(ctx, 1, &UniqueId::new().map_err(e2s)?, 0).map_err(e2s)?;
+            let other = CudaContext::new(1).map_err(cu)?.new_stream().map_err(cu)?;
+            let far = other.clone_htod(&[1.0f32; 8]).map_err(cu)?;
+            let s = ctx.new_stream().map_err(cu)?;
+            let mut near = s.alloc_zeros::<f32>(8).map_err(cu)?;
+            match comm.all_reduce(&far, &mut near, ReduceOp::Sum, &s) {
+                Err(Error::InvalidArgument { arg: "buffer", .. }) => {}
+                other => return Err(format!("a buffer of GPU 1: {other:?}")),
+            }
+            let mut far = far;
+            match comm.all_reduce_in_place(&mut far, ReduceOp::Sum, &s) {
+                Err(Error::InvalidArgument { arg: "buffer", .. }) => {}
+                other => return Err(format!("in place on GPU 1: {other:?}")),
+            }
+            comm.finalize().map_err(e2s)
+        })();
+        rep.check("buffers on another GPU are refused", r);
+    } else {
+        say("rank 0: NOT RUN buffers on another GPU are refused: one GPU here");
+    }
+
     let r = (|| -> Result<(), String> {
         let comms = Comm::init_all(std::slice::from_ref(ctx)).map_err(e2s)?;
         let s = ctx.new_stream().map_err(|e| e.to_string())?;

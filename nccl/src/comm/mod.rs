@@ -3,7 +3,7 @@
 //! ([`close`]), with its configuration ([`Config`]) and unique id ([`UniqueId`]).
 
 pub(crate) mod close;
-mod config;
+pub(crate) mod config;
 mod create;
 mod id;
 pub(crate) mod registry;
@@ -246,7 +246,9 @@ impl Comm {
         Ok(c)
     }
 
-    /// Whether this communicator was created blocking (the default).
+    /// Whether this communicator is blocking: as its config asked (blocking
+    /// by default), unless NCCL made it otherwise (`NCCL_COMM_BLOCKING` set
+    /// to 0 or 1 overrides every config at creation).
     pub fn is_blocking(&self) -> bool {
         self.blocking
     }
