@@ -277,6 +277,12 @@ pub(crate) fn poll(fds: &[(&dyn AsRawFd, bool)], timeout: Duration) -> io::Resul
 /// raises the soft `RLIMIT_NOFILE` toward the hard one when it is lower
 /// (logged). `Err((soft, hard))` when even the hard limit is lower.
 pub(crate) fn fd_limit_at_least(need: u64) -> std::result::Result<u64, (u64, u64)> {
+    // one raise at a time in this crate (a store server and rank 0 may
+    // raise at once): the limit read is the one set from
+    static RAISING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = RAISING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -296,8 +302,9 @@ pub(crate) fn fd_limit_at_least(need: u64) -> std::result::Result<u64, (u64, u64
         rlim_cur: need,
         rlim_max: hard,
     };
-    // SAFETY: setrlimit reads one valid rlimit; the soft limit only rises,
-    // within the hard one (no privilege needed).
+    // SAFETY: setrlimit reads one valid rlimit. The soft limit rises from
+    // the one just read, within the hard one (no privilege needed); another
+    // library of the process setting it meanwhile is a race of its own.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
         return Err((soft, hard));
     }

@@ -806,7 +806,7 @@ impl TcpBootstrap {
             // a busy rank 0 may drop a connection before its challenge: retry
             loop {
                 let s = net::connect_by(&addrs, deadline).map_err(unreachable)?;
-                match self.attempt(s, &master, nids, deadline, deadline) {
+                match self.attempt(s, &master, nids, deadline, false) {
                     Ok(x) => break x,
                     Err(Attempt::Retry(e)) => {
                         if net::left(deadline).is_some_and(|l| l > pause) {
@@ -841,7 +841,7 @@ impl TcpBootstrap {
                             continue;
                         }
                     };
-                    match self.attempt(s, &master, nids, until, deadline) {
+                    match self.attempt(s, &master, nids, until, true) {
                         Ok(x) => break 'found x,
                         Err(Attempt::Retry(e)) => last[i] = e,
                         Err(Attempt::NotHere(e)) => last[i] = e.to_string(),
@@ -900,20 +900,21 @@ impl TcpBootstrap {
         }
     }
 
-    /// One try at rank 0 over `s`, until `until` (`deadline`: the
-    /// rendezvous's): hello, challenge, the sealed join, and rank 0's
-    /// acknowledgement of it.
+    /// One try at rank 0 over `s`, until `until`: hello, challenge, the
+    /// sealed join, and rank 0's acknowledgement of it. `several`: this is
+    /// one of several ports, where no answer in time, or one that does not
+    /// open, means "not here" rather than an end.
     fn attempt(
         &self,
         mut s: TcpStream,
         master: &Master,
         nids: usize,
         until: Instant,
-        deadline: Instant,
+        several: bool,
     ) -> std::result::Result<(TcpStream, Keys), Attempt> {
         let peer = &self.addr;
         let timed_out = |what: &str| {
-            if until < deadline {
+            if several {
                 Attempt::NotHere(peer_err(
                     peer,
                     format!("no {what} within {:?}", CANDIDATE_LIMIT),
@@ -957,7 +958,7 @@ impl TcpBootstrap {
         }
         // with several ports, anything but an answer that opens means
         // "not this rendezvous's rank 0": try the next port
-        let elsewhere = until < deadline;
+        let elsewhere = several;
         match read_frame(&mut s, &keys, until) {
             Ok(p) if p == [ACK] => Ok((s, keys)),
             Ok(p) if p.first() == Some(&1) => Err(Attempt::Fail(self.refused(&p))),
