@@ -725,55 +725,74 @@ fn a_setuid_program_trusts_no_path_from_its_environment() {
     assert!(text.contains("child: secure, checked"), "{text}");
 }
 
-/// A second file of the test library: a hard link beside it (another path
-/// for the loader, no copy), or a copy where links are not allowed.
-fn other_file_of_the_library(case: &str) -> PathBuf {
-    let lib = canon(&test_lib());
-    let dir = lib
-        .parent()
-        .unwrap()
-        .join(format!("nccl-rs-{case}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("libnccl.so.2");
-    if std::fs::hard_link(&lib, &file).is_err() {
-        std::fs::copy(&lib, &file).unwrap();
-    }
-    file
+/// A copy of the test library (another file for the loader), and a hard
+/// link to it (the same file under another name).
+fn copies_of_the_library(case: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = scratch(case);
+    let copy = dir.join("copy").join("libnccl.so.2");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(canon(&test_lib()), &copy).unwrap();
+    let link = dir.join("link").join("libnccl.so.2");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::fs::hard_link(&copy, &link).unwrap();
+    (dir, copy, link)
 }
 
 /// A libnccl whose functions are in the global scope (what a Python host's
 /// `RTLD_GLOBAL` does) and another file named by the variable, or by
 /// `load`: refused, since NCCL would call into the first with the second's
-/// structures. The same file is taken.
+/// structures. The same file, under a hard link or by its bare soname, is
+/// taken.
 #[test]
 fn another_library_beside_one_in_the_global_scope_is_refused() {
     const CASE: &str = "another_library_beside_one_in_the_global_scope_is_refused";
-    let lib = test_lib();
     if is_child(CASE) {
-        let c = CString::new(lib.to_str().unwrap()).unwrap();
+        let global = PathBuf::from(std::env::var_os("NCCL_RS_TEST_GLOBAL").unwrap());
+        let c = CString::new(global.to_str().unwrap()).unwrap();
         // SAFETY: opens a real libnccl into the global scope, as a host
         // would; the handle is kept for the process.
         let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
         assert!(!h.is_null());
-        let other = PathBuf::from(std::env::var_os("NCCL_RS_LIBRARY").unwrap());
-        match nccl::library_error() {
-            Some(Error::Library(LoadError::OtherLoaded { loaded, requested })) => {
-                assert_eq!(canon(&loaded), canon(&lib));
-                assert_eq!(requested, other);
+        let named = PathBuf::from(std::env::var_os("NCCL_RS_LIBRARY").unwrap());
+        let other = PathBuf::from(std::env::var_os("NCCL_RS_TEST_OTHER").unwrap());
+        if named == other {
+            match nccl::library_error() {
+                Some(Error::Library(LoadError::OtherLoaded { loaded, requested })) => {
+                    assert_eq!(canon(&loaded), canon(&global));
+                    assert_eq!(requested, other);
+                }
+                e => panic!("{e:?}"),
             }
-            e => panic!("{e:?}"),
+            assert!(matches!(
+                nccl::library::load(&other),
+                Err(Error::Library(LoadError::OtherLoaded { .. }))
+            ));
+            nccl::library::load(&global).unwrap();
+            return check_loaded(&global, Source::Explicit);
         }
-        assert!(matches!(
-            nccl::library::load(&other),
-            Err(Error::Library(LoadError::OtherLoaded { .. }))
-        ));
-        nccl::library::load(&lib).unwrap();
-        return check_loaded(&lib, Source::Explicit);
+        // the same file: a hard link to it, or its bare soname
+        assert!(nccl::is_available(), "{:?}", nccl::library_error());
+        let info = nccl::library::current().unwrap();
+        assert_eq!(info.source, Source::Env("NCCL_RS_LIBRARY"));
+        return;
     }
-    let other = other_file_of_the_library("global");
-    in_child(CASE, &[("NCCL_RS_LIBRARY", other.as_os_str())]);
-    let _ = std::fs::remove_dir_all(other.parent().unwrap());
+    let (dir, copy, link) = copies_of_the_library("global");
+    let other = test_lib();
+    for (global, named) in [
+        (&copy, other.as_os_str()),
+        (&copy, link.as_os_str()),
+        (&copy, std::ffi::OsStr::new("libnccl.so.2")),
+    ] {
+        in_child(
+            CASE,
+            &[
+                ("NCCL_RS_TEST_GLOBAL", global.as_os_str()),
+                ("NCCL_RS_LIBRARY", named),
+                ("NCCL_RS_TEST_OTHER", other.as_os_str()),
+            ],
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A relative path in the variable is refused (it names a file of the

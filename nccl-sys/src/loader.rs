@@ -534,19 +534,62 @@ mod imp {
     }
 
     /// `Err(OtherLoaded)` when a libnccl other than `path` is in the global
-    /// scope ([`global_nccl`]).
+    /// scope ([`global_nccl`]). A path is the same library when it is the
+    /// same file (device and inode, as the loader compares: links and hard
+    /// links included); a bare name when the loader, asked for it without
+    /// loading (`RTLD_NOLOAD`), gives an object whose `ncclGetVersion` lies
+    /// in that file (a name it has not loaded is another library).
     fn beside_global(path: &Path) -> Result<(), LoadError> {
         let Some(loaded) = global_nccl() else {
             return Ok(());
         };
-        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        if canon(&loaded) == canon(path) {
+        let bare = !path.as_os_str().as_bytes().contains(&b'/');
+        let target = if bare {
+            loaded_file_of_name(path.as_os_str())
+        } else {
+            Some(path.to_path_buf())
+        };
+        if target.is_some_and(|t| same_file(&t, &loaded)) {
             return Ok(());
         }
         Err(LoadError::OtherLoaded {
             loaded,
             requested: path.to_path_buf(),
         })
+    }
+
+    /// Whether two paths name one file (device and inode), else whether
+    /// they are equal once canonical.
+    fn same_file(a: &Path, b: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => {
+                let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+                canon(a) == canon(b)
+            }
+        }
+    }
+
+    /// The file of the object the loader has loaded under `name` (its
+    /// `ncclGetVersion`'s), if it has one: found without loading anything.
+    fn loaded_file_of_name(name: &OsStr) -> Option<PathBuf> {
+        let c = CString::new(name.as_bytes()).ok()?;
+        // SAFETY: a NUL-terminated name; RTLD_NOLOAD maps nothing, runs no
+        // initializer, and only takes a reference to an object already
+        // loaded, given back below.
+        let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+        if h.is_null() {
+            return None;
+        }
+        // SAFETY: a live handle and a NUL-terminated name; the address is
+        // only given to dladdr, never called.
+        let f = unsafe { libc::dlsym(h, c"ncclGetVersion".as_ptr()) };
+        let file = if f.is_null() { None } else { file_of(f) };
+        // SAFETY: the reference the NOLOAD dlopen took; the object stays
+        // loaded by whoever loaded it.
+        unsafe { libc::dlclose(h) };
+        file
     }
 
     pub(super) fn load(path: &Path) -> Result<&'static Library, LoadError> {
@@ -742,9 +785,7 @@ mod imp {
                         .into(),
                 );
             }
-            if bytes.contains(&b'/') {
-                beside_global(Path::new(&path))?;
-            }
+            beside_global(Path::new(&path))?;
             return match open(&path, Source::Env(var)) {
                 Ok(l) => Ok(Some(l)),
                 Err(outcome) => {
