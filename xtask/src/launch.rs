@@ -129,10 +129,13 @@ fn forward(rank: usize, pipe: Box<dyn Read + Send>, tx: mpsc::Sender<(usize, Str
 /// SIGKILL to the process group that rank process `pid` leads.
 fn kill_group(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
-        // SAFETY: kill(2) takes plain integers; a negative pid names the
-        // process group the rank was started as the leader of
-        // (`process_group(0)`); its id is not reused while the rank is
-        // unreaped, and at worst a reused id's group gets a signal we may send.
+        // SAFETY: kill(2) takes plain integers and touches no memory of
+        // ours. A negative pid names the process group the rank was started
+        // as the leader of (`process_group(0)`): its id is not reused while
+        // the rank is unreaped, nor, once reaped, while the group still has
+        // members (Linux keeps an id that names a group); an empty group
+        // gives ESRCH, unless its id was reused since, a race this
+        // best-effort cleanup accepts.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
 }
@@ -239,25 +242,36 @@ pub fn run(plan: &LaunchPlan, echo: bool) -> Result<LaunchReport> {
         std::thread::sleep(Duration::from_millis(10));
     }
     // the rest of the output: the pipes close once the processes are gone,
-    // or a process a rank left behind holds them: then its group is killed
-    let until = Instant::now() + DRAIN_LIMIT;
-    let mut left = false;
+    // or processes a rank left behind hold them: then, past DRAIN_LIMIT,
+    // their process groups are killed, and past another, the launcher goes
+    // on without what they still write
+    let mut until = Instant::now() + DRAIN_LIMIT;
+    let mut killed_groups = false;
     loop {
-        let wait = until.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(if left { DRAIN_LIMIT } else { wait }) {
+        let now = Instant::now();
+        if now >= until {
+            if killed_groups {
+                eprintln!(
+                    "launch: output still open {DRAIN_LIMIT:?} after killing the ranks' process \
+                     groups (a process left them): not read further"
+                );
+                break;
+            }
+            killed_groups = true;
+            for k in &kids {
+                kill_group(k.id());
+            }
+            eprintln!(
+                "launch: processes the ranks left behind still held their output {DRAIN_LIMIT:?} \
+                 after the last rank ended: their process groups were killed"
+            );
+            until = now + DRAIN_LIMIT;
+            continue;
+        }
+        match rx.recv_timeout(until - now) {
             Ok((rank, line)) => take(rank, line),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) if !left => {
-                left = true;
-                for k in &kids {
-                    kill_group(k.id());
-                }
-                eprintln!(
-                    "launch: processes the ranks left behind still held their output {DRAIN_LIMIT:?} \
-                     after the last rank ended: their process groups were killed"
-                );
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
     Ok(LaunchReport {
