@@ -48,6 +48,12 @@ impl Comm {
             drop(self); // aborts
             return Err(e);
         }
+        if self.linger.is_some() {
+            // a child whose creation may have failed: flushed, and then
+            // released as its drop would, after its parent (`release_raw`)
+            drop(self);
+            return Ok(());
+        }
         let (raw, done) = self.into_parts();
         // SAFETY: a valid communicator, finalized (its operations are done),
         // owned and not used afterwards; destroy frees it (from NCCL 2.31.2
@@ -75,6 +81,12 @@ impl Comm {
     /// NCCL's error from aborting (the communicator is gone either way; an
     /// abort left to its thread logs it instead).
     pub fn abort(self) -> Result<()> {
+        if self.linger.is_some() {
+            // a child whose creation may have failed: its abort waits for
+            // its parent's (see `release_raw`), as its drop does
+            drop(self);
+            return Ok(());
+        }
         let (raw, done) = self.into_parts();
         if raw.is_null() {
             return Ok(()); // already aborted
@@ -226,9 +238,10 @@ unsafe fn abort_raw_with(
             );
         } else {
             log::warn!(
-                "ncclCommAbort has not returned after {ABORT_WAIT:?}: NCCL waits in it for the \
-                 CUDA graphs that captured the communicator's calls to be destroyed; the \
-                 communicator is left to thread nccl-abort until then"
+                "ncclCommAbort has not returned after {ABORT_WAIT:?} (NCCL waits in it for the \
+                 CUDA graphs that captured the communicator's calls to be destroyed, and a large \
+                 communicator takes long to tear down): it is left to thread nccl-abort, and \
+                 what the communicator holds is released when it returns"
             );
         }
     }
@@ -614,9 +627,10 @@ impl Comm {
     }
 
     /// Aborts `raw` (this communicator's handle, taken out of it) and then
-    /// runs [`Comm::on_release`]; for a child still being taken from NCCL
-    /// (`linger`, never a communicator a caller holds), both wait for the
-    /// parent's release instead ([`Orphans`]).
+    /// runs [`Comm::on_release`]; for a child still being taken from NCCL,
+    /// or one whose creation may have failed (`linger`: see [`Orphans`]),
+    /// both wait for the parent's release instead. `Comm::abort` and
+    /// `Comm::finalize` come here too for such a child.
     ///
     /// # Safety
     /// As [`abort_raw`].
