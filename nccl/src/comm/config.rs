@@ -266,10 +266,55 @@ pub(crate) const SPLIT_SHARE_VAR: &str = "NCCL_COMM_SPLIT_SHARE_RESOURCES";
 pub(crate) const SHRINK_SHARE_VAR: &str = "NCCL_COMM_SHRINK_SHARE_RESOURCES";
 
 /// A share variable as NCCL applies it at a communicator's creation
-/// (`envConfigOverride`): set, it replaces the config's value, and anything
-/// but 1 means no sharing.
+/// (`envConfigOverride`): set, it replaces the config's value. NCCL turns a
+/// `splitShare` other than 0 or 1 into 0, but tests `shrinkShare` for
+/// truth, so for shrink any value but 0 shares. A variable seen sharing
+/// once is remembered for the process ([`sharing_seen`]): NCCL reads each
+/// once and keeps it.
 pub(crate) fn env_flag(var: &str) -> Option<bool> {
-    env_int(var).map(|v| v == 1)
+    let v = env_int(var)?;
+    let on = if var == SPLIT_SHARE_VAR {
+        v == 1
+    } else {
+        v != 0
+    };
+    if on {
+        SEEN.with_seen(var);
+    }
+    Some(on)
+}
+
+/// Whether `var` has been seen asking for sharing in this process, at any
+/// creation or check ([`env_flag`]).
+pub(crate) fn sharing_seen(var: &str) -> bool {
+    SEEN.seen(var)
+}
+
+static SEEN: Seen = Seen {
+    split: std::sync::atomic::AtomicBool::new(false),
+    shrink: std::sync::atomic::AtomicBool::new(false),
+};
+
+struct Seen {
+    split: std::sync::atomic::AtomicBool,
+    shrink: std::sync::atomic::AtomicBool,
+}
+
+impl Seen {
+    fn flag(&self, var: &str) -> &std::sync::atomic::AtomicBool {
+        if var == SPLIT_SHARE_VAR {
+            &self.split
+        } else {
+            &self.shrink
+        }
+    }
+    fn with_seen(&self, var: &str) {
+        self.flag(var)
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn seen(&self, var: &str) -> bool {
+        self.flag(var).load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// An integer variable of NCCL as its `int` parameters read it: C's

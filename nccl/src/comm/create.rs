@@ -243,7 +243,10 @@ impl Comm {
             .enumerate()
             .filter(|(_, (raw, _))| !raw.is_null())
             .map(|(rank, (raw, ctx))| {
-                Comm::wrap(raw, ctx.clone(), rank, ctxs.len(), blocking, None)
+                let mut c = Comm::wrap(raw, ctx.clone(), rank, ctxs.len(), blocking, None);
+                // no config: NCCL's defaults, which the variables override
+                c.share = Config::default().sharing();
+                c
             })
             .collect();
         for c in &comms {

@@ -253,7 +253,8 @@ impl Comm {
         } else {
             (crate::comm::config::SPLIT_SHARE_VAR, self.share.0)
         };
-        let env = crate::comm::config::env_flag(var) == Some(true);
+        let env = crate::comm::config::env_flag(var) == Some(true)
+            || crate::comm::config::sharing_seen(var);
         if asked || env {
             return Err(Error::invalid(
                 op,
