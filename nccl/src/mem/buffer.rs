@@ -1133,8 +1133,11 @@ fn is_vmm(ptr: cu::CUdeviceptr) -> bool {
 /// process's own (`nccl-mem-free`), in order: `cudaFree` there waits for
 /// every stream of the device, and a collective stuck on a dead peer, on
 /// any communicator, would keep a drop waiting forever. The memory is
-/// freed once the device is idle; while it is not, it stays allocated. If
-/// no thread can be made, it is leaked (logged).
+/// freed once the device is idle; while it is not, it stays allocated (an
+/// allocation right after the drop may find less memory free). The
+/// process's exit waits for the frees queued, at most as long as for an
+/// abort left to its thread. If no thread can be made, it is leaked
+/// (logged).
 fn free_elsewhere(ctx: Arc<CudaContext>, ptr: cu::CUdeviceptr) {
     type Job = (Arc<CudaContext>, cu::CUdeviceptr);
     static FREER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<Job>>>> = OnceLock::new();
@@ -1148,6 +1151,8 @@ fn free_elsewhere(ctx: Arc<CudaContext>, ptr: cu::CUdeviceptr) {
                     // SAFETY: each address comes once, from a buffer's drop
                     // after every use of it finished (see there).
                     unsafe { nccl_mem_free(ptr) };
+                    drop(ctx);
+                    crate::comm::close::in_flight::returned();
                 }
             });
         match spawned {
@@ -1158,6 +1163,10 @@ fn free_elsewhere(ctx: Arc<CudaContext>, ptr: cu::CUdeviceptr) {
             }
         }
     });
+    // the process's exit waits for the free, bounded, as for an abort left
+    // to its thread (a cudaFree still running while CUDA's runtime is torn
+    // down would crash the exit)
+    crate::comm::close::in_flight::left();
     let sent = freer.as_ref().is_some_and(|tx| {
         tx.lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -1165,6 +1174,7 @@ fn free_elsewhere(ctx: Arc<CudaContext>, ptr: cu::CUdeviceptr) {
             .is_ok()
     });
     if !sent {
+        crate::comm::close::in_flight::returned();
         log::error!("NcclBuffer::drop: memory at {ptr:#x} is leaked (no thread to free it on)");
     }
 }
