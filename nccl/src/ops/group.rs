@@ -50,9 +50,13 @@ struct Open {
     /// `ncclGroupEnd` (dropping one records the buffer's use on its stream).
     /// Their lifetime is erased; see [`GroupRef::keep`].
     guards: RefCell<Vec<SyncOnDrop<'static>>>,
-    /// Non-blocking communicators used in the group (pointers to `Comm`s
-    /// borrowed for the group's scope; see [`GroupRef::note`]).
+    /// The communicators used in the group beyond the first (pointers to
+    /// `Comm`s borrowed for the group's scope; see [`GroupRef::note`]),
+    /// waited for when NCCL answers the group's end in progress.
     pending: RefCell<Vec<*const Comm>>,
+    /// The first communicator of the group (most groups have one): kept
+    /// here, so that noting it costs no allocation.
+    first: Cell<*const Comm>,
     /// The kinds of calls in the group, where NCCL cannot mix them
     /// ([`contract::group_kinds`]).
     kinds: Cell<u8>,
@@ -71,6 +75,7 @@ impl Open {
         Ok(Open {
             guards: RefCell::new(Vec::new()),
             pending: RefCell::new(Vec::new()),
+            first: Cell::new(std::ptr::null()),
             kinds: Cell::new(0),
             ended: Cell::new(false),
         })
@@ -87,7 +92,13 @@ impl Open {
         let r = end();
         let mut out = Ok(());
         if r == sys::ncclResult_t::ncclInProgress {
-            for &p in self.pending.borrow().iter() {
+            let first = self.first.get();
+            let others = self.pending.borrow();
+            for &p in (!first.is_null())
+                .then_some(&first)
+                .into_iter()
+                .chain(others.iter())
+            {
                 // SAFETY: `p` came from a `&'scope Comm` of a grouped call
                 // (`note`), and 'scope lasts until `group` returns, after this.
                 let comm = unsafe { &*p };
@@ -102,6 +113,7 @@ impl Open {
         // record the buffers' uses.
         self.guards.borrow_mut().clear();
         self.pending.borrow_mut().clear();
+        self.first.set(std::ptr::null());
         out
     }
 }
@@ -290,10 +302,19 @@ impl<'a> GroupRef<'a> {
         Ok(())
     }
 
-    /// Notes a non-blocking communicator used in the group, to wait for at
-    /// the group's end.
+    /// Notes a communicator used in the group, to wait for at the group's
+    /// end should NCCL answer it in progress (whatever mode the communicator
+    /// was made with: NCCL's environment may have changed it).
     pub(crate) fn note(self, comm: &'a Comm) {
         let p: *const Comm = comm;
+        let first = self.open.first.get();
+        if first == p {
+            return;
+        }
+        if first.is_null() {
+            self.open.first.set(p);
+            return;
+        }
         let mut pending = self.open.pending.borrow_mut();
         if !pending.contains(&p) {
             pending.push(p);
