@@ -436,8 +436,14 @@ pub(crate) fn last_error(comm: sys::ncclComm_t) -> String {
     let mut text = Vec::with_capacity(128);
     for i in 0..LAST_ERROR_LEN {
         // SAFETY: p is NCCL's static buffer of LAST_ERROR_LEN bytes, alive
-        // as long as the library (never unloaded); a volatile read of each
-        // byte, never past its end (vsnprintf keeps a NUL at its last byte).
+        // as long as the library (never unloaded), so every read is in
+        // bounds. A warning that NCCL writes at this moment from another
+        // thread (under its lock, which this side cannot take) races with
+        // this read: Rust's model calls that undefined even for volatile
+        // reads. It is inherent to `ncclGetLastError`, and accepted here
+        // for an error message: each byte is read once, as a `u8` (any
+        // value is valid), the loop never reads past the buffer whatever the
+        // bytes, and the text goes through `from_utf8_lossy`.
         let b = unsafe { p.add(i).read_volatile() };
         if b == 0 {
             break;

@@ -26,8 +26,10 @@ pub(crate) fn printable(bytes: &[u8], max: usize) -> String {
 /// bidirectional controls (which reorder the text after them: U+061C,
 /// U+200E–U+200F, U+202A–U+202E, U+2066–U+2069), zero-width and other
 /// invisible format characters (U+00AD, U+180E, U+200B–U+200D,
-/// U+2060–U+2064, U+FEFF), and the line and paragraph separators (U+2028,
-/// U+2029).
+/// U+2060–U+206F, U+FEFF, the interlinear annotations U+FFF9–U+FFFB),
+/// the line and paragraph separators (U+2028, U+2029), variation selectors
+/// (U+FE00–U+FE0F, U+E0100–U+E01EF) and the tag characters
+/// (U+E0000–U+E007F), which can carry text no one sees.
 fn hidden(c: char) -> bool {
     matches!(
         c,
@@ -36,9 +38,12 @@ fn hidden(c: char) -> bool {
             | '\u{180e}'
             | '\u{200b}'..='\u{200f}'
             | '\u{2028}'..='\u{202e}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{fe00}'..='\u{fe0f}'
             | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{e0000}'..='\u{e007f}'
+            | '\u{e0100}'..='\u{e01ef}'
     )
 }
 
@@ -75,5 +80,8 @@ mod tests {
             100,
         );
         assert_eq!(s, "ok\\u{202e}gpj.exe\\u{2066}x\\u{200b}y\\u{2028}z");
+        // tag characters spelling "hi", a variation selector
+        let s = printable("a\u{e0068}\u{e0069}b\u{fe0f}".as_bytes(), 100);
+        assert_eq!(s, "a\\u{e0068}\\u{e0069}b\\u{fe0f}");
     }
 }
