@@ -1033,18 +1033,32 @@ fn main() -> ExitCode {
     // NCCL_COMM_BLOCKING=0 overrides the config: grouped calls' buffers are
     // released only once NCCL has launched them
     if run("env-nonblocking") {
-        let env = [("NCCL_COMM_BLOCKING", "0".to_string())];
-        let kids = spawn_with("env-nonblocking", 2, &[0, 1], free_port(), &env);
-        let res = reap(kids, Duration::from_secs(60));
-        let ok = res.iter().all(|(_, c, _)| *c == Some(OK as i32));
-        check(
-            "NCCL_COMM_BLOCKING=0: the communicator is non-blocking and a group's end waits for it",
-            if ok {
-                Ok(format!("{res:?}"))
-            } else {
-                Err(format!("{res:?}"))
-            },
-        );
+        // the variable, and the same line in NCCL's configuration file
+        // (which NCCL reads itself, maybe only once the creation began)
+        let conf = std::env::temp_dir().join(format!("nccl-rs-faults-{}.conf", std::process::id()));
+        std::fs::write(&conf, "NCCL_COMM_BLOCKING=0\n").unwrap();
+        for (how, env) in [
+            ("the variable", ("NCCL_COMM_BLOCKING", "0".to_string())),
+            (
+                "NCCL_CONF_FILE",
+                ("NCCL_CONF_FILE", conf.display().to_string()),
+            ),
+        ] {
+            let kids = spawn_with("env-nonblocking", 2, &[0, 1], free_port(), &[env]);
+            let res = reap(kids, Duration::from_secs(60));
+            let ok = res.iter().all(|(_, c, _)| *c == Some(OK as i32));
+            check(
+                &format!(
+                    "NCCL_COMM_BLOCKING=0 ({how}): the communicator is non-blocking and a group's end waits for it"
+                ),
+                if ok {
+                    Ok(format!("{res:?}"))
+                } else {
+                    Err(format!("{res:?}"))
+                },
+            );
+        }
+        let _ = std::fs::remove_file(conf);
     }
 
     // NCCL_CUMEM_ENABLE=0 (ncclMemFree is cudaFree): a buffer's drop does
