@@ -134,6 +134,12 @@ fn rank_main(scenario: &str) -> u8 {
             return code(&e);
         }
     };
+    if scenario == "no-cumem" {
+        return no_cumem(comm, &info).unwrap_or_else(|e| {
+            say(&format!("rank {rank}: no-cumem: {e}"));
+            code(&e)
+        });
+    }
     if scenario == "graph-drop" {
         return graph_drop(comm, &info).unwrap_or_else(|e| {
             say(&format!("rank {rank}: graph-drop: {e}"));
@@ -293,31 +299,6 @@ fn rank_main(scenario: &str) -> u8 {
             ));
             Ok(OK)
         }
-        "no-cumem" => {
-            // NCCL_CUMEM_ENABLE=0: ncclMemFree is cudaFree, which waits for
-            // the whole device; rank 0's collective waits for rank 1, which
-            // never takes part: dropping an NcclBuffer must not wait for it
-            if rank == 1 {
-                std::thread::sleep(Duration::from_secs(8));
-                return Ok(LEFT);
-            }
-            let x = nccl::NcclBuffer::<f32>::alloc_zeros(&stream, n)?;
-            stream.synchronize()?;
-            let other = ctx.new_stream()?;
-            comm.all_reduce(&send, &mut recv, ReduceOp::Sum, &other)?;
-            std::thread::sleep(Duration::from_millis(500));
-            let t = Instant::now();
-            drop(x);
-            let took = t.elapsed();
-            say(&format!(
-                "rank 0: an NcclBuffer (cudaFree memory) dropped beside a stuck collective in {took:.1?}"
-            ));
-            Ok(if took < Duration::from_secs(2) {
-                LEFT
-            } else {
-                OTHER
-            })
-        }
         other => panic!("unknown scenario {other}"),
     })();
     match r {
@@ -369,6 +350,42 @@ fn graph_drop(comm: Comm, info: &nccl::bootstrap::LaunchInfo) -> Result<u8, Erro
         "rank {rank}: the communicator dropped before its graph returned after {took:.1?}"
     ));
     Ok(if took < Duration::from_secs(10) {
+        LEFT
+    } else {
+        OTHER
+    })
+}
+
+/// `no-cumem` (`NCCL_CUMEM_ENABLE=0`, so `ncclMemFree` is `cudaFree`, which
+/// waits for the whole device): rank 0's collective waits for rank 1, which
+/// never takes part; dropping an `NcclBuffer` meanwhile must return at
+/// once. Then the communicator is dropped (its abort flag stops the kernel
+/// first thing) before any other CUDA call: `cudaFree`, running on its own
+/// thread, holds the process's CUDA calls up until the device is idle.
+fn no_cumem(comm: Comm, info: &nccl::bootstrap::LaunchInfo) -> Result<u8, Error> {
+    if info.rank == 1 {
+        std::thread::sleep(Duration::from_secs(8));
+        return Ok(LEFT);
+    }
+    let n = 1 << 16;
+    let ctx = comm.context().clone();
+    let stream = ctx.new_stream()?;
+    let other = ctx.new_stream()?;
+    let send = stream.clone_htod(&vec![1.0f32; n])?;
+    let mut recv = stream.alloc_zeros::<f32>(n)?;
+    let x = nccl::NcclBuffer::<f32>::alloc_zeros(&stream, n)?;
+    stream.synchronize()?;
+    comm.all_reduce(&send, &mut recv, ReduceOp::Sum, &other)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    drop(x);
+    let took = t.elapsed();
+    drop(comm);
+    say(&format!(
+        "rank 0: an NcclBuffer (cudaFree memory) dropped beside a stuck collective in {took:.1?}; the communicator then dropped in {:.1?}",
+        t.elapsed() - took
+    ));
+    Ok(if took < Duration::from_secs(2) {
         LEFT
     } else {
         OTHER

@@ -30,7 +30,8 @@
 //!   freed at once where it is cuMem's (NCCL's default); where it is not
 //!   (`NCCL_CUMEM_ENABLE=0`, no virtual memory management) `ncclMemFree` is
 //!   `cudaFree`, which waits for the whole device, so it runs on a thread of
-//!   its own (`nccl-mem-free`).
+//!   its own (`nccl-mem-free`); CUDA holds up the process's other CUDA
+//!   calls until that wait ends, so abort a stuck communicator first.
 //! - **Taking over a `CudaSlice`** ([`NcclBuffer::from_cuda_slice`]): home,
 //!   the slice's stream, waits for the slice's cudarc events; that wait
 //!   counts as a write on home (on the per-thread stream, the host waits for
@@ -1134,7 +1135,10 @@ fn is_vmm(ptr: cu::CUdeviceptr) -> bool {
 /// every stream of the device, and a collective stuck on a dead peer, on
 /// any communicator, would keep a drop waiting forever. The memory is
 /// freed once the device is idle; while it is not, it stays allocated (an
-/// allocation right after the drop may find less memory free). The
+/// allocation right after the drop may find less memory free), and CUDA
+/// holds up the process's other CUDA calls on the device meanwhile (seen on
+/// the H100): abort a communicator that may be stuck before anything else
+/// (its abort flag, set first, stops its kernels). The
 /// process's exit waits for the frees queued, at most as long as for an
 /// abort left to its thread. If no thread can be made, it is leaked
 /// (logged).
