@@ -565,6 +565,15 @@ fn survive(comm: Comm, info: &nccl::bootstrap::LaunchInfo) -> Result<u8, Error> 
     Ok(OK)
 }
 
+/// A check's outcome: the ranks' results, as its message either way.
+fn verdict(ok: bool, res: &impl std::fmt::Debug) -> Result<String, String> {
+    if ok {
+        Ok(format!("{res:?}"))
+    } else {
+        Err(format!("{res:?}"))
+    }
+}
+
 fn spawn(scenario: &str, world: usize, ranks: &[usize], port: u16) -> Vec<(usize, Child)> {
     spawn_with(scenario, world, ranks, port, &[])
 }
@@ -920,11 +929,7 @@ fn main() -> ExitCode {
         let ok = res.iter().all(|(_, c, _)| *c == Some(OK as i32));
         check(
             &format!("{world} ranks bootstrap from torchrun variables and all-reduce"),
-            if ok {
-                Ok(format!("{res:?}"))
-            } else {
-                Err(format!("{res:?}"))
-            },
+            verdict(ok, &res),
         );
     }
 
@@ -939,11 +944,7 @@ fn main() -> ExitCode {
             .any(|(r, c, _)| *r == 0 && *c == Some(ABORTED_IN_TIME as i32));
         check(
             "non-blocking timeout with buffers in flight: aborted before they are dropped",
-            if ok {
-                Ok(format!("{res:?}"))
-            } else {
-                Err(format!("{res:?}"))
-            },
+            verdict(ok, &res),
         );
     }
 
@@ -985,11 +986,7 @@ fn main() -> ExitCode {
             .all(|(_, c, t)| *c == Some(TYPED_ERROR as i32) && *t < Duration::from_secs(12));
         check(
             "a rank that never joins: the others fail within the deadline",
-            if ok {
-                Ok(format!("{res:?}"))
-            } else {
-                Err(format!("{res:?}"))
-            },
+            verdict(ok, &res),
         );
     }
 
@@ -1006,11 +1003,7 @@ fn main() -> ExitCode {
         });
         check(
             "a blocking creation stuck at its timeout: Timeout, then the exit waits 2 s for it",
-            if ok {
-                Ok(format!("{res:?}"))
-            } else {
-                Err(format!("{res:?}"))
-            },
+            verdict(ok, &res),
         );
     }
 
@@ -1023,11 +1016,7 @@ fn main() -> ExitCode {
             .any(|(r, c, _)| *r == 0 && *c == Some(ABORTED_IN_TIME as i32));
         check(
             "abort from another thread unblocks a wait on a missing peer",
-            if ok {
-                Ok(format!("{res:?}"))
-            } else {
-                Err(format!("{res:?}"))
-            },
+            verdict(ok, &res),
         );
     }
 
@@ -1039,11 +1028,7 @@ fn main() -> ExitCode {
         let ok = res.iter().all(|(_, c, _)| *c == Some(LEFT as i32));
         check(
             "a communicator dropped before the CUDA graph that captured its call returns",
-            if ok {
-                Ok(format!("{res:?}"))
-            } else {
-                Err(format!("{res:?}"))
-            },
+            verdict(ok, &res),
         );
     }
 
@@ -1068,11 +1053,7 @@ fn main() -> ExitCode {
                 &format!(
                     "NCCL_COMM_BLOCKING=0 ({how}): the communicator is non-blocking and a group's end waits for it"
                 ),
-                if ok {
-                    Ok(format!("{res:?}"))
-                } else {
-                    Err(format!("{res:?}"))
-                },
+                verdict(ok, &res),
             );
         }
         let _ = std::fs::remove_file(conf);
@@ -1089,11 +1070,7 @@ fn main() -> ExitCode {
             .any(|(r, c, _)| *r == 0 && *c == Some(LEFT as i32));
         check(
             "NCCL_CUMEM_ENABLE=0: dropping an NcclBuffer beside a stuck collective returns",
-            if ok {
-                Ok(format!("{res:?}"))
-            } else {
-                Err(format!("{res:?}"))
-            },
+            verdict(ok, &res),
         );
     }
 
