@@ -1045,18 +1045,33 @@ impl Server {
         if queued.saturating_add(need) > MAX_OUTPUT {
             return false;
         }
+        // one byte more than the answer: a wake-up (`STOP_WAITING`) for
+        // this client may come with it (an `ADD` of the key it waits for)
+        let need = need + 1;
         // grown geometrically (small answers piling up are not copied once
-        // each), capped at MAX_OUTPUT, and the growth counted first
+        // each), capped at MAX_OUTPUT, where that fits in the budget without
+        // closing anyone; else exactly
         let new_cap = if cap - queued >= need {
             cap
         } else {
-            (queued + need).max((2 * cap).min(MAX_OUTPUT))
+            let exact = queued + need;
+            let doubled = exact.max((2 * cap).min(MAX_OUTPUT));
+            if self.held + (doubled - cap) <= MAX_CLIENT_BYTES {
+                doubled
+            } else {
+                exact
+            }
         };
         if !self.room(id, new_cap - cap) {
             return false;
         }
         let c = self.clients.get_mut(&id).expect("live client");
         c.output.reserve_exact(new_cap - queued);
+        // counted now, not after the whole batch of requests (as
+        // `reaccount`, without its trimming of an empty buffer)
+        let now = c.holds();
+        self.held = self.held - c.held + now;
+        c.held = now;
         true
     }
 
@@ -1320,7 +1335,12 @@ impl Server {
                 let new_cap = if need <= cap {
                     cap
                 } else {
-                    need.max((2 * cap).min(MAX_VALUE_LEN))
+                    let doubled = need.max((2 * cap).min(MAX_VALUE_LEN));
+                    if self.bytes + (doubled - cap) <= MAX_STORE_BYTES {
+                        doubled
+                    } else {
+                        need
+                    }
                 };
                 if self.bytes + (new_cap - cap) > MAX_STORE_BYTES {
                     return false;

@@ -75,7 +75,11 @@ impl Comm {
     /// joined before its pointers are freed, and the abort is waited for in
     /// full). Called (or dropped) while a group is open on this thread, the
     /// abort runs on a thread of its own and is waited for: inside a group
-    /// NCCL would only start it.
+    /// NCCL would only start it. A child of split or shrink taken while its
+    /// parent still showed an older error (its creation may have failed, and
+    /// NCCL may still point the parent at its abort flag) is aborted only
+    /// once the parent is released or makes another child: until then its
+    /// work goes on, and this returns at once.
     ///
     /// # Errors
     /// NCCL's error from aborting (the communicator is gone either way; an
@@ -545,7 +549,7 @@ pub(crate) mod in_flight {
         // uses is already gone by now, say) must not unwind out of here
         let _ = std::panic::catch_unwind(|| {
             log::error!(
-                "{left} NCCL call(s) left to their threads (aborts, blocking creations) still running {EXIT_WAIT:?} into the process's exit: ending it now with status {status}, without the rest of its exit handlers and library destructors (NCCL's threads would run on a CUDA runtime they destroy)"
+                "{left} NCCL call(s) left to their threads (aborts, blocking creations, frees of NCCL memory) still running {EXIT_WAIT:?} into the process's exit: ending it now with status {status}, without the rest of its exit handlers and library destructors (NCCL's threads would run on a CUDA runtime they destroy)"
             );
         });
         // SAFETY: `stdout` and `stderr` are glibc's streams, valid for the

@@ -214,7 +214,11 @@ impl Comm {
     /// it until the handle's new owner has destroyed or aborted it, which
     /// this crate cannot see. For the same reason the name given with
     /// [`Config::comm_name`](crate::Config::comm_name), which NCCL points
-    /// to, is never freed either.
+    /// to, is never freed either. A child of split or shrink taken while its
+    /// parent still showed an older error may have failed its creation:
+    /// then NCCL writes its abort flag from the parent until the parent is
+    /// released, and its new owner must destroy or abort it only after that
+    /// (this crate would wait so itself: see [`Comm::abort`]).
     pub fn into_raw(self) -> sys::ncclComm_t {
         // `Drop` does nothing for a null handle (the registry stays open);
         // the context and the abort flag are released as usual.

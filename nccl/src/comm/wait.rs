@@ -143,6 +143,13 @@ impl Comm {
     /// flight: NCCL's job then holds pointers that are freed only after the
     /// abort has joined it, so it is waited for in full.
     ///
+    /// Its own CUDA calls (an event, its queries) can be held up by CUDA:
+    /// with `NCCL_CUMEM_ENABLE=0` a dropped [`NcclBuffer`](crate::NcclBuffer)
+    /// is freed by `cudaFree`, which waits for the whole device, and CUDA
+    /// holds other calls meanwhile; with a kernel stuck on a dead peer that
+    /// lasts until the communicator is aborted. There, abort (or drop) a
+    /// communicator that may be stuck before dropping its buffers.
+    ///
     /// # Errors
     /// [`Error::Nccl`] (e.g. `ncclRemoteError`) for an asynchronous error,
     /// [`Error::Aborted`], [`Error::Timeout`], or a CUDA error.

@@ -1135,16 +1135,21 @@ fn is_vmm(ptr: cu::CUdeviceptr) -> bool {
 /// every stream of the device, and a collective stuck on a dead peer, on
 /// any communicator, would keep a drop waiting forever. The memory is
 /// freed once the device is idle; while it is not, it stays allocated (an
-/// allocation right after the drop may find less memory free), and CUDA
-/// holds up the process's other CUDA calls on the device meanwhile (seen on
-/// the H100): abort a communicator that may be stuck before anything else
-/// (its abort flag, set first, stops its kernels). The
-/// process's exit waits for the frees queued, at most as long as for an
-/// abort left to its thread. If no thread can be made, it is leaked
-/// (logged).
+/// allocation right after the drop may find less memory free). During
+/// `cudaFree`'s own wait CUDA holds up the process's other CUDA calls (seen
+/// on the H100, with a collective stuck on a missing peer), so the thread
+/// first waits for the device with `cuCtxSynchronize`, meant to leave the
+/// others' calls going (not yet run on a GPU): abort a communicator that
+/// may be stuck all the same (its abort flag, set first, stops its
+/// kernels). The process's exit waits for the frees queued, at most as long
+/// as for an abort left to its thread. If no thread can be made, or in a
+/// child of `fork` (which has the queue but not the thread), the memory is
+/// leaked (logged).
 fn free_elsewhere(ctx: Arc<CudaContext>, ptr: cu::CUdeviceptr) {
     type Job = (Arc<CudaContext>, cu::CUdeviceptr);
-    static FREER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<Job>>>> = OnceLock::new();
+    /// The queue, and the process that made its thread.
+    type Freer = (Mutex<std::sync::mpsc::Sender<Job>>, u32);
+    static FREER: OnceLock<Option<Freer>> = OnceLock::new();
     let freer = FREER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let spawned = std::thread::Builder::new()
@@ -1152,6 +1157,9 @@ fn free_elsewhere(ctx: Arc<CudaContext>, ptr: cu::CUdeviceptr) {
             .spawn(move || {
                 for (ctx, ptr) in rx {
                     let _ = ctx.bind_to_thread();
+                    // SAFETY: no arguments; waits for the current context,
+                    // bound above.
+                    let _ = unsafe { cu::cuCtxSynchronize() };
                     // SAFETY: each address comes once, from a buffer's drop
                     // after every use of it finished (see there).
                     unsafe { nccl_mem_free(ptr) };
@@ -1160,7 +1168,7 @@ fn free_elsewhere(ctx: Arc<CudaContext>, ptr: cu::CUdeviceptr) {
                 }
             });
         match spawned {
-            Ok(_) => Some(Mutex::new(tx)),
+            Ok(_) => Some((Mutex::new(tx), std::process::id())),
             Err(e) => {
                 log::error!("no thread to free NCCL memory on ({e})");
                 None
@@ -1171,11 +1179,13 @@ fn free_elsewhere(ctx: Arc<CudaContext>, ptr: cu::CUdeviceptr) {
     // to its thread (a cudaFree still running while CUDA's runtime is torn
     // down would crash the exit)
     crate::comm::close::in_flight::left();
-    let sent = freer.as_ref().is_some_and(|tx| {
-        tx.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send((ctx, ptr))
-            .is_ok()
+    let sent = freer.as_ref().is_some_and(|(tx, pid)| {
+        *pid == std::process::id()
+            && tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .send((ctx, ptr))
+                .is_ok()
     });
     if !sent {
         crate::comm::close::in_flight::returned();
