@@ -991,23 +991,32 @@ fn relay(l: TcpListener, to: String) -> std::thread::JoinHandle<Vec<u8>> {
     })
 }
 
+/// Rank 0 of 2 (in a thread) that every rank is told is at `via`, while it
+/// listens on a port of its own: its address, and the thread.
+fn rank_0_behind(
+    via: &str,
+    timeout: Duration,
+) -> (
+    String,
+    std::thread::JoinHandle<Result<Vec<UniqueId>, Error>>,
+) {
+    let mut b = TcpBootstrap::new(via, 0, 2, Some(b"s-secret-0123456789"), timeout)
+        .unwrap()
+        .bind_to("127.0.0.1:0");
+    let addr = b.listen().unwrap().to_string();
+    (
+        addr,
+        std::thread::spawn(move || b.share_ids(Some(vec![UniqueId::new()?]))),
+    )
+}
+
 #[test]
 fn the_id_never_travels_in_clear() {
     // rank 0 is reached through the relay: the relay's address is the one
     // every rank is given, rank 0 listens elsewhere
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let via = l.local_addr().unwrap().to_string();
-    let mut b = TcpBootstrap::new(
-        &via,
-        0,
-        2,
-        Some(b"s-secret-0123456789"),
-        Duration::from_secs(10),
-    )
-    .unwrap()
-    .bind_to("127.0.0.1:0");
-    let addr = b.listen().unwrap().to_string();
-    let h = std::thread::spawn(move || b.share_ids(Some(vec![UniqueId::new()?])));
+    let (addr, h) = rank_0_behind(&via, Duration::from_secs(10));
     let seen = relay(l, addr);
     let r1 = ids_of(peer(&via, 1, 2, "s-secret-0123456789", 10_000, 1));
     let ids = h.join().unwrap().unwrap();
@@ -1030,17 +1039,7 @@ fn the_id_never_travels_in_clear() {
 fn a_rank_dropped_before_its_join_was_read_tries_again() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let via = l.local_addr().unwrap().to_string();
-    let mut b = TcpBootstrap::new(
-        &via,
-        0,
-        2,
-        Some(b"s-secret-0123456789"),
-        Duration::from_secs(20),
-    )
-    .unwrap()
-    .bind_to("127.0.0.1:0");
-    let addr = b.listen().unwrap().to_string();
-    let h = std::thread::spawn(move || b.share_ids(Some(vec![UniqueId::new()?])));
+    let (addr, h) = rank_0_behind(&via, Duration::from_secs(20));
     // the first connection: a challenge, the join read, then closed
     let first = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();

@@ -1,6 +1,7 @@
 //! Communicator configuration (`ncclConfig_t`), as a builder.
 
 use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::base::error::{Error, Result};
@@ -173,8 +174,6 @@ impl Config {
         self.comm_name.clone()
     }
 
-    /// Whether this config asks children to share the parent's resources:
-    /// (`split_share`, `shrink_share`).
     /// Whether children of a communicator made with this config share its
     /// resources (split, shrink), as NCCL decides at its creation: the
     /// environment variables override the config.
@@ -279,7 +278,7 @@ pub(crate) fn env_flag(var: &str) -> Option<bool> {
         v != 0
     };
     if on {
-        SEEN.with_seen(var);
+        seen_flag(var).store(true, Ordering::Relaxed);
     }
     Some(on)
 }
@@ -287,33 +286,17 @@ pub(crate) fn env_flag(var: &str) -> Option<bool> {
 /// Whether `var` has been seen asking for sharing in this process, at any
 /// creation or check ([`env_flag`]).
 pub(crate) fn sharing_seen(var: &str) -> bool {
-    SEEN.seen(var)
+    seen_flag(var).load(Ordering::Relaxed)
 }
 
-static SEEN: Seen = Seen {
-    split: std::sync::atomic::AtomicBool::new(false),
-    shrink: std::sync::atomic::AtomicBool::new(false),
-};
-
-struct Seen {
-    split: std::sync::atomic::AtomicBool,
-    shrink: std::sync::atomic::AtomicBool,
-}
-
-impl Seen {
-    fn flag(&self, var: &str) -> &std::sync::atomic::AtomicBool {
-        if var == SPLIT_SHARE_VAR {
-            &self.split
-        } else {
-            &self.shrink
-        }
-    }
-    fn with_seen(&self, var: &str) {
-        self.flag(var)
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    fn seen(&self, var: &str) -> bool {
-        self.flag(var).load(std::sync::atomic::Ordering::Relaxed)
+/// The flag of [`sharing_seen`] for `var`: one for split, one for shrink.
+fn seen_flag(var: &str) -> &'static AtomicBool {
+    static SPLIT: AtomicBool = AtomicBool::new(false);
+    static SHRINK: AtomicBool = AtomicBool::new(false);
+    if var == SPLIT_SHARE_VAR {
+        &SPLIT
+    } else {
+        &SHRINK
     }
 }
 
