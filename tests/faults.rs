@@ -30,7 +30,8 @@
 //!   with correct all_reduces.
 //!
 //! - a communicator dropped while a CUDA graph that captured its call lives
-//!   returns (the abort waits for the graph on a thread of its own)
+//!   returns (the abort waits for the graph on a thread of its own), and
+//!   one finalized then, with a timeout, returns `Timeout`
 //!   (`graph-drop`); `NCCL_COMM_BLOCKING=0` makes a communicator
 //!   non-blocking whatever its config, and a group's end waits for it
 //!   before the buffers go (`env-nonblocking`); with `NCCL_CUMEM_ENABLE=0`
@@ -122,6 +123,11 @@ fn rank_main(scenario: &str) -> u8 {
             connect: false,
             ..opts
         },
+        // blocking, with a timeout: the destroy in finalize is bounded
+        "graph-finalize" => LaunchOptions {
+            config: nccl::Config::new().timeout(Duration::from_secs(2)),
+            ..opts
+        },
         _ => opts,
     };
     let (comm, info) = match nccl::bootstrap::init_from_launcher(&opts) {
@@ -140,8 +146,8 @@ fn rank_main(scenario: &str) -> u8 {
             code(&e)
         });
     }
-    if scenario == "graph-drop" {
-        return graph_drop(comm, &info).unwrap_or_else(|e| {
+    if scenario == "graph-drop" || scenario == "graph-finalize" {
+        return graph_drop(comm, &info, scenario == "graph-finalize").unwrap_or_else(|e| {
             say(&format!("rank {rank}: graph-drop: {e}"));
             code(&e)
         });
@@ -318,8 +324,11 @@ fn rank_main(scenario: &str) -> u8 {
 /// `graph-drop`: a graph captures an all_reduce on an `NcclBuffer` and
 /// replays it; then the communicator is dropped while the graph lives.
 /// `ncclCommAbort` waits for the graph's destruction, so the drop must leave
-/// it to a thread instead of blocking forever.
-fn graph_drop(comm: Comm, info: &nccl::bootstrap::LaunchInfo) -> Result<u8, Error> {
+/// it to a thread instead of blocking forever. With `finalize` (the
+/// communicator made blocking with a 2 s timeout), it is finalized instead:
+/// `ncclCommFinalize` waits for the graph, and finalize must return
+/// `Timeout` after the timeout.
+fn graph_drop(comm: Comm, info: &nccl::bootstrap::LaunchInfo, finalize: bool) -> Result<u8, Error> {
     let rank = info.rank;
     let n = 1 << 16;
     let want = (info.world * (info.world + 1) / 2) as f32;
@@ -343,6 +352,26 @@ fn graph_drop(comm: Comm, info: &nccl::bootstrap::LaunchInfo) -> Result<u8, Erro
         return Ok(WRONG_RESULT);
     }
     let t = Instant::now();
+    if finalize {
+        let r = comm.finalize();
+        let took = t.elapsed();
+        drop(graph);
+        say(&format!(
+            "rank {rank}: finalize before the graph's destruction returned after {took:.1?}: {r:?}"
+        ));
+        let timed_out = matches!(
+            r,
+            Err(Error::Timeout {
+                op: "ncclCommFinalize",
+                ..
+            })
+        );
+        return Ok(if timed_out && took < Duration::from_secs(10) {
+            LEFT
+        } else {
+            OTHER
+        });
+    }
     drop(comm);
     let took = t.elapsed();
     drop(graph);
@@ -1028,6 +1057,13 @@ fn main() -> ExitCode {
         let ok = res.iter().all(|(_, c, _)| *c == Some(LEFT as i32));
         check(
             "a communicator dropped before the CUDA graph that captured its call returns",
+            verdict(ok, &res),
+        );
+        let kids = spawn("graph-finalize", 2, &[0, 1], free_port());
+        let res = reap(kids, Duration::from_secs(60));
+        let ok = res.iter().all(|(_, c, _)| *c == Some(LEFT as i32));
+        check(
+            "finalize with a timeout before the CUDA graph that captured its call: Timeout",
             verdict(ok, &res),
         );
     }

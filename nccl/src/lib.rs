@@ -199,7 +199,8 @@ pub use caps::{
     is_available, library_error,
 };
 pub use comm::{
-    AbortHandle, Bootstrap, Comm, Config, MAX_STUCK_CREATIONS, UNIQUE_ID_BYTES, UniqueId, Watchdog,
+    AbortHandle, Bootstrap, Comm, Config, MAX_ABORTS_RUNNING, MAX_STUCK_CREATIONS, UNIQUE_ID_BYTES,
+    UniqueId, Watchdog,
 };
 pub use device::{CommProperties, DevComm, DevCommBytes, DevCommRequirements, Team};
 pub use elastic::{ElasticApi, GrowPlan, MemStats, RankMap, Recovery, Shrunk, elastic_support};

@@ -318,6 +318,18 @@ pub enum Error {
         /// How many are stuck.
         stuck: usize,
     },
+    /// Earlier communicators' aborts, left to their threads, are still
+    /// running inside NCCL, as many as allowed (`nccl::MAX_ABORTS_RUNNING`):
+    /// no new communicator is made until some return.
+    #[error(
+        "{op}: {running} aborts of earlier communicators are still running inside NCCL (a CUDA graph that captured their calls may still be alive); not making another communicator"
+    )]
+    AbortsRunning {
+        /// The creation refused.
+        op: &'static str,
+        /// How many are still running.
+        running: usize,
+    },
     /// The memory is still in use by work queued on the GPU after the wait
     /// allowed; it was left as it was (still registered, not freed).
     #[error(

@@ -24,15 +24,21 @@ impl Comm {
     /// and [`Suspended`](CommState::Suspended) communicators are refused
     /// with `WrongState`, and aborted.
     ///
-    /// `ncclCommDestroy` waits for every CUDA graph that captured this
+    /// `ncclCommFinalize` waits for every CUDA graph that captured this
     /// communicator's calls to be destroyed: destroy those graphs first (a
     /// communicator dropped instead is aborted on a thread of its own,
     /// which waits for them in the background).
     ///
+    /// With a [`Config::timeout`](crate::Config::timeout) the whole close is
+    /// bounded: a blocking communicator's finalize and destroy, a
+    /// non-blocking one's destroy, run on a thread of its own and are left
+    /// there after the timeout (`Timeout`; what the communicator holds is
+    /// released when they return). Without one they are waited for in full.
+    ///
     /// # Errors
-    /// NCCL's error from finalizing (e.g. a peer died), or `Timeout` for a
-    /// non-blocking communicator that outlasts its configured timeout;
-    /// `WrongState`.
+    /// NCCL's error from finalizing (e.g. a peer died) or destroying, or
+    /// `Timeout` for a non-blocking communicator that outlasts its configured
+    /// timeout or a destroy that does; `WrongState`.
     pub fn finalize(self) -> Result<()> {
         crate::base::thread::not_in_group("finalize")?;
         self.allow("finalize", CommOp::Finalize)?;
@@ -41,6 +47,15 @@ impl Comm {
             // revoked and settled: nothing to flush, and finalize after
             // revoke is invalid in NCCL
             return self.abort();
+        }
+        if let (true, Some(limit), None) = (self.blocking, self.timeout, &self.linger) {
+            // a blocking finalize waits for the peers' work and for the
+            // graphs that captured this communicator's calls: bounded on a
+            // thread of its own, with the destroy after it
+            let (raw, done) = self.into_parts();
+            // SAFETY: valid (live or failed, checked above), owned and not
+            // used afterwards.
+            return unsafe { close_within(raw, done, limit, "ncclCommFinalize", finalize_destroy) };
         }
         // SAFETY: valid communicator, used by this thread only.
         let r = unsafe { sys::ncclCommFinalize(self.raw.get()) };
@@ -54,13 +69,20 @@ impl Comm {
             drop(self);
             return Ok(());
         }
+        let timeout = self.timeout;
         let (raw, done) = self.into_parts();
-        // SAFETY: a valid communicator, finalized (its operations are done),
-        // owned and not used afterwards; destroy frees it (from NCCL 2.31.2
-        // it may also wait at a barrier with the peers, see above).
-        let r = unsafe { nccl!(ncclCommDestroy(raw)) };
-        done();
-        r
+        match timeout {
+            // SAFETY: a valid communicator, finalized (its operations are
+            // done), owned and not used afterwards.
+            Some(limit) => unsafe { close_within(raw, done, limit, "ncclCommDestroy", destroy) },
+            None => {
+                // SAFETY: as above; destroy frees it (from NCCL 2.31.2 it
+                // may also wait at a barrier with the peers, see above).
+                let r = unsafe { nccl!(ncclCommDestroy(raw)) };
+                done();
+                r
+            }
+        }
     }
 
     /// Stops all operations and frees the communicator at once
@@ -252,6 +274,89 @@ unsafe fn abort_raw_with(
     returned
 }
 
+/// `ncclCommDestroy`, as [`close_within`]'s step.
+///
+/// # Safety
+/// `raw` is a valid, finalized communicator, owned and never used again.
+unsafe fn destroy(raw: sys::ncclComm_t) -> (&'static str, sys::ncclResult_t) {
+    // SAFETY: as the caller promises.
+    ("ncclCommDestroy", unsafe { sys::ncclCommDestroy(raw) })
+}
+
+/// `ncclCommFinalize`, then `ncclCommDestroy` (or `ncclCommAbort` when the
+/// finalize failed), as [`close_within`]'s step: what fails first is named.
+///
+/// # Safety
+/// `raw` is a valid blocking communicator, owned and never used again.
+unsafe fn finalize_destroy(raw: sys::ncclComm_t) -> (&'static str, sys::ncclResult_t) {
+    // SAFETY: as the caller promises; blocking, so finalize returns with its
+    // work done, and the communicator is freed exactly once after it.
+    unsafe {
+        let r = sys::ncclCommFinalize(raw);
+        if r != sys::ncclResult_t::ncclSuccess {
+            let _ = sys::ncclCommAbort(raw);
+            return ("ncclCommFinalize", r);
+        }
+        ("ncclCommDestroy", sys::ncclCommDestroy(raw))
+    }
+}
+
+/// Runs `close` (which frees `raw`) on a thread of its own (`nccl-abort`),
+/// waits for it at most `limit` and then leaves it there (`Timeout` for
+/// `op`); `done` runs once it has returned, as for an abort ([`bounded`]).
+/// Without a thread it runs here, unbounded.
+///
+/// # Safety
+/// As `close`'s: `raw` valid, owned and never used again.
+unsafe fn close_within(
+    raw: sys::ncclComm_t,
+    done: impl FnOnce() + Send + 'static,
+    limit: Duration,
+    op: &'static str,
+    close: unsafe fn(sys::ncclComm_t) -> (&'static str, sys::ncclResult_t),
+) -> Result<()> {
+    let owned = Owned(raw);
+    let outcome = Arc::new(std::sync::Mutex::new(None));
+    let theirs = outcome.clone();
+    let work = move || {
+        let owned = owned;
+        // SAFETY: the caller's promises moved here with the handle; this
+        // thread is now its only user.
+        let (api, r) = unsafe { close(owned.0) };
+        if r != sys::ncclResult_t::ncclSuccess {
+            log::error!("{api} failed with code {}", r.0);
+        }
+        *theirs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((api, r));
+    };
+    match bounded(work, Box::new(done), limit) {
+        Ok(true) => {
+            let got = outcome
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            let (api, r) = got.unwrap_or((op, sys::ncclResult_t::ncclSuccess));
+            crate::base::call::check(api, r)
+        }
+        Ok(false) => {
+            log::warn!(
+                "{op} has not returned after {limit:?} (it waits for the peers and for the CUDA \
+                 graphs that captured the communicator's calls): it is left to thread nccl-abort, \
+                 and what the communicator holds is released when it returns"
+            );
+            Err(Error::Timeout { op, after: limit })
+        }
+        Err(done) => {
+            // no thread: the closure was dropped unrun, `raw` is still ours
+            // SAFETY: as the caller promises.
+            let (api, r) = unsafe { close(raw) };
+            done();
+            crate::base::call::check(api, r)
+        }
+    }
+}
+
 /// Runs `work` on a thread of its own (`nccl-abort`) and waits for it at
 /// most `wait`. `done` runs exactly once after `work` has returned: here if
 /// it returned in time (`Ok(true)`), else on that thread when it does
@@ -410,17 +515,27 @@ pub(crate) mod in_flight {
     /// thread.
     pub(crate) fn left() {
         *count().of(std::process::id()) += 1;
+        // nothing in the `Once` logs: a logger that panics there would
+        // poison it, and every later call (from drops) would panic
+        let mut hooked = None;
         HOOK.call_once(|| {
             // the thread left running and the exit handler are code of the
             // object (program or shared library) this crate is linked into:
             // a `dlclose` must not unmap it under them
             #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            let pinned = pin::object_of(left as *const core::ffi::c_void);
-            log::debug!("the object holding nccl-rs's exit handler: {pinned:?}");
-            if register() != 0 {
-                log::warn!("registering an exit handler failed: the process's exit will not wait for NCCL's aborts");
-            }
+            let pinned = format!("{:?}", pin::object_of(left as *const core::ffi::c_void));
+            #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+            let pinned = String::from("not pinned (no glibc)");
+            hooked = Some((pinned, register()));
         });
+        if let Some((pinned, registered)) = hooked {
+            log::debug!("the object holding nccl-rs's exit handler: {pinned}");
+            if registered != 0 {
+                log::warn!(
+                    "registering an exit handler failed: the process's exit will not wait for NCCL's aborts"
+                );
+            }
+        }
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -517,6 +632,12 @@ pub(crate) mod in_flight {
         *n = n.saturating_sub(1);
         drop(c);
         CHANGED.notify_all();
+    }
+
+    /// How many aborts (and creations) left to their threads are still
+    /// running in this process.
+    pub(crate) fn running() -> usize {
+        *count().of(std::process::id())
     }
 
     /// Waits until no abort left to a thread is still running, at most
@@ -766,13 +887,30 @@ fn abort_outside_group(
     done: impl FnOnce() + Send + 'static,
     result: Arc<AtomicI32>,
 ) -> bool {
+    // held outside the thread's closure: if no thread can be made, std
+    // drops the closure unrun, and `done` must not be dropped with it (its
+    // captures would free what NCCL still uses)
+    let slot = Arc::new(std::sync::Mutex::new(Some((owned, done))));
+    let theirs = slot.clone();
     let aborted = outside_group(move || {
-        let owned = owned;
+        let taken = theirs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some((owned, done)) = taken else {
+            return false;
+        };
         // SAFETY: `abort_raw`'s caller's promises moved here with the handle
         // (this thread is now its only user), and no group is open here.
         unsafe { abort_raw_with(owned.0, done, &result) }
     });
     aborted.unwrap_or_else(|e| {
+        let left = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        // never run, never dropped: the communicator and what it holds stay
+        std::mem::forget(left);
         log::error!("no thread to abort a communicator dropped inside a group ({e}): it is leaked");
         false
     })
@@ -781,6 +919,11 @@ fn abort_outside_group(
 /// Runs `f` on a new thread (`nccl-abort`), where no group is open, and
 /// waits for it. If no thread can be made, `f` is dropped unrun.
 fn outside_group<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> std::io::Result<R> {
+    #[cfg(test)]
+    if tests::NO_THREAD.get() {
+        drop(f); // as `spawn` does when it fails
+        return Err(std::io::Error::other("no thread (test)"));
+    }
     let t = std::thread::Builder::new()
         .name("nccl-abort".into())
         .spawn(f)?;
@@ -815,6 +958,25 @@ unsafe impl Send for Owned {}
 /// (about a second on NCCL 2.23 – 2.26.1, seen on the H100), short enough
 /// for a deadline a survivor still meets.
 pub(crate) const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How many aborts left to their threads (and blocking creations left so)
+/// may still be running inside NCCL before a new communicator is refused
+/// ([`Error::AbortsRunning`]). Each holds NCCL's threads and the
+/// communicator's GPU memory until NCCL lets it go, so a loop that keeps
+/// making and dropping communicators whose aborts cannot finish (a CUDA graph
+/// still holds them; NCCL 2.23 – 2.26.1 after a lost peer) stops here
+/// instead of growing without bound.
+pub const MAX_ABORTS_RUNNING: usize = 8;
+
+/// Refuses a new communicator (`op`) while [`MAX_ABORTS_RUNNING`] aborts
+/// left to their threads are still running.
+pub(crate) fn admit(op: &'static str) -> Result<()> {
+    let running = in_flight::running();
+    if running >= MAX_ABORTS_RUNNING {
+        return Err(Error::AbortsRunning { op, running });
+    }
+    Ok(())
+}
 
 /// Whether the libnccl in use has the abort that can block forever
 /// (its version cached): see [`abort_may_hang_on`].
@@ -955,11 +1117,92 @@ impl Drop for Watchdog {
 
 #[cfg(test)]
 mod tests {
-    use super::{abort_may_hang_on, abort_raw, bounded, in_flight, outside_group};
+    use super::{
+        Owned, abort_may_hang_on, abort_outside_group, abort_raw, bounded, in_flight, outside_group,
+    };
     use crate::base::version::Version;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, mpsc};
     use std::time::Duration;
+
+    std::thread_local! {
+        /// `outside_group` fails as if no thread could be made.
+        pub(super) static NO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Dropped when what a release would free is freed.
+    struct Freed(Arc<AtomicUsize>);
+    impl Drop for Freed {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// With no thread for an abort inside a group, what the communicator's
+    /// release would free is leaked, not dropped unrun with the closure
+    /// that `spawn` gives up (it would free memory NCCL still uses).
+    #[test]
+    fn no_thread_for_an_abort_in_a_group_leaks_what_it_holds() {
+        let freed = Arc::new(AtomicUsize::new(0));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let held = Freed(freed.clone());
+        let ran2 = ran.clone();
+        let done = move || {
+            let _held = &held;
+            ran2.fetch_add(1, Ordering::SeqCst);
+        };
+        let result = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        NO_THREAD.set(true);
+        let aborted = abort_outside_group(Owned(std::ptr::null_mut()), done, result);
+        NO_THREAD.set(false);
+        assert!(!aborted);
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            0,
+            "release ran without an abort"
+        );
+        assert_eq!(
+            freed.load(Ordering::SeqCst),
+            0,
+            "what NCCL may use was freed"
+        );
+        // the control: with a thread, the closure reaches it (a null
+        // handle is already aborted: its release is dropped there)
+        let held = Freed(freed.clone());
+        let done = move || {
+            let _held = held;
+        };
+        let result = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        assert!(abort_outside_group(
+            Owned(std::ptr::null_mut()),
+            done,
+            result
+        ));
+        assert_eq!(freed.load(Ordering::SeqCst), 1);
+    }
+
+    /// New communicators are refused while too many aborts are left
+    /// running, and admitted again once they return.
+    #[test]
+    fn creation_is_refused_while_too_many_aborts_run() {
+        assert!(super::admit("test").is_ok() || in_flight::running() >= super::MAX_ABORTS_RUNNING);
+        for _ in 0..super::MAX_ABORTS_RUNNING {
+            in_flight::left();
+        }
+        let refused = super::admit("ncclCommInitRankConfig");
+        for _ in 0..super::MAX_ABORTS_RUNNING {
+            in_flight::returned();
+        }
+        match refused {
+            Err(crate::Error::AbortsRunning { op, running }) => {
+                assert_eq!(op, "ncclCommInitRankConfig");
+                assert!(running >= super::MAX_ABORTS_RUNNING);
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+        // other tests' aborts may still run, but not this many
+        assert!(super::admit("test").is_ok());
+    }
 
     /// Where the child's earlier exit handler (standing for libnccl's
     /// destructors, registered before any abort) writes its mark.

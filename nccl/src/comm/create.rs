@@ -41,6 +41,9 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` for `rank >= world` or `world == 0`;
     /// `LibraryTooOld` when the libnccl loaded is older than 2.18;
+    /// `AbortsRunning` while [`MAX_ABORTS_RUNNING`](crate::MAX_ABORTS_RUNNING)
+    /// aborts of earlier communicators are still running (this and every
+    /// other creation, split, shrink, grow and join);
     /// NCCL's error (with its explanation) otherwise.
     pub fn init_rank(
         ctx: &Arc<CudaContext>,
@@ -65,6 +68,7 @@ impl Comm {
     ) -> Result<Comm> {
         const OP: &str = "init_rank";
         crate::base::thread::not_in_group(OP)?;
+        crate::comm::close::admit(OP)?;
         let nranks = rank_args(OP, world, rank)?;
         checked_runtime()?;
         if let (true, Some(limit)) = (config.is_blocking(), config.timeout) {
@@ -105,6 +109,7 @@ impl Comm {
     ) -> Result<Comm> {
         const OP: &str = "init_rank_scalable";
         crate::base::thread::not_in_group(OP)?;
+        crate::comm::close::admit(OP)?;
         crate::base::runtime::require_api("ncclCommInitRankScalable")?;
         let nranks = rank_args(OP, world, rank)?;
         if ids.is_empty() || ids.len() > i32::MAX as usize {
@@ -214,6 +219,7 @@ impl Comm {
     pub fn init_all(ctxs: &[Arc<CudaContext>]) -> Result<Vec<Comm>> {
         const OP: &str = "init_all";
         crate::base::thread::not_in_group(OP)?;
+        crate::comm::close::admit(OP)?;
         let n = world_arg(OP, ctxs.len())?;
         let devs: Vec<i32> = ctxs.iter().map(|c| c.ordinal() as i32).collect();
         for (i, d) in devs.iter().enumerate() {
@@ -295,6 +301,7 @@ impl Comm {
     ) -> Result<Vec<Comm>> {
         const OP: &str = "init_ranks";
         crate::base::thread::not_in_group(OP)?;
+        crate::comm::close::admit(OP)?;
         let nranks = world_arg(OP, world)?;
         if ranks.is_empty() {
             return Err(Error::invalid(OP, "ranks", "at least one", 0));

@@ -9,6 +9,7 @@ mod id;
 pub(crate) mod registry;
 pub(crate) mod wait;
 
+pub use close::MAX_ABORTS_RUNNING;
 pub(crate) use close::orphan;
 pub use close::{AbortHandle, Watchdog};
 pub use config::Config;

@@ -35,6 +35,7 @@ impl Comm {
         config: Option<&Config>,
     ) -> Result<Option<Comm>> {
         crate::base::thread::not_in_group("split")?;
+        crate::comm::close::admit("split")?;
         self.allow("split", CommOp::Split)?;
         self.refuse_sharing("split", false)?;
         let color = match color {
