@@ -177,6 +177,10 @@ use crate::sys;
 /// How long dropping an [`NcclBuffer`] waits for its stream before leaking it.
 /// The buffers a communicator frees when it closes (parked registrations)
 /// share one such wait: closing never waits longer than this for them all.
+/// A stream found still busy after this wait is remembered for a minute: a
+/// buffer dropped on it meanwhile is asked about once and, still busy,
+/// leaked at once (so dropping many buffers of a hung stream does not wait
+/// this long for each).
 pub const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// CUDA's per-thread default stream handle (`CU_STREAM_PER_THREAD`): the
@@ -1028,9 +1032,21 @@ fn quiesce(stream: &CudaStream, what: &str) -> bool {
             return false;
         }
     }
-    match idle_by(stream, drop_deadline()) {
-        Ok(true) => true,
+    let key = stuck::key(stream);
+    // a stream found stuck a moment ago is asked once, not waited for again:
+    // buffers dropped one after another on it do not each wait DROP_WAIT
+    let deadline = if stuck::is_known(key) {
+        std::time::Instant::now()
+    } else {
+        drop_deadline()
+    };
+    match idle_by(stream, deadline) {
+        Ok(true) => {
+            stuck::forget(key);
+            true
+        }
         Ok(false) => {
+            stuck::note(key);
             log::error!("{what}: the buffer's stream is still busy past its deadline; leaking it");
             false
         }
@@ -1041,6 +1057,95 @@ fn quiesce(stream: &CudaStream, what: &str) -> bool {
                 "{what}: cannot tell whether the buffer's stream is idle ({e}); leaking it"
             );
             false
+        }
+    }
+}
+
+/// The streams that a drop recently found still busy past its deadline
+/// (a collective hanging on a dead peer, say): a later drop on one of them
+/// asks once whether it is idle instead of waiting [`DROP_WAIT`] again.
+/// Knowing a stream wrongly (a handle reused after its stream was
+/// destroyed) only makes a drop leak sooner; it never frees memory early.
+mod stuck {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use cudarc::driver::CudaStream;
+
+    /// How long a stream stays known as stuck.
+    const REMEMBER: Duration = Duration::from_secs(60);
+    /// How many streams are remembered (the oldest goes first).
+    const MAX: usize = 16;
+
+    /// A stream, by its context's and its own handle; `None` for the
+    /// default streams, whose handles name a different stream per thread
+    /// or context.
+    pub(super) type Key = Option<(usize, usize)>;
+
+    static KNOWN: Mutex<Vec<((usize, usize), Instant)>> = Mutex::new(Vec::new());
+
+    fn known() -> std::sync::MutexGuard<'static, Vec<((usize, usize), Instant)>> {
+        KNOWN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn key(stream: &CudaStream) -> Key {
+        let s = stream.cu_stream() as usize;
+        (s > 2).then(|| (stream.context().cu_ctx() as usize, s))
+    }
+
+    /// Whether `key` was found stuck within [`REMEMBER`].
+    pub(super) fn is_known(key: Key) -> bool {
+        let Some(k) = key else { return false };
+        let now = Instant::now();
+        let mut v = known();
+        v.retain(|(_, at)| now.duration_since(*at) < REMEMBER);
+        v.iter().any(|(x, _)| *x == k)
+    }
+
+    /// `key` was found stuck now.
+    pub(super) fn note(key: Key) {
+        let Some(k) = key else { return };
+        let mut v = known();
+        v.retain(|(x, _)| *x != k);
+        if v.len() >= MAX {
+            v.remove(0);
+        }
+        v.push((k, Instant::now()));
+    }
+
+    /// `key` was found idle.
+    pub(super) fn forget(key: Key) {
+        let Some(k) = key else { return };
+        known().retain(|(x, _)| *x != k);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn streams_are_remembered_bounded_and_forgotten() {
+            // handles no real context uses, so that parallel tests do not meet them
+            let k = |i: usize| Some((0xdead_0000, 0xbeef_0000 + i));
+            assert!(!is_known(k(0)));
+            note(k(0));
+            assert!(is_known(k(0)));
+            forget(k(0));
+            assert!(!is_known(k(0)));
+            // the default streams are never remembered
+            note(None);
+            assert!(!is_known(None));
+            // at most MAX: the oldest goes first
+            for i in 0..=MAX {
+                note(k(i));
+            }
+            assert!(!is_known(k(0)));
+            assert!(is_known(k(MAX)));
+            for i in 0..=MAX {
+                forget(k(i));
+            }
         }
     }
 }
