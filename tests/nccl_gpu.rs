@@ -1757,11 +1757,26 @@ fn symmetric_pool(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         }
         drop((a, c));
         drop(pool);
-        // the pool's windows parked with the communicator: released once idle
+        // the pool's windows parked with the communicator; idle, they still
+        // wait for the next point every rank shares (a window registration)
         env.stream.synchronize().map_err(cu)?;
+        let parked = comm.release_parked();
+        let want = if mapped { 2 } else { 0 };
+        if parked != want {
+            return Err(format!(
+                "{parked} windows parked after the pool went, expected {want}"
+            ));
+        }
+        let x = NcclBuffer::<f32>::alloc_zeros(env.stream, n).map_err(e2s)?;
+        // SAFETY: every rank registers this window after the same drops,
+        // with the same size, and only deregisters it.
+        let w = unsafe { comm.window_register(x, true) }.map_err(e2s)?;
+        comm.deregister(w).map_err(e2s)?;
         match comm.release_parked() {
             0 => Ok(()),
-            k => Err(format!("{k} windows still parked after the pool went")),
+            k => Err(format!(
+                "{k} windows still parked after the next registration"
+            )),
         }
     })();
     rep.check(
@@ -1825,9 +1840,16 @@ fn symmetric_pool(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
         drop((x, y));
         drop(pool);
         gs.synchronize().map_err(cu)?;
+        let z = NcclBuffer::<f32>::alloc_zeros(&gs, n).map_err(e2s)?;
+        // SAFETY: every rank registers this window after the same drops,
+        // with the same size, and only deregisters it.
+        let w = unsafe { comm.window_register(z, true) }.map_err(e2s)?;
+        comm.deregister(w).map_err(e2s)?;
         match comm.release_parked() {
             0 => Ok(()),
-            k => Err(format!("{k} windows still parked after the pool went")),
+            k => Err(format!(
+                "{k} windows still parked after the next registration"
+            )),
         }
     })();
     rep.check(

@@ -94,8 +94,15 @@ impl Comm {
     /// # Errors
     /// `Unsupported` before NCCL 2.28.3 or for a requirement the running
     /// release lacks; `UnknownLayout` for a release whose structures this
-    /// build does not know; `InvalidArgument` for a count above `i32::MAX`;
-    /// `InGroup`; NCCL's error: `ncclInvalidUsage` without symmetric memory
+    /// build does not know; `InvalidArgument` for a count above `i32::MAX`,
+    /// or for a world or GIN barrier count NCCL 2.29.7+ would refuse
+    /// without a GIN connection
+    /// ([`DevCommRequirements::barrier_count`]);
+    /// `InGroup`; `Busy` when a window dropped earlier is still in use
+    /// after [`DROP_WAIT`](crate::DROP_WAIT) (released first, as by
+    /// [`Comm::window_register`]; nothing was created: the other ranks wait
+    /// in this call until this one retries it);
+    /// NCCL's error: `ncclInvalidUsage` without symmetric memory
     /// support (the communicator stays usable), or one NCCL reports at the
     /// group's end (the communicator is then
     /// [`Failed`](crate::CommState::Failed)); `Timeout` (the communicator
@@ -108,6 +115,9 @@ impl Comm {
         let layout = running_layout(API)?;
         crate::base::thread::not_in_group(OP)?;
         self.allow(OP, crate::CommOp::Collective)?;
+        // NCCL lays out symmetric memory of its own here: the windows
+        // dropped so far go first, on every rank (see `window_register`)
+        self.release_windows(OP)?;
         let raw_reqs = reqs.raw(layout);
         // NCCL writes the device communicator at the end of the (implicit)
         // group, on its own thread for a non-blocking communicator: the

@@ -135,8 +135,10 @@ type Inner = Shelf<Slot>;
 /// `alloc` of its size class (powers of two from 4 KiB). Dropping the pool
 /// ends its windows through the communicator's registry, as a dropped
 /// [`Window`] does: parked, then deregistered by the
-/// communicator's thread once their buffers are idle (at its next
-/// registration, [`Comm::release_parked`], or close); it never calls NCCL.
+/// communicator's thread once their buffers are idle, at its next window
+/// registration or device-communicator creation (every rank releases its
+/// windows at the same points: see [`Comm::window_register`]), or at
+/// close; it never calls NCCL.
 /// (Memory NCCL made no window for is freed there, as an `NcclBuffer` is:
 /// after the work queued on it, waited for at most
 /// [`DROP_WAIT`](crate::DROP_WAIT).)

@@ -28,6 +28,9 @@ pub trait RegistrationKind: kind::Sealed {
     /// This crate's name of the explicit release.
     #[doc(hidden)]
     const DEREGISTER: &'static str;
+    /// A window (whose release must happen where every rank's does).
+    #[doc(hidden)]
+    const WINDOW: bool;
     /// Ends it.
     ///
     /// # Safety
@@ -44,6 +47,7 @@ impl kind::Sealed for Local {}
 impl RegistrationKind for Local {
     const RELEASE: &'static str = "ncclCommDeregister";
     const DEREGISTER: &'static str = "deregister";
+    const WINDOW: bool = false;
     unsafe fn release(comm: sys::ncclComm_t, handle: *mut core::ffi::c_void) -> sys::ncclResult_t {
         // SAFETY: as the caller promises.
         unsafe { ffi!("ncclCommDeregister", ncclCommDeregister(comm, handle)) }
@@ -60,6 +64,7 @@ impl kind::Sealed for Win {}
 impl RegistrationKind for Win {
     const RELEASE: &'static str = "ncclCommWindowDeregister";
     const DEREGISTER: &'static str = "window_deregister";
+    const WINDOW: bool = true;
     unsafe fn release(comm: sys::ncclComm_t, handle: *mut core::ffi::c_void) -> sys::ncclResult_t {
         // SAFETY: as the caller promises; the handle is the window.
         unsafe { sys::ncclCommWindowDeregister(comm, handle as sys::ncclWindow_t) }
@@ -81,8 +86,11 @@ const POOL_REFUSED: crate::Version = crate::Version::new(2, 30, 3);
 /// communicator, whose own thread deregisters them (once the work queued on
 /// the buffer is done) and frees the memory at its next registration,
 /// [`Comm::release_parked`](crate::Comm::release_parked), [`Comm::deregister`](crate::Comm::deregister)
-/// or close. If the communicator is closed first, NCCL has dropped the
-/// registration with it and the buffer is simply freed.
+/// or close; a window, only at the next window registration or
+/// device-communicator creation, or close (see
+/// [`Comm::window_register`](crate::Comm::window_register)). If the
+/// communicator is closed first, NCCL has dropped the registration with it
+/// and the buffer is simply freed.
 pub struct Registration<
     T: 'static,
     B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
@@ -189,7 +197,7 @@ impl Comm {
         require_api("ncclCommRegister")?;
         self.live(OP)?;
         self.check_buffer(OP, &buf)?;
-        self.release_parked();
+        self.release_windows(OP)?;
         let bytes = buf.num_bytes();
         let (ptr, _g) = buf.device_ptr(buf.stream());
         // NCCL 2.30.3+ fails on pool memory inside the call; say why first
@@ -230,7 +238,10 @@ impl Comm {
     /// dropped: parked with its own); `Busy` when the buffer is still in use
     /// at the limit, and NCCL's error from deregistering: then the buffer
     /// may still be registered, and it stays with the communicator (freed
-    /// when it closes) rather than coming back.
+    /// when it closes) rather than coming back. A window still in use at
+    /// the limit also aborts the communicator: the other ranks ended theirs
+    /// here, and NCCL places later symmetric memory by what each rank has
+    /// live (see [`Comm::window_register`]).
     pub fn deregister<
         T: 'static,
         B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
@@ -267,6 +278,14 @@ impl Comm {
         while !held.uses_done() {
             if std::time::Instant::now() >= deadline {
                 reg.buf = Some(held.0); // parked by its drop
+                if K::WINDOW {
+                    // the other ranks released their window here: this one,
+                    // left live, would make the ranks place their next
+                    // symmetric memory at different offsets (see
+                    // `Comm::release_windows`)
+                    drop(reg);
+                    let _ = self.abort_now(op);
+                }
                 return Err(Error::Busy {
                     op,
                     after: DROP_WAIT,
@@ -372,6 +391,7 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
             release: K::release,
             handle: self.handle,
             memory: Box::new(Held::<T, B>(buf, PhantomData)),
+            window: K::WINDOW,
         };
         // closed: NCCL dropped the registration with the communicator, and
         // the buffer is freed here
@@ -468,20 +488,43 @@ impl Comm {
     /// it waits (up to the communicator's timeout) until NCCL's own thread
     /// has written the handle.
     ///
+    /// Windows dropped earlier (and those of dropped
+    /// [`SymmetricPool`](crate::SymmetricPool)s) are deregistered first,
+    /// all of them, each once the work queued on it is done: NCCL places
+    /// each rank's windows in its symmetric space by itself, first-fit, so
+    /// the ranks' layouts agree only if every rank has the same windows
+    /// live at each placement. Dropped windows are released only here, at
+    /// [`Comm::dev_comm`], and when the communicator closes.
+    ///
     /// # Errors
     /// `InvalidArgument` for a buffer on another GPU, an empty, misaligned or
-    /// pool-allocated one; `InGroup`; `Unsupported` before 2.27; NCCL's
-    /// error; `Timeout` (the communicator is then aborted).
+    /// pool-allocated one; `InGroup`; `Unsupported` before 2.27; `Busy`
+    /// when a window dropped earlier is still in use after
+    /// [`DROP_WAIT`] (nothing was registered: the other ranks wait in this
+    /// registration until this one retries it); NCCL's error; `Timeout`
+    /// (the communicator is then aborted).
     ///
     /// # Safety
-    /// A promise about the other ranks: every rank registers its window in
-    /// the same order (NCCL exchanges and lays out the windows collectively;
-    /// a rank that skips one hangs the others, one that registers another
-    /// order desynchronizes the layout), with the same size before NCCL 2.30
-    /// (earlier releases size the symmetric space by each rank's own
-    /// buffer), and every call given a window (or part of one) is given
-    /// windows at the same offsets on every rank: peers access this memory
-    /// directly with their own offsets and counts.
+    /// A promise about the other ranks:
+    /// - every rank registers its windows in the same order (NCCL exchanges
+    ///   and lays out the windows collectively; a rank that skips one hangs
+    ///   the others, one that registers another order desynchronizes the
+    ///   layout), with the same size before NCCL 2.30 (earlier releases size
+    ///   the symmetric space by each rank's own buffer);
+    /// - every rank drops (or deregisters) its windows at the same points of
+    ///   that order, and makes its device communicators ([`Comm::dev_comm`])
+    ///   there too. NCCL 2.29+ also lays out memory of its own, collectively,
+    ///   at a communicator's first one-sided call (`put_signal`, `signal`,
+    ///   `wait_signal`) and at its first collective that NCCL runs with the
+    ///   copy engines on windows: every rank reaches those at the same point
+    ///   of that order too (as it does when all ranks run the same sequence
+    ///   of calls);
+    /// - every call given a window (or part of one) is given windows at the
+    ///   same offsets on every rank: peers access this memory directly with
+    ///   their own offsets and counts. From NCCL 2.30 windows may differ in
+    ///   size between ranks: a one-sided put into a peer's window must then
+    ///   fit the peer's window, which this rank cannot check (it checks
+    ///   only its own).
     pub unsafe fn window_register<
         T: NcclType,
         B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
@@ -495,7 +538,7 @@ impl Comm {
         crate::base::thread::not_in_group(OP)?;
         self.live(OP)?;
         self.check_buffer(OP, &buf)?;
-        self.release_parked();
+        self.release_windows(OP)?;
         let bytes = buf.num_bytes();
         let (ptr, g) = buf.device_ptr(buf.stream());
         drop(g);
@@ -504,11 +547,18 @@ impl Comm {
         if pool_memory(ptr) == Some(true) {
             return Err(pool_refused(OP, "windows need memory NCCL can map"));
         }
-        // the header states the alignment from 2.28 on (NCCL checks it too)
+        // NCCL 2.28+ requires (and checks at the group's end, where a
+        // failure costs the communicator) NCCL_WIN_REQUIRED_ALIGNMENT, 4096
+        // in every such header; a build on an older header may still run
+        // on a newer library
         #[cfg(nccl_const = "NCCL_WIN_REQUIRED_ALIGNMENT")]
         let align = sys::NCCL_WIN_REQUIRED_ALIGNMENT as u64;
         #[cfg(not(nccl_const = "NCCL_WIN_REQUIRED_ALIGNMENT"))]
-        let align = 1;
+        let align = if crate::base::runtime::checked_runtime()? >= crate::Version::new(2, 28, 0) {
+            4096
+        } else {
+            1
+        };
         if ptr % align != 0 {
             return Err(Error::invalid(
                 OP,
