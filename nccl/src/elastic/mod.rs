@@ -35,6 +35,9 @@ use crate::comm::Config;
 #[cfg(nccl_fn = "ncclCommShrink")]
 use crate::sys;
 
+/// Largest world: NCCL counts ranks in an `int`.
+const MAX_WORLD: usize = i32::MAX as usize;
+
 impl ShrinkMode {
     #[cfg(nccl_fn = "ncclCommShrink")]
     fn raw(self) -> i32 {
@@ -74,10 +77,20 @@ impl RankMap {
     /// # Errors
     /// `InvalidArgument` (op `shrink`, arg `exclude`) when `exclude` is
     /// empty, names every rank, names a rank `>= old_world`, names one rank
-    /// twice, or names `me` (an excluded rank does not call shrink); also for
-    /// `me >= old_world`.
+    /// twice, or names `me` (an excluded rank does not call shrink); also
+    /// (arg `rank`) for `me >= old_world`, and (arg `world`) for an
+    /// `old_world` above `i32::MAX` (NCCL counts ranks in an `int`) or one
+    /// whose map of survivors does not fit in memory.
     pub fn excluding(old_world: usize, me: usize, exclude: &[usize]) -> Result<RankMap> {
         const OP: &str = "shrink";
+        if old_world > MAX_WORLD {
+            return Err(Error::invalid(
+                OP,
+                "world",
+                format!("at most {MAX_WORLD} ranks"),
+                old_world,
+            ));
+        }
         crate::base::contract::rank_arg(OP, "rank", me, old_world)?;
         if exclude.is_empty() {
             return Err(Error::invalid(
@@ -95,27 +108,27 @@ impl RankMap {
                 format!("{} ranks", exclude.len()),
             ));
         }
-        let mut gone = vec![false; old_world];
-        for &r in exclude {
-            if r >= old_world {
-                return Err(Error::invalid(
-                    OP,
-                    "exclude",
-                    format!("ranks < world ({old_world})"),
-                    format!("rank {r}"),
-                ));
-            }
-            if gone[r] {
-                return Err(Error::invalid(
-                    OP,
-                    "exclude",
-                    "each rank once",
-                    format!("rank {r} twice"),
-                ));
-            }
-            gone[r] = true;
+        if let Some(&r) = exclude.iter().find(|&&r| r >= old_world) {
+            return Err(Error::invalid(
+                OP,
+                "exclude",
+                format!("ranks < world ({old_world})"),
+                format!("rank {r}"),
+            ));
         }
-        if gone[me] {
+        // sorted, the list answers every question without a table of
+        // `old_world` entries
+        let mut excluded = exclude.to_vec();
+        excluded.sort_unstable();
+        if let Some(w) = excluded.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::invalid(
+                OP,
+                "exclude",
+                "each rank once",
+                format!("rank {} twice", w[0]),
+            ));
+        }
+        if excluded.binary_search(&me).is_ok() {
             return Err(Error::invalid(
                 OP,
                 "exclude",
@@ -123,10 +136,26 @@ impl RankMap {
                 format!("this rank ({me})"),
             ));
         }
+        let world = old_world - excluded.len();
+        let mut survivors = Vec::new();
+        survivors.try_reserve_exact(world).map_err(|e| {
+            Error::invalid(
+                OP,
+                "world",
+                "a world whose ranks fit in memory",
+                format!("{old_world} ranks ({e})"),
+            )
+        })?;
+        let mut gone = excluded.iter().copied().peekable();
+        for r in 0..old_world {
+            if gone.next_if_eq(&r).is_none() {
+                survivors.push(r);
+            }
+        }
         Ok(RankMap {
             old_world,
-            survivors: (0..old_world).filter(|&r| !gone[r]).collect(),
-            excluded: (0..old_world).filter(|&r| gone[r]).collect(),
+            survivors,
+            excluded,
         })
     }
 
@@ -203,7 +232,7 @@ impl GrowPlan {
         if old_world == 0 {
             return Err(Error::invalid("grow", "world", "at least 1", 0));
         }
-        if new_world <= old_world || new_world > i32::MAX as usize {
+        if new_world <= old_world || new_world > MAX_WORLD {
             return Err(Error::invalid(
                 "grow",
                 "new_world",
@@ -471,6 +500,7 @@ impl Comm {
     ) -> Result<Shrunk> {
         const OP: &str = "shrink";
         crate::base::thread::not_in_group(OP)?;
+        crate::comm::close::admit(OP)?;
         ElasticApi::Shrink.check()?;
         self.allow(OP, CommOp::Shrink(mode))?;
         // NCCL_SHRINK_ABORT never shares
@@ -675,6 +705,7 @@ impl Comm {
     ) -> Result<Comm> {
         const OP: &str = "grow";
         crate::base::thread::not_in_group(OP)?;
+        crate::comm::close::admit(OP)?;
         ElasticApi::Grow.check()?;
         self.allow(OP, CommOp::Grow)?;
         let plan = GrowPlan::new(self.world, new_world)?;
@@ -799,6 +830,7 @@ impl Comm {
     ) -> Result<Comm> {
         const OP: &str = "join";
         crate::base::thread::not_in_group(OP)?;
+        crate::comm::close::admit(OP)?;
         ElasticApi::Grow.check()?;
         let plan = GrowPlan::from_bootstrap(new_world, bootstrap.world_size())?;
         let rank = plan.joiner_rank(bootstrap.rank())?;
@@ -1078,5 +1110,51 @@ impl Comm {
         let default = Config::new();
         let comm = Comm::init_rank_with(&ctx, world, id, me, config.unwrap_or(&default))?;
         Ok((Shrunk { comm, ranks }, Recovery::Recreated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_world(e: Error) -> String {
+        match e {
+            Error::InvalidArgument {
+                op: "shrink",
+                arg: "world",
+                actual,
+                ..
+            } => actual,
+            e => panic!("not refused for its world: {e:?}"),
+        }
+    }
+
+    /// A world NCCL cannot have is refused before anything of its size is
+    /// allocated (a table of `1 << 40` flags aborted the process, one of
+    /// `usize::MAX` panicked).
+    #[test]
+    fn worlds_beyond_nccls_int_are_refused_without_allocating() {
+        for world in [MAX_WORLD + 1, 1 << 40, usize::MAX] {
+            let e = RankMap::excluding(world, 0, &[1]).unwrap_err();
+            assert_eq!(refused_world(e), world.to_string());
+        }
+        let e = RankMap::excluding(usize::MAX, usize::MAX - 1, &[0, usize::MAX - 2]).unwrap_err();
+        assert_eq!(refused_world(e), usize::MAX.to_string());
+    }
+
+    /// Large worlds within the bound cost only the excluded list until the
+    /// ranks are mapped: the checks of `exclude` need no table of the world.
+    #[test]
+    fn exclude_is_checked_without_a_table_of_the_world() {
+        let big = MAX_WORLD;
+        let e = RankMap::excluding(big, 5, &[7, big - 1, 7]).unwrap_err();
+        assert!(e.to_string().contains("rank 7 twice"), "{e}");
+        let e = RankMap::excluding(big, 5, &[big]).unwrap_err();
+        assert!(e.to_string().contains(&format!("rank {big}")), "{e}");
+        let e = RankMap::excluding(big, 5, &[big - 1, 5]).unwrap_err();
+        assert!(e.to_string().contains("this rank (5)"), "{e}");
+        let map = RankMap::excluding(6, 2, &[5, 0, 3]).unwrap();
+        assert_eq!(map.survivors(), [1, 2, 4]);
+        assert_eq!(map.excluded(), [0, 3, 5]);
     }
 }
