@@ -56,7 +56,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::base::error::{Error, Result};
 use crate::base::text::quote;
@@ -517,13 +517,18 @@ impl LaunchInfo {
     /// on another node than the one the root was derived from; `AddrInUse`;
     /// `Store` when the store cannot be reached.
     pub fn bootstrap(&self, opts: &LaunchOptions) -> Result<Box<dyn Bootstrap + Send>> {
+        self.channel(opts, opts.timeout).map(Channel::boxed)
+    }
+
+    /// [`LaunchInfo::bootstrap`] with `timeout` for `opts.timeout`.
+    fn channel(&self, opts: &LaunchOptions, timeout: Duration) -> Result<Channel> {
         if self.world == 1 {
-            return Ok(Box::new(TcpBootstrap::new(
+            return Ok(Channel::Tcp(TcpBootstrap::new(
                 "127.0.0.1:1",
                 0,
                 1,
                 None,
-                opts.timeout,
+                timeout,
             )?));
         }
         match &self.rendezvous {
@@ -547,15 +552,15 @@ impl LaunchInfo {
                 ),
             )),
             Rendezvous::Store { addr, key, .. } => {
-                let store = TcpStore::connect(addr, opts.timeout)?;
-                Ok(Box::new(StoreBootstrap::new(
+                let store = TcpStore::connect(addr, timeout)?;
+                Ok(Channel::Store(StoreBootstrap::new(
                     store, self.rank, self.world, key,
                 )?))
             }
             Rendezvous::Tcp { addr, .. } => {
                 let secret = opts.secret()?;
                 let mut b =
-                    TcpBootstrap::with_secret(addr, self.rank, self.world, secret, opts.timeout)?
+                    TcpBootstrap::with_secret(addr, self.rank, self.world, secret, timeout)?
                         .job_id(&self.job);
                 if self.rank == 0 {
                     if let Some((root, Some(here))) = &self.slurm_nodes {
@@ -575,10 +580,47 @@ impl LaunchInfo {
                     }
                     b.listen()?; // a port in use fails before an id is made
                 }
-                Ok(Box::new(b))
+                Ok(Channel::Tcp(b))
             }
         }
     }
+}
+
+/// The channel [`LaunchInfo::bootstrap`] makes, before it is boxed.
+enum Channel {
+    Tcp(TcpBootstrap),
+    Store(StoreBootstrap),
+}
+
+impl Channel {
+    fn boxed(self) -> Box<dyn Bootstrap + Send> {
+        match self {
+            Channel::Tcp(b) => Box::new(b),
+            Channel::Store(b) => Box::new(b),
+        }
+    }
+
+    /// Gives its next exchange `timeout` in all: what connecting to the
+    /// store or listening took is then not counted twice.
+    fn set_timeout(&mut self, timeout: Duration) {
+        match self {
+            Channel::Tcp(b) => b.set_timeout(timeout),
+            Channel::Store(b) => b.store().set_timeout(timeout),
+        }
+    }
+
+    fn bootstrap(&mut self) -> &mut dyn Bootstrap {
+        match self {
+            Channel::Tcp(b) => b,
+            Channel::Store(b) => b,
+        }
+    }
+}
+
+/// The time left before `deadline`, or `Timeout` for `step` (the whole had
+/// `after`) when none is.
+fn time_left(deadline: Instant, step: &'static str, after: Duration) -> Result<Duration> {
+    crate::bootstrap::net::left(deadline).ok_or(Error::Timeout { op: step, after })
 }
 
 /// How many ports from the job's own the survivors' TCP rendezvous tries
@@ -1041,12 +1083,12 @@ pub struct LaunchOptions {
     /// of its own (see [`TcpStore`]). `Debug` does not show it.
     pub secret: Option<Secret>,
     /// Communicator configuration; unless it sets its own timeout, creation
-    /// has `timeout` as its deadline. The default is blocking: each call costs
-    /// the host time it costs in C. A non-blocking communicator
-    /// (`Config::new().blocking(false)`) can also abandon a call that is
-    /// still connecting to a peer, for about 70 µs more host time per call
-    /// (NCCL launches each of its calls from a thread of its own;
-    /// docs/performance.md).
+    /// has what the rendezvous left of `timeout` as its deadline. The
+    /// default is blocking: each call costs the host time it costs in C. A
+    /// non-blocking communicator (`Config::new().blocking(false)`) can also
+    /// abandon a call that is still connecting to a peer, for about 70 µs
+    /// more host time per call (NCCL launches each of its calls from a
+    /// thread of its own; docs/performance.md).
     pub config: crate::Config,
     /// Connect the collectives' peers while the communicator is created
     /// (default `true`), inside creation's deadline: a few all-reduces of
@@ -1103,7 +1145,10 @@ impl LaunchOptions {
 /// launcher's variables ([`LaunchInfo::from_env`]), binds GPU `local_rank`
 /// (modulo the GPUs visible), hands rank 0's unique id to every rank through
 /// the rendezvous the launch names ([`LaunchInfo::bootstrap`]; the module
-/// docs list them), and creates the communicator, all within `opts.timeout`.
+/// docs list them), and creates the communicator, all within `opts.timeout`
+/// counted from the call: each step gets what the steps before it left.
+/// Where `opts.config` sets a timeout of its own, creation and connecting
+/// the peers get that instead.
 ///
 /// ```no_run
 /// let (comm, info) = nccl::bootstrap::init_from_launcher(&nccl::bootstrap::LaunchOptions::default())?;
@@ -1115,8 +1160,13 @@ impl LaunchOptions {
 /// # Errors
 /// `LaunchEnv` for missing, malformed or out-of-range variables (or no
 /// rendezvous address with more than one rank); the rendezvous and store
-/// errors; CUDA and NCCL errors; `Timeout`.
+/// errors; CUDA and NCCL errors; `Timeout`, also when a step finds no time
+/// left (op `share_launch_id`, `init_from_launcher (create)` or
+/// `init_from_launcher (connect)`).
 pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchInfo)> {
+    const CREATE: &str = "init_from_launcher (create)";
+    const CONNECT: &str = "init_from_launcher (connect)";
+    let deadline = crate::bootstrap::net::deadline_after(opts.timeout);
     let info = LaunchInfo::from_env()?;
     // cudarc panics without a driver: check it first
     crate::base::driver::driver_version()?;
@@ -1134,8 +1184,10 @@ pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchIn
         std::env::var_os("NCCL_HOSTID").is_some(),
     )?;
     let ctx = cudarc::driver::CudaContext::new(gpu)?;
-    let id = share_launch_id(&info, opts)?;
-    let config = opts.config.with_default_deadline(opts.timeout);
+    let id = share_launch_id_by(&info, opts, deadline)?;
+    let config = opts
+        .config
+        .with_default_deadline(time_left(deadline, CREATE, opts.timeout)?);
     if !opts.connect || info.world == 1 {
         let comm = crate::Comm::init_rank_with(&ctx, info.world, &id, info.rank, &config)?;
         return Ok((comm, info));
@@ -1148,19 +1200,16 @@ pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchIn
         let limit = config.timeout.unwrap_or(opts.timeout);
         let config = config.clone().no_timeout();
         crate::comm::wait::within(limit, "init_from_launcher", move || {
-            let start = std::time::Instant::now();
+            let end = crate::bootstrap::net::deadline_after(limit);
             let comm = crate::Comm::init_rank_with(&ctx, world, &id, rank, &config)?;
-            comm.connect(limit.saturating_sub(start.elapsed()))?;
+            comm.connect(time_left(end, CONNECT, limit)?)?;
             Ok(comm)
         })?
     } else {
-        let start = std::time::Instant::now();
+        let limit = config.timeout.unwrap_or(opts.timeout);
+        let end = crate::bootstrap::net::deadline_after(limit);
         let comm = crate::Comm::init_rank_with(&ctx, world, &id, rank, &config)?;
-        let left = config
-            .timeout
-            .unwrap_or(opts.timeout)
-            .saturating_sub(start.elapsed());
-        comm.connect(left)?;
+        comm.connect(time_left(end, CONNECT, limit)?)?;
         comm
     };
     Ok((comm, info))
@@ -1189,16 +1238,35 @@ fn pick_gpu(local: usize, gpus: usize, hostid: bool) -> Result<usize> {
 }
 
 /// The rendezvous of [`init_from_launcher`] alone (no GPU needed): rank 0
-/// makes a unique id, every rank gets it.
+/// makes a unique id, every rank gets it, all within `opts.timeout`
+/// (connecting to the store, or listening, and the exchange together).
 ///
 /// # Errors
 /// As [`LaunchInfo::bootstrap`] and the rendezvous; NCCL's error from
-/// `ncclGetUniqueId`.
+/// `ncclGetUniqueId`; `Timeout` (op `share_launch_id`) when connecting
+/// leaves no time for the exchange.
 pub fn share_launch_id(info: &LaunchInfo, opts: &LaunchOptions) -> Result<crate::UniqueId> {
+    share_launch_id_by(
+        info,
+        opts,
+        crate::bootstrap::net::deadline_after(opts.timeout),
+    )
+}
+
+/// [`share_launch_id`], done by `deadline`: connecting (or listening) and
+/// the exchange share it.
+fn share_launch_id_by(
+    info: &LaunchInfo,
+    opts: &LaunchOptions,
+    deadline: Instant,
+) -> Result<crate::UniqueId> {
+    const OP: &str = "share_launch_id";
     if info.world == 1 {
         return crate::UniqueId::new();
     }
-    let mut b = info.bootstrap(opts)?;
+    let mut channel = info.channel(opts, time_left(deadline, OP, opts.timeout)?)?;
+    channel.set_timeout(time_left(deadline, OP, opts.timeout)?);
+    let b = channel.bootstrap();
     let ids = if info.rank == 0 {
         b.share_ids(Some(vec![crate::UniqueId::new()?]))?
     } else {
@@ -1348,6 +1416,61 @@ mod tests {
         let e = pick_gpu(2, 2, false).unwrap_err();
         assert!(
             matches!(&e, Error::LaunchEnv { var, problem } if var == "LOCAL_RANK" && problem.contains("NCCL_HOSTID")),
+            "{e}"
+        );
+    }
+
+    /// A store at `addr` that answers a client's hello (validate and ping)
+    /// only after `slow`, then nothing more: each connection is held open.
+    fn slow_store(slow: Duration) -> (String, std::thread::JoinHandle<()>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            // VALIDATE, the magic, PING, the nonce
+            let mut hello = [0u8; 10];
+            s.read_exact(&mut hello).unwrap();
+            std::thread::sleep(slow);
+            let _ = s.write_all(&hello[6..]);
+            // hold the connection until the client gives up
+            let _ = s.read_to_end(&mut Vec::new());
+        });
+        (addr, h)
+    }
+
+    /// Connecting to the store and waiting there for the id share one
+    /// deadline: a store slow to answer the hello that never gives the id
+    /// ends the rendezvous at `opts.timeout`, not at nearly twice it.
+    #[test]
+    fn the_rendezvous_ends_within_its_timeout_in_all() {
+        let timeout = Duration::from_millis(1500);
+        let (addr, store) = slow_store(timeout * 6 / 10);
+        let m: std::collections::HashMap<&str, String> = [
+            ("NCCL_RS_RANK", "1".to_string()),
+            ("NCCL_RS_WORLD_SIZE", "2".to_string()),
+            ("NCCL_RS_STORE", addr),
+        ]
+        .into();
+        let info = LaunchInfo::from_vars(&|k| m.get(k).cloned()).unwrap();
+        let opts = LaunchOptions {
+            timeout,
+            ..LaunchOptions::default()
+        };
+        let t = Instant::now();
+        let e = share_launch_id(&info, &opts).unwrap_err();
+        let took = t.elapsed();
+        assert!(matches!(e, Error::Store { .. }), "{e}");
+        assert!(took >= timeout * 9 / 10, "gave up early: {took:?}");
+        assert!(
+            took < timeout * 13 / 10,
+            "{took:?} for a timeout of {timeout:?}"
+        );
+        store.join().unwrap();
+        // a step that finds no time left is not started
+        let e = share_launch_id_by(&info, &opts, Instant::now()).unwrap_err();
+        assert!(
+            matches!(e, Error::Timeout { op: "share_launch_id", after } if after == timeout),
             "{e}"
         );
     }

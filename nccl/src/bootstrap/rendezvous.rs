@@ -415,6 +415,12 @@ impl TcpBootstrap {
         self
     }
 
+    /// Gives up `timeout` after the start of the next exchange (what
+    /// [`TcpBootstrap::new`] set).
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// How long rank 0 gives one connection to prove itself (default 10 s,
     /// never past the rendezvous deadline).
     pub fn handshake_timeout(mut self, limit: Duration) -> TcpBootstrap {

@@ -336,10 +336,15 @@ impl TcpStore {
     /// # Errors
     /// [`Error::Store`].
     pub fn set(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        self.set_by(key, value, net::deadline_after(self.timeout))
+    }
+
+    /// [`TcpStore::set`] before a given deadline.
+    fn set_by(&mut self, key: &str, value: &[u8], deadline: Instant) -> Result<()> {
         let mut r = vec![SET];
         put_bytes(&mut r, &self.key_ok("set", key)?);
         put_bytes(&mut r, value);
-        self.query("set", &r, |_| Ok(()))
+        self.query_by("set", &r, |_| Ok(()), deadline)
     }
 
     /// The value of `key`, waiting (until the deadline) for it to be set.
@@ -422,12 +427,22 @@ impl TcpStore {
     /// # Errors
     /// [`Error::Store`].
     pub fn check(&mut self, keys: &[&str]) -> Result<bool> {
+        self.check_by(keys, net::deadline_after(self.timeout))
+    }
+
+    /// [`TcpStore::check`] before a given deadline.
+    fn check_by(&mut self, keys: &[&str], deadline: Instant) -> Result<bool> {
         let r = self.keys_request("check", CHECK, keys)?;
-        self.query("check", &r, |a| match a.u8()? {
-            0 => Ok(true),
-            1 => Ok(false),
-            other => Err(format!("unexpected answer {other} to CHECK")),
-        })
+        self.query_by(
+            "check",
+            &r,
+            |a| match a.u8()? {
+                0 => Ok(true),
+                1 => Ok(false),
+                other => Err(format!("unexpected answer {other} to CHECK")),
+            },
+            deadline,
+        )
     }
 
     /// Adds `delta` to the integer stored at `key` (0 if absent) and returns
@@ -525,7 +540,8 @@ impl StoreBootstrap {
     }
 
     /// Like [`Bootstrap::share_ids`] for several ids: non-root ranks say how
-    /// many they expect.
+    /// many they expect. What one rank does has one deadline in all, the
+    /// store's [`timeout`](TcpStore::timeout).
     ///
     /// # Errors
     /// `InvalidArgument` for a wrong count or `Some`/`None` at the wrong
@@ -549,11 +565,13 @@ impl StoreBootstrap {
                 for id in &ids {
                     v.extend_from_slice(id.as_bytes());
                 }
-                self.store.set(&self.key, &v)?;
+                // one deadline for both steps, as for the others' `get`
+                let deadline = net::deadline_after(self.store.timeout);
+                self.store.set_by(&self.key, &v, deadline)?;
                 // `set` has no answer: make sure the store kept the ids
                 // (a full store closes the connection instead), so that the
                 // others do not wait until their deadline for nothing
-                if !self.store.check(&[&self.key])? {
+                if !self.store.check_by(&[&self.key], deadline)? {
                     return Err(Error::Store {
                         addr: self.store.addr().to_string(),
                         op: format!(
