@@ -6,8 +6,9 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::comm::wait::ProcessCount;
 
 /// `now + d`, saturating far in the future instead of panicking on overflow
 /// (`Duration::MAX` means "as long as it takes", not a crash).
@@ -114,27 +115,30 @@ fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
 /// once: a lookup past its caller's deadline goes on until the resolver
 /// answers, and callers that retry must not pile up threads.
 const MAX_LOOKUPS: usize = 8;
-static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+/// This process's lookups on helper threads (a child made by `fork` has
+/// none of its parent's).
+static LOOKUPS: ProcessCount = ProcessCount::new();
 
 /// Resolves `addr` (`host:port`, `[v6]:port`) before `deadline`: a numeric
 /// address at once; a name on a helper thread, given up at the deadline (the
 /// system's resolver cannot be interrupted, so the thread ends when it
 /// answers; at most [`MAX_LOOKUPS`] wait at once).
 pub(crate) fn resolve_by(addr: &str, deadline: Instant) -> Result<Vec<SocketAddr>, String> {
-    lookup_by(addr, deadline, resolve)
+    lookup_by(addr, deadline, resolve, &LOOKUPS)
 }
 
-/// [`resolve_by`] with the blocking `lookup` given.
+/// [`resolve_by`] with the blocking `lookup` given, its threads counted in
+/// `lookups`.
 fn lookup_by(
     addr: &str,
     deadline: Instant,
     lookup: fn(&str) -> Result<Vec<SocketAddr>, String>,
+    lookups: &'static ProcessCount,
 ) -> Result<Vec<SocketAddr>, String> {
     if let Ok(a) = addr.parse::<SocketAddr>() {
         return Ok(vec![a]);
     }
-    if LOOKUPS.fetch_add(1, Ordering::AcqRel) >= MAX_LOOKUPS {
-        LOOKUPS.fetch_sub(1, Ordering::AcqRel);
+    if lookups.take(MAX_LOOKUPS).is_err() {
         return Err(format!(
             "cannot resolve {addr}: {MAX_LOOKUPS} earlier lookups still wait for the system's \
              resolver"
@@ -146,12 +150,12 @@ fn lookup_by(
         .name("nccl-rs-resolve".into())
         .spawn(move || {
             let r = lookup(&name);
-            LOOKUPS.fetch_sub(1, Ordering::AcqRel);
+            lookups.release();
             let _ = tx.send(r);
         });
     if let Err(e) = started {
         // the closure never ran
-        LOOKUPS.fetch_sub(1, Ordering::AcqRel);
+        lookups.release();
         return Err(format!(
             "cannot resolve {addr}: no thread for the lookup: {e}"
         ));
@@ -355,6 +359,7 @@ mod tests {
             "localhost:5",
             deadline_after(Duration::from_millis(200)),
             slow,
+            &LOOKUPS,
         )
         .unwrap_err();
         assert!(e.contains("no answer") && e.contains("localhost"), "{e}");
@@ -372,16 +377,43 @@ mod tests {
                     "localhost:5",
                     deadline_after(Duration::from_millis(1)),
                     slow,
+                    &LOOKUPS,
                 )
             })
             .filter_map(Result::err)
             .find(|e| e.contains("earlier lookups"));
         assert!(refused.is_some());
-        assert!(LOOKUPS.load(Ordering::Acquire) <= MAX_LOOKUPS);
+        assert!(LOOKUPS.get() <= MAX_LOOKUPS);
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
         // and the slots come back when the resolver answers
         std::thread::sleep(Duration::from_millis(2500));
         assert!(resolve_by("localhost:5", deadline_after(Duration::from_secs(5))).is_ok());
+    }
+
+    /// A child made by `fork` while its parent's lookups hang has none of
+    /// their threads: it counts from zero and looks names up.
+    #[test]
+    fn a_forked_child_counts_lookups_from_zero() {
+        static COUNT: ProcessCount = ProcessCount::new();
+        fn quick(addr: &str) -> Result<Vec<SocketAddr>, String> {
+            resolve(addr.replace("localhost", "127.0.0.1").as_str())
+        }
+        let parent = std::process::id().wrapping_add(1);
+        COUNT.of(parent, |n| *n = MAX_LOOKUPS);
+        let by = deadline_after(Duration::from_secs(5));
+        assert!(lookup_by("localhost:5", by, quick, &COUNT).is_ok());
+        // and its own hung lookups are bounded as its parent's were
+        COUNT.of(std::process::id(), |n| *n = MAX_LOOKUPS);
+        let e = lookup_by("localhost:5", by, quick, &COUNT).unwrap_err();
+        assert!(e.contains("earlier lookups"), "{e}");
+        COUNT.release();
+        assert!(lookup_by("localhost:5", by, quick, &COUNT).is_ok());
+        // the lookup's thread gives its slot back once it has answered
+        let t = Instant::now();
+        while COUNT.get() > MAX_LOOKUPS - 1 {
+            assert!(t.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! operations that answer `ncclInProgress`, and [`Comm::wait_or_abort`](crate::Comm::wait_or_abort).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::base::call::{check_comm, failure};
@@ -253,11 +255,82 @@ impl Comm {
 }
 
 /// How many blocking creations may still be stuck inside NCCL after their
-/// timeouts (see [`Config::timeout`](crate::Config::timeout)) before further ones are refused.
+/// timeouts (see [`Config::timeout`](crate::Config::timeout)) before further
+/// ones are refused ([`Error::CreationStuck`]). Creations already running
+/// when the limit is reached (one per calling thread: one per GPU, say) may
+/// still add to it: running creations are not limited, so that every GPU of
+/// a process can create its communicator at once.
 pub const MAX_STUCK_CREATIONS: usize = 2;
 
-/// Blocking creations whose caller gave up and that NCCL still holds.
-static STUCK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// A count of this process's threads of one kind (blocking creations, name
+/// lookups), kept with the id of the process that counts: a child made by
+/// `fork` inherits the count but none of the threads, and counts from zero.
+pub(crate) struct ProcessCount(Mutex<(u32, usize)>);
+
+impl ProcessCount {
+    /// Zero, of no process yet (no process has id 0).
+    pub(crate) const fn new() -> ProcessCount {
+        ProcessCount(Mutex::new((0, 0)))
+    }
+
+    /// `f` on the count of process `me`, reset first if it was another
+    /// process's.
+    pub(crate) fn of<R>(&self, me: u32, f: impl FnOnce(&mut usize) -> R) -> R {
+        let mut c = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if c.0 != me {
+            *c = (me, 0);
+        }
+        f(&mut c.1)
+    }
+
+    fn mine<R>(&self, f: impl FnOnce(&mut usize) -> R) -> R {
+        self.of(std::process::id(), f)
+    }
+
+    /// This process's count.
+    pub(crate) fn get(&self) -> usize {
+        self.mine(|n| *n)
+    }
+
+    /// Counts one more unless `max` are counted already; `Err` with the
+    /// count then. The check and the count are one step, so `max` holds
+    /// however many threads ask at once.
+    pub(crate) fn take(&self, max: usize) -> std::result::Result<(), usize> {
+        self.mine(|n| {
+            if *n >= max {
+                return Err(*n);
+            }
+            *n += 1;
+            Ok(())
+        })
+    }
+
+    /// Counts one more.
+    fn add(&self) {
+        self.mine(|n| *n += 1);
+    }
+
+    /// Counts one less.
+    pub(crate) fn release(&self) {
+        self.mine(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// The blocking creations of [`within`] left to NCCL at their timeouts and
+/// not returned yet.
+struct Creations {
+    stuck: ProcessCount,
+}
+
+impl Creations {
+    const fn new() -> Creations {
+        Creations {
+            stuck: ProcessCount::new(),
+        }
+    }
+}
+
+static CREATIONS: Creations = Creations::new();
 
 /// Runs `f` (a blocking init) on a thread of its own and waits at most
 /// `limit` for it: `Timeout` after that, and a communicator that `f` still
@@ -275,27 +348,45 @@ pub(crate) fn within<T: Send + 'static>(
     api: &'static str,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let stuck = STUCK.load(Ordering::Acquire);
+    within_of(&CREATIONS, limit, api, f)
+}
+
+/// [`within`], counted in `c`.
+fn within_of<T: Send + 'static>(
+    c: &'static Creations,
+    limit: Duration,
+    api: &'static str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let stuck = c.stuck.get();
     if stuck >= MAX_STUCK_CREATIONS {
         return Err(Error::CreationStuck { op: api, stuck });
     }
+    let panicked = move || {
+        Error::invalid(
+            api,
+            "init thread",
+            "a result",
+            "the thread ended without one (panicked)",
+        )
+    };
     let (tx, rx) = std::sync::mpsc::channel::<Result<T>>();
     // (finished, abandoned), decided under one lock so that a creation is
     // counted as stuck exactly while its caller has given up and NCCL still
     // holds it
-    let state = std::sync::Arc::new(std::sync::Mutex::new((false, false)));
+    let state = Arc::new(Mutex::new((false, false)));
     let state2 = state.clone();
-    std::thread::Builder::new()
+    let started = std::thread::Builder::new()
         .name("nccl-init".into())
         .spawn(move || {
-            let r = f();
+            // a panic ends the creation as an error (and its count)
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err(panicked()));
             let abandoned = {
-                let mut s = state2
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut s = state2.lock().unwrap_or_else(PoisonError::into_inner);
                 s.0 = true;
                 if s.1 {
-                    STUCK.fetch_sub(1, Ordering::AcqRel);
+                    c.stuck.release();
                 }
                 s.1
             };
@@ -304,18 +395,24 @@ pub(crate) fn within<T: Send + 'static>(
             if abandoned {
                 crate::comm::close::in_flight::returned();
             }
-        })
-        .map_err(|e| Error::invalid(api, "thread", "a thread for the init", e.to_string()))?;
+        });
+    if let Err(e) = started {
+        return Err(Error::invalid(
+            api,
+            "thread",
+            "a thread for the init",
+            e.to_string(),
+        ));
+    }
     match rx.recv_timeout(limit) {
         Ok(r) => r,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+        Err(RecvTimeoutError::Timeout) => {
             {
-                let mut s = state
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
                 if !s.0 {
+                    // counted until NCCL returns it
                     s.1 = true;
-                    STUCK.fetch_add(1, Ordering::AcqRel);
+                    c.stuck.add();
                     // NCCL's threads of it may run into the process's exit
                     crate::comm::close::in_flight::left();
                     return Err(Error::Timeout {
@@ -325,21 +422,9 @@ pub(crate) fn within<T: Send + 'static>(
                 }
             }
             // it finished just now: its result is on its way
-            rx.recv().unwrap_or_else(|_| {
-                Err(Error::invalid(
-                    api,
-                    "init thread",
-                    "a result",
-                    "the thread ended without one (panicked)",
-                ))
-            })
+            rx.recv().unwrap_or_else(|_| Err(panicked()))
         }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::invalid(
-            api,
-            "init thread",
-            "a result",
-            "the thread ended without one (panicked)",
-        )),
+        Err(RecvTimeoutError::Disconnected) => Err(panicked()),
     }
 }
 
@@ -434,7 +519,7 @@ mod tests {
             let e = within(ms(20), "test", late(ms(600))).unwrap_err();
             assert!(matches!(e, Error::Timeout { .. }), "{e}");
         }
-        assert_eq!(STUCK.load(Ordering::Acquire), MAX_STUCK_CREATIONS);
+        assert_eq!(CREATIONS.stuck.get(), MAX_STUCK_CREATIONS);
         // the process's exit would wait for them (and end early past that)
         assert!(crate::comm::close::in_flight::wait(Duration::ZERO) >= MAX_STUCK_CREATIONS);
         let t = std::time::Instant::now();
@@ -452,7 +537,7 @@ mod tests {
         assert!(t.elapsed() < ms(20), "refused at once");
         // once NCCL lets go, creations run again
         std::thread::sleep(ms(800));
-        assert_eq!(STUCK.load(Ordering::Acquire), 0);
+        assert_eq!(CREATIONS.stuck.get(), 0);
         assert_eq!(
             crate::comm::close::in_flight::wait(ms(2000)),
             0,
@@ -463,5 +548,77 @@ mod tests {
             matches!(e, Error::InvalidArgument { op: "test", .. }),
             "{e}"
         );
+    }
+
+    /// Creations that start at once all run (one per GPU of a process);
+    /// once the bound is stuck, the next is refused; a creation that
+    /// panics is an error.
+    #[test]
+    fn creations_at_once_all_run_and_the_stuck_bound_refuses() {
+        static C: Creations = Creations::new();
+        let ms = Duration::from_millis;
+        let n = MAX_STUCK_CREATIONS + 2;
+        let go = Arc::new(std::sync::Barrier::new(n));
+        let tries: Vec<_> = (0..n)
+            .map(|_| {
+                let go = go.clone();
+                std::thread::spawn(move || {
+                    go.wait();
+                    within_of(&C, ms(2000), "test", late(ms(50)))
+                })
+            })
+            .collect();
+        for t in tries {
+            let e = t.join().unwrap().unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidArgument { op: "test", .. }),
+                "{e}"
+            );
+        }
+        assert_eq!(C.stuck.get(), 0);
+        for _ in 0..MAX_STUCK_CREATIONS {
+            let e = within_of(&C, ms(20), "test", late(ms(600))).unwrap_err();
+            assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        }
+        let e = within_of(&C, ms(20), "test", late(ms(1))).unwrap_err();
+        assert!(matches!(e, Error::CreationStuck { .. }), "{e}");
+        let t = std::time::Instant::now();
+        while C.stuck.get() > 0 {
+            assert!(t.elapsed() < ms(5000), "the stuck creations never returned");
+            std::thread::sleep(ms(10));
+        }
+        let e = within_of(&C, ms(2000), "test", || -> Result<Comm> { panic!("test") }).unwrap_err();
+        assert!(e.to_string().contains("panicked"), "{e}");
+        assert_eq!(C.stuck.get(), 0);
+    }
+
+    /// A child made by `fork` while creations are stuck in its parent has
+    /// none of their threads: it counts from zero, and creates.
+    #[test]
+    fn a_forked_child_counts_creations_from_zero() {
+        static C: Creations = Creations::new();
+        let parent = std::process::id().wrapping_add(1);
+        C.stuck.of(parent, |n| *n = MAX_STUCK_CREATIONS);
+        assert_eq!(
+            C.stuck.of(parent, |n| *n),
+            MAX_STUCK_CREATIONS,
+            "the parent keeps its count"
+        );
+        assert_eq!(C.stuck.get(), 0);
+        C.stuck.of(parent, |n| *n = MAX_STUCK_CREATIONS);
+        let e = within_of(&C, Duration::from_secs(2), "test", late(Duration::ZERO)).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { op: "test", .. }),
+            "{e}"
+        );
+        assert_eq!(C.stuck.get(), 0);
+        // and its own creations are bounded as its parent's were
+        let c = ProcessCount::new();
+        for _ in 0..MAX_STUCK_CREATIONS {
+            assert_eq!(c.take(MAX_STUCK_CREATIONS), Ok(()));
+        }
+        assert_eq!(c.take(MAX_STUCK_CREATIONS), Err(MAX_STUCK_CREATIONS));
+        c.release();
+        assert_eq!(c.take(MAX_STUCK_CREATIONS), Ok(()));
     }
 }
