@@ -2529,6 +2529,59 @@ fn configured_collectives(env: &Env, rep: &mut Report) {
         "configured all_gather and all_reduce_in_place in a group",
         r,
     );
+    // one cgaClusterSize for the collectives of a group (NCCL 2.31.2+'s
+    // header: otherwise undefined behavior): a second all_reduce with
+    // another size, or a plain one after an explicit size, is refused
+    // before NCCL; the first still runs at the group's end; the same size
+    // twice is taken
+    let r = (|| -> Result<(), String> {
+        let one = CollConfig::new().cga_cluster_size(1);
+        let two = CollConfig::new().cga_cluster_size(2);
+        let (mut a, mut b) = (env.zeros::<f32>(n), env.zeros::<f32>(n));
+        let mixed = nccl::group(|g| {
+            comm.configured(&one)
+                .all_reduce(&send, &mut a, ReduceOp::Sum, g.on(env.stream))?;
+            comm.configured(&two)
+                .all_reduce(&send, &mut b, ReduceOp::Sum, g.on(env.stream))
+        });
+        match mixed {
+            Err(Error::InvalidArgument {
+                op: "all_reduce",
+                arg: "cga_cluster_size",
+                ..
+            }) => {}
+            other => return Err(format!("sizes 1 then 2: {other:?}")),
+        }
+        close(&env.down(&a), &sum, false).map_err(|e| format!("the first call: {e}"))?;
+        let (mut a, mut b) = (env.zeros::<f32>(n), env.zeros::<f32>(n));
+        let plain = nccl::group(|g| {
+            comm.configured(&two)
+                .all_reduce(&send, &mut a, ReduceOp::Sum, g.on(env.stream))?;
+            comm.all_reduce(&send, &mut b, ReduceOp::Sum, g.on(env.stream))
+        });
+        match plain {
+            Err(Error::InvalidArgument {
+                arg: "cga_cluster_size",
+                ..
+            }) => {}
+            other => return Err(format!("size 2 then unset: {other:?}")),
+        }
+        close(&env.down(&a), &sum, false).map_err(|e| format!("size 2 then unset: {e}"))?;
+        let (mut a, mut b) = (env.zeros::<f32>(n), env.zeros::<f32>(n));
+        nccl::group(|g| {
+            comm.configured(&two)
+                .all_reduce(&send, &mut a, ReduceOp::Sum, g.on(env.stream))?;
+            comm.configured(&two)
+                .all_reduce(&send, &mut b, ReduceOp::Sum, g.on(env.stream))
+        })
+        .map_err(e2s)?;
+        close(&env.down(&a), &sum, false)?;
+        close(&env.down(&b), &sum, false)
+    })();
+    rep.check(
+        "configured all_reduces in a group: one cga_cluster_size, mixed sizes refused",
+        r,
+    );
     let r = (|| -> Result<(), String> {
         let ring = CollConfig::new()
             .alg_selection("ring")

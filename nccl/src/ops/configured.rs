@@ -91,7 +91,32 @@ impl CollConfig {
     }
 
     /// `cgaClusterSize`: the CUDA thread-block cluster size (Hopper and
-    /// newer), 0 to 8; calls grouped together should use the same.
+    /// newer), 0 to 8.
+    ///
+    /// NCCL requires the same setting for every collective of one
+    /// [`group`](crate::group()) (its header: "Inconsistent cgaClusterSize
+    /// in a Group is undefined behavior"), so inside a group a collective
+    /// of any communicator whose setting differs from that of the group's
+    /// first collective is refused with [`Error::InvalidArgument`]
+    /// (`cga_cluster_size`) before NCCL sees it. A plain collective, or a
+    /// configuration without this field, counts as unset (NCCL then uses
+    /// the communicator's size), which is never taken to match an explicit
+    /// size. Point-to-point calls do not count; outside groups nothing is
+    /// compared.
+    ///
+    /// ```no_run
+    /// # fn demo(comm: &nccl::Comm, a: &cudarc::driver::CudaSlice<f32>,
+    /// #         b: &mut cudarc::driver::CudaSlice<f32>, c: &mut cudarc::driver::CudaSlice<f32>,
+    /// #         s: &std::sync::Arc<cudarc::driver::CudaStream>) -> nccl::Result<()> {
+    /// let two = nccl::CollConfig::new().cga_cluster_size(2);
+    /// let four = nccl::CollConfig::new().cga_cluster_size(4);
+    /// let r = nccl::group(|g| {
+    ///     comm.configured(&two).all_reduce(a, b, nccl::ReduceOp::Sum, g.on(s))?;
+    ///     comm.configured(&four).all_reduce(a, c, nccl::ReduceOp::Sum, g.on(s)) // refused
+    /// });
+    /// assert!(matches!(r, Err(nccl::Error::InvalidArgument { arg: "cga_cluster_size", .. })));
+    /// # Ok(()) }
+    /// ```
     pub fn cga_cluster_size(mut self, v: i32) -> Self {
         self.cga_cluster_size = Some(v);
         self
@@ -286,6 +311,22 @@ impl Comm {
     }
 }
 
+impl<'a> Configured<'a> {
+    /// [`Call::run`], with this configuration's `cgaClusterSize` setting
+    /// (unset if not set) shown to the group the call joins, which refuses
+    /// a collective whose setting differs from the group's first
+    /// collective's ([`crate::group`]).
+    #[inline(always)]
+    fn run(
+        &self,
+        c: Call<'a>,
+        api: &'static str,
+        f: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> sys::ncclResult_t,
+    ) -> Result<()> {
+        crate::base::thread::with_call_cga(self.cfg.cga_cluster_size, || c.run(api, f))
+    }
+}
+
 // SAFETY (for every NCCL call below, beyond the note above `impl Comm` in
 // `collective.rs`, which holds here word for word): `raw` lives on this
 // frame until NCCL returns. NCCL copies the struct it points to when it is
@@ -314,7 +355,7 @@ impl<'a> Configured<'a> {
         let rop = c.reduction::<T>(op)?;
         let n = send.len();
         let (s, d) = (c.read(send), c.write(recv));
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; send and recv hold n.
             unsafe { sys::ncclAllReduceConfig(vp(s), vp(d), n, T::DATATYPE, rop, comm, st, &raw) }
         })
@@ -336,7 +377,7 @@ impl<'a> Configured<'a> {
         let rop = c.reduction::<T>(op)?;
         let n = buf.len();
         let d = c.write(buf);
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; in place.
             unsafe { sys::ncclAllReduceConfig(vp(d), vp(d), n, T::DATATYPE, rop, comm, st, &raw) }
         })
@@ -362,7 +403,7 @@ impl<'a> Configured<'a> {
         let raw = self.cfg.for_call(API)?;
         let n = recv.len();
         let (s, d) = (c.read(send), c.write(recv));
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; root < world, both hold n.
             unsafe {
                 sys::ncclBroadcastConfig(vp(s), vp(d), n, T::DATATYPE, root as i32, comm, st, &raw)
@@ -387,7 +428,7 @@ impl<'a> Configured<'a> {
         let raw = self.cfg.for_call(API)?;
         let n = buf.len();
         let d = c.write(buf);
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; in place.
             unsafe {
                 sys::ncclBroadcastConfig(vp(d), vp(d), n, T::DATATYPE, root as i32, comm, st, &raw)
@@ -431,7 +472,7 @@ impl<'a> Configured<'a> {
             Some(r) => c.write(r),
             None => 0,
         };
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; send holds n; recv (written only at the
             // root, where it holds n) may be null elsewhere.
             unsafe {
@@ -469,7 +510,7 @@ impl<'a> Configured<'a> {
         let rop = c.reduction::<T>(op)?;
         let n = buf.len();
         let d = c.write(buf);
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; in place.
             unsafe {
                 sys::ncclReduceConfig(
@@ -504,7 +545,7 @@ impl<'a> Configured<'a> {
         let raw = self.cfg.for_call(API)?;
         let n = send.len();
         let (s, d) = (c.read(send), c.write(recv));
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; send holds n and recv n × world.
             unsafe { sys::ncclAllGatherConfig(vp(s), vp(d), n, T::DATATYPE, comm, st, &raw) }
         })
@@ -526,7 +567,7 @@ impl<'a> Configured<'a> {
         let raw = self.cfg.for_call(API)?;
         let own = self.comm.rank() * chunk;
         let d = c.write(buf);
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; sendbuff = recvbuff + rank × chunk is NCCL's
             // in-place layout, in bounds (world chunks).
             unsafe {
@@ -555,7 +596,7 @@ impl<'a> Configured<'a> {
         let rop = c.reduction::<T>(op)?;
         let n = recv.len();
         let (s, d) = (c.read(send), c.write(recv));
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; send holds n × world and recv n.
             unsafe {
                 sys::ncclReduceScatterConfig(vp(s), vp(d), n, T::DATATYPE, rop, comm, st, &raw)
@@ -581,7 +622,7 @@ impl<'a> Configured<'a> {
         let rop = c.reduction::<T>(op)?;
         let own = self.comm.rank() * chunk;
         let d = c.write(buf);
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; recvbuff = sendbuff + rank × chunk is NCCL's
             // in-place layout, in bounds (world chunks).
             unsafe {
@@ -615,7 +656,7 @@ impl<'a> Configured<'a> {
         let chunk = contract::all_to_all(send.len(), recv.len(), self.comm.world_size())?;
         let raw = self.cfg.for_call(API)?;
         let (s, d) = (c.read(send), c.write(recv));
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; both hold chunk × world.
             unsafe { sys::ncclAlltoAllConfig(vp(s), vp(d), chunk, T::DATATYPE, comm, st, &raw) }
         })
@@ -647,7 +688,7 @@ impl<'a> Configured<'a> {
             Some(r) if at_root => c.write(r),
             _ => 0,
         };
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; send holds n; at the root recv holds n × world.
             unsafe {
                 sys::ncclGatherConfig(vp(s), vp(d), n, T::DATATYPE, root as i32, comm, st, &raw)
@@ -681,7 +722,7 @@ impl<'a> Configured<'a> {
             _ => 0,
         };
         let d = c.write(recv);
-        c.run(API, |comm, st| {
+        self.run(c, API, |comm, st| {
             // SAFETY: see above; recv holds n; at the root send holds n × world.
             unsafe {
                 sys::ncclScatterConfig(vp(s), vp(d), n, T::DATATYPE, root as i32, comm, st, &raw)

@@ -37,7 +37,7 @@ use cudarc::driver::{CudaStream, SyncOnDrop};
 use crate::base::call::check;
 use crate::base::contract;
 use crate::base::error::{Error, Result};
-use crate::base::thread::{OPEN, in_group};
+use crate::base::thread::{OPEN, call_cga, in_group};
 use crate::comm::Comm;
 use crate::sys;
 
@@ -60,6 +60,10 @@ struct Open {
     /// The kinds of calls in the group, where NCCL cannot mix them
     /// ([`contract::group_kinds`]).
     kinds: Cell<u8>,
+    /// The `cgaClusterSize` setting of the group's first collective
+    /// (`None` before one; `Some(None)`: unset, the communicator's), which
+    /// every later collective must share ([`group_cga`]).
+    cga: Cell<Option<Option<i32>>>,
     ended: Cell<bool>,
 }
 
@@ -77,8 +81,22 @@ impl Open {
             pending: RefCell::new(Vec::new()),
             first: Cell::new(std::ptr::null()),
             kinds: Cell::new(0),
+            cga: Cell::new(None),
             ended: Cell::new(false),
         })
+    }
+
+    /// Records the `cgaClusterSize` setting `call` of the grouped call `op`
+    /// if it is the group's first collective, or refuses it (nothing
+    /// recorded) if a collective's setting differs from the first's
+    /// ([`group_cga`]); point-to-point calls pass.
+    #[inline]
+    fn admit_cga(&self, op: &'static str, call: Option<i32>) -> Result<()> {
+        if counts_for_cga(op) {
+            let cga = group_cga(self.cga.get(), op, call)?;
+            self.cga.set(Some(cga));
+        }
+        Ok(())
     }
 
     /// Ends the group once with `end` (`ncclGroupEnd` or
@@ -290,15 +308,21 @@ impl<'a> GroupRef<'a> {
 
     /// Admits one more call of `comm` to the group, before NCCL sees it:
     /// refused where the library cannot mix collectives and point-to-point
-    /// calls in one group and this call would ([`contract::group_kinds`]).
+    /// calls in one group and this call would ([`contract::group_kinds`]),
+    /// and, from NCCL 2.31.2 (per-call configurations), for a collective
+    /// whose `cgaClusterSize` setting is not the group's first
+    /// collective's ([`group_cga`]; the setting of the call being made is
+    /// [`call_cga`]).
     #[inline]
     pub(crate) fn admit(self, comm: &Comm, op: &'static str) -> Result<()> {
         let runtime = crate::base::runtime::checked_runtime()?;
-        if runtime >= contract::MIXED_GROUPS_SINCE {
-            return Ok(());
+        if runtime < contract::MIXED_GROUPS_SINCE {
+            let kinds =
+                contract::group_kinds(self.open.kinds.get(), op, comm.world_size(), runtime)?;
+            self.open.kinds.set(kinds);
+        } else if runtime >= CGA_SINCE {
+            self.open.admit_cga(op, call_cga())?;
         }
-        let kinds = contract::group_kinds(self.open.kinds.get(), op, comm.world_size(), runtime)?;
-        self.open.kinds.set(kinds);
         Ok(())
     }
 
@@ -320,6 +344,63 @@ impl<'a> GroupRef<'a> {
             pending.push(p);
         }
     }
+}
+
+/// The first release whose collectives take a per-call `cgaClusterSize`
+/// (`ncclCollConfig_t`): before it every collective has the communicator's.
+const CGA_SINCE: crate::base::version::Version = crate::base::version::Version::new(2, 31, 2);
+
+/// Whether the grouped call `op` counts for the group's `cgaClusterSize`:
+/// NCCL's header asks it of the collectives of a group (every call of
+/// this crate's funnel but the point-to-point ones, `all_to_all_v` made of
+/// them, and the one-sided ones). The native `all_to_all`, `gather` and
+/// `scatter` (NCCL 2.28+, so every release with per-call settings) are
+/// collectives with a setting of their own (`ncclAlltoAllConfig`, …).
+#[inline]
+fn counts_for_cga(op: &str) -> bool {
+    !matches!(
+        op,
+        "send" | "recv" | "all_to_all_v" | "put_signal" | "signal" | "wait_signal"
+    )
+}
+
+/// The `cgaClusterSize` setting a group holds once it takes the collective
+/// `op`, whose setting is `call` (`None`: unset, so the communicator's, as
+/// for every plain collective), given the group's first collective's
+/// setting `first` (`None` before the first). NCCL 2.31.2+'s header: the
+/// size "should be the same for all collectives in the same Group.
+/// Inconsistent cgaClusterSize in a Group is undefined behavior." So a
+/// collective whose setting is not the first's is refused, across
+/// communicators, and an explicit size is not taken to equal an unset one
+/// (the communicator's value is not known here).
+fn group_cga(
+    first: Option<Option<i32>>,
+    op: &'static str,
+    call: Option<i32>,
+) -> Result<Option<i32>> {
+    match first {
+        None => Ok(call),
+        Some(f) if f == call => Ok(f),
+        Some(f) => Err(mixed_cga(op, f, call)),
+    }
+}
+
+#[cold]
+fn mixed_cga(op: &'static str, first: Option<i32>, call: Option<i32>) -> Error {
+    let show = |v: Option<i32>| match v {
+        Some(v) => v.to_string(),
+        None => "unset (the communicator's)".to_owned(),
+    };
+    Error::invalid(
+        op,
+        "cga_cluster_size",
+        format!(
+            "the setting of the group's first collective, {} (NCCL: inconsistent \
+             cgaClusterSize in a group is undefined behavior)",
+            show(first)
+        ),
+        show(call),
+    )
 }
 
 /// Runs `f` inside a group: `ncclGroupStart`, `f`, then `ncclGroupEnd`, which
@@ -345,7 +426,14 @@ impl<'a> GroupRef<'a> {
 /// collectives this crate makes of them: `all_to_all`, `gather`, `scatter`
 /// before 2.28, `all_to_all_v`) of communicators of 2+ ranks: NCCL 2.18 –
 /// 2.22 faults on such a group, so the call that would mix them is
-/// [`Error::Unsupported`] (docs/versions.md).
+/// [`Error::Unsupported`] (docs/versions.md). From NCCL 2.31.2 the
+/// collectives of one group, of any communicator, must share one
+/// `cgaClusterSize` setting (`CollConfig::cga_cluster_size` through
+/// `Comm::configured`, or unset: a plain collective, or a configuration
+/// without it): a collective whose setting
+/// is not that of the group's first collective is
+/// [`Error::InvalidArgument`] (`cga_cluster_size`) before NCCL sees it;
+/// point-to-point calls do not count.
 ///
 /// The closure's error type is the caller's: any `E` that an [`Error`]
 /// converts into (`anyhow::Error`, `Box<dyn Error>`, your own enum), so
@@ -462,4 +550,121 @@ pub(crate) fn calls_as_one(
     let settled = comm.settle_op(api, r);
     out?;
     settled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_cga_keeps_the_first_collectives_setting() {
+        // the first collective sets it, explicit or unset
+        assert_eq!(group_cga(None, "all_reduce", Some(4)).unwrap(), Some(4));
+        assert_eq!(group_cga(None, "all_reduce", None).unwrap(), None);
+        // the same setting again: taken, the record unchanged
+        assert_eq!(
+            group_cga(Some(Some(4)), "broadcast", Some(4)).unwrap(),
+            Some(4)
+        );
+        assert_eq!(group_cga(Some(None), "all_gather", None).unwrap(), None);
+        assert_eq!(
+            group_cga(Some(Some(0)), "reduce", Some(0)).unwrap(),
+            Some(0)
+        );
+        // another size, or explicit against unset either way: refused
+        for (first, call) in [
+            (Some(4), Some(2)),
+            (Some(4), None),
+            (None, Some(4)),
+            (Some(0), None),
+            (None, Some(0)),
+        ] {
+            match group_cga(Some(first), "all_reduce", call) {
+                Err(Error::InvalidArgument {
+                    op: "all_reduce",
+                    arg: "cga_cluster_size",
+                    expected,
+                    actual,
+                }) => {
+                    assert!(expected.contains("group's first collective"), "{expected}");
+                    let show = |v: Option<i32>| v.map_or("unset".to_owned(), |v| v.to_string());
+                    assert!(expected.contains(&show(first)), "{expected}");
+                    assert!(actual.starts_with(&show(call)), "{actual}");
+                }
+                other => panic!("{first:?} then {call:?}: {other:?}"),
+            }
+        }
+        let e = group_cga(Some(Some(2)), "all_reduce", None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "all_reduce: invalid cga_cluster_size: expected the setting of the group's first \
+             collective, 2 (NCCL: inconsistent cgaClusterSize in a group is undefined \
+             behavior), got unset (the communicator's)"
+        );
+    }
+
+    #[test]
+    fn only_collectives_count_for_cga() {
+        for op in [
+            "send",
+            "recv",
+            "all_to_all_v",
+            "put_signal",
+            "signal",
+            "wait_signal",
+        ] {
+            assert!(!counts_for_cga(op), "{op}");
+        }
+        for op in [
+            "all_reduce",
+            "all_reduce_in_place",
+            "broadcast",
+            "broadcast_in_place",
+            "reduce",
+            "reduce_in_place",
+            "all_gather",
+            "all_gather_in_place",
+            "reduce_scatter",
+            "reduce_scatter_in_place",
+            "all_to_all",
+            "gather",
+            "scatter",
+            "all_gather_v",
+            "reduce_scatter_v",
+        ] {
+            assert!(counts_for_cga(op), "{op}");
+        }
+        assert!(CGA_SINCE > contract::MIXED_GROUPS_SINCE);
+    }
+
+    /// What `admit` does with the calls of one group from NCCL 2.31.2,
+    /// without a communicator: the first collective's setting is recorded,
+    /// point-to-point calls pass whatever their setting, a differing
+    /// collective is refused and leaves the record as it was.
+    #[test]
+    fn a_group_records_and_refuses() {
+        let open = Open {
+            guards: RefCell::new(Vec::new()),
+            pending: RefCell::new(Vec::new()),
+            first: Cell::new(std::ptr::null()),
+            kinds: Cell::new(0),
+            cga: Cell::new(None),
+            // never started: nothing for Drop to end
+            ended: Cell::new(true),
+        };
+        open.admit_cga("send", Some(8)).unwrap();
+        assert_eq!(open.cga.get(), None, "point-to-point calls do not count");
+        open.admit_cga("all_reduce", Some(2)).unwrap();
+        open.admit_cga("recv", None).unwrap();
+        open.admit_cga("all_gather", Some(2)).unwrap();
+        assert!(open.admit_cga("all_reduce", None).is_err());
+        assert!(open.admit_cga("broadcast", Some(4)).is_err());
+        open.admit_cga("all_to_all_v", Some(4)).unwrap();
+        assert_eq!(open.cga.get(), Some(Some(2)));
+        // a group whose first collective is plain takes only unset ones
+        open.cga.set(None);
+        open.admit_cga("all_reduce", None).unwrap();
+        assert!(open.admit_cga("all_reduce", Some(1)).is_err());
+        assert_eq!(open.cga.get(), Some(None));
+    }
 }
