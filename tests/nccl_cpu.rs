@@ -1427,8 +1427,23 @@ fn dev_comm_requirements_are_checked_against_the_library() {
         }
         Err(e) => panic!("{e}"),
     }
+    // world and GIN barrier counts: from 2.29.4 (2.29.7 the first release
+    // read) NCCL refuses them without a GIN connection, which the
+    // requirements never ask for, so they are refused before NCCL
+    let gin_refused = runtime >= Version::new(2, 29, 4);
     let barriers = base.clone().barrier_count(2).check();
-    if runtime >= Version::new(2, 28, 7) {
+    if gin_refused {
+        assert!(
+            matches!(
+                barriers,
+                Err(Error::InvalidArgument {
+                    arg: "barrier_count",
+                    ..
+                })
+            ),
+            "{barriers:?}"
+        );
+    } else if runtime >= Version::new(2, 28, 7) {
         barriers.unwrap();
     } else {
         assert!(
@@ -1437,11 +1452,14 @@ fn dev_comm_requirements_are_checked_against_the_library() {
         );
     }
     let world_gin = base.clone().world_gin_barrier_count(1).check();
-    assert_eq!(
-        world_gin.is_ok(),
-        runtime >= Version::new(2, 30, 3),
-        "{world_gin:?}"
-    );
+    match world_gin {
+        Err(Error::InvalidArgument {
+            arg: "world_gin_barrier_count",
+            ..
+        }) => assert!(runtime >= Version::new(2, 30, 3)),
+        Err(Error::Unsupported { .. }) => assert!(runtime < Version::new(2, 30, 3)),
+        other => panic!("{other:?}"),
+    }
     if runtime >= Version::new(2, 28, 3) {
         let too_many = base.lsa_barrier_count(u32::MAX).check();
         assert!(
@@ -1626,9 +1644,11 @@ fn param_types_have_short_names_and_no_params_is_empty() {
 
 /// The 2.28.7 fields of the device communicator's requirements
 /// (`railGinBarrierCount`, the LSA LL all-to-all): each setter changes its
-/// own field only; the library in use takes them from 2.28.7 on, before
-/// that they are `Unsupported` naming the setter; counts above `i32::MAX`
-/// are refused where the field exists.
+/// own field only; the library in use takes them from 2.28.7 on (rail GIN
+/// barriers only until 2.29.3: later releases need a GIN connection for
+/// them, so they are `InvalidArgument`), before that they are
+/// `Unsupported` naming the setter; counts above `i32::MAX` are refused
+/// where the field exists.
 #[test]
 fn rail_gin_barriers_and_ll_a2a_need_2_28_7() {
     use nccl::DevCommRequirements;
@@ -1658,12 +1678,23 @@ fn rail_gin_barriers_and_ll_a2a_need_2_28_7() {
         return;
     }
     base.check().unwrap();
+    // rail GIN barriers: refused from 2.29.4 on (NCCL needs a GIN
+    // connection for them, which the requirements never ask for)
+    let gin_refused = runtime >= Version::new(2, 29, 4);
     for (r, api) in [
         (&rail, "DevCommRequirements::rail_gin_barrier_count"),
         (&a2a, "DevCommRequirements::lsa_ll_a2a"),
     ] {
+        let is_rail = std::ptr::eq(r, &rail);
         match r.check() {
-            Ok(()) => assert!(runtime >= since, "{api} on {runtime}"),
+            Ok(()) => assert!(
+                runtime >= since && !(gin_refused && is_rail),
+                "{api} on {runtime}"
+            ),
+            Err(Error::InvalidArgument {
+                arg: "rail_gin_barrier_count",
+                ..
+            }) if gin_refused && is_rail => {}
             Err(Error::Unsupported {
                 api: a,
                 since: s,
@@ -1697,8 +1728,9 @@ fn rail_gin_barriers_and_ll_a2a_need_2_28_7() {
         }
     }
     // the largest count that fits NCCL's int passes where the field exists
+    // (and NCCL takes it without GIN)
     let most = base.rail_gin_barrier_count(i32::MAX as u32).check();
-    assert_eq!(most.is_ok(), runtime >= since, "{most:?}");
+    assert_eq!(most.is_ok(), runtime >= since && !gin_refused, "{most:?}");
 }
 
 /// `library::load` of the libnccl in use gives what `current` gives; of
