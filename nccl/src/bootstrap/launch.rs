@@ -1188,9 +1188,12 @@ pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchIn
     let config = opts
         .config
         .with_default_deadline(time_left(deadline, CREATE, opts.timeout)?);
+    // the communicator keeps the timeout it would have had without the
+    // rendezvous before it (its later waits get the whole of it)
+    let kept = opts.config.timeout.or(Some(opts.timeout));
     if !opts.connect || info.world == 1 {
         let comm = crate::Comm::init_rank_with(&ctx, info.world, &id, info.rank, &config)?;
-        return Ok((comm, info));
+        return Ok((comm.with_timeout(kept), info));
     }
     let (world, rank) = (info.world, info.rank);
     let comm = if config.is_blocking() {
@@ -1212,7 +1215,7 @@ pub fn init_from_launcher(opts: &LaunchOptions) -> Result<(crate::Comm, LaunchIn
         comm.connect(time_left(end, CONNECT, limit)?)?;
         comm
     };
-    Ok((comm, info))
+    Ok((comm.with_timeout(kept), info))
 }
 
 /// The GPU of local rank `local` among `gpus` visible ones. More local ranks

@@ -29,11 +29,15 @@ impl Comm {
     /// communicator dropped instead is aborted on a thread of its own,
     /// which waits for them in the background).
     ///
-    /// With a [`Config::timeout`](crate::Config::timeout) the whole close is
-    /// bounded: a blocking communicator's finalize and destroy, a
-    /// non-blocking one's destroy, run on a thread of its own and are left
-    /// there after the timeout (`Timeout`; what the communicator holds is
-    /// released when they return). Without one they are waited for in full.
+    /// With a [`Config::timeout`](crate::Config::timeout) the close is
+    /// bounded: a blocking communicator's finalize and destroy together run
+    /// on a thread of its own and are left there after the timeout
+    /// (`Timeout`, op `ncclCommFinalize`; what the communicator holds is
+    /// released when they return); a non-blocking one's finalize is waited
+    /// for up to the timeout, then its destroy the same way (op
+    /// `ncclCommDestroy`). Without a timeout they are waited for in full, as
+    /// for a child of split or shrink taken while its parent showed an older
+    /// error (see `abort`).
     ///
     /// # Errors
     /// NCCL's error from finalizing (e.g. a peer died) or destroying, or
@@ -53,8 +57,8 @@ impl Comm {
             // graphs that captured this communicator's calls: bounded on a
             // thread of its own, with the destroy after it
             let (raw, done) = self.into_parts();
-            // SAFETY: valid (live or failed, checked above), owned and not
-            // used afterwards.
+            // SAFETY: valid (live: `allow` refused the other states above),
+            // owned and not used afterwards.
             return unsafe { close_within(raw, done, limit, "ncclCommFinalize", finalize_destroy) };
         }
         // SAFETY: valid communicator, used by this thread only.
@@ -379,7 +383,11 @@ fn bounded(
     let spawned = std::thread::Builder::new()
         .name("nccl-abort".into())
         .spawn(move || {
-            work();
+            // a panic in it (a logger's, say) must still mark it returned,
+            // run `done` and uncount it
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
+                log::error!("a close left to thread nccl-abort panicked");
+            }
             let mut left = theirs.lock();
             left.returned = true;
             // the waiter runs `done` itself unless it has given up
@@ -965,7 +973,9 @@ pub(crate) const ABORT_WAIT: std::time::Duration = std::time::Duration::from_sec
 /// communicator's GPU memory until NCCL lets it go, so a loop that keeps
 /// making and dropping communicators whose aborts cannot finish (a CUDA graph
 /// still holds them; NCCL 2.23 – 2.26.1 after a lost peer) stops here
-/// instead of growing without bound.
+/// instead of growing without bound. The refusal is this rank's alone: in a
+/// collective creation (split, shrink, grow) the other ranks wait for it as
+/// for any rank that fails before the call, up to their own timeouts.
 pub const MAX_ABORTS_RUNNING: usize = 8;
 
 /// Refuses a new communicator (`op`) while [`MAX_ABORTS_RUNNING`] aborts

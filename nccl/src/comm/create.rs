@@ -78,7 +78,8 @@ impl Comm {
             let (ctx2, id2, config2) = (ctx.clone(), *id, config.clone().no_timeout());
             return within(limit, "ncclCommInitRankConfig", move || {
                 Comm::init_rank_with(&ctx2, world, &id2, rank, &config2)
-            });
+            })
+            .map(|c| c.with_timeout(Some(limit)));
         }
         let mut raw_cfg = config.to_raw()?;
         ctx.bind_to_thread()?;
@@ -120,7 +121,8 @@ impl Comm {
             let (ctx2, ids2, config2) = (ctx.clone(), ids.to_vec(), config.clone().no_timeout());
             return within(limit, "ncclCommInitRankScalable", move || {
                 Comm::init_rank_scalable(&ctx2, world, &ids2, rank, &config2)
-            });
+            })
+            .map(|c| c.with_timeout(Some(limit)));
         }
         let mut raw_cfg = config.to_raw()?;
         ctx.bind_to_thread()?;
@@ -330,6 +332,11 @@ impl Comm {
             let (ranks2, id2, config2) = (ranks.to_vec(), *id, config.clone().no_timeout());
             return within(limit, "ncclCommInitRankConfig", move || {
                 Comm::init_ranks(&ranks2, world, &id2, &config2)
+            })
+            .map(|cs| {
+                cs.into_iter()
+                    .map(|c| c.with_timeout(Some(limit)))
+                    .collect()
             });
         }
         let mut raw_cfgs = ranks

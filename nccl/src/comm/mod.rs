@@ -101,6 +101,14 @@ pub struct Comm {
 unsafe impl Send for Comm {}
 
 impl Comm {
+    /// The communicator with `timeout` as the one its later waits (and
+    /// close) take: for a creation that ran without it on a thread of its
+    /// own, bounded by it there ([`wait::within`]).
+    pub(crate) fn with_timeout(mut self, timeout: Option<Duration>) -> Comm {
+        self.timeout = timeout;
+        self
+    }
+
     /// Where the communicator stands (see [`CommState`]).
     pub fn state(&self) -> CommState {
         if self.raw.get().is_null() {

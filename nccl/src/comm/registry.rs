@@ -30,7 +30,8 @@ pub(crate) trait Parked: Send {
 
 /// A registration waiting to be released by its communicator's thread.
 pub(crate) struct Pending {
-    /// `ncclCommDeregister` or `ncclCommWindowDeregister`.
+    /// `ncclCommDeregister`, `ncclCommWindowDeregister` or
+    /// `ncclDevCommDestroy`.
     pub(crate) api: &'static str,
     /// Releases `handle` on a live communicator.
     pub(crate) release: unsafe fn(sys::ncclComm_t, *mut core::ffi::c_void) -> sys::ncclResult_t,

@@ -295,6 +295,7 @@ impl ProcessCount {
     /// Counts one more unless `max` are counted already; `Err` with the
     /// count then. The check and the count are one step, so `max` holds
     /// however many threads ask at once.
+    #[cfg(any(feature = "bootstrap", test))]
     pub(crate) fn take(&self, max: usize) -> std::result::Result<(), usize> {
         self.mine(|n| {
             if *n >= max {

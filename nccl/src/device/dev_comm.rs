@@ -15,6 +15,7 @@ use cudarc::driver::DeviceRepr;
 
 use crate::base::error::Result;
 use crate::comm::Comm;
+use crate::comm::registry::{Parked, Pending};
 use crate::sys;
 use crate::sys::device::{DeviceLayout, MAX_STRUCT_SIZE};
 
@@ -47,13 +48,20 @@ unsafe impl DeviceRepr for DevCommBytes {}
 /// A device communicator of a [`Comm`] (`ncclDevComm`, NCCL 2.28.3+,
 /// experimental in NCCL): what a user kernel written against
 /// `nccl_device.h` takes by value to reach the peers' windows, barriers and
-/// teams. Made by [`Comm::dev_comm`]; it borrows the communicator and
-/// destroys itself when dropped (`ncclDevCommDestroy`, a local call).
+/// teams. Made by [`Comm::dev_comm`]; it borrows the communicator. Dropped,
+/// it is parked with the communicator and destroyed (`ncclDevCommDestroy`,
+/// a local call) at its next window registration or device-communicator
+/// creation, or when it closes: its resource window has a place in the
+/// symmetric space, which every rank frees at the same points.
 ///
 /// Kernels that use it must have completed before it is dropped: its
 /// barriers live in memory that dropping it unmaps. Launching a kernel is
 /// `unsafe` in cudarc, and that promise is part of it (synchronize the
-/// stream, or drop it after the communicator's work is done).
+/// stream, or drop it after the communicator's work is done). So is this
+/// one, for a kernel that reaches peers through it (its barriers, multimem):
+/// every rank made and dropped its device communicators and windows at the
+/// same points of its sequence of those calls, so that each rank's NCCL
+/// placed them at the same offsets (see [`Comm::window_register`]).
 pub struct DevComm<'c> {
     comm: &'c Comm,
     /// Where NCCL wrote it: a heap slot owned here, freed on drop (or
@@ -217,27 +225,56 @@ impl DevComm<'_> {
 }
 
 impl Drop for DevComm<'_> {
+    /// Parks the device communicator with its communicator, which destroys
+    /// it (`ncclDevCommDestroy`, which frees its resource window's place in
+    /// the symmetric space) at the next point every rank shares: a window
+    /// registration, a device-communicator creation, or close (see
+    /// [`Comm::window_register`]). Never calls NCCL, never blocks.
     fn drop(&mut self) {
-        let comm = self.comm;
-        if comm.as_raw().is_null() || comm.state() == crate::CommState::Aborted {
-            // NCCL freed everything with the communicator; NCCL is done with
-            // the slot (the creation settled)
-            // SAFETY: from Box::into_raw, reclaimed once.
-            drop(unsafe { Box::from_raw(self.slot) });
-            return;
-        }
-        // SAFETY: a live communicator of this thread; the slot holds the
-        // device communicator NCCL wrote for it, destroyed once. Local and
-        // short: NCCL deregisters the resource window on a private stream.
-        let r = unsafe { sys::device::ncclDevCommDestroy(comm.as_raw(), self.slot.cast()) };
-        if r != sys::ncclResult_t::ncclSuccess {
-            log::warn!(
-                "ncclDevCommDestroy failed with code {}: {}",
-                r.0,
-                comm.last_error()
-            );
-        }
-        // SAFETY: from Box::into_raw, reclaimed once; NCCL is done with it.
-        drop(unsafe { Box::from_raw(self.slot) });
+        let parked = Pending {
+            api: "ncclDevCommDestroy",
+            release: destroy_parked,
+            handle: self.slot as usize,
+            memory: Box::new(Slot(self.slot)),
+            window: true,
+        };
+        // closed (aborted or destroyed): NCCL freed it with the
+        // communicator, and the slot is freed here
+        drop(self.comm.registry.park(parked));
+    }
+}
+
+/// `ncclDevCommDestroy` of a parked device communicator.
+///
+/// # Safety
+/// As [`Pending::release`]: `comm` is the live communicator `slot`'s device
+/// communicator was made for, and `slot` (a [`Slot`]'s) is destroyed once.
+unsafe fn destroy_parked(comm: sys::ncclComm_t, slot: *mut core::ffi::c_void) -> sys::ncclResult_t {
+    // SAFETY: as the caller promises; the slot holds the device
+    // communicator NCCL wrote for `comm` (its creation settled), and the
+    // kernels that used it have completed (the launch's promise). Local:
+    // NCCL deregisters the resource window on a private stream.
+    unsafe { sys::device::ncclDevCommDestroy(comm, slot.cast()) }
+}
+
+/// The heap slot of a parked device communicator, freed when the parked
+/// entry goes (after its destroy, or with the closed communicator).
+struct Slot(*mut DevCommBytes);
+
+// SAFETY: the slot is plain bytes owned by this value alone.
+unsafe impl Send for Slot {}
+
+impl Parked for Slot {
+    fn uses_done(&mut self) -> bool {
+        // the kernels that use it have completed: the launch's promise
+        true
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // SAFETY: from Box::into_raw, reclaimed once; NCCL is done with it
+        // (destroyed, or freed with its communicator).
+        drop(unsafe { Box::from_raw(self.0) });
     }
 }

@@ -852,7 +852,8 @@ impl Comm {
                 let (ctx2, config2) = (ctx.clone(), config.clone().no_timeout());
                 return crate::comm::wait::within(limit, "ncclCommGrow", move || {
                     join_with_id(&ctx2, plan, rank, &id, &config2)
-                });
+                })
+                .map(|c| c.with_timeout(Some(limit)));
             }
             join_with_id(ctx, plan, rank, &id, config)
         }

@@ -1006,11 +1006,14 @@ pub(crate) fn one_wait<R>(f: impl FnOnce() -> R) -> R {
 
 /// When a buffer dropped now must stop waiting for its stream: [`DROP_WAIT`]
 /// from now, or the shared deadline of [`one_wait`] if that is sooner.
-fn drop_deadline() -> std::time::Instant {
+/// And whether it is the drop's own [`DROP_WAIT`] (no sooner shared
+/// deadline cut it short).
+fn drop_deadline() -> (std::time::Instant, bool) {
     let own = std::time::Instant::now() + DROP_WAIT;
-    SHARED_DEADLINE
-        .with(|d| d.get())
-        .map_or(own, |shared| shared.min(own))
+    match SHARED_DEADLINE.with(|d| d.get()) {
+        Some(shared) if shared < own => (shared, false),
+        _ => (own, true),
+    }
 }
 
 /// Waits on the host until `stream` is idle, at most until
@@ -1034,9 +1037,11 @@ fn quiesce(stream: &CudaStream, what: &str) -> bool {
     }
     let key = stuck::key(stream);
     // a stream found stuck a moment ago is asked once, not waited for again:
-    // buffers dropped one after another on it do not each wait DROP_WAIT
-    let deadline = if stuck::is_known(key) {
-        std::time::Instant::now()
+    // buffers dropped one after another on it do not each wait DROP_WAIT.
+    // Only a full wait of the drop's own marks a stream stuck, and asking
+    // once does not renew the mark (it lapses after a minute).
+    let (deadline, full) = if stuck::is_known(key) {
+        (std::time::Instant::now(), false)
     } else {
         drop_deadline()
     };
@@ -1046,7 +1051,9 @@ fn quiesce(stream: &CudaStream, what: &str) -> bool {
             true
         }
         Ok(false) => {
-            stuck::note(key);
+            if full {
+                stuck::note(key);
+            }
             log::error!("{what}: the buffer's stream is still busy past its deadline; leaking it");
             false
         }
@@ -1409,24 +1416,25 @@ mod tests {
         use std::time::{Duration, Instant};
         let t0 = Instant::now();
         // alone: DROP_WAIT from now
-        let own = super::drop_deadline();
-        assert!(own >= t0 + super::DROP_WAIT);
+        let (own, full) = super::drop_deadline();
+        assert!(own >= t0 + super::DROP_WAIT && full);
         let (first, later, nested) = super::one_wait(|| {
-            let first = super::drop_deadline();
+            let first = super::drop_deadline().0;
             std::thread::sleep(Duration::from_millis(20));
-            // a later buffer in the same batch gets no fresh DROP_WAIT
+            // a later buffer in the same batch gets no fresh DROP_WAIT (and
+            // a stream it finds busy then is not taken for stuck)
             let later = super::drop_deadline();
             let nested = super::one_wait(super::drop_deadline);
             (first, later, nested)
         });
-        assert_eq!(first, later);
-        assert_eq!(first, nested);
+        assert_eq!((first, false), later);
+        assert_eq!((first, false), nested);
         assert!(first <= Instant::now() + super::DROP_WAIT - Duration::from_millis(20));
         // after the batch (also after a panic inside one): each its own again
         let caught = std::panic::catch_unwind(|| super::one_wait(|| panic!("inside")));
         assert!(caught.is_err());
         std::thread::sleep(Duration::from_millis(5));
-        assert!(super::drop_deadline() > first);
+        assert!(super::drop_deadline().0 > first);
     }
 
     use super::*;

@@ -197,7 +197,7 @@ impl Comm {
         require_api("ncclCommRegister")?;
         self.live(OP)?;
         self.check_buffer(OP, &buf)?;
-        self.release_windows(OP)?;
+        self.release_parked();
         let bytes = buf.num_bytes();
         let (ptr, _g) = buf.device_ptr(buf.stream());
         // NCCL 2.30.3+ fails on pool memory inside the call; say why first
@@ -238,8 +238,8 @@ impl Comm {
     /// dropped: parked with its own); `Busy` when the buffer is still in use
     /// at the limit, and NCCL's error from deregistering: then the buffer
     /// may still be registered, and it stays with the communicator (freed
-    /// when it closes) rather than coming back. A window still in use at
-    /// the limit also aborts the communicator: the other ranks ended theirs
+    /// when it closes) rather than coming back. A window (one NCCL made)
+    /// still in use at the limit also aborts the communicator: the other ranks ended theirs
     /// here, and NCCL places later symmetric memory by what each rank has
     /// live (see [`Comm::window_register`]).
     pub fn deregister<
@@ -278,7 +278,7 @@ impl Comm {
         while !held.uses_done() {
             if std::time::Instant::now() >= deadline {
                 reg.buf = Some(held.0); // parked by its drop
-                if K::WINDOW {
+                if K::WINDOW && reg.handle != 0 {
                     // the other ranks released their window here: this one,
                     // left live, would make the ranks place their next
                     // symmetric memory at different offsets (see
@@ -493,8 +493,9 @@ impl Comm {
     /// all of them, each once the work queued on it is done: NCCL places
     /// each rank's windows in its symmetric space by itself, first-fit, so
     /// the ranks' layouts agree only if every rank has the same windows
-    /// live at each placement. Dropped windows are released only here, at
-    /// [`Comm::dev_comm`], and when the communicator closes.
+    /// live at each placement. Dropped windows (and device communicators)
+    /// are released only here, at [`Comm::dev_comm`], and when the
+    /// communicator closes.
     ///
     /// # Errors
     /// `InvalidArgument` for a buffer on another GPU, an empty, misaligned or
@@ -512,8 +513,8 @@ impl Comm {
     ///   layout), with the same size before NCCL 2.30 (earlier releases size
     ///   the symmetric space by each rank's own buffer);
     /// - every rank drops (or deregisters) its windows at the same points of
-    ///   that order, and makes its device communicators ([`Comm::dev_comm`])
-    ///   there too. NCCL 2.29+ also lays out memory of its own, collectively,
+    ///   that order, and makes and drops its device communicators
+    ///   ([`Comm::dev_comm`]) there too. NCCL 2.29+ also lays out memory of its own, collectively,
     ///   at a communicator's first one-sided call (`put_signal`, `signal`,
     ///   `wait_signal`) and at its first collective that NCCL runs with the
     ///   copy engines on windows: every rank reaches those at the same point
