@@ -125,7 +125,7 @@ fn rank_main(scenario: &str) -> u8 {
         },
         // blocking, with a timeout: the destroy in finalize is bounded
         "graph-finalize" => LaunchOptions {
-            config: nccl::Config::new().timeout(Duration::from_secs(2)),
+            config: nccl::Config::new().timeout(Duration::from_secs(8)),
             ..opts
         },
         _ => opts,
@@ -325,7 +325,7 @@ fn rank_main(scenario: &str) -> u8 {
 /// replays it; then the communicator is dropped while the graph lives.
 /// `ncclCommAbort` waits for the graph's destruction, so the drop must leave
 /// it to a thread instead of blocking forever. With `finalize` (the
-/// communicator made blocking with a 2 s timeout), it is finalized instead:
+/// communicator made blocking with an 8 s timeout), it is finalized instead:
 /// `ncclCommFinalize` waits for the graph, and finalize must return
 /// `Timeout` after the timeout.
 fn graph_drop(comm: Comm, info: &nccl::bootstrap::LaunchInfo, finalize: bool) -> Result<u8, Error> {
@@ -366,7 +366,7 @@ fn graph_drop(comm: Comm, info: &nccl::bootstrap::LaunchInfo, finalize: bool) ->
                 ..
             })
         );
-        return Ok(if timed_out && took < Duration::from_secs(10) {
+        return Ok(if timed_out && took < Duration::from_secs(20) {
             LEFT
         } else {
             OTHER
