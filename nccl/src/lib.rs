@@ -93,7 +93,7 @@
 //!
 //! | deadline | bounds | at the deadline |
 //! | --- | --- | --- |
-//! | [`Config::timeout`] | creation, split, shrink, grow, finalize (and destroy); each non-blocking call | [`Error::Timeout`]; the communicator is aborted (a blocking creation is left to NCCL, at most [`MAX_STUCK_CREATIONS`]; a blocking finalize, or a destroy, to a thread of its own, and new communicators wait while [`MAX_ABORTS_RUNNING`] are so) |
+//! | [`Config::timeout`] | creation; finalize and destroy; a non-blocking communicator's split, shrink, grow and each of its calls | [`Error::Timeout`]; the communicator is aborted (a blocking creation is left to NCCL, at most [`MAX_STUCK_CREATIONS`]; a blocking finalize, or a destroy, to a thread of its own, and new communicators wait while [`MAX_ABORTS_RUNNING`] are so) |
 //! | the `timeout` of [`Comm::wait_or_abort`] | the work queued on a stream | [`Error::Timeout`]; the communicator is aborted |
 //! | the `timeout` of [`Comm::wait_recoverable`] | the same | [`Error::Stalled`]; the communicator is kept, [`Failed`](CommState::Failed), for revoke or shrink |
 //! | the `timeout` of [`Comm::connect`] | pre-connecting the peers | as `wait_or_abort` |

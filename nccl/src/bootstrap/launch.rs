@@ -1071,8 +1071,10 @@ fn slurm_root(v: &Vars<'_>) -> Result<Option<Derived>> {
 /// How [`init_from_launcher`] sets up the communicator.
 #[derive(Clone, Debug)]
 pub struct LaunchOptions {
-    /// Deadline for the rendezvous and for communicator creation
-    /// (`Duration::MAX`: no practical limit).
+    /// Deadline for the rendezvous and communicator creation together
+    /// (`Duration::MAX`: no practical limit); without a timeout of
+    /// `config`'s own, also the communicator's [`Config::timeout`](crate::Config::timeout)
+    /// afterwards (its finalize, and a non-blocking one's waits).
     pub timeout: Duration,
     /// Shared secret of the TCP rendezvous, at least [`MIN_SECRET_LEN`]
     /// bytes (any bytes). `None` (the default): `NCCL_RS_SECRET` when set

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
+use cudarc::driver::CudaContext;
+
 use crate::base::error::{Error, Result};
 use crate::base::state::{CommOp, CommState};
 use crate::comm::Comm;
@@ -56,10 +58,20 @@ impl Comm {
             // a blocking finalize waits for the peers' work and for the
             // graphs that captured this communicator's calls: bounded on a
             // thread of its own, with the destroy after it
+            let ctx = self.ctx.clone();
             let (raw, done) = self.into_parts();
             // SAFETY: valid (live: `allow` refused the other states above),
             // owned and not used afterwards.
-            return unsafe { close_within(raw, done, limit, "ncclCommFinalize", finalize_destroy) };
+            return unsafe {
+                close_within(
+                    raw,
+                    Some(ctx),
+                    done,
+                    limit,
+                    "ncclCommFinalize",
+                    finalize_destroy,
+                )
+            };
         }
         // SAFETY: valid communicator, used by this thread only.
         let r = unsafe { sys::ncclCommFinalize(self.raw.get()) };
@@ -73,12 +85,14 @@ impl Comm {
             drop(self);
             return Ok(());
         }
-        let timeout = self.timeout;
+        let (timeout, ctx) = (self.timeout, self.ctx.clone());
         let (raw, done) = self.into_parts();
         match timeout {
             // SAFETY: a valid communicator, finalized (its operations are
             // done), owned and not used afterwards.
-            Some(limit) => unsafe { close_within(raw, done, limit, "ncclCommDestroy", destroy) },
+            Some(limit) => unsafe {
+                close_within(raw, Some(ctx), done, limit, "ncclCommDestroy", destroy)
+            },
             None => {
                 // SAFETY: as above; destroy frees it (from NCCL 2.31.2 it
                 // may also wait at a barrier with the peers, see above).
@@ -117,6 +131,7 @@ impl Comm {
             drop(self);
             return Ok(());
         }
+        let ctx = self.ctx.clone();
         let (raw, done) = self.into_parts();
         if raw.is_null() {
             return Ok(()); // already aborted
@@ -125,7 +140,7 @@ impl Comm {
         // `abort_raw`): then NCCL's error, if any, is logged there
         let result = Arc::new(AtomicI32::new(NOT_RETURNED));
         // SAFETY: valid communicator, owned and not used afterwards.
-        if !unsafe { abort_raw_with(raw, done, &result) } {
+        if !unsafe { abort_raw_with(raw, Some(ctx), done, &result) } {
             return Ok(());
         }
         match result.load(Ordering::Acquire) {
@@ -207,12 +222,29 @@ impl Comm {
 /// thread (logged), `done` with it. Returns whether the abort returned
 /// before this function did.
 ///
+/// A thread of its own first makes `ctx` (the communicator's CUDA context)
+/// current: NCCL's group end saves and restores the runtime's current
+/// device, which on a fresh thread would make GPU 0's primary context.
+///
 /// # Safety
 /// `raw` is null or a valid communicator that the caller owns, that no other
 /// thread is using, and that nobody uses again.
-pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t, done: impl FnOnce() + Send + 'static) -> bool {
+pub(crate) unsafe fn abort_raw(
+    raw: sys::ncclComm_t,
+    ctx: Option<Arc<CudaContext>>,
+    done: impl FnOnce() + Send + 'static,
+) -> bool {
     // SAFETY: as the caller promises.
-    unsafe { abort_raw_with(raw, done, &Arc::default()) }
+    unsafe { abort_raw_with(raw, ctx, done, &Arc::default()) }
+}
+
+/// Makes `ctx` current on this (new) thread, where given.
+fn bind(ctx: &Option<Arc<CudaContext>>) {
+    if let Some(c) = ctx {
+        if let Err(e) = c.bind_to_thread() {
+            log::warn!("binding the communicator's CUDA context to the closing thread: {e}");
+        }
+    }
 }
 
 /// [`abort_raw`], storing `ncclCommAbort`'s result in `result` once it
@@ -222,6 +254,7 @@ pub(crate) unsafe fn abort_raw(raw: sys::ncclComm_t, done: impl FnOnce() + Send 
 /// As [`abort_raw`].
 unsafe fn abort_raw_with(
     raw: sys::ncclComm_t,
+    ctx: Option<Arc<CudaContext>>,
     done: impl FnOnce() + Send + 'static,
     result: &Arc<AtomicI32>,
 ) -> bool {
@@ -229,7 +262,7 @@ unsafe fn abort_raw_with(
         return true;
     }
     if crate::base::thread::in_group() {
-        return abort_outside_group(Owned(raw), done, result.clone());
+        return abort_outside_group(Owned(raw), ctx, done, result.clone());
     }
     // SAFETY: valid, owned by the caller, used by no other thread.
     let leave = unsafe { may_leave_abort(raw) };
@@ -243,6 +276,7 @@ unsafe fn abort_raw_with(
     let theirs = result.clone();
     let work = move || {
         let owned = owned;
+        bind(&ctx);
         // SAFETY: the caller's promises moved here with `raw`: owned, used
         // by no other thread (this one no longer touches it), never used again.
         unsafe { abort_logged(owned.0, &theirs) };
@@ -296,7 +330,20 @@ unsafe fn finalize_destroy(raw: sys::ncclComm_t) -> (&'static str, sys::ncclResu
     // SAFETY: as the caller promises; blocking, so finalize returns with its
     // work done, and the communicator is freed exactly once after it.
     unsafe {
-        let r = sys::ncclCommFinalize(raw);
+        let mut r = sys::ncclCommFinalize(raw);
+        // in progress: NCCL made it non-blocking after all (the variable
+        // changed after NCCL read it): wait for it to settle (this thread is
+        // bounded by its caller), then destroy
+        while r == sys::ncclResult_t::ncclInProgress {
+            std::thread::sleep(Duration::from_micros(100));
+            let mut state = sys::ncclResult_t::ncclSuccess;
+            let q = sys::ncclCommGetAsyncError(raw, &mut state);
+            r = if q == sys::ncclResult_t::ncclSuccess {
+                state
+            } else {
+                q
+            };
+        }
         if r != sys::ncclResult_t::ncclSuccess {
             let _ = sys::ncclCommAbort(raw);
             return ("ncclCommFinalize", r);
@@ -314,6 +361,7 @@ unsafe fn finalize_destroy(raw: sys::ncclComm_t) -> (&'static str, sys::ncclResu
 /// As `close`'s: `raw` valid, owned and never used again.
 unsafe fn close_within(
     raw: sys::ncclComm_t,
+    ctx: Option<Arc<CudaContext>>,
     done: impl FnOnce() + Send + 'static,
     limit: Duration,
     op: &'static str,
@@ -324,15 +372,17 @@ unsafe fn close_within(
     let theirs = outcome.clone();
     let work = move || {
         let owned = owned;
+        bind(&ctx);
         // SAFETY: the caller's promises moved here with the handle; this
         // thread is now its only user.
         let (api, r) = unsafe { close(owned.0) };
-        if r != sys::ncclResult_t::ncclSuccess {
-            log::error!("{api} failed with code {}", r.0);
-        }
+        // stored before anything that could panic (the logger)
         *theirs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((api, r));
+        if r != sys::ncclResult_t::ncclSuccess {
+            log::error!("{api} failed with code {}", r.0);
+        }
     };
     match bounded(work, Box::new(done), limit) {
         Ok(true) => {
@@ -340,7 +390,8 @@ unsafe fn close_within(
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
-            let (api, r) = got.unwrap_or((op, sys::ncclResult_t::ncclSuccess));
+            // none: the close panicked before it had NCCL's answer
+            let (api, r) = got.unwrap_or((op, sys::ncclResult_t::ncclInternalError));
             crate::base::call::check(api, r)
         }
         Ok(false) => {
@@ -384,10 +435,9 @@ fn bounded(
         .name("nccl-abort".into())
         .spawn(move || {
             // a panic in it (a logger's, say) must still mark it returned,
-            // run `done` and uncount it
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
-                log::error!("a close left to thread nccl-abort panicked");
-            }
+            // run `done` and uncount it; this thread logs only at its end
+            let work_panicked =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err();
             let mut left = theirs.lock();
             left.returned = true;
             // the waiter runs `done` itself unless it has given up
@@ -395,14 +445,18 @@ fn bounded(
             let done = if abandoned { left.done.take() } else { None };
             drop(left);
             theirs.cv.notify_all();
-            if let Some(f) = done {
-                // a panic in it must not keep the process's exit waiting
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-                    log::error!("releasing what an abort left to its thread held panicked");
-                }
-            }
+            // a panic in it must not keep the process's exit waiting
+            let done_panicked = done.is_some_and(|f| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
+            });
             if abandoned {
                 in_flight::returned();
+            }
+            if work_panicked {
+                log::error!("a close left to thread nccl-abort panicked");
+            }
+            if done_panicked {
+                log::error!("releasing what an abort left to its thread held panicked");
             }
         });
     if let Err(e) = spawned {
@@ -770,10 +824,12 @@ impl Comm {
     unsafe fn release_raw(&self, raw: sys::ncclComm_t) {
         match &self.linger {
             // SAFETY: as the caller promises.
-            Some(parent) => unsafe { orphan(parent, raw, self.on_release()) },
+            Some(parent) => unsafe {
+                orphan(parent, raw, Some(self.ctx.clone()), self.on_release())
+            },
             // SAFETY: as the caller promises.
             None => unsafe {
-                abort_raw(raw, self.on_release());
+                abort_raw(raw, Some(self.ctx.clone()), self.on_release());
             },
         }
     }
@@ -835,6 +891,7 @@ impl std::fmt::Debug for Orphans {
 pub(crate) unsafe fn orphan(
     list: &OrphanList,
     raw: sys::ncclComm_t,
+    ctx: Option<Arc<CudaContext>>,
     done: impl FnOnce() + Send + 'static,
 ) {
     if raw.is_null() {
@@ -844,7 +901,7 @@ pub(crate) unsafe fn orphan(
     let job = move || {
         let owned = owned;
         // SAFETY: the caller's promises moved here with the handle.
-        unsafe { abort_raw(owned.0, done) };
+        unsafe { abort_raw(owned.0, ctx, done) };
     };
     defer_or_run(list, Box::new(job));
 }
@@ -892,6 +949,7 @@ fn release_orphans(list: &OrphanList) {
 /// leaked (logged) rather than freed too early.
 fn abort_outside_group(
     owned: Owned,
+    ctx: Option<Arc<CudaContext>>,
     done: impl FnOnce() + Send + 'static,
     result: Arc<AtomicI32>,
 ) -> bool {
@@ -910,7 +968,7 @@ fn abort_outside_group(
         };
         // SAFETY: `abort_raw`'s caller's promises moved here with the handle
         // (this thread is now its only user), and no group is open here.
-        unsafe { abort_raw_with(owned.0, done, &result) }
+        unsafe { abort_raw_with(owned.0, ctx, done, &result) }
     });
     aborted.unwrap_or_else(|e| {
         let left = slot
@@ -1163,7 +1221,7 @@ mod tests {
         };
         let result = Arc::new(std::sync::atomic::AtomicI32::new(0));
         NO_THREAD.set(true);
-        let aborted = abort_outside_group(Owned(std::ptr::null_mut()), done, result);
+        let aborted = abort_outside_group(Owned(std::ptr::null_mut()), None, done, result);
         NO_THREAD.set(false);
         assert!(!aborted);
         assert_eq!(
@@ -1185,10 +1243,60 @@ mod tests {
         let result = Arc::new(std::sync::atomic::AtomicI32::new(0));
         assert!(abort_outside_group(
             Owned(std::ptr::null_mut()),
+            None,
             done,
             result
         ));
         assert_eq!(freed.load(Ordering::SeqCst), 1);
+    }
+
+    /// A close whose thread panics (a logger's panic, say) still counts as
+    /// returned, runs what its release holds, and is an error, not a
+    /// success; an abort's panicking work leaves nothing counted either.
+    #[test]
+    fn a_panicking_close_is_an_error_and_is_released() {
+        unsafe fn panics(_: crate::sys::ncclComm_t) -> (&'static str, crate::sys::ncclResult_t) {
+            panic!("test: the close panics")
+        }
+        let ran = Arc::new(AtomicUsize::new(0));
+        let ran2 = ran.clone();
+        // SAFETY: `panics` never touches the (null) handle.
+        let r = unsafe {
+            super::close_within(
+                std::ptr::null_mut(),
+                None,
+                move || {
+                    ran2.fetch_add(1, Ordering::SeqCst);
+                },
+                Duration::from_secs(5),
+                "ncclCommDestroy",
+                panics,
+            )
+        };
+        assert!(r.is_err(), "a panicked close reported {r:?}");
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "its release did not run");
+        // the same through `bounded` left to its thread: its release runs
+        // (and then it is uncounted) when the panicking work ends
+        let ran3 = ran.clone();
+        let left = bounded(
+            || {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("test: the abort panics")
+            },
+            Box::new(move || {
+                ran3.fetch_add(1, Ordering::SeqCst);
+            }),
+            Duration::from_millis(10),
+        );
+        assert_eq!(left.ok(), Some(false));
+        let t = std::time::Instant::now();
+        while ran.load(Ordering::SeqCst) < 2 {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the release never ran"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// New communicators are refused while too many aborts are left
@@ -1396,7 +1504,7 @@ mod tests {
         let r = ran.clone();
         // SAFETY: a null handle
         unsafe {
-            super::orphan(&list, std::ptr::null_mut(), move || {
+            super::orphan(&list, std::ptr::null_mut(), None, move || {
                 r.lock().unwrap().push(4)
             })
         };
@@ -1436,7 +1544,7 @@ mod tests {
         let r = ran.clone();
         // SAFETY: a null handle: nothing is aborted
         assert!(unsafe {
-            abort_raw(std::ptr::null_mut(), move || {
+            abort_raw(std::ptr::null_mut(), None, move || {
                 r.fetch_add(1, Ordering::SeqCst);
             })
         });
@@ -1465,7 +1573,7 @@ mod tests {
         let r = ran.clone();
         // SAFETY: a null handle: nothing is aborted
         let returned = unsafe {
-            abort_raw(std::ptr::null_mut(), move || {
+            abort_raw(std::ptr::null_mut(), None, move || {
                 r.fetch_add(1, Ordering::SeqCst);
             })
         };

@@ -148,10 +148,13 @@ impl Config {
         self
     }
 
-    /// A deadline for creating the communicator (both modes) and, for a
-    /// non-blocking one, also for splitting, finalizing and each call that
-    /// returns `ncclInProgress`; past it the call fails with
-    /// [`Error::Timeout`] and the communicator is aborted. Default: no limit.
+    /// A deadline for creating the communicator (both modes), for closing it
+    /// with [`Comm::finalize`](crate::Comm::finalize) (both modes: a blocking
+    /// finalize and destroy run on a thread of their own and are left there
+    /// past it) and, for a non-blocking one, also for splitting and each call
+    /// that returns `ncclInProgress`; past it the call fails with
+    /// [`Error::Timeout`] and the communicator is aborted (or, closing, left
+    /// to NCCL). Default: no limit.
     ///
     /// A blocking creation cannot be aborted before NCCL returns the
     /// communicator: it runs on a thread of its own, the caller gets `Timeout`

@@ -138,8 +138,9 @@ impl Comm {
     /// call (see [`Registration`](crate::Registration)): each is
     /// deregistered once the work queued on its buffer is done, and its
     /// memory freed; those still in use stay parked for the next call.
-    /// Registration, explicit deregistration and finalize call it too.
-    /// Returns how many are still parked, windows included.
+    /// Buffer registration and explicit deregistration call it too; what is
+    /// still parked when the communicator closes is freed then. Returns how
+    /// many are still parked, windows included.
     ///
     /// Dropped windows stay parked here: they are released at the next
     /// window registration or device-communicator creation (see

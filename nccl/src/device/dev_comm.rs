@@ -64,8 +64,9 @@ unsafe impl DeviceRepr for DevCommBytes {}
 /// placed them at the same offsets (see [`Comm::window_register`]).
 pub struct DevComm<'c> {
     comm: &'c Comm,
-    /// Where NCCL wrote it: a heap slot owned here, freed on drop (or
-    /// leaked when NCCL might still write it).
+    /// Where NCCL wrote it: a heap slot owned here, parked with the
+    /// communicator on drop and freed after its destroy or the
+    /// communicator's close (or leaked when NCCL might still write it).
     slot: *mut DevCommBytes,
     layout: &'static DeviceLayout,
 }

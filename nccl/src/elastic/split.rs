@@ -90,7 +90,14 @@ impl Comm {
                 // (taken out of the slot), never used again; its abort waits
                 // for this communicator's (`Orphans`: how it stands in NCCL
                 // is unclear).
-                unsafe { orphan(&self.orphans, raw, holds(&self.ctx, config.name_handle())) };
+                unsafe {
+                    orphan(
+                        &self.orphans,
+                        raw,
+                        Some(self.ctx.clone()),
+                        holds(&self.ctx, config.name_handle()),
+                    )
+                };
                 return Err(Error::Nccl {
                     api: "ncclCommSplit",
                     code: crate::NcclCode::InternalError,
@@ -155,6 +162,7 @@ impl Comm {
                         orphan(
                             &self.orphans,
                             slot.swap(std::ptr::null_mut(), Ordering::Acquire),
+                            Some(self.ctx.clone()),
                             holds(&self.ctx, name),
                         )
                     };
@@ -191,7 +199,14 @@ impl Comm {
         // SAFETY: null or the (failed) child NCCL made, owned by nobody else
         // (taken out of `slot`), never used again. Its abort waits for this
         // communicator's (`Orphans`): NCCL still points here to its flag.
-        unsafe { orphan(&self.orphans, child, holds(&self.ctx, name)) };
+        unsafe {
+            orphan(
+                &self.orphans,
+                child,
+                Some(self.ctx.clone()),
+                holds(&self.ctx, name),
+            )
+        };
         let e = failure(api, end, self.raw.get());
         self.fail();
         Err(e)
