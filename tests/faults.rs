@@ -1052,20 +1052,21 @@ fn main() -> ExitCode {
     // dropping a communicator while a graph that captured its all_reduce
     // lives: ncclCommAbort waits for the graph, the drop must not
     if run("graph-drop") {
-        let kids = spawn("graph-drop", 2, &[0, 1], free_port());
-        let res = reap(kids, Duration::from_secs(60));
-        let ok = res.iter().all(|(_, c, _)| *c == Some(LEFT as i32));
-        check(
-            "a communicator dropped before the CUDA graph that captured its call returns",
-            verdict(ok, &res),
-        );
-        let kids = spawn("graph-finalize", 2, &[0, 1], free_port());
-        let res = reap(kids, Duration::from_secs(60));
-        let ok = res.iter().all(|(_, c, _)| *c == Some(LEFT as i32));
-        check(
-            "finalize with a timeout before the CUDA graph that captured its call: Timeout",
-            verdict(ok, &res),
-        );
+        for (scenario, what) in [
+            (
+                "graph-drop",
+                "a communicator dropped before the CUDA graph that captured its call returns",
+            ),
+            (
+                "graph-finalize",
+                "finalize with a timeout before the CUDA graph that captured its call: Timeout",
+            ),
+        ] {
+            let kids = spawn(scenario, 2, &[0, 1], free_port());
+            let res = reap(kids, Duration::from_secs(60));
+            let ok = res.iter().all(|(_, c, _)| *c == Some(LEFT as i32));
+            check(what, verdict(ok, &res));
+        }
     }
 
     // NCCL_COMM_BLOCKING=0 overrides the config: grouped calls' buffers are

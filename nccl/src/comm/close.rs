@@ -524,7 +524,7 @@ pub(crate) mod in_flight {
     /// The process that counts, and its aborts still running. A child made
     /// by `fork` inherits the count and the `atexit` handler but none of
     /// the threads: it counts from zero ([`Count::of`]).
-    static COUNT: Mutex<Count> = Mutex::new(Count { pid: 0, n: 0 });
+    static COUNT: Mutex<Count> = Mutex::new(Count::new());
     static CHANGED: Condvar = Condvar::new();
     static HOOK: Once = Once::new();
 
@@ -547,21 +547,30 @@ pub(crate) mod in_flight {
         fn atexit(f: extern "C" fn()) -> core::ffi::c_int;
     }
 
+    /// A count kept with the id of the process that counts (this one's
+    /// aborts; also the stuck creations and name lookups, through
+    /// `wait::ProcessCount`): a child made by `fork` inherits it but none
+    /// of the threads it counts, and counts from zero.
     #[derive(Debug, PartialEq)]
-    pub(super) struct Count {
+    pub(crate) struct Count {
         pid: u32,
         n: usize,
     }
 
     impl Count {
+        /// Zero, of no process yet (no process has id 0).
+        pub(crate) const fn new() -> Count {
+            Count { pid: 0, n: 0 }
+        }
+
         #[cfg(test)]
         pub(super) fn of_test(pid: u32, n: usize) -> Count {
             Count { pid, n }
         }
 
-        /// The aborts of process `me` still running: the count, reset
-        /// first if it was another process's (before a `fork`).
-        pub(super) fn of(&mut self, me: u32) -> &mut usize {
+        /// The count of process `me`, reset first if it was another
+        /// process's (before a `fork`).
+        pub(crate) fn of(&mut self, me: u32) -> &mut usize {
             if self.pid != me {
                 *self = Count { pid: me, n: 0 };
             }

@@ -10,6 +10,7 @@ use crate::base::call::{check_comm, failure};
 use crate::base::error::{Error, NcclCode, Result};
 use crate::base::state::CommState;
 use crate::comm::Comm;
+use crate::comm::close::in_flight::Count;
 use crate::sys;
 
 impl Comm {
@@ -263,24 +264,18 @@ impl Comm {
 pub const MAX_STUCK_CREATIONS: usize = 2;
 
 /// A count of this process's threads of one kind (blocking creations, name
-/// lookups), kept with the id of the process that counts: a child made by
-/// `fork` inherits the count but none of the threads, and counts from zero.
-pub(crate) struct ProcessCount(Mutex<(u32, usize)>);
+/// lookups), shared between threads; per process as the aborts' count is
+/// ([`Count`]): a child made by `fork` counts from zero.
+pub(crate) struct ProcessCount(Mutex<Count>);
 
 impl ProcessCount {
-    /// Zero, of no process yet (no process has id 0).
     pub(crate) const fn new() -> ProcessCount {
-        ProcessCount(Mutex::new((0, 0)))
+        ProcessCount(Mutex::new(Count::new()))
     }
 
-    /// `f` on the count of process `me`, reset first if it was another
-    /// process's.
+    /// `f` on the count of process `me` ([`Count::of`]).
     pub(crate) fn of<R>(&self, me: u32, f: impl FnOnce(&mut usize) -> R) -> R {
-        let mut c = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if c.0 != me {
-            *c = (me, 0);
-        }
-        f(&mut c.1)
+        f(self.0.lock().unwrap_or_else(PoisonError::into_inner).of(me))
     }
 
     fn mine<R>(&self, f: impl FnOnce(&mut usize) -> R) -> R {
@@ -319,19 +314,7 @@ impl ProcessCount {
 
 /// The blocking creations of [`within`] left to NCCL at their timeouts and
 /// not returned yet.
-struct Creations {
-    stuck: ProcessCount,
-}
-
-impl Creations {
-    const fn new() -> Creations {
-        Creations {
-            stuck: ProcessCount::new(),
-        }
-    }
-}
-
-static CREATIONS: Creations = Creations::new();
+static STUCK: ProcessCount = ProcessCount::new();
 
 /// Runs `f` (a blocking init) on a thread of its own and waits at most
 /// `limit` for it: `Timeout` after that, and a communicator that `f` still
@@ -349,19 +332,19 @@ pub(crate) fn within<T: Send + 'static>(
     api: &'static str,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    within_of(&CREATIONS, limit, api, f)
+    within_of(&STUCK, limit, api, f)
 }
 
-/// [`within`], counted in `c`.
+/// [`within`], its stuck creations counted in `stuck`.
 fn within_of<T: Send + 'static>(
-    c: &'static Creations,
+    stuck: &'static ProcessCount,
     limit: Duration,
     api: &'static str,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let stuck = c.stuck.get();
-    if stuck >= MAX_STUCK_CREATIONS {
-        return Err(Error::CreationStuck { op: api, stuck });
+    let n = stuck.get();
+    if n >= MAX_STUCK_CREATIONS {
+        return Err(Error::CreationStuck { op: api, stuck: n });
     }
     let panicked = move || {
         Error::invalid(
@@ -387,7 +370,7 @@ fn within_of<T: Send + 'static>(
                 let mut s = state2.lock().unwrap_or_else(PoisonError::into_inner);
                 s.0 = true;
                 if s.1 {
-                    c.stuck.release();
+                    stuck.release();
                 }
                 s.1
             };
@@ -413,7 +396,7 @@ fn within_of<T: Send + 'static>(
                 if !s.0 {
                     // counted until NCCL returns it
                     s.1 = true;
-                    c.stuck.add();
+                    stuck.add();
                     // NCCL's threads of it may run into the process's exit
                     crate::comm::close::in_flight::left();
                     return Err(Error::Timeout {
@@ -520,7 +503,7 @@ mod tests {
             let e = within(ms(20), "test", late(ms(600))).unwrap_err();
             assert!(matches!(e, Error::Timeout { .. }), "{e}");
         }
-        assert_eq!(CREATIONS.stuck.get(), MAX_STUCK_CREATIONS);
+        assert_eq!(STUCK.get(), MAX_STUCK_CREATIONS);
         // the process's exit would wait for them (and end early past that)
         assert!(crate::comm::close::in_flight::wait(Duration::ZERO) >= MAX_STUCK_CREATIONS);
         let t = std::time::Instant::now();
@@ -538,7 +521,7 @@ mod tests {
         assert!(t.elapsed() < ms(20), "refused at once");
         // once NCCL lets go, creations run again
         std::thread::sleep(ms(800));
-        assert_eq!(CREATIONS.stuck.get(), 0);
+        assert_eq!(STUCK.get(), 0);
         assert_eq!(
             crate::comm::close::in_flight::wait(ms(2000)),
             0,
@@ -556,7 +539,7 @@ mod tests {
     /// panics is an error.
     #[test]
     fn creations_at_once_all_run_and_the_stuck_bound_refuses() {
-        static C: Creations = Creations::new();
+        static C: ProcessCount = ProcessCount::new();
         let ms = Duration::from_millis;
         let n = MAX_STUCK_CREATIONS + 2;
         let go = Arc::new(std::sync::Barrier::new(n));
@@ -576,7 +559,7 @@ mod tests {
                 "{e}"
             );
         }
-        assert_eq!(C.stuck.get(), 0);
+        assert_eq!(C.get(), 0);
         for _ in 0..MAX_STUCK_CREATIONS {
             let e = within_of(&C, ms(20), "test", late(ms(600))).unwrap_err();
             assert!(matches!(e, Error::Timeout { .. }), "{e}");
@@ -584,35 +567,35 @@ mod tests {
         let e = within_of(&C, ms(20), "test", late(ms(1))).unwrap_err();
         assert!(matches!(e, Error::CreationStuck { .. }), "{e}");
         let t = std::time::Instant::now();
-        while C.stuck.get() > 0 {
+        while C.get() > 0 {
             assert!(t.elapsed() < ms(5000), "the stuck creations never returned");
             std::thread::sleep(ms(10));
         }
         let e = within_of(&C, ms(2000), "test", || -> Result<Comm> { panic!("test") }).unwrap_err();
         assert!(e.to_string().contains("panicked"), "{e}");
-        assert_eq!(C.stuck.get(), 0);
+        assert_eq!(C.get(), 0);
     }
 
     /// A child made by `fork` while creations are stuck in its parent has
     /// none of their threads: it counts from zero, and creates.
     #[test]
     fn a_forked_child_counts_creations_from_zero() {
-        static C: Creations = Creations::new();
+        static C: ProcessCount = ProcessCount::new();
         let parent = std::process::id().wrapping_add(1);
-        C.stuck.of(parent, |n| *n = MAX_STUCK_CREATIONS);
+        C.of(parent, |n| *n = MAX_STUCK_CREATIONS);
         assert_eq!(
-            C.stuck.of(parent, |n| *n),
+            C.of(parent, |n| *n),
             MAX_STUCK_CREATIONS,
             "the parent keeps its count"
         );
-        assert_eq!(C.stuck.get(), 0);
-        C.stuck.of(parent, |n| *n = MAX_STUCK_CREATIONS);
+        assert_eq!(C.get(), 0);
+        C.of(parent, |n| *n = MAX_STUCK_CREATIONS);
         let e = within_of(&C, Duration::from_secs(2), "test", late(Duration::ZERO)).unwrap_err();
         assert!(
             matches!(e, Error::InvalidArgument { op: "test", .. }),
             "{e}"
         );
-        assert_eq!(C.stuck.get(), 0);
+        assert_eq!(C.get(), 0);
         // and its own creations are bounded as its parent's were
         let c = ProcessCount::new();
         for _ in 0..MAX_STUCK_CREATIONS {
