@@ -591,6 +591,13 @@ fn a_library_that_fails_its_checks_is_not_left_loaded() {
 fn a_library_in_the_working_directory_is_not_loaded() {
     const CASE: &str = "a_library_in_the_working_directory_is_not_loaded";
     if is_child(CASE) {
+        if std::env::var_os("NCCL_RS_TEST_RESET").is_some_and(|v| !v.is_empty()) {
+            // the program makes the variable safe after it started: the
+            // loader still uses the value it started with
+            // SAFETY: the child runs this one test, on one thread, before
+            // anything else reads the environment.
+            unsafe { std::env::set_var("LD_LIBRARY_PATH", "/nonexistent") };
+        }
         let dir = canon(&PathBuf::from(
             std::env::var_os("NCCL_RS_TEST_DIR").unwrap(),
         ));
@@ -623,16 +630,19 @@ fn a_library_in_the_working_directory_is_not_loaded() {
     let site = dir.join("venv/lib/python3.12/site-packages/nvidia/nccl/lib");
     std::fs::create_dir_all(&site).unwrap();
     std::fs::copy(test_lib(), site.join("libnccl.so.2")).unwrap();
-    in_child_at(
-        CASE,
-        &[
-            ("LD_LIBRARY_PATH", std::ffi::OsStr::new("/nonexistent:")),
-            ("VIRTUAL_ENV", std::ffi::OsStr::new("venv")),
-            ("PATH", std::ffi::OsStr::new("/nonexistent")),
-            ("NCCL_RS_TEST_DIR", dir.as_os_str()),
-        ],
-        Some(&dir),
-    );
+    for reset in ["", "1"] {
+        in_child_at(
+            CASE,
+            &[
+                ("LD_LIBRARY_PATH", std::ffi::OsStr::new("/nonexistent:")),
+                ("VIRTUAL_ENV", std::ffi::OsStr::new("venv")),
+                ("PATH", std::ffi::OsStr::new("/nonexistent")),
+                ("NCCL_RS_TEST_DIR", dir.as_os_str()),
+                ("NCCL_RS_TEST_RESET", std::ffi::OsStr::new(reset)),
+            ],
+            Some(&dir),
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -795,6 +805,52 @@ fn another_library_beside_one_in_the_global_scope_is_refused() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A libnccl in the global scope under another soname (a renamed copy, as
+/// wheel repair tools make, opened with `RTLD_GLOBAL`): the search's later
+/// steps (the loader path by name, here) do not open a second libnccl beside
+/// it either.
+#[test]
+fn no_step_opens_a_library_beside_a_renamed_global_one() {
+    const CASE: &str = "no_step_opens_a_library_beside_a_renamed_global_one";
+    if is_child(CASE) {
+        let global = PathBuf::from(std::env::var_os("NCCL_RS_TEST_GLOBAL").unwrap());
+        let c = CString::new(global.to_str().unwrap()).unwrap();
+        // SAFETY: opens a real libnccl (its soname changed) into the global
+        // scope, as a host would; the handle is kept for the process.
+        let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        assert!(!h.is_null());
+        match nccl::library_error() {
+            Some(Error::Library(LoadError::OtherLoaded { loaded, requested })) => {
+                assert_eq!(canon(&loaded), canon(&global));
+                assert_eq!(requested, PathBuf::from("libnccl.so.2"));
+            }
+            e => panic!("{e:?}"),
+        }
+        return;
+    }
+    let dir = scratch("renamed-global");
+    let renamed = dir.join("libncc9.so.2");
+    let mut bytes = std::fs::read(canon(&test_lib())).unwrap();
+    let at = bytes
+        .windows(13)
+        .position(|w| w == b"libnccl.so.2\0")
+        .expect("the soname in the library's strings");
+    bytes[at..at + 12].copy_from_slice(b"libncc9.so.2");
+    std::fs::write(&renamed, bytes).unwrap();
+    in_child(
+        CASE,
+        &[
+            ("NCCL_RS_TEST_GLOBAL", renamed.as_os_str()),
+            (
+                "LD_LIBRARY_PATH",
+                canon(test_lib().parent().unwrap()).as_os_str(),
+            ),
+            ("PATH", std::ffi::OsStr::new("/nonexistent")),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A relative path in the variable is refused (it names a file of the
 /// working directory); so is a bare name where `LD_LIBRARY_PATH` would make
 /// the loader search the working directory for it.
@@ -813,6 +869,15 @@ fn the_variable_names_nothing_in_the_working_directory() {
             "a bare name, and LD_LIBRARY_PATH has an empty entry"
         };
         assert!(last.outcome.contains(want), "{last:?}");
+        // `load` refuses the same path the same way, before opening it
+        match nccl::library::load(&value) {
+            Err(Error::Library(LoadError::NotFound { tried })) => {
+                assert_eq!(tried.len(), 1, "{tried:?}");
+                assert_eq!(tried[0].place, format!("load({value})"));
+                assert!(tried[0].outcome.contains(want), "{tried:?}");
+            }
+            other => panic!("load({value}): {other:?}"),
+        }
         return;
     }
     // the working directory holds a library under both names

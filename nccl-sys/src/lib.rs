@@ -129,6 +129,7 @@ include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 mod config;
 pub mod device;
 mod loader;
+pub mod search_path;
 pub mod since;
 
 pub use config::config_for_runtime;

@@ -448,6 +448,8 @@ mod imp {
     use std::sync::{Mutex, OnceLock};
     use std::time::{Duration, Instant};
 
+    use crate::search_path::{origin_rest, path_entries, secure_execution, working_dir_entry};
+
     /// The sonames tried, newest first.
     const NAMES: [&CStr; 2] = [c"libnccl.so.2", c"libnccl.so"];
     /// How long the `python3` on `PATH` may take to name its site-packages.
@@ -502,8 +504,9 @@ mod imp {
         }
         tried.extend(probe.tried);
         match open_in_sites(&probe.sites, &mut tried) {
-            Some(lib) => Ok(LOADED.get_or_init(|| lib)),
-            None => Err(remember(failed, LoadError::NotFound { tried })),
+            Ok(Some(lib)) => Ok(LOADED.get_or_init(|| lib)),
+            Ok(None) => Err(remember(failed, LoadError::NotFound { tried })),
+            Err(e) => Err(remember(failed, e)),
         }
     }
 
@@ -597,70 +600,20 @@ mod imp {
         if let Some(l) = LOADED.get() {
             return same_or_other(l, path);
         }
+        let place = format!("load({})", path.display());
+        if let Some(outcome) = refusal(path.as_os_str()) {
+            return Err(LoadError::NotFound {
+                tried: vec![Attempt { place, outcome }],
+            });
+        }
         beside_global(path)?;
         let lib =
             open(path.as_os_str(), Source::Explicit).map_err(|outcome| LoadError::NotFound {
-                tried: vec![Attempt {
-                    place: format!("load({})", path.display()),
-                    outcome,
-                }],
+                tried: vec![Attempt { place, outcome }],
             })?;
         // a search that failed before is superseded
         *failed = None;
         Ok(LOADED.get_or_init(|| lib))
-    }
-
-    /// The first entry of an `LD_LIBRARY_PATH` value that makes the loader
-    /// search the working directory (an empty entry, or a relative one;
-    /// `$ORIGIN`-style entries name the program's folder and are not), as
-    /// the error text shows it; `None` for an unset or safe value.
-    pub(super) fn cwd_entry(value: Option<&OsStr>) -> Option<String> {
-        let bytes = value?.as_bytes();
-        if bytes.is_empty() {
-            return None;
-        }
-        path_entries(value?)
-            .into_iter()
-            .find(|e| e.is_empty() || !(e.starts_with(b"/") || origin_rest(e).is_some()))
-            .map(|e| {
-                if e.is_empty() {
-                    "an empty entry".to_string()
-                } else {
-                    format!("the relative entry {:?}", String::from_utf8_lossy(e))
-                }
-            })
-    }
-
-    /// What follows `$ORIGIN` (or `${ORIGIN}`) at the start of an entry,
-    /// without its leading `/`; `None` when the entry does not start so
-    /// (glibc takes `$ORIGIN` only when it is not followed by a letter, a
-    /// digit or `_`: `$ORIGINAL` stays as written, a relative name).
-    pub(super) fn origin_rest(e: &[u8]) -> Option<&[u8]> {
-        let rest = if let Some(r) = e.strip_prefix(b"${ORIGIN}") {
-            r
-        } else {
-            let r = e.strip_prefix(b"$ORIGIN")?;
-            if r.first()
-                .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_')
-            {
-                return None;
-            }
-            r
-        };
-        match rest {
-            [] => Some(rest),
-            [b'/', tail @ ..] => Some(tail),
-            _ => None,
-        }
-    }
-
-    /// The entries of an `LD_LIBRARY_PATH` value, split as glibc splits
-    /// them (on `:` and `;`).
-    fn path_entries(value: &OsStr) -> Vec<&[u8]> {
-        value
-            .as_bytes()
-            .split(|&b| b == b':' || b == b';')
-            .collect()
     }
 
     /// The folders the loader searches besides `LD_LIBRARY_PATH` (by full
@@ -723,14 +676,25 @@ mod imp {
 
     /// Every step but the Python interpreter: `Ok(None)` to go on to it,
     /// `Err` when a variable names a path that does not open.
-    /// Whether this process runs in secure-execution mode (a setuid or
-    /// setgid program, or one with file capabilities: glibc's `AT_SECURE`),
-    /// where paths and programs named by the environment are not trusted,
-    /// as glibc itself ignores `LD_LIBRARY_PATH` there.
-    fn secure_execution() -> bool {
-        // SAFETY: getauxval only reads the auxiliary vector; 0 for an
-        // entry that is not there.
-        unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+    /// Why a path given explicitly (a variable of [`ENV_VARS`], or
+    /// [`load`](super::load)) is refused before it is opened: a relative
+    /// path names a file of the working directory, and a bare name is
+    /// searched there too where `LD_LIBRARY_PATH` says so.
+    fn refusal(path: &OsStr) -> Option<String> {
+        let bytes = path.as_bytes();
+        if !bytes.contains(&b'/') {
+            let entry = working_dir_entry()?;
+            return Some(format!(
+                "refused: a bare name, and LD_LIBRARY_PATH has {entry}, which makes the loader \
+                 search the working directory for it (give an absolute path, or remove that entry)"
+            ));
+        }
+        if !bytes.starts_with(b"/") {
+            return Some(
+                "refused: not an absolute path (it names a file of the working directory)".into(),
+            );
+        }
+        None
     }
 
     const SECURE_SKIP: &str = "skipped: a setuid or setgid program (secure-execution mode) trusts no path from the environment";
@@ -764,26 +728,8 @@ mod imp {
                     tried: std::mem::take(tried),
                 })
             };
-            let bytes = path.as_bytes();
-            if !bytes.contains(&b'/') {
-                // a bare name: the loader searches for it, in the working
-                // directory too where LD_LIBRARY_PATH says so
-                if let Some(entry) = cwd_entry(std::env::var_os("LD_LIBRARY_PATH").as_deref()) {
-                    return not_found(
-                        tried,
-                        format!(
-                            "refused: a bare name, and LD_LIBRARY_PATH has {entry}, which makes \
-                             the loader search the working directory for it (give an absolute \
-                             path, or remove that entry)"
-                        ),
-                    );
-                }
-            } else if !bytes.starts_with(b"/") {
-                return not_found(
-                    tried,
-                    "refused: not an absolute path (it names a file of the working directory)"
-                        .into(),
-                );
+            if let Some(why) = refusal(&path) {
+                return not_found(tried, why);
             }
             beside_global(Path::new(&path))?;
             return match open(&path, Source::Env(var)) {
@@ -812,9 +758,12 @@ mod imp {
                 }),
             }
         }
-        match cwd_entry(std::env::var_os("LD_LIBRARY_PATH").as_deref()) {
+        match working_dir_entry() {
             None => {
                 for name in NAMES {
+                    // a libnccl of another name in the global scope: this
+                    // one would answer its calls there (see `global_nccl`)
+                    beside_global(Path::new(OsStr::from_bytes(name.to_bytes())))?;
                     match dlopen(name, libc::RTLD_NOW | libc::RTLD_LOCAL, Source::LoaderPath) {
                         Ok(l) => return Ok(Some(l)),
                         Err(e) => tried.push(Attempt {
@@ -866,6 +815,7 @@ mod imp {
                         if !file.is_file() {
                             continue;
                         }
+                        beside_global(&file)?;
                         match open(file.as_os_str(), Source::LoaderPath) {
                             Ok(l) => return Ok(Some(l)),
                             Err(e) => tried.push(Attempt {
@@ -878,11 +828,14 @@ mod imp {
             }
         }
         let sites = env_site_packages(tried);
-        Ok(open_in_sites(&sites, tried))
+        open_in_sites(&sites, tried)
     }
 
     /// The first `nvidia/nccl/lib/libnccl.so.2` of `sites` that opens.
-    fn open_in_sites(sites: &[(String, PathBuf)], tried: &mut Vec<Attempt>) -> Option<Library> {
+    fn open_in_sites(
+        sites: &[(String, PathBuf)],
+        tried: &mut Vec<Attempt>,
+    ) -> Result<Option<Library>, LoadError> {
         for (origin, site) in sites {
             let file = site
                 .join("nvidia")
@@ -896,15 +849,16 @@ mod imp {
                 });
                 continue;
             }
+            beside_global(&file)?;
             match open(file.as_os_str(), Source::PythonEnv(origin.clone())) {
-                Ok(l) => return Some(l),
+                Ok(l) => return Ok(Some(l)),
                 Err(e) => tried.push(Attempt {
                     place: format!("{} ({origin})", file.display()),
                     outcome: e,
                 }),
             }
         }
-        None
+        Ok(None)
     }
 
     /// site-packages folders of `$VIRTUAL_ENV` and `$CONDA_PREFIX`, with the
@@ -1089,47 +1043,5 @@ mod imp {
         }
         let _ = child.kill();
         let _ = child.wait();
-    }
-}
-
-#[cfg(all(test, nccl_sys_mode = "runtime"))]
-mod cwd_tests {
-    use super::imp::{cwd_entry, origin_rest};
-    use std::ffi::OsStr;
-
-    #[test]
-    fn ld_library_path_entries_that_search_the_working_directory() {
-        for safe in [
-            None,
-            Some(""),
-            Some("/usr/lib"),
-            Some("/a:/b"),
-            Some("$ORIGIN/../lib:/x"),
-            Some("${ORIGIN}/lib"),
-            Some("$ORIGIN"),
-        ] {
-            assert_eq!(cwd_entry(safe.map(OsStr::new)), None, "{safe:?}");
-        }
-        for (bad, says) in [
-            ("/a:", "an empty entry"),
-            (":/a", "an empty entry"),
-            ("/a::/b", "an empty entry"),
-            (".", "relative entry \".\""),
-            ("/a:lib", "relative entry \"lib\""),
-            ("/a;b", "relative entry \"b\""),
-            ("$LIB/x", "relative entry \"$LIB/x\""),
-            ("$PLATFORM", "relative entry \"$PLATFORM\""),
-            ("$ORIGINAL/lib", "relative entry \"$ORIGINAL/lib\""),
-            ("$ORIGIN_x", "relative entry \"$ORIGIN_x\""),
-        ] {
-            let got = cwd_entry(Some(OsStr::new(bad))).unwrap_or_default();
-            assert!(got.contains(says), "{bad:?}: {got:?}");
-        }
-        // what follows `$ORIGIN`, as the fallback joins it to the program's folder
-        assert_eq!(origin_rest(b"$ORIGIN/../lib"), Some(&b"../lib"[..]));
-        assert_eq!(origin_rest(b"${ORIGIN}/x"), Some(&b"x"[..]));
-        assert_eq!(origin_rest(b"$ORIGIN"), Some(&b""[..]));
-        assert_eq!(origin_rest(b"$ORIGINAL/lib"), None);
-        assert_eq!(origin_rest(b"/usr/lib"), None);
     }
 }
