@@ -411,6 +411,66 @@ fn a_library_named_like_the_driver_is_a_typed_error() {
     assert!(stdout.contains("child: NoDriver"), "{stdout}");
 }
 
+/// A file by the driver's name in the working directory, where an empty
+/// entry of `LD_LIBRARY_PATH` makes the loader search it: refused before
+/// anything is opened (cudarc opens the driver by name, which would load
+/// that file and run its initializers), also when the program set the
+/// variable to a safe value after it started (the loader keeps the value it
+/// started with). The file is a copy of libm: were it opened, the error
+/// would say "not the CUDA driver" instead.
+#[test]
+fn a_driver_in_the_working_directory_is_refused() {
+    const CASE: &str = "a_driver_in_the_working_directory_is_refused";
+    if std::env::var_os("NCCL_RS_TEST_CHILD").is_some() {
+        if std::env::var_os("NCCL_RS_TEST_RESET").is_some() {
+            // SAFETY: the child runs this one test, on one thread, before
+            // anything else reads the environment.
+            unsafe { std::env::set_var("LD_LIBRARY_PATH", "/nonexistent") };
+        }
+        match nccl::device_count() {
+            Err(Error::NoDriver { tried }) => {
+                assert_eq!(tried.len(), 1, "{tried:?}");
+                assert!(tried[0].contains("libcuda.so: refused"), "{tried:?}");
+                assert!(tried[0].contains("LD_LIBRARY_PATH"), "{tried:?}");
+                println!("child: refused");
+            }
+            other => println!("child: unexpected {other:?}"),
+        }
+        return;
+    }
+    let libm = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib64/libm.so.6",
+        "/usr/lib64/libm.so.6",
+        "/lib/aarch64-linux-gnu/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).is_file())
+    .expect("a libm.so.6 to copy");
+    let dir = std::env::temp_dir().join(format!("nccl-rs-cwd-driver-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(libm, dir.join("libcuda.so")).unwrap();
+    for reset in [false, true] {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", CASE, "--nocapture", "--test-threads=1"])
+            .current_dir(&dir)
+            .env("NCCL_RS_TEST_CHILD", "1")
+            .env("LD_LIBRARY_PATH", "/nonexistent:");
+        if reset {
+            cmd.env("NCCL_RS_TEST_RESET", "1");
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("child: refused"),
+            "reset {reset}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Runs `test` of this program in a child process with
 /// `NCCL_RS_TEST_CHILD` and `env` set; its stdout, once it succeeded.
 fn child_stdout(test: &str, env: &[(&str, std::ffi::OsString)]) -> String {

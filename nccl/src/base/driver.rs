@@ -33,6 +33,36 @@ fn driver_names() -> Vec<String> {
     names
 }
 
+/// A file by one of the driver's names in a folder of the working directory
+/// that `LD_LIBRARY_PATH` makes the loader search (an empty or relative
+/// entry; see [`nccl_sys::search_path`]): cudarc opens the driver by name,
+/// so that file would be loaded, its initializers run, before the real
+/// driver. The refusal, as [`Error::NoDriver`] shows it. A file placed
+/// there after this check is not seen: the check is for a working
+/// directory prepared before the program ran.
+fn planted_driver() -> Option<String> {
+    let folders = nccl_sys::search_path::working_dir_folders();
+    if folders.is_empty() {
+        return None;
+    }
+    let names = driver_names();
+    for dir in &folders {
+        for name in &names {
+            let file = dir.join(name);
+            if std::fs::symlink_metadata(&file).is_ok() {
+                return Some(format!(
+                    "{}: refused: an empty or relative entry of LD_LIBRARY_PATH makes the \
+                     loader search {} before the system's folders, and that file is there; it \
+                     would be loaded as the CUDA driver (remove the entry, or the file)",
+                    file.display(),
+                    dir.display()
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// The driver entry points this crate calls before a driver's version is
 /// known: cudarc panics on a missing one, so a library by the driver's name
 /// that lacks them (not a driver) must not reach cudarc.
@@ -46,7 +76,14 @@ const FIRST_CALLS: [&str; 3] = ["cuDriverGetVersion", "cuInit", "cuDeviceGetCoun
 /// [`Error::NoDriver`] (also for a library by the driver's name that is not
 /// one) or [`Error::DriverTooOld`].
 pub fn driver_version() -> Result<i32> {
-    // SAFETY: only tries to load the library (dlopen); no symbol is called.
+    if let Some(planted) = planted_driver() {
+        return Err(Error::NoDriver {
+            tried: vec![planted],
+        });
+    }
+    // SAFETY: only tries to load the library (dlopen, which runs its
+    // initializers: one from the working directory is refused above); no
+    // symbol is called.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err(Error::NoDriver {
             tried: driver_names(),
