@@ -632,6 +632,32 @@ fn values_that_are_not_utf8_are_errors_not_ignored() {
     }
 }
 
+/// A lookup that answers differently when asked again (a caller's closure,
+/// or the environment changed by another thread while it is read): a typed
+/// error, never a panic.
+#[test]
+fn a_variable_that_vanishes_while_read_is_an_error() {
+    let asked = std::cell::Cell::new(0);
+    let get = |k: &str| -> Option<String> {
+        match k {
+            "NCCL_RS_RANK" => {
+                asked.set(asked.get() + 1);
+                (asked.get() == 1).then(|| "0".to_string())
+            }
+            "NCCL_RS_WORLD_SIZE" => Some("2".into()),
+            _ => None,
+        }
+    };
+    match LaunchInfo::from_vars(&get) {
+        Err(Error::LaunchEnv { var, problem }) => {
+            assert_eq!(var, "NCCL_RS_RANK");
+            assert!(problem.contains("unset while it was read"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(asked.get() >= 2);
+}
+
 /// A launcher nested in another starts at least as many processes as the
 /// outer one: torchrun under mpirun is taken, stale RANK/WORLD_SIZE beside
 /// mpirun's larger world (a shell's, a pod's) are an error, not a world

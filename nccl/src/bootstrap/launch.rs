@@ -428,7 +428,11 @@ impl LaunchInfo {
         };
         let (source, rank_var) = (s.source, s.rank);
         let ignored = present[1..].iter().map(|p| p.source).collect();
-        let rank = v.number(rank_var, max)?.expect("present");
+        // read again to parse: a `get` that answers differently the second
+        // time (or the environment changed by another thread) is an error
+        let rank = v
+            .number(rank_var, max)?
+            .ok_or_else(|| env_err(rank_var, "set, then unset while it was read"))?;
         let (world_var, world) = v
             .first_number(s.world, max)?
             .ok_or_else(|| env_err(s.world[0], format!("missing ({rank_var} is set)")))?;
