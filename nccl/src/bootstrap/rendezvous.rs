@@ -107,6 +107,12 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 /// With several ports, how long a rank gives one of them to answer before
 /// it tries the next.
 const CANDIDATE_LIMIT: Duration = Duration::from_secs(3);
+/// How long one refusal may take to write (the peer reads it, or times out
+/// on its own).
+const REFUSAL_WAIT: Duration = Duration::from_millis(500);
+/// How long the refusals of every joined rank may take together, when rank
+/// 0 gives up on all of them.
+const REFUSALS_WAIT: Duration = Duration::from_secs(2);
 /// Status of rank 0's acknowledgement of a join.
 const ACK: u8 = 2;
 /// Rank 0's answer to a `JOIN` that does not open: a frame length of 0.
@@ -584,9 +590,14 @@ impl TcpBootstrap {
     }
 
     fn send_refusal(&self, c: &mut Conn, k: &Keys, reason: &str) {
+        self.send_refusal_by(c, k, reason, net::deadline_after(REFUSAL_WAIT));
+    }
+
+    /// A refusal to `c`, written by `until` at the latest (best effort: the
+    /// peer learns why, or times out on its own).
+    fn send_refusal_by(&self, c: &mut Conn, k: &Keys, reason: &str, until: Instant) {
         if let Ok(f) = refusal(k, reason) {
             let _ = c.s.set_nonblocking(false);
-            let until = net::deadline_after(Duration::from_millis(500));
             let _ = net::write_all_by(&mut c.s, &f, until);
         }
     }
@@ -775,22 +786,35 @@ impl TcpBootstrap {
             payload.extend_from_slice(id.as_bytes());
         }
         let until = deadline.min(net::deadline_after(HANDSHAKE_LIMIT));
-        for c in &mut conns {
-            if let Stage::Joined(_, k) = &c.stage {
-                let f = frame(k, &payload)?;
+        for i in 0..conns.len() {
+            let c = &mut conns[i];
+            let Stage::Joined(_, k) = std::mem::replace(&mut c.stage, Stage::Hello) else {
+                continue;
+            };
+            let sent = frame(&k, &payload).and_then(|f| {
                 c.s.set_nonblocking(false)
                     .map_err(|e| peer_err(&c.peer.to_string(), e.to_string()))?;
                 net::write_all_by(&mut c.s, &f, until)
-                    .map_err(|e| peer_err(&c.peer.to_string(), format!("sending the ids: {e}")))?;
+                    .map_err(|e| peer_err(&c.peer.to_string(), format!("sending the ids: {e}")))
+            });
+            if let Err(e) = sent {
+                // this rank will not join NCCL's init: the ranks not sent
+                // the ids yet learn it now rather than at their timeouts
+                let reason = format!("rank 0 gave up: {e}");
+                self.refuse_all(&mut conns[i + 1..], &reason);
+                return Err(e);
             }
         }
         Ok(ids)
     }
 
+    /// Refuses every joined connection of `conns`, all within one
+    /// [`REFUSALS_WAIT`].
     fn refuse_all(&self, conns: &mut [Conn], reason: &str) {
+        let until = net::deadline_after(REFUSALS_WAIT);
         for c in conns {
             if let Stage::Joined(_, k) = std::mem::replace(&mut c.stage, Stage::Hello) {
-                self.send_refusal(c, &k, reason);
+                self.send_refusal_by(c, &k, reason, until);
             }
         }
     }
