@@ -383,15 +383,7 @@ fn a_library_named_like_the_driver_is_a_typed_error() {
         }
         return;
     }
-    let libm = [
-        "/lib/x86_64-linux-gnu/libm.so.6",
-        "/lib64/libm.so.6",
-        "/usr/lib64/libm.so.6",
-        "/lib/aarch64-linux-gnu/libm.so.6",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).is_file())
-    .expect("a libm.so.6 to copy");
+    let libm = libm();
     let dir = std::env::temp_dir().join(format!("nccl-rs-decoy-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -438,15 +430,7 @@ fn a_driver_in_the_working_directory_is_refused() {
         }
         return;
     }
-    let libm = [
-        "/lib/x86_64-linux-gnu/libm.so.6",
-        "/lib64/libm.so.6",
-        "/usr/lib64/libm.so.6",
-        "/lib/aarch64-linux-gnu/libm.so.6",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).is_file())
-    .expect("a libm.so.6 to copy");
+    let libm = libm();
     let dir = std::env::temp_dir().join(format!("nccl-rs-cwd-driver-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -469,6 +453,19 @@ fn a_driver_in_the_working_directory_is_refused() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The system's libm: a real shared library that is not the CUDA driver.
+fn libm() -> &'static str {
+    [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib64/libm.so.6",
+        "/usr/lib64/libm.so.6",
+        "/lib/aarch64-linux-gnu/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).is_file())
+    .expect("a libm.so.6 to copy")
 }
 
 /// Runs `test` of this program in a child process with
