@@ -2001,9 +2001,25 @@ fn device_api(env: &Env, rep: &mut Report) {
             return Err(format!("rail {rail:?} x LSA {lsa:?} != world {world}"));
         }
         match comm.team_rank_to_world(w, world) {
-            Err(Error::InvalidArgument { arg: "rank", .. }) => Ok(()),
-            other => Err(format!("a rank past the team: {other:?}")),
+            Err(Error::InvalidArgument { arg: "rank", .. }) => {}
+            other => return Err(format!("a rank past the team: {other:?}")),
         }
+        // a team made by hand whose member NCCL would compute past an int
+        let wide = nccl::Team {
+            n_ranks: 5,
+            rank: 0,
+            stride: 1 << 30,
+        };
+        for (api, got) in [
+            ("world", comm.team_rank_to_world(wide, 4).map(Some)),
+            ("lsa", comm.team_rank_to_lsa(wide, 4)),
+        ] {
+            match got {
+                Err(Error::InvalidArgument { arg: "team", .. }) => {}
+                other => return Err(format!("team_rank_to_{api} past an int: {other:?}")),
+            }
+        }
+        Ok(())
     })();
     rep.check("device API: teams", r);
 

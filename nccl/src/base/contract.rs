@@ -18,6 +18,54 @@ pub(crate) fn rank_arg(
     }
 }
 
+/// Member `rank` of a team of `n_ranks` ranks `stride` apart in which this
+/// rank is `own` (a caller may build any `Team`): in range, and what NCCL
+/// computes from it in `int` (`base + (rank - own) * stride`, where `base`
+/// is this rank's place in the space the answer is in) does not overflow.
+/// Returns that place (negative, or past the space's end, for a member
+/// outside it).
+pub(crate) fn team_member(
+    op: &'static str,
+    (n_ranks, own, stride): (usize, usize, usize),
+    rank: usize,
+    base: usize,
+) -> Result<i64> {
+    rank_arg(op, "rank", rank, n_ranks)?;
+    let team = || format!("{n_ranks} ranks, this rank {own}, stride {stride}");
+    let int = |v: usize| i64::try_from(v).ok().filter(|&v| v <= i64::from(i32::MAX));
+    let (Some(n), Some(o), Some(s), Some(b)) = (int(n_ranks), int(own), int(stride), int(base))
+    else {
+        return Err(Error::invalid(
+            op,
+            "team",
+            "values of at most i32::MAX",
+            team(),
+        ));
+    };
+    let r = rank as i64; // < n_ranks <= i32::MAX
+    if o >= n {
+        return Err(Error::invalid(
+            op,
+            "team",
+            "this rank below the team's size",
+            team(),
+        ));
+    }
+    // each factor within an int, so the product within an i64
+    let step = (r - o) * s;
+    let place = b + step;
+    let ints = i64::from(i32::MIN)..=i64::from(i32::MAX);
+    if !ints.contains(&step) || !ints.contains(&place) {
+        return Err(Error::invalid(
+            op,
+            "team",
+            format!("a team whose member {rank} is an int away from here ({base})"),
+            team(),
+        ));
+    }
+    Ok(place)
+}
+
 /// Two buffers of the same length (all_reduce, broadcast, reduce at root,
 /// all_to_all).
 pub(crate) fn same_len(op: &'static str, send: usize, recv: usize) -> Result<()> {
@@ -291,6 +339,30 @@ mod tests {
         assert_eq!(group_kinds(coll, "send", 1, old).unwrap(), coll);
         assert!(group_kinds(coll, "send", 2, MIXED_GROUPS_SINCE).is_ok());
         assert!(group_kinds(coll, "send", 2, Version::new(2, 30, 7)).is_ok());
+    }
+
+    #[test]
+    fn team_members_stay_within_an_int() {
+        let max = i32::MAX as usize;
+        assert_eq!(team_member("t", (8, 2, 1), 5, 2).unwrap(), 5);
+        assert_eq!(team_member("t", (4, 1, 8), 3, 9).unwrap(), 25);
+        assert_eq!(team_member("t", (4, 3, 8), 0, 25).unwrap(), 1);
+        // outside the answer's space, not an error (an LSA rank of none)
+        assert_eq!(team_member("t", (4, 3, 8), 0, 3).unwrap(), -21);
+        // out of the team
+        assert!(team_member("t", (4, 0, 1), 4, 0).is_err());
+        // 4 * 2^30 overflows NCCL's int
+        assert!(team_member("t", (5, 0, 1 << 30), 4, 0).is_err());
+        assert!(team_member("t", (5, 4, 1 << 30), 0, 0).is_err());
+        // the sum past i32::MAX
+        assert!(team_member("t", (2, 0, max), 1, 1).is_err());
+        assert_eq!(team_member("t", (2, 0, max - 1), 1, 1).unwrap(), max as i64);
+        // fields NCCL cannot hold, or a team without this rank
+        assert!(team_member("t", (max + 1, 0, 1), 1, 0).is_err());
+        assert!(team_member("t", (4, 0, max + 1), 1, 0).is_err());
+        assert!(team_member("t", (4, 0, 1), 1, max + 1).is_err());
+        assert!(team_member("t", (4, 4, 1), 1, 0).is_err());
+        assert!(team_member("t", (usize::MAX, usize::MAX - 1, usize::MAX), 3, 0).is_err());
     }
 
     #[test]

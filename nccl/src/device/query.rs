@@ -139,14 +139,23 @@ impl Comm {
     /// The world rank of member `rank` of `team` (`ncclTeamRankToWorld`).
     ///
     /// # Errors
-    /// `InvalidArgument` for `rank >= team.n_ranks`; as [`Comm::team_world`].
+    /// `InvalidArgument` for `rank >= team.n_ranks`, or a team whose member
+    /// would be more than an `int` away (NCCL computes in `int`; a `Team`
+    /// made by hand can ask that); as [`Comm::team_world`].
     pub fn team_rank_to_world(&self, team: Team, rank: usize) -> Result<usize> {
         const API: &str = "ncclTeamRankToWorld";
         require_device(API, DEVICE_API)?;
         self.live("team_rank_to_world")?;
-        crate::base::contract::rank_arg("team_rank_to_world", "rank", rank, team.n_ranks)?;
+        crate::base::contract::team_member(
+            "team_rank_to_world",
+            (team.n_ranks, team.rank, team.stride),
+            rank,
+            self.rank(),
+        )?;
         let r = i32::try_from(rank).unwrap_or(i32::MAX);
-        // SAFETY: a live communicator of this thread; plain values.
+        // SAFETY: a live communicator of this thread; plain values, checked
+        // above so that NCCL's `rank + (r - team.rank) * stride` (in int)
+        // does not overflow.
         let w = unsafe { sys::device::ncclTeamRankToWorld(self.as_raw(), team.to_raw(), r) };
         usize::try_from(w)
             .ok()
@@ -163,10 +172,17 @@ impl Comm {
         const API: &str = "ncclTeamRankToLsa";
         require_device(API, DEVICE_API)?;
         self.live("team_rank_to_lsa")?;
-        crate::base::contract::rank_arg("team_rank_to_lsa", "rank", rank, team.n_ranks)?;
         let lsa = self.team_lsa()?;
+        crate::base::contract::team_member(
+            "team_rank_to_lsa",
+            (team.n_ranks, team.rank, team.stride),
+            rank,
+            lsa.rank,
+        )?;
         let r = i32::try_from(rank).unwrap_or(i32::MAX);
-        // SAFETY: a live communicator of this thread; plain values.
+        // SAFETY: a live communicator of this thread; plain values, checked
+        // above so that NCCL's `lsaSelf + (r - team.rank) * stride` (in
+        // int) does not overflow.
         let l = unsafe { sys::device::ncclTeamRankToLsa(self.as_raw(), team.to_raw(), r) };
         Ok(usize::try_from(l).ok().filter(|&l| l < lsa.n_ranks))
     }
