@@ -782,7 +782,14 @@ fn grow_plans_number_joiners_after_the_existing_ranks() {
             "{e:?}"
         );
     }
-    for (old, new) in [(4, 4), (4, 3), (0, 2), (1, i32::MAX as usize + 1)] {
+    for (old, new) in [
+        (4, 4),
+        (4, 3),
+        (0, 2),
+        (1, i32::MAX as usize + 1),
+        (usize::MAX, 5),
+        (usize::MAX, usize::MAX),
+    ] {
         let e = GrowPlan::new(old, new).unwrap_err();
         assert!(
             matches!(e, Error::InvalidArgument { op: "grow", .. }),

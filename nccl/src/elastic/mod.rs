@@ -238,7 +238,7 @@ impl GrowPlan {
                 "new_world",
                 format!(
                     "{} ..= i32::MAX (more than the {old_world} ranks now)",
-                    old_world + 1
+                    old_world.saturating_add(1)
                 ),
                 new_world,
             ));
