@@ -901,8 +901,8 @@ fn elastic_apis_are_gated_by_the_header_and_the_runtime() {
 #[test]
 fn ncclbuffer_views_are_buffers() {
     fn send_sync<T: Send + Sync>() {}
-    fn reads<B: cudarc::driver::DevicePtr<f32>>() {}
-    fn writes<B: cudarc::driver::DevicePtrMut<f32>>() {}
+    fn reads<B: nccl::DeviceBuffer<f32>>() {}
+    fn writes<B: nccl::DeviceBufferMut<f32>>() {}
     send_sync::<nccl::NcclView<'static, f32>>();
     send_sync::<nccl::NcclViewMut<'static, f32>>();
     reads::<nccl::NcclBuffer<f32>>();
@@ -910,6 +910,15 @@ fn ncclbuffer_views_are_buffers() {
     reads::<nccl::NcclView<'static, f32>>();
     reads::<nccl::NcclViewMut<'static, f32>>();
     writes::<nccl::NcclViewMut<'static, f32>>();
+    // and cudarc's own, and registrations of either
+    use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
+    reads::<CudaSlice<f32>>();
+    writes::<CudaSlice<f32>>();
+    reads::<CudaView<'static, f32>>();
+    reads::<CudaViewMut<'static, f32>>();
+    writes::<CudaViewMut<'static, f32>>();
+    reads::<nccl::Registered<f32, nccl::NcclBuffer<f32>>>();
+    writes::<nccl::Registered<f32, CudaSlice<f32>>>();
 }
 
 /// The symmetric pool: gated like windows (NCCL 2.27.3), its buffers are
@@ -936,8 +945,8 @@ fn symmetric_pool_is_gated_and_its_buffers_are_buffers() {
     }
     #[cfg(nccl_fn = "ncclCommWindowRegister")]
     {
-        fn reads<B: cudarc::driver::DevicePtr<f32>>() {}
-        fn writes<B: cudarc::driver::DevicePtrMut<f32>>() {}
+        fn reads<B: nccl::DeviceBuffer<f32>>() {}
+        fn writes<B: nccl::DeviceBufferMut<f32>>() {}
         reads::<nccl::SymmetricBuffer<'static, f32>>();
         writes::<nccl::SymmetricBuffer<'static, f32>>();
         let s = nccl::PoolStats::default();

@@ -44,7 +44,11 @@
 //!
 //! # Streams, cudarc's event tracking, and CUDA graphs
 //!
-//! Collectives take cudarc buffers through `DevicePtr`/`DevicePtrMut`, so
+//! Collectives take buffers through [`DeviceBuffer`]/[`DeviceBufferMut`]:
+//! cudarc's `CudaSlice` and views, this crate's buffers and registrations,
+//! or a type of your own that promises, with `unsafe impl`, what they say
+//! (cudarc's own `DevicePtr` is safe to implement with any address, so it
+//! cannot be enough for NCCL). They ask cudarc for the pointers, so
 //! cudarc's cross-stream tracking stays correct: once a context has a stream
 //! of its own (cudarc turns tracking on with the first `new_stream`), each
 //! `CudaSlice` waits for its last uses and records its use by the collective
@@ -205,8 +209,8 @@ pub use comm::{
 pub use device::{CommProperties, DevComm, DevCommBytes, DevCommRequirements, Team};
 pub use elastic::{ElasticApi, GrowPlan, MemStats, RankMap, Recovery, Shrunk, elastic_support};
 pub use mem::{
-    DROP_WAIT, Local, Memory, NcclBuffer, NcclView, NcclViewMut, Registered, Registration,
-    RegistrationKind, SliceNotTaken,
+    DROP_WAIT, DeviceBuffer, DeviceBufferMut, Local, Memory, NcclBuffer, NcclView, NcclViewMut,
+    Registered, Registration, RegistrationKind, SliceNotTaken,
 };
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
 pub use mem::{PoolStats, SymmetricBuffer, SymmetricPool, Win, Window};

@@ -4,7 +4,7 @@
 //! cudarc types that collectives take.
 
 pub use crate::{
-    Comm, Config, Enqueue, Memory, NcclBuffer, NcclType, ReduceOp, UniqueId, context, device_count,
-    group,
+    Comm, Config, DeviceBuffer, DeviceBufferMut, Enqueue, Memory, NcclBuffer, NcclType, ReduceOp,
+    UniqueId, context, device_count, group,
 };
 pub use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};

@@ -11,7 +11,7 @@
 //! the system has no multimem. Nothing is mapped or unmapped: the address
 //! is valid while the window is registered.
 
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use crate::mem::{DeviceBuffer, DeviceBufferMut};
 
 use crate::base::call::check;
 use crate::base::contract;
@@ -22,7 +22,7 @@ use crate::sys;
 
 use super::{DEVICE_QUERIES, require_device};
 
-impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static> Registration<T, B, Win> {
+impl<T: 'static, B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static> Registration<T, B, Win> {
     /// The window's handle (`ncclWindow_t`, a device address) for a kernel
     /// parameter of that type (`launch_builder(..).arg(&handle)`), when this
     /// is a window of `comm` that NCCL made. A kernel reaches it only with a

@@ -4,6 +4,7 @@
 //! (`ncclCommWindowRegister`, NCCL 2.27+) and a pool of them.
 
 mod buffer;
+mod device_buffer;
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
 mod pool;
 mod registration;
@@ -15,6 +16,7 @@ use crate::base::error::{Error, Result};
 
 pub(crate) use buffer::one_wait;
 pub use buffer::{DROP_WAIT, Memory, NcclBuffer, NcclView, NcclViewMut, SliceNotTaken};
+pub use device_buffer::{DeviceBuffer, DeviceBufferMut};
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
 pub use pool::{PoolStats, SymmetricBuffer, SymmetricPool};
 pub use registration::{Local, Registered, Registration, RegistrationKind};

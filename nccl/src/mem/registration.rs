@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, SyncOnDrop, sys as cu};
 
+use crate::mem::{DeviceBuffer, DeviceBufferMut};
+
 use crate::base::call::check_comm;
 use crate::base::dtype::NcclType;
 use crate::base::error::{Error, Result};
@@ -93,7 +95,7 @@ const POOL_REFUSED: crate::Version = crate::Version::new(2, 30, 3);
 /// and the buffer is simply freed.
 pub struct Registration<
     T: 'static,
-    B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
+    B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static,
     K: RegistrationKind,
 > {
     /// `None` only while it is given back or parked.
@@ -104,7 +106,7 @@ pub struct Registration<
     _t: PhantomData<(fn() -> T, K)>,
 }
 
-impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
+impl<T: 'static, B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static, K: RegistrationKind>
     std::fmt::Debug for Registration<T, B, K>
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,7 +143,7 @@ impl Comm {
     /// The registration of `buf` that NCCL returned as `handle`.
     fn adopt_registration<
         T: 'static,
-        B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
+        B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static,
         K: RegistrationKind,
     >(
         &self,
@@ -189,7 +191,10 @@ impl Comm {
     /// registered too while this registration lasts, and the promise covers
     /// the calls given it as well. An [`NcclBuffer`](crate::NcclBuffer) of
     /// `ncclMemAlloc` memory has its pages to itself.
-    pub unsafe fn register<T: NcclType, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static>(
+    pub unsafe fn register<
+        T: NcclType,
+        B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static,
+    >(
         &self,
         buf: B,
     ) -> Result<Registered<T, B>> {
@@ -244,7 +249,7 @@ impl Comm {
     /// live (see [`Comm::window_register`]).
     pub fn deregister<
         T: 'static,
-        B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
+        B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static,
         K: RegistrationKind,
     >(
         &self,
@@ -309,7 +314,7 @@ impl Comm {
     }
 }
 
-impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
+impl<T: 'static, B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static, K: RegistrationKind>
     Registration<T, B, K>
 {
     /// The buffer.
@@ -339,7 +344,7 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
 }
 
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
-impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
+impl<T: 'static, B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static, K: RegistrationKind>
     Registration<T, B, K>
 {
     /// NCCL's handle (a window's `ncclWindow_t`), when this is a
@@ -352,7 +357,7 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
 /// A registered buffer, type-erased for its communicator's registry.
 struct Held<T, B>(B, PhantomData<fn() -> T>);
 
-impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static> Parked for Held<T, B> {
+impl<T: 'static, B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static> Parked for Held<T, B> {
     fn uses_done(&mut self) -> bool {
         let stream = self.0.stream().clone();
         // acquiring it for writing makes `stream` wait for every tracked use
@@ -372,7 +377,7 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static> Parked for 
     }
 }
 
-impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind> Drop
+impl<T: 'static, B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static, K: RegistrationKind> Drop
     for Registration<T, B, K>
 {
     /// Parks the registration with its communicator (see the type's docs);
@@ -399,7 +404,7 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
     }
 }
 
-impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
+impl<T: 'static, B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static, K: RegistrationKind>
     DeviceSlice<T> for Registration<T, B, K>
 {
     fn len(&self) -> usize {
@@ -410,7 +415,7 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
     }
 }
 
-impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
+impl<T: 'static, B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static, K: RegistrationKind>
     DevicePtr<T> for Registration<T, B, K>
 {
     fn device_ptr<'a>(&'a self, stream: &'a CudaStream) -> (cu::CUdeviceptr, SyncOnDrop<'a>) {
@@ -418,7 +423,7 @@ impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: Registra
     }
 }
 
-impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static, K: RegistrationKind>
+impl<T: 'static, B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static, K: RegistrationKind>
     DevicePtrMut<T> for Registration<T, B, K>
 {
     fn device_ptr_mut<'a>(
@@ -528,7 +533,7 @@ impl Comm {
     ///   only its own).
     pub unsafe fn window_register<
         T: NcclType,
-        B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static,
+        B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static,
     >(
         &self,
         buf: B,

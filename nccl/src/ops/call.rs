@@ -1,10 +1,11 @@
 //! Collectives and point-to-point calls, bound to a cudarc stream, with every
 //! argument checked before NCCL sees it.
 //!
-//! Buffers are anything implementing cudarc's [`DevicePtr`] (read) or
-//! [`DevicePtrMut`] (written): `CudaSlice`, `CudaView`, `CudaViewMut`, and
-//! this crate's [`NcclBuffer`](crate::NcclBuffer), its views and registered
-//! buffers. Each call asks for the pointers on the given stream, so
+//! Buffers are anything implementing [`DeviceBuffer`] (read) or
+//! [`DeviceBufferMut`] (written), the unsafe counterparts of cudarc's safe
+//! `DevicePtr`/`DevicePtrMut` (whose implementors could report any address):
+//! `CudaSlice`, `CudaView`, `CudaViewMut`, and this crate's
+//! [`NcclBuffer`](crate::NcclBuffer), its views and registered buffers. Each call asks for the pointers on the given stream, so
 //! cross-stream tracking stays correct: when cudarc manages stream
 //! synchronization (its default once a context has one stream of its own,
 //! from `new_stream` or `fork`), the stream first waits for pending writes
@@ -25,7 +26,9 @@
 //! enqueue), and [`Call::run`] makes the NCCL call and turns its result into a
 //! `Result`. Each collective states only its own contract.
 
-use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, SyncOnDrop, sys as cu};
+use cudarc::driver::{CudaStream, SyncOnDrop, sys as cu};
+
+use crate::mem::{DeviceBuffer, DeviceBufferMut};
 use std::sync::Arc;
 
 use crate::base::call::check_comm;
@@ -140,7 +143,7 @@ impl<'a> Call<'a> {
 
     /// A buffer the call reads: its device address on the call's stream.
     #[inline(always)]
-    pub(crate) fn read<T>(&mut self, buf: &'a impl DevicePtr<T>) -> u64 {
+    pub(crate) fn read<T>(&mut self, buf: &'a impl DeviceBuffer<T>) -> u64 {
         if !self.on_this_gpu(buf.stream()) {
             return 0;
         }
@@ -152,7 +155,7 @@ impl<'a> Call<'a> {
 
     /// A buffer the call writes: its device address on the call's stream.
     #[inline(always)]
-    pub(crate) fn write<T>(&mut self, buf: &'a mut impl DevicePtrMut<T>) -> u64 {
+    pub(crate) fn write<T>(&mut self, buf: &'a mut impl DeviceBufferMut<T>) -> u64 {
         if !self.on_this_gpu(buf.stream()) {
             return 0;
         }

@@ -1,7 +1,7 @@
 //! Collectives: every rank takes part, bound to a stream, each stating its
 //! own contract and going through [`Call`].
 
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use crate::mem::{DeviceBuffer, DeviceBufferMut};
 
 use crate::base::contract;
 use crate::base::dtype::NcclType;
@@ -32,8 +32,8 @@ impl Comm {
     /// `InGroup` for a bare stream inside a group.
     pub fn all_reduce<'a, T: NcclType>(
         &'a self,
-        send: &'a impl DevicePtr<T>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        send: &'a impl DeviceBuffer<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         op: ReduceOp<'a>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -54,7 +54,7 @@ impl Comm {
     /// As [`Comm::all_reduce`].
     pub fn all_reduce_in_place<'a, T: NcclType>(
         &'a self,
-        buf: &'a mut impl DevicePtrMut<T>,
+        buf: &'a mut impl DeviceBufferMut<T>,
         op: ReduceOp<'a>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -77,8 +77,8 @@ impl Comm {
     /// stream of another GPU.
     pub fn broadcast<'a, T: NcclType>(
         &'a self,
-        send: &'a impl DevicePtr<T>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        send: &'a impl DeviceBuffer<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         root: usize,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -100,7 +100,7 @@ impl Comm {
     /// As [`Comm::broadcast`].
     pub fn broadcast_in_place<'a, T: NcclType>(
         &'a self,
-        buf: &'a mut impl DevicePtrMut<T>,
+        buf: &'a mut impl DeviceBufferMut<T>,
         root: usize,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -122,9 +122,9 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` for `root >= world`, `None` at the root, a wrong
     /// length, overlap, or a stream of another GPU.
-    pub fn reduce<'a, T: NcclType, R: DevicePtrMut<T>>(
+    pub fn reduce<'a, T: NcclType, R: DeviceBufferMut<T>>(
         &'a self,
-        send: &'a impl DevicePtr<T>,
+        send: &'a impl DeviceBuffer<T>,
         recv: Option<&'a mut R>,
         op: ReduceOp<'a>,
         root: usize,
@@ -164,7 +164,7 @@ impl Comm {
     /// As [`Comm::reduce`].
     pub fn reduce_in_place<'a, T: NcclType>(
         &'a self,
-        buf: &'a mut impl DevicePtrMut<T>,
+        buf: &'a mut impl DeviceBufferMut<T>,
         op: ReduceOp<'a>,
         root: usize,
         stream: impl Enqueue<'a>,
@@ -188,8 +188,8 @@ impl Comm {
     /// `InvalidArgument` for wrong lengths, overlap, or a stream of another GPU.
     pub fn all_gather<'a, T: NcclType>(
         &'a self,
-        send: &'a impl DevicePtr<T>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        send: &'a impl DeviceBuffer<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
         let mut c = Call::begin::<T>(self, "all_gather", stream)?;
@@ -209,7 +209,7 @@ impl Comm {
     /// `InvalidArgument` when `buf.len()` is not a multiple of `world`.
     pub fn all_gather_in_place<'a, T: NcclType>(
         &'a self,
-        buf: &'a mut impl DevicePtrMut<T>,
+        buf: &'a mut impl DeviceBufferMut<T>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "all_gather_in_place";
@@ -233,8 +233,8 @@ impl Comm {
     /// or a custom op of another communicator or type.
     pub fn reduce_scatter<'a, T: NcclType>(
         &'a self,
-        send: &'a impl DevicePtr<T>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        send: &'a impl DeviceBuffer<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         op: ReduceOp<'a>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -257,7 +257,7 @@ impl Comm {
     /// `InvalidArgument` when `buf.len()` is not a multiple of `world`.
     pub fn reduce_scatter_in_place<'a, T: NcclType>(
         &'a self,
-        buf: &'a mut impl DevicePtrMut<T>,
+        buf: &'a mut impl DeviceBufferMut<T>,
         op: ReduceOp<'a>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -286,8 +286,8 @@ impl Comm {
     /// `InvalidArgument` for wrong lengths, overlap, or a stream of another GPU.
     pub fn all_to_all<'a, T: NcclType>(
         &'a self,
-        send: &'a impl DevicePtr<T>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        send: &'a impl DeviceBuffer<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
         let mut c = Call::begin::<T>(self, "all_to_all", stream)?;
@@ -350,9 +350,9 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` for `root >= world`, `None` or a wrong length at the
     /// root, overlap, or a stream of another GPU.
-    pub fn gather<'a, T: NcclType, R: DevicePtrMut<T>>(
+    pub fn gather<'a, T: NcclType, R: DeviceBufferMut<T>>(
         &'a self,
-        send: &'a impl DevicePtr<T>,
+        send: &'a impl DeviceBuffer<T>,
         recv: Option<&'a mut R>,
         root: usize,
         stream: impl Enqueue<'a>,
@@ -410,10 +410,10 @@ impl Comm {
     /// # Errors
     /// `InvalidArgument` for `root >= world`, `None` or a wrong length at the
     /// root, overlap, or a stream of another GPU.
-    pub fn scatter<'a, T: NcclType, S: DevicePtr<T>>(
+    pub fn scatter<'a, T: NcclType, S: DeviceBuffer<T>>(
         &'a self,
         send: Option<&'a S>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         root: usize,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -471,8 +471,8 @@ impl Comm {
     /// `recv.len()` and `counts[rank] == send.len()`.
     pub fn all_gather_v<'a, T: NcclType>(
         &'a self,
-        send: &'a impl DevicePtr<T>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        send: &'a impl DeviceBuffer<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         counts: &[usize],
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -507,8 +507,8 @@ impl Comm {
     /// `send.len()` and `counts[rank] == recv.len()`.
     pub fn reduce_scatter_v<'a, T: NcclType>(
         &'a self,
-        send: &'a impl DevicePtr<T>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        send: &'a impl DeviceBuffer<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         counts: &[usize],
         op: ReduceOp<'a>,
         stream: impl Enqueue<'a>,
@@ -557,9 +557,9 @@ impl Comm {
     /// recv_counts[rank]`.
     pub fn all_to_all_v<'a, T: NcclType>(
         &'a self,
-        send: &'a impl DevicePtr<T>,
+        send: &'a impl DeviceBuffer<T>,
         send_counts: &[usize],
-        recv: &'a mut impl DevicePtrMut<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         recv_counts: &[usize],
         stream: impl Enqueue<'a>,
     ) -> Result<()> {

@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use crate::mem::{DeviceBuffer, DeviceBufferMut};
 
 use crate::base::contract;
 use crate::base::dtype::NcclType;
@@ -343,8 +343,8 @@ impl<'a> Configured<'a> {
     /// `Unsupported` before NCCL 2.31.2 (after the arguments are checked).
     pub fn all_reduce<T: NcclType>(
         &self,
-        send: &'a impl DevicePtr<T>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        send: &'a impl DeviceBuffer<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         op: ReduceOp<'a>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -367,7 +367,7 @@ impl<'a> Configured<'a> {
     /// As [`Configured::all_reduce`].
     pub fn all_reduce_in_place<T: NcclType>(
         &self,
-        buf: &'a mut impl DevicePtrMut<T>,
+        buf: &'a mut impl DeviceBufferMut<T>,
         op: ReduceOp<'a>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -390,8 +390,8 @@ impl<'a> Configured<'a> {
     /// `Unsupported` before NCCL 2.31.2.
     pub fn broadcast<T: NcclType>(
         &self,
-        send: &'a impl DevicePtr<T>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        send: &'a impl DeviceBuffer<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         root: usize,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -417,7 +417,7 @@ impl<'a> Configured<'a> {
     /// As [`Configured::broadcast`].
     pub fn broadcast_in_place<T: NcclType>(
         &self,
-        buf: &'a mut impl DevicePtrMut<T>,
+        buf: &'a mut impl DeviceBufferMut<T>,
         root: usize,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -441,9 +441,9 @@ impl<'a> Configured<'a> {
     /// # Errors
     /// As [`Comm::reduce`]; `InvalidArgument` for the configuration;
     /// `Unsupported` before NCCL 2.31.2.
-    pub fn reduce<T: NcclType, R: DevicePtrMut<T>>(
+    pub fn reduce<T: NcclType, R: DeviceBufferMut<T>>(
         &self,
-        send: &'a impl DevicePtr<T>,
+        send: &'a impl DeviceBuffer<T>,
         recv: Option<&'a mut R>,
         op: ReduceOp<'a>,
         root: usize,
@@ -497,7 +497,7 @@ impl<'a> Configured<'a> {
     /// As [`Configured::reduce`].
     pub fn reduce_in_place<T: NcclType>(
         &self,
-        buf: &'a mut impl DevicePtrMut<T>,
+        buf: &'a mut impl DeviceBufferMut<T>,
         op: ReduceOp<'a>,
         root: usize,
         stream: impl Enqueue<'a>,
@@ -535,8 +535,8 @@ impl<'a> Configured<'a> {
     /// `Unsupported` before NCCL 2.31.2.
     pub fn all_gather<T: NcclType>(
         &self,
-        send: &'a impl DevicePtr<T>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        send: &'a impl DeviceBuffer<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const API: &str = "ncclAllGatherConfig";
@@ -557,7 +557,7 @@ impl<'a> Configured<'a> {
     /// As [`Configured::all_gather`].
     pub fn all_gather_in_place<T: NcclType>(
         &self,
-        buf: &'a mut impl DevicePtrMut<T>,
+        buf: &'a mut impl DeviceBufferMut<T>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const OP: &str = "all_gather_in_place";
@@ -584,8 +584,8 @@ impl<'a> Configured<'a> {
     /// `Unsupported` before NCCL 2.31.2.
     pub fn reduce_scatter<T: NcclType>(
         &self,
-        send: &'a impl DevicePtr<T>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        send: &'a impl DeviceBuffer<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         op: ReduceOp<'a>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -610,7 +610,7 @@ impl<'a> Configured<'a> {
     /// As [`Configured::reduce_scatter`].
     pub fn reduce_scatter_in_place<T: NcclType>(
         &self,
-        buf: &'a mut impl DevicePtrMut<T>,
+        buf: &'a mut impl DeviceBufferMut<T>,
         op: ReduceOp<'a>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -647,8 +647,8 @@ impl<'a> Configured<'a> {
     /// `Unsupported` before NCCL 2.31.2.
     pub fn all_to_all<T: NcclType>(
         &self,
-        send: &'a impl DevicePtr<T>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        send: &'a impl DeviceBuffer<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
         const API: &str = "ncclAlltoAllConfig";
@@ -667,9 +667,9 @@ impl<'a> Configured<'a> {
     /// # Errors
     /// As [`Comm::gather`]; `InvalidArgument` for the configuration;
     /// `Unsupported` before NCCL 2.31.2.
-    pub fn gather<T: NcclType, R: DevicePtrMut<T>>(
+    pub fn gather<T: NcclType, R: DeviceBufferMut<T>>(
         &self,
-        send: &'a impl DevicePtr<T>,
+        send: &'a impl DeviceBuffer<T>,
         recv: Option<&'a mut R>,
         root: usize,
         stream: impl Enqueue<'a>,
@@ -701,10 +701,10 @@ impl<'a> Configured<'a> {
     /// # Errors
     /// As [`Comm::scatter`]; `InvalidArgument` for the configuration;
     /// `Unsupported` before NCCL 2.31.2.
-    pub fn scatter<T: NcclType, S: DevicePtr<T>>(
+    pub fn scatter<T: NcclType, S: DeviceBuffer<T>>(
         &self,
         send: Option<&'a S>,
-        recv: &'a mut impl DevicePtrMut<T>,
+        recv: &'a mut impl DeviceBufferMut<T>,
         root: usize,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {

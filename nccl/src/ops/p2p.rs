@@ -1,6 +1,6 @@
 //! Point-to-point: [`Comm::send`] and [`Comm::recv`], one peer each.
 
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use crate::mem::{DeviceBuffer, DeviceBufferMut};
 
 use crate::base::contract;
 use crate::base::dtype::NcclType;
@@ -19,7 +19,7 @@ impl Comm {
     /// `InvalidArgument` for `peer >= world` or a stream of another GPU.
     pub fn send<'a, T: NcclType>(
         &'a self,
-        buf: &'a impl DevicePtr<T>,
+        buf: &'a impl DeviceBuffer<T>,
         peer: usize,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {
@@ -39,7 +39,7 @@ impl Comm {
     /// `InvalidArgument` for `peer >= world` or a stream of another GPU.
     pub fn recv<'a, T: NcclType>(
         &'a self,
-        buf: &'a mut impl DevicePtrMut<T>,
+        buf: &'a mut impl DeviceBufferMut<T>,
         peer: usize,
         stream: impl Enqueue<'a>,
     ) -> Result<()> {

@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use crate::mem::{DeviceBuffer, DeviceBufferMut};
 
 use crate::base::contract;
 use crate::base::dtype::NcclType;
@@ -88,18 +88,18 @@ mod sealed {
 
 /// Memory one-sided operations take: a [`Window`] or a buffer of a
 /// [`SymmetricPool`](crate::SymmetricPool) (whose window it is). Sealed.
-pub trait WindowMemory<T>: DevicePtr<T> + sealed::Sealed {
+pub trait WindowMemory<T>: DeviceBuffer<T> + sealed::Sealed {
     /// NCCL's handle of the window, when it is one of `comm`'s (0 when NCCL
     /// made none); `None` for another communicator's.
     #[doc(hidden)]
     fn window_of(&self, comm: &Comm) -> Option<usize>;
 }
 
-impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static> sealed::Sealed
+impl<T: 'static, B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static> sealed::Sealed
     for Window<T, B>
 {
 }
-impl<T: 'static, B: DevicePtr<T> + DevicePtrMut<T> + Send + 'static> WindowMemory<T>
+impl<T: 'static, B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static> WindowMemory<T>
     for Window<T, B>
 {
     fn window_of(&self, comm: &Comm) -> Option<usize> {

@@ -23,7 +23,8 @@
 pub use crate::options::BufKind;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, CudaStream};
+use nccl::{DeviceBuffer, DeviceBufferMut};
 use nccl::{Memory, NcclBuffer};
 
 use crate::elem::Elem;
@@ -32,7 +33,7 @@ use crate::elem::Elem;
 /// rank's index in this process).
 pub trait Make<T: Elem> {
     /// The buffers it makes.
-    type Buf: DevicePtr<T> + DevicePtrMut<T>;
+    type Buf: DeviceBuffer<T> + DeviceBufferMut<T>;
     /// `len` elements equal to `v`, on `stream`.
     fn filled(
         &self,
@@ -90,7 +91,7 @@ impl<'p, T: Elem> Make<T> for &'p [nccl::SymmetricPool<'_>] {
 }
 
 /// A buffer the benchmark can make, fill and hand to the collectives.
-pub trait BenchBuf<T: Elem>: DevicePtr<T> + DevicePtrMut<T> + Sized {
+pub trait BenchBuf<T: Elem>: DeviceBuffer<T> + DeviceBufferMut<T> + Sized {
     /// `len` elements equal to `v`, on `stream`.
     fn filled(stream: &Arc<CudaStream>, v: T, len: usize) -> nccl::Result<Self>;
     /// `len` zeros, on `stream`.

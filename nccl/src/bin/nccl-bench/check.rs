@@ -7,7 +7,7 @@ use nccl::ReduceOp;
 use crate::elem::Elem;
 use crate::options::Opts;
 use crate::timing::{Buffers, Rank, issue_all};
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use nccl::{DeviceBuffer, DeviceBufferMut};
 
 /// What rank `rank` puts in every element of its input.
 pub fn contribution(rank: usize) -> f64 {
@@ -17,7 +17,7 @@ pub fn contribution(rank: usize) -> f64 {
 /// Refills the inputs, runs the collective once more and counts the wrong
 /// elements over the ranks of this process.
 #[allow(clippy::too_many_arguments)]
-pub fn check_once<T: Elem, B: DevicePtr<T> + DevicePtrMut<T>>(
+pub fn check_once<T: Elem, B: DeviceBuffer<T> + DeviceBufferMut<T>>(
     o: &Opts,
     ranks: &[Rank],
     bufs: &mut Buffers<B>,

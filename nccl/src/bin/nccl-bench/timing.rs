@@ -12,8 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, sys as cu};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, sys as cu};
 use nccl::{Comm, Memory, ReduceOp};
+use nccl::{DeviceBuffer, DeviceBufferMut};
 
 use crate::buffers::{self, BufKind, Make, Plain};
 use crate::check;
@@ -84,7 +85,7 @@ pub fn lens(coll: &str, count: usize, world: usize, in_place: bool) -> (usize, u
 /// Issues one collective on one rank, on `s` (a stream, or a group's view of
 /// it).
 #[allow(clippy::too_many_arguments)]
-pub fn issue<'a, T: Elem, B: DevicePtr<T> + DevicePtrMut<T>>(
+pub fn issue<'a, T: Elem, B: DeviceBuffer<T> + DeviceBufferMut<T>>(
     coll: &str,
     r: &'a Rank,
     send: &'a B,
@@ -123,7 +124,7 @@ pub fn issue<'a, T: Elem, B: DevicePtr<T> + DevicePtrMut<T>>(
 
 /// Issues the collective once on every rank: inside one group when one
 /// process drives several GPUs (or for a send/recv pair), directly otherwise.
-pub fn issue_all<T: Elem, B: DevicePtr<T> + DevicePtrMut<T>>(
+pub fn issue_all<T: Elem, B: DeviceBuffer<T> + DeviceBufferMut<T>>(
     o: &Opts,
     ranks: &[Rank],
     bufs: &mut [(B, B)],
@@ -346,7 +347,7 @@ fn measure<T: Elem, M: Make<T>>(
 
 /// The timed part: milliseconds between the two events on rank 0's stream,
 /// and the host time spent enqueueing.
-fn timed<T: Elem, B: DevicePtr<T> + DevicePtrMut<T>>(
+fn timed<T: Elem, B: DeviceBuffer<T> + DeviceBufferMut<T>>(
     o: &Opts,
     ranks: &[Rank],
     bufs: &mut Buffers<B>,
