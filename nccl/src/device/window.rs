@@ -11,13 +11,11 @@
 //! the system has no multimem. Nothing is mapped or unmapped: the address
 //! is valid while the window is registered.
 
-use crate::mem::{DeviceBuffer, DeviceBufferMut};
-
 use crate::base::call::check;
 use crate::base::contract;
 use crate::base::error::{Error, Result};
 use crate::comm::Comm;
-use crate::mem::{Registration, Win};
+use crate::mem::{DeviceBuffer, DeviceBufferMut, Registration, Win};
 use crate::sys;
 
 use super::{DEVICE_QUERIES, require_device};

@@ -6,8 +6,6 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, SyncOnDrop, sys as cu};
 
-use crate::mem::{DeviceBuffer, DeviceBufferMut};
-
 use crate::base::call::check_comm;
 use crate::base::dtype::NcclType;
 use crate::base::error::{Error, Result};
@@ -15,6 +13,7 @@ use crate::base::runtime::require_api;
 use crate::comm::Comm;
 use crate::comm::registry::{Parked, Pending, Registry};
 use crate::mem::buffer::DROP_WAIT;
+use crate::mem::{DeviceBuffer, DeviceBufferMut};
 use crate::sys;
 
 mod kind {

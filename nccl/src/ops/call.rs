@@ -5,8 +5,9 @@
 //! [`DeviceBufferMut`] (written), the unsafe counterparts of cudarc's safe
 //! `DevicePtr`/`DevicePtrMut` (whose implementors could report any address):
 //! `CudaSlice`, `CudaView`, `CudaViewMut`, and this crate's
-//! [`NcclBuffer`](crate::NcclBuffer), its views and registered buffers. Each call asks for the pointers on the given stream, so
-//! cross-stream tracking stays correct: when cudarc manages stream
+//! [`NcclBuffer`](crate::NcclBuffer), its views and registered buffers.
+//! Each call asks for the pointers on the given stream, so cross-stream
+//! tracking stays correct: when cudarc manages stream
 //! synchronization (its default once a context has one stream of its own,
 //! from `new_stream` or `fork`), the stream first waits for pending writes
 //! (and, for outputs, reads) of the buffers, and the NCCL call is recorded as
@@ -27,8 +28,6 @@
 //! `Result`. Each collective states only its own contract.
 
 use cudarc::driver::{CudaStream, SyncOnDrop, sys as cu};
-
-use crate::mem::{DeviceBuffer, DeviceBufferMut};
 use std::sync::Arc;
 
 use crate::base::call::check_comm;
@@ -38,6 +37,7 @@ use crate::base::error::{Error, Result};
 use crate::base::runtime::require;
 use crate::base::version::Version;
 use crate::comm::Comm;
+use crate::mem::{DeviceBuffer, DeviceBufferMut};
 use crate::ops::ReduceOp;
 use crate::ops::{Enqueue, GroupRef, calls_as_one};
 use crate::sys;

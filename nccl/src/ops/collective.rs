@@ -1,12 +1,11 @@
 //! Collectives: every rank takes part, bound to a stream, each stating its
 //! own contract and going through [`Call`].
 
-use crate::mem::{DeviceBuffer, DeviceBufferMut};
-
 use crate::base::contract;
 use crate::base::dtype::NcclType;
 use crate::base::error::{Error, Result};
 use crate::comm::Comm;
+use crate::mem::{DeviceBuffer, DeviceBufferMut};
 use crate::ops::Enqueue;
 use crate::ops::ReduceOp;
 #[cfg(any(

@@ -6,14 +6,13 @@
 
 use std::ffi::CString;
 
-use crate::mem::{DeviceBuffer, DeviceBufferMut};
-
 use crate::base::contract;
 use crate::base::dtype::NcclType;
 use crate::base::error::{Error, Result};
 use crate::base::runtime::{checked_runtime, require_api};
 use crate::base::version::{Version, release};
 use crate::comm::Comm;
+use crate::mem::{DeviceBuffer, DeviceBufferMut};
 use crate::ops::call::{Call, at, vp};
 use crate::ops::{Enqueue, ReduceOp};
 use crate::sys;

@@ -1,11 +1,10 @@
 //! Point-to-point: [`Comm::send`] and [`Comm::recv`], one peer each.
 
-use crate::mem::{DeviceBuffer, DeviceBufferMut};
-
 use crate::base::contract;
 use crate::base::dtype::NcclType;
 use crate::base::error::Result;
 use crate::comm::Comm;
+use crate::mem::{DeviceBuffer, DeviceBufferMut};
 use crate::ops::Enqueue;
 use crate::ops::call::{Call, vp};
 use crate::sys;

@@ -17,15 +17,13 @@
 
 use std::ops::Range;
 
-use crate::mem::{DeviceBuffer, DeviceBufferMut};
-
 use crate::base::contract;
 use crate::base::dtype::NcclType;
 use crate::base::error::{Error, Result};
 use crate::base::runtime::{checked_runtime, require_api};
 use crate::base::version::Version;
 use crate::comm::Comm;
-use crate::mem::{SymmetricBuffer, Window};
+use crate::mem::{DeviceBuffer, DeviceBufferMut, SymmetricBuffer, Window};
 use crate::ops::Enqueue;
 use crate::ops::call::{Call, at};
 use crate::sys;
