@@ -419,10 +419,15 @@ fn a_driver_in_the_working_directory_is_refused() {
             // anything else reads the environment.
             unsafe { std::env::set_var("LD_LIBRARY_PATH", "/nonexistent") };
         }
+        let says = if std::env::var_os("NCCL_RS_TEST_DYNAMIC").is_some() {
+            "through a dynamic string"
+        } else {
+            "libcuda.so: refused"
+        };
         match nccl::device_count() {
             Err(Error::NoDriver { tried }) => {
                 assert_eq!(tried.len(), 1, "{tried:?}");
-                assert!(tried[0].contains("libcuda.so: refused"), "{tried:?}");
+                assert!(tried[0].contains(says), "{tried:?}");
                 assert!(tried[0].contains("LD_LIBRARY_PATH"), "{tried:?}");
                 println!("child: refused");
             }
@@ -435,14 +440,24 @@ fn a_driver_in_the_working_directory_is_refused() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(libm, dir.join("libcuda.so")).unwrap();
-    for reset in [false, true] {
+    // the empty entry as the program started (and as it still is, or
+    // after the program made it safe), and a relative entry with a dynamic
+    // string the loader expands (`$LIB`: `lib64/`, `lib/x86_64-linux-gnu/`)
+    for (reset, ld) in [
+        (false, "/nonexistent:"),
+        (true, "/nonexistent:"),
+        (false, "/nonexistent:$LIB"),
+    ] {
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
         cmd.args(["--exact", CASE, "--nocapture", "--test-threads=1"])
             .current_dir(&dir)
             .env("NCCL_RS_TEST_CHILD", "1")
-            .env("LD_LIBRARY_PATH", "/nonexistent:");
+            .env("LD_LIBRARY_PATH", ld);
         if reset {
             cmd.env("NCCL_RS_TEST_RESET", "1");
+        }
+        if ld.contains('$') {
+            cmd.env("NCCL_RS_TEST_DYNAMIC", "1");
         }
         let out = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -654,11 +654,26 @@ fn an_empty_ld_library_path_entry_still_finds_its_absolute_folders() {
     const CASE: &str = "an_empty_ld_library_path_entry_still_finds_its_absolute_folders";
     let dir = canon(test_lib().parent().unwrap());
     if is_child(CASE) {
+        if std::env::var_os("NCCL_RS_TEST_RESET").is_some_and(|v| !v.is_empty()) {
+            // the program changes the variable after it started: the
+            // folders searched are still those the loader uses
+            // SAFETY: the child runs this one test, on one thread, before
+            // anything else reads the environment.
+            unsafe { std::env::set_var("LD_LIBRARY_PATH", "/nonexistent") };
+        }
         return check_loaded(&dir.join("libnccl.so.2"), Source::LoaderPath);
     }
     let mut path = dir.clone().into_os_string();
     path.push(":");
-    in_child(CASE, &[("LD_LIBRARY_PATH", &path)]);
+    for reset in ["", "1"] {
+        in_child(
+            CASE,
+            &[
+                ("LD_LIBRARY_PATH", &path),
+                ("NCCL_RS_TEST_RESET", std::ffi::OsStr::new(reset)),
+            ],
+        );
+    }
 }
 
 /// A setuid program (secure-execution mode) trusts no path from its

@@ -448,7 +448,9 @@ mod imp {
     use std::sync::{Mutex, OnceLock};
     use std::time::{Duration, Instant};
 
-    use crate::search_path::{origin_rest, path_entries, secure_execution, working_dir_entry};
+    use crate::search_path::{
+        loader_value, origin_rest, path_entries, secure_execution, system_dirs, working_dir_entry,
+    };
 
     /// The sonames tried, newest first.
     const NAMES: [&CStr; 2] = [c"libnccl.so.2", c"libnccl.so"];
@@ -616,47 +618,6 @@ mod imp {
         Ok(LOADED.get_or_init(|| lib))
     }
 
-    /// The folders the loader searches besides `LD_LIBRARY_PATH` (by full
-    /// path, where `LD_LIBRARY_PATH` cannot be used): those of
-    /// `/etc/ld.so.conf.d/*.conf` (absolute lines only), then the default
-    /// ones.
-    fn system_dirs() -> Vec<PathBuf> {
-        let mut dirs = Vec::new();
-        if let Ok(rd) = std::fs::read_dir("/etc/ld.so.conf.d") {
-            let mut confs: Vec<PathBuf> = rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-                .collect();
-            confs.sort();
-            for c in confs {
-                let Ok(text) = std::fs::read_to_string(&c) else {
-                    continue;
-                };
-                dirs.extend(
-                    text.lines()
-                        .map(str::trim)
-                        .filter(|l| l.starts_with('/'))
-                        .map(PathBuf::from),
-                );
-            }
-        }
-        let arch = if cfg!(target_arch = "aarch64") {
-            "aarch64-linux-gnu"
-        } else if cfg!(target_arch = "powerpc64") {
-            "powerpc64le-linux-gnu"
-        } else {
-            "x86_64-linux-gnu"
-        };
-        for d in ["/lib", "/usr/lib"] {
-            dirs.push(PathBuf::from(format!("{d}/{arch}")));
-        }
-        for d in ["/lib64", "/usr/lib64", "/lib", "/usr/lib"] {
-            dirs.push(PathBuf::from(d));
-        }
-        dirs.dedup();
-        dirs
-    }
-
     /// dlopen(`file`, flags) and the checks of [`Library::from_handle`].
     fn dlopen(file: &CStr, flags: i32, source: Source) -> Result<Library, String> {
         // SAFETY: file is NUL-terminated. Opening a library runs its
@@ -786,11 +747,13 @@ mod imp {
                         ),
                     });
                 }
-                // (glibc unsets it for a setuid program; never trusted there)
+                // the value the loader uses: the one the process started
+                // with (glibc unsets it for a setuid program; never trusted
+                // there)
                 let path = if secure {
                     Default::default()
                 } else {
-                    std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default()
+                    loader_value().unwrap_or_default()
                 };
                 // `$ORIGIN` is the program's folder, as the loader reads it
                 let exe_dir = std::env::current_exe()

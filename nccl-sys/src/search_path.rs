@@ -19,7 +19,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Most bytes of `/proc/self/environ` read (Linux caps a process's
 /// arguments and environment together well below this).
@@ -35,8 +35,9 @@ pub fn working_dir_entry() -> Option<String> {
 
 /// The folders, relative to the working directory, that the loader searches
 /// by those entries (`.` for an empty one), each once, in order. An entry
-/// with a dynamic string other than `$ORIGIN` (`$LIB`, `$PLATFORM`) is
-/// returned as written, unexpanded.
+/// with a dynamic string the loader expands (`$LIB`, `$PLATFORM`, or
+/// `$ORIGIN` not at its start) is returned as written: see
+/// [`is_unexpanded`].
 pub fn working_dir_folders() -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for v in values() {
@@ -55,6 +56,40 @@ pub fn working_dir_folders() -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Whether a folder of [`working_dir_folders`] holds a dynamic string
+/// (`$`) that the loader expands and this crate does not: which folder of
+/// the working directory it names is not known.
+pub fn is_unexpanded(folder: &Path) -> bool {
+    folder.as_os_str().as_bytes().contains(&b'$')
+}
+
+/// Whether `folder` is, once canonical, one of the system's library folders
+/// (those of `/etc/ld.so.conf.d` and the default ones), which the loader
+/// searches anyway: a library found there through the working directory is
+/// the one it would load without it.
+pub fn is_system_folder(folder: &Path) -> bool {
+    let Ok(canon) = std::fs::canonicalize(folder) else {
+        return false;
+    };
+    system_dirs()
+        .iter()
+        .any(|d| std::fs::canonicalize(d).is_ok_and(|d| d == canon))
+}
+
+/// The `LD_LIBRARY_PATH` the loader uses: the last of the environment the
+/// process started with (where `/proc/self/environ` can be read; `None` if
+/// it had none), else the current one; `None` in secure-execution mode.
+#[cfg_attr(not(nccl_sys_mode = "runtime"), allow(dead_code))]
+pub(crate) fn loader_value() -> Option<OsString> {
+    if secure_execution() {
+        return None;
+    }
+    match read_environ() {
+        Some(raw) => startup_values_in(&raw).pop(),
+        None => std::env::var_os("LD_LIBRARY_PATH"),
+    }
 }
 
 /// The values of `LD_LIBRARY_PATH` the loader may use: those of the
@@ -77,16 +112,65 @@ fn values() -> Vec<OsString> {
 /// with (glibc takes the last; all are checked). Empty where
 /// `/proc/self/environ` cannot be read.
 fn startup_values() -> Vec<OsString> {
+    read_environ().map_or_else(Vec::new, |raw| startup_values_in(&raw))
+}
+
+/// The environment block the process started with, as the kernel keeps it.
+fn read_environ() -> Option<Vec<u8>> {
     let mut raw = Vec::new();
-    let read = std::fs::File::open("/proc/self/environ")
-        .and_then(|f| f.take(ENVIRON_LIMIT).read_to_end(&mut raw));
-    if read.is_err() {
-        return Vec::new();
-    }
+    std::fs::File::open("/proc/self/environ")
+        .and_then(|f| f.take(ENVIRON_LIMIT).read_to_end(&mut raw))
+        .ok()?;
+    Some(raw)
+}
+
+/// Every `LD_LIBRARY_PATH=` value of an environment block, in order.
+fn startup_values_in(raw: &[u8]) -> Vec<OsString> {
     raw.split(|&b| b == 0)
         .filter_map(|kv| kv.strip_prefix(b"LD_LIBRARY_PATH="))
         .map(|v| OsString::from_vec(v.to_vec()))
         .collect()
+}
+
+/// The folders the loader searches besides `LD_LIBRARY_PATH` (by full
+/// path, where `LD_LIBRARY_PATH` cannot be used): those of
+/// `/etc/ld.so.conf.d/*.conf` (absolute lines only), then the default
+/// ones.
+pub(crate) fn system_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/etc/ld.so.conf.d") {
+        let mut confs: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect();
+        confs.sort();
+        for c in confs {
+            let Ok(text) = std::fs::read_to_string(&c) else {
+                continue;
+            };
+            dirs.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| l.starts_with('/'))
+                    .map(PathBuf::from),
+            );
+        }
+    }
+    let arch = if cfg!(target_arch = "aarch64") {
+        "aarch64-linux-gnu"
+    } else if cfg!(target_arch = "powerpc64") {
+        "powerpc64le-linux-gnu"
+    } else {
+        "x86_64-linux-gnu"
+    };
+    for d in ["/lib", "/usr/lib"] {
+        dirs.push(PathBuf::from(format!("{d}/{arch}")));
+    }
+    for d in ["/lib64", "/usr/lib64", "/lib", "/usr/lib"] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.dedup();
+    dirs
 }
 
 /// Whether this process runs in secure-execution mode (a setuid or setgid
@@ -158,8 +242,33 @@ pub(crate) fn path_entries(value: &OsStr) -> Vec<&[u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cwd_entry, origin_rest};
-    use std::ffi::OsStr;
+    use super::{cwd_entry, is_system_folder, is_unexpanded, origin_rest, startup_values_in};
+    use std::ffi::{OsStr, OsString};
+    use std::path::Path;
+
+    #[test]
+    fn folders_the_loader_searches_anyway_and_dynamic_strings() {
+        let system = ["/usr/lib", "/lib", "/usr/lib64", "/lib64"]
+            .into_iter()
+            .find(|d| Path::new(d).is_dir())
+            .expect("a system library folder");
+        assert!(is_system_folder(Path::new(system)));
+        assert!(!is_system_folder(&std::env::temp_dir()));
+        assert!(!is_system_folder(Path::new("/nonexistent")));
+        assert!(is_unexpanded(Path::new("$LIB")));
+        assert!(is_unexpanded(Path::new("x$ORIGIN/lib")));
+        assert!(!is_unexpanded(Path::new("lib")));
+    }
+
+    #[test]
+    fn every_value_of_an_environment_block() {
+        let block = b"A=1\0LD_LIBRARY_PATH=/a:\0B=LD_LIBRARY_PATH=x\0LD_LIBRARY_PATH=/b\0";
+        assert_eq!(
+            startup_values_in(block),
+            vec![OsString::from("/a:"), OsString::from("/b")]
+        );
+        assert!(startup_values_in(b"").is_empty());
+    }
 
     #[test]
     fn ld_library_path_entries_that_search_the_working_directory() {

@@ -36,24 +36,40 @@ fn driver_names() -> Vec<String> {
 /// A file by one of the driver's names in a folder of the working directory
 /// that `LD_LIBRARY_PATH` makes the loader search (an empty or relative
 /// entry; see [`nccl_sys::search_path`]): cudarc opens the driver by name,
-/// so that file would be loaded, its initializers run, before the real
-/// driver. The refusal, as [`Error::NoDriver`] shows it. A file placed
-/// there after this check is not seen: the check is for a working
-/// directory prepared before the program ran.
+/// so that file could be loaded, its initializers run, before the real
+/// driver. The refusal, as [`Error::NoDriver`] shows it. A folder that is
+/// one of the system's library folders (the working directory is
+/// `/usr/lib64`, say) holds what the loader would find anyway, and is
+/// skipped; a folder named with a dynamic string this crate does not expand
+/// (`$LIB`, `$PLATFORM`) is refused as it stands. A file placed there after
+/// this check is not seen: the check is for a working directory prepared
+/// before the program ran.
 fn planted_driver() -> Option<String> {
-    let folders = nccl_sys::search_path::working_dir_folders();
+    use nccl_sys::search_path::{is_system_folder, is_unexpanded, working_dir_folders};
+    let folders = working_dir_folders();
     if folders.is_empty() {
         return None;
     }
     let names = driver_names();
     for dir in &folders {
+        if is_unexpanded(dir) {
+            return Some(format!(
+                "refused: LD_LIBRARY_PATH has the entry {:?}, which names a folder of the working \
+                 directory through a dynamic string; the CUDA driver, opened by name, could be \
+                 loaded from there (remove the entry, or make it absolute)",
+                dir.display().to_string()
+            ));
+        }
+        if is_system_folder(dir) {
+            continue;
+        }
         for name in &names {
             let file = dir.join(name);
             if std::fs::symlink_metadata(&file).is_ok() {
                 return Some(format!(
                     "{}: refused: an empty or relative entry of LD_LIBRARY_PATH makes the \
                      loader search {} before the system's folders, and that file is there; it \
-                     would be loaded as the CUDA driver (remove the entry, or the file)",
+                     could be loaded as the CUDA driver (remove the entry, or the file)",
                     file.display(),
                     dir.display()
                 ));
