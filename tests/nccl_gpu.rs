@@ -1000,7 +1000,40 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
             "send.len()",
         ));
     }
+    // memory of another CudaContext object of this GPU (cudarc tracks uses
+    // per object): a buffer, and a custom op's device scalar
+    let other = nccl::context(ctx.ordinal()).unwrap();
+    let other_stream = other.new_stream().unwrap();
+    let mut alien: CudaSlice<f32> = other_stream.alloc_zeros(n).unwrap();
+    bad.push(expect(
+        "a buffer of another context object",
+        comm.all_reduce(&send, &mut alien, ReduceOp::Sum, env.stream),
+        "all_reduce",
+        "buffer",
+    ));
+    let alien_scalar: CudaSlice<f32> = other_stream.clone_htod(&[0.5f32]).unwrap();
+    let alien_op = comm.pre_mul_sum_device(&alien_scalar).unwrap();
+    bad.push(expect(
+        "a device scalar of another context object",
+        comm.all_reduce(&send, &mut recv, ReduceOp::PreMulSum(&alien_op), env.stream),
+        "all_reduce",
+        "buffer",
+    ));
+    // a slice whose length in bytes does not fit: cudarc's allocation wraps
+    // the byte count in a release build (here to 4 bytes) and keeps the
+    // length it was asked for
+    #[cfg(not(debug_assertions))]
+    {
+        let mut wrapped: CudaSlice<f32> = env.stream.alloc_zeros((1 << 62) + 1).unwrap();
+        bad.push(expect(
+            "a length whose bytes overflow",
+            comm.all_reduce_in_place(&mut wrapped, ReduceOp::Sum, env.stream),
+            "all_reduce_in_place",
+            "buffer",
+        ));
+    }
     drop(wrong_type_op);
+    drop(alien_op);
     for (i, b) in bad.into_iter().enumerate() {
         rep.check(&format!("bad input #{i}"), b);
     }

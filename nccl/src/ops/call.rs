@@ -27,7 +27,7 @@
 //! enqueue), and [`Call::run`] makes the NCCL call and turns its result into a
 //! `Result`. Each collective states only its own contract.
 
-use cudarc::driver::{CudaStream, SyncOnDrop, sys as cu};
+use cudarc::driver::{CudaContext, CudaStream, SyncOnDrop, sys as cu};
 use std::sync::Arc;
 
 use crate::base::call::check_comm;
@@ -86,11 +86,27 @@ pub(crate) struct Call<'a> {
     /// Extents (address, bytes) of the buffers, for the overlap check.
     spans: [(u64, usize); 2],
     nspans: usize,
-    /// The GPU of a buffer that is not on the communicator's: refused by
-    /// [`Call::ready`] (NCCL does not check pointers unless told to; the
-    /// kernel would reach that memory over the peer mapping, unordered with
-    /// its frees).
-    foreign: Option<usize>,
+    /// A buffer that is not of the call stream's context: refused by
+    /// [`Call::ready`].
+    foreign: Option<Foreign>,
+    /// A buffer whose length in bytes does not fit an `isize` (cudarc's
+    /// allocation wraps the byte count in release builds, so such a slice
+    /// may own far less memory than it says): refused by [`Call::ready`].
+    oversized: Option<usize>,
+}
+
+/// Why [`Call::ready`] refuses a buffer of another context.
+#[derive(Clone, Copy)]
+enum Foreign {
+    /// Memory of another GPU: NCCL does not check pointers unless told to;
+    /// the kernel would reach that memory over the peer mapping, unordered
+    /// with its frees.
+    Gpu(usize),
+    /// Memory of another `CudaContext` object of the same GPU: cudarc keeps
+    /// its event tracking per object (whether to record a use is asked of
+    /// the stream's, whether to wait before the free of the buffer's), so
+    /// the free could overtake the call.
+    Context,
 }
 
 impl<'a> Call<'a> {
@@ -123,6 +139,7 @@ impl<'a> Call<'a> {
             spans: [(0, 0); 2],
             nspans: 0,
             foreign: None,
+            oversized: None,
         })
     }
 
@@ -135,8 +152,15 @@ impl<'a> Call<'a> {
 
     #[inline(always)]
     fn span<T>(&mut self, p: u64, len: usize) {
+        let bytes = match len.checked_mul(std::mem::size_of::<T>()) {
+            Some(b) if b <= isize::MAX as usize => b,
+            _ => {
+                self.oversized.get_or_insert(len);
+                return;
+            }
+        };
         if self.nspans < self.spans.len() {
-            self.spans[self.nspans] = (p, len * std::mem::size_of::<T>());
+            self.spans[self.nspans] = (p, bytes);
             self.nspans += 1;
         }
     }
@@ -166,16 +190,27 @@ impl<'a> Call<'a> {
         p
     }
 
-    /// Whether a buffer whose stream is `s` lives on the call's GPU; if not,
-    /// notes it for [`Call::ready`] (no address is taken: cudarc would record
-    /// its event on a stream of another context).
+    /// Whether a buffer whose stream is `s` is of the call stream's
+    /// `CudaContext` (the same object); if not, notes why for
+    /// [`Call::ready`] (no address is taken: cudarc would record its event
+    /// on a stream of another context).
     #[inline(always)]
     fn on_this_gpu(&mut self, s: &Arc<CudaStream>) -> bool {
-        let dev = s.context().ordinal();
-        if dev == self.stream.context().ordinal() {
+        self.of_this_context(s.context())
+    }
+
+    #[inline(always)]
+    fn of_this_context(&mut self, ctx: &Arc<CudaContext>) -> bool {
+        let own = self.stream.context();
+        if Arc::ptr_eq(ctx, own) {
             return true;
         }
-        self.foreign.get_or_insert(dev);
+        let why = if ctx.ordinal() == own.ordinal() {
+            Foreign::Context
+        } else {
+            Foreign::Gpu(ctx.ordinal())
+        };
+        self.foreign.get_or_insert(why);
         false
     }
 
@@ -185,6 +220,11 @@ impl<'a> Call<'a> {
     pub(crate) fn reduction<T: NcclType>(&mut self, op: ReduceOp<'a>) -> Result<sys::ncclRedOp_t> {
         let raw = op.raw_for::<T>(self.op, self.comm)?;
         if let ReduceOp::PreMulSum(p) = op {
+            if let Some(ctx) = p.scalar_context() {
+                if !self.of_this_context(ctx) {
+                    return Ok(raw); // refused by `ready`, unacquired
+                }
+            }
             if let Some(g) = p.scalar_use(self.stream) {
                 self.keep(g);
             }
@@ -197,12 +237,15 @@ impl<'a> Call<'a> {
     /// ([`GroupRef::admit`](crate::ops::group::GroupRef::admit)).
     #[inline(always)]
     fn ready(&self) -> Result<()> {
-        if let Some(dev) = self.foreign {
+        if let Some(why) = self.foreign {
+            return Err(self.foreign_error(why));
+        }
+        if let Some(len) = self.oversized {
             return Err(Error::invalid(
                 self.op,
                 "buffer",
-                format!("memory of this communicator's GPU {}", self.comm.device()),
-                format!("memory of GPU {dev}"),
+                "a length whose bytes fit an isize",
+                len,
             ));
         }
         if self.nspans == 2 {
@@ -212,6 +255,25 @@ impl<'a> Call<'a> {
             g.admit(self.comm, self.op)?;
         }
         Ok(())
+    }
+
+    #[cold]
+    fn foreign_error(&self, why: Foreign) -> Error {
+        match why {
+            Foreign::Gpu(dev) => Error::invalid(
+                self.op,
+                "buffer",
+                format!("memory of this communicator's GPU {}", self.comm.device()),
+                format!("memory of GPU {dev}"),
+            ),
+            Foreign::Context => Error::invalid(
+                self.op,
+                "buffer",
+                "memory of the stream's CudaContext (the same object: cudarc tracks uses per \
+                 context object)",
+                "memory of another CudaContext of the same GPU",
+            ),
+        }
     }
 
     fn raw_stream(&self) -> sys::cudaStream_t {

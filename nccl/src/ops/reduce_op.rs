@@ -2,7 +2,8 @@
 
 use std::marker::PhantomData;
 
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, SyncOnDrop};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, SyncOnDrop};
+use std::sync::Arc;
 
 use crate::base::dtype::NcclType;
 use crate::base::error::Result;
@@ -85,6 +86,8 @@ pub struct PreMulSum<'a> {
     /// acquire it on a stream: every collective using the op reads it, so
     /// cudarc must order it like a buffer of the call.
     scalar: Option<(*const (), ScalarUse)>,
+    /// The device scalar's context (the object it was allocated in).
+    scalar_ctx: Option<&'a Arc<CudaContext>>,
     _borrow: PhantomData<&'a ()>,
 }
 
@@ -164,6 +167,7 @@ impl Comm {
             )
         }?;
         op.scalar = Some((scalar as *const CudaSlice<T> as *const (), scalar_use::<T>));
+        op.scalar_ctx = Some(scalar.context());
         Ok(op)
     }
 
@@ -186,6 +190,7 @@ impl Comm {
             datatype: T::DATATYPE,
             type_name: T::NAME,
             scalar: None,
+            scalar_ctx: None,
             _borrow: PhantomData,
         })
     }
@@ -199,6 +204,12 @@ impl<'a> PreMulSum<'a> {
         // SAFETY: p is the `&'a CudaSlice<T>` of `pre_mul_sum_device` with the
         // matching `f`, and 'a outlives 'x (self is borrowed for 'x).
         Some(unsafe { f(p, stream) })
+    }
+
+    /// The `CudaContext` the device scalar was allocated in; `None` for a
+    /// host scalar.
+    pub(crate) fn scalar_context(&self) -> Option<&'a Arc<CudaContext>> {
+        self.scalar_ctx
     }
 
     /// The raw op handle.
