@@ -18,8 +18,8 @@ use crate::mem::{NcclBuffer, NcclView, NcclViewMut, Registration, RegistrationKi
 ///
 /// # Safety
 ///
-/// An implementor promises, for every `stream` of the GPU of
-/// `self.stream()`'s context: the address that `device_ptr(stream)`
+/// An implementor promises, for every `stream` of `self.stream()`'s
+/// `CudaContext` (the same object; the calls refuse others): the address that `device_ptr(stream)`
 /// returns is the start of `self.len()` elements of `T` of device memory of
 /// that GPU, which stays allocated, and is not written by anything but work
 /// ordered before this use, until the work enqueued on `stream` before the
@@ -37,10 +37,14 @@ pub unsafe trait DeviceBuffer<T>: DevicePtr<T> {}
 pub unsafe trait DeviceBufferMut<T>: DevicePtrMut<T> {}
 
 // SAFETY: cudarc's slice owns `len` elements at its address until it is
-// dropped; its drop waits (stream-ordered) for the events its guards record
-// when cudarc tracks events, and a program that turned tracking off
-// promised cudarc (`disable_event_tracking` is unsafe) to order its
-// streams itself. `&self` keeps writers away for as long as a guard lives.
+// dropped (but for a length whose byte count wrapped in cudarc's
+// allocation: the calls refuse a length whose bytes do not fit an isize);
+// its drop waits (stream-ordered) for the events its guards record when its
+// context tracks events. The calls use it only on streams of its own
+// `CudaContext` object, whose flags decide both the record and the wait
+// (cudarc keeps them per object); a program that turned tracking off
+// promised cudarc (`disable_event_tracking` is unsafe) to order its streams
+// itself. `&self` keeps writers away for as long as a guard lives.
 unsafe impl<T> DeviceBuffer<T> for CudaSlice<T> {}
 // SAFETY: as for reading, and `&mut self` keeps every other user away.
 unsafe impl<T> DeviceBufferMut<T> for CudaSlice<T> {}
