@@ -48,8 +48,12 @@ pub unsafe trait DeviceBufferMut<T>: DevicePtrMut<T> {}
 unsafe impl<T> DeviceBuffer<T> for CudaSlice<T> {}
 // SAFETY: as for reading, and `&mut self` keeps every other user away.
 unsafe impl<T> DeviceBufferMut<T> for CudaSlice<T> {}
-// SAFETY: a view borrows its slice (the address and length are within it,
-// cudarc checks the range) and records into the slice's own events.
+// SAFETY: a view borrows what it views (the address and length are within
+// it, cudarc checks the range): a slice, whose own events it records into,
+// or a module's global (`CudaModule::get_global`), borrowed with its module.
+// Such a view has no events: the module's unload after the call is ordered
+// only by the driver, as it is for cudarc's own kernels on that global (a
+// limit of cudarc's, noted in docs/performance.md's list for cudarc).
 unsafe impl<T> DeviceBuffer<T> for CudaView<'_, T> {}
 // SAFETY: as `CudaView`; a mutable view borrows its slice exclusively.
 unsafe impl<T> DeviceBuffer<T> for CudaViewMut<'_, T> {}
