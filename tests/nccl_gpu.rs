@@ -1037,6 +1037,23 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     for (i, b) in bad.into_iter().enumerate() {
         rep.check(&format!("bad input #{i}"), b);
     }
+    // an NcclBuffer orders its uses itself: a stream of another context
+    // object of its GPU is taken, and a read on its home stream after it
+    // sees the result
+    let r = (|| -> Result<(), String> {
+        let derr = |e: cudarc::driver::DriverError| e.to_string();
+        let mut b = NcclBuffer::from_host(env.stream, &vec![1.0f32; n], Memory::Stream)
+            .map_err(e2s)?;
+        comm.all_reduce_in_place(&mut b, ReduceOp::Sum, &other_stream)
+            .map_err(e2s)?;
+        let got = env.stream.clone_dtoh(&b).map_err(derr)?;
+        env.stream.synchronize().map_err(derr)?;
+        match got.iter().find(|&&x| x != world as f32) {
+            None => Ok(()),
+            Some(x) => Err(format!("{x} where {world} was expected")),
+        }
+    })();
+    rep.check("NcclBuffer used on a stream of another context object", r);
     let r = comm
         .all_reduce(&send, &mut recv, ReduceOp::Sum, env.stream)
         .map_err(e2s)

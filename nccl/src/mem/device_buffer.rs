@@ -19,13 +19,24 @@ use crate::mem::{NcclBuffer, NcclView, NcclViewMut, Registration, RegistrationKi
 /// # Safety
 ///
 /// An implementor promises, for every `stream` of `self.stream()`'s
-/// `CudaContext` (the same object; the calls refuse others): the address that `device_ptr(stream)`
+/// `CudaContext` object (and, where `orders_own_uses` answers `true`, of
+/// any object of the same CUDA context; the calls refuse other streams): the address that `device_ptr(stream)`
 /// returns is the start of `self.len()` elements of `T` of device memory of
 /// that GPU, which stays allocated, and is not written by anything but work
 /// ordered before this use, until the work enqueued on `stream` before the
 /// returned guard is dropped has finished (the guard records that use, as
 /// cudarc's events do, so that a later writer or the free waits for it).
-pub unsafe trait DeviceBuffer<T>: DevicePtr<T> {}
+pub unsafe trait DeviceBuffer<T>: DevicePtr<T> {
+    /// Whether the buffer orders its uses itself, whatever `CudaContext`
+    /// object a stream of its GPU context comes from (this crate's
+    /// buffers), rather than through cudarc's events, whose flags cudarc
+    /// keeps per object. The calls take such a buffer on any stream of its
+    /// context; others only on streams of the buffer's own object.
+    #[doc(hidden)]
+    fn orders_own_uses(&self) -> bool {
+        false
+    }
+}
 
 /// Device memory that a call may give NCCL to write.
 ///
@@ -34,7 +45,13 @@ pub unsafe trait DeviceBuffer<T>: DevicePtr<T> {}
 /// As [`DeviceBuffer`], for `device_ptr_mut(stream)`, and besides: nothing
 /// else reads or writes those elements until that work has finished, but
 /// work ordered after it (the guard records the use as a write).
-pub unsafe trait DeviceBufferMut<T>: DevicePtrMut<T> {}
+pub unsafe trait DeviceBufferMut<T>: DevicePtrMut<T> {
+    /// As [`DeviceBuffer`]'s.
+    #[doc(hidden)]
+    fn orders_own_uses(&self) -> bool {
+        false
+    }
+}
 
 // SAFETY: cudarc's slice owns `len` elements at its address until it is
 // dropped (but for a length whose byte count wrapped in cudarc's
@@ -62,28 +79,58 @@ unsafe impl<T> DeviceBufferMut<T> for CudaViewMut<'_, T> {}
 
 // SAFETY: an `NcclBuffer` owns `len` elements at its address until it is
 // dropped, and its drop joins every use its guards recorded (or leaks the
-// memory, logged); see the rules in `mem/buffer.rs`.
-unsafe impl<T> DeviceBuffer<T> for NcclBuffer<T> {}
+// memory, logged); it orders uses on streams of any object of its CUDA
+// context itself (`Uses::on` compares the raw contexts); see the rules in
+// `mem/buffer.rs`.
+unsafe impl<T> DeviceBuffer<T> for NcclBuffer<T> {
+    fn orders_own_uses(&self) -> bool {
+        true
+    }
+}
 // SAFETY: as for reading; `&mut self` keeps every other user away.
-unsafe impl<T> DeviceBufferMut<T> for NcclBuffer<T> {}
+unsafe impl<T> DeviceBufferMut<T> for NcclBuffer<T> {
+    fn orders_own_uses(&self) -> bool {
+        true
+    }
+}
 // SAFETY: a view borrows its buffer (the range is checked when the view is
 // made) and shares the buffer's tracking.
-unsafe impl<T> DeviceBuffer<T> for NcclView<'_, T> {}
+unsafe impl<T> DeviceBuffer<T> for NcclView<'_, T> {
+    fn orders_own_uses(&self) -> bool {
+        true
+    }
+}
 // SAFETY: as `NcclView`; a mutable view borrows its buffer exclusively.
-unsafe impl<T> DeviceBuffer<T> for NcclViewMut<'_, T> {}
+unsafe impl<T> DeviceBuffer<T> for NcclViewMut<'_, T> {
+    fn orders_own_uses(&self) -> bool {
+        true
+    }
+}
 // SAFETY: as `NcclView`; a mutable view borrows its buffer exclusively.
-unsafe impl<T> DeviceBufferMut<T> for NcclViewMut<'_, T> {}
+unsafe impl<T> DeviceBufferMut<T> for NcclViewMut<'_, T> {
+    fn orders_own_uses(&self) -> bool {
+        true
+    }
+}
 
 // SAFETY: a registration owns its buffer, itself a `DeviceBuffer`, and
 // hands out the buffer's own address, length and guards.
-unsafe impl<T: 'static, B, K: RegistrationKind> DeviceBuffer<T> for Registration<T, B, K> where
-    B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static
+unsafe impl<T: 'static, B, K: RegistrationKind> DeviceBuffer<T> for Registration<T, B, K>
+where
+    B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static,
 {
+    fn orders_own_uses(&self) -> bool {
+        DeviceBuffer::orders_own_uses(self.get())
+    }
 }
 // SAFETY: as for reading, through the buffer's `device_ptr_mut`.
-unsafe impl<T: 'static, B, K: RegistrationKind> DeviceBufferMut<T> for Registration<T, B, K> where
-    B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static
+unsafe impl<T: 'static, B, K: RegistrationKind> DeviceBufferMut<T> for Registration<T, B, K>
+where
+    B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static,
 {
+    fn orders_own_uses(&self) -> bool {
+        DeviceBufferMut::orders_own_uses(self.get())
+    }
 }
 
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
@@ -94,7 +141,15 @@ mod symmetric {
     // SAFETY: a pool's buffer holds one of the pool's windows (of at least
     // `len` elements) for its life and hands out that window's
     // `NcclBuffer`'s address and guards.
-    unsafe impl<T> DeviceBuffer<T> for SymmetricBuffer<'_, T> {}
+    unsafe impl<T> DeviceBuffer<T> for SymmetricBuffer<'_, T> {
+        fn orders_own_uses(&self) -> bool {
+            true
+        }
+    }
     // SAFETY: as for reading; the pool hands each range to one buffer.
-    unsafe impl<T> DeviceBufferMut<T> for SymmetricBuffer<'_, T> {}
+    unsafe impl<T> DeviceBufferMut<T> for SymmetricBuffer<'_, T> {
+        fn orders_own_uses(&self) -> bool {
+            true
+        }
+    }
 }

@@ -102,10 +102,11 @@ enum Foreign {
     /// the kernel would reach that memory over the peer mapping, unordered
     /// with its frees.
     Gpu(usize),
-    /// Memory of another `CudaContext` object of the same GPU: cudarc keeps
-    /// its event tracking per object (whether to record a use is asked of
-    /// the stream's, whether to wait before the free of the buffer's), so
-    /// the free could overtake the call.
+    /// Memory of cudarc's (a `CudaSlice`, a view) from another
+    /// `CudaContext` object of the same GPU: cudarc keeps its event
+    /// tracking per object (whether to record a use is asked of the
+    /// stream's, whether to wait before the free of the buffer's), so the
+    /// free could overtake the call.
     Context,
 }
 
@@ -168,7 +169,7 @@ impl<'a> Call<'a> {
     /// A buffer the call reads: its device address on the call's stream.
     #[inline(always)]
     pub(crate) fn read<T>(&mut self, buf: &'a impl DeviceBuffer<T>) -> u64 {
-        if !self.on_this_gpu(buf.stream()) {
+        if !self.usable(buf.stream(), DeviceBuffer::orders_own_uses(buf)) {
             return 0;
         }
         let (p, g) = buf.device_ptr(self.stream);
@@ -180,7 +181,7 @@ impl<'a> Call<'a> {
     /// A buffer the call writes: its device address on the call's stream.
     #[inline(always)]
     pub(crate) fn write<T>(&mut self, buf: &'a mut impl DeviceBufferMut<T>) -> u64 {
-        if !self.on_this_gpu(buf.stream()) {
+        if !self.usable(buf.stream(), DeviceBufferMut::orders_own_uses(buf)) {
             return 0;
         }
         let len = buf.len();
@@ -190,13 +191,17 @@ impl<'a> Call<'a> {
         p
     }
 
-    /// Whether a buffer whose stream is `s` is of the call stream's
-    /// `CudaContext` (the same object); if not, notes why for
-    /// [`Call::ready`] (no address is taken: cudarc would record its event
-    /// on a stream of another context).
+    /// Whether a buffer whose stream is `s` may be used on the call's
+    /// stream: of the same `CudaContext` object, or, for a buffer that
+    /// orders its uses itself (`own`), of the same CUDA context; if not,
+    /// notes why for [`Call::ready`] (no address is taken).
     #[inline(always)]
-    fn on_this_gpu(&mut self, s: &Arc<CudaStream>) -> bool {
-        self.of_this_context(s.context())
+    fn usable(&mut self, s: &Arc<CudaStream>, own: bool) -> bool {
+        let ctx = s.context();
+        if own && ctx.cu_ctx() == self.stream.context().cu_ctx() {
+            return true;
+        }
+        self.of_this_context(ctx)
     }
 
     #[inline(always)]
@@ -269,8 +274,8 @@ impl<'a> Call<'a> {
             Foreign::Context => Error::invalid(
                 self.op,
                 "buffer",
-                "memory of the stream's CudaContext (the same object: cudarc tracks uses per \
-                 context object)",
+                "cudarc memory of the stream's CudaContext (the same object: cudarc tracks \
+                 uses per context object; an NcclBuffer takes any)",
                 "memory of another CudaContext of the same GPU",
             ),
         }
