@@ -58,11 +58,29 @@ pub fn working_dir_folders() -> Vec<PathBuf> {
     out
 }
 
-/// Whether a folder of [`working_dir_folders`] holds a dynamic string
-/// (`$`) that the loader expands and this crate does not: which folder of
-/// the working directory it names is not known.
+/// Whether a folder of [`working_dir_folders`] holds a dynamic string the
+/// loader expands and this crate does not (`$ORIGIN`, `$LIB`, `$PLATFORM`,
+/// or their `${…}` forms, a bare name not followed by a letter, a digit or
+/// `_`): which folder of the working directory it names is not known. Any
+/// other `$` the loader keeps as written.
 pub fn is_unexpanded(folder: &Path) -> bool {
-    folder.as_os_str().as_bytes().contains(&b'$')
+    const NAMES: [&[u8]; 3] = [b"ORIGIN", b"LIB", b"PLATFORM"];
+    let b = folder.as_os_str().as_bytes();
+    b.iter()
+        .enumerate()
+        .filter(|&(_, &c)| c == b'$')
+        .any(|(i, _)| {
+            let rest = &b[i + 1..];
+            NAMES.iter().any(|n| {
+                if let Some(r) = rest.strip_prefix(b"{").and_then(|r| r.strip_prefix(*n)) {
+                    return r.first() == Some(&b'}');
+                }
+                rest.strip_prefix(*n).is_some_and(|r| {
+                    !r.first()
+                        .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_')
+                })
+            })
+        })
 }
 
 /// Whether `folder` is, once canonical, one of the system's library folders
@@ -257,7 +275,15 @@ mod tests {
         assert!(!is_system_folder(Path::new("/nonexistent")));
         assert!(is_unexpanded(Path::new("$LIB")));
         assert!(is_unexpanded(Path::new("x$ORIGIN/lib")));
+        assert!(is_unexpanded(Path::new("a/${PLATFORM}/b")));
+        assert!(is_unexpanded(Path::new("$PLATFORM-x")));
         assert!(!is_unexpanded(Path::new("lib")));
+        // kept as written by the loader: a folder of that very name
+        assert!(!is_unexpanded(Path::new("$LD_LIBRARY_PATH")));
+        assert!(!is_unexpanded(Path::new("$ORIGINAL/lib")));
+        assert!(!is_unexpanded(Path::new("$LIB_x")));
+        assert!(!is_unexpanded(Path::new("${LIBX}")));
+        assert!(!is_unexpanded(Path::new("$")));
     }
 
     #[test]
