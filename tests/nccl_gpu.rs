@@ -1042,8 +1042,8 @@ fn extras(env: &Env, ctx: &Arc<CudaContext>, rep: &mut Report) {
     // sees the result
     let r = (|| -> Result<(), String> {
         let derr = |e: cudarc::driver::DriverError| e.to_string();
-        let mut b = NcclBuffer::from_host(env.stream, &vec![1.0f32; n], Memory::Stream)
-            .map_err(e2s)?;
+        let mut b =
+            NcclBuffer::from_host(env.stream, &vec![1.0f32; n], Memory::Stream).map_err(e2s)?;
         comm.all_reduce_in_place(&mut b, ReduceOp::Sum, &other_stream)
             .map_err(e2s)?;
         let got = env.stream.clone_dtoh(&b).map_err(derr)?;
