@@ -76,14 +76,20 @@ impl Open {
         // runs on this thread (`Open` is owned by `Group`, which is !Send).
         unsafe { nccl!(ncclGroupStart()) }?;
         OPEN.with(|o| o.set(true));
-        Ok(Open {
+        Ok(Open::empty(false))
+    }
+
+    /// A group's state before its first call; `ended` for one whose Drop
+    /// must not end a group.
+    fn empty(ended: bool) -> Open {
+        Open {
             guards: RefCell::new(Vec::new()),
             pending: RefCell::new(Vec::new()),
             first: Cell::new(std::ptr::null()),
             kinds: Cell::new(0),
             cga: Cell::new(None),
-            ended: Cell::new(false),
-        })
+            ended: Cell::new(ended),
+        }
     }
 
     /// Records the `cgaClusterSize` setting `call` of the grouped call `op`
@@ -643,15 +649,8 @@ mod tests {
     /// collective is refused and leaves the record as it was.
     #[test]
     fn a_group_records_and_refuses() {
-        let open = Open {
-            guards: RefCell::new(Vec::new()),
-            pending: RefCell::new(Vec::new()),
-            first: Cell::new(std::ptr::null()),
-            kinds: Cell::new(0),
-            cga: Cell::new(None),
-            // never started: nothing for Drop to end
-            ended: Cell::new(true),
-        };
+        // never started: nothing for Drop to end
+        let open = Open::empty(true);
         open.admit_cga("send", Some(8)).unwrap();
         assert_eq!(open.cga.get(), None, "point-to-point calls do not count");
         open.admit_cga("all_reduce", Some(2)).unwrap();
