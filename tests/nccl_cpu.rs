@@ -934,6 +934,15 @@ fn ncclbuffer_views_are_buffers() {
     writes::<CudaViewMut<'static, f32>>();
     reads::<nccl::Registered<f32, nccl::NcclBuffer<f32>>>();
     writes::<nccl::Registered<f32, CudaSlice<f32>>>();
+    // which of them the calls take on a stream of another context object
+    // of the same CUDA context: this crate's, which order their own uses
+    use nccl::{DeviceBuffer, DeviceBufferMut, NcclBuffer, Registered};
+    const { assert!(<NcclBuffer<f32> as DeviceBuffer<f32>>::ORDERS_OWN_USES) };
+    const { assert!(<nccl::NcclViewMut<'static, f32> as DeviceBufferMut<f32>>::ORDERS_OWN_USES) };
+    const { assert!(<Registered<f32, NcclBuffer<f32>> as DeviceBufferMut<f32>>::ORDERS_OWN_USES) };
+    const { assert!(!<CudaSlice<f32> as DeviceBuffer<f32>>::ORDERS_OWN_USES) };
+    const { assert!(!<CudaViewMut<'static, f32> as DeviceBufferMut<f32>>::ORDERS_OWN_USES) };
+    const { assert!(!<Registered<f32, CudaSlice<f32>> as DeviceBuffer<f32>>::ORDERS_OWN_USES) };
 }
 
 /// The symmetric pool: gated like windows (NCCL 2.27.3), its buffers are

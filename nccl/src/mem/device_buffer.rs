@@ -19,7 +19,7 @@ use crate::mem::{NcclBuffer, NcclView, NcclViewMut, Registration, RegistrationKi
 /// # Safety
 ///
 /// An implementor promises, for every `stream` of `self.stream()`'s
-/// `CudaContext` object (and, where `orders_own_uses` answers `true`, of
+/// `CudaContext` object (and, where `ORDERS_OWN_USES` is `true`, of
 /// any object of the same CUDA context; the calls refuse other streams): the address that `device_ptr(stream)`
 /// returns is the start of `self.len()` elements of `T` of device memory of
 /// that GPU, which stays allocated, and is not written by anything but work
@@ -33,9 +33,7 @@ pub unsafe trait DeviceBuffer<T>: DevicePtr<T> {
     /// keeps per object. The calls take such a buffer on any stream of its
     /// context; others only on streams of the buffer's own object.
     #[doc(hidden)]
-    fn orders_own_uses(&self) -> bool {
-        false
-    }
+    const ORDERS_OWN_USES: bool = false;
 }
 
 /// Device memory that a call may give NCCL to write.
@@ -48,9 +46,7 @@ pub unsafe trait DeviceBuffer<T>: DevicePtr<T> {
 pub unsafe trait DeviceBufferMut<T>: DevicePtrMut<T> {
     /// As [`DeviceBuffer`]'s.
     #[doc(hidden)]
-    fn orders_own_uses(&self) -> bool {
-        false
-    }
+    const ORDERS_OWN_USES: bool = false;
 }
 
 // SAFETY: cudarc's slice owns `len` elements at its address until it is
@@ -83,34 +79,24 @@ unsafe impl<T> DeviceBufferMut<T> for CudaViewMut<'_, T> {}
 // context itself (`Uses::on` compares the raw contexts); see the rules in
 // `mem/buffer.rs`.
 unsafe impl<T> DeviceBuffer<T> for NcclBuffer<T> {
-    fn orders_own_uses(&self) -> bool {
-        true
-    }
+    const ORDERS_OWN_USES: bool = true;
 }
 // SAFETY: as for reading; `&mut self` keeps every other user away.
 unsafe impl<T> DeviceBufferMut<T> for NcclBuffer<T> {
-    fn orders_own_uses(&self) -> bool {
-        true
-    }
+    const ORDERS_OWN_USES: bool = true;
 }
 // SAFETY: a view borrows its buffer (the range is checked when the view is
 // made) and shares the buffer's tracking.
 unsafe impl<T> DeviceBuffer<T> for NcclView<'_, T> {
-    fn orders_own_uses(&self) -> bool {
-        true
-    }
+    const ORDERS_OWN_USES: bool = true;
 }
 // SAFETY: as `NcclView`; a mutable view borrows its buffer exclusively.
 unsafe impl<T> DeviceBuffer<T> for NcclViewMut<'_, T> {
-    fn orders_own_uses(&self) -> bool {
-        true
-    }
+    const ORDERS_OWN_USES: bool = true;
 }
 // SAFETY: as `NcclView`; a mutable view borrows its buffer exclusively.
 unsafe impl<T> DeviceBufferMut<T> for NcclViewMut<'_, T> {
-    fn orders_own_uses(&self) -> bool {
-        true
-    }
+    const ORDERS_OWN_USES: bool = true;
 }
 
 // SAFETY: a registration owns its buffer, itself a `DeviceBuffer`, and
@@ -119,18 +105,14 @@ unsafe impl<T: 'static, B, K: RegistrationKind> DeviceBuffer<T> for Registration
 where
     B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static,
 {
-    fn orders_own_uses(&self) -> bool {
-        DeviceBuffer::orders_own_uses(self.get())
-    }
+    const ORDERS_OWN_USES: bool = <B as DeviceBuffer<T>>::ORDERS_OWN_USES;
 }
 // SAFETY: as for reading, through the buffer's `device_ptr_mut`.
 unsafe impl<T: 'static, B, K: RegistrationKind> DeviceBufferMut<T> for Registration<T, B, K>
 where
     B: DeviceBuffer<T> + DeviceBufferMut<T> + Send + 'static,
 {
-    fn orders_own_uses(&self) -> bool {
-        DeviceBufferMut::orders_own_uses(self.get())
-    }
+    const ORDERS_OWN_USES: bool = <B as DeviceBufferMut<T>>::ORDERS_OWN_USES;
 }
 
 #[cfg(nccl_fn = "ncclCommWindowRegister")]
@@ -142,14 +124,10 @@ mod symmetric {
     // `len` elements) for its life and hands out that window's
     // `NcclBuffer`'s address and guards.
     unsafe impl<T> DeviceBuffer<T> for SymmetricBuffer<'_, T> {
-        fn orders_own_uses(&self) -> bool {
-            true
-        }
+        const ORDERS_OWN_USES: bool = true;
     }
     // SAFETY: as for reading; the pool hands each range to one buffer.
     unsafe impl<T> DeviceBufferMut<T> for SymmetricBuffer<'_, T> {
-        fn orders_own_uses(&self) -> bool {
-            true
-        }
+        const ORDERS_OWN_USES: bool = true;
     }
 }

@@ -168,8 +168,8 @@ impl<'a> Call<'a> {
 
     /// A buffer the call reads: its device address on the call's stream.
     #[inline(always)]
-    pub(crate) fn read<T>(&mut self, buf: &'a impl DeviceBuffer<T>) -> u64 {
-        if !self.usable(buf.stream(), DeviceBuffer::orders_own_uses(buf)) {
+    pub(crate) fn read<T, B: DeviceBuffer<T>>(&mut self, buf: &'a B) -> u64 {
+        if !self.usable(buf.stream(), B::ORDERS_OWN_USES) {
             return 0;
         }
         let (p, g) = buf.device_ptr(self.stream);
@@ -180,8 +180,8 @@ impl<'a> Call<'a> {
 
     /// A buffer the call writes: its device address on the call's stream.
     #[inline(always)]
-    pub(crate) fn write<T>(&mut self, buf: &'a mut impl DeviceBufferMut<T>) -> u64 {
-        if !self.usable(buf.stream(), DeviceBufferMut::orders_own_uses(buf)) {
+    pub(crate) fn write<T, B: DeviceBufferMut<T>>(&mut self, buf: &'a mut B) -> u64 {
+        if !self.usable(buf.stream(), B::ORDERS_OWN_USES) {
             return 0;
         }
         let len = buf.len();
